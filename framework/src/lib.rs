@@ -1,0 +1,10 @@
+//! rtllm: the plugin registry, graph builder, engine, weights, tokenizer, runtime and CLI.
+//! Plugins provide the kernels (see rtllm-plugin-api); models (rtllm-models) name the ops.
+
+pub mod cli;
+pub mod engine;
+pub mod host_pool;
+pub mod reference;
+pub mod registry;
+pub mod tokenizer;
+pub mod weights;

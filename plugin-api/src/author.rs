@@ -1,0 +1,193 @@
+//! Op authoring: implement [`Op`] (identity, inference, creation) and [`Kernel`] (launch) in
+//! one safe Rust file, then add `register_op!(MyOp);`. The generic `extern "C"` shims here
+//! turn them into an [`OpDecl`], and every shim turns a panic into an error value.
+
+use crate::{
+    attrs::Attrs,
+    context::{DeviceKind, LaunchContext},
+    dtype::DType,
+    error::PluginError,
+    op::{KernelBox, KernelVTable, OpDecl, OpExample},
+    tensor::{TensorArg, TensorMeta},
+};
+use abi_stable::std_types::{RResult, RSlice, RVec};
+use linkme::distributed_slice;
+use std::any::Any;
+use std::ffi::c_void;
+use std::panic::{catch_unwind, AssertUnwindSafe};
+
+/// The op list of the plugin crate being built: `register_op!` adds to it, the root module
+/// exports it. Each dylib has its own copy.
+#[distributed_slice]
+pub static OPS: [fn() -> OpDecl];
+
+/// An op: identity, supported dtypes, shape/dtype inference and kernel creation.
+pub trait Op: 'static {
+    const NAME: &'static str;
+    const VERSION: u32 = 1;
+    const DEVICE: DeviceKind = DeviceKind::Cpu;
+    const PRIORITY: i32 = 0;
+    const SUMMARY: &'static str = "";
+    type Kernel: Kernel;
+
+    /// The dtypes this provider handles.
+    fn dtypes() -> Vec<DType>;
+    /// Output metas from input metas (dims may be symbolic).
+    fn infer(inputs: &[TensorMeta], attrs: &Attrs) -> Result<Vec<TensorMeta>, PluginError>;
+    /// A kernel instance for inputs of these metas.
+    fn create(inputs: &[TensorMeta], attrs: &Attrs) -> Result<Self::Kernel, PluginError>;
+    /// Concrete example inputs for conformance checks (`rtllm plugins check`).
+    fn examples() -> Vec<OpExample> {
+        Vec::new()
+    }
+}
+
+/// A kernel instance: runs the op on concrete tensors.
+pub trait Kernel: Send + Sync + 'static {
+    fn workspace_bytes(&self, _inputs: &[TensorMeta]) -> Result<usize, PluginError> {
+        Ok(0)
+    }
+    /// Reads `inputs`, writes `outputs`. Allocates no device memory and never synchronizes.
+    fn launch(&self, ctx: &LaunchContext, inputs: &[TensorArg], outputs: &[TensorArg]) -> Result<(), PluginError>;
+}
+
+/// Text of a panic payload.
+pub fn panic_message(payload: &Box<dyn Any + Send>) -> String {
+    if let Some(s) = payload.downcast_ref::<&str>() {
+        (*s).to_string()
+    } else if let Some(s) = payload.downcast_ref::<String>() {
+        s.clone()
+    } else {
+        "unknown panic payload".to_string()
+    }
+}
+
+/// Runs `f`, turning a panic into an error that names the op and what it was doing.
+fn guarded<T>(op: &str, what: &str, f: impl FnOnce() -> Result<T, PluginError>) -> RResult<T, PluginError> {
+    match catch_unwind(AssertUnwindSafe(f)) {
+        Ok(Ok(v)) => RResult::ROk(v),
+        Ok(Err(e)) => RResult::RErr(e.context(format_args!("op '{op}' {what}"))),
+        Err(p) => RResult::RErr(PluginError::new(format!("op '{op}' {what}: panicked: {}", panic_message(&p)))),
+    }
+}
+
+extern "C" fn infer_shim<O: Op>(inputs: RSlice<'_, TensorMeta>, attrs: &Attrs) -> RResult<RVec<TensorMeta>, PluginError> {
+    guarded(O::NAME, "infer", || O::infer(inputs.as_slice(), attrs).map(RVec::from))
+}
+
+extern "C" fn create_shim<O: Op>(inputs: RSlice<'_, TensorMeta>, attrs: &Attrs) -> RResult<KernelBox, PluginError> {
+    guarded(O::NAME, "create", || {
+        let kernel = O::create(inputs.as_slice(), attrs)?;
+        Ok(KernelBox {
+            state: Box::into_raw(Box::new(kernel)) as *mut c_void,
+            vtable: KernelVTable {
+                workspace_bytes: workspace_shim::<O>,
+                launch: launch_shim::<O>,
+                drop: drop_shim::<O::Kernel>,
+            },
+        })
+    })
+}
+
+extern "C" fn examples_shim<O: Op>() -> RVec<OpExample> {
+    catch_unwind(O::examples).map(RVec::from).unwrap_or_default()
+}
+
+extern "C" fn workspace_shim<O: Op>(state: *const c_void, inputs: RSlice<'_, TensorMeta>) -> RResult<usize, PluginError> {
+    // SAFETY: `state` is the `O::Kernel` that `create_shim` boxed.
+    let kernel = unsafe { &*(state as *const O::Kernel) };
+    guarded(O::NAME, "workspace_bytes", || kernel.workspace_bytes(inputs.as_slice()))
+}
+
+extern "C" fn launch_shim<O: Op>(
+    state: *const c_void,
+    ctx: &LaunchContext,
+    inputs: RSlice<'_, TensorArg>,
+    outputs: RSlice<'_, TensorArg>,
+) -> RResult<(), PluginError> {
+    // SAFETY: as in `workspace_shim`.
+    let kernel = unsafe { &*(state as *const O::Kernel) };
+    guarded(O::NAME, "launch", || kernel.launch(ctx, inputs.as_slice(), outputs.as_slice()))
+}
+
+extern "C" fn drop_shim<K: Kernel>(state: *mut c_void) {
+    // SAFETY: `state` came from `Box::into_raw` in `create_shim` and is dropped once.
+    let _ = catch_unwind(AssertUnwindSafe(|| drop(unsafe { Box::from_raw(state as *mut K) })));
+}
+
+/// The FFI declaration of `O`.
+pub fn declare<O: Op>() -> OpDecl {
+    OpDecl {
+        name: O::NAME.into(),
+        version: O::VERSION,
+        device: O::DEVICE,
+        dtypes: O::dtypes().into(),
+        priority: O::PRIORITY,
+        summary: O::SUMMARY.into(),
+        infer: infer_shim::<O>,
+        create: create_shim::<O>,
+        examples: examples_shim::<O>,
+    }
+}
+
+/// Every op registered in this dylib, sorted by name for a stable listing.
+pub fn collect_ops() -> Result<RVec<OpDecl>, PluginError> {
+    let mut ops = catch_unwind(|| OPS.iter().map(|make| make()).collect::<Vec<_>>())
+        .map_err(|p| PluginError::new(format!("listing ops panicked: {}", panic_message(&p))))?;
+    ops.sort_by(|a, b| a.name.as_str().cmp(b.name.as_str()));
+    Ok(ops.into())
+}
+
+/// Registers an op type in this crate's op list: `register_op!(Matmul);`
+#[macro_export]
+macro_rules! register_op {
+    ($op:ty) => {
+        const _: () = {
+            #[$crate::linkme::distributed_slice($crate::OPS)]
+            #[linkme(crate = $crate::linkme)]
+            static DECLARE: fn() -> $crate::OpDecl = $crate::declare::<$op>;
+        };
+    };
+}
+
+/// Checks the input count of an op.
+pub fn expect_inputs(op: &str, inputs: &[TensorMeta], counts: &[usize]) -> Result<(), PluginError> {
+    if counts.contains(&inputs.len()) {
+        return Ok(());
+    }
+    Err(PluginError::new(format!("{op} takes {} inputs, got {}", join_counts(counts), inputs.len())))
+}
+
+fn join_counts(counts: &[usize]) -> String {
+    counts.iter().map(|c| c.to_string()).collect::<Vec<_>>().join(" or ")
+}
+
+/// Checks that two dims can be equal (symbols compare by name).
+pub fn same_dim(
+    op: &str,
+    what: &str,
+    a: &crate::tensor::Dim,
+    b: &crate::tensor::Dim,
+) -> Result<(), PluginError> {
+    if a == b {
+        return Ok(());
+    }
+    Err(PluginError::new(format!("{op}: {what} mismatch: {a} vs {b}")))
+}
+
+/// Checks a tensor's rank.
+pub fn expect_rank(op: &str, what: &str, meta: &TensorMeta, rank: usize) -> Result<(), PluginError> {
+    if meta.rank() == rank {
+        return Ok(());
+    }
+    Err(PluginError::new(format!("{op}: {what} must have rank {rank}, got {meta}")))
+}
+
+/// Checks a tensor's dtype is one of `allowed`.
+pub fn expect_dtype(op: &str, what: &str, meta: &TensorMeta, allowed: &[DType]) -> Result<(), PluginError> {
+    if allowed.contains(&meta.dtype) {
+        return Ok(());
+    }
+    let names: Vec<_> = allowed.iter().map(|d| d.name()).collect();
+    Err(PluginError::new(format!("{op}: {what} must be {}, got {meta}", names.join("/"))))
+}

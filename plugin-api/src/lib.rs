@@ -1,0 +1,30 @@
+//! rtllm-plugin-api: the stable ABI between rtllm and its kernel plugins, and the helpers
+//! that let a plugin author write one safe Rust file per kernel.
+//!
+//! Everything that crosses a dylib boundary is `#[repr(C)]` + `abi_stable::StableAbi`, so the
+//! host checks layout and version when it loads a plugin. Kernel authors implement [`Op`] and
+//! [`Kernel`], add one [`register_op!`] line, and call [`export_plugin!`] once per crate.
+
+pub mod attrs;
+pub mod author;
+pub mod context;
+pub mod dtype;
+pub mod error;
+pub mod op;
+pub mod root;
+pub mod tensor;
+
+pub use abi_stable;
+pub use linkme;
+
+pub use attrs::{AttrValue, Attrs};
+pub use author::{declare, Kernel, Op, OPS};
+pub use context::{DeviceKind, HostServices, LaunchContext, TaskFn};
+pub use dtype::{DType, Element};
+pub use error::PluginError;
+pub use op::{KernelBox, OpDecl, OpExample};
+pub use root::{PluginMod, PluginModRef, PLUGIN_ABI_VERSION};
+pub use tensor::{Dim, TensorArg, TensorMeta};
+
+/// `Result` with the ABI's error type, for kernel authors.
+pub type PluginResult<T> = Result<T, PluginError>;

@@ -1,0 +1,271 @@
+//! Tensor metadata (dtype, dims that may be symbolic at build time, strides) and tensor
+//! arguments (metadata plus a host or device pointer) as they cross the ABI.
+
+use crate::{context::DeviceKind, dtype::DType, dtype::Element, error::PluginError};
+use abi_stable::{
+    std_types::{RString, RVec},
+    StableAbi,
+};
+use std::fmt;
+
+/// One dimension: a number, or a named symbol (e.g. `num_tokens`) resolved at run time.
+#[repr(C, u8)]
+#[derive(StableAbi, Clone, Debug, PartialEq, Eq, Hash)]
+pub enum Dim {
+    Known(u64),
+    Sym(RString),
+}
+
+impl Dim {
+    pub fn sym(name: &str) -> Dim {
+        Dim::Sym(name.into())
+    }
+
+    pub fn known(&self) -> Option<usize> {
+        match self {
+            Dim::Known(v) => Some(*v as usize),
+            Dim::Sym(_) => None,
+        }
+    }
+}
+
+impl From<usize> for Dim {
+    fn from(v: usize) -> Self {
+        Dim::Known(v as u64)
+    }
+}
+
+impl fmt::Display for Dim {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Dim::Known(v) => write!(f, "{v}"),
+            Dim::Sym(s) => f.write_str(s),
+        }
+    }
+}
+
+/// Metadata of a tensor. `strides` are in elements; empty means contiguous row-major.
+#[repr(C)]
+#[derive(StableAbi, Clone, Debug, PartialEq, Eq, Hash)]
+pub struct TensorMeta {
+    pub dtype: DType,
+    pub dims: RVec<Dim>,
+    pub strides: RVec<i64>,
+}
+
+impl TensorMeta {
+    /// A contiguous tensor with the given dims.
+    pub fn new(dtype: DType, dims: impl IntoIterator<Item = Dim>) -> Self {
+        TensorMeta { dtype, dims: dims.into_iter().collect(), strides: RVec::new() }
+    }
+
+    /// A contiguous tensor with known dims.
+    pub fn of(dtype: DType, dims: &[usize]) -> Self {
+        TensorMeta::new(dtype, dims.iter().map(|&d| Dim::from(d)))
+    }
+
+    pub fn rank(&self) -> usize {
+        self.dims.len()
+    }
+
+    pub fn dim(&self, i: usize) -> &Dim {
+        &self.dims[i]
+    }
+
+    /// The concrete shape, if no dim is symbolic.
+    pub fn shape(&self) -> Option<Vec<usize>> {
+        self.dims.iter().map(Dim::known).collect()
+    }
+
+    /// The concrete shape or an error naming the symbolic dim.
+    pub fn concrete_shape(&self) -> Result<Vec<usize>, PluginError> {
+        self.shape().ok_or_else(|| PluginError::new(format!("shape {self} has unresolved symbolic dims")))
+    }
+
+    /// Number of elements, if all dims are known.
+    pub fn numel(&self) -> Option<usize> {
+        self.shape().map(|s| s.iter().product())
+    }
+
+    /// Bytes of a contiguous tensor with this shape, if known and whole blocks.
+    pub fn byte_size(&self) -> Option<usize> {
+        self.dtype.bytes_for(self.numel()?)
+    }
+
+    pub fn is_contiguous(&self) -> bool {
+        if self.strides.is_empty() {
+            return true;
+        }
+        let Some(shape) = self.shape() else { return false };
+        let mut expect = 1i64;
+        for (d, s) in shape.iter().zip(self.strides.iter()).rev() {
+            if *d != 1 && *s != expect {
+                return false;
+            }
+            expect *= *d as i64;
+        }
+        true
+    }
+
+    /// Same tensor with every symbol replaced through `resolve` (unknown symbols stay).
+    pub fn resolved(&self, resolve: impl Fn(&str) -> Option<usize>) -> TensorMeta {
+        let dims = self
+            .dims
+            .iter()
+            .map(|d| match d {
+                Dim::Sym(s) => resolve(s.as_str()).map(Dim::from).unwrap_or_else(|| d.clone()),
+                known => known.clone(),
+            })
+            .collect();
+        TensorMeta { dtype: self.dtype, dims, strides: self.strides.clone() }
+    }
+
+    /// Replaces dims and strides in place from concrete values without allocating when the
+    /// rank is unchanged (used on the hot path).
+    pub fn set_shape(&mut self, shape: &[usize]) {
+        if self.dims.len() != shape.len() {
+            self.dims = shape.iter().map(|&d| Dim::from(d)).collect();
+        } else {
+            for (d, &v) in self.dims.iter_mut().zip(shape) {
+                *d = Dim::from(v);
+            }
+        }
+        self.strides.clear();
+    }
+}
+
+impl fmt::Display for TensorMeta {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}[", self.dtype)?;
+        for (i, d) in self.dims.iter().enumerate() {
+            if i > 0 {
+                f.write_str(", ")?;
+            }
+            write!(f, "{d}")?;
+        }
+        f.write_str("]")
+    }
+}
+
+/// A tensor argument of a launch: metadata with concrete dims plus a pointer to its data.
+/// The host owns the memory; a kernel only reads inputs and writes outputs (and the inputs the
+/// op documents as updated in place, such as a KV cache).
+#[repr(C)]
+#[derive(StableAbi, Clone, Debug)]
+pub struct TensorArg {
+    pub meta: TensorMeta,
+    pub data: *mut u8,
+    pub device: DeviceKind,
+}
+
+unsafe impl Send for TensorArg {}
+unsafe impl Sync for TensorArg {}
+
+impl TensorArg {
+    /// # Safety
+    /// `data` must point to at least `meta.byte_size()` bytes that stay valid while the
+    /// argument is used, and nothing else may write them during a launch.
+    pub unsafe fn new(meta: TensorMeta, data: *mut u8, device: DeviceKind) -> Self {
+        TensorArg { meta, data, device }
+    }
+
+    pub fn shape(&self) -> Result<Vec<usize>, PluginError> {
+        self.meta.concrete_shape()
+    }
+
+    pub fn numel(&self) -> usize {
+        self.meta.numel().unwrap_or(0)
+    }
+
+    /// Size of dim `i` (0 for a symbolic dim, which a launch never receives).
+    pub fn dim(&self, i: usize) -> usize {
+        self.meta.dims.get(i).and_then(Dim::known).unwrap_or(0)
+    }
+
+    fn check_host(&self) -> Result<(), PluginError> {
+        if self.device != DeviceKind::Cpu {
+            return Err(PluginError::new(format!("tensor {} is on {:?}, a host view needs CPU memory", self.meta, self.device)));
+        }
+        if !self.meta.is_contiguous() {
+            return Err(PluginError::new(format!("tensor {} is not contiguous", self.meta)));
+        }
+        Ok(())
+    }
+
+    fn check_elem<T: Element>(&self) -> Result<usize, PluginError> {
+        self.check_host()?;
+        if self.meta.dtype != T::DTYPE {
+            return Err(PluginError::new(format!("tensor {} viewed as {}", self.meta, T::DTYPE)));
+        }
+        if self.data.is_null() && self.numel() > 0 {
+            return Err(PluginError::new(format!("tensor {} has a null data pointer", self.meta)));
+        }
+        if (self.data as usize) % std::mem::align_of::<T>() != 0 {
+            return Err(PluginError::new(format!("tensor {} is misaligned for {}", self.meta, T::DTYPE)));
+        }
+        Ok(self.numel())
+    }
+
+    /// A host view of the elements.
+    pub fn slice<T: Element>(&self) -> Result<&[T], PluginError> {
+        let n = self.check_elem::<T>()?;
+        if n == 0 {
+            return Ok(&[]);
+        }
+        // SAFETY: the host guarantees `data` covers the tensor for the launch (see `new`).
+        Ok(unsafe { std::slice::from_raw_parts(self.data as *const T, n) })
+    }
+
+    /// A mutable host view of the elements. The host hands each output (and each in-place
+    /// input) to exactly one argument, so views of distinct arguments never alias.
+    #[allow(clippy::mut_from_ref)]
+    pub fn slice_mut<T: Element>(&self) -> Result<&mut [T], PluginError> {
+        let n = self.check_elem::<T>()?;
+        if n == 0 {
+            return Ok(&mut []);
+        }
+        // SAFETY: as in `slice`; exclusivity is the host's contract for writable arguments.
+        Ok(unsafe { std::slice::from_raw_parts_mut(self.data as *mut T, n) })
+    }
+
+    /// The raw bytes (for quantized tensors).
+    pub fn bytes(&self) -> Result<&[u8], PluginError> {
+        self.check_host()?;
+        let n = self
+            .meta
+            .byte_size()
+            .ok_or_else(|| PluginError::new(format!("tensor {} has no whole-block byte size", self.meta)))?;
+        if n == 0 {
+            return Ok(&[]);
+        }
+        if self.data.is_null() {
+            return Err(PluginError::new(format!("tensor {} has a null data pointer", self.meta)));
+        }
+        // SAFETY: as in `slice`.
+        Ok(unsafe { std::slice::from_raw_parts(self.data as *const u8, n) })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn meta_shapes() {
+        let m = TensorMeta::new(DType::F32, [Dim::sym("T"), Dim::from(576)]);
+        assert_eq!(m.shape(), None);
+        assert_eq!(m.to_string(), "f32[T, 576]");
+        let r = m.resolved(|s| (s == "T").then_some(5));
+        assert_eq!(r.shape(), Some(vec![5, 576]));
+        assert_eq!(r.byte_size(), Some(5 * 576 * 4));
+        assert!(r.is_contiguous());
+    }
+
+    #[test]
+    fn views_check_dtype() {
+        let mut data = vec![1.0f32, 2.0, 3.0];
+        let arg = unsafe { TensorArg::new(TensorMeta::of(DType::F32, &[3]), data.as_mut_ptr() as *mut u8, DeviceKind::Cpu) };
+        assert_eq!(arg.slice::<f32>().unwrap(), &[1.0, 2.0, 3.0]);
+        assert!(arg.slice::<i32>().is_err());
+    }
+}
