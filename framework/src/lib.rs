@@ -4,7 +4,10 @@
 pub mod cli;
 pub mod engine;
 pub mod host_pool;
+pub mod model;
 pub mod reference;
 pub mod registry;
+pub mod runtime;
+pub mod sampling;
 pub mod tokenizer;
 pub mod weights;

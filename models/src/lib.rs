@@ -1,1 +1,12 @@
-//! rtllm-models.
+//! rtllm-models: the model-definition API (`GraphBuilder`, `Architecture` registration via
+//! inventory, the runtime I/O convention) and the built-in architectures.
+
+pub mod arch;
+pub mod builder;
+pub mod config;
+pub use config::*;
+pub mod io;
+pub mod llama;
+
+pub use arch::{architectures, find_architecture, known_architecture_names, Architecture, ArchitectureEntry, BuildOptions};
+pub use builder::{BuildError, GraphBuilder, Value};

@@ -11,6 +11,7 @@ pub mod context;
 pub mod dtype;
 pub mod error;
 pub mod op;
+pub mod quant;
 pub mod root;
 pub mod tensor;
 

@@ -1,1 +1,107 @@
-//! Shared helpers for the workspace integration tests.
+//! Shared helpers for the workspace integration tests: where the built plugin dylibs and the
+//! `rtllm` binary are (target/<profile>/, next to the test executable's `deps/` folder), and a
+//! registry of the built-in plugins.
+//!
+//! The dylibs come from `cargo build --workspace`; a test that needs them and finds none says
+//! so instead of failing obscurely.
+
+use rtllm::registry::Registry;
+use std::path::{Path, PathBuf};
+use std::sync::OnceLock;
+
+/// The built-in kernel plugins (package names; the dylib is `lib<name with _>.so`).
+pub const BUILTIN_PLUGINS: &[&str] = &["rtllm-attention", "rtllm-elementwise", "rtllm-gemm", "rtllm-rmsnorm"];
+
+/// The test fixture plugins.
+pub const FIXTURE_FAULTY: &str = "rtllm-fixture-faulty";
+pub const FIXTURE_ABI_MISMATCH: &str = "rtllm-fixture-abi-mismatch";
+
+/// target/<profile> (or target/<triple>/<profile>): the parent of the test executable's `deps/`.
+pub fn target_dir() -> PathBuf {
+    let exe = std::env::current_exe().unwrap_or_else(|e| panic!("cannot locate the test executable: {e}"));
+    let deps = exe
+        .parent()
+        .unwrap_or_else(|| panic!("test executable {} has no parent dir", exe.display()));
+    if deps.file_name().is_some_and(|n| n == "deps") {
+        deps.parent()
+            .map(Path::to_path_buf)
+            .unwrap_or_else(|| deps.to_path_buf())
+    } else {
+        deps.to_path_buf()
+    }
+}
+
+/// The file name of a cdylib package's library on this platform.
+pub fn dylib_file_name(package: &str) -> String {
+    format!(
+        "{}{}{}",
+        std::env::consts::DLL_PREFIX,
+        package.replace('-', "_"),
+        std::env::consts::DLL_SUFFIX
+    )
+}
+
+/// The built dylib of `package` (panics with instructions if it is not built).
+pub fn dylib_path(package: &str) -> PathBuf {
+    let path = plugin_dir().join(dylib_file_name(package));
+    assert!(
+        path.is_file(),
+        "plugin dylib {} not found: run `cargo build --workspace` first",
+        path.display()
+    );
+    path
+}
+
+/// The directory holding the built plugin dylibs (panics if the built-in ones are absent).
+pub fn plugin_dir() -> PathBuf {
+    let dir = target_dir();
+    let missing: Vec<String> = BUILTIN_PLUGINS
+        .iter()
+        .map(|p| dylib_file_name(p))
+        .filter(|f| !dir.join(f).is_file())
+        .collect();
+    assert!(
+        missing.is_empty(),
+        "plugin dylibs not found in {}: {} missing; run `cargo build --workspace` first",
+        dir.display(),
+        missing.join(", ")
+    );
+    dir
+}
+
+/// The built-in plugins' dylib paths.
+pub fn builtin_plugin_files() -> Vec<PathBuf> {
+    BUILTIN_PLUGINS.iter().map(|p| dylib_path(p)).collect()
+}
+
+/// A registry of exactly the built-in plugins (no environment, no executable-dir scan),
+/// loaded once per test binary. Panics if any of them fails to load.
+pub fn registry() -> &'static Registry {
+    static REGISTRY: OnceLock<Registry> = OnceLock::new();
+    REGISTRY.get_or_init(|| {
+        let registry = Registry::load_paths(builtin_plugin_files());
+        let errors: Vec<String> = registry.load_errors().iter().map(|e| e.to_string()).collect();
+        assert!(
+            errors.is_empty(),
+            "built-in plugins failed to load:\n{}",
+            errors.join("\n")
+        );
+        registry
+    })
+}
+
+/// A registry of these dylib files or directories.
+pub fn registry_with(paths: impl IntoIterator<Item = impl Into<PathBuf>>) -> Registry {
+    Registry::load_paths(paths)
+}
+
+/// The built `rtllm` binary (panics with instructions if it is not built).
+pub fn rtllm_binary() -> PathBuf {
+    let path = target_dir().join(format!("rtllm{}", std::env::consts::EXE_SUFFIX));
+    assert!(
+        path.is_file(),
+        "rtllm binary not found at {}: run `cargo build --workspace` first",
+        path.display()
+    );
+    path
+}

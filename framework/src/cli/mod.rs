@@ -1,1 +1,121 @@
-//! (being written)
+//! The `rtllm` command line: global flags (`--plugin-path`), logging from `RTLLM_LOG`, and
+//! one module per subcommand. Adding a subcommand: one `Command` variant, one arm in `run`,
+//! one module.
+
+pub mod generate;
+pub mod plugins;
+
+use crate::registry::{DiscoveryOptions, Registry};
+use clap::{Args, Parser, Subcommand};
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+/// The environment variable holding the log filter (tracing-subscriber `EnvFilter` syntax).
+pub const LOG_ENV: &str = "RTLLM_LOG";
+
+#[derive(Debug, Parser)]
+#[command(name = "rtllm", version, about = "rtllm: LLM inference with pluggable kernels")]
+pub struct Cli {
+    #[command(flatten)]
+    pub global: GlobalArgs,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Flags every subcommand accepts.
+#[derive(Debug, Clone, Default, Args)]
+pub struct GlobalArgs {
+    /// A plugin dylib or a directory of them, searched in addition to RTLLM_PLUGIN_PATH and the
+    /// executable's directory (repeatable).
+    #[arg(long = "plugin-path", value_name = "PATH", global = true)]
+    pub plugin_paths: Vec<PathBuf>,
+}
+
+impl GlobalArgs {
+    /// Where to look for plugins: the flags, then the default discovery.
+    pub fn discovery(&self) -> DiscoveryOptions {
+        DiscoveryOptions::default().with_paths(self.plugin_paths.iter().cloned())
+    }
+
+    /// Loads the plugin registry (load errors are kept in it and logged).
+    pub fn registry(&self) -> Registry {
+        Registry::load(&self.discovery())
+    }
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// List, inspect and check the kernel plugins.
+    #[command(subcommand)]
+    Plugins(plugins::PluginsCommand),
+    /// Generate text from a prompt (the built-in default model unless --model).
+    Generate(generate::GenerateArgs),
+}
+
+/// Installs the tracing subscriber: level from `RTLLM_LOG` (default `warn`), to stderr.
+pub fn init_logging() {
+    let filter = tracing_subscriber::EnvFilter::try_from_env(LOG_ENV)
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
+    // A second call (e.g. from tests) finds a subscriber already set; that is fine.
+    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(ansi)
+        .try_init();
+}
+
+/// Runs a parsed command line.
+pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+    match cli.command {
+        Command::Plugins(cmd) => plugins::run(&cli.global, cmd),
+        Command::Generate(args) => generate::run(&args, &cli.global.registry()).map(|_| ExitCode::SUCCESS),
+    }
+}
+
+/// The binary's entry point: parse, set up logging, run, report errors.
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_logging();
+    match run(cli) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn cli_definition_is_valid_and_parses() {
+        Cli::command().debug_assert();
+        let cli = Cli::try_parse_from([
+            "rtllm",
+            "plugins",
+            "check",
+            "--op",
+            "add",
+            "--plugin",
+            "a",
+            "--plugin",
+            "b",
+            "--seed",
+            "3",
+            "--plugin-path",
+            "/x",
+        ])
+        .unwrap();
+        assert_eq!(cli.global.plugin_paths, vec![PathBuf::from("/x")]);
+        let Command::Plugins(plugins::PluginsCommand::Check(args)) = cli.command else {
+            panic!("wrong command")
+        };
+        assert_eq!(args.op.as_deref(), Some("add"));
+        assert_eq!(args.plugin, vec!["a".to_string(), "b".to_string()]);
+        assert_eq!(args.seed, Some(3));
+    }
+}

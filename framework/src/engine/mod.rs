@@ -1,1 +1,19 @@
-//! (being written)
+//! The engine: graph building (inference + kernel selection), memory planning, weight binding
+//! and forward passes over packed batches.
+
+mod batch;
+mod buffer;
+mod build;
+#[allow(clippy::module_inception)]
+mod engine;
+mod graph;
+mod load;
+mod plan;
+
+pub use batch::StepBatch;
+pub use buffer::AlignedBuf;
+pub use build::{EngineGraphBuilder, SelectionConfig, WeightMetas};
+pub use engine::{Engine, EngineError, EngineLimits, WeightBytes};
+pub use graph::{Graph, Node, ProviderInfo, ValueInfo, ValueSource};
+pub use load::{build_engine, BuildConfig, LoadError, WeightSource};
+pub use plan::{MemoryPlan, Symbols};

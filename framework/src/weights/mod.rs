@@ -1,1 +1,25 @@
-//! (being written)
+//! Weights: reading model sources into a [`WeightStore`] (HF names, HF-order shapes, bytes
+//! memory-mapped where possible) together with their [`ModelConfig`] and tokenizer.
+//!
+//! - [`gguf`]: the GGUF v2/v3 parser, GGUF → config/HF names, the tokenizer spec.
+//! - [`safetensors`]: safetensors reader (sharded via the index) and writer.
+//! - [`store`]: `WeightStore` / `Tensor` and dequantization helpers (plugin-api `quant`).
+//! - [`gguf_writer`]: a GGUF writer for tests and tools.
+//! - [`source`]: `load_model_source` for a `.gguf` file or an HF directory.
+
+mod error;
+pub mod gguf;
+pub mod gguf_writer;
+pub mod safetensors;
+mod source;
+pub mod store;
+
+#[cfg(test)]
+mod fuzz_tests;
+
+pub use error::WeightError;
+pub use gguf::{GgufFile, GgufMetadata, GgufValue};
+pub use gguf_writer::GgufWriter;
+pub use safetensors::write_safetensors;
+pub use source::{load_gguf, load_hf_dir, load_model_source, LoadedModel};
+pub use store::{MappedFile, Tensor, TensorData, WeightStore};

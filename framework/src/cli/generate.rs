@@ -1,0 +1,120 @@
+//! `rtllm generate`: runs a model (the built-in default unless `--model`) on a prompt and
+//! streams the text to the terminal as tokens come.
+
+use crate::engine::BuildConfig;
+use crate::model::Model;
+use crate::registry::Registry;
+use crate::runtime::generate;
+use crate::sampling::SamplingParams;
+use crate::tokenizer::{ChatMessage, DecodeStream};
+use anyhow::{Context, Result};
+use std::io::Write;
+use std::path::PathBuf;
+
+#[derive(clap::Args, Debug, Clone)]
+pub struct GenerateArgs {
+    /// The prompt.
+    pub prompt: String,
+    /// A GGUF file or an HF model directory (default: the built-in SmolLM2-135M-Instruct).
+    #[arg(long)]
+    pub model: Option<PathBuf>,
+    /// Most tokens to generate.
+    #[arg(long, default_value_t = 64)]
+    pub max_tokens: usize,
+    /// 0 = greedy.
+    #[arg(long, default_value_t = 0.0)]
+    pub temperature: f32,
+    /// Keep the k most likely tokens (0 = all).
+    #[arg(long, default_value_t = 0)]
+    pub top_k: usize,
+    /// Nucleus sampling threshold.
+    #[arg(long, default_value_t = 1.0)]
+    pub top_p: f32,
+    /// Seed for reproducible sampling.
+    #[arg(long)]
+    pub seed: Option<u64>,
+    /// Apply the model's chat template to the prompt as a user message.
+    #[arg(long)]
+    pub chat: bool,
+    /// Optional system message (with --chat).
+    #[arg(long)]
+    pub system: Option<String>,
+    /// Keep generating past end-of-sequence tokens.
+    #[arg(long)]
+    pub ignore_eos: bool,
+    /// Print load time and tokens/s to stderr at the end.
+    #[arg(long)]
+    pub stats: bool,
+}
+
+pub fn run(args: &GenerateArgs, registry: &Registry) -> Result<()> {
+    let params = SamplingParams {
+        max_tokens: args.max_tokens,
+        temperature: args.temperature,
+        top_k: args.top_k,
+        top_p: args.top_p,
+        seed: args.seed,
+        ignore_eos: args.ignore_eos,
+        stop_token_ids: Vec::new(),
+    };
+    params.validate()?;
+    let build = BuildConfig::default();
+    let mut model = match &args.model {
+        Some(path) => Model::load(path, registry, &build)?,
+        None => Model::load_default(registry, &build)?,
+    };
+    let prompt_ids = if args.chat {
+        let mut messages = Vec::new();
+        if let Some(system) = &args.system {
+            messages.push(ChatMessage::new("system", system));
+        }
+        messages.push(ChatMessage::new("user", &args.prompt));
+        let text = model.tokenizer.apply_chat_template(&messages, true).context("applying the chat template")?;
+        model.tokenizer.encode(&text, false)?
+    } else {
+        model.tokenizer.encode(&args.prompt, true)?
+    };
+    let mut stream = DecodeStream::new(&model.tokenizer, true);
+    let mut out = std::io::stdout().lock();
+    if !args.chat {
+        write!(out, "{}", args.prompt)?;
+    }
+    out.flush()?;
+    let start = std::time::Instant::now();
+    let mut first_token = None;
+    let mut write_err = None;
+    let eos = model.eos_ids();
+    let Model { tokenizer, engine, blocks, .. } = &mut model;
+    let generation = generate(engine, blocks, &prompt_ids, &params, &eos, |id| {
+        first_token.get_or_insert_with(|| start.elapsed());
+        let written = match stream.step(tokenizer, id) {
+            Ok(Some(text)) => write!(out, "{text}").and_then(|_| out.flush()).map_err(anyhow::Error::from),
+            Ok(None) => Ok(()),
+            Err(e) => Err(e.into()),
+        };
+        if let Err(e) = written {
+            write_err.get_or_insert(e);
+        }
+    })?;
+    if let Some(e) = write_err {
+        return Err(e);
+    }
+    writeln!(out)?;
+    if args.stats {
+        let total = start.elapsed();
+        let prefill = first_token.unwrap_or(total);
+        let decode_tokens = generation.tokens.len().saturating_sub(1);
+        let decode_secs = (total - prefill).as_secs_f64();
+        eprintln!(
+            "load {:.2}s | prompt {} tokens in {:.3}s ({:.1} tok/s) | {} tokens decoded at {:.1} tok/s | finish: {:?}",
+            model.load_time.as_secs_f64(),
+            prompt_ids.len(),
+            prefill.as_secs_f64(),
+            prompt_ids.len() as f64 / prefill.as_secs_f64().max(1e-9),
+            decode_tokens,
+            decode_tokens as f64 / decode_secs.max(1e-9),
+            generation.finish_reason
+        );
+    }
+    Ok(())
+}

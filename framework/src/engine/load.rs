@@ -1,0 +1,140 @@
+//! From a model config and its weights to a running `Engine`: pick the architecture, build
+//! the graph through the registry, size the limits and KV pool, bind (and convert) weights.
+
+use super::build::{EngineGraphBuilder, SelectionConfig, WeightMetas};
+use super::buffer::AlignedBuf;
+use super::engine::{Engine, EngineError, EngineLimits, WeightBytes};
+use crate::registry::Registry;
+use rtllm_models::{find_architecture, known_architecture_names, BuildError, BuildOptions, ModelConfig};
+use rtllm_plugin_api::{quant, DType};
+use std::sync::Arc;
+
+/// Weights an engine can read: metas for building, bytes for binding.
+pub trait WeightSource: WeightMetas + Send + Sync {
+    /// The stored bytes of a weight (row-major, in its stored dtype).
+    fn weight_bytes(&self, name: &str) -> Option<&[u8]>;
+}
+
+/// How to build an engine (TensorRT-LLM's names where they exist).
+#[derive(Clone, Debug)]
+pub struct BuildConfig {
+    pub max_batch_size: usize,
+    pub max_num_tokens: usize,
+    /// Defaults to the model's max_position_embeddings, capped at 4096.
+    pub max_seq_len: Option<usize>,
+    pub tokens_per_block: usize,
+    pub kv_cache_dtype: DType,
+    /// Host bytes for the KV cache (CPU); ignored when `num_kv_blocks` is set.
+    pub kv_cache_bytes: usize,
+    pub num_kv_blocks: Option<usize>,
+    pub selection: SelectionConfig,
+}
+
+impl Default for BuildConfig {
+    fn default() -> Self {
+        BuildConfig {
+            max_batch_size: 8,
+            max_num_tokens: 2048,
+            max_seq_len: None,
+            tokens_per_block: 32,
+            kv_cache_dtype: DType::F32,
+            kv_cache_bytes: 512 << 20,
+            num_kv_blocks: None,
+            selection: SelectionConfig::default(),
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum LoadError {
+    #[error("architecture '{name}' is not registered (known: {known})")]
+    UnknownArchitecture { name: String, known: String },
+    #[error("building the graph: {0}")]
+    Build(#[from] BuildError),
+    #[error(transparent)]
+    Engine(#[from] EngineError),
+    #[error("impossible build config: {0}")]
+    Config(String),
+    #[error("weight '{name}': {message}")]
+    Weight { name: String, message: String },
+}
+
+fn limits_for(config: &ModelConfig, bc: &BuildConfig, kv_bytes_per_token: usize) -> Result<EngineLimits, LoadError> {
+    let bad = |m: String| Err(LoadError::Config(m));
+    if bc.max_batch_size == 0 || bc.max_num_tokens == 0 || bc.tokens_per_block == 0 {
+        return bad("max_batch_size, max_num_tokens and tokens_per_block must be >= 1".into());
+    }
+    let max_seq_len = bc.max_seq_len.unwrap_or_else(|| config.max_position_embeddings.clamp(1, 4096));
+    if max_seq_len == 0 {
+        return bad("max_seq_len must be >= 1".into());
+    }
+    let blocks_per_seq = max_seq_len.div_ceil(bc.tokens_per_block);
+    let num_kv_blocks = match bc.num_kv_blocks {
+        Some(n) => n,
+        None => {
+            let per_block = kv_bytes_per_token.max(1) * bc.tokens_per_block;
+            (bc.kv_cache_bytes / per_block).min(blocks_per_seq * bc.max_batch_size)
+        }
+    };
+    if num_kv_blocks == 0 {
+        return bad(format!(
+            "the KV cache budget of {} bytes holds no block of {} tokens ({} bytes per token)",
+            bc.kv_cache_bytes, bc.tokens_per_block, kv_bytes_per_token
+        ));
+    }
+    Ok(EngineLimits { max_batch_size: bc.max_batch_size, max_num_tokens: bc.max_num_tokens, max_seq_len, tokens_per_block: bc.tokens_per_block, num_kv_blocks })
+}
+
+/// Converts a weight's stored bytes to `dtype` (float targets only).
+fn convert(name: &str, bytes: &[u8], from: DType, to: DType, row_len: usize) -> Result<AlignedBuf, LoadError> {
+    let err = |message: String| LoadError::Weight { name: name.to_string(), message };
+    if to != DType::F32 {
+        return Err(err(format!("no conversion from {from} to {to}")));
+    }
+    let row_bytes = from.bytes_for(row_len).ok_or_else(|| err(format!("row of {row_len} is not whole {from} blocks")))?;
+    if row_bytes == 0 || bytes.len() % row_bytes != 0 {
+        return Err(err(format!("{} bytes are not whole rows of {row_bytes}", bytes.len())));
+    }
+    let rows = bytes.len() / row_bytes;
+    let mut out = AlignedBuf::zeroed(rows * row_len * 4);
+    let dst = out.as_bytes_mut();
+    // SAFETY: the buffer is 64-byte aligned and holds rows × row_len f32s.
+    let dst = unsafe { std::slice::from_raw_parts_mut(dst.as_mut_ptr() as *mut f32, rows * row_len) };
+    for (src, d) in bytes.chunks_exact(row_bytes).zip(dst.chunks_exact_mut(row_len)) {
+        quant::dequantize_row(from, src, d).map_err(|e| err(e.to_string()))?;
+    }
+    Ok(out)
+}
+
+/// Builds an engine for `config` over `weights` with the ops of `registry`.
+pub fn build_engine(config: &ModelConfig, weights: Arc<dyn WeightSource>, registry: &Registry, bc: &BuildConfig) -> Result<Engine, LoadError> {
+    let arch = find_architecture(&config.architecture).ok_or_else(|| LoadError::UnknownArchitecture {
+        name: config.architecture.clone(),
+        known: known_architecture_names().join(", "),
+    })?;
+    let kv_bytes_per_token = 2 * config.num_hidden_layers * config.num_key_value_heads * config.head_dim * bc.kv_cache_dtype.block_bytes();
+    let limits = limits_for(config, bc, kv_bytes_per_token)?;
+    let mut builder = EngineGraphBuilder::new(registry, weights.as_ref(), &bc.selection);
+    arch.build(config, &BuildOptions { kv_cache_dtype: bc.kv_cache_dtype }, &mut builder)?;
+    let graph = builder.finish()?;
+
+    let mut bound = Vec::new();
+    for (name, dtype) in graph.weight_uses() {
+        let meta = weights.weight_meta(&name).ok_or_else(|| LoadError::Weight { name: name.clone(), message: "vanished".into() })?;
+        let bytes = weights.weight_bytes(&name).ok_or_else(|| LoadError::Weight { name: name.clone(), message: "no data".into() })?;
+        if meta.dtype == dtype {
+            bound.push(WeightBytes::Borrowed { ptr: bytes.as_ptr(), len: bytes.len() });
+        } else {
+            let row_len = meta.dims.last().and_then(|d| d.known()).unwrap_or(1);
+            bound.push(WeightBytes::Owned(convert(&name, bytes, meta.dtype, dtype, row_len)?));
+        }
+    }
+    tracing::info!(
+        nodes = graph.nodes.len(),
+        max_num_tokens = limits.max_num_tokens,
+        max_seq_len = limits.max_seq_len,
+        kv_blocks = limits.num_kv_blocks,
+        "engine built"
+    );
+    Ok(Engine::new(graph, weights.clone(), bound, limits, bc.kv_cache_dtype)?)
+}

@@ -1,0 +1,153 @@
+//! Runs a built-in op's reference by name on host tensors, following each op's input contract
+//! (input order, optional inputs, attributes). Outputs are f32 (argmax: i32).
+
+use super::{attention, basic, rope, HostTensor, RefResult, ReferenceError};
+use rtllm_plugin_api::{Attrs, DType};
+
+/// The ops that have a built-in reference.
+pub const BUILTIN_OPS: &[&str] = &[
+    "add",
+    "argmax",
+    "embedding",
+    "fused_add_rmsnorm",
+    "gather_rows",
+    "matmul",
+    "paged_attention",
+    "rmsnorm",
+    "rope",
+    "silu_mul",
+];
+
+pub fn has_reference(op: &str) -> bool {
+    BUILTIN_OPS.contains(&op)
+}
+
+/// The inputs an op updates in place (the KV caches of paged_attention).
+pub fn in_place_inputs(op: &str) -> &'static [usize] {
+    match op {
+        "paged_attention" => &[3, 4],
+        _ => &[],
+    }
+}
+
+fn counts(op: &str, inputs: &[HostTensor], allowed: &[usize]) -> RefResult<()> {
+    if allowed.contains(&inputs.len()) {
+        return Ok(());
+    }
+    Err(ReferenceError::Shape(format!(
+        "{op} takes {allowed:?} inputs, got {}",
+        inputs.len()
+    )))
+}
+
+fn dims<const N: usize>(op: &str, what: &str, t: &HostTensor) -> RefResult<[usize; N]> {
+    t.shape
+        .as_slice()
+        .try_into()
+        .map_err(|_| ReferenceError::Shape(format!("{op}: {what} must have rank {N}, got {:?}", t.shape)))
+}
+
+fn ints(t: &HostTensor) -> RefResult<&[i32]> {
+    Ok(t.as_slice::<i32>()?)
+}
+
+fn eps(attrs: &Attrs) -> RefResult<f64> {
+    attrs
+        .float_or("eps", 1e-6)
+        .map_err(|e| ReferenceError::Attr(e.to_string()))
+}
+
+fn f32_out(shape: &[usize], v: &[f32]) -> RefResult<HostTensor> {
+    Ok(HostTensor::from_f32(DType::F32, shape, v)?)
+}
+
+/// Runs the reference of `op`. `inputs` that the op updates in place (see
+/// [`in_place_inputs`]) are updated here too.
+pub fn run_reference(op: &str, inputs: &mut [HostTensor], attrs: &Attrs) -> RefResult<Vec<HostTensor>> {
+    match op {
+        "matmul" => {
+            counts(op, inputs, &[2, 3])?;
+            let [t, k] = dims(op, "x", &inputs[0])?;
+            let [n, k2] = dims(op, "w", &inputs[1])?;
+            if k != k2 {
+                return Err(ReferenceError::Shape(format!("matmul: x [{t},{k}] vs w [{n},{k2}]")));
+            }
+            let bias = inputs.get(2).map(|b| b.to_f32()).transpose()?;
+            let y = basic::matmul(&inputs[0].to_f32()?, &inputs[1].to_f32()?, bias.as_deref(), t, k, n)?;
+            Ok(vec![f32_out(&[t, n], &y)?])
+        }
+        "rmsnorm" => {
+            counts(op, inputs, &[2])?;
+            let h = inputs[0].row_len();
+            let y = basic::rmsnorm(&inputs[0].to_f32()?, &inputs[1].to_f32()?, h, eps(attrs)?)?;
+            Ok(vec![f32_out(&inputs[0].shape, &y)?])
+        }
+        "fused_add_rmsnorm" => {
+            counts(op, inputs, &[3])?;
+            let h = inputs[0].row_len();
+            let (x, r, w) = (inputs[0].to_f32()?, inputs[1].to_f32()?, inputs[2].to_f32()?);
+            let (y, sum) = basic::fused_add_rmsnorm(&x, &r, &w, h, eps(attrs)?)?;
+            Ok(vec![f32_out(&inputs[0].shape, &y)?, f32_out(&inputs[0].shape, &sum)?])
+        }
+        "embedding" => {
+            counts(op, inputs, &[2])?;
+            let [v, h] = dims(op, "table", &inputs[1])?;
+            let ids = ints(&inputs[0])?;
+            let y = basic::embedding(ids, inputs[1].bytes(), inputs[1].dtype, v, h)?;
+            Ok(vec![f32_out(&[ids.len(), h], &y)?])
+        }
+        "rope" => {
+            counts(op, inputs, &[2])?;
+            let params = rope::RopeParams::from_attrs(attrs)?;
+            let y = rope::rope(&inputs[0].to_f32()?, ints(&inputs[1])?, &params)?;
+            Ok(vec![f32_out(&inputs[0].shape, &y)?])
+        }
+        "silu_mul" => {
+            counts(op, inputs, &[1, 2])?;
+            let [t, cols] = dims(op, "gate", &inputs[0])?;
+            let (y, i) = if inputs.len() == 2 {
+                (basic::silu_mul(&inputs[0].to_f32()?, &inputs[1].to_f32()?)?, cols)
+            } else {
+                (basic::silu_mul_packed(&inputs[0].to_f32()?, cols / 2)?, cols / 2)
+            };
+            Ok(vec![f32_out(&[t, i], &y)?])
+        }
+        "add" => {
+            counts(op, inputs, &[2])?;
+            let y = basic::add(&inputs[0].to_f32()?, &inputs[1].to_f32()?)?;
+            Ok(vec![f32_out(&inputs[0].shape, &y)?])
+        }
+        "argmax" => {
+            counts(op, inputs, &[1])?;
+            let [s, v] = dims(op, "logits", &inputs[0])?;
+            let y = basic::argmax(&inputs[0].to_f32()?, v)?;
+            Ok(vec![HostTensor::from_i32(&[s], &y)?])
+        }
+        "gather_rows" => {
+            counts(op, inputs, &[2])?;
+            let [_, h] = dims(op, "x", &inputs[0])?;
+            let index = ints(&inputs[1])?;
+            let y = basic::gather_rows(&inputs[0].to_f32()?, index, h)?;
+            Ok(vec![f32_out(&[index.len(), h], &y)?])
+        }
+        "paged_attention" => run_paged_attention(inputs, attrs),
+        other => Err(ReferenceError::UnknownOp(other.to_string())),
+    }
+}
+
+fn run_paged_attention(inputs: &mut [HostTensor], attrs: &Attrs) -> RefResult<Vec<HostTensor>> {
+    counts("paged_attention", inputs, &[8])?;
+    let p = attention::AttentionParams::from_attrs(attrs)?;
+    let [_, max_blocks] = dims("paged_attention", "block_tables", &inputs[5])?;
+    let (q, k, v) = (inputs[0].to_f32()?, inputs[1].to_f32()?, inputs[2].to_f32()?);
+    let (tables, lens, starts) = (inputs[5].clone(), inputs[6].clone(), inputs[7].clone());
+    let batch = attention::PagedBatch {
+        block_tables: ints(&tables)?,
+        max_blocks,
+        seq_lens: ints(&lens)?,
+        query_start: ints(&starts)?,
+    };
+    let (head, rest) = inputs.split_at_mut(4);
+    let out = attention::paged_attention(&p, &q, &k, &v, &mut head[3], &mut rest[0], &batch)?;
+    Ok(vec![f32_out(&inputs[0].shape, &out)?])
+}

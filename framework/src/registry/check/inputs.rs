@@ -1,0 +1,211 @@
+//! Random inputs for conformance checks: floats uniform in [-1, 1) (rounded or quantized to
+//! each input's dtype), integer inputs drawn in range for the op (ids below the vocab,
+//! positions, row indices), and for `paged_attention` a valid mixed prefill/decode batch
+//! (disjoint blocks per sequence, context lengths that fit the tables and the cache).
+
+use crate::reference::HostTensor;
+use rand::rngs::StdRng;
+use rand::seq::SliceRandom;
+use rand::Rng;
+use rtllm_plugin_api::{Attrs, DType, TensorMeta};
+
+/// Largest position drawn for `rope` (f32 angle error grows with the position).
+pub const MAX_ROPE_POSITION: i32 = 2048;
+
+/// Random inputs matching `metas` (which must be concrete) for `op`.
+pub fn generate(op: &str, metas: &[TensorMeta], _attrs: &Attrs, rng: &mut StdRng) -> Result<Vec<HostTensor>, String> {
+    let shapes = metas
+        .iter()
+        .map(|m| m.shape().ok_or_else(|| format!("example input {m} has symbolic dims")))
+        .collect::<Result<Vec<_>, _>>()?;
+    let mut out = Vec::with_capacity(metas.len());
+    for (i, (meta, shape)) in metas.iter().zip(&shapes).enumerate() {
+        let t = match meta.dtype {
+            DType::I32 | DType::I64 => {
+                let (lo, hi) = int_range(op, i, &shapes, metas);
+                let values: Vec<f32> = (0..meta.numel().unwrap_or(0))
+                    .map(|_| rng.gen_range(lo..hi) as f32)
+                    .collect();
+                HostTensor::from_f32(meta.dtype, shape, &values)
+            }
+            DType::U8 => {
+                let mut t = HostTensor::zeros(DType::U8, shape).map_err(|e| e.to_string())?;
+                rng.fill(t.bytes_mut());
+                Ok(t)
+            }
+            dtype => {
+                let values: Vec<f32> = (0..meta.numel().unwrap_or(0))
+                    .map(|_| rng.gen_range(-1.0f32..1.0))
+                    .collect();
+                HostTensor::from_f32(dtype, shape, &values)
+            }
+        };
+        out.push(t.map_err(|e| format!("input {i} ({meta}): {e}"))?);
+    }
+    if op == "paged_attention" && metas.len() == 8 {
+        fill_paged_batch(&mut out, rng)?;
+    }
+    Ok(out)
+}
+
+/// `[lo, hi)` for integer input `i` of `op`.
+fn int_range(op: &str, i: usize, shapes: &[Vec<usize>], metas: &[TensorMeta]) -> (i64, i64) {
+    let rows = |j: usize| shapes.get(j).and_then(|s| s.first().copied()).unwrap_or(1).max(1) as i64;
+    match (op, i) {
+        ("embedding", 0) => (0, rows(1)),
+        ("rope", 1) => (0, MAX_ROPE_POSITION as i64),
+        ("gather_rows", 1) => (0, rows(0)),
+        _ => {
+            // Unknown op: stay below every float input's leading dim, a safe index anywhere.
+            let bound = metas
+                .iter()
+                .zip(shapes)
+                .filter(|(m, _)| !matches!(m.dtype, DType::I32 | DType::I64))
+                .filter_map(|(_, s)| s.first().copied())
+                .min()
+                .unwrap_or(1)
+                .max(1);
+            (0, bound as i64)
+        }
+    }
+}
+
+/// Overwrites inputs 5..8 (block_tables, seq_lens, query_start) with a valid batch for the
+/// shapes of q (`[T, ·]`), the caches (`[NB, BS, ·, ·]`) and the block tables (`[S, MB]`).
+fn fill_paged_batch(inputs: &mut [HostTensor], rng: &mut StdRng) -> Result<(), String> {
+    let t = inputs[0].shape.first().copied().unwrap_or(0);
+    let (nb, bs) = match inputs[3].shape.as_slice() {
+        [nb, bs, _, _] => (*nb, *bs),
+        other => return Err(format!("paged_attention k_cache must be [NB,BS,KVH,D], got {other:?}")),
+    };
+    let (s, mb) = match inputs[5].shape.as_slice() {
+        [s, mb] => (*s, *mb),
+        other => return Err(format!("paged_attention block_tables must be [S,MB], got {other:?}")),
+    };
+    if inputs[6].shape != [s] || inputs[7].shape != [s + 1] {
+        return Err(format!(
+            "paged_attention seq_lens {:?} / query_start {:?} do not fit S={s}",
+            inputs[6].shape, inputs[7].shape
+        ));
+    }
+    let batch = random_batch(t, s, mb, nb, bs, rng)?;
+    inputs[5] = HostTensor::from_i32(&[s, mb], &batch.block_tables).map_err(|e| e.to_string())?;
+    inputs[6] = HostTensor::from_i32(&[s], &batch.seq_lens).map_err(|e| e.to_string())?;
+    inputs[7] = HostTensor::from_i32(&[s + 1], &batch.query_start).map_err(|e| e.to_string())?;
+    Ok(())
+}
+
+/// A generated paged batch.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RandomBatch {
+    pub block_tables: Vec<i32>,
+    pub seq_lens: Vec<i32>,
+    pub query_start: Vec<i32>,
+}
+
+/// `t` new tokens over `s` sequences (tables `[s, mb]`, cache of `nb` blocks of `bs`): odd
+/// sequences decode one token over a cached history, even ones prefill (from scratch or after
+/// a cached prefix); every sequence owns distinct blocks.
+pub fn random_batch(
+    t: usize,
+    s: usize,
+    mb: usize,
+    nb: usize,
+    bs: usize,
+    rng: &mut StdRng,
+) -> Result<RandomBatch, String> {
+    let cap = mb * bs;
+    if s == 0 {
+        return if t == 0 {
+            Ok(RandomBatch {
+                block_tables: vec![],
+                seq_lens: vec![],
+                query_start: vec![0],
+            })
+        } else {
+            Err(format!("{t} tokens but no sequences"))
+        };
+    }
+    if t < s || bs == 0 || cap == 0 {
+        return Err(format!(
+            "cannot place {t} tokens in {s} sequences of at most {mb} blocks of {bs}"
+        ));
+    }
+    let mut q_lens = vec![1usize; s];
+    let prefill: Vec<usize> = (0..s).filter(|i| i % 2 == 0).collect();
+    for _ in 0..t - s {
+        let open: Vec<usize> = prefill.iter().copied().filter(|&i| q_lens[i] < cap).collect();
+        let Some(&pick) = open.choose(rng) else {
+            return Err(format!(
+                "{t} tokens do not fit {s} sequences of at most {cap} positions"
+            ));
+        };
+        q_lens[pick] += 1;
+    }
+    let need: Vec<usize> = q_lens.iter().map(|q| q.div_ceil(bs)).collect();
+    if need.iter().sum::<usize>() > nb {
+        return Err(format!("the cache's {nb} blocks of {bs} cannot hold {t} new tokens"));
+    }
+    let mut ids: Vec<i32> = (0..nb as i32).collect();
+    ids.shuffle(rng);
+    let (mut tables, mut lens, mut starts, mut used) = (Vec::new(), Vec::new(), vec![0i32], 0usize);
+    for i in 0..s {
+        let reserved: usize = need[i + 1..].iter().sum();
+        let max_blocks = mb.min(nb - used - reserved);
+        let max_len = max_blocks * bs;
+        let prefix = if i % 2 == 1 || rng.gen_bool(0.5) {
+            rng.gen_range(0..=max_len - q_lens[i])
+        } else {
+            0
+        };
+        let len = q_lens[i] + prefix;
+        let blocks = len.div_ceil(bs);
+        let mut row: Vec<i32> = ids[used..used + blocks].to_vec();
+        used += blocks;
+        // Padding entries are valid ids of other blocks: a kernel reading past the sequence
+        // gets wrong data (caught by the comparison) rather than an out-of-range crash.
+        while row.len() < mb {
+            row.push(rng.gen_range(0..nb as i32));
+        }
+        tables.extend(row);
+        lens.push(len as i32);
+        starts.push(starts[i] + q_lens[i] as i32);
+    }
+    Ok(RandomBatch {
+        block_tables: tables,
+        seq_lens: lens,
+        query_start: starts,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rand::SeedableRng;
+    use std::collections::HashSet;
+
+    #[test]
+    fn batches_are_valid() {
+        let mut rng = StdRng::seed_from_u64(7);
+        for _ in 0..200 {
+            let (s, mb, bs) = (rng.gen_range(1..5), rng.gen_range(1..5), rng.gen_range(1..9));
+            let t = rng.gen_range(s..s + 2 * bs);
+            let nb = rng.gen_range(1..40);
+            let Ok(b) = random_batch(t, s, mb, nb, bs, &mut rng) else {
+                continue;
+            };
+            assert_eq!(b.query_start[s] as usize, t);
+            let mut owned = HashSet::new();
+            for i in 0..s {
+                let q = (b.query_start[i + 1] - b.query_start[i]) as usize;
+                let len = b.seq_lens[i] as usize;
+                assert!(q >= 1 && q <= len && len <= mb * bs);
+                for j in 0..len.div_ceil(bs) {
+                    assert!(owned.insert(b.block_tables[i * mb + j]), "block shared");
+                }
+            }
+            assert!(b.block_tables.iter().all(|&id| id >= 0 && (id as usize) < nb));
+        }
+        assert!(random_batch(1, 2, 4, 8, 4, &mut rng).is_err());
+    }
+}

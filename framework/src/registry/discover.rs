@@ -1,0 +1,265 @@
+//! Plugin dylib discovery: explicit paths (API/config/`--plugin-path`), `RTLLM_PLUGIN_PATH`,
+//! the running executable's directory and its `plugins/` subfolder. Yields candidate files in a
+//! deterministic order, deduplicated by canonical path (and file identity), and cheaply tells
+//! rtllm plugins from other dylibs by looking for abi_stable's root-module symbol.
+
+use std::collections::HashSet;
+use std::path::{Path, PathBuf};
+
+/// Colon-separated (`;` on Windows) directories or files to load plugins from.
+pub const PLUGIN_PATH_ENV: &str = "RTLLM_PLUGIN_PATH";
+
+/// The symbol every abi_stable root module exports (`abi_stable::library::ROOT_MODULE_LOADER_NAME`).
+pub(crate) const ROOT_SYMBOL: &[u8] = b"_1as_0lib_1header_0root_bmodule_bloader";
+
+/// Where to look for plugins.
+#[derive(Clone, Debug)]
+pub struct DiscoveryOptions {
+    /// Directories or files given explicitly (config, API, `--plugin-path`). A missing path or
+    /// an explicit file that is not a plugin is a load error, not a quiet skip.
+    pub paths: Vec<PathBuf>,
+    /// Read `RTLLM_PLUGIN_PATH`.
+    pub use_env: bool,
+    /// Scan the running executable's directory and its `plugins/` subfolder.
+    pub use_exe_dir: bool,
+}
+
+impl Default for DiscoveryOptions {
+    /// Everything: explicit paths (none yet), the environment, the executable's directory.
+    fn default() -> Self {
+        DiscoveryOptions {
+            paths: Vec::new(),
+            use_env: true,
+            use_exe_dir: true,
+        }
+    }
+}
+
+impl DiscoveryOptions {
+    /// Only these paths: no environment, no executable directory.
+    pub fn only(paths: impl IntoIterator<Item = impl Into<PathBuf>>) -> Self {
+        DiscoveryOptions {
+            paths: paths.into_iter().map(Into::into).collect(),
+            use_env: false,
+            use_exe_dir: false,
+        }
+    }
+
+    /// Adds explicit paths.
+    pub fn with_paths(mut self, paths: impl IntoIterator<Item = impl Into<PathBuf>>) -> Self {
+        self.paths.extend(paths.into_iter().map(Into::into));
+        self
+    }
+}
+
+/// How a candidate was found; explicit ones report problems that scanned ones skip.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Origin {
+    Explicit,
+    Scanned,
+}
+
+/// A file to try loading.
+#[derive(Clone, Debug)]
+pub(crate) struct Candidate {
+    pub path: PathBuf,
+    pub origin: Origin,
+}
+
+/// A discovery problem worth reporting (a missing explicit path).
+#[derive(Clone, Debug)]
+pub(crate) struct DiscoveryProblem {
+    pub path: PathBuf,
+    pub reason: String,
+}
+
+/// True for names like `libfoo.so` / `libfoo.dylib` / `foo.dll`.
+pub fn is_dylib_name(path: &Path) -> bool {
+    let Some(name) = path.file_name().and_then(|n| n.to_str()) else {
+        return false;
+    };
+    name.starts_with(std::env::consts::DLL_PREFIX)
+        && name.ends_with(std::env::consts::DLL_SUFFIX)
+        && name.len() > std::env::consts::DLL_PREFIX.len() + std::env::consts::DLL_SUFFIX.len()
+}
+
+/// Whether the file's bytes contain abi_stable's root-module symbol name (a dylib without it
+/// cannot be an rtllm plugin). Reads the file without loading it, so arbitrary libraries next
+/// to the executable are never `dlopen`ed.
+pub(crate) fn exports_root_symbol(path: &Path) -> std::io::Result<bool> {
+    let file = std::fs::File::open(path)?;
+    // SAFETY: read-only mapping; a concurrent truncation could fault, as with any mmap reader.
+    let map = unsafe { memmap2::Mmap::map(&file)? };
+    Ok(contains(&map, ROOT_SYMBOL))
+}
+
+fn contains(haystack: &[u8], needle: &[u8]) -> bool {
+    let Some((&first, rest)) = needle.split_first() else {
+        return true;
+    };
+    let mut at = 0;
+    while at + needle.len() <= haystack.len() {
+        match haystack[at..haystack.len() - rest.len()]
+            .iter()
+            .position(|&b| b == first)
+        {
+            None => return false,
+            Some(off) => {
+                let start = at + off;
+                if &haystack[start + 1..start + needle.len()] == rest {
+                    return true;
+                }
+                at = start + 1;
+            }
+        }
+    }
+    false
+}
+
+/// The directories and files to search, in order: explicit paths, `RTLLM_PLUGIN_PATH`, the
+/// executable's directory, then its `plugins/` subfolder.
+pub(crate) fn candidates(opts: &DiscoveryOptions) -> (Vec<Candidate>, Vec<DiscoveryProblem>) {
+    let mut roots: Vec<(PathBuf, Origin)> = opts.paths.iter().map(|p| (p.clone(), Origin::Explicit)).collect();
+    if opts.use_env {
+        if let Some(value) = std::env::var_os(PLUGIN_PATH_ENV) {
+            for p in std::env::split_paths(&value).filter(|p| !p.as_os_str().is_empty()) {
+                roots.push((p, Origin::Explicit));
+            }
+        }
+    }
+    if opts.use_exe_dir {
+        match std::env::current_exe()
+            .ok()
+            .and_then(|e| e.parent().map(Path::to_path_buf))
+        {
+            Some(dir) => {
+                let sub = dir.join("plugins");
+                roots.push((dir, Origin::Scanned));
+                roots.push((sub, Origin::Scanned));
+            }
+            None => tracing::debug!("cannot tell the executable's directory; not scanning it for plugins"),
+        }
+    }
+
+    let mut out = Vec::new();
+    let mut problems = Vec::new();
+    let mut seen = Seen::default();
+    for (root, origin) in roots {
+        if root.is_file() {
+            seen.push(&mut out, root, origin);
+        } else if root.is_dir() {
+            match list_dylibs(&root) {
+                Ok(files) => files.into_iter().for_each(|f| seen.push(&mut out, f, Origin::Scanned)),
+                Err(e) if origin == Origin::Explicit => problems.push(DiscoveryProblem {
+                    path: root,
+                    reason: format!("cannot read the directory: {e}"),
+                }),
+                Err(e) => tracing::debug!("skipping plugin directory {}: {e}", root.display()),
+            }
+        } else if origin == Origin::Explicit {
+            problems.push(DiscoveryProblem {
+                path: root,
+                reason: "no such file or directory".into(),
+            });
+        }
+    }
+    (out, problems)
+}
+
+/// The dylib-named files directly in `dir`, sorted by name.
+fn list_dylibs(dir: &Path) -> std::io::Result<Vec<PathBuf>> {
+    let mut files = Vec::new();
+    for entry in std::fs::read_dir(dir)? {
+        let path = entry?.path();
+        if path.is_file() && is_dylib_name(&path) {
+            files.push(path);
+        }
+    }
+    files.sort();
+    Ok(files)
+}
+
+/// Deduplication by canonical path and, on Unix, by (device, inode) so hard links (cargo
+/// links `deps/libx.so` to `libx.so`) load once.
+#[derive(Default)]
+struct Seen {
+    paths: HashSet<PathBuf>,
+    ids: HashSet<(u64, u64)>,
+}
+
+impl Seen {
+    fn push(&mut self, out: &mut Vec<Candidate>, path: PathBuf, origin: Origin) {
+        let canonical = std::fs::canonicalize(&path).unwrap_or_else(|_| path.clone());
+        if !self.paths.insert(canonical.clone()) {
+            return;
+        }
+        if let Some(id) = file_id(&canonical) {
+            if !self.ids.insert(id) {
+                tracing::debug!("{} is a link to a plugin already found; skipping", path.display());
+                return;
+            }
+        }
+        out.push(Candidate {
+            path: canonical,
+            origin,
+        });
+    }
+}
+
+#[cfg(unix)]
+fn file_id(path: &Path) -> Option<(u64, u64)> {
+    use std::os::unix::fs::MetadataExt;
+    std::fs::metadata(path).ok().map(|m| (m.dev(), m.ino()))
+}
+
+#[cfg(not(unix))]
+fn file_id(_path: &Path) -> Option<(u64, u64)> {
+    None
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn substring_search() {
+        assert!(contains(b"xx_1as_0lib_1header_0root_bmodule_bloaderyy", ROOT_SYMBOL));
+        assert!(contains(ROOT_SYMBOL, ROOT_SYMBOL));
+        assert!(!contains(b"_1as_0lib_1header_0root_bmodule_bloade", ROOT_SYMBOL));
+        assert!(!contains(b"", b"a"));
+        assert!(contains(b"aab", b"ab"));
+    }
+
+    #[test]
+    fn dylib_names() {
+        let ok = format!("{}x{}", std::env::consts::DLL_PREFIX, std::env::consts::DLL_SUFFIX);
+        assert!(is_dylib_name(Path::new(&ok)));
+        assert!(!is_dylib_name(Path::new("x.txt")));
+        assert!(!is_dylib_name(Path::new(&format!(
+            "{}{}",
+            std::env::consts::DLL_PREFIX,
+            std::env::consts::DLL_SUFFIX
+        ))));
+    }
+
+    #[test]
+    fn discovery_is_sorted_deduplicated_and_reports_missing_explicit_paths() {
+        let dir = tempfile::tempdir().unwrap();
+        let name = |s: &str| format!("{}{s}{}", std::env::consts::DLL_PREFIX, std::env::consts::DLL_SUFFIX);
+        for f in ["b", "a", "c"] {
+            std::fs::write(dir.path().join(name(f)), b"not a library").unwrap();
+        }
+        std::fs::write(dir.path().join("readme.txt"), b"x").unwrap();
+        let missing = dir.path().join("nope");
+        let opts = DiscoveryOptions::only([dir.path().to_path_buf(), dir.path().join(name("a")), missing.clone()]);
+        let (found, problems) = candidates(&opts);
+        let names: Vec<_> = found
+            .iter()
+            .map(|c| c.path.file_name().unwrap().to_string_lossy().to_string())
+            .collect();
+        assert_eq!(names, vec![name("a"), name("b"), name("c")]);
+        assert_eq!(problems.len(), 1);
+        assert_eq!(problems[0].path, missing);
+        assert!(!exports_root_symbol(&found[0].path).unwrap());
+    }
+}

@@ -1,0 +1,112 @@
+//! `load_model_source`: a `.gguf` file or an HF directory (config.json, *.safetensors with an
+//! optional index, tokenizer files) → config + weights + tokenizer.
+
+use super::gguf::{model, tokenizer, GgufFile, GGUF_MAGIC};
+use super::safetensors::{load_safetensors, safetensors_files};
+use super::store::{MappedFile, WeightStore};
+use super::WeightError;
+use crate::tokenizer::spec::TokenizerSpec;
+use rtllm_models::ModelConfig;
+use std::path::{Path, PathBuf};
+
+/// A model source, loaded.
+#[derive(Debug)]
+pub struct LoadedModel {
+    pub config: ModelConfig,
+    pub weights: WeightStore,
+    /// The tokenizer from GGUF metadata (HF directories give `tokenizer_json` instead).
+    pub tokenizer: Option<TokenizerSpec>,
+    pub tokenizer_json: Option<PathBuf>,
+    pub tokenizer_config_json: Option<PathBuf>,
+}
+
+/// Loads a `.gguf` file, an HF model directory, or the directory of a given `config.json`.
+pub fn load_model_source(path: &Path) -> Result<LoadedModel, WeightError> {
+    if path.is_dir() {
+        return load_hf_dir(path);
+    }
+    if !path.exists() {
+        return Err(WeightError::NotAModel { path: path.into(), message: "no such file or directory".into() });
+    }
+    if path.file_name().is_some_and(|n| n == "config.json") {
+        if let Some(dir) = path.parent() {
+            return load_hf_dir(if dir.as_os_str().is_empty() { Path::new(".") } else { dir });
+        }
+    }
+    if has_gguf_magic(path)? {
+        return load_gguf(path);
+    }
+    Err(WeightError::NotAModel {
+        path: path.into(),
+        message: "expected a .gguf file or a directory with config.json and *.safetensors".into(),
+    })
+}
+
+fn has_gguf_magic(path: &Path) -> Result<bool, WeightError> {
+    use std::io::Read;
+    let mut magic = [0u8; 4];
+    let mut file = std::fs::File::open(path).map_err(|e| WeightError::io(path, e))?;
+    match file.read_exact(&mut magic) {
+        Ok(()) => Ok(u32::from_le_bytes(magic) == GGUF_MAGIC),
+        Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => Ok(false),
+        Err(e) => Err(WeightError::io(path, e)),
+    }
+}
+
+/// Loads a GGUF file: config from its metadata, tensors under HF names (Llama Q/K rows
+/// un-permuted), the tokenizer spec.
+pub fn load_gguf(path: &Path) -> Result<LoadedModel, WeightError> {
+    let map = MappedFile::open(path)?;
+    let file = GgufFile::parse(map.bytes()).map_err(|source| WeightError::Gguf { path: path.into(), source })?;
+    let config = model::config_from_gguf(&file, path)?;
+    let weights = model::weights_from_gguf(&file, &map, &config)?;
+    let tokenizer =
+        tokenizer::tokenizer_spec(&file.metadata).map_err(|source| WeightError::Gguf { path: path.into(), source })?;
+    tracing::info!(
+        "loaded {} ({}, {} tensors, {:.1} MiB)",
+        path.display(),
+        config.architecture,
+        weights.len(),
+        weights.total_bytes() as f64 / (1 << 20) as f64
+    );
+    Ok(LoadedModel { config, weights, tokenizer, tokenizer_json: None, tokenizer_config_json: None })
+}
+
+/// Loads an HF directory: `config.json`, the safetensors shards, and the paths of
+/// `tokenizer.json` / `tokenizer_config.json` when present.
+pub fn load_hf_dir(dir: &Path) -> Result<LoadedModel, WeightError> {
+    let config_path = dir.join("config.json");
+    if !config_path.is_file() {
+        return Err(WeightError::NotAModel { path: dir.into(), message: "no config.json in this directory".into() });
+    }
+    let text = std::fs::read_to_string(&config_path).map_err(|e| WeightError::io(&config_path, e))?;
+    let config = ModelConfig::from_hf_json(&text).map_err(|source| WeightError::Config { path: config_path, source })?;
+
+    let (files, weight_map) = safetensors_files(dir)?;
+    if files.is_empty() {
+        return Err(WeightError::NotAModel { path: dir.into(), message: "no *.safetensors weight files".into() });
+    }
+    let mut weights = WeightStore::new();
+    for file in &files {
+        if !file.is_file() {
+            return Err(WeightError::NotAModel {
+                path: file.clone(),
+                message: "named by model.safetensors.index.json but missing".into(),
+            });
+        }
+        load_safetensors(file, &mut weights)?;
+    }
+    if let Some(weight_map) = weight_map {
+        if let Some((tensor, file)) = weight_map.iter().find(|(t, _)| !weights.contains(t)) {
+            return Err(WeightError::tensor(dir.join(file), tensor, "listed in model.safetensors.index.json but not in the file"));
+        }
+    }
+    let optional = |name: &str| Some(dir.join(name)).filter(|p| p.is_file());
+    Ok(LoadedModel {
+        config,
+        weights,
+        tokenizer: None,
+        tokenizer_json: optional("tokenizer.json"),
+        tokenizer_config_json: optional("tokenizer_config.json"),
+    })
+}

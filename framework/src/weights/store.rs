@@ -1,0 +1,293 @@
+//! `WeightStore`: named tensors (dtype, HF-order shape, bytes backed by a file's memory map or
+//! by owned memory), lookup with "did you mean" suggestions, and dequantization helpers.
+
+use super::WeightError;
+use memmap2::Mmap;
+use rtllm_plugin_api::{quant, DType, TensorMeta};
+use std::collections::BTreeMap;
+use std::fmt;
+use std::fs::File;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+/// A read-only memory map of a weight file, shared by the tensors that live in it.
+pub struct MappedFile {
+    pub path: PathBuf,
+    map: Mmap,
+}
+
+impl MappedFile {
+    pub fn open(path: &Path) -> Result<Arc<MappedFile>, WeightError> {
+        let file = File::open(path).map_err(|e| WeightError::io(path, e))?;
+        // SAFETY: the map is read-only; like every mmap-based loader (llama.cpp, safetensors)
+        // we rely on the weight file not being truncated or rewritten while it is in use.
+        let map = unsafe { Mmap::map(&file) }.map_err(|e| WeightError::io(path, e))?;
+        Ok(Arc::new(MappedFile { path: path.to_path_buf(), map }))
+    }
+
+    pub fn bytes(&self) -> &[u8] {
+        &self.map
+    }
+}
+
+impl fmt::Debug for MappedFile {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "MappedFile({}, {} bytes)", self.path.display(), self.map.len())
+    }
+}
+
+/// Where a tensor's bytes live.
+#[derive(Clone, Debug)]
+pub enum TensorData {
+    /// `len` bytes at `offset` of a memory-mapped file.
+    Mapped { file: Arc<MappedFile>, offset: usize, len: usize },
+    Owned(Arc<[u8]>),
+}
+
+/// One weight: dtype, shape in HF/PyTorch order (`[out, in]` for a linear weight) and data.
+#[derive(Clone, Debug)]
+pub struct Tensor {
+    pub dtype: DType,
+    pub shape: Vec<usize>,
+    data: TensorData,
+}
+
+impl Tensor {
+    /// A tensor over a range of a mapped file; checks the range and that the byte count
+    /// matches the dtype and shape.
+    pub fn mapped(
+        file: Arc<MappedFile>,
+        name: &str,
+        dtype: DType,
+        shape: Vec<usize>,
+        offset: usize,
+        len: usize,
+    ) -> Result<Tensor, WeightError> {
+        let in_file = offset.checked_add(len).is_some_and(|end| end <= file.bytes().len());
+        if !in_file {
+            return Err(WeightError::tensor(&file.path, name, format!("bytes {offset}+{len} lie outside the file")));
+        }
+        check_size(dtype, &shape, len).map_err(|m| WeightError::tensor(&file.path, name, m))?;
+        Ok(Tensor { dtype, shape, data: TensorData::Mapped { file, offset, len } })
+    }
+
+    /// A tensor over owned bytes; checks the byte count matches the dtype and shape.
+    pub fn owned(name: &str, dtype: DType, shape: Vec<usize>, bytes: Vec<u8>) -> Result<Tensor, WeightError> {
+        check_size(dtype, &shape, bytes.len()).map_err(|m| WeightError::tensor("<memory>", name, m))?;
+        Ok(Tensor { dtype, shape, data: TensorData::Owned(bytes.into()) })
+    }
+
+    /// An f32 tensor from values.
+    pub fn from_f32(name: &str, shape: Vec<usize>, values: &[f32]) -> Result<Tensor, WeightError> {
+        Tensor::owned(name, DType::F32, shape, values.iter().flat_map(|v| v.to_le_bytes()).collect())
+    }
+
+    /// The raw little-endian bytes (block-quantized layout for quantized dtypes).
+    pub fn bytes(&self) -> &[u8] {
+        match &self.data {
+            TensorData::Mapped { file, offset, len } => &file.bytes()[*offset..*offset + *len],
+            TensorData::Owned(b) => b,
+        }
+    }
+
+    pub fn data(&self) -> &TensorData {
+        &self.data
+    }
+
+    pub fn num_elements(&self) -> usize {
+        self.shape.iter().product()
+    }
+
+    pub fn meta(&self) -> TensorMeta {
+        TensorMeta::of(self.dtype, &self.shape)
+    }
+
+    /// All elements as f32 (dequantizing block formats bit-exactly as ggml does).
+    pub fn to_f32(&self, name: &str) -> Result<Vec<f32>, WeightError> {
+        let mut out = vec![0f32; self.num_elements()];
+        let convert = |source| WeightError::Convert { tensor: name.to_string(), from: self.dtype, to: DType::F32, source };
+        match self.dtype {
+            DType::I32 | DType::I64 | DType::U8 => {
+                return Err(convert(rtllm_plugin_api::PluginError::new("integer tensors are not converted")))
+            }
+            _ => quant::dequantize_row(self.dtype, self.bytes(), &mut out).map_err(convert)?,
+        }
+        Ok(out)
+    }
+
+    /// The data converted to `dtype` (a float type or a GGUF block format), row by row along
+    /// the last dimension. Returns the bytes unchanged when the dtype already matches.
+    pub fn to_dtype_bytes(&self, name: &str, dtype: DType) -> Result<Vec<u8>, WeightError> {
+        if dtype == self.dtype {
+            return Ok(self.bytes().to_vec());
+        }
+        let values = self.to_f32(name)?;
+        let convert = |source| WeightError::Convert { tensor: name.to_string(), from: self.dtype, to: dtype, source };
+        let row = self.shape.last().copied().unwrap_or(1).max(1);
+        let row_bytes = quant::row_bytes(dtype, row).map_err(convert)?;
+        let mut out = vec![0u8; row_bytes * (values.len() / row)];
+        for (src, dst) in values.chunks_exact(row).zip(out.chunks_exact_mut(row_bytes)) {
+            quant::quantize_row(dtype, src, dst).map_err(convert)?;
+        }
+        Ok(out)
+    }
+}
+
+/// Checks `len` bytes hold exactly `shape` of `dtype`, with whole blocks per row.
+fn check_size(dtype: DType, shape: &[usize], len: usize) -> Result<(), String> {
+    let elements = shape.iter().try_fold(1usize, |a, &d| a.checked_mul(d)).ok_or("shape overflows")?;
+    if dtype.is_quantized() {
+        let row = shape.last().copied().unwrap_or(1);
+        if row % dtype.block_size() != 0 {
+            return Err(format!(
+                "last dimension {row} is not a multiple of the {dtype} block size {}",
+                dtype.block_size()
+            ));
+        }
+    }
+    let want = dtype.bytes_for(elements).ok_or_else(|| format!("{elements} elements are not whole {dtype} blocks"))?;
+    if want != len {
+        return Err(format!("shape {shape:?} of {dtype} needs {want} bytes, found {len}"));
+    }
+    Ok(())
+}
+
+/// Named weights.
+#[derive(Clone, Debug, Default)]
+pub struct WeightStore {
+    tensors: BTreeMap<String, Tensor>,
+}
+
+impl WeightStore {
+    pub fn new() -> Self {
+        WeightStore::default()
+    }
+
+    /// Adds a tensor; returns the one it replaced, if any.
+    pub fn insert(&mut self, name: impl Into<String>, tensor: Tensor) -> Option<Tensor> {
+        self.tensors.insert(name.into(), tensor)
+    }
+
+    pub fn remove(&mut self, name: &str) -> Option<Tensor> {
+        self.tensors.remove(name)
+    }
+
+    pub fn get(&self, name: &str) -> Option<&Tensor> {
+        self.tensors.get(name)
+    }
+
+    /// The tensor, or a "missing weight … did you mean" error.
+    pub fn require(&self, name: &str) -> Result<&Tensor, WeightError> {
+        self.get(name).ok_or_else(|| WeightError::Missing {
+            name: name.to_string(),
+            suggestions: self.nearest_names(name, 3).into_iter().map(String::from).collect(),
+        })
+    }
+
+    pub fn contains(&self, name: &str) -> bool {
+        self.tensors.contains_key(name)
+    }
+
+    /// Tensor names in sorted order.
+    pub fn names(&self) -> impl Iterator<Item = &str> {
+        self.tensors.keys().map(String::as_str)
+    }
+
+    pub fn iter(&self) -> impl Iterator<Item = (&str, &Tensor)> {
+        self.tensors.iter().map(|(k, v)| (k.as_str(), v))
+    }
+
+    pub fn len(&self) -> usize {
+        self.tensors.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.tensors.is_empty()
+    }
+
+    /// Total bytes of all tensors.
+    pub fn total_bytes(&self) -> usize {
+        self.tensors.values().map(|t| t.bytes().len()).sum()
+    }
+
+    pub fn meta(&self, name: &str) -> Result<TensorMeta, WeightError> {
+        Ok(self.require(name)?.meta())
+    }
+
+    /// The tensor's elements as f32.
+    pub fn to_f32(&self, name: &str) -> Result<Vec<f32>, WeightError> {
+        self.require(name)?.to_f32(name)
+    }
+
+    /// The tensor's data converted to `dtype` (see [`Tensor::to_dtype_bytes`]).
+    pub fn to_dtype(&self, name: &str, dtype: DType) -> Result<Vec<u8>, WeightError> {
+        self.require(name)?.to_dtype_bytes(name, dtype)
+    }
+
+    /// Up to `k` stored names closest to `name` (edit distance; ties by name).
+    pub fn nearest_names(&self, name: &str, k: usize) -> Vec<&str> {
+        let mut scored: Vec<(usize, &str)> = self.names().map(|n| (edit_distance(name, n), n)).collect();
+        scored.sort();
+        let limit = name.len().max(4);
+        scored.into_iter().filter(|(d, _)| *d <= limit).take(k).map(|(_, n)| n).collect()
+    }
+}
+
+/// Levenshtein distance over bytes.
+fn edit_distance(a: &str, b: &str) -> usize {
+    let (a, b) = (a.as_bytes(), b.as_bytes());
+    let mut prev: Vec<usize> = (0..=b.len()).collect();
+    let mut cur = vec![0; b.len() + 1];
+    for (i, ca) in a.iter().enumerate() {
+        cur[0] = i + 1;
+        for (j, cb) in b.iter().enumerate() {
+            let subst = prev[j] + usize::from(ca != cb);
+            cur[j + 1] = subst.min(prev[j + 1] + 1).min(cur[j] + 1);
+        }
+        std::mem::swap(&mut prev, &mut cur);
+    }
+    prev[b.len()]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn store() -> WeightStore {
+        let mut s = WeightStore::new();
+        for name in ["model.embed_tokens.weight", "model.layers.0.self_attn.q_proj.weight", "model.norm.weight"] {
+            s.insert(name, Tensor::from_f32(name, vec![2, 2], &[1.0, 2.0, 3.0, 4.0]).unwrap());
+        }
+        s
+    }
+
+    #[test]
+    fn missing_weight_suggests_near_names() {
+        let s = store();
+        let err = s.require("model.layers.0.self_attn.q_prj.weight").unwrap_err().to_string();
+        assert!(err.starts_with("missing weight `model.layers.0.self_attn.q_prj.weight`; did you mean `model.layers.0.self_attn.q_proj.weight`"), "{err}");
+        assert_eq!(s.nearest_names("model.norm.wieght", 1), vec!["model.norm.weight"]);
+        assert_eq!(edit_distance("kitten", "sitting"), 3);
+    }
+
+    #[test]
+    fn converts_between_dtypes() {
+        let s = store();
+        assert_eq!(s.to_f32("model.norm.weight").unwrap(), vec![1.0, 2.0, 3.0, 4.0]);
+        let h = s.to_dtype("model.norm.weight", DType::F16).unwrap();
+        assert_eq!(h.len(), 8);
+        let t = Tensor::owned("x", DType::F16, vec![2, 2], h).unwrap();
+        assert_eq!(t.to_f32("x").unwrap(), vec![1.0, 2.0, 3.0, 4.0]);
+        let err = s.to_dtype("model.norm.weight", DType::Q8_0).unwrap_err().to_string();
+        assert!(err.contains("model.norm.weight") && err.contains("q8_0"), "{err}");
+        assert_eq!(s.meta("model.norm.weight").unwrap(), TensorMeta::of(DType::F32, &[2, 2]));
+    }
+
+    #[test]
+    fn sizes_are_checked() {
+        let err = Tensor::owned("w", DType::F32, vec![2, 3], vec![0; 20]).unwrap_err().to_string();
+        assert!(err.contains("`w`") && err.contains("needs 24 bytes, found 20"), "{err}");
+        let err = Tensor::owned("q", DType::Q4_0, vec![2, 48], vec![0; 54]).unwrap_err().to_string();
+        assert!(err.contains("not a multiple of the q4_0 block size 32"), "{err}");
+    }
+}

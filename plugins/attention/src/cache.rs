@@ -1,0 +1,135 @@
+//! The paged KV cache's element types (f32, f16, bf16) and the step's first phase: writing
+//! each new token's K and V into its block slot, spread over the host's pool.
+
+use crate::batch::Batch;
+use half::{bf16, f16, slice::HalfFloatSliceExt};
+use rtllm_plugin_api::{Element, LaunchContext, PluginError};
+
+/// Tokens per pool task when writing the cache.
+const WRITE_CHUNK: usize = 16;
+
+/// An element type the cache may be stored as.
+pub trait CacheElem: Element {
+    /// Whether reading rows as f32 needs a conversion buffer.
+    const CONVERTS: bool;
+
+    /// Stores f32 values into cache elements.
+    fn store(src: &[f32], dst: &mut [Self]);
+
+    /// `n` rows of `d` values starting at `cache[first]`, `stride` apart, as f32 rows: either
+    /// borrowed from the cache itself (f32) or converted into `scratch` (at least `n * d`).
+    /// Returns the rows and their stride.
+    fn rows<'a>(
+        cache: &'a [Self],
+        first: usize,
+        n: usize,
+        stride: usize,
+        d: usize,
+        scratch: &'a mut [f32],
+    ) -> (&'a [f32], usize);
+}
+
+impl CacheElem for f32 {
+    const CONVERTS: bool = false;
+
+    fn store(src: &[f32], dst: &mut [f32]) {
+        dst.copy_from_slice(src);
+    }
+
+    fn rows<'a>(
+        cache: &'a [f32],
+        first: usize,
+        n: usize,
+        stride: usize,
+        d: usize,
+        _: &'a mut [f32],
+    ) -> (&'a [f32], usize) {
+        (&cache[first..first + (n - 1) * stride + d], stride)
+    }
+}
+
+macro_rules! half_cache_elem {
+    ($t:ty) => {
+        impl CacheElem for $t {
+            const CONVERTS: bool = true;
+
+            fn store(src: &[f32], dst: &mut [$t]) {
+                dst.convert_from_f32_slice(src);
+            }
+
+            fn rows<'a>(
+                cache: &'a [$t],
+                first: usize,
+                n: usize,
+                stride: usize,
+                d: usize,
+                scratch: &'a mut [f32],
+            ) -> (&'a [f32], usize) {
+                for (j, row) in scratch[..n * d].chunks_exact_mut(d).enumerate() {
+                    let at = first + j * stride;
+                    cache[at..at + d].convert_to_f32_slice(row);
+                }
+                (&scratch[..n * d], d)
+            }
+        }
+    };
+}
+
+half_cache_elem!(f16);
+half_cache_elem!(bf16);
+
+/// A base pointer that pool tasks share to write disjoint parts of one buffer.
+pub struct SharedMut<T>(*mut T);
+
+// SAFETY: users only write disjoint elements through it while the buffer stays borrowed.
+unsafe impl<T: Send> Send for SharedMut<T> {}
+unsafe impl<T: Send> Sync for SharedMut<T> {}
+
+impl<T> SharedMut<T> {
+    pub fn new(s: &mut [T]) -> Self {
+        SharedMut(s.as_mut_ptr())
+    }
+
+    /// # Safety
+    /// `at..at + len` must lie in the buffer, and no other live slice may overlap it.
+    #[allow(clippy::mut_from_ref)]
+    pub unsafe fn slice(&self, at: usize, len: usize) -> &mut [T] {
+        std::slice::from_raw_parts_mut(self.0.add(at), len)
+    }
+}
+
+/// Writes each new token's k and v rows (`[T, KVH * D]`) into its block slot of the caches.
+/// Distinct new tokens must map to distinct slots (the block manager's contract).
+pub fn write_new_tokens<E: CacheElem>(
+    ctx: &LaunchContext,
+    batch: &Batch<'_>,
+    row: usize,
+    k: &[f32],
+    v: &[f32],
+    k_cache: &mut [E],
+    v_cache: &mut [E],
+) -> Result<(), PluginError> {
+    let slots = batch.nb * batch.bs;
+    if k_cache.len() != slots * row || v_cache.len() != slots * row || k.len() != batch.t * row || v.len() != k.len() {
+        return Err(PluginError::new(
+            "paged_attention: cache or k/v sizes disagree with the batch geometry",
+        ));
+    }
+    let (kc, vc) = (SharedMut::new(k_cache), SharedMut::new(v_cache));
+    ctx.parallel_chunks(batch.t, WRITE_CHUNK, |tokens| {
+        let mut s = batch.seq_of(tokens.start);
+        for t in tokens {
+            while batch.q_range(s).end <= t {
+                s += 1;
+            }
+            let pos = batch.start_pos(s) + (t - batch.q_range(s).start);
+            let at = (batch.block(s, pos) * batch.bs + pos % batch.bs) * row;
+            // SAFETY: `Batch::new` checked the block id is below NB, so `at + row` lies in the
+            // caches, and distinct tokens write distinct slots.
+            unsafe {
+                E::store(&k[t * row..(t + 1) * row], kc.slice(at, row));
+                E::store(&v[t * row..(t + 1) * row], vc.slice(at, row));
+            }
+        }
+    })
+}

@@ -1,0 +1,192 @@
+//! `paged_attention`: causal (optionally sliding-window) GQA attention for one packed batch
+//! that mixes prefill and decode sequences over a paged KV cache. The op first writes the new
+//! tokens' K/V into the cache (updated in place), then runs the flash-style loop of
+//! [`crate::flash`] over (token tile, KV head) items pulled dynamically by the pool's workers.
+
+use crate::batch::Batch;
+use crate::cache::{write_new_tokens, CacheElem, SharedMut};
+use crate::flash::{max_tile, scratch_len, AttnJob, Scratch};
+use crate::params::{check_metas, AttnParams, K, K_CACHE, NUM_INPUTS, OP, Q, V, V_CACHE};
+use half::{bf16, f16};
+use rtllm_plugin_api::{
+    register_op, Attrs, DType, Kernel, LaunchContext, Op, OpExample, PluginError, TensorArg, TensorMeta,
+};
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+/// Workers the workspace is sized for; a launch uses at most this many pool tasks.
+pub const MAX_WORKERS: usize = 128;
+/// Items per worker the tiling aims for, so uneven items still balance.
+const ITEMS_PER_WORKER: usize = 4;
+
+pub struct PagedAttention;
+
+pub struct PagedAttentionKernel {
+    p: AttnParams,
+}
+
+/// An example's geometry: heads, kv heads, head dim, block size, blocks, sequences, table width,
+/// tokens, cache dtype, sliding window.
+type Case = (usize, usize, usize, usize, usize, usize, usize, usize, DType, usize);
+
+impl Op for PagedAttention {
+    const NAME: &'static str = OP;
+    const SUMMARY: &'static str = "causal GQA attention over a paged KV cache for a packed prefill+decode batch. \
+        Inputs q [T, H*D] f32, k [T, KVH*D] f32, v [T, KVH*D] f32, k_cache [NB, BS, KVH, D] and v_cache (f32/f16/bf16, \
+        written in place with the new tokens' k/v), block_tables [S, MB] i32, seq_lens [S] i32, query_start [S+1] i32 \
+        -> out [T, H*D] f32. Attrs num_heads, num_kv_heads, head_dim, scale (1/sqrt(D)), sliding_window (0 = none). \
+        The int inputs need valid content: query_start runs non-decreasing from 0 to T; q_len <= seq_len <= MB*BS per \
+        sequence; block_tables[s][0..ceil(seq_len/BS)] are distinct cache block ids below NB.";
+    type Kernel = PagedAttentionKernel;
+
+    fn dtypes() -> Vec<DType> {
+        vec![DType::F32, DType::F16, DType::BF16, DType::I32]
+    }
+
+    fn infer(inputs: &[TensorMeta], attrs: &Attrs) -> Result<Vec<TensorMeta>, PluginError> {
+        Ok(vec![check_metas(inputs, &AttnParams::from_attrs(attrs)?)?])
+    }
+
+    fn create(inputs: &[TensorMeta], attrs: &Attrs) -> Result<PagedAttentionKernel, PluginError> {
+        let p = AttnParams::from_attrs(attrs)?;
+        check_metas(inputs, &p)?;
+        Ok(PagedAttentionKernel { p })
+    }
+
+    fn examples() -> Vec<OpExample> {
+        let cases: [Case; 7] = [
+            (9, 3, 64, 32, 16, 3, 4, 7, DType::F32, 0),
+            (9, 3, 64, 16, 24, 3, 6, 7, DType::F16, 0),
+            (9, 3, 64, 32, 8, 4, 2, 4, DType::F16, 0),
+            (4, 4, 16, 16, 4, 1, 4, 13, DType::BF16, 0),
+            (6, 2, 20, 7, 12, 2, 6, 9, DType::F32, 0),
+            (8, 1, 32, 16, 8, 2, 4, 5, DType::F16, 8),
+            (9, 3, 64, 16, 64, 5, 12, 70, DType::F32, 0),
+        ];
+        cases
+            .iter()
+            .map(|&(h, kvh, d, bs, nb, s, mb, t, cache, window)| OpExample {
+                inputs: vec![
+                    TensorMeta::of(DType::F32, &[t, h * d]),
+                    TensorMeta::of(DType::F32, &[t, kvh * d]),
+                    TensorMeta::of(DType::F32, &[t, kvh * d]),
+                    TensorMeta::of(cache, &[nb, bs, kvh, d]),
+                    TensorMeta::of(cache, &[nb, bs, kvh, d]),
+                    TensorMeta::of(DType::I32, &[s, mb]),
+                    TensorMeta::of(DType::I32, &[s]),
+                    TensorMeta::of(DType::I32, &[s + 1]),
+                ]
+                .into(),
+                attrs: Attrs::new()
+                    .with("num_heads", h)
+                    .with("num_kv_heads", kvh)
+                    .with("head_dim", d)
+                    .with("sliding_window", window),
+            })
+            .collect()
+    }
+}
+
+impl PagedAttentionKernel {
+    fn scratch_for(&self, cache: DType, bs: usize) -> usize {
+        scratch_len(&self.p, bs, cache != DType::F32)
+    }
+
+    fn run<E: CacheElem>(&self, ctx: &LaunchContext, inputs: &[TensorArg], out: &TensorArg) -> Result<(), PluginError> {
+        let batch = Batch::new(&self.p, inputs, out)?;
+        let (q, k, v) = (
+            inputs[Q].slice::<f32>()?,
+            inputs[K].slice::<f32>()?,
+            inputs[V].slice::<f32>()?,
+        );
+        if inputs[K_CACHE].data == inputs[V_CACHE].data && !inputs[K_CACHE].data.is_null() {
+            return Err(PluginError::new(format!(
+                "{OP}: k_cache and v_cache are the same buffer"
+            )));
+        }
+        let row = self.p.num_kv_heads * self.p.head_dim;
+        write_new_tokens(
+            ctx,
+            &batch,
+            row,
+            k,
+            v,
+            inputs[K_CACHE].slice_mut::<E>()?,
+            inputs[V_CACHE].slice_mut::<E>()?,
+        )?;
+        if batch.t == 0 {
+            return Ok(());
+        }
+        let out = out.slice_mut::<f32>()?;
+        let kvh = self.p.num_kv_heads;
+        let target = ctx.num_threads() * ITEMS_PER_WORKER;
+        let tile = (batch.t * kvh).div_ceil(target).clamp(1, max_tile(&self.p));
+        let job = AttnJob {
+            p: self.p,
+            batch: &batch,
+            q,
+            k_cache: inputs[K_CACHE].slice::<E>()?,
+            v_cache: inputs[V_CACHE].slice::<E>()?,
+            out: SharedMut::new(out),
+            tile,
+        };
+        let items = job.items();
+        let per = scratch_len(&self.p, batch.bs, E::CONVERTS);
+        let fit = ctx.workspace_bytes / (per * std::mem::size_of::<f32>());
+        let workers = items.min(ctx.num_threads()).min(MAX_WORKERS).min(fit);
+        if workers == 0 {
+            return Err(PluginError::new(format!(
+                "{OP}: workspace of {} bytes holds no worker's {} bytes of scratch",
+                ctx.workspace_bytes,
+                per * std::mem::size_of::<f32>()
+            )));
+        }
+        let scratch = SharedMut::new(ctx.workspace::<f32>(workers * per)?);
+        let next = AtomicUsize::new(0);
+        ctx.parallel_for(workers, |w| {
+            // SAFETY: worker `w < workers` owns scratch `w * per..(w + 1) * per` alone.
+            let buf = unsafe { scratch.slice(w * per, per) };
+            let mut sc = Scratch::new(buf, &self.p, batch.bs, E::CONVERTS);
+            loop {
+                let item = next.fetch_add(1, Ordering::Relaxed);
+                if item >= items {
+                    break;
+                }
+                job.run_item(item, &mut sc);
+            }
+        })
+    }
+}
+
+impl Kernel for PagedAttentionKernel {
+    fn workspace_bytes(&self, inputs: &[TensorMeta]) -> Result<usize, PluginError> {
+        let cache = inputs
+            .get(K_CACHE)
+            .ok_or_else(|| PluginError::new(format!("{OP}: no k_cache meta")))?;
+        let bs = cache.dims.get(1).and_then(|d| d.known()).ok_or_else(|| {
+            PluginError::new(format!(
+                "{OP}: workspace needs a known cache block size, got k_cache {cache}"
+            ))
+        })?;
+        Ok(MAX_WORKERS * self.scratch_for(cache.dtype, bs) * std::mem::size_of::<f32>())
+    }
+
+    fn launch(&self, ctx: &LaunchContext, inputs: &[TensorArg], outputs: &[TensorArg]) -> Result<(), PluginError> {
+        if inputs.len() != NUM_INPUTS || outputs.len() != 1 {
+            return Err(PluginError::new(format!(
+                "{OP}: launch takes {NUM_INPUTS} inputs and 1 output, got {} and {}",
+                inputs.len(),
+                outputs.len()
+            )));
+        }
+        match inputs[K_CACHE].meta.dtype {
+            DType::F32 => self.run::<f32>(ctx, inputs, &outputs[0]),
+            DType::F16 => self.run::<f16>(ctx, inputs, &outputs[0]),
+            DType::BF16 => self.run::<bf16>(ctx, inputs, &outputs[0]),
+            other => Err(PluginError::new(format!(
+                "{OP}: cache dtype {other} is not f32, f16 or bf16"
+            ))),
+        }
+    }
+}
+
+register_op!(PagedAttention);

@@ -1,0 +1,98 @@
+//! Launch-time helpers shared by the elementwise kernels: argument-count and concrete-shape
+//! checks, and a row splitter that hands each task of the host's pool its own output rows.
+
+use rtllm_plugin_api::{LaunchContext, PluginError, TensorArg};
+use std::ops::Range;
+
+/// Checks the number of launch inputs and outputs.
+pub fn expect_args(
+    op: &str,
+    inputs: &[TensorArg],
+    in_counts: &[usize],
+    outputs: &[TensorArg],
+    out_count: usize,
+) -> Result<(), PluginError> {
+    if !in_counts.contains(&inputs.len()) {
+        let want: Vec<String> = in_counts.iter().map(|c| c.to_string()).collect();
+        return Err(PluginError::new(format!(
+            "{op}: launch takes {} inputs, got {}",
+            want.join(" or "),
+            inputs.len()
+        )));
+    }
+    if outputs.len() != out_count {
+        return Err(PluginError::new(format!(
+            "{op}: launch takes {out_count} outputs, got {}",
+            outputs.len()
+        )));
+    }
+    Ok(())
+}
+
+/// The concrete shape of a launch argument, checked against `want`.
+pub fn expect_shape(op: &str, what: &str, arg: &TensorArg, want: &[usize]) -> Result<(), PluginError> {
+    let got = arg.shape().map_err(|e| e.context(format_args!("{op}: {what}")))?;
+    if got != want {
+        return Err(PluginError::new(format!(
+            "{op}: {what} has shape {got:?}, expected {want:?}"
+        )));
+    }
+    Ok(())
+}
+
+/// The concrete shape of a launch argument with a required rank.
+pub fn shape_of_rank(op: &str, what: &str, arg: &TensorArg, rank: usize) -> Result<Vec<usize>, PluginError> {
+    let shape = arg.shape().map_err(|e| e.context(format_args!("{op}: {what}")))?;
+    if shape.len() != rank {
+        return Err(PluginError::new(format!(
+            "{op}: {what} must have rank {rank}, got {}",
+            arg.meta
+        )));
+    }
+    Ok(shape)
+}
+
+/// A raw base pointer that pool tasks may share; each task derives a disjoint sub-slice.
+struct SharedMut<T>(*mut T);
+
+// SAFETY: the pointer is only used to build disjoint sub-slices (see `par_rows`).
+unsafe impl<T: Send> Send for SharedMut<T> {}
+unsafe impl<T: Send> Sync for SharedMut<T> {}
+
+impl<T> SharedMut<T> {
+    fn ptr(&self) -> *mut T {
+        self.0
+    }
+}
+
+/// Runs `f(rows, out_rows)` over disjoint ranges of the rows of `out` (rows of `row_len`
+/// elements) on the host's pool, with at least `min_elems` elements per task; small work runs
+/// inline on the calling thread.
+pub fn par_rows<T, F>(
+    ctx: &LaunchContext,
+    out: &mut [T],
+    row_len: usize,
+    min_elems: usize,
+    f: F,
+) -> Result<(), PluginError>
+where
+    T: Send,
+    F: Fn(Range<usize>, &mut [T]) + Sync,
+{
+    if row_len == 0 || out.is_empty() {
+        return Ok(());
+    }
+    let rows = out.len() / row_len;
+    let min_rows = min_elems.div_ceil(row_len).max(1);
+    if rows <= min_rows || ctx.num_threads() == 1 {
+        f(0..rows, &mut out[..rows * row_len]);
+        return Ok(());
+    }
+    let base = SharedMut(out.as_mut_ptr());
+    ctx.parallel_chunks(rows, min_rows, |r| {
+        // SAFETY: `parallel_chunks` hands out disjoint row ranges within `0..rows`, and `out`
+        // stays mutably borrowed (so untouched elsewhere) until every task has finished.
+        let chunk = unsafe { std::slice::from_raw_parts_mut(base.ptr().add(r.start * row_len), r.len() * row_len) };
+        f(r, chunk)
+    })
+}

@@ -1,0 +1,201 @@
+//! The `matmul` op: y[T, N] = x[T, K] · w[N, K]ᵀ (+ bias[N]), x and y f32, w f32/bf16/f16 in
+//! PyTorch `Linear` layout. Inference, kernel creation (instruction set detected once), the
+//! launch-time checks of the actual tensors, and conformance examples; the arithmetic lives
+//! in `driver` and `tile`.
+
+use crate::driver::{self, Problem};
+use crate::simd::{Isa, WeightElem};
+use half::{bf16, f16};
+use rtllm_plugin_api::{
+    Attrs, DType, Element, Kernel, LaunchContext, Op, OpExample, PluginError, TensorArg, TensorMeta,
+};
+
+/// Provider of `matmul` on the CPU.
+pub struct Matmul;
+
+/// Weight dtypes the kernel reads.
+const WEIGHT_DTYPES: [DType; 3] = [DType::F32, DType::BF16, DType::F16];
+
+fn err(msg: String) -> PluginError {
+    PluginError::new(format!("{}: {msg}", Matmul::NAME))
+}
+
+/// Checks input metas (dims may be symbolic) and returns the output meta.
+fn check(inputs: &[TensorMeta]) -> Result<TensorMeta, PluginError> {
+    let shapes = || inputs.iter().map(|m| m.to_string()).collect::<Vec<_>>().join(", ");
+    if !(2..=3).contains(&inputs.len()) {
+        return Err(err(format!(
+            "takes inputs (x, w) or (x, w, bias), got {} inputs: [{}]",
+            inputs.len(),
+            shapes()
+        )));
+    }
+    let (x, w) = (&inputs[0], &inputs[1]);
+    if x.rank() != 2 || w.rank() != 2 {
+        return Err(err(format!("x must be [T, K] and w [N, K], got x {x}, w {w}")));
+    }
+    if x.dtype != DType::F32 {
+        return Err(err(format!("x must be f32, got x {x}")));
+    }
+    if !WEIGHT_DTYPES.contains(&w.dtype) {
+        return Err(err(format!("w must be f32, bf16 or f16, got w {w}")));
+    }
+    if x.dims[1] != w.dims[1] {
+        return Err(err(format!(
+            "K mismatch: x {x} has K={}, w {w} has K={}",
+            x.dims[1], w.dims[1]
+        )));
+    }
+    if let Some(bias) = inputs.get(2) {
+        if bias.rank() != 1 || bias.dims[0] != w.dims[0] {
+            return Err(err(format!(
+                "bias must be [N] with N={} (from w {w}), got bias {bias}",
+                w.dims[0]
+            )));
+        }
+        if bias.dtype != DType::F32 {
+            return Err(err(format!("bias must be f32, got bias {bias}")));
+        }
+    }
+    Ok(TensorMeta::new(DType::F32, [x.dims[0].clone(), w.dims[0].clone()]))
+}
+
+impl Op for Matmul {
+    const NAME: &'static str = "matmul";
+    const SUMMARY: &'static str = "y = x·wᵀ (+ bias); x f32 [T, K], w f32/bf16/f16 [N, K]; AVX2+FMA tiles on all cores";
+    type Kernel = MatmulKernel;
+
+    fn dtypes() -> Vec<DType> {
+        WEIGHT_DTYPES.to_vec()
+    }
+
+    fn infer(inputs: &[TensorMeta], _attrs: &Attrs) -> Result<Vec<TensorMeta>, PluginError> {
+        Ok(vec![check(inputs)?])
+    }
+
+    fn create(inputs: &[TensorMeta], _attrs: &Attrs) -> Result<MatmulKernel, PluginError> {
+        check(inputs)?;
+        Ok(MatmulKernel { isa: Isa::detect() })
+    }
+
+    fn examples() -> Vec<OpExample> {
+        let cases: [(usize, usize, usize, DType, bool); 12] = [
+            (1, 64, 1, DType::F32, false),
+            (1, 577, 130, DType::BF16, true),
+            (1, 96, 13, DType::F16, false),
+            (3, 64, 13, DType::F32, true),
+            (3, 577, 1, DType::BF16, false),
+            (4, 96, 130, DType::F16, true),
+            (17, 577, 13, DType::F32, false),
+            (17, 64, 130, DType::BF16, true),
+            (17, 96, 1, DType::F16, true),
+            (64, 96, 130, DType::F32, true),
+            (64, 577, 13, DType::F16, false),
+            (64, 64, 130, DType::BF16, false),
+        ];
+        cases
+            .iter()
+            .map(|&(t, k, n, wdt, bias)| {
+                let mut inputs = vec![TensorMeta::of(DType::F32, &[t, k]), TensorMeta::of(wdt, &[n, k])];
+                if bias {
+                    inputs.push(TensorMeta::of(DType::F32, &[n]));
+                }
+                OpExample {
+                    inputs: inputs.into(),
+                    attrs: Attrs::new(),
+                }
+            })
+            .collect()
+    }
+}
+
+/// A `matmul` instance: the instruction set chosen at creation.
+pub struct MatmulKernel {
+    isa: Isa,
+}
+
+impl MatmulKernel {
+    /// An instance on an explicit instruction set (tests compare the back ends).
+    pub fn with_isa(isa: Isa) -> Self {
+        MatmulKernel { isa }
+    }
+
+    pub fn isa(&self) -> Isa {
+        self.isa
+    }
+}
+
+/// Concrete (rows, cols) of a rank-2 argument.
+fn dims2(arg: &TensorArg, what: &str) -> Result<(usize, usize), PluginError> {
+    match arg.shape()?.as_slice() {
+        &[a, b] => Ok((a, b)),
+        _ => Err(err(format!("{what} must have rank 2, got {what} {}", arg.meta))),
+    }
+}
+
+impl Kernel for MatmulKernel {
+    fn workspace_bytes(&self, inputs: &[TensorMeta]) -> Result<usize, PluginError> {
+        check(inputs)?;
+        let w = &inputs[1];
+        // Only a prefill packs weights; a known decode-sized T needs nothing.
+        if inputs[0].dims[0].known().is_some_and(|t| t <= driver::DECODE_ROWS) {
+            return Ok(0);
+        }
+        let (n, k) = match (w.dims[0].known(), w.dims[1].known()) {
+            (Some(n), Some(k)) => (n, k),
+            _ => return Err(err(format!("workspace needs a concrete weight shape, got w {w}"))),
+        };
+        Ok(driver::workspace_bytes(n, k))
+    }
+
+    fn launch(&self, ctx: &LaunchContext, inputs: &[TensorArg], outputs: &[TensorArg]) -> Result<(), PluginError> {
+        if !(2..=3).contains(&inputs.len()) || outputs.len() != 1 {
+            return Err(err(format!(
+                "launch takes 2 or 3 inputs and 1 output, got {} and {}",
+                inputs.len(),
+                outputs.len()
+            )));
+        }
+        let (x, w, y) = (&inputs[0], &inputs[1], &outputs[0]);
+        let (t, k) = dims2(x, "x")?;
+        let (n, kw) = dims2(w, "w")?;
+        let (ty, ny) = dims2(y, "y")?;
+        if kw != k || ty != t || ny != n {
+            return Err(err(format!(
+                "launch shapes disagree: x {}, w {}, y {}",
+                x.meta, w.meta, y.meta
+            )));
+        }
+        let bias = match inputs.get(2) {
+            Some(b) => {
+                if b.shape()? != [n] {
+                    return Err(err(format!("bias must be [{n}], got bias {}", b.meta)));
+                }
+                Some(b.slice::<f32>().map_err(|e| e.context("matmul: bias"))?)
+            }
+            None => None,
+        };
+        let x = x.slice::<f32>().map_err(|e| e.context("matmul: x"))?;
+        let y = y.slice_mut::<f32>().map_err(|e| e.context("matmul: y"))?;
+        let isa = self.isa;
+        fn go<W: WeightElem + Element>(
+            ctx: &LaunchContext,
+            isa: Isa,
+            w: &TensorArg,
+            x: &[f32],
+            bias: Option<&[f32]>,
+            y: &mut [f32],
+            (t, k, n): (usize, usize, usize),
+        ) -> Result<(), PluginError> {
+            let w = w.slice::<W>().map_err(|e| e.context("matmul: w"))?;
+            driver::run(ctx, isa, Problem { x, w, bias, y, t, k, n })
+        }
+        let dims = (t, k, n);
+        match w.meta.dtype {
+            DType::F32 => go::<f32>(ctx, isa, w, x, bias, y, dims),
+            DType::BF16 => go::<bf16>(ctx, isa, w, x, bias, y, dims),
+            DType::F16 => go::<f16>(ctx, isa, w, x, bias, y, dims),
+            other => Err(err(format!("w must be f32, bf16 or f16, got {other} (w {})", w.meta))),
+        }
+    }
+}

@@ -1,0 +1,204 @@
+//! Plugin ABI tests: a plugin built against another ABI version is refused with a clear
+//! error while the others load; a panicking kernel is an error, not a crash; priority and
+//! pinning pick the right provider; a missing op names what is registered.
+
+use rtllm::host_pool::HostPool;
+use rtllm::reference::HostTensor;
+use rtllm::registry::{run_on_host, LoadErrorKind, OpRequest, Registry, ResolveError};
+use rtllm_plugin_api::{Attrs, DType, DeviceKind};
+use rtllm_tests::{
+    dylib_file_name, dylib_path, plugin_dir, registry, BUILTIN_PLUGINS, FIXTURE_ABI_MISMATCH, FIXTURE_FAULTY,
+};
+
+/// The built-ins plus the faulty fixture.
+fn with_faulty() -> Registry {
+    let mut paths = rtllm_tests::builtin_plugin_files();
+    paths.push(dylib_path(FIXTURE_FAULTY));
+    let r = Registry::load_paths(paths);
+    assert!(r.load_errors().is_empty(), "{:?}", r.load_errors());
+    r
+}
+
+fn vec_tensor(values: &[f32]) -> HostTensor {
+    HostTensor::from_f32(DType::F32, &[values.len()], values).unwrap()
+}
+
+#[test]
+fn abi_mismatch_is_reported_and_the_real_plugins_still_load() {
+    let dir = plugin_dir();
+    let bad = dylib_path(FIXTURE_ABI_MISMATCH);
+    let r = Registry::load_paths([&dir]);
+
+    let errors: Vec<_> = r
+        .load_errors()
+        .iter()
+        .filter(|e| e.path.file_name() == bad.file_name())
+        .collect();
+    assert_eq!(
+        errors.len(),
+        1,
+        "expected one load error for {}, got {:#?}",
+        bad.display(),
+        r.load_errors()
+    );
+    let msg = errors[0].to_string();
+    assert!(msg.contains(&dylib_file_name(FIXTURE_ABI_MISMATCH)), "{msg}");
+    assert!(msg.contains("9.0.0"), "the found version is missing: {msg}");
+    assert!(
+        msg.contains(rtllm_plugin_api::PLUGIN_ABI_VERSION),
+        "the expected version is missing: {msg}"
+    );
+    assert!(
+        matches!(&errors[0].kind, LoadErrorKind::AbiVersion { expected, found }
+            if expected == rtllm_plugin_api::PLUGIN_ABI_VERSION && found == "9.0.0"),
+        "{:?}",
+        errors[0].kind
+    );
+
+    // Every op of every built-in plugin is there, served from the files in that directory.
+    let alone = registry();
+    for (op, providers) in alone.ops() {
+        for p in providers {
+            let found = r.providers(op).iter().any(|q| q.plugin == p.plugin && q.path == p.path);
+            assert!(
+                found,
+                "op {op} from {} missing next to the ABI-mismatch fixture",
+                p.plugin
+            );
+        }
+    }
+    for name in BUILTIN_PLUGINS {
+        assert!(r.plugins().iter().any(|p| p.name == *name), "plugin {name} not loaded");
+    }
+    assert!(!r.op_names().is_empty());
+}
+
+#[test]
+fn explicit_non_plugin_file_is_an_error_and_missing_paths_are_reported() {
+    let dir = tempfile_dir();
+    let junk = dir.join(dylib_file_name("not-a-plugin"));
+    std::fs::write(&junk, b"definitely not an ELF file").unwrap();
+    // Scanned from a directory: skipped quietly.
+    let scanned = Registry::load_paths([&dir]);
+    assert!(scanned.load_errors().is_empty(), "{:?}", scanned.load_errors());
+    // Named explicitly: an error naming it.
+    let named = Registry::load_paths([&junk, &dir.join("missing.so")]);
+    let msgs: Vec<String> = named.load_errors().iter().map(|e| e.to_string()).collect();
+    assert_eq!(msgs.len(), 2, "{msgs:?}");
+    assert!(
+        msgs.iter()
+            .any(|m| m.contains("not an rtllm plugin") && m.contains("not_a_plugin")),
+        "{msgs:?}"
+    );
+    assert!(
+        msgs.iter()
+            .any(|m| m.contains("missing.so") && m.contains("no such file")),
+        "{msgs:?}"
+    );
+    std::fs::remove_dir_all(&dir).ok();
+}
+
+fn tempfile_dir() -> std::path::PathBuf {
+    let dir = std::env::temp_dir().join(format!("rtllm-abi-test-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+#[test]
+fn a_panicking_kernel_is_an_error_and_the_process_lives_on() {
+    let r = with_faulty();
+    let pool = HostPool::global();
+    let p = r
+        .resolve(&OpRequest::new("fixture_panic", DeviceKind::Cpu, [DType::F32]))
+        .unwrap();
+    let err = run_on_host(p, &mut [vec_tensor(&[1.0, 2.0])], &Attrs::new(), pool).unwrap_err();
+    let msg = err.to_string();
+    assert!(msg.contains("fixture_panic") && msg.contains("panicked"), "{msg}");
+    assert!(msg.contains("fixture-faulty"), "the plugin is not named: {msg}");
+
+    // Another op runs fine afterwards.
+    let add = r
+        .resolve(&OpRequest::new("add", DeviceKind::Cpu, [DType::F32]))
+        .unwrap();
+    let out = run_on_host(
+        add,
+        &mut [vec_tensor(&[1.0, 2.0]), vec_tensor(&[10.0, 20.0])],
+        &Attrs::new(),
+        pool,
+    )
+    .unwrap();
+    assert_eq!(out[0].to_f32().unwrap(), vec![11.0, 22.0]);
+}
+
+#[test]
+fn priority_wins_and_pinning_overrides_it() {
+    let r = with_faulty();
+    let pool = HostPool::global();
+    let req = OpRequest::new("add", DeviceKind::Cpu, [DType::F32]);
+    let best = r.resolve(&req).unwrap();
+    assert_eq!(best.plugin, "rtllm-elementwise");
+    assert_eq!(
+        r.providers("add").last().map(|p| p.plugin.as_str()),
+        Some("fixture-faulty")
+    );
+
+    let pinned = r.resolve(&req.clone().pinned("fixture-faulty")).unwrap();
+    assert_eq!(pinned.plugin, "fixture-faulty");
+    assert_eq!(pinned.priority(), -100);
+    let out = run_on_host(
+        pinned,
+        &mut [vec_tensor(&[1.0, -2.0]), vec_tensor(&[0.5, 4.0])],
+        &Attrs::new(),
+        pool,
+    )
+    .unwrap();
+    assert_eq!(out[0].to_f32().unwrap(), vec![1001.5, 1002.0]);
+
+    // The same pin from config.
+    let mut pins = std::collections::HashMap::new();
+    pins.insert("add".to_string(), "fixture-faulty".to_string());
+    let r = r.with_pins(pins);
+    assert_eq!(r.resolve(&req).unwrap().plugin, "fixture-faulty");
+
+    // A pin to a plugin that does not provide the op is an error listing the providers.
+    let err = r.resolve(&req.clone().pinned("rtllm-gemm")).unwrap_err();
+    assert!(matches!(err, ResolveError::PinnedPluginMissing { .. }), "{err}");
+    assert!(err.to_string().contains("rtllm-elementwise"), "{err}");
+}
+
+#[test]
+fn missing_ops_and_unsupported_requests_say_what_is_registered() {
+    let r = registry();
+    let err = r
+        .resolve(&OpRequest::new("embeding", DeviceKind::Cpu, [DType::F32]))
+        .unwrap_err();
+    let msg = err.to_string();
+    assert!(msg.contains("no plugin provides op 'embeding'"), "{msg}");
+    let ResolveError::UnknownOp { suggestions, .. } = &err else {
+        panic!("{err}")
+    };
+    assert_eq!(suggestions.first().map(String::as_str), Some("embedding"), "{msg}");
+
+    let err = r
+        .resolve(&OpRequest::new("zzzzzzzzzzzzzz", DeviceKind::Cpu, [DType::F32]))
+        .unwrap_err();
+    let ResolveError::UnknownOp { suggestions, .. } = &err else {
+        panic!("{err}")
+    };
+    assert!(
+        !suggestions.is_empty() && suggestions.iter().all(|s| r.op_names().contains(&s.as_str())),
+        "{err}"
+    );
+
+    // Registered name, unsupported device: the error lists the providers with devices/dtypes.
+    let err = r
+        .resolve(&OpRequest::new("matmul", DeviceKind::Cuda, [DType::F32]))
+        .unwrap_err();
+    let msg = err.to_string();
+    assert!(matches!(err, ResolveError::NoMatch { .. }), "{msg}");
+    assert!(
+        msg.contains("rtllm-gemm") && msg.contains("cpu") && msg.contains("f32"),
+        "{msg}"
+    );
+    assert!(!r.has_op("matmul", DeviceKind::Cuda) && r.has_op("matmul", DeviceKind::Cpu));
+}
