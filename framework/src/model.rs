@@ -1,7 +1,8 @@
 //! A loaded model ready to generate: config, tokenizer, engine and its KV block pool, from a
 //! GGUF file or an HF directory. Also where the built-in default model lives.
 
-use crate::engine::{build_engine, BuildConfig, Engine, LoadError, WeightMetas, WeightSource};
+use crate::engine::{build_engine, build_engine_with, BuildConfig, Engine, LoadError, WeightMetas, WeightSource};
+use rtllm_models::toml::ModelDefinition;
 use crate::registry::Registry;
 use crate::runtime::{generate, BlockPool, Generation, RuntimeError};
 use crate::sampling::SamplingParams;
@@ -73,6 +74,17 @@ pub struct Model {
 impl Model {
     /// Loads `path` (a .gguf file or an HF directory) and builds its engine.
     pub fn load(path: &Path, registry: &Registry, build: &BuildConfig) -> Result<Model, ModelError> {
+        Model::load_inner(path, None, registry, build)
+    }
+
+    /// Loads the weights, config and tokenizer of `path` (a .gguf file or an HF directory) and
+    /// builds the engine from `definition` (e.g. a TOML model file) instead of the
+    /// architecture registered for the config.
+    pub fn load_with_definition(path: &Path, definition: &ModelDefinition, registry: &Registry, build: &BuildConfig) -> Result<Model, ModelError> {
+        Model::load_inner(path, Some(definition), registry, build)
+    }
+
+    fn load_inner(path: &Path, definition: Option<&ModelDefinition>, registry: &Registry, build: &BuildConfig) -> Result<Model, ModelError> {
         let start = Instant::now();
         let err_path = || path.to_path_buf();
         let loaded = load_model_source(path).map_err(|source| ModelError::Weights { path: err_path(), source })?;
@@ -85,7 +97,11 @@ impl Model {
         }
         .map_err(|source| ModelError::Tokenizer { path: err_path(), source })?;
         let weights: Arc<dyn WeightSource> = Arc::new(loaded.weights);
-        let engine = build_engine(&loaded.config, weights, registry, build).map_err(|source| ModelError::Build { path: err_path(), source })?;
+        let engine = match definition {
+            Some(def) => build_engine_with(def, &loaded.config, weights, registry, build),
+            None => build_engine(&loaded.config, weights, registry, build),
+        }
+        .map_err(|source| ModelError::Build { path: err_path(), source })?;
         let blocks = BlockPool::new(engine.limits().num_kv_blocks);
         Ok(Model { path: path.to_path_buf(), config: loaded.config, tokenizer, engine, blocks, load_time: start.elapsed() })
     }

@@ -95,6 +95,49 @@ pub fn registry_with(paths: impl IntoIterator<Item = impl Into<PathBuf>>) -> Reg
     Registry::load_paths(paths)
 }
 
+/// The repository root.
+pub fn repo_root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .map(Path::to_path_buf)
+        .unwrap_or_else(|| PathBuf::from(".."))
+}
+
+/// Builds a standalone crate (not a workspace member) with cargo, the way an out-of-tree
+/// author would, into target/out-of-tree, and returns the path of its cdylib `package`.
+/// Repeated calls are cheap (cargo finds it fresh).
+pub fn build_out_of_tree(crate_dir: &Path, package: &str) -> PathBuf {
+    let target = target_dir()
+        .parent()
+        .map(|t| t.join("out-of-tree"))
+        .unwrap_or_else(|| PathBuf::from("target/out-of-tree"));
+    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+    let manifest = crate_dir.join("Cargo.toml");
+    let status = std::process::Command::new(cargo)
+        .arg("build")
+        .arg("--quiet")
+        .arg("--manifest-path")
+        .arg(&manifest)
+        .arg("--target-dir")
+        .arg(&target)
+        .status()
+        .unwrap_or_else(|e| panic!("cannot run cargo to build {}: {e}", manifest.display()));
+    assert!(status.success(), "building {} failed ({status})", manifest.display());
+    let path = target.join("debug").join(dylib_file_name(package));
+    assert!(path.is_file(), "{} built but {} is missing", manifest.display(), path.display());
+    path
+}
+
+/// A test fixture plugin (tests/fixtures/plugins/*), built on demand.
+pub fn fixture_dylib(package: &str) -> PathBuf {
+    let dir = match package {
+        FIXTURE_FAULTY => "faulty",
+        FIXTURE_ABI_MISMATCH => "abi-mismatch",
+        other => panic!("unknown fixture plugin {other}"),
+    };
+    build_out_of_tree(&repo_root().join("tests/fixtures/plugins").join(dir), package)
+}
+
 /// The built `rtllm` binary (panics with instructions if it is not built).
 pub fn rtllm_binary() -> PathBuf {
     let path = target_dir().join(format!("rtllm{}", std::env::consts::EXE_SUFFIX));

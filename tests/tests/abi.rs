@@ -7,13 +7,13 @@ use rtllm::reference::HostTensor;
 use rtllm::registry::{run_on_host, LoadErrorKind, OpRequest, Registry, ResolveError};
 use rtllm_plugin_api::{Attrs, DType, DeviceKind};
 use rtllm_tests::{
-    dylib_file_name, dylib_path, plugin_dir, registry, BUILTIN_PLUGINS, FIXTURE_ABI_MISMATCH, FIXTURE_FAULTY,
+    dylib_file_name, fixture_dylib, plugin_dir, registry, BUILTIN_PLUGINS, FIXTURE_ABI_MISMATCH, FIXTURE_FAULTY,
 };
 
 /// The built-ins plus the faulty fixture.
 fn with_faulty() -> Registry {
     let mut paths = rtllm_tests::builtin_plugin_files();
-    paths.push(dylib_path(FIXTURE_FAULTY));
+    paths.push(fixture_dylib(FIXTURE_FAULTY));
     let r = Registry::load_paths(paths);
     assert!(r.load_errors().is_empty(), "{:?}", r.load_errors());
     r
@@ -26,8 +26,8 @@ fn vec_tensor(values: &[f32]) -> HostTensor {
 #[test]
 fn abi_mismatch_is_reported_and_the_real_plugins_still_load() {
     let dir = plugin_dir();
-    let bad = dylib_path(FIXTURE_ABI_MISMATCH);
-    let r = Registry::load_paths([&dir]);
+    let bad = fixture_dylib(FIXTURE_ABI_MISMATCH);
+    let r = Registry::load_paths([dir.clone(), bad.clone()]);
 
     let errors: Vec<_> = r
         .load_errors()

@@ -63,7 +63,7 @@ fn a_wrong_kernel_fails_the_comparison() {
     use rtllm::registry::{run_on_host, OpRequest, Registry};
     use rtllm_plugin_api::{Attrs, DType, DeviceKind};
 
-    let r = Registry::load_paths([rtllm_tests::dylib_path(rtllm_tests::FIXTURE_FAULTY)]);
+    let r = Registry::load_paths([rtllm_tests::fixture_dylib(rtllm_tests::FIXTURE_FAULTY)]);
     let wrong = r
         .resolve(&OpRequest::new("add", DeviceKind::Cpu, [DType::F32]))
         .unwrap();

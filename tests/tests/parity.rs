@@ -24,6 +24,13 @@ fn ids(v: &Value) -> Vec<u32> {
     v.as_array().expect("id list").iter().map(|x| x.as_u64().expect("id") as u32).collect()
 }
 
+/// The reference build: weights dequantized to f32 at load, as HF transformers does.
+fn dequantized() -> BuildConfig {
+    let mut build = BuildConfig::default();
+    build.selection.dequantize_weights = true;
+    build
+}
+
 /// The default model, or `None` with the reason printed (scripts/test.sh always fetches it).
 fn load(build: &BuildConfig) -> Option<Model> {
     let path = default_model_path();
@@ -46,7 +53,7 @@ fn rel_err(ours: &[f32], theirs: &[f32]) -> f32 {
 
 #[test]
 fn greedy_tokens_and_logits_match_transformers() {
-    let Some(mut model) = load(&BuildConfig::default()) else { return };
+    let Some(mut model) = load(&dequantized()) else { return };
     let fixture = read_json("smollm2_greedy.json");
     let full = read_json("smollm2_last_logits.json");
     let cases = fixture["cases"].as_array().expect("cases");
@@ -101,9 +108,9 @@ fn greedy_tokens_and_logits_match_transformers() {
 
 #[test]
 fn fused_and_unfused_norms_give_the_same_tokens() {
-    let mut unfused_build = BuildConfig::default();
+    let mut unfused_build = dequantized();
     unfused_build.selection.disabled_ops.push("fused_add_rmsnorm".into());
-    let Some(mut fused) = load(&BuildConfig::default()) else { return };
+    let Some(mut fused) = load(&dequantized()) else { return };
     let mut unfused = load(&unfused_build).expect("loads when the fused one did");
     let count = |m: &Model, op: &str| m.engine.graph().nodes.iter().filter(|n| n.op == op).count();
     assert!(count(&fused, "fused_add_rmsnorm") > 0, "the fused build uses fused_add_rmsnorm");

@@ -8,6 +8,7 @@ use crate::runtime::generate;
 use crate::sampling::SamplingParams;
 use crate::tokenizer::{ChatMessage, DecodeStream};
 use anyhow::{Context, Result};
+use rtllm_models::toml::ModelDefinition;
 use std::io::Write;
 use std::path::PathBuf;
 
@@ -16,8 +17,15 @@ pub struct GenerateArgs {
     /// The prompt.
     pub prompt: String,
     /// A GGUF file or an HF model directory (default: the built-in SmolLM2-135M-Instruct).
-    #[arg(long)]
+    #[arg(long, conflicts_with = "weights")]
     pub model: Option<PathBuf>,
+    /// A TOML model definition (e.g. models/configs/llama.toml) to build instead of the
+    /// registered architecture; needs --weights.
+    #[arg(long, requires = "weights")]
+    pub model_def: Option<PathBuf>,
+    /// The weights (a GGUF file or an HF directory) for --model-def.
+    #[arg(long, requires = "model_def")]
+    pub weights: Option<PathBuf>,
     /// Most tokens to generate.
     #[arg(long, default_value_t = 64)]
     pub max_tokens: usize,
@@ -55,13 +63,17 @@ pub fn run(args: &GenerateArgs, registry: &Registry) -> Result<()> {
         top_p: args.top_p,
         seed: args.seed,
         ignore_eos: args.ignore_eos,
-        stop_token_ids: Vec::new(),
+        ..Default::default()
     };
     params.validate()?;
     let build = BuildConfig::default();
-    let mut model = match &args.model {
-        Some(path) => Model::load(path, registry, &build)?,
-        None => Model::load_default(registry, &build)?,
+    let mut model = match (&args.model_def, &args.weights, &args.model) {
+        (Some(def), Some(weights), _) => {
+            let definition = ModelDefinition::from_toml_file(def)?;
+            Model::load_with_definition(weights, &definition, registry, &build)?
+        }
+        (_, _, Some(path)) => Model::load(path, registry, &build)?,
+        _ => Model::load_default(registry, &build)?,
     };
     let prompt_ids = if args.chat {
         let mut messages = Vec::new();

@@ -25,12 +25,15 @@ pub struct SelectionConfig {
     pub disabled_ops: Vec<String>,
     /// The float dtype quantized weights are converted to when no kernel reads them as they are.
     pub weight_fallback_dtype: Option<DType>,
+    /// Convert every quantized weight to `weight_fallback_dtype` at load even when a kernel
+    /// could read it quantized (the reference path the parity tests use).
+    pub dequantize_weights: bool,
 }
 
 
 impl Default for SelectionConfig {
     fn default() -> Self {
-        SelectionConfig { device: DeviceKind::Cpu, pins: BTreeMap::new(), disabled_ops: Vec::new(), weight_fallback_dtype: Some(DType::F32) }
+        SelectionConfig { device: DeviceKind::Cpu, pins: BTreeMap::new(), disabled_ops: Vec::new(), weight_fallback_dtype: Some(DType::F32), dequantize_weights: false }
     }
 }
 
@@ -153,6 +156,11 @@ impl GraphBuilder for EngineGraphBuilder<'_> {
             return Err(BuildError::UnknownOp { scope: self.scope.clone(), op: op.into(), hint: " (disabled by the build config)".into() });
         }
         let mut inputs = inputs.to_vec();
+        if self.config.dequantize_weights {
+            if let Some(converted) = self.with_float_weights(&inputs) {
+                inputs = converted;
+            }
+        }
         let mut metas: Vec<TensorMeta> = inputs.iter().map(|v| self.graph.meta(*v).clone()).collect();
         let (provider, out_metas) = match self.select(op, &metas, &attrs) {
             Ok(found) => found,

@@ -225,6 +225,19 @@ impl Engine {
         self.kv_meta.dtype
     }
 
+    /// Copies KV cache block `src` over block `dst` in every layer (copy-on-write for forks).
+    pub fn copy_kv_block(&mut self, src: usize, dst: usize) -> Result<(), EngineError> {
+        let nb = self.limits.num_kv_blocks;
+        if src >= nb || dst >= nb {
+            return Err(EngineError::Batch(format!("KV block copy {src} -> {dst} outside the pool of {nb}")));
+        }
+        for buf in &mut self.kv {
+            let per = buf.len() / nb;
+            buf.as_bytes_mut().copy_within(src * per..(src + 1) * per, dst * per);
+        }
+        Ok(())
+    }
+
     fn validate(&self, b: &StepBatch) -> Result<(), EngineError> {
         let (t, s, l) = (b.num_tokens(), b.num_seqs(), b.logits_indices.len());
         let lim = &self.limits;

@@ -5,6 +5,7 @@ use super::build::{EngineGraphBuilder, SelectionConfig, WeightMetas};
 use super::buffer::AlignedBuf;
 use super::engine::{Engine, EngineError, EngineLimits, WeightBytes};
 use crate::registry::Registry;
+use rtllm_models::toml::ModelDefinition;
 use rtllm_models::{find_architecture, known_architecture_names, BuildError, BuildOptions, ModelConfig};
 use rtllm_plugin_api::{quant, DType};
 use std::sync::Arc;
@@ -106,16 +107,29 @@ fn convert(name: &str, bytes: &[u8], from: DType, to: DType, row_len: usize) -> 
     Ok(out)
 }
 
-/// Builds an engine for `config` over `weights` with the ops of `registry`.
+/// Builds an engine for `config` over `weights` with the ops of `registry`, using the
+/// architecture registered for `config.architecture`.
 pub fn build_engine(config: &ModelConfig, weights: Arc<dyn WeightSource>, registry: &Registry, bc: &BuildConfig) -> Result<Engine, LoadError> {
     let arch = find_architecture(&config.architecture).ok_or_else(|| LoadError::UnknownArchitecture {
         name: config.architecture.clone(),
         known: known_architecture_names().join(", "),
     })?;
+    build_engine_with(&ModelDefinition::Registered(arch), config, weights, registry, bc)
+}
+
+/// Builds an engine from an explicit model definition (a registered architecture or a TOML
+/// model file); `config.architecture` is not consulted.
+pub fn build_engine_with(
+    definition: &ModelDefinition,
+    config: &ModelConfig,
+    weights: Arc<dyn WeightSource>,
+    registry: &Registry,
+    bc: &BuildConfig,
+) -> Result<Engine, LoadError> {
     let kv_bytes_per_token = 2 * config.num_hidden_layers * config.num_key_value_heads * config.head_dim * bc.kv_cache_dtype.block_bytes();
     let limits = limits_for(config, bc, kv_bytes_per_token)?;
     let mut builder = EngineGraphBuilder::new(registry, weights.as_ref(), &bc.selection);
-    arch.build(config, &BuildOptions { kv_cache_dtype: bc.kv_cache_dtype }, &mut builder)?;
+    definition.build(config, &BuildOptions { kv_cache_dtype: bc.kv_cache_dtype }, &mut builder)?;
     let graph = builder.finish()?;
 
     let mut bound = Vec::new();

@@ -1,7 +1,7 @@
 //! Runs a built-in op's reference by name on host tensors, following each op's input contract
 //! (input order, optional inputs, attributes). Outputs are f32 (argmax: i32).
 
-use super::{attention, basic, rope, HostTensor, RefResult, ReferenceError};
+use super::{attention, basic, layer_norm, rope, HostTensor, RefResult, ReferenceError};
 use rtllm_plugin_api::{Attrs, DType};
 
 /// The ops that have a built-in reference.
@@ -11,6 +11,7 @@ pub const BUILTIN_OPS: &[&str] = &[
     "embedding",
     "fused_add_rmsnorm",
     "gather_rows",
+    "layer_norm",
     "matmul",
     "paged_attention",
     "rmsnorm",
@@ -129,6 +130,16 @@ pub fn run_reference(op: &str, inputs: &mut [HostTensor], attrs: &Attrs) -> RefR
             let index = ints(&inputs[1])?;
             let y = basic::gather_rows(&inputs[0].to_f32()?, index, h)?;
             Ok(vec![f32_out(&[index.len(), h], &y)?])
+        }
+        "layer_norm" => {
+            counts(op, inputs, &[2, 3])?;
+            let h = inputs[0].row_len();
+            let eps = attrs
+                .float_or("eps", layer_norm::DEFAULT_EPS)
+                .map_err(|e| ReferenceError::Attr(e.to_string()))?;
+            let bias = inputs.get(2).map(|b| b.to_f32()).transpose()?;
+            let y = layer_norm::layer_norm(&inputs[0].to_f32()?, &inputs[1].to_f32()?, bias.as_deref(), h, eps)?;
+            Ok(vec![f32_out(&inputs[0].shape, &y)?])
         }
         "paged_attention" => run_paged_attention(inputs, attrs),
         other => Err(ReferenceError::UnknownOp(other.to_string())),

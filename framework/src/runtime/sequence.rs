@@ -91,8 +91,10 @@ impl Drop for SequenceRunner<'_> {
 pub enum FinishReason {
     /// An end-of-sequence or stop token was generated.
     Stop,
-    /// `max_tokens` were generated.
+    /// `max_tokens` were generated (or max_seq_len was reached).
     Length,
+    /// The client cancelled the request.
+    Cancelled,
 }
 
 /// The result of [`generate`].

@@ -60,10 +60,6 @@ impl Matcher {
         Matcher { tokens, by_first }
     }
 
-    pub fn is_empty(&self) -> bool {
-        self.tokens.is_empty()
-    }
-
     /// Splits `text` (whose first byte is at `base` in the original input) into text and tokens.
     pub fn split<'a>(&self, text: &'a str, base: usize) -> Vec<Segment<'a>> {
         let mut out = Vec::new();

@@ -41,6 +41,7 @@ pub fn encode_bytes(text: &str) -> String {
 }
 
 /// The byte-level character for one byte.
+#[cfg(test)]
 pub fn byte_char(b: u8) -> char {
     tables().byte_to_char[b as usize]
 }

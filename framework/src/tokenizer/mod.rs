@@ -7,16 +7,16 @@
 //! `add_special_tokens = false`, which only controls BOS/EOS), then each remaining piece is
 //! normalized, pre-tokenized and merged by BPE.
 
-pub mod added;
-pub mod bpe;
-pub mod bytelevel;
+mod added;
+mod bpe;
+mod bytelevel;
 pub mod chat;
-pub mod decode;
+mod decode;
 mod from_spec;
 mod hf;
 mod hf_parts;
-pub mod normalize;
-pub mod pretok;
+mod normalize;
+mod pretok;
 pub mod spec;
 pub mod stream;
 

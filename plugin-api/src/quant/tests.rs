@@ -215,8 +215,8 @@ fn k_quants_handle_offsets_and_constant_blocks() {
     // Shifted data exercises the Q4_K min; a block of zeros and a constant block the
     // degenerate paths.
     let mut x: Vec<f32> = rng.gauss(256).iter().map(|v| v + 3.0).collect();
-    x.extend(std::iter::repeat(0.0).take(256));
-    x.extend(std::iter::repeat(-0.75).take(256));
+    x.extend(std::iter::repeat_n(0.0, 256));
+    x.extend(std::iter::repeat_n(-0.75, 256));
     for (dtype, bound) in [(DType::Q4_K, 0.03), (DType::Q6_K, 0.02)] {
         let y = round_trip(dtype, &x);
         let e = rel_rmse(&x[..256], &y[..256]);

@@ -6,26 +6,25 @@
 //! walked in blocks of [`NB`] weight rows and K in blocks of at most [`KC_MAX`], so a weight
 //! block stays in L2 while every row of the task's x streams past it.
 //!
-//! A prefill (more than [`DECODE_ROWS`] tokens) packs each weight block, widened to f32, into
-//! the task's slot of the workspace and runs the outer-product kernel of `packed`; a decode
-//! (or a launch whose host gave no workspace) runs the dot-product tiles of `tile` straight
-//! on the weights, widening 16-bit weights on the fly, which is free next to the memory
-//! traffic of a GEMV.
+//! With enough tokens (see [`pack_min_rows`]) each weight block is packed, widened to f32, into
+//! the task's slot of the workspace and the outer-product kernel of `packed` runs on it.
+//! Fewer tokens (a decode), or a launch whose host gave no workspace, run the dot-product
+//! tiles of `tile` straight on the weights, widening 16-bit weights on the fly: packing costs
+//! one pass over the weights, which only pays off when enough rows of x reuse them.
 
 use crate::packed::{pack, packed_fn, PackedBlock, PANEL};
 use crate::simd::{Isa, WeightElem};
 use crate::tile::{block_fn, Block, Tile};
-use rtllm_plugin_api::{LaunchContext, PluginError};
+use rtllm_plugin_api::{DType, Element, LaunchContext, PluginError};
 
 /// Weight rows (output columns) per cache block.
 pub const NB: usize = 64;
 /// Most K elements per cache block.
 pub const KC_MAX: usize = 768;
-/// At most this many tokens count as a decode (no weight packing).
-pub const DECODE_ROWS: usize = 4;
 /// Upper bound on tasks per launch; it also bounds the workspace (one panel slot per task).
 pub const MAX_TASKS: usize = 64;
-/// Output columns per column-chunk unit (a multiple of every tile's NR).
+/// Output columns per column-chunk unit of the dot-product tiles (a multiple of every NR);
+/// packed blocks use whole panels ([`PANEL`]).
 const COL_UNIT: usize = 8;
 /// Fewer flops than this per task do not pay for a trip through the pool.
 const MIN_TASK_FLOPS: usize = 1 << 18;
@@ -39,6 +38,17 @@ pub fn k_blocking(k: usize) -> (usize, usize) {
     let count = k.div_ceil(KC_MAX);
     let len = k.div_ceil(count).next_multiple_of(8).min(k);
     (k.div_ceil(len), len)
+}
+
+/// The fewest tokens for which packing the weights pays off. Measured on a Sapphire Rapids
+/// core: packing costs ~0.2 ns per weight; f32 weights break even at ~48 rows, 16-bit ones
+/// (whose on-the-fly widening costs more) at ~16.
+pub fn pack_min_rows(weight: DType) -> usize {
+    if weight == DType::F32 {
+        48
+    } else {
+        16
+    }
 }
 
 /// Rows of x per packed micro-kernel call (row chunks of a prefill are multiples of it).
@@ -78,12 +88,12 @@ struct Grid {
     col_chunks: usize,
 }
 
-fn grid(t: usize, k: usize, n: usize, mr: usize, threads: usize) -> Grid {
+fn grid(t: usize, k: usize, n: usize, (mr, col_unit): (usize, usize), threads: usize) -> Grid {
     let flops = 2usize.saturating_mul(t).saturating_mul(k).saturating_mul(n);
     let by_work = (flops / MIN_TASK_FLOPS).max(1);
     let by_threads = if threads <= 1 { 1 } else { (threads * 4).min(MAX_TASKS) };
     let goal = by_work.min(by_threads);
-    let col_chunks = n.div_ceil(COL_UNIT).min(goal).max(1);
+    let col_chunks = n.div_ceil(col_unit).min(goal).max(1);
     let row_chunks = t.div_ceil(mr).min((goal / col_chunks).max(1)).max(1);
     Grid { row_chunks, col_chunks }
 }
@@ -97,7 +107,7 @@ fn split(len: usize, unit: usize, parts: usize, i: usize) -> (usize, usize) {
 }
 
 /// Runs `p` on `isa`, spreading tasks over `ctx`'s pool.
-pub fn run<W: WeightElem>(ctx: &LaunchContext, isa: Isa, p: Problem<'_, W>) -> Result<(), PluginError> {
+pub fn run<W: WeightElem + Element>(ctx: &LaunchContext, isa: Isa, p: Problem<'_, W>) -> Result<(), PluginError> {
     let Problem { x, w, bias, y, t, k, n } = p;
     if x.len() != t * k || w.len() != n * k || y.len() != t * n || bias.is_some_and(|b| b.len() != n) {
         return Err(PluginError::new(format!(
@@ -108,9 +118,10 @@ pub fn run<W: WeightElem>(ctx: &LaunchContext, isa: Isa, p: Problem<'_, W>) -> R
         return Ok(());
     }
     let tile = Tile::for_rows(t);
-    let prefill = t > DECODE_ROWS;
+    let prefill = t >= pack_min_rows(W::DTYPE);
     let row_unit = if prefill { PACKED_MR } else { tile.mr() };
-    let g = grid(t, k, n, row_unit, ctx.num_threads());
+    let col_unit = if prefill { PANEL } else { COL_UNIT };
+    let g = grid(t, k, n, (row_unit, col_unit), ctx.num_threads());
     let tasks = g.row_chunks * g.col_chunks;
     let slot = slot_len(n, k);
     // Pack into the workspace when the host gave enough; otherwise read the weights in place.
@@ -128,7 +139,7 @@ pub fn run<W: WeightElem>(ctx: &LaunchContext, isa: Isa, p: Problem<'_, W>) -> R
 
     ctx.parallel_for(tasks, |task| {
         let (r0, r1) = split(t, row_unit, g.row_chunks, task / g.col_chunks);
-        let (c0, c1) = split(n, COL_UNIT, g.col_chunks, task % g.col_chunks);
+        let (c0, c1) = split(n, col_unit, g.col_chunks, task % g.col_chunks);
         if r0 >= r1 || c0 >= c1 {
             return;
         }
@@ -153,7 +164,7 @@ pub fn run<W: WeightElem>(ctx: &LaunchContext, isa: Isa, p: Problem<'_, W>) -> R
                         // SAFETY: slot `task` (< tasks) of the workspace, which holds tasks*slot
                         // f32s, belongs to this task alone; len <= slot (see `slot_len`).
                         let panels = unsafe { std::slice::from_raw_parts_mut(ws.0.add(task * slot), len) };
-                        pack(w_rows, k, k0, depth, cols, panels);
+                        pack(isa, w_rows, k, k0, depth, cols, panels);
                         let b = PackedBlock {
                             x: x_blk,
                             ldx: k,
@@ -235,18 +246,18 @@ mod tests {
     #[test]
     fn grid_respects_work_and_threads() {
         assert_eq!(
-            grid(1, 64, 13, 1, 8),
+            grid(1, 64, 13, (1, 8), 8),
             Grid {
                 row_chunks: 1,
                 col_chunks: 1
             }
         );
-        let g = grid(128, 576, 576, 3, 2);
+        let g = grid(128, 576, 576, (6, 16), 2);
         assert_eq!(g.row_chunks * g.col_chunks, 8);
-        let g = grid(4096, 4096, 4096, 3, 64);
+        let g = grid(4096, 4096, 4096, (6, 16), 64);
         assert!(g.row_chunks * g.col_chunks <= MAX_TASKS);
         assert_eq!(
-            grid(128, 576, 576, 3, 1),
+            grid(128, 576, 576, (6, 16), 1),
             Grid {
                 row_chunks: 1,
                 col_chunks: 1

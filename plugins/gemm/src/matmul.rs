@@ -115,9 +115,10 @@ pub struct MatmulKernel {
 }
 
 impl MatmulKernel {
-    /// An instance on an explicit instruction set (tests compare the back ends).
-    pub fn with_isa(isa: Isa) -> Self {
-        MatmulKernel { isa }
+    /// An instance on an explicit instruction set (to compare back ends), or `None` when this
+    /// CPU cannot run it.
+    pub fn with_isa(isa: Isa) -> Option<Self> {
+        isa.is_supported().then_some(MatmulKernel { isa })
     }
 
     pub fn isa(&self) -> Isa {
@@ -137,8 +138,11 @@ impl Kernel for MatmulKernel {
     fn workspace_bytes(&self, inputs: &[TensorMeta]) -> Result<usize, PluginError> {
         check(inputs)?;
         let w = &inputs[1];
-        // Only a prefill packs weights; a known decode-sized T needs nothing.
-        if inputs[0].dims[0].known().is_some_and(|t| t <= driver::DECODE_ROWS) {
+        // Only enough tokens pack weights; a known smaller T needs nothing.
+        if inputs[0].dims[0]
+            .known()
+            .is_some_and(|t| t < driver::pack_min_rows(w.dtype))
+        {
             return Ok(0);
         }
         let (n, k) = match (w.dims[0].known(), w.dims[1].known()) {

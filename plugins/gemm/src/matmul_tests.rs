@@ -91,7 +91,7 @@ fn isas() -> Vec<Isa> {
     v
 }
 
-const SHAPES: [(usize, usize, usize); 12] = [
+const SHAPES: [(usize, usize, usize); 13] = [
     (1, 64, 1),
     (1, 577, 130),
     (1, 7, 13),
@@ -104,12 +104,13 @@ const SHAPES: [(usize, usize, usize); 12] = [
     (64, 64, 130),
     (33, 1600, 70),
     (64, 1, 3),
+    (100, 600, 9),
 ];
 
 #[test]
 fn matches_naive_sequential_and_threaded() {
     for isa in isas() {
-        let kernel = MatmulKernel::with_isa(isa);
+        let kernel = MatmulKernel::with_isa(isa).unwrap();
         for &(t, k, n) in &SHAPES {
             for dtype in [DType::F32, DType::BF16, DType::F16] {
                 let mut ws = vec![0.0f32; driver::workspace_bytes(n, k) / 4];
@@ -146,22 +147,21 @@ fn examples_infer_and_run() {
 
 #[test]
 fn zero_depth_gives_bias() {
-    let kernel = MatmulKernel::with_isa(Isa::detect());
-    let (mut x, mut w, mut b) = (Vec::<f32>::new(), Vec::<f32>::new(), vec![1.5f32, -2.0, 0.25]);
-    let mut y = vec![9.0f32; 6];
-    let inputs = [
-        arg(TensorMeta::of(DType::F32, &[2, 0]), &mut x),
-        arg(TensorMeta::of(DType::F32, &[3, 0]), &mut w),
-        arg(TensorMeta::of(DType::F32, &[3]), &mut b),
-    ];
-    kernel
-        .launch(
-            &threaded(&mut []),
-            &inputs,
-            &[arg(TensorMeta::of(DType::F32, &[2, 3]), &mut y)],
-        )
-        .unwrap();
-    assert_eq!(y, vec![1.5, -2.0, 0.25, 1.5, -2.0, 0.25]);
+    let kernel = MatmulKernel::with_isa(Isa::detect()).unwrap();
+    // 2 rows run the dot-product tiles, 64 rows the packed kernel (workspace given).
+    for t in [2usize, 64] {
+        let (mut x, mut w, mut b) = (Vec::<f32>::new(), Vec::<f32>::new(), vec![1.5f32, -2.0, 0.25]);
+        let mut y = vec![9.0f32; t * 3];
+        let mut ws = vec![0.0f32; 1024];
+        let inputs = [
+            arg(TensorMeta::of(DType::F32, &[t, 0]), &mut x),
+            arg(TensorMeta::of(DType::F32, &[3, 0]), &mut w),
+            arg(TensorMeta::of(DType::F32, &[3]), &mut b),
+        ];
+        let out = [arg(TensorMeta::of(DType::F32, &[t, 3]), &mut y)];
+        kernel.launch(&threaded(&mut ws), &inputs, &out).unwrap();
+        assert_eq!(y, [1.5, -2.0, 0.25].repeat(t), "T={t}");
+    }
 }
 
 fn metas(x: &[Dim], w: (DType, &[Dim]), bias: Option<&[Dim]>) -> Vec<TensorMeta> {
@@ -221,7 +221,7 @@ fn infer_errors_name_op_and_shapes() {
 
 #[test]
 fn launch_rejects_bad_tensors() {
-    let kernel = MatmulKernel::with_isa(Isa::Portable);
+    let kernel = MatmulKernel::with_isa(Isa::Portable).unwrap();
     let ctx = LaunchContext::cpu_sequential();
     let (mut x, mut w, mut y, mut b) = (vec![0.0f32; 6], vec![0.0f32; 12], vec![0.0f32; 8], vec![0.0f32; 3]);
     let mut xi = vec![0i32; 6];
@@ -259,18 +259,21 @@ fn launch_rejects_bad_tensors() {
 
 #[test]
 fn workspace_holds_a_packed_block_per_task() {
-    let kernel = MatmulKernel::with_isa(Isa::Portable);
-    let m = |dt, n| vec![TensorMeta::of(DType::F32, &[8, 577]), TensorMeta::of(dt, &[n, 577])];
+    let kernel = MatmulKernel::with_isa(Isa::Portable).unwrap();
+    let m = |t, dt, n| vec![TensorMeta::of(DType::F32, &[t, 577]), TensorMeta::of(dt, &[n, 577])];
     assert_eq!(
-        kernel.workspace_bytes(&m(DType::F32, 130)).unwrap(),
+        kernel.workspace_bytes(&m(64, DType::F32, 130)).unwrap(),
         driver::MAX_TASKS * 64 * 577 * 4
     );
     assert_eq!(
-        kernel.workspace_bytes(&m(DType::BF16, 13)).unwrap(),
+        kernel.workspace_bytes(&m(16, DType::BF16, 13)).unwrap(),
         driver::MAX_TASKS * 16 * 577 * 4
     );
+    // Too few tokens to pack: no workspace.
+    assert_eq!(kernel.workspace_bytes(&m(32, DType::F32, 130)).unwrap(), 0);
+    assert_eq!(kernel.workspace_bytes(&m(8, DType::F16, 130)).unwrap(), 0);
     let sym = vec![
-        TensorMeta::of(DType::F32, &[8, 4]),
+        TensorMeta::of(DType::F32, &[64, 4]),
         TensorMeta::new(DType::F16, [Dim::sym("N"), Dim::from(4)]),
     ];
     assert!(kernel.workspace_bytes(&sym).is_err());
@@ -320,13 +323,19 @@ fn bench_matmul() {
             .collect(),
         Err(_) => vec![(1, 576, 576), (1, 576, 1536), (128, 576, 576), (128, 576, 1536)],
     };
-    let kernel = MatmulKernel::with_isa(Isa::detect());
+    let kernel = MatmulKernel::with_isa(Isa::detect()).unwrap();
     for (t, k, n) in shapes {
         for dtype in [DType::F32, DType::BF16] {
             let mut x = data(t * k, 1);
             let mut w = Weights::new(dtype, &data(n * k, 2));
             let mut y = vec![0.0f32; t * n];
-            let mut ws = vec![0.0f32; driver::workspace_bytes(n, k) / 4];
+            // BENCH_NO_WORKSPACE=1 measures the in-place (unpacked) path.
+            let ws_len = if std::env::var_os("BENCH_NO_WORKSPACE").is_some() {
+                0
+            } else {
+                driver::workspace_bytes(n, k) / 4
+            };
+            let mut ws = vec![0.0f32; ws_len];
             let ctx = pool_ctx(&mut ws);
             let inputs = [arg(TensorMeta::of(DType::F32, &[t, k]), &mut x), w.arg(n, k)];
             let out = [arg(TensorMeta::of(DType::F32, &[t, n]), &mut y)];

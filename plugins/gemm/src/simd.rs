@@ -18,7 +18,7 @@ struct Unaligned<T>(T);
 /// # Safety
 /// `p` must be valid for reading `size_of::<T>()` bytes.
 #[inline(always)]
-unsafe fn read_unaligned<T: Copy, P>(p: *const P) -> T {
+pub unsafe fn read_unaligned<T: Copy, P>(p: *const P) -> T {
     (*(p as *const Unaligned<T>)).0
 }
 
@@ -36,7 +36,7 @@ pub unsafe fn read_scalar(p: *const f32) -> f32 {
 /// # Safety
 /// `p` must be valid for writing `size_of::<T>()` bytes.
 #[inline(always)]
-unsafe fn write_unaligned<T: Copy, P>(p: *mut P, v: T) {
+pub unsafe fn write_unaligned<T: Copy, P>(p: *mut P, v: T) {
     (*(p as *mut Unaligned<T>)).0 = v;
 }
 
@@ -59,6 +59,11 @@ impl Isa {
             }
         }
         Isa::Portable
+    }
+
+    /// Whether this CPU can run code for `self`.
+    pub fn is_supported(self) -> bool {
+        self == Isa::Portable || self == Isa::detect()
     }
 }
 

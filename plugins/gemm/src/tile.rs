@@ -5,7 +5,9 @@
 //! keeping `MR·NR` 8-lane accumulators in registers and reducing them horizontally at the
 //! end (the K tail that is not a multiple of 8 is added in scalar). [`Block`] describes one
 //! cache-sized block (rows × cols × depth) that a single task computes; [`block_fn`] picks
-//! the instantiation for an instruction set and a register tile.
+//! the instantiation for an instruction set and a register tile. These tiles read the weights
+//! in place (widening 16-bit ones on the fly), so they serve decodes (few tokens) and launches
+//! without a workspace; `packed` serves prefills.
 
 use crate::simd::{Isa, Portable, Simd, WeightElem};
 

@@ -41,7 +41,12 @@ impl NormWeight for f16 {
 
 /// The `eps` attribute (default [`DEFAULT_EPS`]); it must be finite and >= 0.
 pub fn eps(op: &str, attrs: &Attrs) -> Result<f32, PluginError> {
-    let eps = attrs.float_or("eps", DEFAULT_EPS).map_err(|e| e.context(op))?;
+    eps_or(op, attrs, DEFAULT_EPS)
+}
+
+/// The `eps` attribute with this default; it must be finite and >= 0.
+pub fn eps_or(op: &str, attrs: &Attrs, default: f64) -> Result<f32, PluginError> {
+    let eps = attrs.float_or("eps", default).map_err(|e| e.context(op))?;
     if !eps.is_finite() || eps < 0.0 {
         return Err(PluginError::new(format!(
             "{op}: attribute 'eps' must be finite and >= 0, got {eps}"

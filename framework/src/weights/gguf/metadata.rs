@@ -142,7 +142,12 @@ impl GgufValue {
                 match r.u8(key)? {
                     0 => GgufValue::Bool(false),
                     1 => GgufValue::Bool(true),
-                    b => return Err(GgufError::Invalid { what: format!("bool value {b} of `{key}`"), offset: at }),
+                    b => {
+                        return Err(GgufError::Invalid {
+                            what: format!("bool value {b} of `{key}`"),
+                            offset: at,
+                        })
+                    }
                 }
             }
             t::STRING => GgufValue::String(r.string(key)?),
@@ -152,11 +157,17 @@ impl GgufValue {
             t::ARRAY => {
                 let at = r.pos() as u64;
                 if depth >= MAX_ARRAY_DEPTH {
-                    return Err(GgufError::Invalid { what: format!("arrays nested deeper than {MAX_ARRAY_DEPTH} in `{key}`"), offset: at });
+                    return Err(GgufError::Invalid {
+                        what: format!("arrays nested deeper than {MAX_ARRAY_DEPTH} in `{key}`"),
+                        offset: at,
+                    });
                 }
                 let elem = r.u32(key)?;
                 if elem > t::F64 {
-                    return Err(GgufError::Invalid { what: format!("array element type {elem} of `{key}`"), offset: at });
+                    return Err(GgufError::Invalid {
+                        what: format!("array element type {elem} of `{key}`"),
+                        offset: at,
+                    });
                 }
                 let n = r.count(&format!("element count of array `{key}`"), min_size(elem))?;
                 let mut items = Vec::with_capacity(n);
@@ -195,7 +206,11 @@ pub struct GgufMetadata {
 }
 
 fn wrong_type(key: &str, expected: &str, found: &GgufValue) -> GgufError {
-    GgufError::WrongType { key: key.to_string(), expected: expected.to_string(), found: found.type_name().to_string() }
+    GgufError::WrongType {
+        key: key.to_string(),
+        expected: expected.to_string(),
+        found: found.type_name().to_string(),
+    }
 }
 
 impl GgufMetadata {
@@ -210,7 +225,11 @@ impl GgufMetadata {
     /// An integer value (any integer type) that fits in u64.
     pub fn u64(&self, key: &str) -> Result<Option<u64>, GgufError> {
         self.get(key)
-            .map(|v| v.as_int().and_then(|i| u64::try_from(i).ok()).ok_or_else(|| wrong_type(key, "unsigned integer", v)))
+            .map(|v| {
+                v.as_int()
+                    .and_then(|i| u64::try_from(i).ok())
+                    .ok_or_else(|| wrong_type(key, "unsigned integer", v))
+            })
             .transpose()
     }
 
@@ -218,9 +237,9 @@ impl GgufMetadata {
     pub fn usize(&self, key: &str) -> Result<Option<usize>, GgufError> {
         match self.u64(key)? {
             None => Ok(None),
-            Some(v) => usize::try_from(v).map(Some).map_err(|_| GgufError::Invalid {
-                what: format!("`{key}` = {v} does not fit in usize"),
-                offset: 0,
+            Some(v) => usize::try_from(v).map(Some).map_err(|_| GgufError::Metadata {
+                key: key.to_string(),
+                message: format!("{v} does not fit in usize"),
             }),
         }
     }
@@ -228,12 +247,18 @@ impl GgufMetadata {
     /// A token id (any integer type that fits in u32).
     pub fn u32(&self, key: &str) -> Result<Option<u32>, GgufError> {
         self.get(key)
-            .map(|v| v.as_int().and_then(|i| u32::try_from(i).ok()).ok_or_else(|| wrong_type(key, "u32", v)))
+            .map(|v| {
+                v.as_int()
+                    .and_then(|i| u32::try_from(i).ok())
+                    .ok_or_else(|| wrong_type(key, "u32", v))
+            })
             .transpose()
     }
 
     pub fn f64(&self, key: &str) -> Result<Option<f64>, GgufError> {
-        self.get(key).map(|v| v.as_f64().ok_or_else(|| wrong_type(key, "number", v))).transpose()
+        self.get(key)
+            .map(|v| v.as_f64().ok_or_else(|| wrong_type(key, "number", v)))
+            .transpose()
     }
 
     pub fn bool(&self, key: &str) -> Result<Option<bool>, GgufError> {
@@ -246,7 +271,9 @@ impl GgufMetadata {
     }
 
     pub fn str(&self, key: &str) -> Result<Option<&str>, GgufError> {
-        self.get(key).map(|v| v.as_str().ok_or_else(|| wrong_type(key, "string", v))).transpose()
+        self.get(key)
+            .map(|v| v.as_str().ok_or_else(|| wrong_type(key, "string", v)))
+            .transpose()
     }
 
     /// An array value's items.
@@ -266,7 +293,9 @@ impl GgufMetadata {
 
     /// An array of integers, each fitting in i32.
     pub fn i32_array(&self, key: &str) -> Result<Option<Vec<i32>>, GgufError> {
-        self.array_of(key, "array of integers", |v| v.as_int().and_then(|i| i32::try_from(i).ok()))
+        self.array_of(key, "array of integers", |v| {
+            v.as_int().and_then(|i| i32::try_from(i).ok())
+        })
     }
 
     /// An array of numbers as f32.
@@ -281,6 +310,10 @@ impl GgufMetadata {
         f: impl Fn(&GgufValue) -> Option<T>,
     ) -> Result<Option<Vec<T>>, GgufError> {
         let Some(items) = self.array(key)? else { return Ok(None) };
-        items.iter().map(|v| f(v).ok_or_else(|| wrong_type(key, expected, v))).collect::<Result<Vec<_>, _>>().map(Some)
+        items
+            .iter()
+            .map(|v| f(v).ok_or_else(|| wrong_type(key, expected, v)))
+            .collect::<Result<Vec<_>, _>>()
+            .map(Some)
     }
 }

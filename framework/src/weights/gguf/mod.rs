@@ -34,13 +34,27 @@ pub enum GgufError {
     #[error("unsupported GGUF version {0} (supported: 2 and 3{hint})", hint = version_hint(*.0))]
     UnsupportedVersion(u32),
     #[error("truncated at byte {offset}: {what} needs {needed} bytes, {available} left")]
-    Truncated { what: String, offset: u64, needed: u64, available: u64 },
+    Truncated {
+        what: String,
+        offset: u64,
+        needed: u64,
+        available: u64,
+    },
     #[error("at byte {offset}: {what} is {count}, but at most {max} fit in the rest of the file")]
-    BadCount { what: String, offset: u64, count: u64, max: u64 },
+    BadCount {
+        what: String,
+        offset: u64,
+        count: u64,
+        max: u64,
+    },
     #[error("at byte {offset}: invalid {what}")]
     Invalid { what: String, offset: u64 },
     #[error("metadata `{key}` should be {expected}, found {found}")]
-    WrongType { key: String, expected: String, found: String },
+    WrongType {
+        key: String,
+        expected: String,
+        found: String,
+    },
     #[error("tensor `{tensor}`: {message}")]
     Tensor { tensor: String, message: String },
     #[error("metadata `{key}`: {message}")]
@@ -107,7 +121,12 @@ impl GgmlType {
         GGML_TYPES
             .iter()
             .find(|t| t.0 == code)
-            .map(|&(code, name, block_size, type_size)| GgmlType { code, name, block_size, type_size })
+            .map(|&(code, name, block_size, type_size)| GgmlType {
+                code,
+                name,
+                block_size,
+                type_size,
+            })
     }
 
     /// The ggml type code for a dtype this crate stores.
@@ -129,7 +148,9 @@ impl GgmlType {
 
     /// The dtype this type loads as, or `None` when it is not supported.
     pub fn dtype(self) -> Option<DType> {
-        DType::ALL.into_iter().find(|d| GgmlType::code_of(*d) == Some(self.code))
+        DType::ALL
+            .into_iter()
+            .find(|d| GgmlType::code_of(*d) == Some(self.code))
     }
 }
 
@@ -203,14 +224,20 @@ impl GgufFile {
             let ty = r.u32(&format!("value type of `{key}`"))?;
             let value = GgufValue::read(&mut r, ty, &key, 0)?;
             if metadata.entries.insert(key.clone(), value).is_some() {
-                return Err(GgufError::Invalid { what: format!("duplicate metadata key `{key}`"), offset: r.pos() as u64 });
+                return Err(GgufError::Invalid {
+                    what: format!("duplicate metadata key `{key}`"),
+                    offset: r.pos() as u64,
+                });
             }
         }
         let alignment = match metadata.u64("general.alignment")? {
             None => DEFAULT_ALIGNMENT,
             Some(a) if a.is_power_of_two() && a <= 1 << 20 => a,
             Some(a) => {
-                return Err(GgufError::Invalid { what: format!("general.alignment {a} (must be a power of two)"), offset: 0 })
+                return Err(GgufError::Metadata {
+                    key: "general.alignment".into(),
+                    message: format!("{a} is not a power of two (up to 2^20)"),
+                })
             }
         };
 
@@ -219,7 +246,10 @@ impl GgufFile {
         for i in 0..n_tensors {
             let (info, rel_offset) = read_tensor_info(&mut r, i)?;
             if !seen.insert(info.name.clone()) {
-                return Err(GgufError::Tensor { tensor: info.name, message: "appears twice in the tensor infos".into() });
+                return Err(GgufError::Tensor {
+                    tensor: info.name,
+                    message: "appears twice in the tensor infos".into(),
+                });
             }
             infos.push((info, rel_offset));
         }
@@ -227,9 +257,14 @@ impl GgufFile {
         let data_offset = (r.pos() as u64).div_ceil(alignment) * alignment;
         let file_len = bytes.len() as u64;
         for (info, rel_offset) in infos.iter_mut() {
-            let tensor_err = |message: String| GgufError::Tensor { tensor: info.name.clone(), message };
+            let tensor_err = |message: String| GgufError::Tensor {
+                tensor: info.name.clone(),
+                message,
+            };
             if *rel_offset % alignment != 0 {
-                return Err(tensor_err(format!("data offset {rel_offset} is not a multiple of the alignment {alignment}")));
+                return Err(tensor_err(format!(
+                    "data offset {rel_offset} is not a multiple of the alignment {alignment}"
+                )));
             }
             let start = data_offset.checked_add(*rel_offset);
             let end = start.and_then(|s| s.checked_add(info.n_bytes));
@@ -243,7 +278,13 @@ impl GgufFile {
                 }
             }
         }
-        Ok(GgufFile { version, metadata, tensors: infos.into_iter().map(|(i, _)| i).collect(), alignment, data_offset })
+        Ok(GgufFile {
+            version,
+            metadata,
+            tensors: infos.into_iter().map(|(i, _)| i).collect(),
+            alignment,
+            data_offset,
+        })
     }
 
     pub fn tensor(&self, name: &str) -> Option<&GgufTensorInfo> {
@@ -263,7 +304,10 @@ fn read_tensor_info(r: &mut Reader<'_>, index: usize) -> Result<(GgufTensorInfo,
     let at = r.pos() as u64;
     let n_dims = r.u32(&format!("dimension count of tensor `{name}`"))? as usize;
     if n_dims == 0 || n_dims > MAX_DIMS {
-        return Err(GgufError::Invalid { what: format!("dimension count {n_dims} of tensor `{name}` (1..=4)"), offset: at });
+        return Err(GgufError::Invalid {
+            what: format!("dimension count {n_dims} of tensor `{name}` (1..=4)"),
+            offset: at,
+        });
     }
     let mut dims = Vec::with_capacity(n_dims);
     for d in 0..n_dims {
@@ -271,11 +315,16 @@ fn read_tensor_info(r: &mut Reader<'_>, index: usize) -> Result<(GgufTensorInfo,
     }
     let at = r.pos() as u64;
     let code = r.u32(&format!("type of tensor `{name}`"))?;
-    let ggml_type = GgmlType::from_code(code)
-        .ok_or_else(|| GgufError::Invalid { what: format!("ggml type {code} of tensor `{name}`"), offset: at })?;
+    let ggml_type = GgmlType::from_code(code).ok_or_else(|| GgufError::Invalid {
+        what: format!("ggml type {code} of tensor `{name}`"),
+        offset: at,
+    })?;
     let rel_offset = r.u64(&format!("data offset of tensor `{name}`"))?;
 
-    let tensor_err = |message: String| GgufError::Tensor { tensor: name.clone(), message };
+    let tensor_err = |message: String| GgufError::Tensor {
+        tensor: name.clone(),
+        message,
+    };
     if dims[0] % ggml_type.block_size != 0 {
         return Err(tensor_err(format!(
             "first dimension {} is not a multiple of the {} block size {}",
@@ -287,5 +336,14 @@ fn read_tensor_info(r: &mut Reader<'_>, index: usize) -> Result<(GgufTensorInfo,
         .and_then(|n| (n / ggml_type.block_size).checked_mul(ggml_type.type_size))
         .filter(|&b| usize::try_from(b).is_ok())
         .ok_or_else(|| tensor_err(format!("dimensions {dims:?} overflow")))?;
-    Ok((GgufTensorInfo { name, ggml_type, dims, offset: 0, n_bytes }, rel_offset))
+    Ok((
+        GgufTensorInfo {
+            name,
+            ggml_type,
+            dims,
+            offset: 0,
+            n_bytes,
+        },
+        rel_offset,
+    ))
 }

@@ -19,7 +19,12 @@ fn write_then_read_round_trips() {
     let meta = BTreeMap::from([("format".to_string(), "pt".to_string())]);
     write_safetensors(
         &path,
-        &[("a", DType::F32, &[2, 3], &a), ("b", DType::BF16, &[2], &b), ("q", DType::Q4_0, &[2, 32], &q), ("i", DType::I64, &[1], &ids)],
+        &[
+            ("a", DType::F32, &[2, 3], &a),
+            ("b", DType::BF16, &[2], &b),
+            ("q", DType::Q4_0, &[2, 32], &q),
+            ("i", DType::I64, &[1], &ids),
+        ],
         &meta,
     )
     .unwrap();
@@ -32,7 +37,11 @@ fn write_then_read_round_trips() {
     assert_eq!(store.to_f32("q").unwrap(), vec![0.5; 64]);
     assert_eq!(store.get("i").unwrap().bytes(), ids.as_slice());
     let bytes = std::fs::read(&path).unwrap();
-    assert_eq!((8 + u64::from_le_bytes(bytes[..8].try_into().unwrap())) % 8, 0, "data is 8-byte aligned");
+    assert_eq!(
+        (8 + u64::from_le_bytes(bytes[..8].try_into().unwrap())) % 8,
+        0,
+        "data is 8-byte aligned"
+    );
 }
 
 fn file_with_header(header: &str, data: usize) -> Vec<u8> {
@@ -46,14 +55,18 @@ fn file_with_header(header: &str, data: usize) -> Vec<u8> {
 fn malformed_headers_are_rejected_with_reasons() {
     let err = |h: &str, data: usize| parse_header(&file_with_header(h, data)).unwrap_err();
     assert!(err(r#"{"w":{"dtype":"F32","shape":[2],"data_offsets":[0,8]}}"#, 4).contains("outside the data section"));
-    assert!(err(r#"{"w":{"dtype":"F32","shape":[3],"data_offsets":[0,8]}}"#, 8).contains("do not hold shape [3] of F32"));
+    assert!(
+        err(r#"{"w":{"dtype":"F32","shape":[3],"data_offsets":[0,8]}}"#, 8).contains("do not hold shape [3] of F32")
+    );
     assert!(err(r#"{"w":{"dtype":"X9","shape":[2],"data_offsets":[0,8]}}"#, 8).contains("unknown dtype \"X9\""));
     assert!(err(r#"{"w":{"dtype":"F32","shape":[2],"data_offsets":[8,0]}}"#, 8).contains("tensor `w`"));
     let overlap = r#"{"a":{"dtype":"F32","shape":[2],"data_offsets":[0,8]},"b":{"dtype":"F32","shape":[1],"data_offsets":[4,8]}}"#;
     assert!(err(overlap, 8).contains("overlap"));
     assert!(err("[1]", 0).contains("not a JSON object"));
     assert!(err("{", 0).contains("not valid JSON"));
-    assert!(parse_header(&[1, 2, 3]).unwrap_err().contains("shorter than the 8-byte header length"));
+    assert!(parse_header(&[1, 2, 3])
+        .unwrap_err()
+        .contains("shorter than the 8-byte header length"));
     let mut huge = file_with_header("{}", 0);
     huge[..8].copy_from_slice(&u64::MAX.to_le_bytes());
     assert!(parse_header(&huge).unwrap_err().contains("exceeds the file"));
@@ -63,9 +76,18 @@ fn malformed_headers_are_rejected_with_reasons() {
 fn unsupported_dtypes_name_the_tensor() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("m.safetensors");
-    std::fs::write(&path, file_with_header(r#"{"w.weight":{"dtype":"F64","shape":[1],"data_offsets":[0,8]}}"#, 8)).unwrap();
-    let err = load_safetensors(&path, &mut WeightStore::new()).unwrap_err().to_string();
-    assert!(err.contains("tensor `w.weight` has unsupported dtype F64") && err.contains("m.safetensors"), "{err}");
+    std::fs::write(
+        &path,
+        file_with_header(r#"{"w.weight":{"dtype":"F64","shape":[1],"data_offsets":[0,8]}}"#, 8),
+    )
+    .unwrap();
+    let err = load_safetensors(&path, &mut WeightStore::new())
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("tensor `w.weight` has unsupported dtype F64") && err.contains("m.safetensors"),
+        "{err}"
+    );
 }
 
 const CONFIG: &str = r#"{"architectures": ["LlamaForCausalLM"], "model_type": "llama", "vocab_size": 4,
@@ -82,7 +104,12 @@ fn hf_directory_with_sharded_index_loads() {
     let none = BTreeMap::new();
     let shard1 = dir.path().join("model-00001-of-00002.safetensors");
     let shard2 = dir.path().join("model-00002-of-00002.safetensors");
-    write_safetensors(&shard1, &[("model.embed_tokens.weight", DType::F32, &[4, 4], &embd)], &none).unwrap();
+    write_safetensors(
+        &shard1,
+        &[("model.embed_tokens.weight", DType::F32, &[4, 4], &embd)],
+        &none,
+    )
+    .unwrap();
     write_safetensors(&shard2, &[("model.norm.weight", DType::F32, &[4], &norm)], &none).unwrap();
     let index = r#"{"metadata": {}, "weight_map": {
         "model.embed_tokens.weight": "model-00001-of-00002.safetensors",
@@ -97,13 +124,22 @@ fn hf_directory_with_sharded_index_loads() {
     assert_eq!(m.tokenizer_config_json, None);
     assert!(m.tokenizer.is_none());
     // Also reachable through the config.json path.
-    assert_eq!(load_model_source(&dir.path().join("config.json")).unwrap().weights.len(), 2);
+    assert_eq!(
+        load_model_source(&dir.path().join("config.json"))
+            .unwrap()
+            .weights
+            .len(),
+        2
+    );
 
     // An index entry whose tensor is not in its shard is an error naming both.
     let bad = index.replace("model.norm.weight\"", "model.norm.bias\"");
     std::fs::write(dir.path().join("model.safetensors.index.json"), bad).unwrap();
     let err = load_model_source(dir.path()).unwrap_err().to_string();
-    assert!(err.contains("model.norm.bias") && err.contains("model-00002-of-00002.safetensors"), "{err}");
+    assert!(
+        err.contains("model.norm.bias") && err.contains("model-00002-of-00002.safetensors"),
+        "{err}"
+    );
 }
 
 #[test]
@@ -114,9 +150,18 @@ fn hf_directory_errors() {
     std::fs::write(dir.path().join("config.json"), CONFIG).unwrap();
     let err = load_model_source(dir.path()).unwrap_err().to_string();
     assert!(err.contains("no *.safetensors"), "{err}");
-    std::fs::write(dir.path().join("config.json"), CONFIG.replace("\"num_key_value_heads\": 1", "\"num_key_value_heads\": 3")).unwrap();
+    std::fs::write(
+        dir.path().join("config.json"),
+        CONFIG.replace("\"num_key_value_heads\": 1", "\"num_key_value_heads\": 3"),
+    )
+    .unwrap();
     let err = load_model_source(dir.path()).unwrap_err().to_string();
-    assert!(err.contains("config.json") && err.contains("`num_key_value_heads` (3)"), "{err}");
-    let err = load_model_source(&dir.path().join("nope.gguf")).unwrap_err().to_string();
+    assert!(
+        err.contains("config.json") && err.contains("`num_key_value_heads` (3)"),
+        "{err}"
+    );
+    let err = load_model_source(&dir.path().join("nope.gguf"))
+        .unwrap_err()
+        .to_string();
     assert!(err.contains("no such file"), "{err}");
 }

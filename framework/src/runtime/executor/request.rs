@@ -1,0 +1,128 @@
+//! What a client submits (`Request`) and gets back (`RequestHandle`: a blocking stream of
+//! `OutputUpdate`s and `cancel()`), and the errors of submission and of a running request.
+
+use super::Command;
+use crate::runtime::FinishReason;
+use crate::sampling::{SamplingError, SamplingParams};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc::{Receiver, Sender};
+use std::sync::Arc;
+use std::time::Instant;
+
+/// A generation request.
+#[derive(Clone, Debug)]
+pub struct Request {
+    pub prompt_ids: Vec<u32>,
+    pub params: SamplingParams,
+    /// Independent samples of the same prompt (they share the prompt's KV blocks).
+    pub n: usize,
+    pub arrival: Instant,
+}
+
+impl Request {
+    pub fn new(prompt_ids: Vec<u32>, params: SamplingParams) -> Request {
+        Request { prompt_ids, params, n: 1, arrival: Instant::now() }
+    }
+}
+
+/// Why a request was refused at submission.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum SubmitError {
+    #[error("the prompt is empty")]
+    EmptyPrompt,
+    #[error("prompt token {token} is outside the vocabulary of {vocab_size}")]
+    TokenOutOfRange { token: u32, vocab_size: usize },
+    #[error(transparent)]
+    Sampling(#[from] SamplingError),
+    #[error("n = {n} samples: must be 1..={max_batch_size} (max_batch_size)")]
+    BadSampleCount { n: usize, max_batch_size: usize },
+    #[error("prompt of {prompt} tokens plus one generated exceeds max_seq_len {max_seq_len}")]
+    TooLong { prompt: usize, max_seq_len: usize },
+    #[error("prompt needs {needed} KV cache blocks but the whole cache has {total}")]
+    ExceedsKvCache { needed: usize, total: usize },
+    #[error("the executor has shut down")]
+    ShutDown,
+}
+
+/// Why a running request ended without finishing normally.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum RequestError {
+    #[error("request cannot be scheduled: {0}")]
+    Unschedulable(String),
+    #[error("forward pass failed: {0}")]
+    Engine(String),
+}
+
+/// One step's output for one sample of a request.
+#[derive(Clone, Debug, PartialEq)]
+pub struct OutputUpdate {
+    /// Which of the request's `n` samples.
+    pub sample: usize,
+    /// Tokens generated since the previous update.
+    pub token_ids: Vec<u32>,
+    /// Set on the sample's last update.
+    pub finish_reason: Option<FinishReason>,
+    /// Set (on a last update, for all samples at once) when the request failed.
+    pub error: Option<RequestError>,
+    /// The executor step that produced it.
+    pub step: u64,
+}
+
+/// A submitted request: iterate for its updates; the stream ends when every sample is done.
+pub struct RequestHandle {
+    pub(super) id: u64,
+    pub(super) updates: Receiver<OutputUpdate>,
+    pub(super) cancelled: Arc<AtomicBool>,
+    pub(super) commands: Sender<Command>,
+}
+
+/// A finished sample's tokens.
+#[derive(Clone, Debug, PartialEq)]
+pub struct SampleOutput {
+    pub token_ids: Vec<u32>,
+    pub finish_reason: Option<FinishReason>,
+}
+
+impl RequestHandle {
+    pub fn id(&self) -> u64 {
+        self.id
+    }
+
+    /// Asks the executor to stop this request; its blocks are freed at the next step.
+    pub fn cancel(&self) {
+        self.cancelled.store(true, Ordering::Release);
+        // Wakes an idle loop; if it is gone there is nothing to cancel.
+        let _ = self.commands.send(Command::Wake);
+    }
+
+    /// The next update, blocking; `None` once the request is done.
+    pub fn recv(&self) -> Option<OutputUpdate> {
+        self.updates.recv().ok()
+    }
+
+    /// Blocks until done and gathers each sample's tokens (the first error ends it).
+    pub fn wait(self) -> Result<Vec<SampleOutput>, RequestError> {
+        let mut samples: Vec<SampleOutput> = Vec::new();
+        for u in self {
+            if let Some(e) = u.error {
+                return Err(e);
+            }
+            if samples.len() <= u.sample {
+                samples.resize(u.sample + 1, SampleOutput { token_ids: Vec::new(), finish_reason: None });
+            }
+            samples[u.sample].token_ids.extend(&u.token_ids);
+            if u.finish_reason.is_some() {
+                samples[u.sample].finish_reason = u.finish_reason;
+            }
+        }
+        Ok(samples)
+    }
+}
+
+impl Iterator for RequestHandle {
+    type Item = OutputUpdate;
+
+    fn next(&mut self) -> Option<OutputUpdate> {
+        self.recv()
+    }
+}

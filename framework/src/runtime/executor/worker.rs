@@ -1,0 +1,295 @@
+//! The executor loop: fetch new requests, drop cancelled ones, schedule (capacity, then
+//! micro-batch), pack one `StepBatch` of decode tokens and prefill chunks, forward, sample each
+//! sequence that reached its last token (forking `n > 1` samples after the prompt), apply the
+//! stop checks, stream updates, and free finished requests' blocks.
+
+use super::request::{OutputUpdate, Request, RequestError};
+use super::{Command, ExecutorStats};
+use crate::engine::{Engine, StepBatch};
+use crate::runtime::kv_cache::KvCacheManager;
+use crate::runtime::scheduler::{schedule_micro_batch, LlmRequest, ScheduledChunk, Scheduler, SeqState};
+use crate::runtime::FinishReason;
+use crate::sampling::{Sampler, SamplingParams};
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc::{Receiver, Sender, TryRecvError};
+use std::sync::{Arc, Mutex};
+
+/// A submitted request on its way to the loop.
+pub(crate) struct NewRequest {
+    pub id: u64,
+    pub request: Request,
+    pub updates: Sender<OutputUpdate>,
+    pub cancelled: Arc<AtomicBool>,
+}
+
+/// The client side of a request the loop holds: how to sample and where to stream.
+struct Client {
+    params: SamplingParams,
+    samplers: Vec<Sampler>,
+    updates: Sender<OutputUpdate>,
+    cancelled: Arc<AtomicBool>,
+}
+
+impl Client {
+    /// Sends an update; a dropped handle counts as a cancellation.
+    fn send(&self, update: OutputUpdate) {
+        if self.updates.send(update).is_err() {
+            self.cancelled.store(true, Ordering::Release);
+        }
+    }
+}
+
+pub(super) struct Worker {
+    engine: Engine,
+    kv: KvCacheManager,
+    scheduler: Scheduler,
+    eos: Vec<u32>,
+    commands: Receiver<Command>,
+    stats: Arc<Mutex<ExecutorStats>>,
+    clients: HashMap<u64, Client>,
+    batch: StepBatch,
+    logits: Vec<f32>,
+    step: u64,
+    next_seq: u64,
+    peak_running: usize,
+    completed: u64,
+    generated: u64,
+}
+
+impl Worker {
+    pub fn new(
+        engine: Engine,
+        kv: KvCacheManager,
+        scheduler: Scheduler,
+        eos: Vec<u32>,
+        commands: Receiver<Command>,
+        stats: Arc<Mutex<ExecutorStats>>,
+    ) -> Worker {
+        Worker {
+            engine,
+            kv,
+            scheduler,
+            eos,
+            commands,
+            stats,
+            clients: HashMap::new(),
+            batch: StepBatch::default(),
+            logits: Vec::new(),
+            step: 0,
+            next_seq: 1,
+            peak_running: 0,
+            completed: 0,
+            generated: 0,
+        }
+    }
+
+    pub fn run(&mut self) {
+        while self.intake() {
+            self.drop_cancelled();
+            self.step_once();
+            self.drop_cancelled();
+            self.publish_stats();
+        }
+        tracing::debug!(unfinished = self.clients.len(), "executor loop stopped");
+    }
+
+    /// Takes pending commands (blocking while there is no work); false on shutdown.
+    fn intake(&mut self) -> bool {
+        if self.scheduler.is_idle() {
+            self.publish_stats();
+            match self.commands.recv() {
+                Ok(cmd) => {
+                    if !self.handle(cmd) {
+                        return false;
+                    }
+                }
+                Err(_) => return false,
+            }
+        }
+        loop {
+            match self.commands.try_recv() {
+                Ok(cmd) => {
+                    if !self.handle(cmd) {
+                        return false;
+                    }
+                }
+                Err(TryRecvError::Empty | TryRecvError::Disconnected) => return true,
+            }
+        }
+    }
+
+    fn handle(&mut self, cmd: Command) -> bool {
+        match cmd {
+            Command::Submit(new) => {
+                let NewRequest { id, request, updates, cancelled } = *new;
+                let seq = self.next_seq;
+                self.next_seq += 1;
+                let seed = request.params.seed;
+                let samplers = (0..request.n as u64).map(|i| Sampler::new(seed.map(|s| s.wrapping_add(i)))).collect();
+                let max_tokens = request.params.max_tokens;
+                self.scheduler.enqueue(LlmRequest::new(id, seq, request.prompt_ids, request.n, max_tokens));
+                self.clients.insert(id, Client { params: request.params, samplers, updates, cancelled });
+                true
+            }
+            Command::Wake => true,
+            Command::Shutdown => false,
+        }
+    }
+
+    /// Removes cancelled requests (their blocks are freed) with a final `Cancelled` update.
+    fn drop_cancelled(&mut self) {
+        let ids: Vec<u64> = self.clients.iter().filter(|(_, c)| c.cancelled.load(Ordering::Acquire)).map(|(&id, _)| id).collect();
+        for id in ids {
+            let req = self.scheduler.remove(id, &mut self.kv);
+            if let Some(client) = self.clients.remove(&id) {
+                let samples: Vec<usize> = match &req {
+                    Some(r) => r.live_seqs().map(|s| s.index).collect(),
+                    None => vec![0],
+                };
+                for sample in samples {
+                    let update = OutputUpdate { sample, token_ids: Vec::new(), finish_reason: Some(FinishReason::Cancelled), error: None, step: self.step };
+                    let _ = client.updates.send(update);
+                }
+            }
+        }
+    }
+
+    /// Ends a request with an error update (it is already out of the scheduler).
+    fn fail(&mut self, id: u64, error: RequestError) {
+        tracing::warn!(request = id, "{error}");
+        if let Some(client) = self.clients.remove(&id) {
+            client.send(OutputUpdate { sample: 0, token_ids: Vec::new(), finish_reason: None, error: Some(error), step: self.step });
+        }
+    }
+
+    fn step_once(&mut self) {
+        let out = self.scheduler.schedule_capacity(&mut self.kv);
+        for (id, why) in out.failed {
+            self.fail(id, RequestError::Unschedulable(why));
+        }
+        for (src, dst) in out.copies {
+            if let Err(e) = self.engine.copy_kv_block(src as usize, dst as usize) {
+                tracing::error!("copy-on-write of KV block {src} -> {dst}: {e}");
+            }
+        }
+        self.peak_running = self.peak_running.max(self.scheduler.running.len());
+        let chunks = schedule_micro_batch(&self.scheduler.config, &self.scheduler.running);
+        if chunks.is_empty() {
+            return;
+        }
+        self.batch.clear();
+        for c in &chunks {
+            let tokens = self.scheduler.running.iter().find(|r| r.id == c.request).and_then(|r| r.seqs.iter().find(|s| s.id == c.seq));
+            if let Some(s) = tokens {
+                self.batch.push_sequence(&s.tokens[c.start..c.start + c.len], c.start, self.kv.block_table(s.id), c.want_logits);
+            }
+        }
+        if self.batch.logits_indices.is_empty() {
+            // The graph always computes at least one logits row; this one is discarded.
+            self.batch.logits_indices.push(0);
+        }
+        self.step += 1;
+        match self.engine.forward(&self.batch) {
+            Ok(logits) => {
+                self.logits.clear();
+                self.logits.extend_from_slice(logits);
+            }
+            Err(e) => {
+                let msg = e.to_string();
+                let mut ids: Vec<u64> = chunks.iter().map(|c| c.request).collect();
+                ids.dedup();
+                for id in ids {
+                    self.scheduler.remove(id, &mut self.kv);
+                    self.fail(id, RequestError::Engine(msg.clone()));
+                }
+                return;
+            }
+        }
+        self.apply(&chunks);
+    }
+
+    /// Advances every scheduled sequence past its chunk and samples where logits came back.
+    fn apply(&mut self, chunks: &[ScheduledChunk]) {
+        let vocab = self.engine.vocab_size();
+        let max_seq_len = self.scheduler.config.max_seq_len;
+        let mut row = 0;
+        for c in chunks {
+            let (Some(req), Some(client)) = (self.scheduler.running.iter_mut().find(|r| r.id == c.request), self.clients.get_mut(&c.request)) else {
+                continue;
+            };
+            let Some(pos) = req.seqs.iter().position(|s| s.id == c.seq) else { continue };
+            let seq = &mut req.seqs[pos];
+            seq.num_computed += c.len;
+            self.kv.commit(seq.id, &seq.tokens, seq.num_computed);
+            if !c.want_logits {
+                continue;
+            }
+            let logits = &self.logits[row * vocab..(row + 1) * vocab];
+            row += 1;
+            let mut sampled = vec![pos];
+            if !req.forked {
+                req.forked = true;
+                for index in 1..req.n {
+                    let parent = &req.seqs[pos];
+                    let child = SeqState { id: self.next_seq, index, ..parent.clone() };
+                    self.next_seq += 1;
+                    if let Err(e) = self.kv.fork(parent.id, child.id) {
+                        tracing::error!(request = req.id, "fork: {e}");
+                        continue;
+                    }
+                    req.seqs.push(child);
+                    sampled.push(req.seqs.len() - 1);
+                }
+            }
+            for i in sampled {
+                let seq = &mut req.seqs[i];
+                let Some(sampler) = client.samplers.get_mut(seq.index) else { continue };
+                let token = sampler.sample(logits, &client.params);
+                let finish = advance(seq, token, &client.params, &self.eos, max_seq_len);
+                self.generated += 1;
+                if finish.is_some() {
+                    seq.finished = true;
+                    self.kv.free_sequence(seq.id);
+                }
+                client.send(OutputUpdate { sample: seq.index, token_ids: vec![token], finish_reason: finish, error: None, step: self.step });
+            }
+        }
+        let done: Vec<u64> = self.scheduler.running.iter().filter(|r| r.is_finished()).map(|r| r.id).collect();
+        for id in done {
+            self.scheduler.remove(id, &mut self.kv);
+            self.clients.remove(&id);
+            self.completed += 1;
+        }
+    }
+
+    fn publish_stats(&self) {
+        let s = ExecutorStats {
+            running_requests: self.scheduler.running.len(),
+            waiting_requests: self.scheduler.waiting.len(),
+            peak_running_requests: self.peak_running,
+            steps: self.step,
+            preemptions: self.scheduler.preemptions,
+            completed_requests: self.completed,
+            generated_tokens: self.generated,
+            kv: self.kv.stats(),
+        };
+        match self.stats.lock() {
+            Ok(mut g) => *g = s,
+            Err(p) => *p.into_inner() = s,
+        }
+    }
+}
+
+/// Appends `token` and applies the stop checks (eos unless ignored, stop ids, max_tokens,
+/// max_seq_len).
+fn advance(seq: &mut SeqState, token: u32, params: &SamplingParams, eos: &[u32], max_seq_len: usize) -> Option<FinishReason> {
+    seq.tokens.push(token);
+    if (!params.ignore_eos && eos.contains(&token)) || params.stop_token_ids.contains(&token) {
+        Some(FinishReason::Stop)
+    } else if seq.generated() >= params.max_tokens || seq.tokens.len() >= max_seq_len {
+        Some(FinishReason::Length)
+    } else {
+        None
+    }
+}

@@ -1,0 +1,193 @@
+//! Stop handling: the pure matcher over arbitrary splits, and `StopChecker` over the default
+//! model's real tokenizer (stop strings spanning tokens, eos, stop ids, length, min_tokens).
+
+use super::*;
+use crate::tokenizer::Tokenizer;
+use std::sync::OnceLock;
+
+/// Pushes `pieces`, checking that every delta extends a prefix of the final text.
+fn stream(stops: &[&str], include: bool, pieces: &[&str]) -> (String, Option<usize>, String) {
+    let stops: Vec<String> = stops.iter().map(|s| s.to_string()).collect();
+    let mut m = StopStrings::new(&stops, include);
+    let mut out = String::new();
+    let mut matched = None;
+    for p in pieces {
+        let (d, hit) = m.push(p, true);
+        out.push_str(&d);
+        if hit.is_some() {
+            matched = hit;
+            break;
+        }
+    }
+    if matched.is_none() {
+        out.push_str(&m.flush());
+    }
+    (out, matched, m.text().to_owned())
+}
+
+#[test]
+fn stop_strings_match_across_pieces_and_are_trimmed() {
+    let (out, hit, text) = stream(&["o Wor"], false, &["Hel", "lo W", "or", "ld"]);
+    assert_eq!((out.as_str(), hit, text.as_str()), ("Hell", Some(0), "Hell"));
+    let (out, _, _) = stream(&["o Wor"], true, &["Hel", "lo W", "or", "ld"]);
+    assert_eq!(out, "Hello Wor");
+    // The earliest match wins over the first listed.
+    let (out, hit, _) = stream(&["", "cd", "bc"], false, &["ab", "cd"]);
+    assert_eq!(
+        (out.as_str(), hit),
+        ("a", Some(2)),
+        "indices follow the given list; empty never matches"
+    );
+    // A held prefix that does not complete is released.
+    let (out, hit, _) = stream(&["abc"], false, &["xa", "b", "d"]);
+    assert_eq!((out.as_str(), hit), ("xabd", None));
+}
+
+#[test]
+fn every_split_streams_exactly_the_trimmed_text() {
+    let text = "naïve café — les étoiles, c'est ça. Fin; puis la suite";
+    let stops = ["c'est ça", "ça.", "tu", "Fin;"];
+    let want = &text[..text.find("c'est ça").unwrap()];
+    let bounds: Vec<usize> = (0..=text.len()).filter(|&i| text.is_char_boundary(i)).collect();
+    for (a, &i) in bounds.iter().enumerate() {
+        for &j in &bounds[a..] {
+            let pieces = [&text[..i], &text[i..j], &text[j..]];
+            let stops: Vec<String> = stops.iter().map(|s| s.to_string()).collect();
+            let mut m = StopStrings::new(&stops, false);
+            let mut out = String::new();
+            for p in pieces {
+                let (d, hit) = m.push(p, true);
+                out.push_str(&d);
+                assert!(want.starts_with(&out), "split {i},{j}: emitted {out:?}");
+                if hit.is_some() {
+                    break;
+                }
+            }
+            assert_eq!((out.as_str(), m.matched()), (want, Some(0)), "split {i},{j}");
+        }
+    }
+}
+
+fn tokenizer() -> Option<&'static Tokenizer> {
+    static TOK: OnceLock<Option<Tokenizer>> = OnceLock::new();
+    TOK.get_or_init(|| {
+        let path = crate::model::default_model_path();
+        if !path.exists() {
+            eprintln!(
+                "skipping: the default model {} is missing (scripts/fetch-default-model.sh)",
+                path.display()
+            );
+            return None;
+        }
+        let loaded = crate::weights::load_model_source(&path).expect("default model loads");
+        let spec = loaded.tokenizer.expect("the default GGUF carries a tokenizer");
+        Some(Tokenizer::from_spec(spec).expect("tokenizer builds"))
+    })
+    .as_ref()
+}
+
+/// Feeds `ids` until the checker finishes; returns the deltas, the reason and tokens used.
+fn check(tok: &Tokenizer, params: &SamplingParams, ids: &[u32]) -> (Vec<String>, Option<FinishReason>, usize) {
+    let eos = tok.eos_token_ids();
+    let mut c = StopChecker::new(params, &eos, tok);
+    let mut deltas = Vec::new();
+    for (n, &id) in ids.iter().enumerate() {
+        let u = c.step(tok, id).unwrap();
+        deltas.push(u.text_diff);
+        if let Some(r) = u.finish_reason {
+            assert_eq!(deltas.concat(), c.text(), "deltas concatenate to the final text");
+            assert!(matches!(c.step(tok, id), Err(StopError::AlreadyFinished(_))));
+            return (deltas, Some(r), n + 1);
+        }
+    }
+    deltas.push(c.flush(tok));
+    (deltas, None, ids.len())
+}
+
+#[test]
+fn stop_string_spanning_tokens_stops_and_is_trimmed() {
+    let Some(tok) = tokenizer() else { return };
+    let text = "The quick brown fox jumps over the lazy dog. Then it sleeps all day.";
+    let ids = tok.encode(text, false).unwrap();
+    let stop = "lazy dog";
+    // The stop string is spread over several tokens.
+    let pieces: Vec<String> = ids.iter().map(|&i| tok.decode(&[i], false).unwrap()).collect();
+    assert!(pieces.iter().all(|p| !p.contains(stop)), "{pieces:?}");
+    let params = SamplingParams {
+        stop: vec![stop.into(), "never".into()],
+        max_tokens: 100,
+        ..Default::default()
+    };
+    let (deltas, reason, used) = check(tok, &params, &ids);
+    assert_eq!(reason, Some(FinishReason::Stop(StopKind::StopString(stop.into()))));
+    assert_eq!(reason.as_ref().map(FinishReason::as_openai_str), Some("stop"));
+    assert_eq!(deltas.concat(), "The quick brown fox jumps over the ");
+    assert!(
+        deltas.iter().all(|d| !d.contains("lazy")),
+        "held back, never streamed: {deltas:?}"
+    );
+    assert!(used < ids.len());
+    // Kept with include_stop_str_in_output.
+    let params = SamplingParams {
+        include_stop_str_in_output: true,
+        ..params
+    };
+    assert_eq!(
+        check(tok, &params, &ids).0.concat(),
+        "The quick brown fox jumps over the lazy dog"
+    );
+}
+
+#[test]
+fn eos_stop_ids_length_and_min_tokens() {
+    let Some(tok) = tokenizer() else { return };
+    let eos = tok.eos_token_ids();
+    assert!(!eos.is_empty());
+    let mut ids = tok.encode("Hello there, friend. Bye", false).unwrap();
+    let n = ids.len();
+    let full = tok.decode(&ids, true).unwrap();
+    ids.push(eos[0]);
+    ids.extend(tok.encode(" more text", false).unwrap());
+    let base = SamplingParams {
+        max_tokens: 50,
+        ..Default::default()
+    };
+    let (deltas, reason, used) = check(tok, &base, &ids);
+    assert_eq!((reason, used), (Some(FinishReason::Stop(StopKind::Eos(eos[0]))), n + 1));
+    assert_eq!(deltas.concat(), full, "the eos text is not output");
+    // ignore_eos runs on into max_tokens.
+    let p = SamplingParams {
+        ignore_eos: true,
+        max_tokens: n + 2,
+        ..base.clone()
+    };
+    let (deltas, reason, _) = check(tok, &p, &ids);
+    assert_eq!(reason, Some(FinishReason::Length));
+    assert_eq!(reason.as_ref().map(FinishReason::as_openai_str), Some("length"));
+    assert_eq!(deltas.concat(), tok.decode(&ids[..n + 2], true).unwrap());
+    // A stop token id stops like eos.
+    let p = SamplingParams {
+        stop_token_ids: vec![ids[2]],
+        ..base.clone()
+    };
+    let (deltas, reason, _) = check(tok, &p, &ids);
+    assert_eq!(reason, Some(FinishReason::Stop(StopKind::StopTokenId(ids[2]))));
+    assert_eq!(deltas.concat(), tok.decode(&ids[..2], true).unwrap());
+    // min_tokens: an early stop string does not count; a later occurrence does.
+    let ids = tok.encode("one, two, three, four, five", false).unwrap();
+    let p = SamplingParams {
+        stop: vec![",".into()],
+        min_tokens: 3,
+        ..base.clone()
+    };
+    let (deltas, reason, _) = check(tok, &p, &ids);
+    assert_eq!(reason, Some(FinishReason::Stop(StopKind::StopString(",".into()))));
+    assert_eq!(deltas.concat(), "one, two");
+    // min_tokens: an eos before it is not a stop (and, being special, adds no text).
+    let (a, b) = (ids[0], ids[1]);
+    let seq = [a, eos[0], b, eos[0], a];
+    let p = SamplingParams { min_tokens: 3, ..base };
+    let (deltas, reason, used) = check(tok, &p, &seq);
+    assert_eq!((reason, used), (Some(FinishReason::Stop(StopKind::Eos(eos[0]))), 4));
+    assert_eq!(deltas.concat(), tok.decode(&[a, b], true).unwrap());
+}

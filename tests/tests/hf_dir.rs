@@ -1,0 +1,118 @@
+//! The HF-directory route end to end: the default model exported as an HF directory (f32
+//! safetensors in two shards with model.safetensors.index.json, config.json, tokenizer.json and
+//! tokenizer_config.json) loads through the same API and greedily generates HF's tokens.
+
+use rtllm::engine::BuildConfig;
+use rtllm::model::{default_model_path, Model};
+use rtllm::sampling::SamplingParams;
+use rtllm::weights::{load_model_source, write_safetensors, LoadedModel};
+use rtllm_plugin_api::DType;
+use serde_json::{json, Value};
+use std::collections::BTreeMap;
+use std::path::Path;
+
+fn hf_config(model: &LoadedModel) -> Value {
+    let c = &model.config;
+    json!({
+        "architectures": [c.architecture],
+        "model_type": c.model_type,
+        "vocab_size": c.vocab_size,
+        "hidden_size": c.hidden_size,
+        "intermediate_size": c.intermediate_size,
+        "num_hidden_layers": c.num_hidden_layers,
+        "num_attention_heads": c.num_attention_heads,
+        "num_key_value_heads": c.num_key_value_heads,
+        "head_dim": c.head_dim,
+        "rms_norm_eps": c.rms_norm_eps,
+        "rope_theta": c.rope_theta,
+        "max_position_embeddings": c.max_position_embeddings,
+        "tie_word_embeddings": c.tie_word_embeddings,
+        "bos_token_id": c.bos_token_id,
+        "eos_token_id": c.eos_token_ids,
+        "torch_dtype": "float32",
+    })
+}
+
+fn tokenizer_files(model: &LoadedModel) -> (Value, Value) {
+    let spec = model.tokenizer.as_ref().expect("the GGUF carries a tokenizer");
+    let special: Vec<Value> = (0..spec.tokens.len())
+        .filter(|&i| spec.token_types.get(i) == Some(&rtllm::tokenizer::spec::TokenType::Control))
+        .map(|i| json!({"id": i, "content": spec.tokens[i], "special": true, "normalized": false}))
+        .collect();
+    let vocab: serde_json::Map<String, Value> = spec.tokens.iter().enumerate().map(|(i, t)| (t.clone(), json!(i))).collect();
+    let tokenizer = json!({
+        "added_tokens": special,
+        "normalizer": null,
+        "pre_tokenizer": {"type": "ByteLevel", "add_prefix_space": false, "trim_offsets": true, "use_regex": true},
+        "post_processor": {"type": "ByteLevel", "trim_offsets": false},
+        "decoder": {"type": "ByteLevel", "add_prefix_space": true, "trim_offsets": true, "use_regex": true},
+        "model": {"type": "BPE", "vocab": vocab, "merges": spec.merges},
+    });
+    let name = |id: Option<u32>| id.map(|i| spec.tokens[i as usize].clone());
+    let config = json!({
+        "bos_token": name(spec.bos_token_id),
+        "eos_token": name(spec.eos_token_id),
+        "unk_token": name(spec.unk_token_id),
+        "add_bos_token": spec.add_bos_token,
+        "chat_template": spec.chat_template,
+    });
+    (tokenizer, config)
+}
+
+/// Writes `model` as an HF directory with f32 weights in two shards.
+fn export_hf_dir(model: &LoadedModel, dir: &Path) {
+    let names: Vec<&str> = model.weights.names().collect();
+    let (first, second) = names.split_at(names.len() / 2);
+    let mut weight_map = BTreeMap::new();
+    for (shard, part) in [("model-00001-of-00002.safetensors", first), ("model-00002-of-00002.safetensors", second)] {
+        let data: Vec<(String, Vec<usize>, Vec<u8>)> = part
+            .iter()
+            .map(|name| {
+                let t = model.weights.get(name).expect("listed");
+                let values = model.weights.to_f32(name).expect("dequantizes");
+                let bytes = values.iter().flat_map(|v| v.to_le_bytes()).collect();
+                (name.to_string(), t.shape.clone(), bytes)
+            })
+            .collect();
+        let tensors: Vec<(&str, DType, &[usize], &[u8])> = data.iter().map(|(n, s, b)| (n.as_str(), DType::F32, s.as_slice(), b.as_slice())).collect();
+        write_safetensors(&dir.join(shard), &tensors, &BTreeMap::from([("format".to_string(), "pt".to_string())])).expect("writes a shard");
+        for name in part.iter() {
+            weight_map.insert(name.to_string(), shard.to_string());
+        }
+    }
+    let index = json!({"metadata": {}, "weight_map": weight_map});
+    std::fs::write(dir.join("model.safetensors.index.json"), index.to_string()).expect("writes the index");
+    std::fs::write(dir.join("config.json"), hf_config(model).to_string()).expect("writes config.json");
+    let (tokenizer, tokenizer_config) = tokenizer_files(model);
+    std::fs::write(dir.join("tokenizer.json"), tokenizer.to_string()).expect("writes tokenizer.json");
+    std::fs::write(dir.join("tokenizer_config.json"), tokenizer_config.to_string()).expect("writes tokenizer_config.json");
+}
+
+#[test]
+fn default_model_as_an_hf_directory_generates_hf_tokens() {
+    let gguf = default_model_path();
+    if !gguf.exists() {
+        eprintln!("skipping: {} is missing; run scripts/fetch-default-model.sh", gguf.display());
+        return;
+    }
+    let source = load_model_source(&gguf).expect("GGUF loads");
+    let dir = tempfile::tempdir().expect("temp dir");
+    export_hf_dir(&source, dir.path());
+    drop(source);
+
+    let mut model = Model::load(dir.path(), rtllm_tests::registry(), &BuildConfig::default()).expect("HF dir loads");
+    assert_eq!(model.config.num_hidden_layers, 30);
+    assert!(model.engine.graph().weight_uses().iter().all(|(_, d)| *d == DType::F32), "f32 weights used as stored");
+
+    let fixture: Value = serde_json::from_str(&std::fs::read_to_string(rtllm_tests::repo_root().join("tests/fixtures/parity/smollm2_greedy.json")).expect("fixture")).expect("json");
+    for case in fixture["cases"].as_array().expect("cases").iter().filter(|c| c["is_chat"] == false).take(3) {
+        let prompt = case["prompt"].as_str().expect("prompt");
+        let ids = model.tokenizer.encode(prompt, true).expect("encodes");
+        let want: Vec<u32> = case["prompt_ids"].as_array().expect("ids").iter().map(|x| x.as_u64().unwrap_or(0) as u32).collect();
+        assert_eq!(ids, want, "{prompt:?}: tokenizer.json tokenizes like HF");
+        let cont: Vec<u32> = case["continuation_ids"].as_array().expect("ids").iter().take(16).map(|x| x.as_u64().unwrap_or(0) as u32).collect();
+        let params = SamplingParams { ignore_eos: true, ..SamplingParams::greedy(cont.len()) };
+        let got = model.generate_ids(&ids, &params, |_| {}).expect("generates");
+        assert_eq!(got.tokens, cont, "{prompt:?}: continuation");
+    }
+}
