@@ -33,14 +33,16 @@ pub fn default_model_path() -> PathBuf {
 
 #[derive(Debug, thiserror::Error)]
 pub enum ModelError {
-    #[error("{path}: {source}")]
-    Weights { path: PathBuf, source: WeightError },
-    #[error("{path}: tokenizer: {source}")]
-    Tokenizer { path: PathBuf, source: TokenizerError },
+    // The inner errors are shown in the message, not chained as sources, so error printers
+    // that walk the chain do not repeat them.
+    #[error("{path}: {error}")]
+    Weights { path: PathBuf, error: WeightError },
+    #[error("{path}: tokenizer: {error}")]
+    Tokenizer { path: PathBuf, error: TokenizerError },
     #[error("{path}: no tokenizer found (GGUF metadata or tokenizer.json)")]
     NoTokenizer { path: PathBuf },
-    #[error("{path}: {source}")]
-    Build { path: PathBuf, source: LoadError },
+    #[error("{path}: {error}")]
+    Build { path: PathBuf, error: LoadError },
     #[error("default model not found at {0}: run scripts/fetch-default-model.sh (or pass --model)")]
     NoDefaultModel(PathBuf),
 }
@@ -87,7 +89,7 @@ impl Model {
     fn load_inner(path: &Path, definition: Option<&ModelDefinition>, registry: &Registry, build: &BuildConfig) -> Result<Model, ModelError> {
         let start = Instant::now();
         let err_path = || path.to_path_buf();
-        let loaded = load_model_source(path).map_err(|source| ModelError::Weights { path: err_path(), source })?;
+        let loaded = load_model_source(path).map_err(|error| ModelError::Weights { path: err_path(), error })?;
         let tokenizer = if let Some(json) = &loaded.tokenizer_json {
             Tokenizer::from_hf_file(json, loaded.tokenizer_config_json.as_deref())
         } else if let Some(spec) = loaded.tokenizer.clone() {
@@ -95,13 +97,13 @@ impl Model {
         } else {
             return Err(ModelError::NoTokenizer { path: err_path() });
         }
-        .map_err(|source| ModelError::Tokenizer { path: err_path(), source })?;
+        .map_err(|error| ModelError::Tokenizer { path: err_path(), error })?;
         let weights: Arc<dyn WeightSource> = Arc::new(loaded.weights);
         let engine = match definition {
             Some(def) => build_engine_with(def, &loaded.config, weights, registry, build),
             None => build_engine(&loaded.config, weights, registry, build),
         }
-        .map_err(|source| ModelError::Build { path: err_path(), source })?;
+        .map_err(|error| ModelError::Build { path: err_path(), error })?;
         let blocks = BlockPool::new(engine.limits().num_kv_blocks);
         Ok(Model { path: path.to_path_buf(), config: loaded.config, tokenizer, engine, blocks, load_time: start.elapsed() })
     }

@@ -1,13 +1,21 @@
 //! The `rtllm plugins` subcommands, run as the built binary: `list` shows each op with the
 //! dylib file serving it; `check` passes on the built-in plugins.
 
-use rtllm_tests::{builtin_plugin_files, registry, rtllm_binary, BUILTIN_PLUGINS};
+use rtllm_tests::{builtin_plugin_files, fixture_dylib, registry, rtllm_binary, BUILTIN_PLUGINS, FIXTURE_ABI_MISMATCH};
 use std::process::Command;
 
 fn rtllm(args: &[&str]) -> (bool, String, String) {
-    let out = Command::new(rtllm_binary())
-        .args(args)
-        .env_remove("RTLLM_PLUGIN_PATH")
+    rtllm_with_plugin_path(args, None)
+}
+
+/// Runs the binary; `plugin_path` becomes RTLLM_PLUGIN_PATH (else it is unset).
+fn rtllm_with_plugin_path(args: &[&str], plugin_path: Option<&std::path::Path>) -> (bool, String, String) {
+    let mut cmd = Command::new(rtllm_binary());
+    cmd.args(args).env_remove("RTLLM_PLUGIN_PATH");
+    if let Some(p) = plugin_path {
+        cmd.env("RTLLM_PLUGIN_PATH", p);
+    }
+    let out = cmd
         .env("RTLLM_LOG", "error")
         .output()
         .unwrap_or_else(|e| panic!("cannot run {}: {e}", rtllm_binary().display()));
@@ -20,7 +28,8 @@ fn rtllm(args: &[&str]) -> (bool, String, String) {
 
 #[test]
 fn list_shows_every_op_with_its_file() {
-    let (ok, stdout, stderr) = rtllm(&["plugins", "list"]);
+    let mismatch = fixture_dylib(FIXTURE_ABI_MISMATCH);
+    let (ok, stdout, stderr) = rtllm_with_plugin_path(&["plugins", "list"], Some(&mismatch));
     assert!(ok, "plugins list failed:\n{stdout}\n{stderr}");
     let files = builtin_plugin_files();
     for (op, providers) in registry().ops() {
@@ -37,7 +46,7 @@ fn list_shows_every_op_with_its_file() {
             "{op}: file missing in {line}"
         );
     }
-    // The binary's own directory holds the ABI-mismatch fixture: it is listed as a load error.
+    // The ABI-mismatch fixture on RTLLM_PLUGIN_PATH is listed as a load error.
     assert!(
         stdout.contains("LOAD ERRORS") && stdout.contains("abi_mismatch"),
         "{stdout}"
@@ -58,8 +67,8 @@ fn check_passes_on_the_builtin_plugins() {
 
 #[test]
 fn check_fails_on_a_broken_kernel_and_on_load_errors() {
-    // fixture_panic has no reference and no examples: skipped, not failed; but an unfiltered
-    // check fails because the ABI-mismatch fixture next to the binary did not load.
+    // Filters that name a missing plugin fail; an unfiltered check fails when a plugin on the
+    // path did not load, and passes when everything loaded.
     let (ok, stdout, _) = rtllm(&["plugins", "check", "--op", "matmul"]);
     assert!(ok, "{stdout}");
     let (ok, stdout, _) = rtllm(&[
@@ -71,6 +80,9 @@ fn check_fails_on_a_broken_kernel_and_on_load_errors() {
         "no-such-plugin",
     ]);
     assert!(!ok, "{stdout}");
-    let (ok, stdout, _) = rtllm(&["plugins", "check"]);
+    let mismatch = fixture_dylib(FIXTURE_ABI_MISMATCH);
+    let (ok, stdout, _) = rtllm_with_plugin_path(&["plugins", "check"], Some(&mismatch));
     assert!(!ok, "an unfiltered check must fail on the load error:\n{stdout}");
+    let (ok, stdout, _) = rtllm(&["plugins", "check", "--seed", "3"]);
+    assert!(ok, "an unfiltered check of the built-in plugins passes:\n{stdout}");
 }

@@ -59,12 +59,29 @@ struct Lcg(u64);
 
 impl Lcg {
     fn next(&mut self) -> f32 {
-        self.0 = self.0.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+        self.0 = self
+            .0
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
         ((self.0 >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0
     }
 
     fn values(&mut self, n: usize, center: f32, spread: f32) -> Vec<f32> {
         (0..n).map(|_| center + spread * self.next()).collect()
+    }
+}
+
+impl Lcg {
+    /// Adds a tensor of `shape` with values uniform in `center ± spread`.
+    fn put(&mut self, t: &mut Tensors, name: String, shape: Vec<usize>, center: f32, spread: f32) {
+        let n = shape.iter().product();
+        t.insert(name, (shape, self.values(n, center, spread)));
+    }
+
+    /// Adds a LayerNorm module's weight (around 1) and bias (around 0) of `h` elements.
+    fn put_norm(&mut self, t: &mut Tensors, module: &str, h: usize) {
+        self.put(t, format!("{module}.weight"), vec![h], 1.0, 0.2);
+        self.put(t, format!("{module}.bias"), vec![h], 0.0, 0.1);
     }
 }
 
@@ -74,28 +91,24 @@ impl TinyGpt2Weights {
         let (v, h, i) = (config.vocab_size, config.hidden_size, config.intermediate_size);
         let mut rng = Lcg(seed);
         let mut t = Tensors::new();
-        let mut put = |name: String, shape: Vec<usize>, center: f32, spread: f32, rng: &mut Lcg| {
-            let n = shape.iter().product();
-            t.insert(name, (shape, rng.values(n, center, spread)));
-        };
-        put(names::WTE.into(), vec![v, h], 0.0, 0.5, &mut rng);
-        put(names::WPE.into(), vec![config.max_positions, h], 0.0, 0.2, &mut rng);
-        let norm = |module: String, t: &mut dyn FnMut(String, Vec<usize>, f32, f32, &mut Lcg), rng: &mut Lcg| {
-            t(format!("{module}.weight"), vec![h], 1.0, 0.2, rng);
-            t(format!("{module}.bias"), vec![h], 0.0, 0.1, rng);
-        };
+        rng.put(&mut t, names::WTE.into(), vec![v, h], 0.0, 0.5);
+        rng.put(&mut t, names::WPE.into(), vec![config.max_positions, h], 0.0, 0.2);
         for layer in 0..config.num_layers {
             for ln in names::LAYER_NORMS {
-                norm(names::layer(layer, ln), &mut put, &mut rng);
+                rng.put_norm(&mut t, &names::layer(layer, ln), h);
             }
             for (module, [out, inp]) in names::linear_shapes(h, i) {
+                let module = names::layer(layer, module);
                 let scale = 1.0 / (inp as f32).sqrt();
-                put(format!("{}.weight", names::layer(layer, module)), vec![out, inp], 0.0, scale, &mut rng);
-                put(format!("{}.bias", names::layer(layer, module)), vec![out], 0.0, 0.05, &mut rng);
+                rng.put(&mut t, format!("{module}.weight"), vec![out, inp], 0.0, scale);
+                rng.put(&mut t, format!("{module}.bias"), vec![out], 0.0, 0.05);
             }
         }
-        norm(names::LN_F.into(), &mut put, &mut rng);
-        TinyGpt2Weights { config: config.clone(), tensors: t }
+        rng.put_norm(&mut t, names::LN_F, h);
+        TinyGpt2Weights {
+            config: config.clone(),
+            tensors: t,
+        }
     }
 
     /// Writes `config.json` and `model.safetensors` (f32) into `dir`.
@@ -106,17 +119,26 @@ impl TinyGpt2Weights {
             .tensors
             .iter()
             .map(|(name, (shape, values))| {
-                (name.clone(), shape.clone(), values.iter().flat_map(|v| v.to_le_bytes()).collect())
+                (
+                    name.clone(),
+                    shape.clone(),
+                    values.iter().flat_map(|v| v.to_le_bytes()).collect(),
+                )
             })
             .collect();
-        let entries: Vec<_> =
-            bytes.iter().map(|(n, s, b)| (n.as_str(), DType::F32, s.as_slice(), b.as_slice())).collect();
+        let entries: Vec<_> = bytes
+            .iter()
+            .map(|(n, s, b)| (n.as_str(), DType::F32, s.as_slice(), b.as_slice()))
+            .collect();
         rtllm::weights::write_safetensors(&dir.join("model.safetensors"), &entries, &BTreeMap::new())
             .map_err(|e| e.to_string())
     }
 
     fn get(&self, name: &str) -> Result<&[f32], String> {
-        self.tensors.get(name).map(|(_, v)| v.as_slice()).ok_or_else(|| format!("no weight {name}"))
+        self.tensors
+            .get(name)
+            .map(|(_, v)| v.as_slice())
+            .ok_or_else(|| format!("no weight {name}"))
     }
 
     /// The logits `[vocab]` at every position of `tokens`, computed in f64.
@@ -149,14 +171,23 @@ impl TinyGpt2Weights {
             add_into(&mut x, &down);
         }
         let x = self.layer_norm(&x, names::LN_F)?;
-        Ok(x.iter().map(|r| (0..c.vocab_size).map(|t| dot(r, &wte[t * h..(t + 1) * h])).collect()).collect())
+        Ok(x.iter()
+            .map(|r| (0..c.vocab_size).map(|t| dot(r, &wte[t * h..(t + 1) * h])).collect())
+            .collect())
     }
 
     fn linear(&self, x: &[Vec<f64>], module: &str) -> Result<Vec<Vec<f64>>, String> {
         let w = self.get(&format!("{module}.weight"))?;
         let b = self.get(&format!("{module}.bias"))?;
         let k = x.first().map_or(0, Vec::len);
-        Ok(x.iter().map(|r| b.iter().enumerate().map(|(n, &bn)| bn as f64 + dot(r, &w[n * k..(n + 1) * k])).collect()).collect())
+        Ok(x.iter()
+            .map(|r| {
+                b.iter()
+                    .enumerate()
+                    .map(|(n, &bn)| bn as f64 + dot(r, &w[n * k..(n + 1) * k]))
+                    .collect()
+            })
+            .collect())
     }
 
     fn layer_norm(&self, x: &[Vec<f64>], module: &str) -> Result<Vec<Vec<f64>>, String> {
@@ -168,7 +199,10 @@ impl TinyGpt2Weights {
                 let mean = r.iter().sum::<f64>() / n;
                 let var = r.iter().map(|v| (v - mean).powi(2)).sum::<f64>() / n;
                 let inv = 1.0 / (var + self.config.eps).sqrt();
-                r.iter().enumerate().map(|(j, v)| (v - mean) * inv * w[j] as f64 + b[j] as f64).collect()
+                r.iter()
+                    .enumerate()
+                    .map(|(j, v)| (v - mean) * inv * w[j] as f64 + b[j] as f64)
+                    .collect()
             })
             .collect())
     }
@@ -200,7 +234,14 @@ fn causal_attention(q: &[Vec<f64>], k: &[Vec<f64>], v: &[Vec<f64>], heads: usize
         for hd in 0..heads {
             let cols = hd * d..(hd + 1) * d;
             let scores: Vec<f64> = (0..=i)
-                .map(|j| q[i][cols.clone()].iter().zip(&k[j][cols.clone()]).map(|(a, b)| a * b).sum::<f64>() * scale)
+                .map(|j| {
+                    q[i][cols.clone()]
+                        .iter()
+                        .zip(&k[j][cols.clone()])
+                        .map(|(a, b)| a * b)
+                        .sum::<f64>()
+                        * scale
+                })
                 .collect();
             let max = scores.iter().cloned().fold(f64::NEG_INFINITY, f64::max);
             let exps: Vec<f64> = scores.iter().map(|s| (s - max).exp()).collect();

@@ -29,7 +29,10 @@ pub fn launch_args<'a>(
         )));
     };
     if x.shape()? != y.shape()? {
-        return Err(PluginError::new(format!("{op}: y {} does not match x {}", y.meta, x.meta)));
+        return Err(PluginError::new(format!(
+            "{op}: y {} does not match x {}",
+            y.meta, x.meta
+        )));
     }
     Ok((x.slice::<f32>()?, y.slice_mut::<f32>()?))
 }
@@ -61,7 +64,10 @@ impl Op for GeluTanh {
     fn examples() -> Vec<OpExample> {
         [&[1usize][..], &[7, 33], &[3, 5, 129], &[64, 1536], &[100_003]]
             .iter()
-            .map(|dims| OpExample { inputs: vec![TensorMeta::of(DType::F32, dims)].into(), attrs: Attrs::new() })
+            .map(|dims| OpExample {
+                inputs: vec![TensorMeta::of(DType::F32, dims)].into(),
+                attrs: Attrs::new(),
+            })
             .collect()
     }
 }

@@ -38,7 +38,10 @@ impl Op for GeluTanhReference {
     fn examples() -> Vec<OpExample> {
         [&[1usize][..], &[7, 33], &[3, 5, 129]]
             .iter()
-            .map(|dims| OpExample { inputs: vec![TensorMeta::of(DType::F32, dims)].into(), attrs: Attrs::new() })
+            .map(|dims| OpExample {
+                inputs: vec![TensorMeta::of(DType::F32, dims)].into(),
+                attrs: Attrs::new(),
+            })
             .collect()
     }
 }

@@ -51,7 +51,7 @@ pub enum LoadError {
     #[error("architecture '{name}' is not registered (known: {known})")]
     UnknownArchitecture { name: String, known: String },
     #[error("building the graph: {0}")]
-    Build(#[from] BuildError),
+    Build(BuildError),
     #[error(transparent)]
     Engine(#[from] EngineError),
     #[error("impossible build config: {0}")]
@@ -151,4 +151,10 @@ pub fn build_engine_with(
         "engine built"
     );
     Ok(Engine::new(graph, weights.clone(), bound, limits, bc.kv_cache_dtype)?)
+}
+
+impl From<BuildError> for LoadError {
+    fn from(e: BuildError) -> Self {
+        LoadError::Build(e)
+    }
 }

@@ -3,7 +3,7 @@
 //! body, for values threaded across iterations); every expression name is a `[values]` entry
 //! or a loop variable in scope; calls match their block's parameters and results.
 
-use super::compile::{Action, AttrSpec, Compiled, Cond, Step, ValueRef, ValueSpec};
+use super::ast::{Action, AttrSpec, Compiled, Cond, Step, ValueRef, ValueSpec};
 use super::error::{did_you_mean, Loc, TomlError};
 use super::expr::Expr;
 use std::collections::BTreeSet;
@@ -178,7 +178,7 @@ pub fn check_names(model: &Compiled, err: &Err<'_>) -> Result<(), TomlError> {
         }
     }
     vars_of(&model.graph, &mut all_vars);
-    for (_, (spec, loc)) in &model.values {
+    for (spec, loc) in model.values.values() {
         if let ValueSpec::Expr(e) = spec {
             Checker {
                 model,
@@ -190,7 +190,7 @@ pub fn check_names(model: &Compiled, err: &Err<'_>) -> Result<(), TomlError> {
     }
     for input in &model.inputs {
         for (d, loc) in &input.dims {
-            if let super::compile::DimSpec::Expr(e) = d {
+            if let super::ast::DimSpec::Expr(e) = d {
                 Checker {
                     model,
                     err,

@@ -3,7 +3,7 @@
 //! weights as they are first read, and calls ops — the same builder calls a Rust definition
 //! makes. Every error is prefixed with the file, line and key of the step that caused it.
 
-use super::compile::{Action, AttrSpec, Block, Compiled, Cond, DTypeSpec, DimSpec, Step, ValueRef, ValueSpec};
+use super::ast::{Action, AttrSpec, Block, Compiled, Cond, DTypeSpec, DimSpec, Step, ValueRef, ValueSpec};
 use super::error::{did_you_mean, locate_build_error, Loc};
 use super::expr::{Expr, Scalar, Scope};
 use crate::arch::BuildOptions;
@@ -263,7 +263,7 @@ impl<'a> Run<'a> {
         refs.iter().map(|r| self.read(env, r)).collect()
     }
 
-    fn attrs(&self, list: &[super::compile::Attr]) -> R<Attrs> {
+    fn attrs(&self, list: &[super::ast::Attr]) -> R<Attrs> {
         let mut attrs = Attrs::new();
         for a in list {
             let value = match &a.spec {
@@ -435,7 +435,7 @@ pub fn run(
     b: &mut dyn GraphBuilder,
 ) -> R<()> {
     let at_top = |message: String| BuildError::Invalid {
-        scope: format!("{file}"),
+        scope: file.to_string(),
         message,
     };
     let view = ConfigView::new(config).map_err(at_top)?;

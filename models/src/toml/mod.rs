@@ -74,6 +74,7 @@
 //! or dtype mismatches (layer, op, shapes) and missing weights (with the nearest present) at
 //! build, as a [`BuildError`] whose scope starts with `file:line: `key``.
 
+mod ast;
 mod check;
 mod compile;
 mod definition;
@@ -96,7 +97,7 @@ use std::path::Path;
 #[derive(Clone, Debug)]
 pub struct TomlModel {
     file: String,
-    model: compile::Compiled,
+    model: ast::Compiled,
 }
 
 impl TomlModel {

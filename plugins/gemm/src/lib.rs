@@ -1,20 +1,33 @@
-//! rtllm gemm plugin: the CPU `matmul` op (f32 activations, f32/bf16/f16 weights), with
-//! AVX2+FMA register tiles chosen at run time, cache blocking, and tasks on the host's pool.
+//! rtllm gemm plugin: the CPU `matmul` op — f32 activations with f32/bf16/f16 weights (AVX2+FMA
+//! register tiles chosen at run time, cache blocking) and with GGUF block-quantized weights
+//! (Q8_0/Q4_0/Q4_1/Q4_K/Q6_K: int8 dot products on AVX-512 VNNI or AVX2, or dequantized tiles),
+//! all on tasks of the host's pool.
 
 mod driver;
 pub mod matmul;
 mod packed;
+mod qact;
+pub mod qdot;
+pub mod qdriver;
+mod qformat;
+pub mod qmatmul;
 mod simd;
 mod tile;
 
 #[cfg(test)]
 mod matmul_tests;
 #[cfg(test)]
+mod qmatmul_tests;
+#[cfg(test)]
 mod test_pool;
 
 pub use matmul::{Matmul, MatmulKernel};
+pub use qdot::QIsa;
+pub use qdriver::QPath;
+pub use qmatmul::{QMatmul, QMatmulKernel};
 pub use simd::Isa;
 
 rtllm_plugin_api::register_op!(Matmul);
+rtllm_plugin_api::register_op!(QMatmul);
 
 rtllm_plugin_api::export_plugin!(name: "rtllm-gemm", version: env!("CARGO_PKG_VERSION"));

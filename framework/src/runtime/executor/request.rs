@@ -21,7 +21,12 @@ pub struct Request {
 
 impl Request {
     pub fn new(prompt_ids: Vec<u32>, params: SamplingParams) -> Request {
-        Request { prompt_ids, params, n: 1, arrival: Instant::now() }
+        Request {
+            prompt_ids,
+            params,
+            n: 1,
+            arrival: Instant::now(),
+        }
     }
 }
 
@@ -108,7 +113,13 @@ impl RequestHandle {
                 return Err(e);
             }
             if samples.len() <= u.sample {
-                samples.resize(u.sample + 1, SampleOutput { token_ids: Vec::new(), finish_reason: None });
+                samples.resize(
+                    u.sample + 1,
+                    SampleOutput {
+                        token_ids: Vec::new(),
+                        finish_reason: None,
+                    },
+                );
             }
             samples[u.sample].token_ids.extend(&u.token_ids);
             if u.finish_reason.is_some() {

@@ -122,14 +122,30 @@ impl Worker {
     fn handle(&mut self, cmd: Command) -> bool {
         match cmd {
             Command::Submit(new) => {
-                let NewRequest { id, request, updates, cancelled } = *new;
+                let NewRequest {
+                    id,
+                    request,
+                    updates,
+                    cancelled,
+                } = *new;
                 let seq = self.next_seq;
                 self.next_seq += 1;
                 let seed = request.params.seed;
-                let samplers = (0..request.n as u64).map(|i| Sampler::new(seed.map(|s| s.wrapping_add(i)))).collect();
+                let samplers = (0..request.n as u64)
+                    .map(|i| Sampler::new(seed.map(|s| s.wrapping_add(i))))
+                    .collect();
                 let max_tokens = request.params.max_tokens;
-                self.scheduler.enqueue(LlmRequest::new(id, seq, request.prompt_ids, request.n, max_tokens));
-                self.clients.insert(id, Client { params: request.params, samplers, updates, cancelled });
+                self.scheduler
+                    .enqueue(LlmRequest::new(id, seq, request.prompt_ids, request.n, max_tokens));
+                self.clients.insert(
+                    id,
+                    Client {
+                        params: request.params,
+                        samplers,
+                        updates,
+                        cancelled,
+                    },
+                );
                 true
             }
             Command::Wake => true,
@@ -139,7 +155,12 @@ impl Worker {
 
     /// Removes cancelled requests (their blocks are freed) with a final `Cancelled` update.
     fn drop_cancelled(&mut self) {
-        let ids: Vec<u64> = self.clients.iter().filter(|(_, c)| c.cancelled.load(Ordering::Acquire)).map(|(&id, _)| id).collect();
+        let ids: Vec<u64> = self
+            .clients
+            .iter()
+            .filter(|(_, c)| c.cancelled.load(Ordering::Acquire))
+            .map(|(&id, _)| id)
+            .collect();
         for id in ids {
             let req = self.scheduler.remove(id, &mut self.kv);
             if let Some(client) = self.clients.remove(&id) {
@@ -148,7 +169,13 @@ impl Worker {
                     None => vec![0],
                 };
                 for sample in samples {
-                    let update = OutputUpdate { sample, token_ids: Vec::new(), finish_reason: Some(FinishReason::Cancelled), error: None, step: self.step };
+                    let update = OutputUpdate {
+                        sample,
+                        token_ids: Vec::new(),
+                        finish_reason: Some(FinishReason::Cancelled),
+                        error: None,
+                        step: self.step,
+                    };
                     let _ = client.updates.send(update);
                 }
             }
@@ -159,7 +186,13 @@ impl Worker {
     fn fail(&mut self, id: u64, error: RequestError) {
         tracing::warn!(request = id, "{error}");
         if let Some(client) = self.clients.remove(&id) {
-            client.send(OutputUpdate { sample: 0, token_ids: Vec::new(), finish_reason: None, error: Some(error), step: self.step });
+            client.send(OutputUpdate {
+                sample: 0,
+                token_ids: Vec::new(),
+                finish_reason: None,
+                error: Some(error),
+                step: self.step,
+            });
         }
     }
 
@@ -180,9 +213,19 @@ impl Worker {
         }
         self.batch.clear();
         for c in &chunks {
-            let tokens = self.scheduler.running.iter().find(|r| r.id == c.request).and_then(|r| r.seqs.iter().find(|s| s.id == c.seq));
+            let tokens = self
+                .scheduler
+                .running
+                .iter()
+                .find(|r| r.id == c.request)
+                .and_then(|r| r.seqs.iter().find(|s| s.id == c.seq));
             if let Some(s) = tokens {
-                self.batch.push_sequence(&s.tokens[c.start..c.start + c.len], c.start, self.kv.block_table(s.id), c.want_logits);
+                self.batch.push_sequence(
+                    &s.tokens[c.start..c.start + c.len],
+                    c.start,
+                    self.kv.block_table(s.id),
+                    c.want_logits,
+                );
             }
         }
         if self.batch.logits_indices.is_empty() {
@@ -215,10 +258,15 @@ impl Worker {
         let max_seq_len = self.scheduler.config.max_seq_len;
         let mut row = 0;
         for c in chunks {
-            let (Some(req), Some(client)) = (self.scheduler.running.iter_mut().find(|r| r.id == c.request), self.clients.get_mut(&c.request)) else {
+            let (Some(req), Some(client)) = (
+                self.scheduler.running.iter_mut().find(|r| r.id == c.request),
+                self.clients.get_mut(&c.request),
+            ) else {
                 continue;
             };
-            let Some(pos) = req.seqs.iter().position(|s| s.id == c.seq) else { continue };
+            let Some(pos) = req.seqs.iter().position(|s| s.id == c.seq) else {
+                continue;
+            };
             let seq = &mut req.seqs[pos];
             seq.num_computed += c.len;
             self.kv.commit(seq.id, &seq.tokens, seq.num_computed);
@@ -232,7 +280,11 @@ impl Worker {
                 req.forked = true;
                 for index in 1..req.n {
                     let parent = &req.seqs[pos];
-                    let child = SeqState { id: self.next_seq, index, ..parent.clone() };
+                    let child = SeqState {
+                        id: self.next_seq,
+                        index,
+                        ..parent.clone()
+                    };
                     self.next_seq += 1;
                     if let Err(e) = self.kv.fork(parent.id, child.id) {
                         tracing::error!(request = req.id, "fork: {e}");
@@ -244,7 +296,9 @@ impl Worker {
             }
             for i in sampled {
                 let seq = &mut req.seqs[i];
-                let Some(sampler) = client.samplers.get_mut(seq.index) else { continue };
+                let Some(sampler) = client.samplers.get_mut(seq.index) else {
+                    continue;
+                };
                 let token = sampler.sample(logits, &client.params);
                 let finish = advance(seq, token, &client.params, &self.eos, max_seq_len);
                 self.generated += 1;
@@ -252,10 +306,22 @@ impl Worker {
                     seq.finished = true;
                     self.kv.free_sequence(seq.id);
                 }
-                client.send(OutputUpdate { sample: seq.index, token_ids: vec![token], finish_reason: finish, error: None, step: self.step });
+                client.send(OutputUpdate {
+                    sample: seq.index,
+                    token_ids: vec![token],
+                    finish_reason: finish,
+                    error: None,
+                    step: self.step,
+                });
             }
         }
-        let done: Vec<u64> = self.scheduler.running.iter().filter(|r| r.is_finished()).map(|r| r.id).collect();
+        let done: Vec<u64> = self
+            .scheduler
+            .running
+            .iter()
+            .filter(|r| r.is_finished())
+            .map(|r| r.id)
+            .collect();
         for id in done {
             self.scheduler.remove(id, &mut self.kv);
             self.clients.remove(&id);
@@ -283,7 +349,13 @@ impl Worker {
 
 /// Appends `token` and applies the stop checks (eos unless ignored, stop ids, max_tokens,
 /// max_seq_len).
-fn advance(seq: &mut SeqState, token: u32, params: &SamplingParams, eos: &[u32], max_seq_len: usize) -> Option<FinishReason> {
+fn advance(
+    seq: &mut SeqState,
+    token: u32,
+    params: &SamplingParams,
+    eos: &[u32],
+    max_seq_len: usize,
+) -> Option<FinishReason> {
     seq.tokens.push(token);
     if (!params.ignore_eos && eos.contains(&token)) || params.stop_token_ids.contains(&token) {
         Some(FinishReason::Stop)

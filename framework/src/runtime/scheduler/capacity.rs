@@ -34,13 +34,18 @@ impl Scheduler {
     fn make_room(&mut self, kv: &mut KvCacheManager, out: &mut CapacityOutcome) {
         let mut i = 0;
         while i < self.running.len() {
-            let need: usize = self.running[i].live_seqs().map(|s| kv.blocks_needed(s.id, s.num_computed, s.tokens.len())).sum();
+            let need: usize = self.running[i]
+                .live_seqs()
+                .map(|s| kv.blocks_needed(s.id, s.num_computed, s.tokens.len()))
+                .sum();
             if need <= kv.available_blocks() {
                 for s in self.running[i].seqs.iter().filter(|s| !s.finished) {
                     match kv.prepare_write(s.id, s.num_computed, s.tokens.len()) {
                         Ok(Some(copy)) => out.copies.push(copy),
                         Ok(None) => {}
-                        Err(e) => tracing::error!(request = self.running[i].id, "KV growth failed after the check: {e}"),
+                        Err(e) => {
+                            tracing::error!(request = self.running[i].id, "KV growth failed after the check: {e}")
+                        }
                     }
                 }
                 i += 1;
@@ -55,7 +60,10 @@ impl Scheduler {
                 let len = req.live_seqs().map(|s| s.tokens.len()).max().unwrap_or(0);
                 out.failed.push((
                     req.id,
-                    format!("the KV cache ({} blocks) cannot hold the sequence at {len} tokens", kv.total_blocks()),
+                    format!(
+                        "the KV cache ({} blocks) cannot hold the sequence at {len} tokens",
+                        kv.total_blocks()
+                    ),
                 ));
                 continue;
             }

@@ -1,0 +1,247 @@
+//! `Llm` and its builder: loads a model (the built-in default, a GGUF file, an HF directory,
+//! optionally with a TOML model definition), starts an executor, and generates.
+
+use super::output::RequestOutput;
+use super::prompt::Prompt;
+use super::stream::{OutputStream, OutputStreamAsync};
+use super::tracker::RequestTracker;
+use crate::engine::BuildConfig;
+use crate::model::{default_model_path, Model, ModelError};
+use crate::registry::{DiscoveryOptions, Registry};
+use crate::runtime::executor::{Executor, ExecutorConfig, ExecutorError, ExecutorStats, Request, RequestError, SubmitError};
+use crate::runtime::kv_cache::KvCacheConfig;
+use crate::runtime::scheduler::CapacitySchedulerPolicy;
+use crate::sampling::{SamplingError, SamplingParams};
+use crate::tokenizer::{ChatMessage, Tokenizer, TokenizerError};
+use rtllm_models::toml::{ModelDefinition, TomlError};
+use rtllm_models::ModelConfig;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+#[derive(Debug, thiserror::Error)]
+pub enum LlmError {
+    #[error(transparent)]
+    Model(#[from] ModelError),
+    #[error("model definition: {0}")]
+    Definition(#[from] TomlError),
+    #[error(transparent)]
+    Executor(#[from] ExecutorError),
+    #[error(transparent)]
+    Submit(#[from] SubmitError),
+    #[error(transparent)]
+    Sampling(#[from] SamplingError),
+    #[error(transparent)]
+    Tokenizer(#[from] TokenizerError),
+    #[error(transparent)]
+    Request(RequestError),
+    #[error("{0} is not supported yet")]
+    Unsupported(&'static str),
+    #[error("the request ended without output")]
+    Closed,
+}
+
+/// Configures and loads an [`Llm`].
+#[derive(Clone, Debug, Default)]
+pub struct LlmBuilder {
+    model: Option<PathBuf>,
+    definition: Option<PathBuf>,
+    executor: ExecutorConfig,
+    plugin_paths: Vec<PathBuf>,
+    registry: Option<Arc<Registry>>,
+}
+
+impl LlmBuilder {
+    /// A GGUF file or an HF directory (default: the built-in default model).
+    pub fn model(mut self, path: impl Into<PathBuf>) -> Self {
+        self.model = Some(path.into());
+        self
+    }
+
+    /// A TOML model definition to assemble the model from instead of its registered architecture.
+    pub fn model_definition(mut self, path: impl Into<PathBuf>) -> Self {
+        self.definition = Some(path.into());
+        self
+    }
+
+    /// Engine build settings: max_batch_size, max_num_tokens, max_seq_len, dtypes, device, pins.
+    pub fn build_config(mut self, build: BuildConfig) -> Self {
+        self.executor.build = build;
+        self
+    }
+
+    pub fn kv_cache_config(mut self, kv: KvCacheConfig) -> Self {
+        self.executor.kv_cache = kv;
+        self
+    }
+
+    pub fn capacity_scheduler_policy(mut self, policy: CapacitySchedulerPolicy) -> Self {
+        self.executor.capacity_scheduler_policy = policy;
+        self
+    }
+
+    pub fn enable_chunked_prefill(mut self, on: bool) -> Self {
+        self.executor.enable_chunked_prefill = on;
+        self
+    }
+
+    /// The whole executor configuration at once (scheduler limits, KV cache, build).
+    pub fn executor_config(mut self, config: ExecutorConfig) -> Self {
+        self.executor = config;
+        self
+    }
+
+    /// A plugin dylib or directory to load in addition to the default discovery.
+    pub fn plugin_path(mut self, path: impl Into<PathBuf>) -> Self {
+        self.plugin_paths.push(path.into());
+        self
+    }
+
+    /// Uses this registry instead of discovering plugins.
+    pub fn registry(mut self, registry: Arc<Registry>) -> Self {
+        self.registry = Some(registry);
+        self
+    }
+
+    pub fn build(self) -> Result<Llm, LlmError> {
+        let registry = match self.registry {
+            Some(r) => r,
+            None => Arc::new(Registry::load(&DiscoveryOptions::default().with_paths(self.plugin_paths))),
+        };
+        let path = self.model.unwrap_or_else(default_model_path);
+        if !path.exists() && path == default_model_path() {
+            return Err(ModelError::NoDefaultModel(path).into());
+        }
+        let build = &self.executor.build;
+        let model = match &self.definition {
+            Some(def) => Model::load_with_definition(&path, &ModelDefinition::from_toml_file(def)?, &registry, build)?,
+            None => Model::load(&path, &registry, build)?,
+        };
+        let eos_ids = model.eos_ids();
+        let Model { path, config, tokenizer, engine, .. } = model;
+        let max_seq_len = engine.limits().max_seq_len;
+        let mut executor_config = self.executor;
+        executor_config.eos_token_ids = eos_ids.clone();
+        let executor = Executor::new(engine, executor_config)?;
+        Ok(Llm { executor, tokenizer: Arc::new(tokenizer), config, eos_ids, path, max_seq_len, _registry: registry })
+    }
+}
+
+/// A loaded model behind a running executor. Every call feeds the same executor, so requests
+/// from several threads (or tasks) are batched together.
+pub struct Llm {
+    executor: Executor,
+    tokenizer: Arc<Tokenizer>,
+    config: ModelConfig,
+    eos_ids: Vec<u32>,
+    path: PathBuf,
+    max_seq_len: usize,
+    _registry: Arc<Registry>,
+}
+
+impl Llm {
+    /// Loads a GGUF file or HF directory with default settings.
+    pub fn new(model: impl AsRef<Path>) -> Result<Llm, LlmError> {
+        Llm::builder().model(model.as_ref()).build()
+    }
+
+    /// Loads the built-in default model (SmolLM2-135M-Instruct) from the cache.
+    pub fn default_model() -> Result<Llm, LlmError> {
+        Llm::builder().build()
+    }
+
+    pub fn builder() -> LlmBuilder {
+        LlmBuilder::default()
+    }
+
+    pub fn tokenizer(&self) -> &Tokenizer {
+        &self.tokenizer
+    }
+
+    pub fn config(&self) -> &ModelConfig {
+        &self.config
+    }
+
+    pub fn model_path(&self) -> &Path {
+        &self.path
+    }
+
+    pub fn max_seq_len(&self) -> usize {
+        self.max_seq_len
+    }
+
+    /// Token ids that end generation.
+    pub fn eos_token_ids(&self) -> &[u32] {
+        &self.eos_ids
+    }
+
+    pub fn stats(&self) -> ExecutorStats {
+        self.executor.stats()
+    }
+
+    /// Tokenizes a prompt (text gets BOS as the model configures it).
+    pub fn encode_prompt(&self, prompt: &Prompt) -> Result<Vec<u32>, LlmError> {
+        match prompt {
+            Prompt::Text(t) => Ok(self.tokenizer.encode(t, true)?),
+            Prompt::Tokens(ids) => Ok(ids.clone()),
+        }
+    }
+
+    /// Renders messages with the model's chat template (with the generation prompt) and
+    /// tokenizes the result.
+    pub fn chat_prompt(&self, messages: &[ChatMessage]) -> Result<Prompt, LlmError> {
+        let text = self.tokenizer.apply_chat_template(messages, true)?;
+        Ok(Prompt::Tokens(self.tokenizer.encode(&text, false)?))
+    }
+
+    /// Submits one request and returns its output stream.
+    pub fn generate_stream(&self, prompt: impl Into<Prompt>, params: &SamplingParams) -> Result<OutputStream, LlmError> {
+        params.validate()?;
+        if params.use_beam_search {
+            return Err(LlmError::Unsupported("beam search through the executor"));
+        }
+        let prompt = prompt.into();
+        let ids = self.encode_prompt(&prompt)?;
+        let text = match prompt {
+            Prompt::Text(t) => Some(t),
+            Prompt::Tokens(_) => None,
+        };
+        let samples = params.best_of.unwrap_or(params.n).max(params.n);
+        let mut request = Request::new(ids.clone(), params.clone());
+        request.n = samples;
+        let handle = self.executor.submit(request)?;
+        let tracker = RequestTracker::new(handle.id(), text, ids, params, samples, &self.eos_ids, &self.tokenizer);
+        Ok(OutputStream::new(handle, tracker, self.tokenizer.clone()))
+    }
+
+    /// Generates for every prompt; all are submitted before any is awaited, so they run
+    /// batched together. Outputs come in prompt order.
+    pub fn generate<P: Into<Prompt>>(
+        &self,
+        prompts: impl IntoIterator<Item = P>,
+        params: &SamplingParams,
+    ) -> Result<Vec<RequestOutput>, LlmError> {
+        let streams: Vec<OutputStream> =
+            prompts.into_iter().map(|p| self.generate_stream(p, params)).collect::<Result<_, _>>()?;
+        streams.into_iter().map(OutputStream::finish).collect()
+    }
+
+    /// Chat: renders the messages with the model's template and generates.
+    pub fn chat(&self, messages: &[ChatMessage], params: &SamplingParams) -> Result<RequestOutput, LlmError> {
+        self.generate_stream(self.chat_prompt(messages)?, params)?.finish()
+    }
+
+    /// Async stream of outputs (call within a tokio runtime).
+    pub fn generate_async_stream(&self, prompt: impl Into<Prompt>, params: &SamplingParams) -> Result<OutputStreamAsync, LlmError> {
+        Ok(OutputStreamAsync::spawn(self.generate_stream(prompt, params)?))
+    }
+
+    /// Async generation of one prompt (call within a tokio runtime).
+    pub async fn generate_async(&self, prompt: impl Into<Prompt>, params: &SamplingParams) -> Result<RequestOutput, LlmError> {
+        self.generate_async_stream(prompt, params)?.finish().await
+    }
+
+    /// Stops the executor (running requests end) and joins its thread.
+    pub fn shutdown(self) -> Result<(), LlmError> {
+        Ok(self.executor.shutdown()?)
+    }
+}

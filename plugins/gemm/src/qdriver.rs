@@ -1,0 +1,281 @@
+//! Runs one quantized matmul (y[T, N] = x[T, K] · w[N, K]ᵀ + bias, w in GGUF blocks) on the
+//! host's pool, by one of two methods ([`QPath`]):
+//!
+//! - `Int`: every activation row is quantized to [`ActBlock`]s in the workspace (rows spread
+//!   over the pool), then tasks split the weight rows and run the integer dot-product blocks
+//!   of `qdot` over all tokens.
+//! - `Dequant`: tasks split the weight rows; each dequantizes 64-row × K-block tiles of its
+//!   weights to f32 straight into 16-column panels in its workspace slot and runs the f32
+//!   outer-product kernel of `packed` over all tokens (the weights are widened once per task,
+//!   not once per token).
+//!
+//! [`path_for`] picks by token count from measurements (see the crate's benchmark).
+
+use crate::packed::{packed_fn, PackedBlock, PANEL};
+use crate::qact::{quantize_row, ActBlock, QA};
+use crate::qdot::{qblock_fn, QBlock, QIsa};
+use crate::qformat::Format;
+use crate::simd::Isa;
+use rtllm_plugin_api::{quant, LaunchContext, PluginError};
+
+/// The method of one launch.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum QPath {
+    /// Quantized activations, integer dot products.
+    Int,
+    /// Weight tiles dequantized to f32, f32 micro-kernel.
+    Dequant,
+}
+
+/// The fewest tokens for which the dequantizing method runs (see [`path_for`]).
+const DEQUANT_FROM: usize = usize::MAX;
+
+/// The method for `t` tokens, by measurement (the crate's `bench_quantized` benchmark on a
+/// Sapphire Rapids core, SmolLM2 shapes; numbers in the module docs of `qmatmul_tests`).
+pub fn path_for(t: usize) -> QPath {
+    if t >= DEQUANT_FROM {
+        QPath::Dequant
+    } else {
+        QPath::Int
+    }
+}
+
+/// Workspace bytes for any launch of up to `t` tokens with the methods [`path_for`] picks.
+pub fn workspace_bytes_upto(t: usize, k: usize) -> usize {
+    let int = workspace_bytes(t, k, QPath::Int);
+    if t >= DEQUANT_FROM {
+        int.max(workspace_bytes(t, k, QPath::Dequant))
+    } else {
+        int
+    }
+}
+
+/// Weight rows per dequantized tile (whole panels).
+const DQ_NB: usize = 64;
+/// Most K elements per dequantized tile.
+const DQ_KC: usize = 768;
+/// Most tasks (and workspace slots) of the dequantizing path.
+const DQ_MAX_TASKS: usize = 16;
+/// Fewest multiply-adds per task of the integer path.
+const MIN_TASK_MACS: usize = 1 << 16;
+
+/// One quantized matmul on host memory.
+pub struct QProblem<'a> {
+    pub x: &'a [f32],
+    /// The weight bytes: `n` rows of `k / F::BLOCK` blocks.
+    pub w: &'a [u8],
+    pub bias: Option<&'a [f32]>,
+    pub y: &'a mut [f32],
+    pub t: usize,
+    pub k: usize,
+    pub n: usize,
+}
+
+/// K blocking of the dequantizing path: (count, length), length a multiple of `block`.
+fn dq_k_blocking(k: usize, block: usize) -> (usize, usize) {
+    let count = k.div_ceil(DQ_KC).max(1);
+    let len = k.div_ceil(count).next_multiple_of(block).min(k).max(block.min(k));
+    (k.div_ceil(len.max(1)), len)
+}
+
+/// Bytes of quantized activations for `t` rows of `k`.
+pub fn act_bytes(t: usize, k: usize) -> usize {
+    t * (k / QA) * std::mem::size_of::<ActBlock>()
+}
+
+/// f32s of one dequantizing task's panel slot.
+fn dq_slot(k: usize) -> usize {
+    DQ_NB * k.min(DQ_KC.next_multiple_of(256))
+}
+
+/// Workspace bytes for up to `t` tokens (both methods' needs; the larger applies).
+pub fn workspace_bytes(t: usize, k: usize, path: QPath) -> usize {
+    match path {
+        QPath::Int => act_bytes(t, k),
+        QPath::Dequant => DQ_MAX_TASKS * dq_slot(k) * std::mem::size_of::<f32>(),
+    }
+}
+
+/// A pointer tasks share; each touches a disjoint part.
+#[derive(Clone, Copy)]
+struct Shared<T>(*mut T);
+unsafe impl<T> Send for Shared<T> {}
+unsafe impl<T> Sync for Shared<T> {}
+
+/// Part `i` of `parts` of `0..len` in whole `unit`s.
+fn split(len: usize, unit: usize, parts: usize, i: usize) -> (usize, usize) {
+    let units = len.div_ceil(unit);
+    ((i * units / parts * unit).min(len), ((i + 1) * units / parts * unit).min(len))
+}
+
+fn check<F: Format>(p: &QProblem<'_>) -> Result<(), PluginError> {
+    let QProblem { x, w, bias, y, t, k, n } = p;
+    let (t, k, n) = (*t, *k, *n);
+    if k % F::BLOCK != 0 {
+        return Err(PluginError::new(format!("matmul: K={k} is not a multiple of {}'s {}-element blocks", F::DTYPE, F::BLOCK)));
+    }
+    let row_bytes = k / F::BLOCK * F::BYTES;
+    if x.len() != t * k || w.len() != n * row_bytes || y.len() != t * n || bias.is_some_and(|b| b.len() != n) {
+        return Err(PluginError::new(format!("matmul: buffer lengths do not match T={t}, K={k}, N={n} ({})", F::DTYPE)));
+    }
+    Ok(())
+}
+
+/// Runs `p` with method `path` on `isa`.
+pub fn run<F: Format>(ctx: &LaunchContext, isa: QIsa, path: QPath, p: QProblem<'_>) -> Result<(), PluginError> {
+    check::<F>(&p)?;
+    if p.t == 0 || p.n == 0 {
+        return Ok(());
+    }
+    if p.k == 0 {
+        for row in p.y.chunks_exact_mut(p.n) {
+            match p.bias {
+                Some(b) => row.copy_from_slice(b),
+                None => row.fill(0.0),
+            }
+        }
+        return Ok(());
+    }
+    match path {
+        QPath::Int => run_int::<F>(ctx, isa, p),
+        QPath::Dequant => run_dequant::<F>(ctx, isa, p),
+    }
+}
+
+fn run_int<F: Format>(ctx: &LaunchContext, isa: QIsa, p: QProblem<'_>) -> Result<(), PluginError> {
+    let QProblem { x, w, bias, y, t, k, n } = p;
+    let nsub = k / QA;
+    let acts = ctx
+        .workspace::<ActBlock>(t * nsub)
+        .map_err(|e| e.context(format_args!("matmul {}: quantized activations", F::DTYPE)))?;
+    let simd = isa.has_avx2();
+    if t == 1 {
+        quantize_row(x, acts, simd);
+    } else {
+        let a = Shared(acts.as_mut_ptr());
+        ctx.parallel_chunks(t, 8, |rows| {
+            let a = a;
+            for r in rows {
+                // SAFETY: row r's blocks belong to this chunk alone; `acts` holds t*nsub blocks.
+                let out = unsafe { std::slice::from_raw_parts_mut(a.0.add(r * nsub), nsub) };
+                quantize_row(&x[r * k..(r + 1) * k], out, simd);
+            }
+        })?;
+    }
+    let row_bytes = k / F::BLOCK * F::BYTES;
+    let macs = t.saturating_mul(k).saturating_mul(n);
+    let threads = ctx.num_threads();
+    let goal = if threads <= 1 { 1 } else { (macs / MIN_TASK_MACS).clamp(1, threads * 4) };
+    let tasks = n.div_ceil(4).min(goal).max(1);
+    let block = qblock_fn::<F>(isa);
+    let (acts, y_ptr) = (Shared(acts.as_mut_ptr()), Shared(y.as_mut_ptr()));
+    ctx.parallel_for(tasks, |task| {
+        let (c0, c1) = split(n, 4, tasks, task);
+        if c0 >= c1 {
+            return;
+        }
+        let (acts, y) = (acts, y_ptr);
+        let b = QBlock {
+            acts: acts.0,
+            lda: nsub,
+            w: w[c0 * row_bytes..].as_ptr(),
+            row_bytes,
+            nsub,
+            // SAFETY: columns c0..c1 of every row of y belong to this task alone.
+            y: unsafe { y.0.add(c0) },
+            ldy: n,
+            bias: bias.map_or(std::ptr::null(), |b| b[c0..].as_ptr()),
+            rows: t,
+            cols: c1 - c0,
+        };
+        // SAFETY: the block lies inside acts (t*nsub blocks), w (n rows) and y (checked in
+        // `check`); `isa` was detected on this CPU.
+        unsafe { block(&b) }
+    })
+}
+
+fn run_dequant<F: Format>(ctx: &LaunchContext, isa: QIsa, p: QProblem<'_>) -> Result<(), PluginError> {
+    let QProblem { x, w, bias, y, t, k, n } = p;
+    let row_bytes = k / F::BLOCK * F::BYTES;
+    let (k_count, k_len) = dq_k_blocking(k, F::BLOCK);
+    let slot = dq_slot(k);
+    let tasks = n.div_ceil(PANEL).min((ctx.num_threads() * 2).min(DQ_MAX_TASKS)).max(1);
+    let ws = ctx
+        .workspace::<f32>(tasks * slot)
+        .map_err(|e| e.context(format_args!("matmul {}: dequantized tiles", F::DTYPE)))?;
+    let fisa = if isa.has_avx2() { Isa::Avx2Fma } else { Isa::Portable };
+    let kernel = packed_fn(fisa);
+    let (ws, y_ptr) = (Shared(ws.as_mut_ptr()), Shared(y.as_mut_ptr()));
+    let failed = std::sync::atomic::AtomicBool::new(false);
+    ctx.parallel_for(tasks, |task| {
+        let (c0, c1) = split(n, PANEL, tasks, task);
+        let (ws, y) = (ws, y_ptr);
+        // SAFETY: slot `task` of the workspace (tasks*slot f32s) belongs to this task alone.
+        let panels = unsafe { std::slice::from_raw_parts_mut(ws.0.add(task * slot), slot) };
+        let mut line = [0f32; DQ_KC + 256];
+        for nb0 in (c0..c1).step_by(DQ_NB) {
+            let cols = DQ_NB.min(c1 - nb0);
+            for kb in 0..k_count {
+                let k0 = kb * k_len;
+                let depth = k_len.min(k - k0);
+                let bytes = depth / F::BLOCK * F::BYTES;
+                let npanels = cols.div_ceil(PANEL);
+                for c in 0..npanels * PANEL {
+                    let base = c / PANEL * PANEL * depth + c % PANEL;
+                    if c < cols {
+                        let src = &w[(nb0 + c) * row_bytes + k0 / F::BLOCK * F::BYTES..][..bytes];
+                        if quant::dequantize_row(F::DTYPE, src, &mut line[..depth]).is_err() {
+                            failed.store(true, std::sync::atomic::Ordering::Relaxed);
+                            return;
+                        }
+                        for (kk, v) in line[..depth].iter().enumerate() {
+                            panels[base + kk * PANEL] = *v;
+                        }
+                    } else {
+                        for kk in 0..depth {
+                            panels[base + kk * PANEL] = 0.0;
+                        }
+                    }
+                }
+                let b = PackedBlock {
+                    x: x[k0..].as_ptr(),
+                    ldx: k,
+                    panels: panels.as_ptr(),
+                    // SAFETY: columns nb0..nb0+cols of every row of y belong to this task.
+                    y: unsafe { y.0.add(nb0) },
+                    ldy: n,
+                    bias: match bias {
+                        Some(b) if kb == 0 => b[nb0..].as_ptr(),
+                        _ => std::ptr::null(),
+                    },
+                    accumulate: kb > 0,
+                    rows: t,
+                    cols,
+                    depth,
+                };
+                // SAFETY: the block lies inside x, the panels and y; `fisa` runs on this CPU.
+                unsafe { kernel(&b) }
+            }
+        }
+    })?;
+    if failed.into_inner() {
+        return Err(PluginError::new(format!("matmul {}: dequantizing a weight tile failed", F::DTYPE)));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn dequant_k_blocks_are_whole_blocks() {
+        for (k, block) in [(576usize, 32usize), (1536, 32), (2048, 256), (256, 256), (4096, 32)] {
+            let (count, len) = dq_k_blocking(k, block);
+            assert_eq!(len % block, 0, "k={k}");
+            assert!(len <= DQ_KC.next_multiple_of(256));
+            assert!(count * len >= k && (count - 1) * len < k);
+            assert!(DQ_NB * len <= dq_slot(k));
+        }
+    }
+}

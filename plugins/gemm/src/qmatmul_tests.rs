@@ -1,0 +1,192 @@
+//! Tests of the quantized `matmul`: both methods on every back end against references built
+//! from ggml's (de)quantizers, the op's examples through `Kernel::launch` with the workspace
+//! it asks for, and an ignored benchmark comparing the methods on SmolLM2 shapes.
+
+use crate::qact::{quantize_row as quantize_acts, ActBlock, QA};
+use crate::qdot::QIsa;
+use crate::qdriver::{self, QPath, QProblem};
+use crate::qmatmul::{run_dtype, QMatmul, QMatmulKernel};
+use crate::test_pool::{arg, data, threaded};
+use rtllm_plugin_api::quant::{dequantize_row_to_vec, quantize_row_to_vec};
+use rtllm_plugin_api::{Attrs, DType, Kernel, LaunchContext, Op, TensorMeta};
+
+/// Quantized weight rows and their dequantized values.
+struct QWeights {
+    bytes: Vec<u8>,
+    deq: Vec<f32>,
+}
+
+fn qweights(dtype: DType, n: usize, k: usize, seed: u64) -> QWeights {
+    let w = data(n * k, seed);
+    let mut bytes = Vec::new();
+    let mut deq = Vec::new();
+    for row in w.chunks_exact(k) {
+        let q = quantize_row_to_vec(dtype, row).unwrap();
+        deq.extend(dequantize_row_to_vec(dtype, &q, k).unwrap());
+        bytes.extend(q);
+    }
+    QWeights { bytes, deq }
+}
+
+/// y = x · wᵀ + bias in f64.
+fn reference(x: &[f32], w: &[f32], bias: Option<&[f32]>, t: usize, k: usize, n: usize) -> Vec<f32> {
+    let mut y = vec![0f32; t * n];
+    for i in 0..t {
+        for j in 0..n {
+            let s: f64 = (0..k).map(|l| x[i * k + l] as f64 * w[j * k + l] as f64).sum();
+            y[i * n + j] = (s + bias.map_or(0.0, |b| b[j] as f64)) as f32;
+        }
+    }
+    y
+}
+
+/// x after activation quantization (what the integer method multiplies exactly).
+fn quantized_x(x: &[f32], k: usize) -> Vec<f32> {
+    let mut out = Vec::with_capacity(x.len());
+    let mut blocks = vec![ActBlock::default(); k / QA];
+    for row in x.chunks_exact(k) {
+        quantize_acts(row, &mut blocks, false);
+        for b in &blocks {
+            out.extend(b.qs.iter().map(|&q| b.d * q as f32));
+        }
+    }
+    out
+}
+
+/// max |a - b| / max |b|.
+fn rel_err(got: &[f32], want: &[f32]) -> f32 {
+    let scale = want.iter().fold(0f32, |m, v| m.max(v.abs())).max(1e-6);
+    got.iter().zip(want).fold(0f32, |m, (a, b)| m.max((a - b).abs())) / scale
+}
+
+fn isas() -> Vec<QIsa> {
+    [QIsa::Portable, QIsa::Avx2, QIsa::Avx512Vnni].into_iter().filter(|i| i.is_supported()).collect()
+}
+
+fn run(ctx: &LaunchContext, isa: QIsa, path: QPath, dtype: DType, w: &QWeights, x: &[f32], bias: Option<&[f32]>, (t, k, n): (usize, usize, usize)) -> Vec<f32> {
+    let mut y = vec![f32::NAN; t * n];
+    let p = QProblem { x, w: &w.bytes, bias, y: &mut y, t, k, n };
+    run_dtype(ctx, isa, path, dtype, p).unwrap();
+    y
+}
+
+#[test]
+fn both_methods_match_references_on_every_isa() {
+    let shapes = [(1usize, 32usize, 1usize), (1, 576, 13), (3, 256, 9), (5, 512, 33), (17, 768, 20), (64, 256, 17)];
+    for dtype in DType::QUANTIZED {
+        for &(t, k, n) in &shapes {
+            if k % dtype.block_size() != 0 {
+                continue;
+            }
+            let w = qweights(dtype, n, k, 7 + n as u64);
+            let x = data(t * k, 3 + t as u64);
+            let bias = data(n, 11);
+            let exact = reference(&x, &w.deq, Some(&bias), t, k, n);
+            let with_qx = reference(&quantized_x(&x, k), &w.deq, Some(&bias), t, k, n);
+            let mut ws = vec![0f32; qdriver::workspace_bytes(t, k, QPath::Dequant).max(qdriver::act_bytes(t, k)) / 4 + 16];
+            let ctx = threaded(&mut ws);
+            for isa in isas() {
+                let what = format!("{dtype} {isa:?} T={t} K={k} N={n}");
+                let y = run(&ctx, isa, QPath::Int, dtype, &w, &x, Some(&bias), (t, k, n));
+                let e = rel_err(&y, &with_qx);
+                assert!(e < 1e-5, "{what} int vs quantized-x reference: {e}");
+                let e = rel_err(&y, &exact);
+                assert!(e < 2e-2, "{what} int vs exact reference: {e}");
+                let y = run(&ctx, isa, QPath::Dequant, dtype, &w, &x, Some(&bias), (t, k, n));
+                let e = rel_err(&y, &exact);
+                assert!(e < 1e-5, "{what} dequant vs exact reference: {e}");
+            }
+        }
+    }
+}
+
+#[test]
+fn examples_run_through_the_kernel_with_their_workspace() {
+    for ex in QMatmul::examples() {
+        let metas: Vec<TensorMeta> = ex.inputs.iter().cloned().collect();
+        let out = QMatmul::infer(&metas, &Attrs::new()).unwrap().remove(0);
+        let (t, k) = (metas[0].dims[0].known().unwrap(), metas[0].dims[1].known().unwrap());
+        let n = metas[1].dims[0].known().unwrap();
+        let dtype = metas[1].dtype;
+        let kernel = QMatmul::create(&metas, &Attrs::new()).unwrap();
+        let mut ws = vec![0f32; kernel.workspace_bytes(&metas).unwrap().div_ceil(4)];
+        let ctx = threaded(&mut ws);
+        let w = qweights(dtype, n, k, 5);
+        let mut x = data(t * k, 9);
+        let mut bias = data(n, 4);
+        let has_bias = metas.len() == 3;
+        let want = reference(&quantized_x(&x, k), &w.deq, has_bias.then_some(&bias[..]), t, k, n);
+        let mut y = vec![f32::NAN; t * n];
+        let mut wb = w.bytes.clone();
+        let mut args = vec![arg(metas[0].clone(), &mut x), arg(metas[1].clone(), &mut wb)];
+        if has_bias {
+            args.push(arg(metas[2].clone(), &mut bias));
+        }
+        kernel.launch(&ctx, &args, &[arg(out, &mut y)]).unwrap();
+        assert!(rel_err(&y, &want) < 1e-5, "{dtype} T={t} K={k} N={n}");
+    }
+}
+
+#[test]
+fn bad_inputs_are_errors() {
+    let m = |d: DType, s: &[usize]| TensorMeta::of(d, s);
+    let e = QMatmul::infer(&[m(DType::F32, &[2, 100]), m(DType::Q4_K, &[3, 100])], &Attrs::new()).unwrap_err();
+    assert!(e.to_string().contains("256-element"), "{e}");
+    let e = QMatmul::infer(&[m(DType::F32, &[2, 64]), m(DType::Q8_0, &[3, 32])], &Attrs::new()).unwrap_err();
+    assert!(e.to_string().contains("K mismatch"), "{e}");
+    // Too little workspace is an error, not a crash.
+    let w = qweights(DType::Q4_1, 4, 64, 1);
+    let x = data(2 * 64, 2);
+    let mut y = vec![0f32; 8];
+    let ctx = LaunchContext::cpu_sequential();
+    let p = QProblem { x: &x, w: &w.bytes, bias: None, y: &mut y, t: 2, k: 64, n: 4 };
+    assert!(run_dtype(&ctx, QIsa::Portable, QPath::Int, DType::Q4_1, p).is_err());
+    // Weight bytes that do not match the shape.
+    let mut ws = vec![0f32; 1024];
+    let ctx = threaded(&mut ws);
+    let p = QProblem { x: &x, w: &w.bytes[..40], bias: None, y: &mut y, t: 2, k: 64, n: 4 };
+    assert!(run_dtype(&ctx, QIsa::Portable, QPath::Int, DType::Q4_1, p).is_err());
+    // f32 weights go to the float kernel.
+    let metas = [m(DType::F32, &[2, 8]), m(DType::F32, &[3, 8])];
+    assert!(QMatmul::create(&metas, &Attrs::new()).is_ok());
+    assert!(QMatmulKernel::with(QIsa::Portable, None).is_some());
+}
+
+/// Method × token count on SmolLM2-135M shapes; run with
+/// `cargo test -p rtllm-gemm --release -- --ignored --nocapture bench_quantized`
+/// (RTLLM_BENCH_THREADS sets the pool size, default 2).
+#[test]
+#[ignore = "benchmark: run with --ignored --nocapture"]
+fn bench_quantized() {
+    let threads = std::env::var("RTLLM_BENCH_THREADS").ok().and_then(|v| v.parse().ok()).unwrap_or(2);
+    let pool = rayon::ThreadPoolBuilder::new().num_threads(threads).build().unwrap();
+    let isa = QIsa::detect();
+    let shapes = [(DType::Q4_1, 576usize, 576usize), (DType::Q4_1, 576, 1536), (DType::Q4_1, 1536, 576), (DType::Q8_0, 576, 8192), (DType::Q4_K, 1536, 576), (DType::Q6_K, 1536, 576)];
+    println!("isa {isa:?}, {threads} threads");
+    for (dtype, k, n) in shapes {
+        let w = qweights(dtype, n, k, 1);
+        for t in [1usize, 64, 128, 512] {
+            let x = data(t * k, 2);
+            let mut ws = vec![0f32; qdriver::workspace_bytes(t, k, QPath::Dequant).max(qdriver::act_bytes(t, k)) / 4 + 16];
+            let ctx = crate::test_pool::pooled(&pool, &mut ws);
+            let mut line = format!("{dtype} K={k:5} N={n:5} T={t:4}:");
+            for path in [QPath::Int, QPath::Dequant] {
+                let mut y = vec![0f32; t * n];
+                let iters = (2e9 / (2.0 * (t * k * n) as f64)).clamp(3.0, 2000.0) as usize;
+                let mut times = Vec::new();
+                for _ in 0..5 {
+                    let start = std::time::Instant::now();
+                    for _ in 0..iters {
+                        let p = QProblem { x: &x, w: &w.bytes, bias: None, y: &mut y, t, k, n };
+                        run_dtype(&ctx, isa, path, dtype, p).unwrap();
+                    }
+                    times.push(start.elapsed().as_secs_f64() / iters as f64);
+                }
+                times.sort_by(|a, b| a.total_cmp(b));
+                let s = times[2];
+                line += &format!("  {path:?} {:8.1} us {:6.1} GFLOP/s", s * 1e6, 2.0 * (t * k * n) as f64 / s / 1e9);
+            }
+            println!("{line}");
+        }
+    }
+}
