@@ -1,6 +1,7 @@
 //! rtllm: the plugin registry, graph builder, engine, weights, tokenizer, runtime and CLI.
 //! Plugins provide the kernels (see rtllm-plugin-api); models (rtllm-models) name the ops.
 
+pub mod api;
 pub mod cli;
 pub mod engine;
 pub mod host_pool;

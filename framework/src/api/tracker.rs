@@ -92,7 +92,7 @@ impl RequestTracker {
                     let tail = s.checker.flush(tokenizer);
                     s.output.text_diff.push_str(&tail);
                     s.output.finish_reason = Some(match reason {
-                        ExecutorFinish::Length => FinishReason::Length,
+                        ExecutorFinish::Length | ExecutorFinish::Cancelled => FinishReason::Length,
                         ExecutorFinish::Stop => {
                             let last = s.output.token_ids.last().copied().unwrap_or(0);
                             FinishReason::Stop(StopKind::StopTokenId(last))

@@ -3,7 +3,7 @@
 
 use super::Command;
 use crate::runtime::FinishReason;
-use crate::sampling::{SamplingError, SamplingParams};
+use crate::sampling::{SampledToken, SamplingError, SamplingParams};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{Receiver, Sender};
 use std::sync::Arc;
@@ -65,12 +65,21 @@ pub struct OutputUpdate {
     pub sample: usize,
     /// Tokens generated since the previous update.
     pub token_ids: Vec<u32>,
+    /// Each token's log-probability (and the top alternatives when `logprobs` was asked).
+    pub logprobs: Vec<SampledToken>,
     /// Set on the sample's last update.
     pub finish_reason: Option<FinishReason>,
     /// Set (on a last update, for all samples at once) when the request failed.
     pub error: Option<RequestError>,
     /// The executor step that produced it.
     pub step: u64,
+}
+
+impl OutputUpdate {
+    /// The single update that ends a failed request.
+    pub fn failed(error: RequestError, step: u64) -> OutputUpdate {
+        OutputUpdate { sample: 0, token_ids: Vec::new(), logprobs: Vec::new(), finish_reason: None, error: Some(error), step }
+    }
 }
 
 /// A submitted request: iterate for its updates; the stream ends when every sample is done.

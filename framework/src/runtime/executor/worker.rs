@@ -9,7 +9,7 @@ use crate::engine::{Engine, StepBatch};
 use crate::runtime::kv_cache::KvCacheManager;
 use crate::runtime::scheduler::{schedule_micro_batch, LlmRequest, ScheduledChunk, Scheduler, SeqState};
 use crate::runtime::FinishReason;
-use crate::sampling::{Sampler, SamplingParams};
+use crate::sampling::{SamplingParams, SequenceSampler};
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{Receiver, Sender, TryRecvError};
@@ -26,7 +26,8 @@ pub(crate) struct NewRequest {
 /// The client side of a request the loop holds: how to sample and where to stream.
 struct Client {
     params: SamplingParams,
-    samplers: Vec<Sampler>,
+    /// One per sample: its random stream, penalty state and log-probabilities.
+    samplers: Vec<SequenceSampler>,
     updates: Sender<OutputUpdate>,
     cancelled: Arc<AtomicBool>,
 }
@@ -50,6 +51,8 @@ pub(super) struct Worker {
     clients: HashMap<u64, Client>,
     batch: StepBatch,
     logits: Vec<f32>,
+    /// One logits row, copied so a sampler can apply penalties in place.
+    row_scratch: Vec<f32>,
     step: u64,
     next_seq: u64,
     peak_running: usize,
@@ -76,6 +79,7 @@ impl Worker {
             clients: HashMap::new(),
             batch: StepBatch::default(),
             logits: Vec::new(),
+            row_scratch: Vec::new(),
             step: 0,
             next_seq: 1,
             peak_running: 0,
@@ -130,10 +134,17 @@ impl Worker {
                 } = *new;
                 let seq = self.next_seq;
                 self.next_seq += 1;
-                let seed = request.params.seed;
-                let samplers = (0..request.n as u64)
-                    .map(|i| Sampler::new(seed.map(|s| s.wrapping_add(i))))
-                    .collect();
+                let samplers = (0..request.n)
+                    .map(|i| SequenceSampler::for_output(&request.params, &request.prompt_ids, &self.eos, i))
+                    .collect::<Result<Vec<_>, _>>();
+                let samplers = match samplers {
+                    Ok(s) => s,
+                    Err(e) => {
+                        // `submit` validated the params, so this is a bug, not bad input.
+                        let _ = updates.send(OutputUpdate::failed(RequestError::Unschedulable(e.to_string()), self.step));
+                        return true;
+                    }
+                };
                 let max_tokens = request.params.max_tokens;
                 self.scheduler
                     .enqueue(LlmRequest::new(id, seq, request.prompt_ids, request.n, max_tokens));
@@ -172,6 +183,7 @@ impl Worker {
                     let update = OutputUpdate {
                         sample,
                         token_ids: Vec::new(),
+                        logprobs: Vec::new(),
                         finish_reason: Some(FinishReason::Cancelled),
                         error: None,
                         step: self.step,
@@ -186,13 +198,7 @@ impl Worker {
     fn fail(&mut self, id: u64, error: RequestError) {
         tracing::warn!(request = id, "{error}");
         if let Some(client) = self.clients.remove(&id) {
-            client.send(OutputUpdate {
-                sample: 0,
-                token_ids: Vec::new(),
-                finish_reason: None,
-                error: Some(error),
-                step: self.step,
-            });
+            client.send(OutputUpdate::failed(error, self.step));
         }
     }
 
@@ -299,7 +305,10 @@ impl Worker {
                 let Some(sampler) = client.samplers.get_mut(seq.index) else {
                     continue;
                 };
-                let token = sampler.sample(logits, &client.params);
+                self.row_scratch.clear();
+                self.row_scratch.extend_from_slice(logits);
+                let sampled = sampler.sample(&mut self.row_scratch);
+                let token = sampled.id;
                 let finish = advance(seq, token, &client.params, &self.eos, max_seq_len);
                 self.generated += 1;
                 if finish.is_some() {
@@ -309,6 +318,7 @@ impl Worker {
                 client.send(OutputUpdate {
                     sample: seq.index,
                     token_ids: vec![token],
+                    logprobs: vec![sampled],
                     finish_reason: finish,
                     error: None,
                     step: self.step,
