@@ -31,3 +31,26 @@ fn config_model_generates_hf_tokens() {
         assert_eq!(got.tokens, want, "{}: the TOML-defined model matches HF", case["name"]);
     }
 }
+
+#[test]
+fn the_llm_api_accepts_a_model_definition() {
+    let gguf = default_model_path();
+    if !gguf.exists() {
+        eprintln!("skipping: {} is missing; run scripts/fetch-default-model.sh", gguf.display());
+        return;
+    }
+    let root = rtllm_tests::repo_root();
+    let registry = std::sync::Arc::new(rtllm_tests::registry_with(rtllm_tests::builtin_plugin_files()));
+    let defined = rtllm::api::Llm::builder()
+        .registry(registry.clone())
+        .model(&gguf)
+        .model_definition(root.join("examples/config-model/smollm.toml"))
+        .build()
+        .expect("builds from the TOML file");
+    let builtin = rtllm::api::Llm::builder().registry(registry).model(&gguf).build().expect("builds");
+    let params = SamplingParams { ignore_eos: true, ..SamplingParams::greedy(12) };
+    let a = defined.generate(["The capital of France is"], &params).expect("generates");
+    let b = builtin.generate(["The capital of France is"], &params).expect("generates");
+    assert_eq!(a[0].outputs[0].token_ids, b[0].outputs[0].token_ids);
+    assert!(a[0].outputs[0].text.starts_with(" Paris"), "{:?}", a[0].outputs[0].text);
+}

@@ -10,6 +10,8 @@ use rtllm::tokenizer::ChatMessage;
 use std::sync::{Arc, OnceLock};
 
 /// One Llm for the whole test binary (tests run in parallel against it, which is the point).
+/// Weights are dequantized as HF does, so exact texts can be asserted (greedy on SmolLM2:
+/// "The capital of France is" → " Paris.\n\nThe answer is: ...").
 fn llm() -> Option<&'static Llm> {
     static LLM: OnceLock<Option<Llm>> = OnceLock::new();
     LLM.get_or_init(|| {
@@ -18,7 +20,9 @@ fn llm() -> Option<&'static Llm> {
             return None;
         }
         let registry = Arc::new(rtllm_tests::registry_with(rtllm_tests::builtin_plugin_files()));
-        Some(Llm::builder().registry(registry).build().expect("the default model loads"))
+        let mut build = rtllm::engine::BuildConfig::default();
+        build.selection.dequantize_weights = true;
+        Some(Llm::builder().registry(registry).build_config(build).build().expect("the default model loads"))
     })
     .as_ref()
 }
