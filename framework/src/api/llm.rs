@@ -48,6 +48,7 @@ pub struct LlmBuilder {
     executor: ExecutorConfig,
     plugin_paths: Vec<PathBuf>,
     registry: Option<Arc<Registry>>,
+    dummy: Option<crate::weights::dummy::DummySpec>,
 }
 
 impl LlmBuilder {
@@ -96,6 +97,12 @@ impl LlmBuilder {
         self
     }
 
+    /// Random weights for a config instead of a model file (see `weights::dummy`).
+    pub fn dummy_weights(mut self, spec: crate::weights::dummy::DummySpec) -> Self {
+        self.dummy = Some(spec);
+        self
+    }
+
     /// Uses this registry instead of discovering plugins.
     pub fn registry(mut self, registry: Arc<Registry>) -> Self {
         self.registry = Some(registry);
@@ -108,13 +115,14 @@ impl LlmBuilder {
             None => Arc::new(Registry::load(&DiscoveryOptions::default().with_paths(self.plugin_paths))),
         };
         let path = self.model.unwrap_or_else(default_model_path);
-        if !path.exists() && path == default_model_path() {
+        if self.dummy.is_none() && !path.exists() && path == default_model_path() {
             return Err(ModelError::NoDefaultModel(path).into());
         }
         let build = &self.executor.build;
-        let model = match &self.definition {
-            Some(def) => Model::load_with_definition(&path, &ModelDefinition::from_toml_file(def)?, &registry, build)?,
-            None => Model::load(&path, &registry, build)?,
+        let model = match (&self.dummy, &self.definition) {
+            (Some(spec), _) => Model::load_dummy(spec, &registry, build)?,
+            (None, Some(def)) => Model::load_with_definition(&path, &ModelDefinition::from_toml_file(def)?, &registry, build)?,
+            (None, None) => Model::load(&path, &registry, build)?,
         };
         let eos_ids = model.eos_ids();
         let Model { path, config, tokenizer, engine, .. } = model;
@@ -196,9 +204,6 @@ impl Llm {
     /// Submits one request and returns its output stream.
     pub fn generate_stream(&self, prompt: impl Into<Prompt>, params: &SamplingParams) -> Result<OutputStream, LlmError> {
         params.validate()?;
-        if params.use_beam_search {
-            return Err(LlmError::Unsupported("beam search through the executor"));
-        }
         let prompt = prompt.into();
         let ids = self.encode_prompt(&prompt)?;
         let text = match prompt {

@@ -87,6 +87,9 @@ impl RequestTracker {
                 }
                 changed = true;
             }
+            if let Some(cum) = update.cumulative_logprob {
+                s.output.cumulative_logprob = cum;
+            }
             if s.output.finish_reason.is_none() {
                 if let Some(reason) = update.finish_reason {
                     let tail = s.checker.flush(tokenizer);

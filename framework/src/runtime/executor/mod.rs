@@ -2,6 +2,7 @@
 //! runs the in-flight batching loop (see `worker`), with `submit` → `RequestHandle` for
 //! clients, stats, and `shutdown`.
 
+mod beam;
 mod request;
 mod worker;
 
@@ -190,6 +191,14 @@ impl Executor {
         request.params.validate()?;
         if request.n == 0 || request.n > l.max_batch_size {
             return Err(SubmitError::BadSampleCount {
+                n: request.n,
+                max_batch_size: l.max_batch_size,
+            });
+        }
+        let p = &request.params;
+        if p.use_beam_search && (p.beam_width > l.max_batch_size || request.n > p.beam_width) {
+            return Err(SubmitError::BadBeamWidth {
+                beam_width: p.beam_width,
                 n: request.n,
                 max_batch_size: l.max_batch_size,
             });

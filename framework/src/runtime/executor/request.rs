@@ -14,7 +14,8 @@ use std::time::Instant;
 pub struct Request {
     pub prompt_ids: Vec<u32>,
     pub params: SamplingParams,
-    /// Independent samples of the same prompt (they share the prompt's KV blocks).
+    /// Independent samples of the same prompt (they share the prompt's KV blocks); under
+    /// `params.use_beam_search`, the best hypotheses returned (<= `beam_width`).
     pub n: usize,
     pub arrival: Instant,
 }
@@ -41,6 +42,8 @@ pub enum SubmitError {
     Sampling(#[from] SamplingError),
     #[error("n = {n} samples: must be 1..={max_batch_size} (max_batch_size)")]
     BadSampleCount { n: usize, max_batch_size: usize },
+    #[error("beam search with beam_width {beam_width} and n = {n}: need n <= beam_width <= {max_batch_size} (max_batch_size)")]
+    BadBeamWidth { beam_width: usize, n: usize, max_batch_size: usize },
     #[error("prompt of {prompt} tokens plus one generated exceeds max_seq_len {max_seq_len}")]
     TooLong { prompt: usize, max_seq_len: usize },
     #[error("prompt needs {needed} KV cache blocks but the whole cache has {total}")]
@@ -73,12 +76,15 @@ pub struct OutputUpdate {
     pub error: Option<RequestError>,
     /// The executor step that produced it.
     pub step: u64,
+    /// The sample's total log-probability, when the executor knows it better than the sum of
+    /// `logprobs` (beam search: set on each hypothesis's single final update).
+    pub cumulative_logprob: Option<f64>,
 }
 
 impl OutputUpdate {
     /// The single update that ends a failed request.
     pub fn failed(error: RequestError, step: u64) -> OutputUpdate {
-        OutputUpdate { sample: 0, token_ids: Vec::new(), logprobs: Vec::new(), finish_reason: None, error: Some(error), step }
+        OutputUpdate { sample: 0, token_ids: Vec::new(), logprobs: Vec::new(), finish_reason: None, error: Some(error), step, cumulative_logprob: None }
     }
 }
 

@@ -1,8 +1,10 @@
 //! The executor loop: fetch new requests, drop cancelled ones, schedule (capacity, then
 //! micro-batch), pack one `StepBatch` of decode tokens and prefill chunks, forward, sample each
 //! sequence that reached its last token (forking `n > 1` samples after the prompt), apply the
-//! stop checks, stream updates, and free finished requests' blocks.
+//! stop checks, stream updates, and free finished requests' blocks. Beam-search requests take
+//! their steps through `beam::BeamState` instead of the per-sample samplers.
 
+use super::beam::{BeamProgress, BeamState};
 use super::request::{OutputUpdate, Request, RequestError};
 use super::{Command, ExecutorStats};
 use crate::engine::{Engine, StepBatch};
@@ -28,6 +30,8 @@ struct Client {
     params: SamplingParams,
     /// One per sample: its random stream, penalty state and log-probabilities.
     samplers: Vec<SequenceSampler>,
+    /// The beam search of a `use_beam_search` request (then `samplers` is empty).
+    beam: Option<BeamState>,
     updates: Sender<OutputUpdate>,
     cancelled: Arc<AtomicBool>,
 }
@@ -134,25 +138,41 @@ impl Worker {
                 } = *new;
                 let seq = self.next_seq;
                 self.next_seq += 1;
-                let samplers = (0..request.n)
-                    .map(|i| SequenceSampler::for_output(&request.params, &request.prompt_ids, &self.eos, i))
-                    .collect::<Result<Vec<_>, _>>();
-                let samplers = match samplers {
-                    Ok(s) => s,
-                    Err(e) => {
+                let params = &request.params;
+                let (samplers, beam) = if params.use_beam_search {
+                    let max_seq_len = self.scheduler.config.max_seq_len;
+                    let beam = BeamState::new(params, &self.eos, request.n, request.prompt_ids.len(), max_seq_len);
+                    (Ok(Vec::new()), beam.map(Some))
+                } else {
+                    let samplers = (0..request.n)
+                        .map(|i| SequenceSampler::for_output(params, &request.prompt_ids, &self.eos, i))
+                        .collect::<Result<Vec<_>, _>>()
+                        .map_err(|e| e.to_string());
+                    (samplers, Ok(None))
+                };
+                let (samplers, beam) = match (samplers, beam) {
+                    (Ok(s), Ok(b)) => (s, b),
+                    (Err(e), _) | (_, Err(e)) => {
                         // `submit` validated the params, so this is a bug, not bad input.
-                        let _ = updates.send(OutputUpdate::failed(RequestError::Unschedulable(e.to_string()), self.step));
+                        let _ = updates.send(OutputUpdate::failed(RequestError::Unschedulable(e), self.step));
                         return true;
                     }
                 };
-                let max_tokens = request.params.max_tokens;
+                // A beam request holds `beam_width` sequences once past its prompt.
+                let seqs = if params.use_beam_search {
+                    params.beam_width
+                } else {
+                    request.n
+                };
+                let max_tokens = params.max_tokens;
                 self.scheduler
-                    .enqueue(LlmRequest::new(id, seq, request.prompt_ids, request.n, max_tokens));
+                    .enqueue(LlmRequest::new(id, seq, request.prompt_ids, seqs, max_tokens));
                 self.clients.insert(
                     id,
                     Client {
                         params: request.params,
                         samplers,
+                        beam,
                         updates,
                         cancelled,
                     },
@@ -175,9 +195,10 @@ impl Worker {
         for id in ids {
             let req = self.scheduler.remove(id, &mut self.kv);
             if let Some(client) = self.clients.remove(&id) {
-                let samples: Vec<usize> = match &req {
-                    Some(r) => r.live_seqs().map(|s| s.index).collect(),
-                    None => vec![0],
+                let samples: Vec<usize> = match (&client.beam, &req) {
+                    (Some(b), _) => (0..b.num_outputs()).collect(),
+                    (None, Some(r)) => r.live_seqs().map(|s| s.index).collect(),
+                    (None, None) => vec![0],
                 };
                 for sample in samples {
                     let update = OutputUpdate {
@@ -187,6 +208,7 @@ impl Worker {
                         finish_reason: Some(FinishReason::Cancelled),
                         error: None,
                         step: self.step,
+                        cumulative_logprob: None,
                     };
                     let _ = client.updates.send(update);
                 }
@@ -263,6 +285,7 @@ impl Worker {
         let vocab = self.engine.vocab_size();
         let max_seq_len = self.scheduler.config.max_seq_len;
         let mut row = 0;
+        let mut failed: Vec<(u64, String)> = Vec::new();
         for c in chunks {
             let (Some(req), Some(client)) = (
                 self.scheduler.running.iter_mut().find(|r| r.id == c.request),
@@ -281,6 +304,20 @@ impl Worker {
             }
             let logits = &self.logits[row * vocab..(row + 1) * vocab];
             row += 1;
+            if let Some(beam) = client.beam.as_mut() {
+                match beam.on_logits(req, pos, logits, &mut self.kv, &mut self.next_seq, self.step) {
+                    Ok(BeamProgress::Waiting) => {}
+                    Ok(BeamProgress::Stepped { tokens }) => self.generated += tokens as u64,
+                    Ok(BeamProgress::Done { tokens, updates }) => {
+                        self.generated += tokens as u64;
+                        for u in updates {
+                            client.send(u);
+                        }
+                    }
+                    Err(e) => failed.push((req.id, e)),
+                }
+                continue;
+            }
             let mut sampled = vec![pos];
             if !req.forked {
                 req.forked = true;
@@ -322,8 +359,13 @@ impl Worker {
                     finish_reason: finish,
                     error: None,
                     step: self.step,
+                    cumulative_logprob: None,
                 });
             }
+        }
+        for (id, why) in failed {
+            self.scheduler.remove(id, &mut self.kv);
+            self.fail(id, RequestError::Unschedulable(format!("beam search: {why}")));
         }
         let done: Vec<u64> = self
             .scheduler
