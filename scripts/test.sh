@@ -6,6 +6,7 @@ cd "$(dirname "$0")/.."
 
 scripts/fetch-default-model.sh >/dev/null
 cargo build --workspace --all-targets
+tests/python/run.sh  # the official openai client against `rtllm serve`
 if cargo nextest --version >/dev/null 2>&1; then
     cargo nextest run --workspace --no-fail-fast "$@"
 else

@@ -2,6 +2,7 @@
 //! Plugins provide the kernels (see rtllm-plugin-api); models (rtllm-models) name the ops.
 
 pub mod api;
+pub mod bench;
 pub mod cli;
 pub mod engine;
 pub mod host_pool;
@@ -10,5 +11,6 @@ pub mod reference;
 pub mod registry;
 pub mod runtime;
 pub mod sampling;
+pub mod serve;
 pub mod tokenizer;
 pub mod weights;

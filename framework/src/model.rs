@@ -1,13 +1,17 @@
 //! A loaded model ready to generate: config, tokenizer, engine and its KV block pool, from a
-//! GGUF file or an HF directory. Also where the built-in default model lives.
+//! GGUF file, an HF directory, an engine directory (`rtllm build`) or dummy weights; loads go
+//! through the engine cache (`engine::cache`). Also where the built-in default model lives.
 
-use crate::engine::{build_engine, build_engine_with, BuildConfig, Engine, LoadError, WeightMetas, WeightSource};
+use crate::engine::cache::{self, EngineCache};
+use crate::engine::serialize::{self, EngineDirInfo, SerializeError, TokenizerSource};
+use crate::engine::{build_parts, registered_definition, BuildConfig, Engine, LoadError, WeightMetas, WeightSource};
 use rtllm_models::toml::ModelDefinition;
 use crate::registry::Registry;
 use crate::runtime::{generate, BlockPool, Generation, RuntimeError};
 use crate::sampling::SamplingParams;
 use crate::tokenizer::{Tokenizer, TokenizerError};
-use crate::weights::{load_model_source, WeightError, WeightStore};
+use crate::weights::dummy::DummySpec;
+use crate::weights::{load_model_source, LoadedModel, WeightError, WeightStore};
 use rtllm_models::ModelConfig;
 use rtllm_plugin_api::TensorMeta;
 use std::path::{Path, PathBuf};
@@ -45,6 +49,8 @@ pub enum ModelError {
     Build { path: PathBuf, error: LoadError },
     #[error("default model not found at {0}: run scripts/fetch-default-model.sh (or pass --model)")]
     NoDefaultModel(PathBuf),
+    #[error("{path}: engine directory: {error}")]
+    EngineDir { path: PathBuf, error: SerializeError },
 }
 
 impl WeightMetas for WeightStore {
@@ -88,24 +94,106 @@ impl Model {
 
     fn load_inner(path: &Path, definition: Option<&ModelDefinition>, registry: &Registry, build: &BuildConfig) -> Result<Model, ModelError> {
         let start = Instant::now();
+        if serialize::is_engine_dir(path) {
+            if definition.is_some() {
+                tracing::warn!("{} is an engine directory: its recorded plan is used, not the given model definition", path.display());
+            }
+            return Model::load_engine_dir(path, path, registry, start).map_err(|error| ModelError::EngineDir { path: path.to_path_buf(), error });
+        }
+        let cache = (build.use_engine_cache && !cache::disabled_by_env()).then(EngineCache::default_location);
+        let key = match &cache {
+            Some(_) => cache::cache_key(path, build, definition, registry)
+                .map_err(|e| tracing::warn!("engine cache disabled for {}: {e}", path.display()))
+                .ok(),
+            None => None,
+        };
+        if let (Some(cache), Some(key)) = (&cache, &key) {
+            if let Some(dir) = cache.lookup(key) {
+                match Model::load_engine_dir(&dir, path, registry, start) {
+                    Ok(model) => {
+                        cache::record_hit();
+                        tracing::info!("loaded {} from the engine cache ({})", path.display(), dir.display());
+                        return Ok(model);
+                    }
+                    Err(e) => cache.evict(&dir, &e.to_string()),
+                }
+            }
+        }
+        let loaded = load_model_source(path).map_err(|error| ModelError::Weights { path: path.to_path_buf(), error })?;
+        let target = cache.zip(key);
+        Model::from_loaded(path, loaded, definition, registry, build, target.as_ref().map(|(c, k)| (c, k)), start)
+    }
+
+    /// Builds from a loaded source; with `cache`, also writes the engine cache entry.
+    fn from_loaded(
+        path: &Path,
+        loaded: LoadedModel,
+        definition: Option<&ModelDefinition>,
+        registry: &Registry,
+        build: &BuildConfig,
+        cache: Option<(&EngineCache, &cache::CacheKey)>,
+        start: Instant,
+    ) -> Result<Model, ModelError> {
         let err_path = || path.to_path_buf();
-        let loaded = load_model_source(path).map_err(|error| ModelError::Weights { path: err_path(), error })?;
-        let tokenizer = if let Some(json) = &loaded.tokenizer_json {
-            Tokenizer::from_hf_file(json, loaded.tokenizer_config_json.as_deref())
+        let (tokenizer, tokenizer_source) = if let Some(json) = &loaded.tokenizer_json {
+            let t = Tokenizer::from_hf_file(json, loaded.tokenizer_config_json.as_deref());
+            (t, TokenizerSource::HfFiles { json: json.clone(), config: loaded.tokenizer_config_json.clone() })
         } else if let Some(spec) = loaded.tokenizer.clone() {
-            Tokenizer::from_spec(spec)
+            (Tokenizer::from_spec(spec.clone()), TokenizerSource::Spec(spec))
         } else {
             return Err(ModelError::NoTokenizer { path: err_path() });
-        }
-        .map_err(|error| ModelError::Tokenizer { path: err_path(), error })?;
+        };
+        let tokenizer = tokenizer.map_err(|error| ModelError::Tokenizer { path: err_path(), error })?;
+        let build_err = |error| ModelError::Build { path: err_path(), error };
+        let definition = match definition {
+            Some(d) => d.clone(),
+            None => registered_definition(&loaded.config).map_err(build_err)?,
+        };
         let weights: Arc<dyn WeightSource> = Arc::new(loaded.weights);
-        let engine = match definition {
-            Some(def) => build_engine_with(def, &loaded.config, weights, registry, build),
-            None => build_engine(&loaded.config, weights, registry, build),
+        let parts = build_parts(&definition, &loaded.config, weights, registry, build).map_err(build_err)?;
+        let engine = match cache {
+            None => parts.into_engine(),
+            Some((cache, key)) => {
+                let info = EngineDirInfo { definition: definition.name(), config: &loaded.config, build, tokenizer: &tokenizer_source };
+                let mut parts = Some(parts);
+                let mut engine = None;
+                let stored = cache.store(key, |dir| {
+                    let Some(parts) = parts.take() else { return Ok(()) };
+                    let (made, written) = serialize::write_engine_dir(dir, parts, &info);
+                    engine = Some(made);
+                    written
+                });
+                match &stored {
+                    Ok(dir) => tracing::info!("wrote engine cache entry {}", dir.display()),
+                    Err(e) => tracing::warn!("could not write the engine cache entry: {e}"),
+                }
+                match (engine, parts) {
+                    (Some(made), _) => made,
+                    (None, Some(parts)) => parts.into_engine(),
+                    (None, None) => Err(LoadError::Config("the engine cache writer consumed the build without an engine".into())),
+                }
+            }
         }
-        .map_err(|error| ModelError::Build { path: err_path(), error })?;
+        .map_err(build_err)?;
         let blocks = BlockPool::new(engine.limits().num_kv_blocks);
         Ok(Model { path: path.to_path_buf(), config: loaded.config, tokenizer, engine, blocks, load_time: start.elapsed() })
+    }
+
+    /// Loads an engine directory (from `rtllm build` or the cache); `path` is what the model
+    /// is called (the source path for a cache hit).
+    fn load_engine_dir(dir: &Path, path: &Path, registry: &Registry, start: Instant) -> Result<Model, SerializeError> {
+        let (plan, engine) = serialize::load_engine(dir, registry)?;
+        let tokenizer = serialize::read_tokenizer(dir)?;
+        let blocks = BlockPool::new(engine.limits().num_kv_blocks);
+        Ok(Model { path: path.to_path_buf(), config: plan.model_config, tokenizer, engine, blocks, load_time: start.elapsed() })
+    }
+
+    /// A model with random weights for `spec` (see `weights::dummy`); never cached.
+    pub fn load_dummy(spec: &DummySpec, registry: &Registry, build: &BuildConfig) -> Result<Model, ModelError> {
+        let start = Instant::now();
+        let label = spec.label();
+        let loaded = crate::weights::dummy::dummy_model(spec).map_err(|error| ModelError::Weights { path: label.clone(), error })?;
+        Model::from_loaded(&label, loaded, None, registry, build, None, start)
     }
 
     /// Loads the built-in default model from the cache.

@@ -53,6 +53,19 @@ pub struct GenerateArgs {
     /// Print load time and tokens/s to stderr at the end.
     #[arg(long)]
     pub stats: bool,
+    /// Host bytes reserved for the KV cache (default: the build config's).
+    #[arg(long)]
+    pub kv_cache_bytes: Option<usize>,
+    /// Most tokens one forward pass takes (sizes the activation arena; longer prompts are
+    /// prefilled in chunks). Default: the build config's.
+    #[arg(long)]
+    pub max_num_tokens: Option<usize>,
+    /// Random weights for a config (built-in name, config.json or its directory) instead of a model.
+    #[arg(long, value_name = "CONFIG", conflicts_with_all = ["model", "model_def"])]
+    pub dummy_weights: Option<String>,
+    /// Neither read nor write the engine cache.
+    #[arg(long)]
+    pub no_build_cache: bool,
 }
 
 pub fn run(args: &GenerateArgs, registry: &Registry) -> Result<()> {
@@ -66,8 +79,19 @@ pub fn run(args: &GenerateArgs, registry: &Registry) -> Result<()> {
         ..Default::default()
     };
     params.validate()?;
-    let build = BuildConfig::default();
+    let mut build = BuildConfig::default();
+    if let Some(bytes) = args.kv_cache_bytes {
+        build.kv_cache_bytes = bytes;
+    }
+    if let Some(tokens) = args.max_num_tokens {
+        build.max_num_tokens = tokens;
+    }
+    build.use_engine_cache = !args.no_build_cache;
     let mut model = match (&args.model_def, &args.weights, &args.model) {
+        _ if args.dummy_weights.is_some() => {
+            let spec = crate::weights::dummy::DummySpec::new(args.dummy_weights.clone().unwrap_or_default());
+            Model::load_dummy(&spec, registry, &build)?
+        }
         (Some(def), Some(weights), _) => {
             let definition = ModelDefinition::from_toml_file(def)?;
             Model::load_with_definition(weights, &definition, registry, &build)?

@@ -2,8 +2,11 @@
 //! one module per subcommand. Adding a subcommand: one `Command` variant, one arm in `run`,
 //! one module.
 
+pub mod bench;
+pub mod build;
 pub mod generate;
 pub mod plugins;
+pub mod serve;
 
 use crate::registry::{DiscoveryOptions, Registry};
 use clap::{Args, Parser, Subcommand};
@@ -50,6 +53,12 @@ pub enum Command {
     Plugins(plugins::PluginsCommand),
     /// Generate text from a prompt (the built-in default model unless --model).
     Generate(generate::GenerateArgs),
+    /// Serve the OpenAI-compatible HTTP API (completions, chat, models, health, metrics).
+    Serve(serve::ServeArgs),
+    /// Benchmark a model under load (throughput or latency), like trtllm-bench.
+    Bench(bench::BenchArgs),
+    /// Build a model's engine into a directory (plan.json + model.safetensors + tokenizer).
+    Build(build::BuildArgs),
 }
 
 /// Installs the tracing subscriber: level from `RTLLM_LOG` (default `warn`), to stderr.
@@ -70,6 +79,9 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
         Command::Plugins(cmd) => plugins::run(&cli.global, cmd),
         Command::Generate(args) => generate::run(&args, &cli.global.registry()).map(|_| ExitCode::SUCCESS),
+        Command::Bench(args) => bench::run(&args, cli.global.registry()).map(|_| ExitCode::SUCCESS),
+        Command::Build(args) => build::run(&args, &cli.global.registry()).map(|_| ExitCode::SUCCESS),
+        Command::Serve(args) => serve::run(&args, cli.global.registry()).map(|_| ExitCode::SUCCESS),
     }
 }
 

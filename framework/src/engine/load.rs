@@ -29,6 +29,8 @@ pub struct BuildConfig {
     pub kv_cache_bytes: usize,
     pub num_kv_blocks: Option<usize>,
     pub selection: SelectionConfig,
+    /// Reuse / write the engine cache under `RTLLM_CACHE_DIR/engines` (see `engine::cache`).
+    pub use_engine_cache: bool,
 }
 
 impl Default for BuildConfig {
@@ -42,6 +44,7 @@ impl Default for BuildConfig {
             kv_cache_bytes: 512 << 20,
             num_kv_blocks: None,
             selection: SelectionConfig::default(),
+            use_engine_cache: true,
         }
     }
 }
@@ -60,7 +63,7 @@ pub enum LoadError {
     Weight { name: String, message: String },
 }
 
-fn limits_for(config: &ModelConfig, bc: &BuildConfig, kv_bytes_per_token: usize) -> Result<EngineLimits, LoadError> {
+pub(crate) fn limits_for(config: &ModelConfig, bc: &BuildConfig, kv_bytes_per_token: usize) -> Result<EngineLimits, LoadError> {
     let bad = |m: String| Err(LoadError::Config(m));
     if bc.max_batch_size == 0 || bc.max_num_tokens == 0 || bc.tokens_per_block == 0 {
         return bad("max_batch_size, max_num_tokens and tokens_per_block must be >= 1".into());
@@ -110,11 +113,16 @@ fn convert(name: &str, bytes: &[u8], from: DType, to: DType, row_len: usize) -> 
 /// Builds an engine for `config` over `weights` with the ops of `registry`, using the
 /// architecture registered for `config.architecture`.
 pub fn build_engine(config: &ModelConfig, weights: Arc<dyn WeightSource>, registry: &Registry, bc: &BuildConfig) -> Result<Engine, LoadError> {
+    build_engine_with(&registered_definition(config)?, config, weights, registry, bc)
+}
+
+/// The architecture registered for `config.architecture`.
+pub fn registered_definition(config: &ModelConfig) -> Result<ModelDefinition, LoadError> {
     let arch = find_architecture(&config.architecture).ok_or_else(|| LoadError::UnknownArchitecture {
         name: config.architecture.clone(),
         known: known_architecture_names().join(", "),
     })?;
-    build_engine_with(&ModelDefinition::Registered(arch), config, weights, registry, bc)
+    Ok(ModelDefinition::Registered(arch))
 }
 
 /// Builds an engine from an explicit model definition (a registered architecture or a TOML
@@ -126,6 +134,35 @@ pub fn build_engine_with(
     registry: &Registry,
     bc: &BuildConfig,
 ) -> Result<Engine, LoadError> {
+    build_parts(definition, config, weights, registry, bc)?.into_engine()
+}
+
+/// A built graph with its bound weights, before the engine allocates its memory: what the
+/// engine serializer writes (`engine::serialize`) and what [`BuiltParts::into_engine`] runs.
+pub struct BuiltParts {
+    pub graph: super::Graph,
+    /// Owner of the memory `WeightBytes::Borrowed` points into.
+    pub weights: Arc<dyn WeightSource>,
+    /// One entry per `graph.weight_uses()` item, in that order.
+    pub bound: Vec<WeightBytes>,
+    pub limits: EngineLimits,
+    pub kv_cache_dtype: DType,
+}
+
+impl BuiltParts {
+    pub fn into_engine(self) -> Result<Engine, LoadError> {
+        Ok(Engine::new(self.graph, self.weights, self.bound, self.limits, self.kv_cache_dtype)?)
+    }
+}
+
+/// Builds the graph through the registry and binds (converting where needed) its weights.
+pub fn build_parts(
+    definition: &ModelDefinition,
+    config: &ModelConfig,
+    weights: Arc<dyn WeightSource>,
+    registry: &Registry,
+    bc: &BuildConfig,
+) -> Result<BuiltParts, LoadError> {
     let kv_bytes_per_token = 2 * config.num_hidden_layers * config.num_key_value_heads * config.head_dim * bc.kv_cache_dtype.block_bytes();
     let limits = limits_for(config, bc, kv_bytes_per_token)?;
     let mut builder = EngineGraphBuilder::new(registry, weights.as_ref(), &bc.selection);
@@ -150,7 +187,7 @@ pub fn build_engine_with(
         kv_blocks = limits.num_kv_blocks,
         "engine built"
     );
-    Ok(Engine::new(graph, weights.clone(), bound, limits, bc.kv_cache_dtype)?)
+    Ok(BuiltParts { graph, weights, bound, limits, kv_cache_dtype: bc.kv_cache_dtype })
 }
 
 impl From<BuildError> for LoadError {

@@ -4,16 +4,18 @@
 mod batch;
 mod buffer;
 mod build;
+pub mod cache;
 #[allow(clippy::module_inception)]
 mod engine;
 mod graph;
 mod load;
 mod plan;
+pub mod serialize;
 
 pub use batch::StepBatch;
 pub use buffer::AlignedBuf;
 pub use build::{EngineGraphBuilder, SelectionConfig, WeightMetas};
 pub use engine::{Engine, EngineError, EngineLimits, WeightBytes};
 pub use graph::{Graph, Node, ProviderInfo, ValueInfo, ValueSource};
-pub use load::{build_engine, build_engine_with, BuildConfig, LoadError, WeightSource};
+pub use load::{build_engine, build_engine_with, build_parts, registered_definition, BuildConfig, BuiltParts, LoadError, WeightSource};
 pub use plan::{MemoryPlan, Symbols};

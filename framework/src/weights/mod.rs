@@ -7,6 +7,7 @@
 //! - [`gguf_writer`]: a GGUF writer for tests and tools.
 //! - [`source`]: `load_model_source` for a `.gguf` file or an HF directory.
 
+pub mod dummy;
 mod error;
 pub mod gguf;
 pub mod gguf_writer;

@@ -1,0 +1,171 @@
+//! POST /v1/completions: one or several prompts (text or token ids), streamed as
+//! `text_completion` chunks or answered whole, with usage and legacy log-probabilities.
+
+use super::error::ApiError;
+use super::generation::{submit, ChunkFormat};
+use super::http::read_json;
+use super::logprobs::completion_logprobs;
+use super::params::{check_model, ParamsSpec};
+use super::protocol::{CompletionChoice, CompletionRequest, CompletionResponse, PromptInput, Usage};
+use super::{unix_time, AppState};
+use crate::api::{Prompt, RequestOutput};
+use crate::tokenizer::Tokenizer;
+use axum::extract::{Request, State};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use std::collections::HashMap;
+use std::sync::Arc;
+
+pub async fn completions(State(state): State<Arc<AppState>>, req: Request) -> Response {
+    handle(state, req).await.unwrap_or_else(IntoResponse::into_response)
+}
+
+/// The prompts as token ids (text gets BOS as the model configures).
+fn tokenize(state: &AppState, prompt: PromptInput) -> Result<Vec<Vec<u32>>, ApiError> {
+    let prompts: Vec<Prompt> = match prompt {
+        PromptInput::Text(t) => vec![Prompt::Text(t)],
+        PromptInput::Texts(ts) => ts.into_iter().map(Prompt::Text).collect(),
+        PromptInput::Tokens(ids) => vec![Prompt::Tokens(ids)],
+        PromptInput::TokenLists(ls) => ls.into_iter().map(Prompt::Tokens).collect(),
+    };
+    if prompts.is_empty() {
+        return Err(ApiError::bad_request("the prompt list is empty", Some("prompt")));
+    }
+    prompts
+        .iter()
+        .map(|p| state.llm.encode_prompt(p).map_err(|e| ApiError::from_llm(&e, "prompt")))
+        .collect()
+}
+
+async fn handle(state: Arc<AppState>, req: Request) -> Result<Response, ApiError> {
+    let body: CompletionRequest = read_json(req, &state.config).await?;
+    check_model(body.common.model.as_deref(), &state.config.served_model_name)?;
+    if body.echo == Some(true) {
+        return Err(ApiError::bad_request("echo is not supported", Some("echo")));
+    }
+    if body.suffix.as_deref().is_some_and(|s| !s.is_empty()) {
+        return Err(ApiError::bad_request("suffix is not supported", Some("suffix")));
+    }
+    let prompts = tokenize(&state, body.prompt)?;
+    let spec = ParamsSpec {
+        common: &body.common,
+        max_tokens: body.max_tokens.map(|m| (m, "max_tokens")),
+        logprobs: body.logprobs,
+        logprobs_param: "logprobs",
+        best_of: body.best_of,
+        prompt_param: "prompt",
+    };
+    let max_seq_len = state.llm.max_seq_len();
+    let params = prompts
+        .iter()
+        .map(|p| spec.build(p.len(), max_seq_len))
+        .collect::<Result<Vec<_>, _>>()?;
+    let n = params.first().map_or(1, |p| p.n);
+    let submitted = submit(&state, prompts, &params, "prompt")?;
+    let id = format!("cmpl-{:032x}", rand::random::<u128>());
+    let model = state.config.served_model_name.clone();
+    let created = unix_time();
+    if body.common.stream == Some(true) {
+        let include_usage = body.common.stream_options.is_some_and(|o| o.include_usage);
+        let format = CompletionChunks {
+            id,
+            model,
+            created,
+            n,
+            state: state.clone(),
+            sent: HashMap::new(),
+        };
+        return Ok(submitted.into_sse(format, include_usage, "prompt"));
+    }
+    let (outputs, usage) = submitted.collect("prompt").await?;
+    let choices = outputs
+        .iter()
+        .enumerate()
+        .flat_map(|(p, out)| out.outputs.iter().map(move |o| (p, o)).collect::<Vec<_>>())
+        .map(|(p, o)| CompletionChoice {
+            index: p * n + o.index,
+            text: o.text.clone(),
+            logprobs: o
+                .logprobs
+                .as_ref()
+                .map(|lps| completion_logprobs(state.llm.tokenizer(), lps, &mut 0)),
+            finish_reason: o.finish_reason.as_ref().map(|f| f.as_openai_str()),
+        })
+        .collect();
+    let response = CompletionResponse {
+        id,
+        object: "text_completion",
+        created,
+        model,
+        choices,
+        usage: Some(usage),
+    };
+    Ok(Json(response).into_response())
+}
+
+/// Per-choice progress of a stream: log-probabilities sent so far and the text offset.
+#[derive(Default)]
+struct Sent {
+    logprobs: usize,
+    offset: usize,
+}
+
+struct CompletionChunks {
+    id: String,
+    model: String,
+    created: u64,
+    n: usize,
+    state: Arc<AppState>,
+    sent: HashMap<usize, Sent>,
+}
+
+impl CompletionChunks {
+    fn tokenizer(&self) -> &Tokenizer {
+        self.state.llm.tokenizer()
+    }
+
+    fn chunk(&self, choices: Vec<CompletionChoice>, usage: Option<Usage>) -> serde_json::Value {
+        let r = CompletionResponse {
+            id: self.id.clone(),
+            object: "text_completion",
+            created: self.created,
+            model: self.model.clone(),
+            choices,
+            usage,
+        };
+        serde_json::to_value(r).unwrap_or(serde_json::Value::Null)
+    }
+}
+
+impl ChunkFormat for CompletionChunks {
+    fn chunks(&mut self, prompt: usize, out: &RequestOutput) -> Vec<serde_json::Value> {
+        let mut chunks = Vec::new();
+        for o in &out.outputs {
+            // Text held back (a possible stop string, a partial character) waits, and its
+            // log-probabilities with it.
+            if o.text_diff.is_empty() && o.finish_reason.is_none() {
+                continue;
+            }
+            let index = prompt * self.n + o.index;
+            let mut sent = self.sent.remove(&index).unwrap_or_default();
+            let logprobs = o.logprobs.as_ref().map(|lps| {
+                let new = lps.get(sent.logprobs..).unwrap_or(&[]);
+                sent.logprobs = lps.len();
+                completion_logprobs(self.tokenizer(), new, &mut sent.offset)
+            });
+            self.sent.insert(index, sent);
+            let choice = CompletionChoice {
+                index,
+                text: o.text_diff.clone(),
+                logprobs,
+                finish_reason: o.finish_reason.as_ref().map(|f| f.as_openai_str()),
+            };
+            chunks.push(self.chunk(vec![choice], None));
+        }
+        chunks
+    }
+
+    fn usage_chunk(&self, usage: Usage) -> serde_json::Value {
+        self.chunk(Vec::new(), Some(usage))
+    }
+}

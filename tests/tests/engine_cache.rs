@@ -1,0 +1,194 @@
+//! Engine directories and the engine cache: `rtllm build` output loads and generates the same
+//! greedy tokens as its source; a second load hits the cache; a config change misses; a
+//! corrupt entry is detected, removed and rebuilt; a missing plugin is a clear error.
+
+use rtllm::cli::build::{BuildArgs, ModelArgs};
+use rtllm::engine::cache;
+use rtllm::engine::BuildConfig;
+use rtllm::model::{default_model_path, Model};
+use rtllm::sampling::SamplingParams;
+use rtllm::weights::dummy::DummySpec;
+use rtllm_plugin_api::DType;
+use rtllm_tests::{builtin_plugin_files, registry, registry_with};
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+
+/// Tests share the process-wide cache counters and RTLLM_CACHE_DIR.
+static LOCK: Mutex<()> = Mutex::new(());
+
+fn model_args(model: Option<PathBuf>, dummy: Option<&str>) -> ModelArgs {
+    ModelArgs {
+        model,
+        dummy_weights: dummy.map(String::from),
+        dummy_dtype: DType::F32,
+        dummy_seed: 3,
+        no_build_cache: true,
+        max_batch_size: Some(4),
+        max_num_tokens: Some(256),
+        max_seq_len: Some(256),
+        kv_cache_bytes: None,
+        dequantize: false,
+    }
+}
+
+fn greedy(model: &mut Model, prompt: &[u32]) -> Vec<u32> {
+    model
+        .generate_ids(
+            prompt,
+            &SamplingParams {
+                ignore_eos: true,
+                ..SamplingParams::greedy(12)
+            },
+            |_| {},
+        )
+        .unwrap()
+        .tokens
+}
+
+fn default_model() -> Option<PathBuf> {
+    let path = default_model_path();
+    if !path.exists() {
+        eprintln!(
+            "skipping: default model not found at {} (run scripts/fetch-default-model.sh)",
+            path.display()
+        );
+        return None;
+    }
+    Some(path)
+}
+
+fn build_dir(args: ModelArgs, out: &Path) {
+    rtllm::cli::build::run(
+        &BuildArgs {
+            model: args,
+            output: out.to_path_buf(),
+        },
+        registry(),
+    )
+    .unwrap();
+    for f in ["plan.json", "model.safetensors"] {
+        assert!(out.join(f).is_file(), "{f} missing");
+    }
+}
+
+#[test]
+fn built_dummy_engine_dir_generates_like_its_source() {
+    let _g = LOCK.lock().unwrap_or_else(|p| p.into_inner());
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("engine");
+    let args = model_args(None, Some("tiny-llama"));
+    build_dir(args.clone(), &out);
+    let plan: serde_json::Value = serde_json::from_slice(&std::fs::read(out.join("plan.json")).unwrap()).unwrap();
+    let node = &plan["nodes"][0];
+    assert!(
+        node["provider"]["plugin"]
+            .as_str()
+            .is_some_and(|p| p.starts_with("rtllm-")),
+        "{node}"
+    );
+    assert!(plan["memory"]["arena_bytes"].as_u64().unwrap() > 0);
+
+    let bc = args.build_config();
+    let mut source = Model::load_dummy(&args.dummy_spec().unwrap(), registry(), &bc).unwrap();
+    let mut built = Model::load(&out, registry(), &BuildConfig::default()).unwrap();
+    assert_eq!(built.engine.limits(), source.engine.limits());
+    let prompt = [5u32, 77, 300, 12, 9];
+    assert_eq!(greedy(&mut built, &prompt), greedy(&mut source, &prompt));
+}
+
+#[test]
+fn missing_plugin_names_the_op_and_plugin() {
+    let _g = LOCK.lock().unwrap_or_else(|p| p.into_inner());
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("engine");
+    build_dir(model_args(None, Some("tiny-llama")), &out);
+    let without_rmsnorm: Vec<PathBuf> = builtin_plugin_files()
+        .into_iter()
+        .filter(|p| !p.to_string_lossy().contains("rmsnorm"))
+        .collect();
+    let partial = registry_with(without_rmsnorm);
+    let err = Model::load(&out, &partial, &BuildConfig::default())
+        .err()
+        .expect("must fail")
+        .to_string();
+    assert!(err.contains("rtllm-rmsnorm") && err.contains("op '"), "{err}");
+}
+
+#[test]
+fn default_model_engine_dir_and_cache() {
+    let _g = LOCK.lock().unwrap_or_else(|p| p.into_inner());
+    let Some(gguf) = default_model() else { return };
+    let tmp = tempfile::tempdir().unwrap();
+    std::env::set_var("RTLLM_CACHE_DIR", tmp.path().join("cache"));
+    let prompt = [1u32, 504, 3458, 282, 4649, 314];
+
+    // rtllm build → engine dir → same greedy tokens as the GGUF.
+    let out = tmp.path().join("engine");
+    build_dir(model_args(Some(gguf.clone()), None), &out);
+    let bc = model_args(None, None).build_config();
+    let mut source = Model::load(&gguf, registry(), &bc).unwrap();
+    let want = greedy(&mut source, &prompt);
+    let mut built = Model::load(&out, registry(), &BuildConfig::default()).unwrap();
+    assert_eq!(greedy(&mut built, &prompt), want);
+
+    // First load stores, second hits.
+    let cached = BuildConfig {
+        use_engine_cache: true,
+        ..bc.clone()
+    };
+    let before = cache::counters();
+    let mut first = Model::load(&gguf, registry(), &cached).unwrap();
+    let mid = cache::counters();
+    assert_eq!((mid.misses - before.misses, mid.stores - before.stores), (1, 1));
+    let mut second = Model::load(&gguf, registry(), &cached).unwrap();
+    let after = cache::counters();
+    assert_eq!(after.hits - mid.hits, 1, "second load must hit");
+    assert_eq!(greedy(&mut first, &prompt), want);
+    assert_eq!(greedy(&mut second, &prompt), want);
+    eprintln!(
+        "load from GGUF {:?}, from the cache {:?}",
+        first.load_time, second.load_time
+    );
+
+    // A changed build config is a different key: a miss and a second entry.
+    let other = BuildConfig {
+        max_batch_size: 2,
+        ..cached.clone()
+    };
+    let _ = Model::load(&gguf, registry(), &other).unwrap();
+    let c = cache::counters();
+    assert_eq!((c.misses - after.misses, c.hits - after.hits), (1, 0));
+    let engines = tmp.path().join("cache").join("engines");
+    assert_eq!(std::fs::read_dir(&engines).unwrap().count(), 2);
+
+    // Corruption (truncated weights, then garbage JSON) is detected, removed and rebuilt.
+    let key = cache::cache_key(&gguf, &cached, None, registry()).unwrap();
+    let entry = engines.join(&key.0);
+    for (file, damage) in [("model.safetensors", 0usize), ("plan.json", 1)] {
+        let path = entry.join(file);
+        let bytes = std::fs::read(&path).unwrap();
+        if damage == 0 {
+            std::fs::write(&path, &bytes[..bytes.len() / 2]).unwrap();
+        } else {
+            std::fs::write(&path, b"{ not json").unwrap();
+        }
+        let before = cache::counters();
+        let mut rebuilt = Model::load(&gguf, registry(), &cached).unwrap();
+        let after = cache::counters();
+        assert_eq!(
+            (
+                after.corrupt - before.corrupt,
+                after.stores - before.stores,
+                after.hits - before.hits
+            ),
+            (1, 1, 0),
+            "{file}"
+        );
+        assert_eq!(greedy(&mut rebuilt, &prompt), want);
+    }
+    // The rebuilt entry is trusted again.
+    let before = cache::counters();
+    let _ = Model::load(&gguf, registry(), &cached).unwrap();
+    assert_eq!(cache::counters().hits - before.hits, 1);
+    let _ = DummySpec::new("tiny-llama");
+}
