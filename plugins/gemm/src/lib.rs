@@ -9,6 +9,7 @@ mod packed;
 mod qact;
 pub mod qdot;
 pub mod qdriver;
+mod qf32;
 mod qformat;
 pub mod qmatmul;
 mod simd;

@@ -24,7 +24,8 @@ impl QIsa {
     pub fn detect() -> QIsa {
         #[cfg(target_arch = "x86_64")]
         {
-            let avx2 = is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma") && is_x86_feature_detected!("f16c");
+            let avx2 =
+                is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma") && is_x86_feature_detected!("f16c");
             if avx2
                 && is_x86_feature_detected!("avx512f")
                 && is_x86_feature_detected!("avx512bw")
@@ -136,7 +137,12 @@ fn widen<const R: usize>(v: [f32; R]) -> [f32; QR] {
 
 /// `R` activation rows · one weight row, in plain Rust.
 #[inline(always)]
-unsafe fn row_portable<F: Format, const R: usize>(w: *const u8, a: *const ActBlock, lda: usize, nsub: usize) -> [f32; R] {
+unsafe fn row_portable<F: Format, const R: usize>(
+    w: *const u8,
+    a: *const ActBlock,
+    lda: usize,
+    nsub: usize,
+) -> [f32; R] {
     let subs = F::BLOCK / 32;
     let mut out = [0f32; R];
     let mut ints = [0u8; 32];

@@ -1,10 +1,12 @@
 //! Runs one quantized matmul (y[T, N] = x[T, K] · w[N, K]ᵀ + bias, w in GGUF blocks) on the
-//! host's pool, by one of two methods ([`QPath`]):
+//! host's pool, by one of three methods ([`QPath`]):
 //!
+//! - `Rows`: weight sub-blocks are dequantized in registers and multiplied with the f32
+//!   activations (`qf32`); no workspace beyond per-block activation sums. For decodes.
 //! - `Int`: every activation row is quantized to [`ActBlock`]s in the workspace (rows spread
 //!   over the pool), then tasks split the weight rows and run the integer dot-product blocks
 //!   of `qdot` over all tokens.
-//! - `Dequant`: tasks split the weight rows; each dequantizes 64-row × K-block tiles of its
+//! - `Tiles`: tasks split the weight rows; each dequantizes 64-row × K-block tiles of its
 //!   weights to f32 straight into 16-column panels in its workspace slot and runs the f32
 //!   outer-product kernel of `packed` over all tokens (the weights are widened once per task,
 //!   not once per token).
@@ -14,6 +16,7 @@
 use crate::packed::{packed_fn, PackedBlock, PANEL};
 use crate::qact::{quantize_row, ActBlock, QA};
 use crate::qdot::{qblock_fn, QBlock, QIsa};
+use crate::qf32::{fblock_fn, half_sums, FBlock};
 use crate::qformat::Format;
 use crate::simd::Isa;
 use rtllm_plugin_api::{quant, LaunchContext, PluginError};
@@ -21,32 +24,50 @@ use rtllm_plugin_api::{quant, LaunchContext, PluginError};
 /// The method of one launch.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum QPath {
+    /// f32 activations, weights dequantized in registers.
+    Rows,
     /// Quantized activations, integer dot products.
     Int,
-    /// Weight tiles dequantized to f32, f32 micro-kernel.
-    Dequant,
+    /// Weight tiles dequantized to f32 in the workspace, f32 micro-kernel.
+    Tiles,
 }
 
-/// The fewest tokens for which the dequantizing method runs (see [`path_for`]).
-const DEQUANT_FROM: usize = usize::MAX;
+impl QPath {
+    /// Parses `rows`, `int` or `tiles`.
+    pub fn parse(s: &str) -> Option<QPath> {
+        match s.trim().to_ascii_lowercase().as_str() {
+            "rows" => Some(QPath::Rows),
+            "int" => Some(QPath::Int),
+            "tiles" => Some(QPath::Tiles),
+            _ => None,
+        }
+    }
+}
 
-/// The method for `t` tokens, by measurement (the crate's `bench_quantized` benchmark on a
-/// Sapphire Rapids core, SmolLM2 shapes; numbers in the module docs of `qmatmul_tests`).
+/// The fewest tokens for which dequantized tiles run (see [`path_for`]).
+const TILES_FROM: usize = 48;
+
+/// The method for `t` tokens, by measurement (`bench_quantized`, one Sapphire Rapids core,
+/// Q4_1 576×1536, µs): T=1 Rows 98 / Int 67 / Tiles 1350; T=16 788 / 706 / 1147; T=32
+/// 1545 / 1281 / 1747; T=64 2950 / 2580 / 2117; T=128 6361 / 5334 / 3586. `Int` is 10-45%
+/// faster than `Rows` but quantizing activations to 8 bits moves logits enough to flip
+/// SmolLM2's greedy tokens at non-tied steps (tests/tests/quantized.rs), so the exact
+/// methods run by default: `Rows` below the Rows/Tiles crossover, `Tiles` from it.
 pub fn path_for(t: usize) -> QPath {
-    if t >= DEQUANT_FROM {
-        QPath::Dequant
+    if t >= TILES_FROM {
+        QPath::Tiles
     } else {
-        QPath::Int
+        QPath::Rows
     }
 }
 
 /// Workspace bytes for any launch of up to `t` tokens with the methods [`path_for`] picks.
 pub fn workspace_bytes_upto(t: usize, k: usize) -> usize {
-    let int = workspace_bytes(t, k, QPath::Int);
-    if t >= DEQUANT_FROM {
-        int.max(workspace_bytes(t, k, QPath::Dequant))
+    let rows = workspace_bytes(t.min(TILES_FROM - 1), k, QPath::Rows);
+    if t >= TILES_FROM {
+        rows.max(workspace_bytes(t, k, QPath::Tiles))
     } else {
-        int
+        rows
     }
 }
 
@@ -55,7 +76,7 @@ const DQ_NB: usize = 64;
 /// Most K elements per dequantized tile.
 const DQ_KC: usize = 768;
 /// Most tasks (and workspace slots) of the dequantizing path.
-const DQ_MAX_TASKS: usize = 16;
+const DQ_MAX_TASKS: usize = 8;
 /// Fewest multiply-adds per task of the integer path.
 const MIN_TASK_MACS: usize = 1 << 16;
 
@@ -91,8 +112,9 @@ fn dq_slot(k: usize) -> usize {
 /// Workspace bytes for up to `t` tokens (both methods' needs; the larger applies).
 pub fn workspace_bytes(t: usize, k: usize, path: QPath) -> usize {
     match path {
+        QPath::Rows => t * (k / QA) * std::mem::size_of::<[f32; 2]>(),
         QPath::Int => act_bytes(t, k),
-        QPath::Dequant => DQ_MAX_TASKS * dq_slot(k) * std::mem::size_of::<f32>(),
+        QPath::Tiles => DQ_MAX_TASKS * dq_slot(k) * std::mem::size_of::<f32>(),
     }
 }
 
@@ -102,21 +124,38 @@ struct Shared<T>(*mut T);
 unsafe impl<T> Send for Shared<T> {}
 unsafe impl<T> Sync for Shared<T> {}
 
+impl<T> Shared<T> {
+    /// The pointer (a method, so closures capture the whole `Shared`, which is Sync).
+    fn get(self) -> *mut T {
+        self.0
+    }
+}
+
 /// Part `i` of `parts` of `0..len` in whole `unit`s.
 fn split(len: usize, unit: usize, parts: usize, i: usize) -> (usize, usize) {
     let units = len.div_ceil(unit);
-    ((i * units / parts * unit).min(len), ((i + 1) * units / parts * unit).min(len))
+    (
+        (i * units / parts * unit).min(len),
+        ((i + 1) * units / parts * unit).min(len),
+    )
 }
 
 fn check<F: Format>(p: &QProblem<'_>) -> Result<(), PluginError> {
     let QProblem { x, w, bias, y, t, k, n } = p;
     let (t, k, n) = (*t, *k, *n);
     if k % F::BLOCK != 0 {
-        return Err(PluginError::new(format!("matmul: K={k} is not a multiple of {}'s {}-element blocks", F::DTYPE, F::BLOCK)));
+        return Err(PluginError::new(format!(
+            "matmul: K={k} is not a multiple of {}'s {}-element blocks",
+            F::DTYPE,
+            F::BLOCK
+        )));
     }
     let row_bytes = k / F::BLOCK * F::BYTES;
     if x.len() != t * k || w.len() != n * row_bytes || y.len() != t * n || bias.is_some_and(|b| b.len() != n) {
-        return Err(PluginError::new(format!("matmul: buffer lengths do not match T={t}, K={k}, N={n} ({})", F::DTYPE)));
+        return Err(PluginError::new(format!(
+            "matmul: buffer lengths do not match T={t}, K={k}, N={n} ({})",
+            F::DTYPE
+        )));
     }
     Ok(())
 }
@@ -137,8 +176,9 @@ pub fn run<F: Format>(ctx: &LaunchContext, isa: QIsa, path: QPath, p: QProblem<'
         return Ok(());
     }
     match path {
+        QPath::Rows => run_rows::<F>(ctx, isa, p),
         QPath::Int => run_int::<F>(ctx, isa, p),
-        QPath::Dequant => run_dequant::<F>(ctx, isa, p),
+        QPath::Tiles => run_tiles::<F>(ctx, isa, p),
     }
 }
 
@@ -154,19 +194,15 @@ fn run_int<F: Format>(ctx: &LaunchContext, isa: QIsa, p: QProblem<'_>) -> Result
     } else {
         let a = Shared(acts.as_mut_ptr());
         ctx.parallel_chunks(t, 8, |rows| {
-            let a = a;
             for r in rows {
                 // SAFETY: row r's blocks belong to this chunk alone; `acts` holds t*nsub blocks.
-                let out = unsafe { std::slice::from_raw_parts_mut(a.0.add(r * nsub), nsub) };
+                let out = unsafe { std::slice::from_raw_parts_mut(a.get().add(r * nsub), nsub) };
                 quantize_row(&x[r * k..(r + 1) * k], out, simd);
             }
         })?;
     }
     let row_bytes = k / F::BLOCK * F::BYTES;
-    let macs = t.saturating_mul(k).saturating_mul(n);
-    let threads = ctx.num_threads();
-    let goal = if threads <= 1 { 1 } else { (macs / MIN_TASK_MACS).clamp(1, threads * 4) };
-    let tasks = n.div_ceil(4).min(goal).max(1);
+    let tasks = task_count(ctx, t, k, n);
     let block = qblock_fn::<F>(isa);
     let (acts, y_ptr) = (Shared(acts.as_mut_ptr()), Shared(y.as_mut_ptr()));
     ctx.parallel_for(tasks, |task| {
@@ -174,15 +210,14 @@ fn run_int<F: Format>(ctx: &LaunchContext, isa: QIsa, p: QProblem<'_>) -> Result
         if c0 >= c1 {
             return;
         }
-        let (acts, y) = (acts, y_ptr);
         let b = QBlock {
-            acts: acts.0,
+            acts: acts.get(),
             lda: nsub,
             w: w[c0 * row_bytes..].as_ptr(),
             row_bytes,
             nsub,
             // SAFETY: columns c0..c1 of every row of y belong to this task alone.
-            y: unsafe { y.0.add(c0) },
+            y: unsafe { y_ptr.get().add(c0) },
             ldy: n,
             bias: bias.map_or(std::ptr::null(), |b| b[c0..].as_ptr()),
             rows: t,
@@ -194,7 +229,57 @@ fn run_int<F: Format>(ctx: &LaunchContext, isa: QIsa, p: QProblem<'_>) -> Result
     })
 }
 
-fn run_dequant<F: Format>(ctx: &LaunchContext, isa: QIsa, p: QProblem<'_>) -> Result<(), PluginError> {
+/// Tasks of the row-splitting methods: enough work each, a few per thread.
+fn task_count(ctx: &LaunchContext, t: usize, k: usize, n: usize) -> usize {
+    let macs = t.saturating_mul(k).saturating_mul(n);
+    let threads = ctx.num_threads();
+    let goal = if threads <= 1 {
+        1
+    } else {
+        (macs / MIN_TASK_MACS).clamp(1, threads * 4)
+    };
+    n.div_ceil(4).min(goal).max(1)
+}
+
+fn run_rows<F: Format>(ctx: &LaunchContext, isa: QIsa, p: QProblem<'_>) -> Result<(), PluginError> {
+    let QProblem { x, w, bias, y, t, k, n } = p;
+    let nsub = k / QA;
+    let xs = ctx
+        .workspace::<[f32; 2]>(t * nsub)
+        .map_err(|e| e.context(format_args!("matmul {}: activation sums", F::DTYPE)))?;
+    for (row, out) in x.chunks_exact(k).zip(xs.chunks_exact_mut(nsub)) {
+        half_sums(row, out);
+    }
+    let row_bytes = k / F::BLOCK * F::BYTES;
+    let tasks = task_count(ctx, t, k, n);
+    let block = fblock_fn::<F>(isa);
+    let (xs, y_ptr) = (Shared(xs.as_mut_ptr()), Shared(y.as_mut_ptr()));
+    ctx.parallel_for(tasks, |task| {
+        let (c0, c1) = split(n, 4, tasks, task);
+        if c0 >= c1 {
+            return;
+        }
+        let b = FBlock {
+            x: x.as_ptr(),
+            ldx: k,
+            xs: xs.get(),
+            w: w[c0 * row_bytes..].as_ptr(),
+            row_bytes,
+            nsub,
+            // SAFETY: columns c0..c1 of every row of y belong to this task alone.
+            y: unsafe { y_ptr.get().add(c0) },
+            ldy: n,
+            bias: bias.map_or(std::ptr::null(), |b| b[c0..].as_ptr()),
+            rows: t,
+            cols: c1 - c0,
+        };
+        // SAFETY: the block lies inside x, xs (t*nsub sums), w and y (checked in `check`);
+        // `isa` was detected on this CPU.
+        unsafe { block(&b) }
+    })
+}
+
+fn run_tiles<F: Format>(ctx: &LaunchContext, isa: QIsa, p: QProblem<'_>) -> Result<(), PluginError> {
     let QProblem { x, w, bias, y, t, k, n } = p;
     let row_bytes = k / F::BLOCK * F::BYTES;
     let (k_count, k_len) = dq_k_blocking(k, F::BLOCK);
@@ -209,9 +294,8 @@ fn run_dequant<F: Format>(ctx: &LaunchContext, isa: QIsa, p: QProblem<'_>) -> Re
     let failed = std::sync::atomic::AtomicBool::new(false);
     ctx.parallel_for(tasks, |task| {
         let (c0, c1) = split(n, PANEL, tasks, task);
-        let (ws, y) = (ws, y_ptr);
         // SAFETY: slot `task` of the workspace (tasks*slot f32s) belongs to this task alone.
-        let panels = unsafe { std::slice::from_raw_parts_mut(ws.0.add(task * slot), slot) };
+        let panels = unsafe { std::slice::from_raw_parts_mut(ws.get().add(task * slot), slot) };
         let mut line = [0f32; DQ_KC + 256];
         for nb0 in (c0..c1).step_by(DQ_NB) {
             let cols = DQ_NB.min(c1 - nb0);
@@ -242,7 +326,7 @@ fn run_dequant<F: Format>(ctx: &LaunchContext, isa: QIsa, p: QProblem<'_>) -> Re
                     ldx: k,
                     panels: panels.as_ptr(),
                     // SAFETY: columns nb0..nb0+cols of every row of y belong to this task.
-                    y: unsafe { y.0.add(nb0) },
+                    y: unsafe { y_ptr.get().add(nb0) },
                     ldy: n,
                     bias: match bias {
                         Some(b) if kb == 0 => b[nb0..].as_ptr(),
@@ -259,7 +343,10 @@ fn run_dequant<F: Format>(ctx: &LaunchContext, isa: QIsa, p: QProblem<'_>) -> Re
         }
     })?;
     if failed.into_inner() {
-        return Err(PluginError::new(format!("matmul {}: dequantizing a weight tile failed", F::DTYPE)));
+        return Err(PluginError::new(format!(
+            "matmul {}: dequantizing a weight tile failed",
+            F::DTYPE
+        )));
     }
     Ok(())
 }

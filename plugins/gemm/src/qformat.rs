@@ -66,6 +66,9 @@ pub trait Format: Send + Sync + 'static {
     const UNIFORM: bool;
     /// The integers are signed bytes (−127..=127); otherwise unsigned 0..=63.
     const SIGNED: bool;
+    /// Byte offset of 16 packed nibble bytes (low nibbles elements 0..16, high 16..32) when
+    /// that is the whole sub-block (Q4_0, Q4_1), for kernels that widen nibbles directly.
+    const NIBBLES_AT: Option<usize> = None;
 
     /// Coefficients of sub-block `j` (0..BLOCK/32) of the block at `b`.
     ///
@@ -151,6 +154,7 @@ impl Format for Q4_0 {
     const BYTES: usize = 18;
     const UNIFORM: bool = true;
     const SIGNED: bool = false;
+    const NIBBLES_AT: Option<usize> = Some(2);
 
     #[inline(always)]
     unsafe fn coef<H: HalfCvt>(b: *const u8, _j: usize) -> Coef {
@@ -177,6 +181,7 @@ impl Format for Q4_1 {
     const BYTES: usize = 20;
     const UNIFORM: bool = true;
     const SIGNED: bool = false;
+    const NIBBLES_AT: Option<usize> = Some(4);
 
     #[inline(always)]
     unsafe fn coef<H: HalfCvt>(b: *const u8, _j: usize) -> Coef {
@@ -244,7 +249,10 @@ impl Format for Q6K {
         let d = H::read(b.add(208));
         let lo = d * (*b.add(192 + 2 * j) as i8) as f32;
         let hi = d * (*b.add(193 + 2 * j) as i8) as f32;
-        Coef { a: [lo, hi], b: [-32.0 * lo, -32.0 * hi] }
+        Coef {
+            a: [lo, hi],
+            b: [-32.0 * lo, -32.0 * hi],
+        }
     }
 
     #[inline(always)]
@@ -274,7 +282,10 @@ impl Format for Q6K {
             _mm256_srl_epi16(ql, _mm_cvtsi32_si128(4 * (jj >> 1) as i32)),
             _mm256_set1_epi8(0x0f),
         );
-        let hi = _mm256_and_si256(_mm256_srl_epi16(qh, _mm_cvtsi32_si128(2 * jj as i32)), _mm256_set1_epi8(3));
+        let hi = _mm256_and_si256(
+            _mm256_srl_epi16(qh, _mm_cvtsi32_si128(2 * jj as i32)),
+            _mm256_set1_epi8(3),
+        );
         _mm256_or_si256(lo, _mm256_slli_epi16::<4>(hi))
     }
 }
@@ -303,14 +314,20 @@ mod tests {
                 if is_x86_feature_detected!("avx2") {
                     let mut simd = [0u8; 32];
                     // SAFETY: AVX2 is present; the block lies inside `q`.
-                    unsafe { std::arch::x86_64::_mm256_storeu_si256(simd.as_mut_ptr() as *mut _, F::unpack_avx2(b, j)) };
+                    unsafe {
+                        std::arch::x86_64::_mm256_storeu_si256(simd.as_mut_ptr() as *mut _, F::unpack_avx2(b, j))
+                    };
                     assert_eq!(simd, ints, "{} block {blk} sub {j}", F::DTYPE);
                 }
                 for (l, &v) in ints.iter().enumerate() {
                     let v = if F::SIGNED { v as i8 as f32 } else { v as f32 };
                     let got = c.a[l / 16] * v + c.b[l / 16];
                     let idx = blk * F::BLOCK + 32 * j + l;
-                    assert!((got - want[idx]).abs() <= 1e-5 * want[idx].abs().max(1.0), "{} element {idx}", F::DTYPE);
+                    assert!(
+                        (got - want[idx]).abs() <= 1e-5 * want[idx].abs().max(1.0),
+                        "{} element {idx}",
+                        F::DTYPE
+                    );
                 }
             }
         }

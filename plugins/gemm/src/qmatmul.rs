@@ -21,7 +21,10 @@ fn err(msg: String) -> PluginError {
 /// Checks input metas; returns the output meta.
 fn check(inputs: &[TensorMeta]) -> Result<TensorMeta, PluginError> {
     if inputs.len() < 2 {
-        return Err(err(format!("takes inputs (x, w) or (x, w, bias), got {} inputs", inputs.len())));
+        return Err(err(format!(
+            "takes inputs (x, w) or (x, w, bias), got {} inputs",
+            inputs.len()
+        )));
     }
     let w = &inputs[1];
     if !w.dtype.is_quantized() {
@@ -65,8 +68,16 @@ impl Op for QMatmul {
 
     fn create(inputs: &[TensorMeta], attrs: &Attrs) -> Result<QMatmulKernel, PluginError> {
         check(inputs)?;
-        let float = if inputs[1].dtype.is_quantized() { None } else { Some(Matmul::create(inputs, attrs)?) };
-        Ok(QMatmulKernel { isa: QIsa::detect(), path: None, float })
+        let float = if inputs[1].dtype.is_quantized() {
+            None
+        } else {
+            Some(Matmul::create(inputs, attrs)?)
+        };
+        Ok(QMatmulKernel {
+            isa: QIsa::detect(),
+            path: path_override()?,
+            float,
+        })
     }
 
     fn examples() -> Vec<OpExample> {
@@ -92,9 +103,22 @@ impl Op for QMatmul {
                 if bias {
                     inputs.push(TensorMeta::of(DType::F32, &[n]));
                 }
-                OpExample { inputs: inputs.into(), attrs: Attrs::new() }
+                OpExample {
+                    inputs: inputs.into(),
+                    attrs: Attrs::new(),
+                }
             })
             .collect()
+    }
+}
+
+/// The method forced by `RTLLM_GEMM_QPATH` (`rows`, `int` or `tiles`; for comparisons), if set.
+fn path_override() -> Result<Option<QPath>, PluginError> {
+    match std::env::var("RTLLM_GEMM_QPATH") {
+        Ok(v) if !v.trim().is_empty() => QPath::parse(&v)
+            .map(Some)
+            .ok_or_else(|| err(format!("RTLLM_GEMM_QPATH={v:?}: expected rows, int or tiles"))),
+        _ => Ok(None),
     }
 }
 
@@ -159,7 +183,10 @@ impl Kernel for QMatmulKernel {
         let (n, kw) = dims2(w, "w")?;
         let (ty, ny) = dims2(y, "y")?;
         if kw != k || ty != t || ny != n {
-            return Err(err(format!("launch shapes disagree: x {}, w {}, y {}", x.meta, w.meta, y.meta)));
+            return Err(err(format!(
+                "launch shapes disagree: x {}, w {}, y {}",
+                x.meta, w.meta, y.meta
+            )));
         }
         let bias = match inputs.get(2) {
             Some(b) => {
@@ -185,7 +212,13 @@ impl Kernel for QMatmulKernel {
 }
 
 /// Dispatches on the weight dtype.
-pub fn run_dtype(ctx: &LaunchContext, isa: QIsa, path: QPath, dtype: DType, p: QProblem<'_>) -> Result<(), PluginError> {
+pub fn run_dtype(
+    ctx: &LaunchContext,
+    isa: QIsa,
+    path: QPath,
+    dtype: DType,
+    p: QProblem<'_>,
+) -> Result<(), PluginError> {
     fn go<F: Format>(ctx: &LaunchContext, isa: QIsa, path: QPath, p: QProblem<'_>) -> Result<(), PluginError> {
         qdriver::run::<F>(ctx, isa, path, p)
     }

@@ -1,0 +1,99 @@
+#!/usr/bin/env bash
+# rtllm vs llama.cpp on the same GGUF, prompt length and thread count, on the CPU.
+#
+# Builds llama.cpp (llama-bench) from the source vendored in the llama-cpp-python sdist, in a
+# temporary directory (scripts/bench/build-llamacpp.sh; nothing of llama.cpp is committed),
+# builds rtllm in release, then runs
+#   llama-bench -p PROMPT -n GEN -t THREADS -r REPS -m MODEL
+#   RTLLM_NUM_THREADS=THREADS rtllm generate --stats --ignore-eos --max-tokens GEN  (PROMPT-token prompt)
+# REPS times each and prints prefill and decode tok/s (medians), their ratio, and rtllm's
+# peak resident memory (/usr/bin/time) against GGUF size + KV cache + 20%.
+#
+# Environment: MODEL (default: the built-in SmolLM2-135M-Instruct Q4_1), THREADS (2),
+# PROMPT (128), GEN (64), REPS (5), KV_BYTES (rtllm's KV cache budget, default 16 MiB: enough
+# for PROMPT+GEN tokens of SmolLM2-135M; the engine default reserves 512 MiB), LLAMA_WORK_DIR
+# (/tmp/rtllm-llamacpp), RTLLM_GEMM_QPATH (passed through: force rows/int/tiles in the
+# quantized matmul).
+set -euo pipefail
+
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+MODEL="${MODEL:-$HOME/.cache/rtllm/models/SmolLM2-135M-Instruct.Q4_1.gguf}"
+THREADS="${THREADS:-2}"
+PROMPT="${PROMPT:-128}"
+GEN="${GEN:-64}"
+REPS="${REPS:-5}"
+KV_BYTES="${KV_BYTES:-$((16 << 20))}"
+[[ -f "$MODEL" ]] || { echo "no model at $MODEL (scripts/fetch-default-model.sh fetches the default)" >&2; exit 1; }
+
+echo "== building llama.cpp (temporary dir) ==" >&2
+LLAMA_BIN="$("$ROOT/scripts/bench/build-llamacpp.sh" | tail -n1)"
+
+echo "== building rtllm (release) ==" >&2
+(cd "$ROOT" && cargo build --release -q -p rtllm -p rtllm-gemm -p rtllm-attention -p rtllm-elementwise -p rtllm-rmsnorm)
+RTLLM="$ROOT/target/release/rtllm"
+
+OUT="$(mktemp -d /tmp/rtllm-bench.XXXXXX)"
+trap 'rm -rf "$OUT"' EXIT
+
+# Passive OpenMP waits: on a shared machine spinning workers lose their slices (rtllm's pool parks too).
+export OMP_WAIT_POLICY="${OMP_WAIT_POLICY:-passive}"
+echo "== llama-bench: -p $PROMPT -n $GEN -t $THREADS -r $REPS (OMP_WAIT_POLICY=$OMP_WAIT_POLICY) ==" >&2
+llama_run() { "$LLAMA_BIN/llama-bench" -m "$MODEL" -p "$PROMPT" -n "$GEN" -t "$THREADS" -r "$REPS" -o json "$@" >"$OUT/llama.json" 2>"$OUT/llama.err"; }
+LLAMA_NOTE=""
+if ! llama_run; then
+    # CPUs whose OS does not enable AMX tiles die with SIGILL in llama.cpp's AMX buffer type
+    # (built in by GGML_NATIVE on Sapphire Rapids); without weight repacking it is not used.
+    echo "llama-bench failed (see below); retrying with --repack 0" >&2
+    tail -n 3 "$OUT/llama.err" >&2 || true
+    llama_run --repack 0
+    LLAMA_NOTE=" (--repack 0: AMX/repacked buffers unusable here)"
+fi
+
+echo "== rtllm generate: $PROMPT-token prompt, $GEN tokens, RTLLM_NUM_THREADS=$THREADS, x$REPS ==" >&2
+# "hello" then " hello" x (PROMPT-1): one token each for SmolLM2's tokenizer (checked below).
+TEXT="hello$(printf ' hello%.0s' $(seq 2 "$PROMPT"))"
+for i in $(seq 1 "$REPS"); do
+    RTLLM_LOG="${RTLLM_LOG:-info}" RTLLM_NUM_THREADS="$THREADS" /usr/bin/time -v "$RTLLM" generate --model "$MODEL" \
+        --stats --ignore-eos --max-tokens "$GEN" --kv-cache-bytes "$KV_BYTES" --max-num-tokens "$PROMPT" \
+        "$TEXT" >/dev/null 2>"$OUT/rtllm.$i.err" || { cat "$OUT/rtllm.$i.err" >&2; exit 1; }
+done
+
+python3 - "$OUT" "$REPS" "$MODEL" "$PROMPT" "$GEN" "$THREADS" "$LLAMA_NOTE" <<'EOF'
+import json, os, re, statistics, sys
+out, reps, model, prompt, gen, threads, note = sys.argv[1], int(sys.argv[2]), sys.argv[3], int(sys.argv[4]), int(sys.argv[5]), sys.argv[6], sys.argv[7]
+llama = {"pp": None, "tg": None}
+for r in json.load(open(os.path.join(out, "llama.json"))):
+    key = "pp" if r.get("n_prompt", 0) > 0 and r.get("n_gen", 0) == 0 else "tg"
+    samples = r.get("samples_ts") or [r["avg_ts"]]
+    llama[key] = statistics.median(samples)
+pp, tg, rss, ntok = [], [], [], set()
+stat = re.compile(r"prompt (\d+) tokens in [\d.]+s \(([\d.]+) tok/s\) \| (\d+) tokens decoded at ([\d.]+) tok/s")
+for i in range(1, reps + 1):
+    text = open(os.path.join(out, f"rtllm.{i}.err")).read()
+    m = stat.search(text)
+    if not m:
+        sys.exit(f"no --stats line in rtllm run {i}:\n{text}")
+    ntok.add(int(m.group(1)))
+    pp.append(float(m.group(2)))
+    tg.append(float(m.group(4)))
+    k = re.search(r"Maximum resident set size \(kbytes\): (\d+)", text)
+    if k:
+        rss.append(int(k.group(1)) * 1024)
+rt = {"pp": statistics.median(pp), "tg": statistics.median(tg)}
+print(f"\nmodel {os.path.basename(model)}, {threads} threads, prompt {prompt} (rtllm saw {sorted(ntok)}), {gen} generated; medians of {reps}{note}")
+print(f"{'':10} {'llama.cpp tok/s':>16} {'rtllm tok/s':>12} {'rtllm/llama':>12}")
+for key, name in (("pp", f"prefill {prompt}"), ("tg", f"decode {gen}")):
+    l, r = llama[key], rt[key]
+    ratio = f"{r / l:.2f}x" if l else "n/a"
+    print(f"{name:14} {l or float('nan'):12.1f} {r:12.1f} {ratio:>12}")
+if rss:
+    gguf = os.path.getsize(model)
+    # The KV cache the engine allocated: kv_blocks (from its log) x 32 tokens per block x
+    # (30 layers x K,V x 3 kv heads x 64 dims x f32) per token for SmolLM2-135M.
+    meta = re.search(r"kv_blocks=(\d+)", open(os.path.join(out, "rtllm.1.err")).read())
+    per_token = 30 * 2 * 3 * 64 * 4
+    kv = int(meta.group(1)) * 32 * per_token if meta else per_token * (prompt + gen)
+    limit = (gguf + kv) * 1.2
+    peak = statistics.median(rss)
+    print(f"rtllm max RSS {peak / 2**20:.1f} MiB vs (GGUF {gguf / 2**20:.1f} MiB + KV {kv / 2**20:.1f} MiB) x 1.2 = {limit / 2**20:.1f} MiB: {'within' if peak <= limit else 'OVER'}")
+EOF
