@@ -89,10 +89,19 @@ pub struct Engine {
     pool: &'static HostPool,
     /// Owner of the memory `WeightBytes::Borrowed` points into.
     _weight_source: Arc<dyn WeightSource>,
-    // Reused per step so a forward pass does not grow allocations.
+    // Reused per step so a steady decode loop allocates nothing.
     step_inputs: [Vec<i32>; 6],
-    args_in: Vec<TensorArg>,
-    args_out: Vec<TensorArg>,
+    /// Each node's launch arguments; metas are rebuilt only when the step's shape changes.
+    node_args: Vec<NodeArgs>,
+    /// The (T, S, MB, L) the metas in `node_args` were resolved for.
+    args_shape: Option<[usize; 4]>,
+}
+
+/// One node's launch arguments.
+#[derive(Default)]
+struct NodeArgs {
+    inputs: Vec<TensorArg>,
+    outputs: Vec<TensorArg>,
 }
 
 // SAFETY: the raw pointers inside are to buffers the engine owns (or 'static mappings).
@@ -182,8 +191,8 @@ impl Engine {
             pool: HostPool::global(),
             _weight_source: weight_source,
             step_inputs: Default::default(),
-            args_in: Vec::new(),
-            args_out: Vec::new(),
+            node_args: Vec::new(),
+            args_shape: None,
         })
     }
 
@@ -287,12 +296,40 @@ impl Engine {
 
     fn ptr(&mut self, v: Value) -> *mut u8 {
         match self.slots[v.0] {
+            // SAFETY: the plan put every arena slot inside the arena.
             Slot::Arena(off) => unsafe { self.arena.as_mut_ptr().add(off) },
             Slot::Weight(i) => self.weights[i].ptr(),
             Slot::Kv(i) => self.kv[i].as_mut_ptr(),
             Slot::Step(k) => self.step_inputs[k].as_mut_ptr() as *mut u8,
             Slot::Unbound => std::ptr::null_mut(),
         }
+    }
+
+    /// Brings every node's launch arguments up to date for this step: metas when the step's
+    /// shape differs from the last one, data pointers always (step inputs may move).
+    fn prepare_args(&mut self, batch: &StepBatch, symbols: &Symbols) {
+        let shape = [batch.num_tokens(), batch.num_seqs(), batch.max_blocks, batch.logits_indices.len()];
+        let mut node_args = std::mem::take(&mut self.node_args);
+        if self.args_shape != Some(shape) || node_args.len() != self.graph.nodes.len() {
+            node_args.clear();
+            for node in &self.graph.nodes {
+                let arg = |v: &Value| {
+                    // SAFETY: the pointer is set below before any launch.
+                    unsafe { TensorArg::new(symbols.resolve(self.graph.meta(*v)), std::ptr::null_mut(), DeviceKind::Cpu) }
+                };
+                node_args.push(NodeArgs { inputs: node.inputs.iter().map(arg).collect(), outputs: node.outputs.iter().map(arg).collect() });
+            }
+            self.args_shape = Some(shape);
+        }
+        for (n, args) in node_args.iter_mut().enumerate() {
+            for i in 0..args.inputs.len() {
+                args.inputs[i].data = self.ptr(self.graph.nodes[n].inputs[i]);
+            }
+            for i in 0..args.outputs.len() {
+                args.outputs[i].data = self.ptr(self.graph.nodes[n].outputs[i]);
+            }
+        }
+        self.node_args = node_args;
     }
 
     /// Runs one packed batch; returns logits, `logits_indices.len() × vocab_size` row-major.
@@ -319,24 +356,10 @@ impl Engine {
             workspace_bytes: self.workspace.len(),
             host: self.pool.services(),
         };
-        let mut args_in = std::mem::take(&mut self.args_in);
-        let mut args_out = std::mem::take(&mut self.args_out);
+        self.prepare_args(batch, &symbols);
         let mut result = Ok(());
-        for n in 0..self.graph.nodes.len() {
-            args_in.clear();
-            args_out.clear();
-            let (inputs, outputs) = (self.graph.nodes[n].inputs.clone(), self.graph.nodes[n].outputs.clone());
-            for v in inputs {
-                let meta = symbols.resolve(self.graph.meta(v));
-                // SAFETY: the pointer covers the resolved meta (sized for the maximal symbols).
-                args_in.push(unsafe { TensorArg::new(meta, self.ptr(v), DeviceKind::Cpu) });
-            }
-            for v in outputs {
-                let meta = symbols.resolve(self.graph.meta(v));
-                args_out.push(unsafe { TensorArg::new(meta, self.ptr(v), DeviceKind::Cpu) });
-            }
-            let node = &self.graph.nodes[n];
-            if let Err(e) = node.kernel.launch(&ctx, &args_in, &args_out) {
+        for (node, args) in self.graph.nodes.iter().zip(&self.node_args) {
+            if let Err(e) = node.kernel.launch(&ctx, &args.inputs, &args.outputs) {
                 result = Err(EngineError::Kernel {
                     scope: node.scope.clone(),
                     op: node.op.clone(),
@@ -346,8 +369,6 @@ impl Engine {
                 break;
             }
         }
-        self.args_in = args_in;
-        self.args_out = args_out;
         result?;
         let Slot::Arena(off) = self.slots[self.logits.0] else {
             return Err(EngineError::Setup("logits are not an op output".into()));
