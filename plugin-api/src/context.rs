@@ -172,10 +172,15 @@ impl LaunchContext {
     /// The workspace as `len` elements of `T`, or an error if the host gave too little.
     #[allow(clippy::mut_from_ref)]
     pub fn workspace<T: Copy>(&self, len: usize) -> Result<&mut [T], PluginError> {
-        let need = len * std::mem::size_of::<T>();
         if len == 0 {
             return Ok(&mut []);
         }
+        let need = len.checked_mul(std::mem::size_of::<T>()).ok_or_else(|| {
+            PluginError::new(format!(
+                "workspace of {len} elements of {} bytes overflows usize",
+                std::mem::size_of::<T>()
+            ))
+        })?;
         if self.workspace.is_null() || self.workspace_bytes < need {
             return Err(PluginError::new(format!(
                 "workspace of {} bytes is smaller than the {need} bytes the kernel asked for",
@@ -187,5 +192,22 @@ impl LaunchContext {
         }
         // SAFETY: the host hands the workspace to one launch at a time.
         Ok(unsafe { std::slice::from_raw_parts_mut(self.workspace as *mut T, len) })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn workspace_sizes_are_checked() {
+        let mut buf = [0u64; 4];
+        let mut ctx = LaunchContext::cpu_sequential();
+        ctx.workspace = buf.as_mut_ptr() as *mut u8;
+        ctx.workspace_bytes = std::mem::size_of_val(&buf);
+        assert_eq!(ctx.workspace::<u64>(4).map(|w| w.len()), Ok(4));
+        assert!(ctx.workspace::<u64>(5).is_err());
+        let overflow = ctx.workspace::<u64>(usize::MAX / 4).expect_err("overflow is an error");
+        assert!(overflow.to_string().contains("overflows"), "{overflow}");
     }
 }

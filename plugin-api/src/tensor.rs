@@ -82,12 +82,12 @@ impl TensorMeta {
         self.shape().ok_or_else(|| PluginError::new(format!("shape {self} has unresolved symbolic dims")))
     }
 
-    /// Number of elements, if all dims are known.
+    /// Number of elements, if all dims are known and their product fits a `usize`.
     pub fn numel(&self) -> Option<usize> {
-        self.shape().map(|s| s.iter().product())
+        self.shape()?.iter().try_fold(1usize, |n, &d| n.checked_mul(d))
     }
 
-    /// Bytes of a contiguous tensor with this shape, if known and whole blocks.
+    /// Bytes of a contiguous tensor with this shape, if known, whole blocks and no overflow.
     pub fn byte_size(&self) -> Option<usize> {
         self.dtype.bytes_for(self.numel()?)
     }
@@ -203,7 +203,9 @@ impl TensorArg {
         if (self.data as usize) % std::mem::align_of::<T>() != 0 {
             return Err(PluginError::new(format!("tensor {} is misaligned for {}", self.meta, T::DTYPE)));
         }
-        Ok(self.numel())
+        self.meta
+            .numel()
+            .ok_or_else(|| PluginError::new(format!("tensor {} has an unknown or overflowing element count", self.meta)))
     }
 
     /// A host view of the elements.
@@ -259,6 +261,20 @@ mod tests {
         assert_eq!(r.shape(), Some(vec![5, 576]));
         assert_eq!(r.byte_size(), Some(5 * 576 * 4));
         assert!(r.is_contiguous());
+    }
+
+    #[test]
+    fn overflowing_sizes_are_none() {
+        let huge = TensorMeta::of(DType::F32, &[usize::MAX, 2]);
+        assert_eq!(huge.numel(), None);
+        assert_eq!(huge.byte_size(), None);
+        // The element count fits but the bytes do not.
+        let wide = TensorMeta::of(DType::F32, &[usize::MAX / 2]);
+        assert_eq!(wide.numel(), Some(usize::MAX / 2));
+        assert_eq!(wide.byte_size(), None);
+        let mut data = [0f32; 1];
+        let arg = unsafe { TensorArg::new(huge, data.as_mut_ptr() as *mut u8, DeviceKind::Cpu) };
+        assert!(arg.slice::<f32>().is_err(), "an overflowing tensor is no view");
     }
 
     #[test]

@@ -192,3 +192,57 @@ fn default_model_engine_dir_and_cache() {
     assert_eq!(cache::counters().hits - before.hits, 1);
     let _ = DummySpec::new("tiny-llama");
 }
+
+#[test]
+fn corrupt_plan_structure_and_limits_are_refused() {
+    let _g = LOCK.lock().unwrap_or_else(|p| p.into_inner());
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("engine");
+    build_dir(model_args(None, Some("tiny-llama")), &out);
+    let plan_path = out.join("plan.json");
+    let pristine: serde_json::Value = serde_json::from_slice(&std::fs::read(&plan_path).unwrap()).unwrap();
+    let first_output = pristine["nodes"][0]["outputs"][0].as_u64().unwrap() as usize;
+    let last = pristine["nodes"].as_array().unwrap().len() - 1;
+    let last_output = pristine["nodes"][last]["outputs"][0].clone();
+    type Damage = Box<dyn Fn(&mut serde_json::Value)>;
+    let cases: Vec<(&str, Damage, &str)> = vec![
+        (
+            "a node output claiming to be a weight",
+            Box::new(move |p| {
+                p["values"][first_output]["source"] =
+                    serde_json::json!({"kind": "weight", "name": "model.norm.weight", "dtype": "f32"})
+            }),
+            "whose source is",
+        ),
+        (
+            "tokens_per_block 0",
+            Box::new(|p| p["limits"]["tokens_per_block"] = 0.into()),
+            "tokens_per_block",
+        ),
+        (
+            "max_seq_len 0",
+            Box::new(|p| p["limits"]["max_seq_len"] = 0.into()),
+            "max_seq_len",
+        ),
+        (
+            "the first node reading the last node's output",
+            Box::new(move |p| p["nodes"][0]["inputs"][0] = last_output.clone()),
+            "not an earlier node",
+        ),
+        (
+            "a value out of range",
+            Box::new(|p| p["nodes"][0]["inputs"][0] = 1_000_000.into()),
+            "out of range",
+        ),
+    ];
+    for (what, damage, expect) in cases {
+        let mut plan = pristine.clone();
+        damage(&mut plan);
+        std::fs::write(&plan_path, serde_json::to_vec(&plan).unwrap()).unwrap();
+        let err = Model::load(&out, registry(), &BuildConfig::default())
+            .err()
+            .unwrap_or_else(|| panic!("{what}: the corrupt plan loaded"))
+            .to_string();
+        assert!(err.contains(expect), "{what}: {err}");
+    }
+}

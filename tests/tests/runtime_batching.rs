@@ -143,3 +143,28 @@ fn cancellation_frees_blocks_and_impossible_requests_are_refused() {
     assert!(err.to_string().contains("KV cache"), "{err}");
     assert_eq!(wait_idle(&ex).kv.used_blocks, 0);
 }
+
+#[test]
+fn unbounded_max_tokens_runs_to_max_seq_len_and_the_executor_keeps_serving() {
+    // `max_tokens = usize::MAX` (the Llm API's "no limit") once overflowed the scheduler's
+    // worst-case sum and killed the loop; it now means "until max_seq_len".
+    let mut config = ExecutorConfig::with_max_batch_size(2);
+    config.build.max_seq_len = Some(48);
+    config.capacity_scheduler_policy = rtllm::runtime::CapacitySchedulerPolicy::GuaranteedNoEvict;
+    let Some(model) = load(&config) else { return };
+    let ex = executor(model, config);
+    let prompt = fixture_prompts().into_iter().min_by_key(|p| p.len()).expect("prompts");
+    let unbounded = SamplingParams {
+        ignore_eos: true,
+        ..SamplingParams::greedy(usize::MAX)
+    };
+    let samples = ex
+        .submit(Request::new(prompt.clone(), unbounded))
+        .expect("submits")
+        .wait()
+        .expect("completes");
+    assert_eq!(samples[0].token_ids.len(), 48 - prompt.len());
+    assert_eq!(samples[0].finish_reason, Some(FinishReason::Length));
+    let next = ex.submit(Request::new(prompt, greedy(3))).expect("still serving");
+    assert_eq!(next.wait().expect("completes")[0].token_ids.len(), 3);
+}

@@ -174,7 +174,7 @@ pub fn build_parts(
         let meta = weights.weight_meta(&name).ok_or_else(|| LoadError::Weight { name: name.clone(), message: "vanished".into() })?;
         let bytes = weights.weight_bytes(&name).ok_or_else(|| LoadError::Weight { name: name.clone(), message: "no data".into() })?;
         if meta.dtype == dtype {
-            bound.push(WeightBytes::Borrowed { ptr: bytes.as_ptr(), len: bytes.len() });
+            bound.push(bind_weight(bytes, dtype));
         } else {
             let row_len = meta.dims.last().and_then(|d| d.known()).unwrap_or(1);
             bound.push(WeightBytes::Owned(convert(&name, bytes, meta.dtype, dtype, row_len)?));
@@ -190,8 +190,47 @@ pub fn build_parts(
     Ok(BuiltParts { graph, weights, bound, limits, kv_cache_dtype: bc.kv_cache_dtype })
 }
 
+/// Binds stored weight bytes of `dtype` without a copy when their address suits the dtype's
+/// element (kernels view them as `&[T]`); a misaligned mmapped tensor (safetensors only aligns
+/// its data section to 8 bytes by convention, not by rule) is copied into an aligned buffer.
+pub(crate) fn bind_weight(bytes: &[u8], dtype: DType) -> WeightBytes {
+    // Quantized blocks are read as bytes; plain dtypes as elements of their own size.
+    let align = if dtype.is_quantized() { 1 } else { dtype.block_bytes() };
+    if (bytes.as_ptr() as usize) % align == 0 {
+        WeightBytes::Borrowed { ptr: bytes.as_ptr(), len: bytes.len() }
+    } else {
+        tracing::debug!(%dtype, bytes = bytes.len(), "copying a misaligned weight into an aligned buffer");
+        WeightBytes::Owned(AlignedBuf::from_bytes(bytes))
+    }
+}
+
 impl From<BuildError> for LoadError {
     fn from(e: BuildError) -> Self {
         LoadError::Build(e)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn misaligned_weights_are_copied_aligned_ones_borrowed() {
+        let backing = AlignedBuf::from_bytes(&[1, 2, 3, 4, 5, 6, 7, 8, 9]);
+        let all = backing.as_bytes();
+        match bind_weight(&all[..8], DType::F32) {
+            WeightBytes::Borrowed { ptr, len } => assert_eq!((ptr, len), (all.as_ptr(), 8)),
+            WeightBytes::Owned(_) => panic!("an aligned weight was copied"),
+        }
+        match bind_weight(&all[1..9], DType::F32) {
+            WeightBytes::Owned(b) => {
+                assert_eq!(b.as_ptr() as usize % 4, 0);
+                assert_eq!(b.as_bytes(), &all[1..9]);
+            }
+            WeightBytes::Borrowed { .. } => panic!("a misaligned f32 weight was borrowed"),
+        }
+        // Bytes and quantized blocks need no alignment.
+        assert!(matches!(bind_weight(&all[1..9], DType::U8), WeightBytes::Borrowed { .. }));
+        assert!(matches!(bind_weight(&all[1..9], DType::F16), WeightBytes::Owned(_)));
     }
 }

@@ -13,6 +13,7 @@
 
 mod format;
 mod tokenizer;
+mod validate;
 
 pub use format::{PlanRecord, FORMAT_VERSION};
 pub use tokenizer::{HF_CONFIG_FILE, HF_FILE, SPEC_FILE};
@@ -280,6 +281,7 @@ pub fn read_plan(dir: &Path) -> Result<PlanRecord, SerializeError> {
             ),
         });
     }
+    validate::check_plan(&plan).map_err(|message| SerializeError::Format { path, message })?;
     Ok(plan)
 }
 
@@ -437,11 +439,7 @@ pub fn load_engine(dir: &Path, registry: &Registry) -> Result<(PlanRecord, Engin
                 rec.tensor, t.dtype
             )));
         }
-        let bytes = t.bytes();
-        bound.push(WeightBytes::Borrowed {
-            ptr: bytes.as_ptr(),
-            len: bytes.len(),
-        });
+        bound.push(super::load::bind_weight(t.bytes(), *dtype));
     }
     let weights: Arc<dyn super::WeightSource> = Arc::new(store);
     let kv_cache_dtype = parse_dtype(&plan.build.kv_cache_dtype).map_err(|message| SerializeError::Format {

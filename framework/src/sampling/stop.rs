@@ -271,7 +271,9 @@ impl StopChecker {
             return String::new();
         }
         let tail = self.stream.finish(tok).unwrap_or_default();
-        let (mut out, matched) = self.strings.push(&tail, true);
+        // A stop string completed by the tail counts only once min_tokens were generated.
+        let can_stop = self.generated >= self.min_tokens;
+        let (mut out, matched) = self.strings.push(&tail, can_stop);
         if matched.is_none() {
             out.push_str(&self.strings.flush());
         }

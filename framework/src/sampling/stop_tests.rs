@@ -191,3 +191,40 @@ fn eos_stop_ids_length_and_min_tokens() {
     assert_eq!((reason, used), (Some(FinishReason::Stop(StopKind::Eos(eos[0]))), 4));
     assert_eq!(deltas.concat(), tok.decode(&[a, b], true).unwrap());
 }
+
+#[test]
+fn flush_respects_min_tokens() {
+    let Some(tok) = tokenizer() else { return };
+    // A character split over byte tokens: its first token alone leaves bytes in the decoder,
+    // which `flush` turns into U+FFFD, the stop string here.
+    let split = ["😀", "🦀", "漢", "ñ"]
+        .iter()
+        .map(|s| tok.encode(s, false).unwrap())
+        .find(|ids| ids.len() > 1 && tok.decode(&ids[..1], true).is_ok_and(|t| t.contains('\u{FFFD}')));
+    let Some(ids) = split else {
+        eprintln!("skipping: no character of the list is split over byte tokens");
+        return;
+    };
+    let eos = tok.eos_token_ids();
+    let base = SamplingParams {
+        stop: vec!["\u{FFFD}".into()],
+        ..SamplingParams::greedy(16)
+    };
+    // Below min_tokens the tail is no stop: all of it is returned.
+    let p = SamplingParams {
+        min_tokens: 5,
+        ..base.clone()
+    };
+    let mut c = StopChecker::new(&p, &eos, tok);
+    let first = c.step(tok, ids[0]).unwrap();
+    assert_eq!(first.finish_reason, None);
+    let text = first.text_diff + &c.flush(tok);
+    assert_eq!(
+        text, "\u{FFFD}",
+        "a stop string before min_tokens must not trim the flushed tail"
+    );
+    // Past min_tokens the same tail is a stop string and is trimmed.
+    let mut c = StopChecker::new(&base, &eos, tok);
+    let first = c.step(tok, ids[0]).unwrap();
+    assert_eq!(first.text_diff + &c.flush(tok), "");
+}

@@ -175,8 +175,9 @@ impl Executor {
         })
     }
 
-    /// Queues a request; refuses one that can never run.
-    pub fn submit(&self, request: Request) -> Result<RequestHandle, SubmitError> {
+    /// Queues a request; refuses one that can never run. The effective `max_tokens` is clamped
+    /// to `max_seq_len - prompt_len` (so `usize::MAX` means "until the context is full").
+    pub fn submit(&self, mut request: Request) -> Result<RequestHandle, SubmitError> {
         let l = &self.limits;
         let prompt = request.prompt_ids.len();
         if prompt == 0 {
@@ -216,6 +217,7 @@ impl Executor {
                 total: l.total_blocks,
             });
         }
+        request.params.max_tokens = request.params.max_tokens.min(l.max_seq_len - prompt);
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         let cancelled = Arc::new(AtomicBool::new(false));
         let (tx, rx) = channel();

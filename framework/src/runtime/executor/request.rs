@@ -59,6 +59,10 @@ pub enum RequestError {
     Unschedulable(String),
     #[error("forward pass failed: {0}")]
     Engine(String),
+    /// The executor hit an internal fault (a panic in its loop, a failed KV block copy or
+    /// fork) while running this request; the executor itself keeps serving.
+    #[error("internal executor error: {0}")]
+    Internal(String),
 }
 
 /// One step's output for one sample of a request.

@@ -13,6 +13,7 @@ use crate::runtime::scheduler::{schedule_micro_batch, LlmRequest, ScheduledChunk
 use crate::runtime::FinishReason;
 use crate::sampling::{SamplingParams, SequenceSampler};
 use std::collections::HashMap;
+use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{Receiver, Sender, TryRecvError};
 use std::sync::{Arc, Mutex};
@@ -95,7 +96,10 @@ impl Worker {
     pub fn run(&mut self) {
         while self.intake() {
             self.drop_cancelled();
-            self.step_once();
+            // A bug in one step must not take the executor down: fail the batch, keep serving.
+            if let Err(payload) = catch_unwind(AssertUnwindSafe(|| self.step_once())) {
+                self.recover_from_panic(panic_message(payload.as_ref()));
+            }
             self.drop_cancelled();
             self.publish_stats();
         }
@@ -224,14 +228,45 @@ impl Worker {
         }
     }
 
+    /// After a panic in a step: fails every running request (freeing its blocks) and any
+    /// client the scheduler no longer holds; waiting requests stay queued.
+    fn recover_from_panic(&mut self, msg: String) {
+        tracing::error!("executor step panicked: {msg}");
+        let running: Vec<u64> = self.scheduler.running.iter().map(|r| r.id).collect();
+        let orphans: Vec<u64> = self
+            .clients
+            .keys()
+            .copied()
+            .filter(|&id| {
+                !self.scheduler.running.iter().any(|r| r.id == id) && !self.scheduler.waiting.iter().any(|r| r.id == id)
+            })
+            .collect();
+        let error = RequestError::Internal(format!("the executor step panicked: {msg}"));
+        for id in running.into_iter().chain(orphans) {
+            // A second panic here (corrupt state) must not escape either.
+            let removed = catch_unwind(AssertUnwindSafe(|| self.scheduler.remove(id, &mut self.kv)));
+            if removed.is_err() {
+                tracing::error!(request = id, "freeing the request's blocks panicked as well");
+            }
+            self.fail(id, error.clone());
+        }
+    }
+
     fn step_once(&mut self) {
         let out = self.scheduler.schedule_capacity(&mut self.kv);
         for (id, why) in out.failed {
             self.fail(id, RequestError::Unschedulable(why));
         }
-        for (src, dst) in out.copies {
+        let mut copy_failed: Vec<(u64, String)> = Vec::new();
+        for (id, src, dst) in out.copies {
             if let Err(e) = self.engine.copy_kv_block(src as usize, dst as usize) {
-                tracing::error!("copy-on-write of KV block {src} -> {dst}: {e}");
+                copy_failed.push((id, format!("copy-on-write of KV block {src} -> {dst} failed: {e}")));
+            }
+        }
+        for (id, why) in copy_failed {
+            if self.clients.contains_key(&id) {
+                self.scheduler.remove(id, &mut self.kv);
+                self.fail(id, RequestError::Internal(why));
             }
         }
         self.peak_running = self.peak_running.max(self.scheduler.running.len());
@@ -285,7 +320,7 @@ impl Worker {
         let vocab = self.engine.vocab_size();
         let max_seq_len = self.scheduler.config.max_seq_len;
         let mut row = 0;
-        let mut failed: Vec<(u64, String)> = Vec::new();
+        let mut failed: Vec<(u64, RequestError)> = Vec::new();
         for c in chunks {
             let (Some(req), Some(client)) = (
                 self.scheduler.running.iter_mut().find(|r| r.id == c.request),
@@ -314,13 +349,14 @@ impl Worker {
                             client.send(u);
                         }
                     }
-                    Err(e) => failed.push((req.id, e)),
+                    Err(e) => failed.push((req.id, RequestError::Unschedulable(format!("beam search: {e}")))),
                 }
                 continue;
             }
             let mut sampled = vec![pos];
             if !req.forked {
                 req.forked = true;
+                let mut fork_error = None;
                 for index in 1..req.n {
                     let parent = &req.seqs[pos];
                     let child = SeqState {
@@ -330,11 +366,16 @@ impl Worker {
                     };
                     self.next_seq += 1;
                     if let Err(e) = self.kv.fork(parent.id, child.id) {
-                        tracing::error!(request = req.id, "fork: {e}");
-                        continue;
+                        fork_error = Some(format!("forking sample {index} of {} failed: {e}", req.n));
+                        break;
                     }
                     req.seqs.push(child);
                     sampled.push(req.seqs.len() - 1);
+                }
+                if let Some(why) = fork_error {
+                    // Every sample must come back: fail the request rather than drop one.
+                    failed.push((req.id, RequestError::Internal(why)));
+                    continue;
                 }
             }
             for i in sampled {
@@ -363,9 +404,9 @@ impl Worker {
                 });
             }
         }
-        for (id, why) in failed {
+        for (id, error) in failed {
             self.scheduler.remove(id, &mut self.kv);
-            self.fail(id, RequestError::Unschedulable(format!("beam search: {why}")));
+            self.fail(id, error);
         }
         let done: Vec<u64> = self
             .scheduler
@@ -415,5 +456,16 @@ fn advance(
         Some(FinishReason::Length)
     } else {
         None
+    }
+}
+
+/// The text of a panic payload (`&str` or `String`; anything else is unnamed).
+fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
+    if let Some(s) = payload.downcast_ref::<&str>() {
+        (*s).to_owned()
+    } else if let Some(s) = payload.downcast_ref::<String>() {
+        s.clone()
+    } else {
+        "a panic with a non-string payload".to_owned()
     }
 }

@@ -98,10 +98,26 @@ impl BlockPool {
     }
 
     /// Drops one reference; an unreferenced block becomes cached (if registered) or free.
+    /// Releasing an unreferenced (or unknown) block is a caller bug: it is logged and ignored,
+    /// never pushed on the free list again (that would hand one block to two sequences).
     pub fn decref(&mut self, block: u32) {
         let i = block as usize;
-        debug_assert!(self.refs[i] > 0, "block {block} released more often than taken");
-        self.refs[i] = self.refs[i].saturating_sub(1);
+        match self.refs.get(i) {
+            Some(0) => {
+                tracing::error!(block, "KV block released more often than taken; ignoring the release");
+                return;
+            }
+            None => {
+                tracing::error!(
+                    block,
+                    total = self.refs.len(),
+                    "release of a KV block outside the pool; ignoring it"
+                );
+                return;
+            }
+            Some(_) => {}
+        }
+        self.refs[i] -= 1;
         if self.refs[i] == 0 {
             if self.keys[i].is_some() {
                 self.tick += 1;
@@ -134,5 +150,43 @@ impl BlockPool {
         let &b = self.by_hash.get(&hash)?;
         let key = self.keys[b as usize].as_ref()?;
         (key.parent == parent && key.tokens == tokens).then_some(b)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_double_release_never_frees_a_block_twice() {
+        let mut pool = BlockPool::new(2);
+        let a = pool.allocate().expect("a block");
+        pool.decref(a);
+        assert_eq!(pool.free_count(), 2);
+        pool.decref(a); // the bug: released again
+        pool.decref(7); // not a block of this pool
+        assert_eq!(pool.free_count(), 2, "the block went on the free list twice");
+        let x = pool.allocate().expect("first");
+        let y = pool.allocate().expect("second");
+        assert_ne!(x, y, "two allocations got the same block");
+        assert_eq!(pool.allocate(), None);
+    }
+
+    #[test]
+    fn a_double_release_of_a_cached_block_keeps_one_lru_entry() {
+        let mut pool = BlockPool::new(1);
+        let a = pool.allocate().expect("a block");
+        assert!(pool.register(
+            a,
+            BlockKey {
+                hash: 1,
+                parent: 0,
+                tokens: vec![1, 2]
+            }
+        ));
+        pool.decref(a);
+        pool.decref(a);
+        assert_eq!(pool.cached_count(), 1);
+        assert_eq!(pool.available(), 1);
     }
 }

@@ -41,7 +41,7 @@ impl Scheduler {
             if need <= kv.available_blocks() {
                 for s in self.running[i].seqs.iter().filter(|s| !s.finished) {
                     match kv.prepare_write(s.id, s.num_computed, s.tokens.len()) {
-                        Ok(Some(copy)) => out.copies.push(copy),
+                        Ok(Some((src, dst))) => out.copies.push((self.running[i].id, src, dst)),
                         Ok(None) => {}
                         Err(e) => {
                             tracing::error!(request = self.running[i].id, "KV growth failed after the check: {e}")

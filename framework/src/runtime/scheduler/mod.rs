@@ -123,8 +123,9 @@ impl LlmRequest {
 /// What one scheduling step did besides choosing chunks.
 #[derive(Debug, Default)]
 pub struct CapacityOutcome {
-    /// Block copies (`src`, `dst`) the engine must make before the forward pass.
-    pub copies: Vec<(u32, u32)>,
+    /// Block copies (`request`, `src`, `dst`) the engine must make before the forward pass;
+    /// `request` is the request whose write needs the copy (it fails if the copy does).
+    pub copies: Vec<(u64, u32, u32)>,
     /// Requests preempted this step.
     pub preempted: Vec<u64>,
     /// Requests that can never run (removed), with the reason.
@@ -181,7 +182,8 @@ impl Scheduler {
     /// Worst-case blocks of one sequence of `req`.
     fn worst_seq_blocks(&self, req: &LlmRequest, kv: &KvCacheManager) -> usize {
         let prompt = req.seqs.first().map(|s| s.prompt_len).unwrap_or(0);
-        let len = (prompt + req.max_tokens).min(self.config.max_seq_len);
+        // `max_tokens` may be `usize::MAX` ("until max_seq_len"): saturate, never overflow.
+        let len = prompt.saturating_add(req.max_tokens).min(self.config.max_seq_len);
         // A forked sample may copy its shared partial block once.
         kv.blocks_for(len) + usize::from(req.n > 1)
     }

@@ -192,3 +192,15 @@ fn micro_batch_puts_generation_first_and_chunks_context() {
     let unchunked = schedule_micro_batch(&cfg, &s.running);
     assert_eq!(unchunked.len(), 1, "29 tokens left, 30 wanted: the context waits");
 }
+
+#[test]
+fn unbounded_max_tokens_is_capped_by_max_seq_len_without_overflow() {
+    // `max_tokens = usize::MAX` means "until max_seq_len"; the worst case must saturate.
+    let mut s = Scheduler::new(config(CapacitySchedulerPolicy::GuaranteedNoEvict, true));
+    let mut kv = kv(32);
+    s.enqueue(req(1, 7, usize::MAX)); // worst case max_seq_len 64 = 16 blocks
+    s.enqueue(req(2, 7, usize::MAX));
+    s.enqueue(req(3, 7, usize::MAX));
+    assert_eq!(s.schedule_capacity(&mut kv).admitted, vec![1, 2]);
+    assert_eq!(s.waiting.len(), 1);
+}
