@@ -10,8 +10,9 @@
 # peak resident memory (/usr/bin/time) against GGUF size + KV cache + 20%.
 #
 # Environment: MODEL (default: the built-in SmolLM2-135M-Instruct Q4_1), THREADS (2),
-# PROMPT (128), GEN (64), REPS (5), KV_BYTES (rtllm's KV cache budget, default 16 MiB: enough
-# for PROMPT+GEN tokens of SmolLM2-135M; the engine default reserves 512 MiB), LLAMA_WORK_DIR
+# PROMPT (128), GEN (64), REPS (5), KV_BYTES (rtllm's KV cache budget; default: the whole
+# 32-token blocks PROMPT+GEN tokens need, from the GGUF's shape (scripts/bench/kv-bytes.py), as
+# llama-bench sizes its context to the run; the engine default reserves 512 MiB), LLAMA_WORK_DIR
 # (/tmp/rtllm-llamacpp), RTLLM_GEMM_QPATH (passed through: force rows/int/tiles in the
 # quantized matmul).
 set -euo pipefail
@@ -22,8 +23,11 @@ THREADS="${THREADS:-2}"
 PROMPT="${PROMPT:-128}"
 GEN="${GEN:-64}"
 REPS="${REPS:-5}"
-KV_BYTES="${KV_BYTES:-$((16 << 20))}"
 [[ -f "$MODEL" ]] || { echo "no model at $MODEL (scripts/fetch-default-model.sh fetches the default)" >&2; exit 1; }
+# f32 K and V per token, and the engine's 32-token KV blocks.
+KV_PER_TOKEN="$(python3 "$ROOT/scripts/bench/kv-bytes.py" "$MODEL" 4)"
+KV_BLOCK_TOKENS=32
+KV_BYTES="${KV_BYTES:-$(( (PROMPT + GEN + KV_BLOCK_TOKENS - 1) / KV_BLOCK_TOKENS * KV_BLOCK_TOKENS * KV_PER_TOKEN ))}"
 
 echo "== building llama.cpp (temporary dir) ==" >&2
 LLAMA_BIN="$("$ROOT/scripts/bench/build-llamacpp.sh" | tail -n1)"
@@ -52,15 +56,21 @@ fi
 echo "== rtllm generate: $PROMPT-token prompt, $GEN tokens, RTLLM_NUM_THREADS=$THREADS, x$REPS ==" >&2
 # "hello" then " hello" x (PROMPT-1): one token each for SmolLM2's tokenizer (checked below).
 TEXT="hello$(printf ' hello%.0s' $(seq 2 "$PROMPT"))"
+# One untimed run first: it builds (or checks) the engine cache entry for this configuration,
+# which holds the whole GGUF in memory once and would skew the first run's time and RSS.
+RTLLM_NUM_THREADS="$THREADS" "$RTLLM" generate --model "$MODEL" --ignore-eos --max-tokens 1 \
+    --kv-cache-bytes "$KV_BYTES" --max-num-tokens "$PROMPT" hello >/dev/null 2>"$OUT/rtllm.warmup.err" \
+    || { cat "$OUT/rtllm.warmup.err" >&2; exit 1; }
 for i in $(seq 1 "$REPS"); do
     RTLLM_LOG="${RTLLM_LOG:-info}" RTLLM_NUM_THREADS="$THREADS" /usr/bin/time -v "$RTLLM" generate --model "$MODEL" \
         --stats --ignore-eos --max-tokens "$GEN" --kv-cache-bytes "$KV_BYTES" --max-num-tokens "$PROMPT" \
         "$TEXT" >/dev/null 2>"$OUT/rtllm.$i.err" || { cat "$OUT/rtllm.$i.err" >&2; exit 1; }
 done
 
-python3 - "$OUT" "$REPS" "$MODEL" "$PROMPT" "$GEN" "$THREADS" "$LLAMA_NOTE" <<'EOF'
+python3 - "$OUT" "$REPS" "$MODEL" "$PROMPT" "$GEN" "$THREADS" "$LLAMA_NOTE" "$KV_PER_TOKEN" "$KV_BLOCK_TOKENS" "$KV_BYTES" <<'EOF'
 import json, os, re, statistics, sys
 out, reps, model, prompt, gen, threads, note = sys.argv[1], int(sys.argv[2]), sys.argv[3], int(sys.argv[4]), int(sys.argv[5]), sys.argv[6], sys.argv[7]
+per_token, block_tokens, kv_bytes = int(sys.argv[8]), int(sys.argv[9]), int(sys.argv[10])
 llama = {"pp": None, "tg": None}
 for r in json.load(open(os.path.join(out, "llama.json"))):
     key = "pp" if r.get("n_prompt", 0) > 0 and r.get("n_gen", 0) == 0 else "tg"
@@ -88,11 +98,8 @@ for key, name in (("pp", f"prefill {prompt}"), ("tg", f"decode {gen}")):
     print(f"{name:14} {l or float('nan'):12.1f} {r:12.1f} {ratio:>12}")
 if rss:
     gguf = os.path.getsize(model)
-    # The KV cache the engine allocated: kv_blocks (from its log) x 32 tokens per block x
-    # (30 layers x K,V x 3 kv heads x 64 dims x f32) per token for SmolLM2-135M.
-    meta = re.search(r"kv_blocks=(\d+)", open(os.path.join(out, "rtllm.1.err")).read())
-    per_token = 30 * 2 * 3 * 64 * 4
-    kv = int(meta.group(1)) * 32 * per_token if meta else per_token * (prompt + gen)
+    # The KV cache the engine allocated: the whole blocks that fit in KV_BYTES.
+    kv = kv_bytes // (block_tokens * per_token) * block_tokens * per_token
     limit = (gguf + kv) * 1.2
     peak = statistics.median(rss)
     print(f"rtllm max RSS {peak / 2**20:.1f} MiB vs (GGUF {gguf / 2**20:.1f} MiB + KV {kv / 2**20:.1f} MiB) x 1.2 = {limit / 2**20:.1f} MiB: {'within' if peak <= limit else 'OVER'}")

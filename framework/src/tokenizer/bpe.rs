@@ -12,7 +12,7 @@ use super::TokenizerError;
 #[derive(Debug, Clone)]
 pub struct Vocab {
     pub tokens: Vec<String>,
-    pub ids: HashMap<String, u32>,
+    index: IdIndex,
 }
 
 impl Vocab {
@@ -27,15 +27,66 @@ impl Vocab {
                 tokens.len()
             )));
         }
-        let mut ids = HashMap::with_capacity(tokens.len());
-        for (i, t) in tokens.iter().enumerate() {
-            ids.entry(t.clone()).or_insert(i as u32);
-        }
-        Ok(Vocab { tokens, ids })
+        let index = IdIndex::new(&tokens);
+        Ok(Vocab { tokens, index })
     }
 
     pub fn id(&self, token: &str) -> Option<u32> {
-        self.ids.get(token).copied()
+        self.index.get(&self.tokens, token)
+    }
+}
+
+/// The reverse map as an open-addressing table of ids (linear probing, at most half full):
+/// the strings stay in [`Vocab::tokens`], so a 49k vocabulary costs 512 KiB here instead of a
+/// `HashMap<String, u32>`'s 2 MiB table plus a cloned key per token.
+#[derive(Debug, Clone)]
+struct IdIndex {
+    /// Power-of-two length; [`IdIndex::EMPTY`] marks a free slot.
+    slots: Vec<u32>,
+}
+
+impl IdIndex {
+    const EMPTY: u32 = u32::MAX;
+
+    /// Indexes `tokens` (fewer than `u32::MAX`); the lowest id of a repeated string wins.
+    fn new(tokens: &[String]) -> IdIndex {
+        let mut index = IdIndex {
+            slots: vec![Self::EMPTY; (tokens.len() * 2).next_power_of_two().max(2)],
+        };
+        for (id, token) in tokens.iter().enumerate() {
+            let slot = index.probe(tokens, token);
+            if index.slots[slot] == Self::EMPTY {
+                index.slots[slot] = id as u32;
+            }
+        }
+        index
+    }
+
+    /// The slot holding `token`, or the free slot where it would go.
+    fn probe(&self, tokens: &[String], token: &str) -> usize {
+        let mask = self.slots.len() - 1;
+        let mut slot = (Self::hash(token) as usize) & mask;
+        loop {
+            let id = self.slots[slot];
+            if id == Self::EMPTY || tokens.get(id as usize).is_some_and(|t| t == token) {
+                return slot;
+            }
+            slot = (slot + 1) & mask;
+        }
+    }
+
+    fn get(&self, tokens: &[String], token: &str) -> Option<u32> {
+        let id = self.slots[self.probe(tokens, token)];
+        (id != Self::EMPTY).then_some(id)
+    }
+
+    /// FNV-1a, high bits folded in (the mask keeps the low ones).
+    fn hash(s: &str) -> u64 {
+        let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+        for b in s.bytes() {
+            h = (h ^ b as u64).wrapping_mul(0x0100_0000_01b3);
+        }
+        h ^ (h >> 29) ^ (h >> 47)
     }
 }
 
@@ -284,6 +335,21 @@ mod tests {
             .iter()
             .map(|m| m.split_once(' ').map(|(a, b)| (a.into(), b.into())).unwrap())
             .collect()
+    }
+
+    #[test]
+    fn reverse_map_finds_every_token_and_keeps_the_lowest_duplicate() {
+        let v = vocab(&["a", "b", "a", "", "ab", "b"]);
+        assert_eq!(
+            (v.id("a"), v.id("b"), v.id(""), v.id("ab")),
+            (Some(0), Some(1), Some(3), Some(4))
+        );
+        assert_eq!((v.id("c"), v.id("abc"), v.id("A")), (None, None, None));
+        let many: Vec<String> = (0..50_000).map(|i| format!("t{i:x}")).collect();
+        let v = Vocab::new(many.clone()).unwrap();
+        assert!(many.iter().enumerate().all(|(i, t)| v.id(t) == Some(i as u32)));
+        assert_eq!(v.id("t"), None);
+        assert_eq!(v.id("x1"), None);
     }
 
     fn run(bpe: &Bpe, v: &Vocab, word: &str) -> Vec<String> {

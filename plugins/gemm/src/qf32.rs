@@ -135,7 +135,7 @@ mod x86 {
     use std::arch::x86_64::*;
 
     /// How far ahead of the current weight block to prefetch.
-    const PREFETCH_BYTES: usize = 1024;
+    const PREFETCH_BYTES: usize = 4096;
 
     /// # Safety
     /// As [`super::FBlockFn`]; the CPU must support AVX-512 F/BW/VL, AVX2, FMA and F16C.
@@ -188,9 +188,14 @@ mod x86 {
     #[inline(always)]
     unsafe fn weights512<F: Format>(blk: *const u8, j: usize) -> (__m512, __m512) {
         if let Some(at) = F::NIBBLES_AT {
-            let z = _mm512_cvtepu8_epi32(_mm_loadu_si128(blk.add(at) as *const __m128i));
-            let lo = _mm512_and_si512(z, _mm512_set1_epi32(0x0f));
-            (_mm512_cvtepi32_ps(lo), _mm512_cvtepi32_ps(_mm512_srli_epi32::<4>(z)))
+            // Split the nibbles in 128-bit registers (any vector port), widen each half once.
+            let v = _mm_loadu_si128(blk.add(at) as *const __m128i);
+            let m = _mm_set1_epi8(0x0f);
+            let (lo, hi) = (_mm_and_si128(v, m), _mm_and_si128(_mm_srli_epi16::<4>(v), m));
+            (
+                _mm512_cvtepi32_ps(_mm512_cvtepu8_epi32(lo)),
+                _mm512_cvtepi32_ps(_mm512_cvtepu8_epi32(hi)),
+            )
         } else {
             let q = F::unpack_avx2(blk, j);
             (
@@ -253,19 +258,21 @@ mod x86 {
     ) -> [f32; R] {
         let mut even = [_mm512_setzero_ps(); R];
         let mut odd = [_mm512_setzero_ps(); R];
-        let mut off = [0f32; R];
+        // The scalar offsets too: one chain would cost an add's latency per sub-block.
+        let mut off_even = [0f32; R];
+        let mut off_odd = [0f32; R];
         let mut s = 0;
         while s + 2 <= nsub {
-            step512::<F, R>(w, x, ldx, xs, nsub, s, &mut even, &mut off);
-            step512::<F, R>(w, x, ldx, xs, nsub, s + 1, &mut odd, &mut off);
+            step512::<F, R>(w, x, ldx, xs, nsub, s, &mut even, &mut off_even);
+            step512::<F, R>(w, x, ldx, xs, nsub, s + 1, &mut odd, &mut off_odd);
             s += 2;
         }
         if s < nsub {
-            step512::<F, R>(w, x, ldx, xs, nsub, s, &mut even, &mut off);
+            step512::<F, R>(w, x, ldx, xs, nsub, s, &mut even, &mut off_even);
         }
         let mut out = [0f32; R];
         for r in 0..R {
-            out[r] = hsum512(_mm512_add_ps(even[r], odd[r])) + off[r];
+            out[r] = hsum512(_mm512_add_ps(even[r], odd[r])) + (off_even[r] + off_odd[r]);
         }
         out
     }

@@ -221,7 +221,7 @@ fn bench_quantized() {
         (DType::Q4_1, 576usize, 576usize),
         (DType::Q4_1, 576, 1536),
         (DType::Q4_1, 1536, 576),
-        (DType::Q8_0, 576, 8192),
+        (DType::Q8_0, 576, 49152),
         (DType::Q4_K, 1536, 576),
         (DType::Q6_K, 1536, 576),
     ];
