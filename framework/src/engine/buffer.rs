@@ -1,19 +1,35 @@
 //! Host buffers aligned for SIMD: the activation arena, the workspace, the KV pools and
 //! converted weights all live in these.
 
-#[repr(C, align(64))]
-#[derive(Clone, Copy)]
-struct Line([u8; 64]);
+use std::alloc::{alloc_zeroed, dealloc, handle_alloc_error, Layout};
+use std::ptr::NonNull;
 
-/// A zero-initialised, 64-byte-aligned host buffer.
+const ALIGN: usize = 64;
+
+/// A zero-initialised, 64-byte-aligned host buffer. Its memory comes from `alloc_zeroed`, so a
+/// large buffer (a KV pool) takes resident pages only as they are first written.
 pub struct AlignedBuf {
-    lines: Vec<Line>,
+    ptr: NonNull<u8>,
     len: usize,
 }
 
+// SAFETY: AlignedBuf owns its allocation like a Vec<u8>.
+unsafe impl Send for AlignedBuf {}
+unsafe impl Sync for AlignedBuf {}
+
 impl AlignedBuf {
+    fn layout(len: usize) -> Layout {
+        // A size rounded up to the alignment never overflows isize for any buffer that could
+        // be allocated; `from_size_align` checks it anyway.
+        Layout::from_size_align(len.max(1).div_ceil(ALIGN) * ALIGN, ALIGN).unwrap_or_else(|_| handle_alloc_error(Layout::new::<u8>()))
+    }
+
     pub fn zeroed(len: usize) -> AlignedBuf {
-        AlignedBuf { lines: vec![Line([0; 64]); len.div_ceil(64)], len }
+        let layout = Self::layout(len);
+        // SAFETY: the layout has a non-zero size.
+        let raw = unsafe { alloc_zeroed(layout) };
+        let ptr = NonNull::new(raw).unwrap_or_else(|| handle_alloc_error(layout));
+        AlignedBuf { ptr, len }
     }
 
     pub fn len(&self) -> usize {
@@ -25,15 +41,15 @@ impl AlignedBuf {
     }
 
     pub fn as_ptr(&self) -> *const u8 {
-        self.lines.as_ptr() as *const u8
+        self.ptr.as_ptr()
     }
 
     pub fn as_mut_ptr(&mut self) -> *mut u8 {
-        self.lines.as_mut_ptr() as *mut u8
+        self.ptr.as_ptr()
     }
 
     pub fn as_bytes(&self) -> &[u8] {
-        // SAFETY: `lines` holds at least `len` initialised bytes.
+        // SAFETY: the allocation holds at least `len` zero-initialised bytes.
         unsafe { std::slice::from_raw_parts(self.as_ptr(), self.len) }
     }
 
@@ -53,5 +69,31 @@ impl AlignedBuf {
     pub fn as_f32(&self) -> &[f32] {
         // SAFETY: 64-byte alignment satisfies f32's; the bytes are initialised.
         unsafe { std::slice::from_raw_parts(self.as_ptr() as *const f32, self.len / 4) }
+    }
+}
+
+impl Drop for AlignedBuf {
+    fn drop(&mut self) {
+        // SAFETY: allocated in `zeroed` with this layout.
+        unsafe { dealloc(self.ptr.as_ptr(), Self::layout(self.len)) }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn zeroed_aligned_and_writable() {
+        for len in [0, 1, 63, 64, 65, 1 << 20] {
+            let mut b = AlignedBuf::zeroed(len);
+            assert_eq!(b.as_ptr() as usize % ALIGN, 0);
+            assert!(b.as_bytes().iter().all(|&x| x == 0));
+            if len > 0 {
+                b.as_bytes_mut()[len - 1] = 7;
+                assert_eq!(b.as_bytes()[len - 1], 7);
+            }
+        }
+        assert_eq!(AlignedBuf::from_bytes(&[1, 2, 3]).as_bytes(), &[1, 2, 3]);
     }
 }
