@@ -24,11 +24,8 @@ const TOPICS: &[&str] = &[
 fn main() -> anyhow::Result<()> {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let max_tokens: usize = args.first().map(|a| a.parse()).transpose()?.unwrap_or(32);
-    let levels: Vec<usize> = if args.len() > 1 {
-        args[1..].iter().map(|a| a.parse()).collect::<Result<_, _>>()?
-    } else {
-        vec![1, 8, 32]
-    };
+    let levels: Vec<usize> =
+        if args.len() > 1 { args[1..].iter().map(|a| a.parse()).collect::<Result<_, _>>()? } else { vec![1, 8, 32] };
     let top = levels.iter().copied().max().unwrap_or(1);
 
     // Plugins sit next to the example's parent directory (target/<profile>/).
@@ -46,21 +43,11 @@ fn main() -> anyhow::Result<()> {
         })
         .collect::<Result<_, _>>()?;
     let eos_token_ids = model.eos_ids();
-    let ex = Executor::new(
-        model.engine,
-        ExecutorConfig {
-            eos_token_ids,
-            ..config
-        },
-    )?;
-    let params = SamplingParams {
-        ignore_eos: true,
-        ..SamplingParams::greedy(max_tokens)
-    };
+    let ex = Executor::new(model.engine, ExecutorConfig { eos_token_ids, ..config })?;
+    let params = SamplingParams { ignore_eos: true, ..SamplingParams::greedy(max_tokens) };
 
     // Warm-up: one short request.
-    ex.submit(Request::new(prompts[0].clone(), SamplingParams::greedy(4)))?
-        .wait()?;
+    ex.submit(Request::new(prompts[0].clone(), SamplingParams::greedy(4)))?.wait()?;
 
     println!("| concurrent | output tokens | seconds | output tok/s | vs 1 stream |");
     println!("|-----------:|--------------:|--------:|-------------:|------------:|");
@@ -77,16 +64,10 @@ fn main() -> anyhow::Result<()> {
         let secs = start.elapsed().as_secs_f64();
         let rate = tokens as f64 / secs;
         let base = *single.get_or_insert(if c == 1 { rate } else { f64::NAN });
-        println!(
-            "| {c:>10} | {tokens:>13} | {secs:>7.2} | {rate:>12.1} | {:>10.2}x |",
-            rate / base
-        );
+        println!("| {c:>10} | {tokens:>13} | {secs:>7.2} | {rate:>12.1} | {:>10.2}x |", rate / base);
     }
     let stats = ex.stats();
-    eprintln!(
-        "steps {}, preemptions {}, kv {:?}",
-        stats.steps, stats.preemptions, stats.kv
-    );
+    eprintln!("steps {}, preemptions {}, kv {:?}", stats.steps, stats.preemptions, stats.kv);
     ex.shutdown()?;
     Ok(())
 }

@@ -27,9 +27,7 @@ pub struct HostPool {
 
 impl std::fmt::Debug for HostPool {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("HostPool")
-            .field("num_threads", &self.num_threads)
-            .finish()
+        f.debug_struct("HostPool").field("num_threads", &self.num_threads).finish()
     }
 }
 
@@ -54,14 +52,9 @@ impl HostPool {
     /// A pool of `num_threads` threads (`None`: one per core).
     pub fn new(num_threads: Option<usize>) -> Result<HostPool, HostPoolError> {
         let threads = num_threads.filter(|&n| n > 0).unwrap_or_else(default_threads);
-        let pool = rayon::ThreadPoolBuilder::new()
-            .num_threads(threads)
-            .thread_name(|i| format!("rtllm-host-{i}"))
-            .build()?;
-        Ok(HostPool {
-            pool: Some(pool),
-            num_threads: threads,
-        })
+        let pool =
+            rayon::ThreadPoolBuilder::new().num_threads(threads).thread_name(|i| format!("rtllm-host-{i}")).build()?;
+        Ok(HostPool { pool: Some(pool), num_threads: threads })
     }
 
     /// A pool sized by `RTLLM_NUM_THREADS` (unset: one thread per core).
@@ -108,11 +101,7 @@ impl HostPool {
             device: DeviceKind::Cpu,
             ordinal: 0,
             stream: std::ptr::null_mut(),
-            workspace: if workspace.is_empty() {
-                std::ptr::null_mut()
-            } else {
-                workspace.as_mut_ptr()
-            },
+            workspace: if workspace.is_empty() { std::ptr::null_mut() } else { workspace.as_mut_ptr() },
             workspace_bytes: workspace.len(),
             host: self.services(),
         }
@@ -132,10 +121,7 @@ fn default_threads() -> usize {
 }
 
 fn single_threaded() -> HostPool {
-    HostPool {
-        pool: None,
-        num_threads: 1,
-    }
+    HostPool { pool: None, num_threads: 1 }
 }
 
 fn threads_from_env() -> Result<Option<usize>, HostPoolError> {
@@ -178,9 +164,7 @@ mod tests {
     #[test]
     fn a_panicking_task_is_an_error_and_the_pool_survives() {
         let ctx = HostPool::global().cpu_context(&mut []);
-        let err = ctx
-            .parallel_for(64, |i| assert!(i != 13, "task {i} failed"))
-            .unwrap_err();
+        let err = ctx.parallel_for(64, |i| assert!(i != 13, "task {i} failed")).unwrap_err();
         assert!(err.message().contains("panicked"), "{err}");
         let count = AtomicUsize::new(0);
         ctx.parallel_for(64, |_| {

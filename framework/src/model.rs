@@ -5,13 +5,13 @@
 use crate::engine::cache::{self, EngineCache};
 use crate::engine::serialize::{self, EngineDirInfo, SerializeError, TokenizerSource};
 use crate::engine::{build_parts, registered_definition, BuildConfig, Engine, LoadError, WeightMetas, WeightSource};
-use rtllm_models::toml::ModelDefinition;
 use crate::registry::Registry;
 use crate::runtime::{generate, BlockPool, Generation, RuntimeError};
 use crate::sampling::SamplingParams;
 use crate::tokenizer::{Tokenizer, TokenizerError};
 use crate::weights::dummy::DummySpec;
 use crate::weights::{load_model_source, LoadedModel, WeightError, WeightStore};
+use rtllm_models::toml::ModelDefinition;
 use rtllm_models::ModelConfig;
 use rtllm_plugin_api::TensorMeta;
 use std::path::{Path, PathBuf};
@@ -88,17 +88,31 @@ impl Model {
     /// Loads the weights, config and tokenizer of `path` (a .gguf file or an HF directory) and
     /// builds the engine from `definition` (e.g. a TOML model file) instead of the
     /// architecture registered for the config.
-    pub fn load_with_definition(path: &Path, definition: &ModelDefinition, registry: &Registry, build: &BuildConfig) -> Result<Model, ModelError> {
+    pub fn load_with_definition(
+        path: &Path,
+        definition: &ModelDefinition,
+        registry: &Registry,
+        build: &BuildConfig,
+    ) -> Result<Model, ModelError> {
         Model::load_inner(path, Some(definition), registry, build)
     }
 
-    fn load_inner(path: &Path, definition: Option<&ModelDefinition>, registry: &Registry, build: &BuildConfig) -> Result<Model, ModelError> {
+    fn load_inner(
+        path: &Path,
+        definition: Option<&ModelDefinition>,
+        registry: &Registry,
+        build: &BuildConfig,
+    ) -> Result<Model, ModelError> {
         let start = Instant::now();
         if serialize::is_engine_dir(path) {
             if definition.is_some() {
-                tracing::warn!("{} is an engine directory: its recorded plan is used, not the given model definition", path.display());
+                tracing::warn!(
+                    "{} is an engine directory: its recorded plan is used, not the given model definition",
+                    path.display()
+                );
             }
-            return Model::load_engine_dir(path, path, registry, start).map_err(|error| ModelError::EngineDir { path: path.to_path_buf(), error });
+            return Model::load_engine_dir(path, path, registry, start)
+                .map_err(|error| ModelError::EngineDir { path: path.to_path_buf(), error });
         }
         let cache = (build.use_engine_cache && !cache::disabled_by_env()).then(EngineCache::default_location);
         let key = match &cache {
@@ -119,7 +133,8 @@ impl Model {
                 }
             }
         }
-        let loaded = load_model_source(path).map_err(|error| ModelError::Weights { path: path.to_path_buf(), error })?;
+        let loaded =
+            load_model_source(path).map_err(|error| ModelError::Weights { path: path.to_path_buf(), error })?;
         let target = cache.zip(key);
         Model::from_loaded(path, loaded, definition, registry, build, target.as_ref().map(|(c, k)| (c, k)), start)
     }
@@ -154,7 +169,12 @@ impl Model {
         let engine = match cache {
             None => parts.into_engine(),
             Some((cache, key)) => {
-                let info = EngineDirInfo { definition: definition.name(), config: &loaded.config, build, tokenizer: &tokenizer_source };
+                let info = EngineDirInfo {
+                    definition: definition.name(),
+                    config: &loaded.config,
+                    build,
+                    tokenizer: &tokenizer_source,
+                };
                 let mut parts = Some(parts);
                 let mut engine = None;
                 let stored = cache.store(key, |dir| {
@@ -170,13 +190,22 @@ impl Model {
                 match (engine, parts) {
                     (Some(made), _) => made,
                     (None, Some(parts)) => parts.into_engine(),
-                    (None, None) => Err(LoadError::Config("the engine cache writer consumed the build without an engine".into())),
+                    (None, None) => {
+                        Err(LoadError::Config("the engine cache writer consumed the build without an engine".into()))
+                    }
                 }
             }
         }
         .map_err(build_err)?;
         let blocks = BlockPool::new(engine.limits().num_kv_blocks);
-        Ok(Model { path: path.to_path_buf(), config: loaded.config, tokenizer, engine, blocks, load_time: start.elapsed() })
+        Ok(Model {
+            path: path.to_path_buf(),
+            config: loaded.config,
+            tokenizer,
+            engine,
+            blocks,
+            load_time: start.elapsed(),
+        })
     }
 
     /// Loads an engine directory (from `rtllm build` or the cache); `path` is what the model
@@ -185,14 +214,22 @@ impl Model {
         let (plan, engine) = serialize::load_engine(dir, registry)?;
         let tokenizer = serialize::read_tokenizer(dir)?;
         let blocks = BlockPool::new(engine.limits().num_kv_blocks);
-        Ok(Model { path: path.to_path_buf(), config: plan.model_config, tokenizer, engine, blocks, load_time: start.elapsed() })
+        Ok(Model {
+            path: path.to_path_buf(),
+            config: plan.model_config,
+            tokenizer,
+            engine,
+            blocks,
+            load_time: start.elapsed(),
+        })
     }
 
     /// A model with random weights for `spec` (see `weights::dummy`); never cached.
     pub fn load_dummy(spec: &DummySpec, registry: &Registry, build: &BuildConfig) -> Result<Model, ModelError> {
         let start = Instant::now();
         let label = spec.label();
-        let loaded = crate::weights::dummy::dummy_model(spec).map_err(|error| ModelError::Weights { path: label.clone(), error })?;
+        let loaded = crate::weights::dummy::dummy_model(spec)
+            .map_err(|error| ModelError::Weights { path: label.clone(), error })?;
         Model::from_loaded(&label, loaded, None, registry, build, None, start)
     }
 
@@ -215,7 +252,12 @@ impl Model {
     }
 
     /// Generates from prompt token ids; `on_token` sees each new token.
-    pub fn generate_ids(&mut self, prompt: &[u32], params: &SamplingParams, on_token: impl FnMut(u32)) -> Result<Generation, RuntimeError> {
+    pub fn generate_ids(
+        &mut self,
+        prompt: &[u32],
+        params: &SamplingParams,
+        on_token: impl FnMut(u32),
+    ) -> Result<Generation, RuntimeError> {
         let eos = self.eos_ids();
         generate(&mut self.engine, &mut self.blocks, prompt, params, &eos, on_token)
     }

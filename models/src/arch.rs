@@ -26,7 +26,12 @@ pub trait Architecture: Sync {
     fn hf_names(&self) -> &'static [&'static str];
     /// Assembles the graph for this config. Must declare the inputs of [`crate::io`] it uses
     /// and the `logits` output.
-    fn build(&self, config: &ModelConfig, options: &BuildOptions, builder: &mut dyn GraphBuilder) -> Result<(), BuildError>;
+    fn build(
+        &self,
+        config: &ModelConfig,
+        options: &BuildOptions,
+        builder: &mut dyn GraphBuilder,
+    ) -> Result<(), BuildError>;
 }
 
 /// An inventory entry: `inventory::submit! { ArchitectureEntry(&MyArch) }`.

@@ -22,10 +22,7 @@ pub enum ConfigError {
 
 impl ConfigError {
     fn invalid(key: &str, message: impl Into<String>) -> Self {
-        ConfigError::Invalid {
-            key: key.to_string(),
-            message: message.into(),
-        }
+        ConfigError::Invalid { key: key.to_string(), message: message.into() }
     }
 }
 
@@ -132,8 +129,7 @@ fn as_u32(key: &str, v: &Value) -> Result<u32, ConfigError> {
 }
 
 fn as_f64(key: &str, v: &Value) -> Result<f64, ConfigError> {
-    v.as_f64()
-        .ok_or_else(|| ConfigError::invalid(key, format!("must be a number, got {v}")))
+    v.as_f64().ok_or_else(|| ConfigError::invalid(key, format!("must be a number, got {v}")))
 }
 
 /// The HF class name for a `model_type`, for configs without `architectures`.
@@ -172,10 +168,8 @@ impl RopeScaling {
         if rope_type == "default" {
             return Ok(None);
         }
-        let factor = k
-            .f64("factor")
-            .map_err(nested)?
-            .ok_or_else(|| ConfigError::Missing("rope_scaling.factor".into()))?;
+        let factor =
+            k.f64("factor").map_err(nested)?.ok_or_else(|| ConfigError::Missing("rope_scaling.factor".into()))?;
         let low_freq_factor = k.f64("low_freq_factor").map_err(nested)?;
         let high_freq_factor = k.f64("high_freq_factor").map_err(nested)?;
         let original_max_position_embeddings = k.usize("original_max_position_embeddings").map_err(nested)?;
@@ -193,10 +187,7 @@ impl RopeScaling {
 /// Prefixes a key error with `rope_scaling.`.
 fn nested(e: ConfigError) -> ConfigError {
     match e {
-        ConfigError::Invalid { key, message } => ConfigError::Invalid {
-            key: format!("rope_scaling.{key}"),
-            message,
-        },
+        ConfigError::Invalid { key, message } => ConfigError::Invalid { key: format!("rope_scaling.{key}"), message },
         other => other,
     }
 }
@@ -218,19 +209,11 @@ impl ModelConfig {
             Some(Value::Array(names)) => match names.first() {
                 Some(Value::String(s)) => Some(s.clone()),
                 Some(other) => {
-                    return Err(ConfigError::invalid(
-                        "architectures",
-                        format!("must list strings, got {other}"),
-                    ))
+                    return Err(ConfigError::invalid("architectures", format!("must list strings, got {other}")))
                 }
                 None => None,
             },
-            Some(other) => {
-                return Err(ConfigError::invalid(
-                    "architectures",
-                    format!("must be a list, got {other}"),
-                ))
-            }
+            Some(other) => return Err(ConfigError::invalid("architectures", format!("must be a list, got {other}"))),
             None => None,
         };
         let model_type = k.string("model_type")?;
@@ -353,19 +336,13 @@ impl ModelConfig {
         }
         if let Some(s) = &self.rope_scaling {
             if !(s.factor.is_finite() && s.factor > 0.0) {
-                return Err(ConfigError::invalid(
-                    "rope_scaling.factor",
-                    format!("must be positive, got {}", s.factor),
-                ));
+                return Err(ConfigError::invalid("rope_scaling.factor", format!("must be positive, got {}", s.factor)));
             }
             if s.rope_type == "llama3" {
                 for (key, present) in [
                     ("rope_scaling.low_freq_factor", s.low_freq_factor.is_some()),
                     ("rope_scaling.high_freq_factor", s.high_freq_factor.is_some()),
-                    (
-                        "rope_scaling.original_max_position_embeddings",
-                        s.original_max_position_embeddings.is_some(),
-                    ),
+                    ("rope_scaling.original_max_position_embeddings", s.original_max_position_embeddings.is_some()),
                 ] {
                     if !present {
                         return Err(ConfigError::Missing(key.into()));
@@ -379,10 +356,7 @@ impl ModelConfig {
         let ids = self.bos_token_id.iter().map(|id| ("bos_token_id", id));
         for (key, id) in ids.chain(self.eos_token_ids.iter().map(|id| ("eos_token_id", id))) {
             if *id as usize >= self.vocab_size {
-                return Err(ConfigError::invalid(
-                    key,
-                    format!("{id} is outside the vocabulary ({})", self.vocab_size),
-                ));
+                return Err(ConfigError::invalid(key, format!("{id} is outside the vocabulary ({})", self.vocab_size)));
             }
         }
         Ok(())

@@ -9,5 +9,7 @@ pub mod io;
 pub mod llama;
 pub mod toml;
 
-pub use arch::{architectures, find_architecture, known_architecture_names, Architecture, ArchitectureEntry, BuildOptions};
+pub use arch::{
+    architectures, find_architecture, known_architecture_names, Architecture, ArchitectureEntry, BuildOptions,
+};
 pub use builder::{BuildError, GraphBuilder, Value};

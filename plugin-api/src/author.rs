@@ -71,7 +71,10 @@ fn guarded<T>(op: &str, what: &str, f: impl FnOnce() -> Result<T, PluginError>) 
     }
 }
 
-extern "C" fn infer_shim<O: Op>(inputs: RSlice<'_, TensorMeta>, attrs: &Attrs) -> RResult<RVec<TensorMeta>, PluginError> {
+extern "C" fn infer_shim<O: Op>(
+    inputs: RSlice<'_, TensorMeta>,
+    attrs: &Attrs,
+) -> RResult<RVec<TensorMeta>, PluginError> {
     guarded(O::NAME, "infer", || O::infer(inputs.as_slice(), attrs).map(RVec::from))
 }
 
@@ -93,7 +96,10 @@ extern "C" fn examples_shim<O: Op>() -> RVec<OpExample> {
     catch_unwind(O::examples).map(RVec::from).unwrap_or_default()
 }
 
-extern "C" fn workspace_shim<O: Op>(state: *const c_void, inputs: RSlice<'_, TensorMeta>) -> RResult<usize, PluginError> {
+extern "C" fn workspace_shim<O: Op>(
+    state: *const c_void,
+    inputs: RSlice<'_, TensorMeta>,
+) -> RResult<usize, PluginError> {
     // SAFETY: `state` is the `O::Kernel` that `create_shim` boxed.
     let kernel = unsafe { &*(state as *const O::Kernel) };
     guarded(O::NAME, "workspace_bytes", || kernel.workspace_bytes(inputs.as_slice()))
@@ -163,12 +169,7 @@ fn join_counts(counts: &[usize]) -> String {
 }
 
 /// Checks that two dims can be equal (symbols compare by name).
-pub fn same_dim(
-    op: &str,
-    what: &str,
-    a: &crate::tensor::Dim,
-    b: &crate::tensor::Dim,
-) -> Result<(), PluginError> {
+pub fn same_dim(op: &str, what: &str, a: &crate::tensor::Dim, b: &crate::tensor::Dim) -> Result<(), PluginError> {
     if a == b {
         return Ok(());
     }

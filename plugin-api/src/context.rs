@@ -55,12 +55,7 @@ pub struct HostServices {
     pub pool: *const c_void,
     pub num_threads: usize,
     /// See [`ParallelForFn`] (written out: abi_stable reads fn pointer types only inline).
-    pub parallel_for: extern "C" fn(
-        pool: *const c_void,
-        n: usize,
-        task: *const c_void,
-        run: TaskFn,
-    ),
+    pub parallel_for: extern "C" fn(pool: *const c_void, n: usize, task: *const c_void, run: TaskFn),
 }
 
 extern "C" fn sequential_for(_pool: *const c_void, n: usize, task: *const c_void, run: TaskFn) {

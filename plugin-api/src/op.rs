@@ -15,7 +15,8 @@ use abi_stable::{
 use std::ffi::c_void;
 
 /// Shape/dtype inference: input metas (symbolic dims allowed) + attributes → output metas.
-pub type InferFn = extern "C" fn(inputs: RSlice<'_, TensorMeta>, attrs: &Attrs) -> RResult<RVec<TensorMeta>, PluginError>;
+pub type InferFn =
+    extern "C" fn(inputs: RSlice<'_, TensorMeta>, attrs: &Attrs) -> RResult<RVec<TensorMeta>, PluginError>;
 /// Builds a kernel instance for these input metas and attributes.
 pub type CreateFn = extern "C" fn(inputs: RSlice<'_, TensorMeta>, attrs: &Attrs) -> RResult<KernelBox, PluginError>;
 /// Example inputs (concrete shapes) for conformance checks.
@@ -53,7 +54,8 @@ pub struct OpExample {
 #[repr(C)]
 #[derive(StableAbi, Clone, Copy)]
 pub struct KernelVTable {
-    pub workspace_bytes: extern "C" fn(state: *const c_void, inputs: RSlice<'_, TensorMeta>) -> RResult<usize, PluginError>,
+    pub workspace_bytes:
+        extern "C" fn(state: *const c_void, inputs: RSlice<'_, TensorMeta>) -> RResult<usize, PluginError>,
     pub launch: extern "C" fn(
         state: *const c_void,
         ctx: &LaunchContext,

@@ -61,9 +61,7 @@ pub fn row_bytes(dtype: DType, n: usize) -> Result<usize, PluginError> {
 fn check_lengths(dtype: DType, op: &str, elements: usize, bytes: usize) -> Result<(), PluginError> {
     let want = row_bytes(dtype, elements).map_err(|e| e.context(op))?;
     if want != bytes {
-        return Err(PluginError::new(format!(
-            "{op} {dtype}: {elements} elements need {want} bytes, got {bytes}"
-        )));
+        return Err(PluginError::new(format!("{op} {dtype}: {elements} elements need {want} bytes, got {bytes}")));
     }
     Ok(())
 }

@@ -184,7 +184,10 @@ impl TensorArg {
 
     fn check_host(&self) -> Result<(), PluginError> {
         if self.device != DeviceKind::Cpu {
-            return Err(PluginError::new(format!("tensor {} is on {:?}, a host view needs CPU memory", self.meta, self.device)));
+            return Err(PluginError::new(format!(
+                "tensor {} is on {:?}, a host view needs CPU memory",
+                self.meta, self.device
+            )));
         }
         if !self.meta.is_contiguous() {
             return Err(PluginError::new(format!("tensor {} is not contiguous", self.meta)));
@@ -203,9 +206,9 @@ impl TensorArg {
         if (self.data as usize) % std::mem::align_of::<T>() != 0 {
             return Err(PluginError::new(format!("tensor {} is misaligned for {}", self.meta, T::DTYPE)));
         }
-        self.meta
-            .numel()
-            .ok_or_else(|| PluginError::new(format!("tensor {} has an unknown or overflowing element count", self.meta)))
+        self.meta.numel().ok_or_else(|| {
+            PluginError::new(format!("tensor {} has an unknown or overflowing element count", self.meta))
+        })
     }
 
     /// A host view of the elements.
@@ -280,7 +283,8 @@ mod tests {
     #[test]
     fn views_check_dtype() {
         let mut data = vec![1.0f32, 2.0, 3.0];
-        let arg = unsafe { TensorArg::new(TensorMeta::of(DType::F32, &[3]), data.as_mut_ptr() as *mut u8, DeviceKind::Cpu) };
+        let arg =
+            unsafe { TensorArg::new(TensorMeta::of(DType::F32, &[3]), data.as_mut_ptr() as *mut u8, DeviceKind::Cpu) };
         assert_eq!(arg.slice::<f32>().unwrap(), &[1.0, 2.0, 3.0]);
         assert!(arg.slice::<i32>().is_err());
     }

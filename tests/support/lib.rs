@@ -19,13 +19,9 @@ pub const FIXTURE_ABI_MISMATCH: &str = "rtllm-fixture-abi-mismatch";
 /// target/<profile> (or target/<triple>/<profile>): the parent of the test executable's `deps/`.
 pub fn target_dir() -> PathBuf {
     let exe = std::env::current_exe().unwrap_or_else(|e| panic!("cannot locate the test executable: {e}"));
-    let deps = exe
-        .parent()
-        .unwrap_or_else(|| panic!("test executable {} has no parent dir", exe.display()));
+    let deps = exe.parent().unwrap_or_else(|| panic!("test executable {} has no parent dir", exe.display()));
     if deps.file_name().is_some_and(|n| n == "deps") {
-        deps.parent()
-            .map(Path::to_path_buf)
-            .unwrap_or_else(|| deps.to_path_buf())
+        deps.parent().map(Path::to_path_buf).unwrap_or_else(|| deps.to_path_buf())
     } else {
         deps.to_path_buf()
     }
@@ -33,33 +29,21 @@ pub fn target_dir() -> PathBuf {
 
 /// The file name of a cdylib package's library on this platform.
 pub fn dylib_file_name(package: &str) -> String {
-    format!(
-        "{}{}{}",
-        std::env::consts::DLL_PREFIX,
-        package.replace('-', "_"),
-        std::env::consts::DLL_SUFFIX
-    )
+    format!("{}{}{}", std::env::consts::DLL_PREFIX, package.replace('-', "_"), std::env::consts::DLL_SUFFIX)
 }
 
 /// The built dylib of `package` (panics with instructions if it is not built).
 pub fn dylib_path(package: &str) -> PathBuf {
     let path = plugin_dir().join(dylib_file_name(package));
-    assert!(
-        path.is_file(),
-        "plugin dylib {} not found: run `cargo build --workspace` first",
-        path.display()
-    );
+    assert!(path.is_file(), "plugin dylib {} not found: run `cargo build --workspace` first", path.display());
     path
 }
 
 /// The directory holding the built plugin dylibs (panics if the built-in ones are absent).
 pub fn plugin_dir() -> PathBuf {
     let dir = target_dir();
-    let missing: Vec<String> = BUILTIN_PLUGINS
-        .iter()
-        .map(|p| dylib_file_name(p))
-        .filter(|f| !dir.join(f).is_file())
-        .collect();
+    let missing: Vec<String> =
+        BUILTIN_PLUGINS.iter().map(|p| dylib_file_name(p)).filter(|f| !dir.join(f).is_file()).collect();
     assert!(
         missing.is_empty(),
         "plugin dylibs not found in {}: {} missing; run `cargo build --workspace` first",
@@ -81,11 +65,7 @@ pub fn registry() -> &'static Registry {
     REGISTRY.get_or_init(|| {
         let registry = Registry::load_paths(builtin_plugin_files());
         let errors: Vec<String> = registry.load_errors().iter().map(|e| e.to_string()).collect();
-        assert!(
-            errors.is_empty(),
-            "built-in plugins failed to load:\n{}",
-            errors.join("\n")
-        );
+        assert!(errors.is_empty(), "built-in plugins failed to load:\n{}", errors.join("\n"));
         registry
     })
 }
@@ -97,20 +77,15 @@ pub fn registry_with(paths: impl IntoIterator<Item = impl Into<PathBuf>>) -> Reg
 
 /// The repository root.
 pub fn repo_root() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .map(Path::to_path_buf)
-        .unwrap_or_else(|| PathBuf::from(".."))
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).parent().map(Path::to_path_buf).unwrap_or_else(|| PathBuf::from(".."))
 }
 
 /// Builds a standalone crate (not a workspace member) with cargo, the way an out-of-tree
 /// author would, into target/out-of-tree, and returns the path of its cdylib `package`.
 /// Repeated calls are cheap (cargo finds it fresh).
 pub fn build_out_of_tree(crate_dir: &Path, package: &str) -> PathBuf {
-    let target = target_dir()
-        .parent()
-        .map(|t| t.join("out-of-tree"))
-        .unwrap_or_else(|| PathBuf::from("target/out-of-tree"));
+    let target =
+        target_dir().parent().map(|t| t.join("out-of-tree")).unwrap_or_else(|| PathBuf::from("target/out-of-tree"));
     let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
     let manifest = crate_dir.join("Cargo.toml");
     let status = std::process::Command::new(cargo)
@@ -141,10 +116,6 @@ pub fn fixture_dylib(package: &str) -> PathBuf {
 /// The built `rtllm` binary (panics with instructions if it is not built).
 pub fn rtllm_binary() -> PathBuf {
     let path = target_dir().join(format!("rtllm{}", std::env::consts::EXE_SUFFIX));
-    assert!(
-        path.is_file(),
-        "rtllm binary not found at {}: run `cargo build --workspace` first",
-        path.display()
-    );
+    assert!(path.is_file(), "rtllm binary not found at {}: run `cargo build --workspace` first", path.display());
     path
 }

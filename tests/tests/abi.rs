@@ -29,25 +29,12 @@ fn abi_mismatch_is_reported_and_the_real_plugins_still_load() {
     let bad = fixture_dylib(FIXTURE_ABI_MISMATCH);
     let r = Registry::load_paths([dir.clone(), bad.clone()]);
 
-    let errors: Vec<_> = r
-        .load_errors()
-        .iter()
-        .filter(|e| e.path.file_name() == bad.file_name())
-        .collect();
-    assert_eq!(
-        errors.len(),
-        1,
-        "expected one load error for {}, got {:#?}",
-        bad.display(),
-        r.load_errors()
-    );
+    let errors: Vec<_> = r.load_errors().iter().filter(|e| e.path.file_name() == bad.file_name()).collect();
+    assert_eq!(errors.len(), 1, "expected one load error for {}, got {:#?}", bad.display(), r.load_errors());
     let msg = errors[0].to_string();
     assert!(msg.contains(&dylib_file_name(FIXTURE_ABI_MISMATCH)), "{msg}");
     assert!(msg.contains("9.0.0"), "the found version is missing: {msg}");
-    assert!(
-        msg.contains(rtllm_plugin_api::PLUGIN_ABI_VERSION),
-        "the expected version is missing: {msg}"
-    );
+    assert!(msg.contains(rtllm_plugin_api::PLUGIN_ABI_VERSION), "the expected version is missing: {msg}");
     assert!(
         matches!(&errors[0].kind, LoadErrorKind::AbiVersion { expected, found }
             if expected == rtllm_plugin_api::PLUGIN_ABI_VERSION && found == "9.0.0"),
@@ -60,11 +47,7 @@ fn abi_mismatch_is_reported_and_the_real_plugins_still_load() {
     for (op, providers) in alone.ops() {
         for p in providers {
             let found = r.providers(op).iter().any(|q| q.plugin == p.plugin && q.path == p.path);
-            assert!(
-                found,
-                "op {op} from {} missing next to the ABI-mismatch fixture",
-                p.plugin
-            );
+            assert!(found, "op {op} from {} missing next to the ABI-mismatch fixture", p.plugin);
         }
     }
     for name in BUILTIN_PLUGINS {
@@ -85,16 +68,8 @@ fn explicit_non_plugin_file_is_an_error_and_missing_paths_are_reported() {
     let named = Registry::load_paths([&junk, &dir.join("missing.so")]);
     let msgs: Vec<String> = named.load_errors().iter().map(|e| e.to_string()).collect();
     assert_eq!(msgs.len(), 2, "{msgs:?}");
-    assert!(
-        msgs.iter()
-            .any(|m| m.contains("not an rtllm plugin") && m.contains("not_a_plugin")),
-        "{msgs:?}"
-    );
-    assert!(
-        msgs.iter()
-            .any(|m| m.contains("missing.so") && m.contains("no such file")),
-        "{msgs:?}"
-    );
+    assert!(msgs.iter().any(|m| m.contains("not an rtllm plugin") && m.contains("not_a_plugin")), "{msgs:?}");
+    assert!(msgs.iter().any(|m| m.contains("missing.so") && m.contains("no such file")), "{msgs:?}");
     std::fs::remove_dir_all(&dir).ok();
 }
 
@@ -108,25 +83,15 @@ fn tempfile_dir() -> std::path::PathBuf {
 fn a_panicking_kernel_is_an_error_and_the_process_lives_on() {
     let r = with_faulty();
     let pool = HostPool::global();
-    let p = r
-        .resolve(&OpRequest::new("fixture_panic", DeviceKind::Cpu, [DType::F32]))
-        .unwrap();
+    let p = r.resolve(&OpRequest::new("fixture_panic", DeviceKind::Cpu, [DType::F32])).unwrap();
     let err = run_on_host(p, &mut [vec_tensor(&[1.0, 2.0])], &Attrs::new(), pool).unwrap_err();
     let msg = err.to_string();
     assert!(msg.contains("fixture_panic") && msg.contains("panicked"), "{msg}");
     assert!(msg.contains("fixture-faulty"), "the plugin is not named: {msg}");
 
     // Another op runs fine afterwards.
-    let add = r
-        .resolve(&OpRequest::new("add", DeviceKind::Cpu, [DType::F32]))
-        .unwrap();
-    let out = run_on_host(
-        add,
-        &mut [vec_tensor(&[1.0, 2.0]), vec_tensor(&[10.0, 20.0])],
-        &Attrs::new(),
-        pool,
-    )
-    .unwrap();
+    let add = r.resolve(&OpRequest::new("add", DeviceKind::Cpu, [DType::F32])).unwrap();
+    let out = run_on_host(add, &mut [vec_tensor(&[1.0, 2.0]), vec_tensor(&[10.0, 20.0])], &Attrs::new(), pool).unwrap();
     assert_eq!(out[0].to_f32().unwrap(), vec![11.0, 22.0]);
 }
 
@@ -137,21 +102,13 @@ fn priority_wins_and_pinning_overrides_it() {
     let req = OpRequest::new("add", DeviceKind::Cpu, [DType::F32]);
     let best = r.resolve(&req).unwrap();
     assert_eq!(best.plugin, "rtllm-elementwise");
-    assert_eq!(
-        r.providers("add").last().map(|p| p.plugin.as_str()),
-        Some("fixture-faulty")
-    );
+    assert_eq!(r.providers("add").last().map(|p| p.plugin.as_str()), Some("fixture-faulty"));
 
     let pinned = r.resolve(&req.clone().pinned("fixture-faulty")).unwrap();
     assert_eq!(pinned.plugin, "fixture-faulty");
     assert_eq!(pinned.priority(), -100);
-    let out = run_on_host(
-        pinned,
-        &mut [vec_tensor(&[1.0, -2.0]), vec_tensor(&[0.5, 4.0])],
-        &Attrs::new(),
-        pool,
-    )
-    .unwrap();
+    let out =
+        run_on_host(pinned, &mut [vec_tensor(&[1.0, -2.0]), vec_tensor(&[0.5, 4.0])], &Attrs::new(), pool).unwrap();
     assert_eq!(out[0].to_f32().unwrap(), vec![1001.5, 1002.0]);
 
     // The same pin from config.
@@ -169,36 +126,20 @@ fn priority_wins_and_pinning_overrides_it() {
 #[test]
 fn missing_ops_and_unsupported_requests_say_what_is_registered() {
     let r = registry();
-    let err = r
-        .resolve(&OpRequest::new("embeding", DeviceKind::Cpu, [DType::F32]))
-        .unwrap_err();
+    let err = r.resolve(&OpRequest::new("embeding", DeviceKind::Cpu, [DType::F32])).unwrap_err();
     let msg = err.to_string();
     assert!(msg.contains("no plugin provides op 'embeding'"), "{msg}");
-    let ResolveError::UnknownOp { suggestions, .. } = &err else {
-        panic!("{err}")
-    };
+    let ResolveError::UnknownOp { suggestions, .. } = &err else { panic!("{err}") };
     assert_eq!(suggestions.first().map(String::as_str), Some("embedding"), "{msg}");
 
-    let err = r
-        .resolve(&OpRequest::new("zzzzzzzzzzzzzz", DeviceKind::Cpu, [DType::F32]))
-        .unwrap_err();
-    let ResolveError::UnknownOp { suggestions, .. } = &err else {
-        panic!("{err}")
-    };
-    assert!(
-        !suggestions.is_empty() && suggestions.iter().all(|s| r.op_names().contains(&s.as_str())),
-        "{err}"
-    );
+    let err = r.resolve(&OpRequest::new("zzzzzzzzzzzzzz", DeviceKind::Cpu, [DType::F32])).unwrap_err();
+    let ResolveError::UnknownOp { suggestions, .. } = &err else { panic!("{err}") };
+    assert!(!suggestions.is_empty() && suggestions.iter().all(|s| r.op_names().contains(&s.as_str())), "{err}");
 
     // Registered name, unsupported device: the error lists the providers with devices/dtypes.
-    let err = r
-        .resolve(&OpRequest::new("matmul", DeviceKind::Cuda, [DType::F32]))
-        .unwrap_err();
+    let err = r.resolve(&OpRequest::new("matmul", DeviceKind::Cuda, [DType::F32])).unwrap_err();
     let msg = err.to_string();
     assert!(matches!(err, ResolveError::NoMatch { .. }), "{msg}");
-    assert!(
-        msg.contains("rtllm-gemm") && msg.contains("cpu") && msg.contains("f32"),
-        "{msg}"
-    );
+    assert!(msg.contains("rtllm-gemm") && msg.contains("cpu") && msg.contains("f32"), "{msg}");
     assert!(!r.has_op("matmul", DeviceKind::Cuda) && r.has_op("matmul", DeviceKind::Cpu));
 }

@@ -16,12 +16,7 @@ use std::sync::Arc;
 type Hyp = (Vec<u32>, f64, Option<FinishReason>);
 
 fn beam_params(beam_width: usize, n: usize, max_tokens: usize) -> SamplingParams {
-    SamplingParams {
-        use_beam_search: true,
-        beam_width,
-        n,
-        ..SamplingParams::greedy(max_tokens)
-    }
+    SamplingParams { use_beam_search: true, beam_width, n, ..SamplingParams::greedy(max_tokens) }
 }
 
 /// Gathers a beam request's final updates, one per hypothesis (rank order).
@@ -29,13 +24,8 @@ fn hypotheses(handle: RequestHandle) -> Vec<Hyp> {
     let mut out: Vec<Option<Hyp>> = Vec::new();
     for u in handle {
         assert!(u.error.is_none(), "request failed: {:?}", u.error);
-        assert!(
-            u.finish_reason.is_some(),
-            "beam requests stream nothing before the end: {u:?}"
-        );
-        let cum = u
-            .cumulative_logprob
-            .expect("a hypothesis carries its cumulative log-probability");
+        assert!(u.finish_reason.is_some(), "beam requests stream nothing before the end: {u:?}");
+        let cum = u.cumulative_logprob.expect("a hypothesis carries its cumulative log-probability");
         if out.len() <= u.sample {
             out.resize(u.sample + 1, None);
         }
@@ -55,41 +45,25 @@ fn submit_beam(ex: &Executor, prompt: &[u32], params: &SamplingParams) -> Reques
 fn reference(model: &mut Model, prompt: &[u32], params: &SamplingParams) -> Vec<Hypothesis> {
     let config = BeamConfig::from_params(params, &model.eos_ids());
     let (engine, blocks) = (&mut model.engine, &mut model.blocks);
-    beam_search(
-        prompt,
-        |history| SequenceRunner::new(engine, blocks).feed(history).expect("forward"),
-        &config,
-    )
-    .expect("beam search runs")
+    beam_search(prompt, |history| SequenceRunner::new(engine, blocks).feed(history).expect("forward"), &config)
+        .expect("beam search runs")
 }
 
 fn assert_matches_reference(got: &[Hyp], want: &[Hypothesis], params: &SamplingParams, what: &str) {
     assert_eq!(got.len(), params.n, "{what}: n hypotheses");
     for (rank, ((tokens, cum, finish), w)) in got.iter().zip(want).enumerate() {
-        assert_eq!(
-            tokens, &w.tokens,
-            "{what}: hypothesis {rank} differs from the reference search"
-        );
+        assert_eq!(tokens, &w.tokens, "{what}: hypothesis {rank} differs from the reference search");
         assert!(
             (cum - w.cum_logprob).abs() < 1e-3 * (1.0 + w.cum_logprob.abs()),
             "{what}: hypothesis {rank} cumulative log-probability {cum} vs reference {}",
             w.cum_logprob
         );
         let eos_end = matches!(finish, Some(FinishReason::Stop));
-        assert_eq!(
-            eos_end,
-            tokens.len() < params.max_tokens,
-            "{what}: hypothesis {rank} finish {finish:?}"
-        );
+        assert_eq!(eos_end, tokens.len() < params.max_tokens, "{what}: hypothesis {rank} finish {finish:?}");
     }
-    let scores: Vec<f64> = got
-        .iter()
-        .map(|(t, cum, _)| cum / (t.len() as f64).powf(params.length_penalty as f64))
-        .collect();
-    assert!(
-        scores.windows(2).all(|w| w[0] >= w[1]),
-        "{what}: scores sorted best first: {scores:?}"
-    );
+    let scores: Vec<f64> =
+        got.iter().map(|(t, cum, _)| cum / (t.len() as f64).powf(params.length_penalty as f64)).collect();
+    assert!(scores.windows(2).all(|w| w[0] >= w[1]), "{what}: scores sorted best first: {scores:?}");
 }
 
 #[test]
@@ -117,18 +91,9 @@ fn executor_beam_search_equals_the_reference_search() {
     let ps = fixture_prompts();
     let cases = [
         (ps[0].clone(), beam_params(3, 3, 6)),
-        (
-            ps[3].clone(),
-            SamplingParams {
-                length_penalty: 0.5,
-                ..beam_params(4, 2, 7)
-            },
-        ),
+        (ps[3].clone(), SamplingParams { length_penalty: 0.5, ..beam_params(4, 2, 7) }),
     ];
-    let want: Vec<_> = cases
-        .iter()
-        .map(|(p, params)| reference(&mut model, p, params))
-        .collect();
+    let want: Vec<_> = cases.iter().map(|(p, params)| reference(&mut model, p, params)).collect();
     let ex = executor(model, config);
     for (i, ((p, params), want)) in cases.iter().zip(&want).enumerate() {
         let got = hypotheses(submit_beam(&ex, p, params));
@@ -138,10 +103,7 @@ fn executor_beam_search_equals_the_reference_search() {
     let stats = wait_idle(&ex);
     assert_eq!(stats.kv.used_blocks, 0, "every beam's blocks are released: {stats:?}");
     let too_wide = Request::new(ps[0].clone(), beam_params(9, 1, 4));
-    assert!(matches!(
-        ex.submit(too_wide),
-        Err(SubmitError::BadBeamWidth { beam_width: 9, .. })
-    ));
+    assert!(matches!(ex.submit(too_wide), Err(SubmitError::BadBeamWidth { beam_width: 9, .. })));
     ex.shutdown().expect("joins");
 }
 
@@ -155,15 +117,9 @@ fn beam_requests_batched_with_others_equal_their_results_alone() {
     let Some(model) = load(&config) else { return };
     let ex = executor(model, config);
     let ps = prompts(3);
-    let beams = [
-        (ps[1].clone(), beam_params(3, 3, 20)),
-        (ps[2].clone(), beam_params(2, 1, 12)),
-    ];
+    let beams = [(ps[1].clone(), beam_params(3, 3, 20)), (ps[2].clone(), beam_params(2, 1, 12))];
     let normal = (ps[0].clone(), greedy(16));
-    let alone: Vec<Vec<Hyp>> = beams
-        .iter()
-        .map(|(p, params)| hypotheses(submit_beam(&ex, p, params)))
-        .collect();
+    let alone: Vec<Vec<Hyp>> = beams.iter().map(|(p, params)| hypotheses(submit_beam(&ex, p, params))).collect();
     let normal_alone = run_concurrently(&ex, std::slice::from_ref(&normal));
     assert_eq!(wait_idle(&ex).kv.used_blocks, 0);
 
@@ -174,16 +130,8 @@ fn beam_requests_batched_with_others_equal_their_results_alone() {
     for (i, (a, t)) in alone.iter().zip(&together).enumerate() {
         assert_eq!(a.len(), beams[i].1.n);
         for (rank, (x, y)) in a.iter().zip(t).enumerate() {
-            assert_eq!(
-                x.0, y.0,
-                "beam request {i} hypothesis {rank}: batched differs from alone"
-            );
-            assert!(
-                (x.1 - y.1).abs() < 1e-3,
-                "beam request {i} hypothesis {rank}: {} vs {}",
-                x.1,
-                y.1
-            );
+            assert_eq!(x.0, y.0, "beam request {i} hypothesis {rank}: batched differs from alone");
+            assert!((x.1 - y.1).abs() < 1e-3, "beam request {i} hypothesis {rank}: {} vs {}", x.1, y.1);
             assert_eq!(x.2, y.2);
         }
     }
@@ -203,11 +151,7 @@ fn beam_requests_batched_with_others_equal_their_results_alone() {
         .collect();
     ranks.sort_unstable();
     assert_eq!(ranks, vec![0, 1]);
-    assert_eq!(
-        wait_idle(&ex).kv.used_blocks,
-        0,
-        "a cancelled beam request releases its blocks"
-    );
+    assert_eq!(wait_idle(&ex).kv.used_blocks, 0, "a cancelled beam request releases its blocks");
     ex.shutdown().expect("joins");
 }
 
@@ -220,23 +164,16 @@ fn llm_api_returns_the_best_n_hypotheses() {
     let want = reference(&mut model, &prompt, &params);
     drop(model);
     let llm = Llm::builder()
-        .registry(Arc::new(
-            rtllm_tests::registry_with(rtllm_tests::builtin_plugin_files()),
-        ))
+        .registry(Arc::new(rtllm_tests::registry_with(rtllm_tests::builtin_plugin_files())))
         .build()
         .expect("the default model loads");
-    let out = llm
-        .generate([rtllm::api::Prompt::Tokens(prompt)], &params)
-        .expect("beam search through the Llm API");
+    let out = llm.generate([rtllm::api::Prompt::Tokens(prompt)], &params).expect("beam search through the Llm API");
     let outputs = &out[0].outputs;
     assert_eq!(outputs.len(), 2);
     for (rank, (o, w)) in outputs.iter().zip(&want).enumerate() {
         assert_eq!(o.index, rank);
         assert_eq!(o.token_ids, w.tokens, "output {rank}");
-        assert!(
-            (o.cumulative_logprob - w.cum_logprob).abs() < 1e-3,
-            "output {rank}: {o:?}"
-        );
+        assert!((o.cumulative_logprob - w.cum_logprob).abs() < 1e-3, "output {rank}: {o:?}");
         assert!(o.finish_reason.is_some());
     }
     llm.shutdown().expect("joins");

@@ -23,21 +23,10 @@ fn json_report(args: &[&str]) -> serde_json::Value {
 
 #[test]
 fn throughput_report_accounts_every_token() {
-    let r = json_report(&[
-        "--num-requests",
-        "6",
-        "--input-len",
-        "20",
-        "--output-len",
-        "7",
-        "--json",
-    ]);
+    let r = json_report(&["--num-requests", "6", "--input-len", "20", "--output-len", "7", "--json"]);
     assert_eq!(r["num_requests"], 6);
     assert_eq!(r["total_input_tokens"], 120);
-    assert_eq!(
-        r["total_output_tokens"], 42,
-        "ignore_eos: every request generates its full length"
-    );
+    assert_eq!(r["total_output_tokens"], 42, "ignore_eos: every request generates its full length");
     assert_eq!(r["ttft_ms"]["count"], 6);
     assert_eq!(r["itl_ms"]["count"], 6 * 6);
     assert!(r["output_throughput"].as_f64().unwrap() > 0.0);
@@ -91,29 +80,14 @@ fn latency_modes_and_dataset() {
     std::fs::write(&data, "{\"output_tokens\": 4}\n").unwrap();
     let out = bench(&["--dataset", data.to_str().unwrap()]);
     assert!(!out.status.success());
-    assert!(
-        String::from_utf8_lossy(&out.stderr).contains("d.jsonl:1"),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert!(String::from_utf8_lossy(&out.stderr).contains("d.jsonl:1"), "{}", String::from_utf8_lossy(&out.stderr));
 }
 
 #[test]
 fn table_and_bad_flags() {
-    let out = bench(&[
-        "--num-requests",
-        "2",
-        "--input-len",
-        "4",
-        "--output-len",
-        "2",
-        "--no-progress",
-    ]);
+    let out = bench(&["--num-requests", "2", "--input-len", "4", "--output-len", "2", "--no-progress"]);
     let text = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success() && text.contains("TTFT") && text.contains("output throughput"),
-        "{text}"
-    );
+    assert!(out.status.success() && text.contains("TTFT") && text.contains("output throughput"), "{text}");
     let out = bench(&["--concurrency", "2"]);
     assert!(!out.status.success() && String::from_utf8_lossy(&out.stderr).contains("latency mode"));
     let out = bench(&["--dummy-dtype", "q4_0"]);

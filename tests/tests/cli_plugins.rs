@@ -37,20 +37,14 @@ fn list_shows_every_op_with_its_file() {
             .lines()
             .find(|l| l.split_whitespace().next() == Some(op))
             .unwrap_or_else(|| panic!("op {op} not listed:\n{stdout}"));
-        assert!(
-            providers.iter().any(|p| stdout.contains(&p.plugin)),
-            "{op}: provider missing:\n{stdout}"
-        );
+        assert!(providers.iter().any(|p| stdout.contains(&p.plugin)), "{op}: provider missing:\n{stdout}");
         assert!(
             files.iter().any(|f| line.contains(&*f.to_string_lossy())) || line.contains("fixture"),
             "{op}: file missing in {line}"
         );
     }
     // The ABI-mismatch fixture on RTLLM_PLUGIN_PATH is listed as a load error.
-    assert!(
-        stdout.contains("LOAD ERRORS") && stdout.contains("abi_mismatch"),
-        "{stdout}"
-    );
+    assert!(stdout.contains("LOAD ERRORS") && stdout.contains("abi_mismatch"), "{stdout}");
 }
 
 #[test]
@@ -71,14 +65,7 @@ fn check_fails_on_a_broken_kernel_and_on_load_errors() {
     // path did not load, and passes when everything loaded.
     let (ok, stdout, _) = rtllm(&["plugins", "check", "--op", "matmul"]);
     assert!(ok, "{stdout}");
-    let (ok, stdout, _) = rtllm(&[
-        "plugins",
-        "check",
-        "--plugin",
-        "rtllm-gemm",
-        "--plugin",
-        "no-such-plugin",
-    ]);
+    let (ok, stdout, _) = rtllm(&["plugins", "check", "--plugin", "rtllm-gemm", "--plugin", "no-such-plugin"]);
     assert!(!ok, "{stdout}");
     let mismatch = fixture_dylib(FIXTURE_ABI_MISMATCH);
     let (ok, stdout, _) = rtllm_with_plugin_path(&["plugins", "check"], Some(&mismatch));

@@ -15,16 +15,22 @@ fn config_model_generates_hf_tokens() {
         return;
     }
     let root = rtllm_tests::repo_root();
-    let definition = ModelDefinition::from_toml_file(&root.join("examples/config-model/smollm.toml")).expect("the TOML model parses");
+    let definition = ModelDefinition::from_toml_file(&root.join("examples/config-model/smollm.toml"))
+        .expect("the TOML model parses");
     let mut build = BuildConfig::default();
     build.selection.dequantize_weights = true;
     let mut model = Model::load_with_definition(&gguf, &definition, rtllm_tests::registry(), &build).expect("builds");
     let ops: Vec<&str> = model.engine.graph().nodes.iter().map(|n| n.op.as_str()).collect();
     assert!(ops.contains(&"add") && !ops.contains(&"fused_add_rmsnorm"), "the file's unfused graph is what ran");
 
-    let fixture: Value = serde_json::from_str(&std::fs::read_to_string(root.join("tests/fixtures/parity/smollm2_greedy.json")).expect("fixture")).expect("json");
+    let fixture: Value = serde_json::from_str(
+        &std::fs::read_to_string(root.join("tests/fixtures/parity/smollm2_greedy.json")).expect("fixture"),
+    )
+    .expect("json");
     for case in fixture["cases"].as_array().expect("cases").iter().take(4) {
-        let ids = |v: &Value| -> Vec<u32> { v.as_array().expect("ids").iter().map(|x| x.as_u64().unwrap_or(0) as u32).collect() };
+        let ids = |v: &Value| -> Vec<u32> {
+            v.as_array().expect("ids").iter().map(|x| x.as_u64().unwrap_or(0) as u32).collect()
+        };
         let (prompt, want) = (ids(&case["prompt_ids"]), ids(&case["continuation_ids"]));
         let params = SamplingParams { ignore_eos: true, ..SamplingParams::greedy(want.len()) };
         let got = model.generate_ids(&prompt, &params, |_| {}).expect("generates");

@@ -10,11 +10,8 @@
 use rtllm_tests::repo_root;
 use std::path::Path;
 
-const GUIDES: &[&str] = &[
-    "docs/writing-a-kernel-plugin.md",
-    "docs/adding-an-architecture.md",
-    "docs/defining-a-model-in-toml.md",
-];
+const GUIDES: &[&str] =
+    &["docs/writing-a-kernel-plugin.md", "docs/adding-an-architecture.md", "docs/defining-a-model-in-toml.md"];
 
 const INCLUDE: &str = "<!-- include: ";
 const REFRESH: &str = "RTLLM_UPDATE_DOCS=1 cargo test -p rtllm-tests --test docs";
@@ -50,10 +47,7 @@ fn dedent(lines: &[&str]) -> String {
         .map(|l| l.len() - l.trim_start_matches(' ').len())
         .min()
         .unwrap_or(0);
-    lines
-        .iter()
-        .map(|l| format!("{}\n", l.get(indent..).unwrap_or("").trim_end()))
-        .collect()
+    lines.iter().map(|l| format!("{}\n", l.get(indent..).unwrap_or("").trim_end())).collect()
 }
 
 /// One include in a guide: the 0-based line of the opening fence and of the closing one.
@@ -76,27 +70,18 @@ fn includes(guide: &str, lines: &[&str]) -> Result<Vec<Include>, String> {
             .ok_or_else(|| format!("{guide}:{}: unclosed include comment", i + 1))?;
         let open = i + 1;
         if !lines.get(open).is_some_and(|l| l.starts_with("```")) {
-            return Err(format!(
-                "{guide}:{}: an include must be followed by a ``` fenced block",
-                i + 1
-            ));
+            return Err(format!("{guide}:{}: an include must be followed by a ``` fenced block", i + 1));
         }
         let close = (open + 1..lines.len())
             .find(|&j| lines[j].trim_end() == "```")
             .ok_or_else(|| format!("{guide}:{}: the fenced block is not closed", open + 1))?;
-        out.push(Include {
-            target: target.to_string(),
-            open,
-            close,
-        });
+        out.push(Include { target: target.to_string(), open, close });
     }
     Ok(out)
 }
 
 fn resolve(target: &str) -> Result<String, String> {
-    let (path, name) = target
-        .split_once('#')
-        .ok_or_else(|| format!("include `{target}` must be PATH#REGION"))?;
+    let (path, name) = target.split_once('#').ok_or_else(|| format!("include `{target}` must be PATH#REGION"))?;
     region(&repo_root().join(path), name)
 }
 
@@ -116,10 +101,7 @@ fn check_guide(guide: &str, update: bool) -> Vec<String> {
     let mut rebuilt: Vec<String> = Vec::new();
     let mut next = 0;
     for inc in &found {
-        let quoted: String = lines[inc.open + 1..inc.close]
-            .iter()
-            .map(|l| format!("{l}\n"))
-            .collect();
+        let quoted: String = lines[inc.open + 1..inc.close].iter().map(|l| format!("{l}\n")).collect();
         rebuilt.extend(lines[next..=inc.open].iter().map(|l| l.to_string()));
         match resolve(&inc.target) {
             Ok(want) => {
@@ -166,16 +148,10 @@ fn every_guide_includes_code_and_the_plugin_guide_names_the_tools() {
         let lines: Vec<&str> = text.lines().collect();
         let found = includes(guide, &lines).unwrap_or_else(|e| panic!("{e}"));
         assert!(found.len() >= 3, "{guide} quotes {} regions", found.len());
-        assert!(
-            text.contains("RTLLM_PLUGIN_PATH"),
-            "{guide} does not mention RTLLM_PLUGIN_PATH"
-        );
+        assert!(text.contains("RTLLM_PLUGIN_PATH"), "{guide} does not mention RTLLM_PLUGIN_PATH");
     }
     let plugin_guide = std::fs::read_to_string(repo_root().join(GUIDES[0])).unwrap_or_default();
-    assert!(
-        plugin_guide.contains("rtllm plugins check"),
-        "the plugin guide must show `rtllm plugins check`"
-    );
+    assert!(plugin_guide.contains("rtllm plugins check"), "the plugin guide must show `rtllm plugins check`");
 }
 
 #[test]
@@ -190,9 +166,7 @@ fn regions_are_found_and_bad_includes_are_reported() {
     .unwrap();
     assert_eq!(region(&file, "r").unwrap(), "b\n  c\n\n");
     assert_eq!(region(&file, "inner").unwrap(), "c\n\n");
-    assert!(region(&file, "missing")
-        .unwrap_err()
-        .contains("no `docs:start:missing` marker"));
+    assert!(region(&file, "missing").unwrap_err().contains("no `docs:start:missing` marker"));
     let lines = ["<!-- include: x.rs#r -->", "text"];
     assert!(includes("g.md", &lines).unwrap_err().contains("fenced block"));
     let lines = ["<!-- include: x.rs#r -->", "```rust", "b"];

@@ -33,14 +33,7 @@ fn model_args(model: Option<PathBuf>, dummy: Option<&str>) -> ModelArgs {
 
 fn greedy(model: &mut Model, prompt: &[u32]) -> Vec<u32> {
     model
-        .generate_ids(
-            prompt,
-            &SamplingParams {
-                ignore_eos: true,
-                ..SamplingParams::greedy(12)
-            },
-            |_| {},
-        )
+        .generate_ids(prompt, &SamplingParams { ignore_eos: true, ..SamplingParams::greedy(12) }, |_| {})
         .unwrap()
         .tokens
 }
@@ -48,24 +41,14 @@ fn greedy(model: &mut Model, prompt: &[u32]) -> Vec<u32> {
 fn default_model() -> Option<PathBuf> {
     let path = default_model_path();
     if !path.exists() {
-        eprintln!(
-            "skipping: default model not found at {} (run scripts/fetch-default-model.sh)",
-            path.display()
-        );
+        eprintln!("skipping: default model not found at {} (run scripts/fetch-default-model.sh)", path.display());
         return None;
     }
     Some(path)
 }
 
 fn build_dir(args: ModelArgs, out: &Path) {
-    rtllm::cli::build::run(
-        &BuildArgs {
-            model: args,
-            output: out.to_path_buf(),
-        },
-        registry(),
-    )
-    .unwrap();
+    rtllm::cli::build::run(&BuildArgs { model: args, output: out.to_path_buf() }, registry()).unwrap();
     for f in ["plan.json", "model.safetensors"] {
         assert!(out.join(f).is_file(), "{f} missing");
     }
@@ -80,12 +63,7 @@ fn built_dummy_engine_dir_generates_like_its_source() {
     build_dir(args.clone(), &out);
     let plan: serde_json::Value = serde_json::from_slice(&std::fs::read(out.join("plan.json")).unwrap()).unwrap();
     let node = &plan["nodes"][0];
-    assert!(
-        node["provider"]["plugin"]
-            .as_str()
-            .is_some_and(|p| p.starts_with("rtllm-")),
-        "{node}"
-    );
+    assert!(node["provider"]["plugin"].as_str().is_some_and(|p| p.starts_with("rtllm-")), "{node}");
     assert!(plan["memory"]["arena_bytes"].as_u64().unwrap() > 0);
 
     let bc = args.build_config();
@@ -102,15 +80,10 @@ fn missing_plugin_names_the_op_and_plugin() {
     let tmp = tempfile::tempdir().unwrap();
     let out = tmp.path().join("engine");
     build_dir(model_args(None, Some("tiny-llama")), &out);
-    let without_rmsnorm: Vec<PathBuf> = builtin_plugin_files()
-        .into_iter()
-        .filter(|p| !p.to_string_lossy().contains("rmsnorm"))
-        .collect();
+    let without_rmsnorm: Vec<PathBuf> =
+        builtin_plugin_files().into_iter().filter(|p| !p.to_string_lossy().contains("rmsnorm")).collect();
     let partial = registry_with(without_rmsnorm);
-    let err = Model::load(&out, &partial, &BuildConfig::default())
-        .err()
-        .expect("must fail")
-        .to_string();
+    let err = Model::load(&out, &partial, &BuildConfig::default()).err().expect("must fail").to_string();
     assert!(err.contains("rtllm-rmsnorm") && err.contains("op '"), "{err}");
 }
 
@@ -132,10 +105,7 @@ fn default_model_engine_dir_and_cache() {
     assert_eq!(greedy(&mut built, &prompt), want);
 
     // First load stores, second hits.
-    let cached = BuildConfig {
-        use_engine_cache: true,
-        ..bc.clone()
-    };
+    let cached = BuildConfig { use_engine_cache: true, ..bc.clone() };
     let before = cache::counters();
     let mut first = Model::load(&gguf, registry(), &cached).unwrap();
     let mid = cache::counters();
@@ -145,16 +115,10 @@ fn default_model_engine_dir_and_cache() {
     assert_eq!(after.hits - mid.hits, 1, "second load must hit");
     assert_eq!(greedy(&mut first, &prompt), want);
     assert_eq!(greedy(&mut second, &prompt), want);
-    eprintln!(
-        "load from GGUF {:?}, from the cache {:?}",
-        first.load_time, second.load_time
-    );
+    eprintln!("load from GGUF {:?}, from the cache {:?}", first.load_time, second.load_time);
 
     // A changed build config is a different key: a miss and a second entry.
-    let other = BuildConfig {
-        max_batch_size: 2,
-        ..cached.clone()
-    };
+    let other = BuildConfig { max_batch_size: 2, ..cached.clone() };
     let _ = Model::load(&gguf, registry(), &other).unwrap();
     let c = cache::counters();
     assert_eq!((c.misses - after.misses, c.hits - after.hits), (1, 0));
@@ -176,11 +140,7 @@ fn default_model_engine_dir_and_cache() {
         let mut rebuilt = Model::load(&gguf, registry(), &cached).unwrap();
         let after = cache::counters();
         assert_eq!(
-            (
-                after.corrupt - before.corrupt,
-                after.stores - before.stores,
-                after.hits - before.hits
-            ),
+            (after.corrupt - before.corrupt, after.stores - before.stores, after.hits - before.hits),
             (1, 1, 0),
             "{file}"
         );
@@ -214,26 +174,14 @@ fn corrupt_plan_structure_and_limits_are_refused() {
             }),
             "whose source is",
         ),
-        (
-            "tokens_per_block 0",
-            Box::new(|p| p["limits"]["tokens_per_block"] = 0.into()),
-            "tokens_per_block",
-        ),
-        (
-            "max_seq_len 0",
-            Box::new(|p| p["limits"]["max_seq_len"] = 0.into()),
-            "max_seq_len",
-        ),
+        ("tokens_per_block 0", Box::new(|p| p["limits"]["tokens_per_block"] = 0.into()), "tokens_per_block"),
+        ("max_seq_len 0", Box::new(|p| p["limits"]["max_seq_len"] = 0.into()), "max_seq_len"),
         (
             "the first node reading the last node's output",
             Box::new(move |p| p["nodes"][0]["inputs"][0] = last_output.clone()),
             "not an earlier node",
         ),
-        (
-            "a value out of range",
-            Box::new(|p| p["nodes"][0]["inputs"][0] = 1_000_000.into()),
-            "out of range",
-        ),
+        ("a value out of range", Box::new(|p| p["nodes"][0]["inputs"][0] = 1_000_000.into()), "out of range"),
     ];
     for (what, damage, expect) in cases {
         let mut plan = pristine.clone();

@@ -39,7 +39,8 @@ fn tokenizer_files(model: &LoadedModel) -> (Value, Value) {
         .filter(|&i| spec.token_types.get(i) == Some(&rtllm::tokenizer::spec::TokenType::Control))
         .map(|i| json!({"id": i, "content": spec.tokens[i], "special": true, "normalized": false}))
         .collect();
-    let vocab: serde_json::Map<String, Value> = spec.tokens.iter().enumerate().map(|(i, t)| (t.clone(), json!(i))).collect();
+    let vocab: serde_json::Map<String, Value> =
+        spec.tokens.iter().enumerate().map(|(i, t)| (t.clone(), json!(i))).collect();
     let tokenizer = json!({
         "added_tokens": special,
         "normalizer": null,
@@ -74,8 +75,10 @@ fn export_hf_dir(model: &LoadedModel, dir: &Path) {
                 (name.to_string(), t.shape.clone(), bytes)
             })
             .collect();
-        let tensors: Vec<(&str, DType, &[usize], &[u8])> = data.iter().map(|(n, s, b)| (n.as_str(), DType::F32, s.as_slice(), b.as_slice())).collect();
-        write_safetensors(&dir.join(shard), &tensors, &BTreeMap::from([("format".to_string(), "pt".to_string())])).expect("writes a shard");
+        let tensors: Vec<(&str, DType, &[usize], &[u8])> =
+            data.iter().map(|(n, s, b)| (n.as_str(), DType::F32, s.as_slice(), b.as_slice())).collect();
+        write_safetensors(&dir.join(shard), &tensors, &BTreeMap::from([("format".to_string(), "pt".to_string())]))
+            .expect("writes a shard");
         for name in part.iter() {
             weight_map.insert(name.to_string(), shard.to_string());
         }
@@ -85,7 +88,8 @@ fn export_hf_dir(model: &LoadedModel, dir: &Path) {
     std::fs::write(dir.join("config.json"), hf_config(model).to_string()).expect("writes config.json");
     let (tokenizer, tokenizer_config) = tokenizer_files(model);
     std::fs::write(dir.join("tokenizer.json"), tokenizer.to_string()).expect("writes tokenizer.json");
-    std::fs::write(dir.join("tokenizer_config.json"), tokenizer_config.to_string()).expect("writes tokenizer_config.json");
+    std::fs::write(dir.join("tokenizer_config.json"), tokenizer_config.to_string())
+        .expect("writes tokenizer_config.json");
 }
 
 #[test]
@@ -104,13 +108,24 @@ fn default_model_as_an_hf_directory_generates_hf_tokens() {
     assert_eq!(model.config.num_hidden_layers, 30);
     assert!(model.engine.graph().weight_uses().iter().all(|(_, d)| *d == DType::F32), "f32 weights used as stored");
 
-    let fixture: Value = serde_json::from_str(&std::fs::read_to_string(rtllm_tests::repo_root().join("tests/fixtures/parity/smollm2_greedy.json")).expect("fixture")).expect("json");
+    let fixture: Value = serde_json::from_str(
+        &std::fs::read_to_string(rtllm_tests::repo_root().join("tests/fixtures/parity/smollm2_greedy.json"))
+            .expect("fixture"),
+    )
+    .expect("json");
     for case in fixture["cases"].as_array().expect("cases").iter().filter(|c| c["is_chat"] == false).take(3) {
         let prompt = case["prompt"].as_str().expect("prompt");
         let ids = model.tokenizer.encode(prompt, true).expect("encodes");
-        let want: Vec<u32> = case["prompt_ids"].as_array().expect("ids").iter().map(|x| x.as_u64().unwrap_or(0) as u32).collect();
+        let want: Vec<u32> =
+            case["prompt_ids"].as_array().expect("ids").iter().map(|x| x.as_u64().unwrap_or(0) as u32).collect();
         assert_eq!(ids, want, "{prompt:?}: tokenizer.json tokenizes like HF");
-        let cont: Vec<u32> = case["continuation_ids"].as_array().expect("ids").iter().take(16).map(|x| x.as_u64().unwrap_or(0) as u32).collect();
+        let cont: Vec<u32> = case["continuation_ids"]
+            .as_array()
+            .expect("ids")
+            .iter()
+            .take(16)
+            .map(|x| x.as_u64().unwrap_or(0) as u32)
+            .collect();
         let params = SamplingParams { ignore_eos: true, ..SamplingParams::greedy(cont.len()) };
         let got = model.generate_ids(&ids, &params, |_| {}).expect("generates");
         assert_eq!(got.tokens, cont, "{prompt:?}: continuation");

@@ -144,7 +144,10 @@ fn async_generation_on_tokio() {
     let sync_out = llm.generate(["Once upon a time", "The capital of France is"], &greedy(8)).expect("generates");
     let params = greedy(8);
     rt.block_on(async {
-        let (a, b) = tokio::join!(llm.generate_async("Once upon a time", &params), llm.generate_async("The capital of France is", &params));
+        let (a, b) = tokio::join!(
+            llm.generate_async("Once upon a time", &params),
+            llm.generate_async("The capital of France is", &params)
+        );
         assert_eq!(a.expect("async a").outputs[0].token_ids, sync_out[0].outputs[0].token_ids);
         assert_eq!(b.expect("async b").outputs[0].token_ids, sync_out[1].outputs[0].token_ids);
         let mut stream = llm.generate_async_stream("Once upon a time", &params).expect("submits");

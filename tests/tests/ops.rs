@@ -10,25 +10,16 @@ use rtllm_tests::{registry, BUILTIN_PLUGINS};
 fn every_builtin_op_has_a_reference() {
     let r = registry();
     let missing: Vec<&str> = r.op_names().into_iter().filter(|op| !has_reference(op)).collect();
-    assert!(
-        missing.is_empty(),
-        "built-in ops without a built-in reference: {missing:?}"
-    );
+    assert!(missing.is_empty(), "built-in ops without a built-in reference: {missing:?}");
     let unprovided: Vec<&&str> = BUILTIN_OPS.iter().filter(|op| r.providers(op).is_empty()).collect();
-    assert!(
-        unprovided.is_empty(),
-        "reference ops no built-in plugin provides: {unprovided:?}"
-    );
+    assert!(unprovided.is_empty(), "reference ops no built-in plugin provides: {unprovided:?}");
 }
 
 #[test]
 fn every_builtin_provider_matches_the_reference() {
     let r = registry();
-    let opts = CheckOptions {
-        op: None,
-        plugins: BUILTIN_PLUGINS.iter().map(|s| s.to_string()).collect(),
-        seed: Some(0x5eed),
-    };
+    let opts =
+        CheckOptions { op: None, plugins: BUILTIN_PLUGINS.iter().map(|s| s.to_string()).collect(), seed: Some(0x5eed) };
     let report = check(r, &opts, HostPool::global());
     let text = rtllm::cli::plugins::render_check(&report);
     assert!(!report.kernels.is_empty(), "nothing was checked:\n{text}");
@@ -46,11 +37,8 @@ fn every_builtin_provider_matches_the_reference() {
     // Every CPU provider of every op ran at least one example.
     for (op, providers) in r.ops() {
         for p in providers {
-            let ran = report
-                .kernels
-                .iter()
-                .filter(|k| k.op == op && k.plugin == p.plugin && k.example.is_some())
-                .count();
+            let ran =
+                report.kernels.iter().filter(|k| k.op == op && k.plugin == p.plugin && k.example.is_some()).count();
             assert!(ran > 0, "{op} from {} has no examples", p.plugin);
         }
     }
@@ -64,9 +52,7 @@ fn a_wrong_kernel_fails_the_comparison() {
     use rtllm_plugin_api::{Attrs, DType, DeviceKind};
 
     let r = Registry::load_paths([rtllm_tests::fixture_dylib(rtllm_tests::FIXTURE_FAULTY)]);
-    let wrong = r
-        .resolve(&OpRequest::new("add", DeviceKind::Cpu, [DType::F32]))
-        .unwrap();
+    let wrong = r.resolve(&OpRequest::new("add", DeviceKind::Cpu, [DType::F32])).unwrap();
     let a = HostTensor::from_f32(DType::F32, &[2, 3], &[1., 2., 3., 4., 5., 6.]).unwrap();
     let b = HostTensor::from_f32(DType::F32, &[2, 3], &[0.5; 6]).unwrap();
     let mut inputs = vec![a, b];

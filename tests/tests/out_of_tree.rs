@@ -49,9 +49,7 @@ fn rtllm(args: &[&str]) -> (bool, String, String) {
 }
 
 fn temp_dir(tag: &str) -> PathBuf {
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_nanos());
+    let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos());
     let dir = std::env::temp_dir().join(format!("rtllm-{tag}-{}-{nanos}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap_or_else(|e| panic!("cannot create {}: {e}", dir.display()));
     dir
@@ -77,11 +75,8 @@ fn tiny_config() -> TinyGpt2Config {
 fn write_model(tag: &str, weights: &TinyGpt2Weights) -> PathBuf {
     let dir = temp_dir(tag);
     weights.write_hf_dir(&dir).unwrap();
-    let vocab: serde_json::Map<String, serde_json::Value> = VOCAB
-        .chars()
-        .enumerate()
-        .map(|(i, c)| (c.to_string(), i.into()))
-        .collect();
+    let vocab: serde_json::Map<String, serde_json::Value> =
+        VOCAB.chars().enumerate().map(|(i, c)| (c.to_string(), i.into())).collect();
     let tokenizer = serde_json::json!({
         "version": "1.0",
         "added_tokens": [],
@@ -101,12 +96,7 @@ fn registry() -> Registry {
 }
 
 fn build_config() -> BuildConfig {
-    BuildConfig {
-        max_seq_len: Some(32),
-        tokens_per_block: 4,
-        num_kv_blocks: Some(16),
-        ..BuildConfig::default()
-    }
+    BuildConfig { max_seq_len: Some(32), tokens_per_block: 4, num_kv_blocks: Some(16), ..BuildConfig::default() }
 }
 
 /// Logits at every position of `tokens`, prefilled in one step.
@@ -123,15 +113,8 @@ fn prefill_logits(engine: &mut Engine, tokens: &[u32]) -> Vec<f32> {
 fn plugins_list_shows_the_op_from_the_plugin_file() {
     let (ok, stdout, stderr) = rtllm(&["plugins", "list"]);
     assert!(ok, "plugins list failed:\n{stdout}\n{stderr}");
-    let lines: Vec<&str> = stdout
-        .lines()
-        .filter(|l| l.split_whitespace().next() == Some("gelu_tanh"))
-        .collect();
-    assert_eq!(
-        lines.len(),
-        2,
-        "two gelu_tanh providers (fast and reference):\n{stdout}"
-    );
+    let lines: Vec<&str> = stdout.lines().filter(|l| l.split_whitespace().next() == Some("gelu_tanh")).collect();
+    assert_eq!(lines.len(), 2, "two gelu_tanh providers (fast and reference):\n{stdout}");
     let file = plugin().to_string_lossy().into_owned();
     for line in &lines {
         assert!(line.contains(PLUGIN) && line.contains(&file), "{line}");
@@ -146,17 +129,9 @@ fn plugins_check_passes_on_the_plugin() {
     let (ok, stdout, stderr) = rtllm(&["plugins", "check", "--plugin", PLUGIN, "--seed", "11"]);
     assert!(ok, "plugins check failed:\n{stdout}\n{stderr}");
     let rows: Vec<&str> = stdout.lines().filter(|l| l.starts_with("gelu_tanh")).collect();
-    assert_eq!(
-        rows.len(),
-        8,
-        "5 examples of the fast provider, 3 of the reference:\n{stdout}"
-    );
+    assert_eq!(rows.len(), 8, "5 examples of the fast provider, 3 of the reference:\n{stdout}");
     // Each provider was compared with the other one, not just run.
-    assert!(
-        rows.iter()
-            .all(|r| r.contains("PASS (tol") && r.contains(&format!("vs {PLUGIN}"))),
-        "{stdout}"
-    );
+    assert!(rows.iter().all(|r| r.contains("PASS (tol") && r.contains(&format!("vs {PLUGIN}"))), "{stdout}");
     assert!(stdout.contains("8 checks, 0 failed"), "{stdout}");
 }
 
@@ -180,16 +155,10 @@ fn toml_model_matches_the_reference_and_the_rust_definition() {
     for (pos, row) in want.iter().enumerate() {
         for (i, &w) in row.iter().enumerate() {
             let g = from_toml[pos * vocab + i] as f64;
-            assert!(
-                (g - w).abs() <= 1e-4 * w.abs().max(1.0),
-                "position {pos} logit {i}: {g}, want {w}"
-            );
+            assert!((g - w).abs() <= 1e-4 * w.abs().max(1.0), "position {pos} logit {i}: {g}, want {w}");
         }
     }
-    assert_eq!(
-        from_toml, from_rust,
-        "the TOML and Rust definitions build the same graph"
-    );
+    assert_eq!(from_toml, from_rust, "the TOML and Rust definitions build the same graph");
     let _ = std::fs::remove_dir_all(&dir);
 }
 
@@ -221,10 +190,6 @@ fn generate_runs_the_toml_model_with_the_plugin_op() {
     ];
     let (ok, stdout, stderr) = rtllm(&args);
     assert!(ok, "generate failed:\n{stdout}\n{stderr}");
-    assert_eq!(
-        stdout.trim_end(),
-        want,
-        "greedy tokens of the TOML model vs the reference"
-    );
+    assert_eq!(stdout.trim_end(), want, "greedy tokens of the TOML model vs the reference");
     let _ = std::fs::remove_dir_all(&dir);
 }

@@ -85,7 +85,12 @@ fn greedy_tokens_and_logits_match_transformers() {
         let logits = &got.prompt_logits;
         let full_case = full["cases"].as_array().and_then(|c| c.iter().find(|c| c["name"] == case["name"]));
         let err = if let Some(fc) = full_case {
-            let reference: Vec<f32> = fc["logits"].as_array().expect("logits").iter().map(|x| x.as_f64().unwrap_or(f64::NAN) as f32).collect();
+            let reference: Vec<f32> = fc["logits"]
+                .as_array()
+                .expect("logits")
+                .iter()
+                .map(|x| x.as_f64().unwrap_or(f64::NAN) as f32)
+                .collect();
             assert_eq!(reference.len(), logits.len(), "{name}: vocab size");
             rel_err(logits, &reference)
         } else {

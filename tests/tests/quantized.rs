@@ -26,20 +26,13 @@ fn fixture() -> Value {
 }
 
 fn ids(v: &Value) -> Vec<u32> {
-    v.as_array()
-        .expect("id list")
-        .iter()
-        .map(|x| x.as_u64().expect("id") as u32)
-        .collect()
+    v.as_array().expect("id list").iter().map(|x| x.as_u64().expect("id") as u32).collect()
 }
 
 fn load(build: &BuildConfig) -> Option<Model> {
     let path = default_model_path();
     if !path.exists() {
-        eprintln!(
-            "skipping: {} is missing; run scripts/fetch-default-model.sh",
-            path.display()
-        );
+        eprintln!("skipping: {} is missing; run scripts/fetch-default-model.sh", path.display());
         return None;
     }
     Some(Model::load(&path, rtllm_tests::registry(), build).expect("default model loads"))
@@ -76,14 +69,8 @@ fn quantized_path_matches_the_dequantized_path() {
     // The quantized build reads the GGUF blocks; the reference reads f32.
     let q = matmul_weight_dtypes(&quantized);
     assert!(!q.is_empty(), "the graph has matmuls on weights");
-    assert!(
-        q.iter().all(|d| matches!(d, DType::Q4_1 | DType::Q8_0)),
-        "quantized build matmul weights: {q:?}"
-    );
-    assert!(
-        q.contains(&DType::Q4_1) && q.contains(&DType::Q8_0),
-        "Q4_1 linears and the Q8_0 head: {q:?}"
-    );
+    assert!(q.iter().all(|d| matches!(d, DType::Q4_1 | DType::Q8_0)), "quantized build matmul weights: {q:?}");
+    assert!(q.contains(&DType::Q4_1) && q.contains(&DType::Q8_0), "Q4_1 linears and the Q8_0 head: {q:?}");
     assert!(matmul_weight_dtypes(&reference).iter().all(|d| *d == DType::F32));
 
     let fixture = fixture();
@@ -93,37 +80,22 @@ fn quantized_path_matches_the_dequantized_path() {
         let name = case["name"].as_str().unwrap_or("?");
         let prompt = ids(&case["prompt_ids"]);
         let hf = ids(&case["continuation_ids"]);
-        let params = SamplingParams {
-            ignore_eos: true,
-            ..SamplingParams::greedy(hf.len())
-        };
-        let ours = quantized
-            .generate_ids(&prompt, &params, |_| {})
-            .expect("quantized generates")
-            .tokens;
-        let refs = reference
-            .generate_ids(&prompt, &params, |_| {})
-            .expect("reference generates")
-            .tokens;
+        let params = SamplingParams { ignore_eos: true, ..SamplingParams::greedy(hf.len()) };
+        let ours = quantized.generate_ids(&prompt, &params, |_| {}).expect("quantized generates").tokens;
+        let refs = reference.generate_ids(&prompt, &params, |_| {}).expect("reference generates").tokens;
         let with_ref = agree(&ours, &refs);
         let with_hf = agree(&ours, &hf);
         if with_ref < MUST_AGREE {
             let margin = case["steps"][with_ref]["margin"].as_f64().unwrap_or(f64::INFINITY);
             // The reference equals HF token for token (tests/tests/parity.rs), so HF's margin
             // at the step is the reference's.
-            assert_eq!(
-                agree(&refs, &hf),
-                refs.len().min(hf.len()),
-                "{name}: the reference path differs from HF"
-            );
+            assert_eq!(agree(&refs, &hf), refs.len().min(hf.len()), "{name}: the reference path differs from HF");
             assert!(
                 margin < NEAR_TIE,
                 "{name}: quantized tokens diverge from the dequantized path at step {with_ref} where the \
                  reference margin is {margin:.4} (not a near-tie)\n  quantized: {ours:?}\n  reference: {refs:?}"
             );
-            report.push(format!(
-                "{name}: diverges at step {with_ref}, a near-tie (margin {margin:.4})"
-            ));
+            report.push(format!("{name}: diverges at step {with_ref}, a near-tie (margin {margin:.4})"));
         } else {
             report.push(format!(
                 "{name}: agrees with the dequantized path for {with_ref} tokens, with HF for {with_hf} (of {})",

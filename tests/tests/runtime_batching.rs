@@ -18,34 +18,17 @@ fn concurrent_greedy_requests_equal_one_at_a_time() {
     let jobs: Vec<_> = prompts(18)
         .into_iter()
         .enumerate()
-        .map(|(i, p)| {
-            (
-                p,
-                SamplingParams {
-                    ignore_eos: i % 2 == 0,
-                    ..SamplingParams::greedy(max_tokens_for(i))
-                },
-            )
-        })
+        .map(|(i, p)| (p, SamplingParams { ignore_eos: i % 2 == 0, ..SamplingParams::greedy(max_tokens_for(i)) }))
         .collect();
     let t = Instant::now();
     let want = one_at_a_time(&mut model, &jobs);
     eprintln!("one at a time: {:.1}s", t.elapsed().as_secs_f64());
-    let ex = executor(
-        model,
-        ExecutorConfig {
-            eos_token_ids: eos.clone(),
-            ..config
-        },
-    );
+    let ex = executor(model, ExecutorConfig { eos_token_ids: eos.clone(), ..config });
     let t = Instant::now();
     let got = run_concurrently(&ex, &jobs);
     eprintln!("concurrent: {:.1}s, stats {:?}", t.elapsed().as_secs_f64(), ex.stats());
     for (i, ((tokens, finish), want)) in got.iter().zip(&want).enumerate() {
-        assert_eq!(
-            tokens, want,
-            "request {i}: batched output differs from the one-at-a-time one"
-        );
+        assert_eq!(tokens, want, "request {i}: batched output differs from the one-at-a-time one");
         let expect = if want.last().is_some_and(|t| eos.contains(t)) && !jobs[i].1.ignore_eos {
             FinishReason::Stop
         } else {
@@ -76,18 +59,9 @@ fn chunked_prefill_gives_the_same_tokens_as_unchunked() {
     let ex = executor(model, config);
     let got = run_concurrently(&ex, &jobs);
     for (i, ((tokens, _), want)) in got.iter().zip(&want).enumerate() {
-        assert_eq!(
-            tokens,
-            want,
-            "prompt {i} ({} tokens): chunked output differs",
-            jobs[i].0.len()
-        );
+        assert_eq!(tokens, want, "prompt {i} ({} tokens): chunked output differs", jobs[i].0.len());
     }
-    assert!(
-        ex.stats().steps >= 16,
-        "prompts were split across steps: {:?}",
-        ex.stats()
-    );
+    assert!(ex.stats().steps >= 16, "prompts were split across steps: {:?}", ex.stats());
 }
 
 #[test]
@@ -102,20 +76,11 @@ fn cancellation_frees_blocks_and_impossible_requests_are_refused() {
 
     // Refused at submit, with clear errors.
     let too_long = Request::new(vec![1; 256], greedy(4));
-    assert_eq!(
-        ex.submit(too_long).err(),
-        Some(SubmitError::TooLong {
-            prompt: 256,
-            max_seq_len: 256
-        })
-    );
+    assert_eq!(ex.submit(too_long).err(), Some(SubmitError::TooLong { prompt: 256, max_seq_len: 256 }));
     let empty = Request::new(Vec::new(), greedy(4));
     assert_eq!(ex.submit(empty).err(), Some(SubmitError::EmptyPrompt));
     let huge = Request::new(vec![1; 200], greedy(4));
-    assert_eq!(
-        ex.submit(huge).err(),
-        Some(SubmitError::ExceedsKvCache { needed: 7, total: 4 })
-    );
+    assert_eq!(ex.submit(huge).err(), Some(SubmitError::ExceedsKvCache { needed: 7, total: 4 }));
     let bad_token = Request::new(vec![u32::MAX], greedy(4));
     assert!(matches!(ex.submit(bad_token), Err(SubmitError::TokenOutOfRange { .. })));
 
@@ -134,9 +99,7 @@ fn cancellation_frees_blocks_and_impossible_requests_are_refused() {
     assert_eq!(stats.kv.used_blocks, 0, "every block is back: {stats:?}");
 
     // A sequence that outgrows the whole cache fails with an error; the other goes on.
-    let grows = ex
-        .submit(Request::new(ps[2].clone(), greedy(250)))
-        .expect("fits at submit");
+    let grows = ex.submit(Request::new(ps[2].clone(), greedy(250))).expect("fits at submit");
     let fine = ex.submit(Request::new(ps[3].clone(), greedy(5))).expect("submits");
     assert_eq!(fine.wait().expect("completes")[0].token_ids.len(), 5);
     let err = grows.wait().expect_err("cannot fit");
@@ -154,15 +117,8 @@ fn unbounded_max_tokens_runs_to_max_seq_len_and_the_executor_keeps_serving() {
     let Some(model) = load(&config) else { return };
     let ex = executor(model, config);
     let prompt = fixture_prompts().into_iter().min_by_key(|p| p.len()).expect("prompts");
-    let unbounded = SamplingParams {
-        ignore_eos: true,
-        ..SamplingParams::greedy(usize::MAX)
-    };
-    let samples = ex
-        .submit(Request::new(prompt.clone(), unbounded))
-        .expect("submits")
-        .wait()
-        .expect("completes");
+    let unbounded = SamplingParams { ignore_eos: true, ..SamplingParams::greedy(usize::MAX) };
+    let samples = ex.submit(Request::new(prompt.clone(), unbounded)).expect("submits").wait().expect("completes");
     assert_eq!(samples[0].token_ids.len(), 48 - prompt.len());
     assert_eq!(samples[0].finish_reason, Some(FinishReason::Length));
     let next = ex.submit(Request::new(prompt, greedy(3))).expect("still serving");

@@ -30,10 +30,7 @@ fn shared_prompt_prefix_is_reused() {
     let got: Vec<_> = first.into_iter().chain(rest).map(|(t, _)| t).collect();
     assert_eq!(got, want, "outputs with reuse equal those without");
     let kv = wait_idle(&ex).kv;
-    assert!(
-        kv.reused_blocks >= 6,
-        "three requests reused the two prefix blocks: {kv:?}"
-    );
+    assert!(kv.reused_blocks >= 6, "three requests reused the two prefix blocks: {kv:?}");
     assert!(kv.hit_rate() > 0.5, "{kv:?}");
     assert_eq!(kv.used_blocks, 0);
     assert!(kv.cached_blocks >= 2, "freed prefix blocks stay cached: {kv:?}");
@@ -41,10 +38,8 @@ fn shared_prompt_prefix_is_reused() {
 
 /// Per request: (tokens, first step, last step).
 fn run_with_steps(ex: &Executor, jobs: &[(Vec<u32>, SamplingParams)]) -> Vec<(Vec<u32>, u64, u64)> {
-    let handles: Vec<_> = jobs
-        .iter()
-        .map(|(p, s)| ex.submit(Request::new(p.clone(), s.clone())).expect("submits"))
-        .collect();
+    let handles: Vec<_> =
+        jobs.iter().map(|(p, s)| ex.submit(Request::new(p.clone(), s.clone())).expect("submits")).collect();
     handles
         .into_iter()
         .map(|h| {
@@ -67,12 +62,8 @@ fn capacity_policies_on_a_tiny_cache() {
     config.kv_cache.enable_block_reuse = false;
     let Some(mut model) = load(&config) else { return };
     // Prompts of 41..=63 tokens: 2 blocks at admission, a third once generation passes 64.
-    let jobs: Vec<_> = prompts(40)
-        .into_iter()
-        .filter(|p| (41..=63).contains(&p.len()))
-        .take(6)
-        .map(|p| (p, greedy(24)))
-        .collect();
+    let jobs: Vec<_> =
+        prompts(40).into_iter().filter(|p| (41..=63).contains(&p.len())).take(6).map(|p| (p, greedy(24))).collect();
     assert_eq!(jobs.len(), 6, "enough prompts of the right length");
     let want = one_at_a_time(&mut model, &jobs);
     let mut model = Some(model);
@@ -81,19 +72,10 @@ fn capacity_policies_on_a_tiny_cache() {
             Some(m) => m,
             None => load(&config).expect("loaded before"),
         };
-        let ex = executor(
-            m,
-            ExecutorConfig {
-                capacity_scheduler_policy: policy,
-                ..config.clone()
-            },
-        );
+        let ex = executor(m, ExecutorConfig { capacity_scheduler_policy: policy, ..config.clone() });
         let out = run_with_steps(&ex, &jobs);
         for (i, (tokens, _, _)) in out.iter().enumerate() {
-            assert_eq!(
-                tokens, &want[i],
-                "{policy:?}: request {i} differs from its one-at-a-time output"
-            );
+            assert_eq!(tokens, &want[i], "{policy:?}: request {i} differs from its one-at-a-time output");
         }
         let stats = wait_idle(&ex);
         assert_eq!(stats.kv.used_blocks, 0, "{policy:?}: {stats:?}");
@@ -102,17 +84,11 @@ fn capacity_policies_on_a_tiny_cache() {
 
     let (_, mu) = run(CapacitySchedulerPolicy::MaxUtilization);
     assert!(mu.preemptions > 0, "max_utilization preempts on a tiny cache: {mu:?}");
-    assert_eq!(
-        mu.peak_running_requests, 4,
-        "it admits what fits now (2 blocks each): {mu:?}"
-    );
+    assert_eq!(mu.peak_running_requests, 4, "it admits what fits now (2 blocks each): {mu:?}");
 
     let (_, gne) = run(CapacitySchedulerPolicy::GuaranteedNoEvict);
     assert_eq!(gne.preemptions, 0, "guaranteed_no_evict never preempts: {gne:?}");
-    assert!(
-        gne.peak_running_requests < mu.peak_running_requests,
-        "and runs fewer at once: {gne:?}"
-    );
+    assert!(gne.peak_running_requests < mu.peak_running_requests, "and runs fewer at once: {gne:?}");
 
     let (out, sb) = run(CapacitySchedulerPolicy::StaticBatch);
     assert_eq!(sb.preemptions, 0);
@@ -127,8 +103,5 @@ fn capacity_policies_on_a_tiny_cache() {
             );
         }
     }
-    assert!(
-        out.iter().any(|a| out.iter().any(|b| a.1 != b.1)),
-        "more than one batch ran"
-    );
+    assert!(out.iter().any(|a| out.iter().any(|b| a.1 != b.1)), "more than one batch ran");
 }

@@ -41,12 +41,7 @@ fn shared() -> Option<&'static Shared> {
                 return None;
             }
             let registry = Arc::new(rtllm_tests::registry_with(rtllm_tests::builtin_plugin_files()));
-            let llm = Arc::new(
-                Llm::builder()
-                    .registry(registry)
-                    .build()
-                    .expect("the default model loads"),
-            );
+            let llm = Arc::new(Llm::builder().registry(registry).build().expect("the default model loads"));
             let (tx, rx) = std::sync::mpsc::channel();
             let server_llm = llm.clone();
             std::thread::spawn(move || {
@@ -56,13 +51,10 @@ fn shared() -> Option<&'static Shared> {
                     .build()
                     .expect("runtime");
                 rt.block_on(async move {
-                    let open = bind("127.0.0.1:0", server_llm.clone(), ServeConfig::new(MODEL))
-                        .await
-                        .expect("binds");
+                    let open = bind("127.0.0.1:0", server_llm.clone(), ServeConfig::new(MODEL)).await.expect("binds");
                     let keyed_config = ServeConfig::new(MODEL).with_api_key(Some(KEY.into()));
                     let keyed = bind("127.0.0.1:0", server_llm, keyed_config).await.expect("binds");
-                    tx.send((open.local_addr(), keyed.local_addr()))
-                        .expect("sends the addresses");
+                    tx.send((open.local_addr(), keyed.local_addr())).expect("sends the addresses");
                     let (a, b) = tokio::join!(open.run(), keyed.run());
                     a.and(b).expect("serves");
                 });
@@ -74,10 +66,7 @@ fn shared() -> Option<&'static Shared> {
 }
 
 fn client() -> reqwest::Client {
-    reqwest::Client::builder()
-        .timeout(Duration::from_secs(300))
-        .build()
-        .expect("client")
+    reqwest::Client::builder().timeout(Duration::from_secs(300)).build().expect("client")
 }
 
 async fn post(addr: SocketAddr, path: &str, body: &str) -> (u16, Value) {
@@ -95,30 +84,18 @@ async fn post(addr: SocketAddr, path: &str, body: &str) -> (u16, Value) {
 /// The `data:` payloads of an SSE response, in order.
 async fn sse_events(resp: reqwest::Response) -> Vec<String> {
     assert_eq!(resp.status().as_u16(), 200);
-    assert!(resp.headers()["content-type"]
-        .to_str()
-        .unwrap()
-        .starts_with("text/event-stream"));
+    assert!(resp.headers()["content-type"].to_str().unwrap().starts_with("text/event-stream"));
     let body = resp.text().await.expect("reads the stream");
-    body.split("\n\n")
-        .filter_map(|e| e.lines().find_map(|l| l.strip_prefix("data: ")).map(str::to_string))
-        .collect()
+    body.split("\n\n").filter_map(|e| e.lines().find_map(|l| l.strip_prefix("data: ")).map(str::to_string)).collect()
 }
 
 /// The streamed text of choice 0 and the usage chunk, checking the framing.
 async fn stream_completion(addr: SocketAddr, body: Value) -> (String, Option<Value>, Vec<Value>) {
-    let resp = client()
-        .post(format!("http://{addr}/v1/completions"))
-        .json(&body)
-        .send()
-        .await
-        .expect("sends");
+    let resp = client().post(format!("http://{addr}/v1/completions")).json(&body).send().await.expect("sends");
     let events = sse_events(resp).await;
     assert_eq!(events.last().map(String::as_str), Some("[DONE]"), "{events:?}");
-    let chunks: Vec<Value> = events[..events.len() - 1]
-        .iter()
-        .map(|e| serde_json::from_str(e).expect("JSON chunk"))
-        .collect();
+    let chunks: Vec<Value> =
+        events[..events.len() - 1].iter().map(|e| serde_json::from_str(e).expect("JSON chunk")).collect();
     let mut text = String::new();
     let mut usage = None;
     for c in &chunks {
@@ -157,98 +134,26 @@ async fn bad_inputs_are_400s_with_an_openai_error_body() {
         ("/v1/completions", "not json at all".into(), None),
         ("/v1/completions", json!({"model": MODEL}).to_string(), None),
         ("/v1/completions", json!({"prompt": 5}).to_string(), None),
-        (
-            "/v1/completions",
-            json!({"model": "gpt-4", "prompt": "hi"}).to_string(),
-            Some("model"),
-        ),
-        (
-            "/v1/completions",
-            json!({"prompt": "hi", "temperature": -1}).to_string(),
-            Some("temperature"),
-        ),
-        (
-            "/v1/completions",
-            json!({"prompt": "hi", "top_p": 1.5}).to_string(),
-            Some("top_p"),
-        ),
-        (
-            "/v1/completions",
-            json!({"prompt": "hi", "top_k": -5}).to_string(),
-            Some("top_k"),
-        ),
-        (
-            "/v1/completions",
-            json!({"prompt": "hi", "min_p": 2}).to_string(),
-            Some("min_p"),
-        ),
-        (
-            "/v1/completions",
-            json!({"prompt": "hi", "presence_penalty": 3}).to_string(),
-            Some("presence_penalty"),
-        ),
-        (
-            "/v1/completions",
-            json!({"prompt": "hi", "frequency_penalty": -2.5}).to_string(),
-            Some("frequency_penalty"),
-        ),
-        (
-            "/v1/completions",
-            json!({"prompt": "hi", "repetition_penalty": 0}).to_string(),
-            Some("repetition_penalty"),
-        ),
-        (
-            "/v1/completions",
-            json!({"prompt": "hi", "n": 2, "temperature": 0}).to_string(),
-            Some("n"),
-        ),
-        (
-            "/v1/completions",
-            json!({"prompt": "hi", "logprobs": 50}).to_string(),
-            Some("logprobs"),
-        ),
-        (
-            "/v1/completions",
-            json!({"prompt": "hi", "stop": ["a", ""]}).to_string(),
-            Some("stop"),
-        ),
-        (
-            "/v1/completions",
-            json!({"prompt": "hi", "max_tokens": 4, "min_tokens": 9}).to_string(),
-            Some("min_tokens"),
-        ),
-        (
-            "/v1/completions",
-            json!({"prompt": "hi", "max_tokens": 0}).to_string(),
-            Some("max_tokens"),
-        ),
-        (
-            "/v1/completions",
-            json!({"prompt": "hi", "max_tokens": max}).to_string(),
-            Some("max_tokens"),
-        ),
-        (
-            "/v1/completions",
-            json!({"prompt": long_ids}).to_string(),
-            Some("prompt"),
-        ),
-        (
-            "/v1/completions",
-            json!({"prompt": long_text}).to_string(),
-            Some("prompt"),
-        ),
+        ("/v1/completions", json!({"model": "gpt-4", "prompt": "hi"}).to_string(), Some("model")),
+        ("/v1/completions", json!({"prompt": "hi", "temperature": -1}).to_string(), Some("temperature")),
+        ("/v1/completions", json!({"prompt": "hi", "top_p": 1.5}).to_string(), Some("top_p")),
+        ("/v1/completions", json!({"prompt": "hi", "top_k": -5}).to_string(), Some("top_k")),
+        ("/v1/completions", json!({"prompt": "hi", "min_p": 2}).to_string(), Some("min_p")),
+        ("/v1/completions", json!({"prompt": "hi", "presence_penalty": 3}).to_string(), Some("presence_penalty")),
+        ("/v1/completions", json!({"prompt": "hi", "frequency_penalty": -2.5}).to_string(), Some("frequency_penalty")),
+        ("/v1/completions", json!({"prompt": "hi", "repetition_penalty": 0}).to_string(), Some("repetition_penalty")),
+        ("/v1/completions", json!({"prompt": "hi", "n": 2, "temperature": 0}).to_string(), Some("n")),
+        ("/v1/completions", json!({"prompt": "hi", "logprobs": 50}).to_string(), Some("logprobs")),
+        ("/v1/completions", json!({"prompt": "hi", "stop": ["a", ""]}).to_string(), Some("stop")),
+        ("/v1/completions", json!({"prompt": "hi", "max_tokens": 4, "min_tokens": 9}).to_string(), Some("min_tokens")),
+        ("/v1/completions", json!({"prompt": "hi", "max_tokens": 0}).to_string(), Some("max_tokens")),
+        ("/v1/completions", json!({"prompt": "hi", "max_tokens": max}).to_string(), Some("max_tokens")),
+        ("/v1/completions", json!({"prompt": long_ids}).to_string(), Some("prompt")),
+        ("/v1/completions", json!({"prompt": long_text}).to_string(), Some("prompt")),
         ("/v1/completions", json!({"prompt": []}).to_string(), Some("prompt")),
-        (
-            "/v1/completions",
-            json!({"prompt": [4_000_000_000u32]}).to_string(),
-            Some("prompt"),
-        ),
+        ("/v1/completions", json!({"prompt": [4_000_000_000u32]}).to_string(), Some("prompt")),
         ("/v1/chat/completions", "{\"messages\": [".into(), None),
-        (
-            "/v1/chat/completions",
-            json!({"messages": []}).to_string(),
-            Some("messages"),
-        ),
+        ("/v1/chat/completions", json!({"messages": []}).to_string(), Some("messages")),
         (
             "/v1/chat/completions",
             json!({"model": "nope", "messages": [{"role": "user", "content": "hi"}]}).to_string(),
@@ -277,22 +182,12 @@ async fn bad_inputs_are_400s_with_an_openai_error_body() {
     ];
     for (path, body, param) in &cases {
         let (status, json) = post(s.addr, path, body).await;
-        assert_openai_error(
-            status,
-            &json,
-            400,
-            *param,
-            &format!("{path} {}", &body[..body.len().min(80)]),
-        );
+        assert_openai_error(status, &json, 400, *param, &format!("{path} {}", &body[..body.len().min(80)]));
     }
     let (status, json) = post(s.addr, "/v1/nothing", "{}").await;
     assert_eq!((status, &json["error"]["code"]), (404, &json!("not_found")));
     // The server is still up and idle.
-    let r = client()
-        .get(format!("http://{}/health", s.addr))
-        .send()
-        .await
-        .expect("health");
+    let r = client().get(format!("http://{}/health", s.addr)).send().await.expect("health");
     assert_eq!(r.status().as_u16(), 200);
 }
 
@@ -312,23 +207,12 @@ async fn the_api_key_guards_every_route_but_health() {
         let r = c.get(url(path)).bearer_auth("wrong").send().await.unwrap();
         assert_eq!(r.status().as_u16(), 401, "{path} with a wrong key");
     }
-    let r = c
-        .post(url("/v1/completions"))
-        .json(&json!({"prompt": "hi", "max_tokens": 1}))
-        .send()
-        .await
-        .unwrap();
+    let r = c.post(url("/v1/completions")).json(&json!({"prompt": "hi", "max_tokens": 1})).send().await.unwrap();
     assert_eq!(r.status().as_u16(), 401);
     let r = c.get(url("/v1/models")).bearer_auth(KEY).send().await.unwrap();
     assert_eq!(r.status().as_u16(), 200);
     let body = json!({"prompt": "hi", "max_tokens": 1, "temperature": 0});
-    let r = c
-        .post(url("/v1/completions"))
-        .bearer_auth(KEY)
-        .json(&body)
-        .send()
-        .await
-        .unwrap();
+    let r = c.post(url("/v1/completions")).bearer_auth(KEY).json(&body).send().await.unwrap();
     assert_eq!(r.status().as_u16(), 200);
 }
 
@@ -357,11 +241,8 @@ async fn completions_and_chat_answer_whole_and_streamed() {
     let (stream_text, usage, chunks) = stream_completion(s.addr, streamed).await;
     assert_eq!(stream_text, text, "streamed deltas add up to the whole answer");
     assert_eq!(usage, Some(whole["usage"].clone()));
-    let finishes: Vec<&Value> = chunks
-        .iter()
-        .flat_map(|c| c["choices"].as_array().unwrap())
-        .map(|c| &c["finish_reason"])
-        .collect();
+    let finishes: Vec<&Value> =
+        chunks.iter().flat_map(|c| c["choices"].as_array().unwrap()).map(|c| &c["finish_reason"]).collect();
     assert_eq!(finishes.last(), Some(&&json!("length")));
     assert!(finishes[..finishes.len() - 1].iter().all(|f| f.is_null()));
 
@@ -391,29 +272,15 @@ async fn completions_and_chat_answer_whole_and_streamed() {
     let chat_text = msg["content"].as_str().unwrap().to_string();
     assert!(chat_text.contains("Paris"), "{chat_text:?}");
     assert_eq!(out["choices"][0]["finish_reason"], "stop");
-    assert_eq!(
-        out["choices"][0]["logprobs"]["content"][0]["top_logprobs"]
-            .as_array()
-            .unwrap()
-            .len(),
-        1
-    );
+    assert_eq!(out["choices"][0]["logprobs"]["content"][0]["top_logprobs"].as_array().unwrap().len(), 1);
 
     let mut chat_stream = chat.clone();
     chat_stream["stream"] = json!(true);
     chat_stream["stream_options"] = json!({"include_usage": true});
-    let resp = client()
-        .post(format!("http://{}/v1/chat/completions", s.addr))
-        .json(&chat_stream)
-        .send()
-        .await
-        .unwrap();
+    let resp = client().post(format!("http://{}/v1/chat/completions", s.addr)).json(&chat_stream).send().await.unwrap();
     let events = sse_events(resp).await;
     assert_eq!(events.last().map(String::as_str), Some("[DONE]"));
-    let chunks: Vec<Value> = events[..events.len() - 1]
-        .iter()
-        .map(|e| serde_json::from_str(e).unwrap())
-        .collect();
+    let chunks: Vec<Value> = events[..events.len() - 1].iter().map(|e| serde_json::from_str(e).unwrap()).collect();
     assert_eq!(chunks[0]["choices"][0]["delta"]["role"], "assistant");
     let text: String = chunks
         .iter()
@@ -464,10 +331,7 @@ async fn health_models_and_metrics() {
         assert!(text.contains(needle), "/metrics lacks {needle}:\n{text}");
     }
     let value = |name: &str| -> f64 {
-        text.lines()
-            .find_map(|l| l.strip_prefix(name))
-            .and_then(|v| v.trim().parse().ok())
-            .unwrap_or(-1.0)
+        text.lines().find_map(|l| l.strip_prefix(name)).and_then(|v| v.trim().parse().ok()).unwrap_or(-1.0)
     };
     // This process's server has served at least that 5-token prompt (nextest runs each test
     // in its own process; under `cargo test` the other tests add more).
@@ -480,12 +344,7 @@ async fn health_models_and_metrics() {
 async fn sixty_four_concurrent_streams_match_their_text_alone() {
     let Some(s) = shared() else { return };
     let _g = EXCLUSIVE.read().await;
-    let prompts = [
-        "The capital of France is",
-        "Once upon a time",
-        "def fibonacci(n):",
-        "My favourite colour is",
-    ];
+    let prompts = ["The capital of France is", "Once upon a time", "def fibonacci(n):", "My favourite colour is"];
     let body = |p: &str| json!({"prompt": p, "max_tokens": 8, "temperature": 0, "ignore_eos": true, "stream": true});
     let mut alone = Vec::new();
     for p in prompts {
@@ -499,12 +358,7 @@ async fn sixty_four_concurrent_streams_match_their_text_alone() {
         .collect();
     for (i, t) in futures_util::future::join_all(tasks).await.into_iter().enumerate() {
         let text = t.expect("the client task completes");
-        assert_eq!(
-            text,
-            alone[i % prompts.len()],
-            "client {i} ({:?})",
-            prompts[i % prompts.len()]
-        );
+        assert_eq!(text, alone[i % prompts.len()], "client {i} ({:?})", prompts[i % prompts.len()]);
     }
 }
 
@@ -515,12 +369,7 @@ async fn a_disconnected_client_is_cancelled_and_its_blocks_freed() {
     let before = s.llm.stats().generated_tokens;
     let body =
         json!({"prompt": "Once upon a time", "max_tokens": 400, "temperature": 0, "ignore_eos": true, "stream": true});
-    let resp = client()
-        .post(format!("http://{}/v1/completions", s.addr))
-        .json(&body)
-        .send()
-        .await
-        .unwrap();
+    let resp = client().post(format!("http://{}/v1/completions", s.addr)).json(&body).send().await.unwrap();
     assert_eq!(resp.status().as_u16(), 200);
     let mut bytes = resp.bytes_stream();
     let first = bytes.next().await.expect("a first chunk").expect("reads");
@@ -533,26 +382,13 @@ async fn a_disconnected_client_is_cancelled_and_its_blocks_freed() {
     loop {
         let st = s.llm.stats();
         if st.running_requests == 0 && st.waiting_requests == 0 && st.kv.used_blocks == 0 {
-            assert!(
-                st.generated_tokens - before < 400,
-                "cancelled before max_tokens: {st:?}"
-            );
+            assert!(st.generated_tokens - before < 400, "cancelled before max_tokens: {st:?}");
             break;
         }
-        assert!(
-            Instant::now() < deadline,
-            "the request still runs after the client left: {st:?}"
-        );
+        assert!(Instant::now() < deadline, "the request still runs after the client left: {st:?}");
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    let metrics = client()
-        .get(format!("http://{}/metrics", s.addr))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = client().get(format!("http://{}/metrics", s.addr)).send().await.unwrap().text().await.unwrap();
     assert!(metrics.contains("rtllm_num_requests_running 0\n"), "{metrics}");
     assert!(metrics.contains("rtllm_kv_cache_used_blocks 0\n"), "{metrics}");
 }

@@ -17,10 +17,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 fn llama_toml_path() -> PathBuf {
-    rtllm_tests::repo_root()
-        .join("models")
-        .join("configs")
-        .join("llama.toml")
+    rtllm_tests::repo_root().join("models").join("configs").join("llama.toml")
 }
 
 fn llama_toml() -> ModelDefinition {
@@ -28,10 +25,7 @@ fn llama_toml() -> ModelDefinition {
 }
 
 fn greedy(n: usize) -> SamplingParams {
-    SamplingParams {
-        ignore_eos: true,
-        ..SamplingParams::greedy(n)
-    }
+    SamplingParams { ignore_eos: true, ..SamplingParams::greedy(n) }
 }
 
 /// f32 weights held in memory.
@@ -97,21 +91,15 @@ fn tiny_weights(lm_head: bool, bias: bool) -> TinyWeights {
         let p = format!("model.layers.{l}");
         add(format!("{p}.input_layernorm.weight"), &[HIDDEN], true);
         add(format!("{p}.post_attention_layernorm.weight"), &[HIDDEN], true);
-        for (name, rows) in [
-            ("q_proj", HEADS * HEAD_DIM),
-            ("k_proj", KV_HEADS * HEAD_DIM),
-            ("v_proj", KV_HEADS * HEAD_DIM),
-        ] {
+        for (name, rows) in
+            [("q_proj", HEADS * HEAD_DIM), ("k_proj", KV_HEADS * HEAD_DIM), ("v_proj", KV_HEADS * HEAD_DIM)]
+        {
             add(format!("{p}.self_attn.{name}.weight"), &[rows, HIDDEN], false);
             if bias {
                 add(format!("{p}.self_attn.{name}.bias"), &[rows], false);
             }
         }
-        add(
-            format!("{p}.self_attn.o_proj.weight"),
-            &[HIDDEN, HEADS * HEAD_DIM],
-            false,
-        );
+        add(format!("{p}.self_attn.o_proj.weight"), &[HIDDEN, HEADS * HEAD_DIM], false);
         add(format!("{p}.mlp.gate_proj.weight"), &[FFN, HIDDEN], false);
         add(format!("{p}.mlp.up_proj.weight"), &[FFN, HIDDEN], false);
         add(format!("{p}.mlp.down_proj.weight"), &[HIDDEN, FFN], false);
@@ -120,12 +108,7 @@ fn tiny_weights(lm_head: bool, bias: bool) -> TinyWeights {
 }
 
 fn ops_and_scopes(engine: &Engine) -> Vec<(String, String)> {
-    engine
-        .graph()
-        .nodes
-        .iter()
-        .map(|n| (n.op.clone(), n.scope.clone()))
-        .collect()
+    engine.graph().nodes.iter().map(|n| (n.op.clone(), n.scope.clone())).collect()
 }
 
 fn run(engine: &mut Engine, prompt: &[u32], n: usize) -> (Vec<u32>, Vec<f32>) {
@@ -152,11 +135,7 @@ fn tiny_llama_from_toml_equals_the_rust_definition() {
             let mut toml =
                 build_engine_with(&def, &config, weights, registry, &bc).unwrap_or_else(|e| panic!("{case}: {e}"));
             assert_eq!(ops_and_scopes(&toml), ops_and_scopes(&rust), "{case}: graphs differ");
-            assert_eq!(
-                toml.graph().nodes.iter().any(|n| n.op == "fused_add_rmsnorm"),
-                fused,
-                "{case}"
-            );
+            assert_eq!(toml.graph().nodes.iter().any(|n| n.op == "fused_add_rmsnorm"), fused, "{case}");
             let prompt = [1, 7, 19, 3, 42, 5];
             let (rt, rl) = run(&mut rust, &prompt, 12);
             let (tt, tl) = run(&mut toml, &prompt, 12);
@@ -167,10 +146,7 @@ fn tiny_llama_from_toml_equals_the_rust_definition() {
 }
 
 fn read_fixture() -> Value {
-    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("fixtures")
-        .join("parity")
-        .join("smollm2_greedy.json");
+    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("fixtures").join("parity").join("smollm2_greedy.json");
     let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
     serde_json::from_str(&text).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
 }
@@ -179,10 +155,7 @@ fn read_fixture() -> Value {
 fn smollm2_from_toml_generates_the_rust_definitions_tokens() {
     let path = default_model_path();
     if !path.exists() {
-        eprintln!(
-            "skipping: {} is missing; run scripts/fetch-default-model.sh",
-            path.display()
-        );
+        eprintln!("skipping: {} is missing; run scripts/fetch-default-model.sh", path.display());
         return;
     }
     let registry = rtllm_tests::registry();
@@ -190,26 +163,14 @@ fn smollm2_from_toml_generates_the_rust_definitions_tokens() {
     let mut rust = Model::load(&path, registry, &bc).expect("default model loads");
     let mut toml =
         Model::load_with_definition(&path, &llama_toml(), registry, &bc).expect("default model loads with llama.toml");
-    assert_eq!(
-        ops_and_scopes(&toml.engine),
-        ops_and_scopes(&rust.engine),
-        "graphs differ"
-    );
+    assert_eq!(ops_and_scopes(&toml.engine), ops_and_scopes(&rust.engine), "graphs differ");
     let fixture = read_fixture();
     for case in fixture["cases"].as_array().expect("cases").iter().take(3) {
-        let prompt: Vec<u32> = case["prompt_ids"]
-            .as_array()
-            .expect("ids")
-            .iter()
-            .map(|x| x.as_u64().expect("id") as u32)
-            .collect();
+        let prompt: Vec<u32> =
+            case["prompt_ids"].as_array().expect("ids").iter().map(|x| x.as_u64().expect("id") as u32).collect();
         let a = rust.generate_ids(&prompt, &greedy(16), |_| {}).expect("rust generates");
         let b = toml.generate_ids(&prompt, &greedy(16), |_| {}).expect("toml generates");
-        assert_eq!(
-            b.tokens, a.tokens,
-            "{}: TOML and Rust definitions disagree",
-            case["name"]
-        );
+        assert_eq!(b.tokens, a.tokens, "{}: TOML and Rust definitions disagree", case["name"]);
         assert_eq!(b.tokens.len(), 16);
     }
 }
@@ -225,91 +186,51 @@ fn build_error(edit: impl Fn(&str) -> String, marker: &str) -> (String, usize) {
         + 1;
     let def = ModelDefinition::from(TomlModel::from_str(&text, "edited.toml").unwrap_or_else(|e| panic!("{e}")));
     let weights: Arc<dyn WeightSource> = Arc::new(tiny_weights(true, false));
-    let err = build_engine_with(
-        &def,
-        &tiny_config(false, false),
-        weights,
-        rtllm_tests::registry(),
-        &BuildConfig::default(),
-    )
-    .err()
-    .expect("the build fails");
+    let err =
+        build_engine_with(&def, &tiny_config(false, false), weights, rtllm_tests::registry(), &BuildConfig::default())
+            .err()
+            .expect("the build fails");
     (err.to_string(), line)
 }
 
 #[test]
 fn unknown_op_names_the_line_and_similar_registered_ops() {
     let (e, line) = build_error(|t| t.replace("op = \"silu_mul\"", "op = \"silu_mull\""), "silu_mull");
-    assert!(
-        e.contains(&format!(
-            "edited.toml:{line}: `graph[1].body[11].op`: layer 0: op 'silu_mull'"
-        )),
-        "{e}"
-    );
+    assert!(e.contains(&format!("edited.toml:{line}: `graph[1].body[11].op`: layer 0: op 'silu_mull'")), "{e}");
     assert!(e.contains("closest registered ops: silu_mul"), "{e}");
 }
 
 #[test]
 fn unknown_config_reference_names_the_line_and_key() {
-    let (e, line) = build_error(
-        |t| t.replace("theta = \"config.rope_theta\"", "theta = \"config.rope_thetta\""),
-        "rope_thetta",
-    );
-    assert!(
-        e.contains(&format!(
-            "edited.toml:{line}: `blocks.rope.body[0].attrs.theta`: layer 0: "
-        )),
-        "{e}"
-    );
-    assert!(
-        e.contains("unknown config reference 'config.rope_thetta' (did you mean: rope_theta"),
-        "{e}"
-    );
+    let (e, line) =
+        build_error(|t| t.replace("theta = \"config.rope_theta\"", "theta = \"config.rope_thetta\""), "rope_thetta");
+    assert!(e.contains(&format!("edited.toml:{line}: `blocks.rope.body[0].attrs.theta`: layer 0: ")), "{e}");
+    assert!(e.contains("unknown config reference 'config.rope_thetta' (did you mean: rope_theta"), "{e}");
 }
 
 #[test]
 fn shape_mismatch_names_the_layer_op_and_shapes() {
     let (e, line) = build_error(
-        |t| {
-            t.replace(
-                "inputs = [\"act\", \"down_proj\", \"down_bias?\"]",
-                "inputs = [\"act\", \"up_proj\"]",
-            )
-        },
+        |t| t.replace("inputs = [\"act\", \"down_proj\", \"down_bias?\"]", "inputs = [\"act\", \"up_proj\"]"),
         "[\"act\", \"up_proj\"]",
     );
     // The op's location is its `op` key, the line above `inputs`.
     assert!(
-        e.contains(&format!(
-            "edited.toml:{}: `graph[1].body[12].op`: layer 0: op 'matmul' on inputs",
-            line - 1
-        )),
+        e.contains(&format!("edited.toml:{}: `graph[1].body[12].op`: layer 0: op 'matmul' on inputs", line - 1)),
         "{e}"
     );
-    assert!(
-        e.contains(&FFN.to_string()) && e.contains(&HIDDEN.to_string()),
-        "the shapes are named: {e}"
-    );
+    assert!(e.contains(&FFN.to_string()) && e.contains(&HIDDEN.to_string()), "the shapes are named: {e}");
 }
 
 #[test]
 fn missing_weight_names_the_line_and_the_nearest_present() {
-    let (e, line) = build_error(
-        |t| t.replace("self_attn.q_proj.weight\"", "self_attn.q_prj.weight\""),
-        "q_prj",
-    );
+    let (e, line) = build_error(|t| t.replace("self_attn.q_proj.weight\"", "self_attn.q_prj.weight\""), "q_prj");
     assert!(
         e.contains("`graph[1].body[1].inputs[1]`: layer 0: missing weight 'model.layers.0.self_attn.q_prj.weight'"),
         "{e}"
     );
-    assert!(
-        e.contains("nearest present: model.layers.0.self_attn.q_proj.weight"),
-        "{e}"
-    );
-    assert!(
-        e.contains(&format!("`weights.q_proj` is declared at line {line}")),
-        "{e}"
-    );
+    assert!(e.contains("nearest present: model.layers.0.self_attn.q_proj.weight"), "{e}");
+    assert!(e.contains(&format!("`weights.q_proj` is declared at line {line}")), "{e}");
 }
 
 #[test]
@@ -320,10 +241,7 @@ fn dtype_mismatch_names_the_op_and_dtypes() {
         "[\"gate\", \"positions\"]",
     );
     assert!(
-        e.contains(&format!(
-            "edited.toml:{}: `graph[1].body[11].op`: layer 0: op 'silu_mul' on inputs",
-            line - 1
-        )),
+        e.contains(&format!("edited.toml:{}: `graph[1].body[11].op`: layer 0: op 'silu_mul' on inputs", line - 1)),
         "{e}"
     );
     assert!(e.contains("i32"), "{e}");
@@ -333,23 +251,14 @@ fn dtype_mismatch_names_the_op_and_dtypes() {
 fn cli_generates_from_a_toml_definition() {
     let path = default_model_path();
     if !path.exists() {
-        eprintln!(
-            "skipping: {} is missing; run scripts/fetch-default-model.sh",
-            path.display()
-        );
+        eprintln!("skipping: {} is missing; run scripts/fetch-default-model.sh", path.display());
         return;
     }
     let bin = rtllm_tests::rtllm_binary();
     let out = |args: &[&str]| {
-        let o = std::process::Command::new(&bin)
-            .args(args)
-            .output()
-            .unwrap_or_else(|e| panic!("{}: {e}", bin.display()));
-        assert!(
-            o.status.success(),
-            "rtllm {args:?} failed: {}",
-            String::from_utf8_lossy(&o.stderr)
-        );
+        let o =
+            std::process::Command::new(&bin).args(args).output().unwrap_or_else(|e| panic!("{}: {e}", bin.display()));
+        assert!(o.status.success(), "rtllm {args:?} failed: {}", String::from_utf8_lossy(&o.stderr));
         String::from_utf8_lossy(&o.stdout).into_owned()
     };
     let def = llama_toml_path();

@@ -92,16 +92,7 @@ fn block(
         .with("num_kv_heads", c.num_key_value_heads)
         .with("head_dim", c.head_dim)
         .with("scale", 1.0 / (c.head_dim as f64).sqrt());
-    let inputs = [
-        q,
-        k,
-        v,
-        k_cache,
-        v_cache,
-        step.block_tables,
-        step.seq_lens,
-        step.query_start,
-    ];
+    let inputs = [q, k, v, k_cache, v_cache, step.block_tables, step.seq_lens, step.query_start];
     let attn = b.op1("paged_attention", &inputs, attrs)?;
     let attn = linear(b, attn, &names::layer(layer, "attn.out_proj"))?;
     let h = b.op1("add", &[h, attn], Attrs::new())?;

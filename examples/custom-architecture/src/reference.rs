@@ -59,10 +59,7 @@ struct Lcg(u64);
 
 impl Lcg {
     fn next(&mut self) -> f32 {
-        self.0 = self
-            .0
-            .wrapping_mul(6364136223846793005)
-            .wrapping_add(1442695040888963407);
+        self.0 = self.0.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
         ((self.0 >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0
     }
 
@@ -105,10 +102,7 @@ impl TinyGpt2Weights {
             }
         }
         rng.put_norm(&mut t, names::LN_F, h);
-        TinyGpt2Weights {
-            config: config.clone(),
-            tensors: t,
-        }
+        TinyGpt2Weights { config: config.clone(), tensors: t }
     }
 
     /// Writes `config.json` and `model.safetensors` (f32) into `dir`.
@@ -119,26 +113,17 @@ impl TinyGpt2Weights {
             .tensors
             .iter()
             .map(|(name, (shape, values))| {
-                (
-                    name.clone(),
-                    shape.clone(),
-                    values.iter().flat_map(|v| v.to_le_bytes()).collect(),
-                )
+                (name.clone(), shape.clone(), values.iter().flat_map(|v| v.to_le_bytes()).collect())
             })
             .collect();
-        let entries: Vec<_> = bytes
-            .iter()
-            .map(|(n, s, b)| (n.as_str(), DType::F32, s.as_slice(), b.as_slice()))
-            .collect();
+        let entries: Vec<_> =
+            bytes.iter().map(|(n, s, b)| (n.as_str(), DType::F32, s.as_slice(), b.as_slice())).collect();
         rtllm::weights::write_safetensors(&dir.join("model.safetensors"), &entries, &BTreeMap::new())
             .map_err(|e| e.to_string())
     }
 
     fn get(&self, name: &str) -> Result<&[f32], String> {
-        self.tensors
-            .get(name)
-            .map(|(_, v)| v.as_slice())
-            .ok_or_else(|| format!("no weight {name}"))
+        self.tensors.get(name).map(|(_, v)| v.as_slice()).ok_or_else(|| format!("no weight {name}"))
     }
 
     /// The logits `[vocab]` at every position of `tokens`, computed in f64.
@@ -171,9 +156,7 @@ impl TinyGpt2Weights {
             add_into(&mut x, &down);
         }
         let x = self.layer_norm(&x, names::LN_F)?;
-        Ok(x.iter()
-            .map(|r| (0..c.vocab_size).map(|t| dot(r, &wte[t * h..(t + 1) * h])).collect())
-            .collect())
+        Ok(x.iter().map(|r| (0..c.vocab_size).map(|t| dot(r, &wte[t * h..(t + 1) * h])).collect()).collect())
     }
 
     fn linear(&self, x: &[Vec<f64>], module: &str) -> Result<Vec<Vec<f64>>, String> {
@@ -181,12 +164,7 @@ impl TinyGpt2Weights {
         let b = self.get(&format!("{module}.bias"))?;
         let k = x.first().map_or(0, Vec::len);
         Ok(x.iter()
-            .map(|r| {
-                b.iter()
-                    .enumerate()
-                    .map(|(n, &bn)| bn as f64 + dot(r, &w[n * k..(n + 1) * k]))
-                    .collect()
-            })
+            .map(|r| b.iter().enumerate().map(|(n, &bn)| bn as f64 + dot(r, &w[n * k..(n + 1) * k])).collect())
             .collect())
     }
 
@@ -199,10 +177,7 @@ impl TinyGpt2Weights {
                 let mean = r.iter().sum::<f64>() / n;
                 let var = r.iter().map(|v| (v - mean).powi(2)).sum::<f64>() / n;
                 let inv = 1.0 / (var + self.config.eps).sqrt();
-                r.iter()
-                    .enumerate()
-                    .map(|(j, v)| (v - mean) * inv * w[j] as f64 + b[j] as f64)
-                    .collect()
+                r.iter().enumerate().map(|(j, v)| (v - mean) * inv * w[j] as f64 + b[j] as f64).collect()
             })
             .collect())
     }
@@ -234,14 +209,7 @@ fn causal_attention(q: &[Vec<f64>], k: &[Vec<f64>], v: &[Vec<f64>], heads: usize
         for hd in 0..heads {
             let cols = hd * d..(hd + 1) * d;
             let scores: Vec<f64> = (0..=i)
-                .map(|j| {
-                    q[i][cols.clone()]
-                        .iter()
-                        .zip(&k[j][cols.clone()])
-                        .map(|(a, b)| a * b)
-                        .sum::<f64>()
-                        * scale
-                })
+                .map(|j| q[i][cols.clone()].iter().zip(&k[j][cols.clone()]).map(|(a, b)| a * b).sum::<f64>() * scale)
                 .collect();
             let max = scores.iter().cloned().fold(f64::NEG_INFINITY, f64::max);
             let exps: Vec<f64> = scores.iter().map(|s| (s - max).exp()).collect();

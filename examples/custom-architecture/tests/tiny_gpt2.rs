@@ -18,9 +18,7 @@ fn custom_plugin() -> PathBuf {
 }
 
 fn temp_dir(tag: &str) -> PathBuf {
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_nanos());
+    let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos());
     std::env::temp_dir().join(format!("rtllm-{tag}-{}-{nanos}", std::process::id()))
 }
 
@@ -39,10 +37,7 @@ fn config() -> TinyGpt2Config {
 fn assert_logits(got: &[f32], want: &[f64], what: &str) {
     assert_eq!(got.len(), want.len(), "{what}: logits length");
     for (i, (&g, &w)) in got.iter().zip(want).enumerate() {
-        assert!(
-            (g as f64 - w).abs() <= 1e-4 * w.abs().max(1.0),
-            "{what}: logit {i} = {g}, want {w}"
-        );
+        assert!((g as f64 - w).abs() <= 1e-4 * w.abs().max(1.0), "{what}: logit {i} = {g}, want {w}");
     }
 }
 
@@ -74,10 +69,7 @@ fn tiny_gpt2_matches_the_reference_through_the_engine() {
     let mut engine = build_engine(&loaded.config, Arc::new(loaded.weights), &registry, &bc).unwrap();
     // docs:end:engine
     let ops: Vec<String> = engine.graph().op_summary().into_iter().map(|(op, _, _)| op).collect();
-    assert!(
-        ops.iter().any(|o| o == "gelu_tanh") && ops.iter().any(|o| o == "layer_norm"),
-        "{ops:?}"
-    );
+    assert!(ops.iter().any(|o| o == "gelu_tanh") && ops.iter().any(|o| o == "layer_norm"), "{ops:?}");
     let vocab = engine.vocab_size();
     assert_eq!(vocab, 40);
 
@@ -90,11 +82,7 @@ fn tiny_gpt2_matches_the_reference_through_the_engine() {
     let logits = engine.forward(&batch).unwrap().to_vec();
     let want = weights.forward(&a).unwrap();
     for (i, row) in want.iter().enumerate() {
-        assert_logits(
-            &logits[i * vocab..(i + 1) * vocab],
-            row,
-            &format!("prefill position {i}"),
-        );
+        assert_logits(&logits[i * vocab..(i + 1) * vocab], row, &format!("prefill position {i}"));
     }
 
     // One step: A decodes its 6th token from the cache while B (3 tokens, block 1) prefills.
@@ -117,14 +105,9 @@ fn without_the_custom_plugin_the_build_names_the_missing_op() {
     TinyGpt2Weights::random(&config(), 1).write_hf_dir(&dir).unwrap();
     let loaded = load_model_source(&dir).unwrap();
     let registry = Registry::load_paths(rtllm_tests::builtin_plugin_files());
-    let err = build_engine(
-        &loaded.config,
-        Arc::new(loaded.weights),
-        &registry,
-        &BuildConfig::default(),
-    )
-    .err()
-    .expect("gelu_tanh is not registered without the custom plugin");
+    let err = build_engine(&loaded.config, Arc::new(loaded.weights), &registry, &BuildConfig::default())
+        .err()
+        .expect("gelu_tanh is not registered without the custom plugin");
     let msg = err.to_string();
     assert!(msg.contains("gelu_tanh") && msg.contains("RTLLM_PLUGIN_PATH"), "{msg}");
     let _ = std::fs::remove_dir_all(&dir);

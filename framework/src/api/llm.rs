@@ -8,7 +8,9 @@ use super::tracker::RequestTracker;
 use crate::engine::BuildConfig;
 use crate::model::{default_model_path, Model, ModelError};
 use crate::registry::{DiscoveryOptions, Registry};
-use crate::runtime::executor::{Executor, ExecutorConfig, ExecutorError, ExecutorStats, Request, RequestError, SubmitError};
+use crate::runtime::executor::{
+    Executor, ExecutorConfig, ExecutorError, ExecutorStats, Request, RequestError, SubmitError,
+};
 use crate::runtime::kv_cache::KvCacheConfig;
 use crate::runtime::scheduler::CapacitySchedulerPolicy;
 use crate::sampling::{SamplingError, SamplingParams};
@@ -121,7 +123,9 @@ impl LlmBuilder {
         let build = &self.executor.build;
         let model = match (&self.dummy, &self.definition) {
             (Some(spec), _) => Model::load_dummy(spec, &registry, build)?,
-            (None, Some(def)) => Model::load_with_definition(&path, &ModelDefinition::from_toml_file(def)?, &registry, build)?,
+            (None, Some(def)) => {
+                Model::load_with_definition(&path, &ModelDefinition::from_toml_file(def)?, &registry, build)?
+            }
             (None, None) => Model::load(&path, &registry, build)?,
         };
         let eos_ids = model.eos_ids();
@@ -202,7 +206,11 @@ impl Llm {
     }
 
     /// Submits one request and returns its output stream.
-    pub fn generate_stream(&self, prompt: impl Into<Prompt>, params: &SamplingParams) -> Result<OutputStream, LlmError> {
+    pub fn generate_stream(
+        &self,
+        prompt: impl Into<Prompt>,
+        params: &SamplingParams,
+    ) -> Result<OutputStream, LlmError> {
         params.validate()?;
         let prompt = prompt.into();
         let ids = self.encode_prompt(&prompt)?;
@@ -236,12 +244,20 @@ impl Llm {
     }
 
     /// Async stream of outputs (call within a tokio runtime).
-    pub fn generate_async_stream(&self, prompt: impl Into<Prompt>, params: &SamplingParams) -> Result<OutputStreamAsync, LlmError> {
+    pub fn generate_async_stream(
+        &self,
+        prompt: impl Into<Prompt>,
+        params: &SamplingParams,
+    ) -> Result<OutputStreamAsync, LlmError> {
         Ok(OutputStreamAsync::spawn(self.generate_stream(prompt, params)?))
     }
 
     /// Async generation of one prompt (call within a tokio runtime).
-    pub async fn generate_async(&self, prompt: impl Into<Prompt>, params: &SamplingParams) -> Result<RequestOutput, LlmError> {
+    pub async fn generate_async(
+        &self,
+        prompt: impl Into<Prompt>,
+        params: &SamplingParams,
+    ) -> Result<RequestOutput, LlmError> {
         self.generate_async_stream(prompt, params)?.finish().await
     }
 

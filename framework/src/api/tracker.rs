@@ -72,7 +72,11 @@ impl RequestTracker {
                 if let Some(lp) = update.logprobs.get(i) {
                     s.output.cumulative_logprob += lp.logprob as f64;
                     if let Some(list) = s.output.logprobs.as_mut() {
-                        list.push(TokenLogprob { token_id: id, logprob: lp.logprob, top_logprobs: lp.top_logprobs.clone() });
+                        list.push(TokenLogprob {
+                            token_id: id,
+                            logprob: lp.logprob,
+                            top_logprobs: lp.top_logprobs.clone(),
+                        });
                     }
                 }
                 match s.checker.step(tokenizer, id) {

@@ -49,14 +49,10 @@ fn normal_len(rng: &mut impl Rng, mean: usize, std: f64) -> usize {
 /// Random token ids from the vocabulary, lengths fixed or normal, reproducible from the seed.
 pub fn synthetic(spec: &SyntheticSpec) -> Result<Vec<BenchRequest>, DatasetError> {
     if spec.num_requests == 0 || spec.input_len == 0 || spec.output_len == 0 || spec.vocab_size == 0 {
-        return Err(DatasetError::Synthetic(
-            "num_requests, input_len, output_len and the vocab must be >= 1".into(),
-        ));
+        return Err(DatasetError::Synthetic("num_requests, input_len, output_len and the vocab must be >= 1".into()));
     }
     if !(spec.input_len_std >= 0.0 && spec.output_len_std >= 0.0) {
-        return Err(DatasetError::Synthetic(
-            "length standard deviations must be >= 0".into(),
-        ));
+        return Err(DatasetError::Synthetic("length standard deviations must be >= 0".into()));
     }
     let mut rng = rand::rngs::StdRng::seed_from_u64(spec.seed);
     Ok((0..spec.num_requests)
@@ -76,42 +72,32 @@ pub fn from_jsonl(
     default_output_len: usize,
 ) -> Result<Vec<BenchRequest>, DatasetError> {
     let name = path.display().to_string();
-    let text = std::fs::read_to_string(path).map_err(|e| DatasetError::File {
-        path: name.clone(),
-        message: e.to_string(),
-    })?;
+    let text =
+        std::fs::read_to_string(path).map_err(|e| DatasetError::File { path: name.clone(), message: e.to_string() })?;
     let mut out = Vec::new();
     for (i, line) in text.lines().enumerate() {
         if line.trim().is_empty() {
             continue;
         }
-        let bad = |message: String| DatasetError::Line {
-            path: name.clone(),
-            line: i + 1,
-            message,
-        };
+        let bad = |message: String| DatasetError::Line { path: name.clone(), line: i + 1, message };
         let v: serde_json::Value = serde_json::from_str(line).map_err(|e| bad(format!("not JSON: {e}")))?;
         let input_ids = match (v.get("input_ids"), v.get("prompt")) {
             (Some(ids), _) => ids
                 .as_array()
                 .ok_or_else(|| bad("`input_ids` must be an array of token ids".into()))?
                 .iter()
-                .map(|x| {
-                    x.as_u64()
-                        .and_then(|x| u32::try_from(x).ok())
-                        .ok_or_else(|| bad(format!("bad token id {x}")))
-                })
+                .map(|x| x.as_u64().and_then(|x| u32::try_from(x).ok()).ok_or_else(|| bad(format!("bad token id {x}"))))
                 .collect::<Result<Vec<u32>, _>>()?,
-            (None, Some(serde_json::Value::String(p))) => tokenizer
-                .encode(p, true)
-                .map_err(|e| bad(format!("encoding the prompt: {e}")))?,
+            (None, Some(serde_json::Value::String(p))) => {
+                tokenizer.encode(p, true).map_err(|e| bad(format!("encoding the prompt: {e}")))?
+            }
             _ => return Err(bad("each line needs `prompt` (a string) or `input_ids`".into())),
         };
         let output_len = match v.get("output_tokens") {
-            Some(n) => n
-                .as_u64()
-                .filter(|n| *n >= 1)
-                .ok_or_else(|| bad("`output_tokens` must be an integer >= 1".into()))? as usize,
+            Some(n) => {
+                n.as_u64().filter(|n| *n >= 1).ok_or_else(|| bad("`output_tokens` must be an integer >= 1".into()))?
+                    as usize
+            }
             None => default_output_len,
         };
         if input_ids.is_empty() {
@@ -120,10 +106,7 @@ pub fn from_jsonl(
         out.push(BenchRequest { input_ids, output_len });
     }
     if out.is_empty() {
-        return Err(DatasetError::File {
-            path: name,
-            message: "no requests".into(),
-        });
+        return Err(DatasetError::File { path: name, message: "no requests".into() });
     }
     Ok(out)
 }
@@ -145,23 +128,10 @@ mod tests {
         };
         let a = synthetic(&spec).unwrap();
         assert_eq!(a, synthetic(&spec).unwrap());
-        assert!(a
-            .iter()
-            .all(|r| r.input_ids.len() == 20 && r.output_len == 8 && r.input_ids.iter().all(|&t| t < 100)));
-        let n = synthetic(&SyntheticSpec {
-            input_len_std: 5.0,
-            ..spec.clone()
-        })
-        .unwrap();
+        assert!(a.iter().all(|r| r.input_ids.len() == 20 && r.output_len == 8 && r.input_ids.iter().all(|&t| t < 100)));
+        let n = synthetic(&SyntheticSpec { input_len_std: 5.0, ..spec.clone() }).unwrap();
         let mean = n.iter().map(|r| r.input_ids.len()).sum::<usize>() as f64 / 50.0;
-        assert!(
-            (mean - 20.0).abs() < 3.0 && n.iter().any(|r| r.input_ids.len() != 20),
-            "{mean}"
-        );
-        assert!(synthetic(&SyntheticSpec {
-            num_requests: 0,
-            ..spec
-        })
-        .is_err());
+        assert!((mean - 20.0).abs() < 3.0 && n.iter().any(|r| r.input_ids.len() != 20), "{mean}");
+        assert!(synthetic(&SyntheticSpec { num_requests: 0, ..spec }).is_err());
     }
 }

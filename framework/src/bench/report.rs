@@ -60,11 +60,7 @@ impl BenchReport {
         let secs = run.wall.as_secs_f64().max(1e-9);
         let input: usize = t.iter().map(|r| r.input_len).sum();
         let output: usize = t.iter().map(|r| r.output_len).sum();
-        let per_user: Vec<f64> = t
-            .iter()
-            .filter(|r| r.e2e > 0.0)
-            .map(|r| r.output_len as f64 / r.e2e)
-            .collect();
+        let per_user: Vec<f64> = t.iter().filter(|r| r.e2e > 0.0).map(|r| r.output_len as f64 / r.e2e).collect();
         BenchReport {
             config,
             num_requests: t.len(),
@@ -126,12 +122,9 @@ impl BenchReport {
             "{:<6} {:>10} {:>10} {:>10} {:>10} {:>10} {:>10}",
             "", "min", "mean", "p50", "p90", "p99", "max"
         );
-        for (name, m) in [
-            ("TTFT", &self.ttft_ms),
-            ("TPOT", &self.tpot_ms),
-            ("ITL", &self.itl_ms),
-            ("E2E", &self.e2e_ms),
-        ] {
+        for (name, m) in
+            [("TTFT", &self.ttft_ms), ("TPOT", &self.tpot_ms), ("ITL", &self.itl_ms), ("E2E", &self.e2e_ms)]
+        {
             let _ = writeln!(
                 s,
                 "{name:<6} {:>10.2} {:>10.2} {:>10.2} {:>10.2} {:>10.2} {:>10.2}",

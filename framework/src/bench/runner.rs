@@ -62,19 +62,12 @@ pub struct RunResult {
 }
 
 fn params_for(r: &BenchRequest) -> SamplingParams {
-    SamplingParams {
-        max_tokens: r.output_len,
-        ignore_eos: true,
-        ..SamplingParams::default()
-    }
+    SamplingParams { max_tokens: r.output_len, ignore_eos: true, ..SamplingParams::default() }
 }
 
 /// Drains a stream, stamping each token's arrival relative to `submitted`.
 fn drain(stream: OutputStream, submitted: Instant, input_len: usize) -> Result<RequestTiming, LlmError> {
-    let mut t = RequestTiming {
-        input_len,
-        ..Default::default()
-    };
+    let mut t = RequestTiming { input_len, ..Default::default() };
     for out in stream {
         let out = out?;
         let now = submitted.elapsed().as_secs_f64();
@@ -96,11 +89,7 @@ fn run_one(llm: &Llm, r: &BenchRequest) -> Result<RequestTiming, LlmError> {
 
 /// Runs `requests` in `mode`; `progress` shows a bar on stderr.
 pub fn run(llm: &Llm, requests: &[BenchRequest], mode: &BenchMode, progress: bool) -> Result<RunResult, LlmError> {
-    let bar = if progress {
-        ProgressBar::new(requests.len() as u64)
-    } else {
-        ProgressBar::hidden()
-    };
+    let bar = if progress { ProgressBar::new(requests.len() as u64) } else { ProgressBar::hidden() };
     bar.set_style(
         ProgressStyle::with_template("{spinner} [{elapsed_precise}] {bar:40} {pos}/{len} requests {msg}")
             .unwrap_or_else(|_| ProgressStyle::default_bar()),
@@ -161,10 +150,7 @@ pub fn run(llm: &Llm, requests: &[BenchRequest], mode: &BenchMode, progress: boo
         while done.load(Ordering::Relaxed) < requests.len() {
             let stats = llm.stats();
             peak_used = peak_used.max(stats.kv.used_blocks);
-            bar.set_message(format!(
-                "{} running, {} KV blocks used",
-                stats.running_requests, stats.kv.used_blocks
-            ));
+            bar.set_message(format!("{} running, {} KV blocks used", stats.running_requests, stats.kv.used_blocks));
             std::thread::sleep(Duration::from_millis(5));
         }
     });

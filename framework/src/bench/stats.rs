@@ -51,10 +51,7 @@ mod tests {
     fn percentiles() {
         let v: Vec<f64> = (1..=101).map(f64::from).collect();
         let s = Summary::of(&v);
-        assert_eq!(
-            (s.min, s.p50, s.p90, s.p99, s.max, s.mean),
-            (1.0, 51.0, 91.0, 100.0, 101.0, 51.0)
-        );
+        assert_eq!((s.min, s.p50, s.p90, s.p99, s.max, s.mean), (1.0, 51.0, 91.0, 100.0, 101.0, 51.0));
         assert_eq!(Summary::of(&[]).count, 0);
         assert_eq!(Summary::of(&[3.0]).p99, 3.0);
     }

@@ -73,10 +73,9 @@ fn mode_of(args: &BenchArgs) -> Result<BenchMode> {
         (Mode::Throughput, _, _) => bail!("--concurrency and --request-rate belong to latency mode"),
         (Mode::Latency, Some(0), _) => bail!("--concurrency must be >= 1"),
         (Mode::Latency, Some(n), _) => BenchMode::Concurrency(n),
-        (Mode::Latency, None, Some(r)) if r > 0.0 && r.is_finite() => BenchMode::RequestRate {
-            rate: r,
-            seed: args.seed,
-        },
+        (Mode::Latency, None, Some(r)) if r > 0.0 && r.is_finite() => {
+            BenchMode::RequestRate { rate: r, seed: args.seed }
+        }
         (Mode::Latency, None, Some(r)) => bail!("--request-rate must be > 0, got {r}"),
         (Mode::Latency, None, None) => BenchMode::Concurrency(1),
     })
@@ -94,9 +93,7 @@ pub fn run(args: &BenchArgs, registry: Registry) -> Result<()> {
         capacity_scheduler_policy: policy,
         ..ExecutorConfig::default()
     };
-    let mut builder = Llm::builder()
-        .registry(Arc::new(registry))
-        .executor_config(config.clone());
+    let mut builder = Llm::builder().registry(Arc::new(registry)).executor_config(config.clone());
     let (model_name, weights) = match args.model.dummy_spec() {
         Some(spec) => {
             let (label, dtype) = (spec.label(), spec.dtype);
@@ -106,14 +103,7 @@ pub fn run(args: &BenchArgs, registry: Registry) -> Result<()> {
         None => {
             let path = args.model.model_path();
             builder = builder.model(&path);
-            (
-                path,
-                if args.model.dequantize {
-                    "f32 (dequantized)".into()
-                } else {
-                    "as stored".into()
-                },
-            )
+            (path, if args.model.dequantize { "f32 (dequantized)".into() } else { "as stored".into() })
         }
     };
     let start = std::time::Instant::now();
@@ -131,16 +121,9 @@ pub fn run(args: &BenchArgs, registry: Registry) -> Result<()> {
             seed: args.seed,
         })?,
     };
-    let max_len = requests
-        .iter()
-        .map(|r| r.input_ids.len() + r.output_len)
-        .max()
-        .unwrap_or(0);
+    let max_len = requests.iter().map(|r| r.input_ids.len() + r.output_len).max().unwrap_or(0);
     if max_len > llm.max_seq_len() {
-        bail!(
-            "a request needs {max_len} tokens, beyond max_seq_len {} (pass --max-seq-len)",
-            llm.max_seq_len()
-        );
+        bail!("a request needs {max_len} tokens, beyond max_seq_len {} (pass --max-seq-len)", llm.max_seq_len());
     }
     let result = bench::run(&llm, &requests, &mode, !args.no_progress && !args.json)?;
     let info = BenchConfigInfo {

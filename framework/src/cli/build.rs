@@ -108,17 +108,13 @@ pub fn run(args: &BuildArgs, registry: &Registry) -> Result<()> {
             if serialize::is_engine_dir(&path) {
                 bail!("{} is already an engine directory", path.display());
             }
-            (
-                load_model_source(&path).with_context(|| format!("loading {}", path.display()))?,
-                path,
-            )
+            (load_model_source(&path).with_context(|| format!("loading {}", path.display()))?, path)
         }
     };
     let tokenizer = match (&loaded.tokenizer_json, &loaded.tokenizer) {
-        (Some(json), _) => TokenizerSource::HfFiles {
-            json: json.clone(),
-            config: loaded.tokenizer_config_json.clone(),
-        },
+        (Some(json), _) => {
+            TokenizerSource::HfFiles { json: json.clone(), config: loaded.tokenizer_config_json.clone() }
+        }
         (None, Some(spec)) => TokenizerSource::Spec(spec.clone()),
         (None, None) => bail!("{}: no tokenizer found", name.display()),
     };
@@ -127,12 +123,8 @@ pub fn run(args: &BuildArgs, registry: &Registry) -> Result<()> {
     let weights: Arc<dyn WeightSource> = Arc::new(loaded.weights);
     let parts = build_parts(&definition, &loaded.config, weights, registry, &bc)?;
     std::fs::create_dir_all(out).with_context(|| format!("creating {}", out.display()))?;
-    let info = EngineDirInfo {
-        definition: definition.name(),
-        config: &loaded.config,
-        build: &bc,
-        tokenizer: &tokenizer,
-    };
+    let info =
+        EngineDirInfo { definition: definition.name(), config: &loaded.config, build: &bc, tokenizer: &tokenizer };
     let (engine, written) = serialize::write_engine_dir(out, parts, &info);
     let engine = engine?;
     written?;

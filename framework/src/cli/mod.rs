@@ -67,11 +67,7 @@ pub fn init_logging() {
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
     // A second call (e.g. from tests) finds a subscriber already set; that is fine.
     let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_ansi(ansi)
-        .try_init();
+    let _ = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_ansi(ansi).try_init();
 }
 
 /// Runs a parsed command line.
@@ -123,9 +119,7 @@ mod tests {
         ])
         .unwrap();
         assert_eq!(cli.global.plugin_paths, vec![PathBuf::from("/x")]);
-        let Command::Plugins(plugins::PluginsCommand::Check(args)) = cli.command else {
-            panic!("wrong command")
-        };
+        let Command::Plugins(plugins::PluginsCommand::Check(args)) = cli.command else { panic!("wrong command") };
         assert_eq!(args.op.as_deref(), Some("add"));
         assert_eq!(args.plugin, vec!["a".to_string(), "b".to_string()]);
         assert_eq!(args.seed, Some(3));

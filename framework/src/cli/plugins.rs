@@ -48,17 +48,10 @@ pub fn run(global: &GlobalArgs, cmd: PluginsCommand) -> anyhow::Result<ExitCode>
             }
             if let Some(op) = &args.op {
                 if registry.providers(op).is_empty() {
-                    anyhow::bail!(
-                        "no plugin provides op '{op}'; closest: {}",
-                        registry.closest_names(op).join(", ")
-                    );
+                    anyhow::bail!("no plugin provides op '{op}'; closest: {}", registry.closest_names(op).join(", "));
                 }
             }
-            let opts = CheckOptions {
-                op: args.op.clone(),
-                plugins: args.plugin.clone(),
-                seed: args.seed,
-            };
+            let opts = CheckOptions { op: args.op.clone(), plugins: args.plugin.clone(), seed: args.seed };
             let report = check(&registry, &opts, HostPool::global());
             print!("{}", render_check(&report));
             let filtered = args.op.is_some() || !args.plugin.is_empty();
@@ -108,17 +101,9 @@ pub fn render_list(registry: &Registry) -> String {
     if rows.is_empty() {
         out.push_str("no ops registered (no plugins found; build them or set RTLLM_PLUGIN_PATH / --plugin-path)\n");
     } else {
-        out.push_str(&table(
-            &["OP", "PROVIDER", "FILE", "DEVICE", "DTYPES", "PRIORITY", "OP VERSION"],
-            &rows,
-        ));
+        out.push_str(&table(&["OP", "PROVIDER", "FILE", "DEVICE", "DTYPES", "PRIORITY", "OP VERSION"], &rows));
     }
-    let _ = writeln!(
-        out,
-        "\n{} plugins loaded, {} ops",
-        registry.plugins().len(),
-        registry.op_names().len()
-    );
+    let _ = writeln!(out, "\n{} plugins loaded, {} ops", registry.plugins().len(), registry.op_names().len());
     out.push_str(&render_load_errors(registry.load_errors()));
     out
 }
@@ -139,45 +124,26 @@ pub fn render_check(report: &CheckReport) -> String {
     let mut rows = Vec::new();
     for k in &report.kernels {
         let (abs, rel, verdict) = match &k.outcome {
-            Outcome::Compared {
-                max_abs,
-                max_rel,
-                tolerance,
-                passed,
-                reference,
-                worst,
-            } => (
+            Outcome::Compared { max_abs, max_rel, tolerance, passed, reference, worst } => (
                 format!("{max_abs:.3e}"),
                 format!("{max_rel:.3e}"),
                 if *passed {
                     format!("PASS (tol {tolerance:.0e}, vs {reference})")
                 } else {
-                    format!(
-                        "FAIL (tol {tolerance:.0e}, vs {reference}; worst {worst}; attrs {})",
-                        k.attrs
-                    )
+                    format!("FAIL (tol {tolerance:.0e}, vs {reference}; worst {worst}; attrs {})", k.attrs)
                 },
             ),
             Outcome::Unverified { finite: true } => {
                 ("-".into(), "-".into(), "PASS (no reference: ran, output finite)".into())
             }
-            Outcome::Unverified { finite: false } => (
-                "-".into(),
-                "-".into(),
-                "FAIL (no reference: ran, output NOT finite)".into(),
-            ),
+            Outcome::Unverified { finite: false } => {
+                ("-".into(), "-".into(), "FAIL (no reference: ran, output NOT finite)".into())
+            }
             Outcome::Failed(msg) => ("-".into(), "-".into(), format!("FAIL: {msg} (attrs {})", k.attrs)),
             Outcome::Skipped(why) => ("-".into(), "-".into(), format!("SKIP: {why}")),
         };
         let example = k.example.map(|i| format!("#{i} {}", k.shapes)).unwrap_or_default();
-        rows.push(vec![
-            k.op.clone(),
-            format!("{} {}", k.plugin, k.plugin_version),
-            example,
-            abs,
-            rel,
-            verdict,
-        ]);
+        rows.push(vec![k.op.clone(), format!("{} {}", k.plugin, k.plugin_version), example, abs, rel, verdict]);
     }
     let mut out = table(&["OP", "PLUGIN", "EXAMPLE", "MAX ABS", "MAX REL", "RESULT"], &rows);
     let failed = report.failures().count();

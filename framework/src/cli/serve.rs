@@ -68,10 +68,7 @@ pub fn run(args: &ServeArgs, registry: Registry) -> Result<()> {
         .unwrap_or_else(|| model_name_from_path(args.model.as_deref().unwrap_or(&default_model_path())));
     let key = args.api_key.clone().or_else(|| std::env::var(API_KEY_ENV).ok());
     let config = ServeConfig::new(name).with_api_key(key);
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .context("starting tokio")?;
+    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().context("starting tokio")?;
     runtime.block_on(async {
         let addr = if args.host.contains(':') {
             format!("[{}]:{}", args.host, args.port)

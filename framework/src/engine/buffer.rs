@@ -21,7 +21,8 @@ impl AlignedBuf {
     fn layout(len: usize) -> Layout {
         // A size rounded up to the alignment never overflows isize for any buffer that could
         // be allocated; `from_size_align` checks it anyway.
-        Layout::from_size_align(len.max(1).div_ceil(ALIGN) * ALIGN, ALIGN).unwrap_or_else(|_| handle_alloc_error(Layout::new::<u8>()))
+        Layout::from_size_align(len.max(1).div_ceil(ALIGN) * ALIGN, ALIGN)
+            .unwrap_or_else(|_| handle_alloc_error(Layout::new::<u8>()))
     }
 
     pub fn zeroed(len: usize) -> AlignedBuf {

@@ -30,10 +30,15 @@ pub struct SelectionConfig {
     pub dequantize_weights: bool,
 }
 
-
 impl Default for SelectionConfig {
     fn default() -> Self {
-        SelectionConfig { device: DeviceKind::Cpu, pins: BTreeMap::new(), disabled_ops: Vec::new(), weight_fallback_dtype: Some(DType::F32), dequantize_weights: false }
+        SelectionConfig {
+            device: DeviceKind::Cpu,
+            pins: BTreeMap::new(),
+            disabled_ops: Vec::new(),
+            weight_fallback_dtype: Some(DType::F32),
+            dequantize_weights: false,
+        }
     }
 }
 
@@ -86,7 +91,12 @@ impl<'a> EngineGraphBuilder<'a> {
     }
 
     fn op_error(&self, op: &str, metas: &[TensorMeta], message: impl std::fmt::Display) -> BuildError {
-        BuildError::Op { scope: self.scope.clone(), op: op.to_string(), inputs: fmt_metas(metas), message: message.to_string() }
+        BuildError::Op {
+            scope: self.scope.clone(),
+            op: op.to_string(),
+            inputs: fmt_metas(metas),
+            message: message.to_string(),
+        }
     }
 
     /// Resolves a provider and infers outputs for these inputs, or says why not.
@@ -128,7 +138,10 @@ impl GraphBuilder for EngineGraphBuilder<'_> {
             if self.graph.meta(v) != &meta {
                 return Err(BuildError::Invalid {
                     scope: self.scope.clone(),
-                    message: format!("input '{name}' declared twice with different metas ({} vs {meta})", self.graph.meta(v)),
+                    message: format!(
+                        "input '{name}' declared twice with different metas ({} vs {meta})",
+                        self.graph.meta(v)
+                    ),
                 });
             }
             return Ok(v);
@@ -153,7 +166,11 @@ impl GraphBuilder for EngineGraphBuilder<'_> {
 
     fn op(&mut self, op: &str, inputs: &[Value], attrs: Attrs) -> Result<Vec<Value>, BuildError> {
         if self.config.disabled_ops.iter().any(|d| d == op) {
-            return Err(BuildError::UnknownOp { scope: self.scope.clone(), op: op.into(), hint: " (disabled by the build config)".into() });
+            return Err(BuildError::UnknownOp {
+                scope: self.scope.clone(),
+                op: op.into(),
+                hint: " (disabled by the build config)".into(),
+            });
         }
         let mut inputs = inputs.to_vec();
         if self.config.dequantize_weights {
@@ -169,7 +186,9 @@ impl GraphBuilder for EngineGraphBuilder<'_> {
                     return Err(self.op_error(op, &metas, first));
                 };
                 let converted_metas: Vec<TensorMeta> = converted.iter().map(|v| self.graph.meta(*v).clone()).collect();
-                let found = self.select(op, &converted_metas, &attrs).map_err(|e| self.op_error(op, &converted_metas, format!("{first}; with float weights: {e}")))?;
+                let found = self
+                    .select(op, &converted_metas, &attrs)
+                    .map_err(|e| self.op_error(op, &converted_metas, format!("{first}; with float weights: {e}")))?;
                 inputs = converted;
                 metas = converted_metas;
                 found
@@ -209,7 +228,10 @@ impl GraphBuilder for EngineGraphBuilder<'_> {
 
     fn output(&mut self, name: &str, value: Value) -> Result<(), BuildError> {
         if value.0 >= self.graph.values.len() {
-            return Err(BuildError::Invalid { scope: self.scope.clone(), message: format!("output '{name}' names an unknown value {value}") });
+            return Err(BuildError::Invalid {
+                scope: self.scope.clone(),
+                message: format!("output '{name}' names an unknown value {value}"),
+            });
         }
         self.graph.outputs.push((name.to_string(), value));
         Ok(())

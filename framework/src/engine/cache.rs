@@ -81,12 +81,7 @@ fn mix(mut x: u64) -> u64 {
 }
 
 fn hash_chunk(chunk: &[u8]) -> (u64, u64) {
-    const K: [u64; 4] = [
-        0x9E37_79B9_7F4A_7C15,
-        0xC2B2_AE3D_27D4_EB4F,
-        0x1656_67B1_9E37_79F9,
-        0x27D4_EB2F_1656_67C5,
-    ];
+    const K: [u64; 4] = [0x9E37_79B9_7F4A_7C15, 0xC2B2_AE3D_27D4_EB4F, 0x1656_67B1_9E37_79F9, 0x27D4_EB2F_1656_67C5];
     let mut h = [1u64, 2, 3, 4];
     let mut words = chunk.chunks_exact(32);
     for w in &mut words {
@@ -146,11 +141,7 @@ pub fn model_identity(path: &Path) -> std::io::Result<String> {
     let mut out = String::new();
     for f in files {
         let m = std::fs::metadata(&f)?;
-        let mtime = m
-            .modified()?
-            .duration_since(UNIX_EPOCH)
-            .map(|d| d.as_nanos())
-            .unwrap_or(0);
+        let mtime = m.modified()?.duration_since(UNIX_EPOCH).map(|d| d.as_nanos()).unwrap_or(0);
         out.push_str(&format!("{}|{}|{}\n", f.display(), m.len(), mtime));
     }
     Ok(out)
@@ -160,11 +151,8 @@ pub fn model_identity(path: &Path) -> std::io::Result<String> {
 /// resolution order (plugin, version, op version, device, dtypes, priority), plus the pins.
 pub fn plugin_set_identity(registry: &Registry) -> String {
     let mut out = String::new();
-    let mut plugins: Vec<(String, String)> = registry
-        .plugins()
-        .iter()
-        .map(|p| (p.name.clone(), p.version.clone()))
-        .collect();
+    let mut plugins: Vec<(String, String)> =
+        registry.plugins().iter().map(|p| (p.name.clone(), p.version.clone())).collect();
     plugins.sort();
     for (n, v) in plugins {
         out.push_str(&format!("plugin {n} {v}\n"));
@@ -200,10 +188,7 @@ fn definition_identity(definition: Option<&ModelDefinition>) -> String {
 
 /// The running binary's identity, so a rebuilt rtllm never trusts an older one's engines.
 fn binary_identity() -> String {
-    std::env::current_exe()
-        .ok()
-        .and_then(|p| model_identity(&p).ok())
-        .unwrap_or_default()
+    std::env::current_exe().ok().and_then(|p| model_identity(&p).ok()).unwrap_or_default()
 }
 
 /// The key of a build of `model_path` with `build` and `definition` (None: the architecture
@@ -244,17 +229,11 @@ fn file_record(path: &Path) -> Result<FileRecord, String> {
     let f = std::fs::File::open(path).map_err(|e| format!("{}: {e}", path.display()))?;
     let size = f.metadata().map_err(|e| format!("{}: {e}", path.display()))?.len();
     if size == 0 {
-        return Ok(FileRecord {
-            size,
-            checksum: checksum(&[]),
-        });
+        return Ok(FileRecord { size, checksum: checksum(&[]) });
     }
     // SAFETY: read-only map of a file in our cache directory, dropped before returning.
     let map = unsafe { memmap2::Mmap::map(&f) }.map_err(|e| format!("{}: {e}", path.display()))?;
-    Ok(FileRecord {
-        size,
-        checksum: checksum(&map),
-    })
+    Ok(FileRecord { size, checksum: checksum(&map) })
 }
 
 /// The engine cache at a root directory.
@@ -301,10 +280,7 @@ impl EngineCache {
     /// Removes a corrupt entry (logged as a warning).
     pub fn evict(&self, dir: &Path, why: &str) {
         CORRUPT.fetch_add(1, Ordering::Relaxed);
-        tracing::warn!(
-            "engine cache entry {} is corrupt ({why}); removing it and rebuilding",
-            dir.display()
-        );
+        tracing::warn!("engine cache entry {} is corrupt ({why}); removing it and rebuilding", dir.display());
         if let Err(e) = std::fs::remove_dir_all(dir) {
             tracing::warn!("could not remove {}: {e}", dir.display());
         }
@@ -318,12 +294,7 @@ impl EngineCache {
         write: impl FnOnce(&Path) -> Result<(), E>,
     ) -> Result<PathBuf, String> {
         std::fs::create_dir_all(&self.root).map_err(|e| format!("{}: {e}", self.root.display()))?;
-        let tmp = self.root.join(format!(
-            ".tmp-{}-{}-{}",
-            key.0,
-            std::process::id(),
-            STORES.load(Ordering::Relaxed)
-        ));
+        let tmp = self.root.join(format!(".tmp-{}-{}-{}", key.0, std::process::id(), STORES.load(Ordering::Relaxed)));
         let _ = std::fs::remove_dir_all(&tmp);
         std::fs::create_dir_all(&tmp).map_err(|e| format!("{}: {e}", tmp.display()))?;
         let result = (|| {
@@ -335,11 +306,8 @@ impl EngineCache {
                     files.insert(name.to_string(), file_record(&p)?);
                 }
             }
-            let manifest = serde_json::to_vec_pretty(&Manifest {
-                key: key.0.clone(),
-                files,
-            })
-            .map_err(|e| e.to_string())?;
+            let manifest =
+                serde_json::to_vec_pretty(&Manifest { key: key.0.clone(), files }).map_err(|e| e.to_string())?;
             std::fs::write(tmp.join(MANIFEST_FILE), manifest).map_err(|e| e.to_string())?;
             let dst = self.entry_dir(key);
             if dst.exists() {
@@ -359,22 +327,14 @@ impl EngineCache {
 
     /// Keeps the newest `RTLLM_ENGINE_CACHE_MAX` (default 8) entries.
     fn prune(&self) {
-        let max = std::env::var(MAX_ENTRIES_ENV)
-            .ok()
-            .and_then(|v| v.parse().ok())
-            .unwrap_or(8usize);
+        let max = std::env::var(MAX_ENTRIES_ENV).ok().and_then(|v| v.parse().ok()).unwrap_or(8usize);
         let Ok(entries) = std::fs::read_dir(&self.root) else {
             return;
         };
         let mut dirs: Vec<(std::time::SystemTime, PathBuf)> = entries
             .filter_map(|e| e.ok())
             .map(|e| e.path())
-            .filter(|p| {
-                p.is_dir()
-                    && p.file_name()
-                        .and_then(|n| n.to_str())
-                        .is_some_and(|n| !n.starts_with('.'))
-            })
+            .filter(|p| p.is_dir() && p.file_name().and_then(|n| n.to_str()).is_some_and(|n| !n.starts_with('.')))
             .filter_map(|p| Some((std::fs::metadata(&p).ok()?.modified().ok()?, p)))
             .collect();
         dirs.sort();

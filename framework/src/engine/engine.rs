@@ -4,11 +4,11 @@
 use super::batch::StepBatch;
 use super::buffer::AlignedBuf;
 use super::graph::{Graph, ValueSource};
+use super::load::WeightSource;
 use super::plan::{plan_memory, MemoryPlan, Symbols};
 use crate::host_pool::HostPool;
 use rtllm_models::{io, Value};
 use rtllm_plugin_api::{DType, DeviceKind, LaunchContext, TensorArg, TensorMeta};
-use super::load::WeightSource;
 use std::sync::Arc;
 
 /// Limits an engine is built for (TensorRT-LLM's names).
@@ -120,7 +120,8 @@ impl Engine {
         limits: EngineLimits,
         kv_dtype: DType,
     ) -> Result<Engine, EngineError> {
-        let logits = graph.output(io::LOGITS).ok_or_else(|| EngineError::Setup("the graph has no 'logits' output".into()))?;
+        let logits =
+            graph.output(io::LOGITS).ok_or_else(|| EngineError::Setup("the graph has no 'logits' output".into()))?;
         let vocab_size = graph.meta(logits).dims.get(1).and_then(|d| d.known()).ok_or_else(|| {
             EngineError::Setup(format!("logits output {} has no known vocab dim", graph.meta(logits)))
         })?;
@@ -138,10 +139,17 @@ impl Engine {
             slots[i] = match &info.source {
                 ValueSource::Node { .. } => plan.slots.get(&i).map(|s| Slot::Arena(s.0)).unwrap_or(Slot::Unbound),
                 ValueSource::Weight { name, dtype } => {
-                    let idx = uses.iter().position(|(n, d)| n == name && d == dtype).ok_or_else(|| EngineError::Setup(format!("weight {name} unbound")))?;
+                    let idx = uses
+                        .iter()
+                        .position(|(n, d)| n == name && d == dtype)
+                        .ok_or_else(|| EngineError::Setup(format!("weight {name} unbound")))?;
                     let need = symbols.bytes(&info.meta).map_err(EngineError::Setup)?;
                     if weights[idx].len() < need {
-                        return Err(EngineError::Setup(format!("weight {name}: {} bytes bound, {need} needed for {}", weights[idx].len(), info.meta)));
+                        return Err(EngineError::Setup(format!(
+                            "weight {name}: {} bytes bound, {need} needed for {}",
+                            weights[idx].len(),
+                            info.meta
+                        )));
                     }
                     Slot::Weight(idx)
                 }
@@ -166,7 +174,10 @@ impl Engine {
         let mut workspace_bytes = 0usize;
         for node in &graph.nodes {
             let metas: Vec<TensorMeta> = node.inputs.iter().map(|v| symbols.resolve(graph.meta(*v))).collect();
-            let need = node.kernel.workspace_bytes(&metas).map_err(|e| EngineError::Setup(format!("{} '{}': {e}", node.scope, node.op)))?;
+            let need = node
+                .kernel
+                .workspace_bytes(&metas)
+                .map_err(|e| EngineError::Setup(format!("{} '{}': {e}", node.scope, node.op)))?;
             workspace_bytes = workspace_bytes.max(need);
         }
         tracing::debug!(
@@ -275,7 +286,9 @@ impl Engine {
         for (i, &len) in b.seq_lens.iter().enumerate() {
             let q = b.query_start[i + 1] - b.query_start[i];
             if len < q || len as usize > lim.max_seq_len || len as usize > b.max_blocks * lim.tokens_per_block {
-                return bad(format!("sequence {i}: length {len} with {q} new tokens does not fit its blocks / max_seq_len"));
+                return bad(format!(
+                    "sequence {i}: length {len} with {q} new tokens does not fit its blocks / max_seq_len"
+                ));
             }
         }
         if let Some(&x) = b.logits_indices.iter().find(|&&x| x < 0 || x as usize >= t) {
@@ -315,9 +328,14 @@ impl Engine {
             for node in &self.graph.nodes {
                 let arg = |v: &Value| {
                     // SAFETY: the pointer is set below before any launch.
-                    unsafe { TensorArg::new(symbols.resolve(self.graph.meta(*v)), std::ptr::null_mut(), DeviceKind::Cpu) }
+                    unsafe {
+                        TensorArg::new(symbols.resolve(self.graph.meta(*v)), std::ptr::null_mut(), DeviceKind::Cpu)
+                    }
                 };
-                node_args.push(NodeArgs { inputs: node.inputs.iter().map(arg).collect(), outputs: node.outputs.iter().map(arg).collect() });
+                node_args.push(NodeArgs {
+                    inputs: node.inputs.iter().map(arg).collect(),
+                    outputs: node.outputs.iter().map(arg).collect(),
+                });
             }
             self.args_shape = Some(shape);
         }
@@ -378,4 +396,3 @@ impl Engine {
         Ok(unsafe { std::slice::from_raw_parts(self.arena.as_ptr().add(off) as *const f32, n) })
     }
 }
-

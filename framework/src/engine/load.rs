@@ -1,8 +1,8 @@
 //! From a model config and its weights to a running `Engine`: pick the architecture, build
 //! the graph through the registry, size the limits and KV pool, bind (and convert) weights.
 
-use super::build::{EngineGraphBuilder, SelectionConfig, WeightMetas};
 use super::buffer::AlignedBuf;
+use super::build::{EngineGraphBuilder, SelectionConfig, WeightMetas};
 use super::engine::{Engine, EngineError, EngineLimits, WeightBytes};
 use crate::registry::Registry;
 use rtllm_models::toml::ModelDefinition;
@@ -63,7 +63,11 @@ pub enum LoadError {
     Weight { name: String, message: String },
 }
 
-pub(crate) fn limits_for(config: &ModelConfig, bc: &BuildConfig, kv_bytes_per_token: usize) -> Result<EngineLimits, LoadError> {
+pub(crate) fn limits_for(
+    config: &ModelConfig,
+    bc: &BuildConfig,
+    kv_bytes_per_token: usize,
+) -> Result<EngineLimits, LoadError> {
     let bad = |m: String| Err(LoadError::Config(m));
     if bc.max_batch_size == 0 || bc.max_num_tokens == 0 || bc.tokens_per_block == 0 {
         return bad("max_batch_size, max_num_tokens and tokens_per_block must be >= 1".into());
@@ -86,7 +90,13 @@ pub(crate) fn limits_for(config: &ModelConfig, bc: &BuildConfig, kv_bytes_per_to
             bc.kv_cache_bytes, bc.tokens_per_block, kv_bytes_per_token
         ));
     }
-    Ok(EngineLimits { max_batch_size: bc.max_batch_size, max_num_tokens: bc.max_num_tokens, max_seq_len, tokens_per_block: bc.tokens_per_block, num_kv_blocks })
+    Ok(EngineLimits {
+        max_batch_size: bc.max_batch_size,
+        max_num_tokens: bc.max_num_tokens,
+        max_seq_len,
+        tokens_per_block: bc.tokens_per_block,
+        num_kv_blocks,
+    })
 }
 
 /// Converts a weight's stored bytes to `dtype` (float targets only).
@@ -95,7 +105,8 @@ fn convert(name: &str, bytes: &[u8], from: DType, to: DType, row_len: usize) -> 
     if to != DType::F32 {
         return Err(err(format!("no conversion from {from} to {to}")));
     }
-    let row_bytes = from.bytes_for(row_len).ok_or_else(|| err(format!("row of {row_len} is not whole {from} blocks")))?;
+    let row_bytes =
+        from.bytes_for(row_len).ok_or_else(|| err(format!("row of {row_len} is not whole {from} blocks")))?;
     if row_bytes == 0 || bytes.len() % row_bytes != 0 {
         return Err(err(format!("{} bytes are not whole rows of {row_bytes}", bytes.len())));
     }
@@ -112,7 +123,12 @@ fn convert(name: &str, bytes: &[u8], from: DType, to: DType, row_len: usize) -> 
 
 /// Builds an engine for `config` over `weights` with the ops of `registry`, using the
 /// architecture registered for `config.architecture`.
-pub fn build_engine(config: &ModelConfig, weights: Arc<dyn WeightSource>, registry: &Registry, bc: &BuildConfig) -> Result<Engine, LoadError> {
+pub fn build_engine(
+    config: &ModelConfig,
+    weights: Arc<dyn WeightSource>,
+    registry: &Registry,
+    bc: &BuildConfig,
+) -> Result<Engine, LoadError> {
     build_engine_with(&registered_definition(config)?, config, weights, registry, bc)
 }
 
@@ -163,7 +179,8 @@ pub fn build_parts(
     registry: &Registry,
     bc: &BuildConfig,
 ) -> Result<BuiltParts, LoadError> {
-    let kv_bytes_per_token = 2 * config.num_hidden_layers * config.num_key_value_heads * config.head_dim * bc.kv_cache_dtype.block_bytes();
+    let kv_bytes_per_token =
+        2 * config.num_hidden_layers * config.num_key_value_heads * config.head_dim * bc.kv_cache_dtype.block_bytes();
     let limits = limits_for(config, bc, kv_bytes_per_token)?;
     let mut builder = EngineGraphBuilder::new(registry, weights.as_ref(), &bc.selection);
     definition.build(config, &BuildOptions { kv_cache_dtype: bc.kv_cache_dtype }, &mut builder)?;
@@ -171,8 +188,12 @@ pub fn build_parts(
 
     let mut bound = Vec::new();
     for (name, dtype) in graph.weight_uses() {
-        let meta = weights.weight_meta(&name).ok_or_else(|| LoadError::Weight { name: name.clone(), message: "vanished".into() })?;
-        let bytes = weights.weight_bytes(&name).ok_or_else(|| LoadError::Weight { name: name.clone(), message: "no data".into() })?;
+        let meta = weights
+            .weight_meta(&name)
+            .ok_or_else(|| LoadError::Weight { name: name.clone(), message: "vanished".into() })?;
+        let bytes = weights
+            .weight_bytes(&name)
+            .ok_or_else(|| LoadError::Weight { name: name.clone(), message: "no data".into() })?;
         if meta.dtype == dtype {
             bound.push(bind_weight(bytes, dtype));
         } else {

@@ -17,5 +17,8 @@ pub use buffer::AlignedBuf;
 pub use build::{EngineGraphBuilder, SelectionConfig, WeightMetas};
 pub use engine::{Engine, EngineError, EngineLimits, WeightBytes};
 pub use graph::{Graph, Node, ProviderInfo, ValueInfo, ValueSource};
-pub use load::{build_engine, build_engine_with, build_parts, registered_definition, BuildConfig, BuiltParts, LoadError, WeightSource};
+pub use load::{
+    build_engine, build_engine_with, build_parts, registered_definition, BuildConfig, BuiltParts, LoadError,
+    WeightSource,
+};
 pub use plan::{MemoryPlan, Symbols};

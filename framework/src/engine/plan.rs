@@ -114,7 +114,9 @@ pub fn plan_memory(graph: &Graph, symbols: &Symbols) -> Result<MemoryPlan, Strin
     let mut unshared = 0usize;
     for (i, node) in graph.nodes.iter().enumerate() {
         for v in &node.outputs {
-            let bytes = align_up(symbols.bytes(graph.meta(*v)).map_err(|e| format!("{} '{}': {e}", node.scope, node.op))?.max(1));
+            let bytes = align_up(
+                symbols.bytes(graph.meta(*v)).map_err(|e| format!("{} '{}': {e}", node.scope, node.op))?.max(1),
+            );
             unshared += bytes;
             slots.insert(v.0, (arena.alloc(bytes), bytes));
         }

@@ -44,12 +44,7 @@ pub enum SerializeError {
         "op '{op}' ({scope}): the engine was built with plugin {expected}; {found}. Rebuild the engine \
          (rtllm build, or load the source model) or load that plugin"
     )]
-    Provider {
-        op: String,
-        scope: String,
-        expected: String,
-        found: String,
-    },
+    Provider { op: String, scope: String, expected: String, found: String },
     #[error("op '{op}' ({scope}): {message}")]
     Op { op: String, scope: String, message: String },
     #[error(transparent)]
@@ -61,10 +56,7 @@ pub enum SerializeError {
 }
 
 fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> SerializeError + '_ {
-    move |source| SerializeError::Io {
-        path: path.to_path_buf(),
-        source,
-    }
+    move |source| SerializeError::Io { path: path.to_path_buf(), source }
 }
 
 /// Whether `path` is an engine directory (holds `plan.json`).
@@ -109,11 +101,7 @@ pub fn write_weights(dir: &Path, parts: &BuiltParts) -> Result<Vec<format::Weigh
     let mut offset = 0usize;
     for ((name, dtype), bound) in uses.iter().zip(&parts.bound) {
         let twice = uses.iter().filter(|(n, _)| n == name).count() > 1;
-        let tensor = if twice {
-            format!("{name}#{}", dtype.name())
-        } else {
-            name.clone()
-        };
+        let tensor = if twice { format!("{name}#{}", dtype.name()) } else { name.clone() };
         let shape = shape_of(name, *dtype).ok_or_else(|| SerializeError::Format {
             path: path.clone(),
             message: format!("weight {name} has no concrete shape"),
@@ -132,16 +120,10 @@ pub fn write_weights(dir: &Path, parts: &BuiltParts) -> Result<Vec<format::Weigh
             serde_json::json!({"dtype": dtype_name(*dtype), "shape": shape, "data_offsets": [offset, offset + len]}),
         );
         offset += len.div_ceil(8) * 8;
-        records.push(format::WeightRecord {
-            name: name.clone(),
-            dtype: dtype.name().into(),
-            tensor,
-        });
+        records.push(format::WeightRecord { name: name.clone(), dtype: dtype.name().into(), tensor });
     }
-    let mut json = serde_json::to_vec(&serde_json::Value::Object(header)).map_err(|e| SerializeError::Format {
-        path: path.clone(),
-        message: e.to_string(),
-    })?;
+    let mut json = serde_json::to_vec(&serde_json::Value::Object(header))
+        .map_err(|e| SerializeError::Format { path: path.clone(), message: e.to_string() })?;
     while json.len() % 8 != 0 {
         json.push(b' ');
     }
@@ -197,13 +179,7 @@ pub fn write_plan(
                 .filter_map(|(n, d)| {
                     g.values
                         .iter()
-                        .find(|v| {
-                            v.source
-                                == super::ValueSource::Weight {
-                                    name: n.clone(),
-                                    dtype: *d,
-                                }
-                        })
+                        .find(|v| v.source == super::ValueSource::Weight { name: n.clone(), dtype: *d })
                         .and_then(|v| v.meta.byte_size())
                 })
                 .sum(),
@@ -212,10 +188,7 @@ pub fn write_plan(
         values: g
             .values
             .iter()
-            .map(|v| ValueRecord {
-                meta: MetaRecord::from_meta(&v.meta),
-                source: SourceRecord::from_source(&v.source),
-            })
+            .map(|v| ValueRecord { meta: MetaRecord::from_meta(&v.meta), source: SourceRecord::from_source(&v.source) })
             .collect(),
         inputs: g.inputs.iter().map(|(n, v)| (n.clone(), v.0)).collect(),
         outputs: g.outputs.iter().map(|(n, v)| (n.clone(), v.0)).collect(),
@@ -236,10 +209,8 @@ pub fn write_plan(
         weights,
     };
     let path = dir.join(PLAN_FILE);
-    let json = serde_json::to_vec_pretty(&plan).map_err(|e| SerializeError::Format {
-        path: path.clone(),
-        message: e.to_string(),
-    })?;
+    let json = serde_json::to_vec_pretty(&plan)
+        .map_err(|e| SerializeError::Format { path: path.clone(), message: e.to_string() })?;
     std::fs::write(&path, json).map_err(io_err(&path))
 }
 
@@ -248,10 +219,8 @@ pub fn write_tokenizer(dir: &Path, source: &TokenizerSource) -> Result<(), Seria
     match source {
         TokenizerSource::Spec(spec) => {
             let path = dir.join(SPEC_FILE);
-            let json = serde_json::to_vec(&tokenizer::SpecRecord::from(spec)).map_err(|e| SerializeError::Format {
-                path: path.clone(),
-                message: e.to_string(),
-            })?;
+            let json = serde_json::to_vec(&tokenizer::SpecRecord::from(spec))
+                .map_err(|e| SerializeError::Format { path: path.clone(), message: e.to_string() })?;
             std::fs::write(&path, json).map_err(io_err(&path))
         }
         TokenizerSource::HfFiles { json, config } => {
@@ -268,17 +237,12 @@ pub fn write_tokenizer(dir: &Path, source: &TokenizerSource) -> Result<(), Seria
 pub fn read_plan(dir: &Path) -> Result<PlanRecord, SerializeError> {
     let path = dir.join(PLAN_FILE);
     let text = std::fs::read(&path).map_err(io_err(&path))?;
-    let plan: PlanRecord = serde_json::from_slice(&text).map_err(|e| SerializeError::Format {
-        path: path.clone(),
-        message: format!("not a valid plan: {e}"),
-    })?;
+    let plan: PlanRecord = serde_json::from_slice(&text)
+        .map_err(|e| SerializeError::Format { path: path.clone(), message: format!("not a valid plan: {e}") })?;
     if plan.format_version != FORMAT_VERSION {
         return Err(SerializeError::Format {
             path,
-            message: format!(
-                "plan format {} (this rtllm reads {FORMAT_VERSION})",
-                plan.format_version
-            ),
+            message: format!("plan format {} (this rtllm reads {FORMAT_VERSION})", plan.format_version),
         });
     }
     validate::check_plan(&plan).map_err(|message| SerializeError::Format { path, message })?;
@@ -294,13 +258,9 @@ pub fn read_tokenizer(dir: &Path) -> Result<Tokenizer, SerializeError> {
     }
     let path = dir.join(SPEC_FILE);
     let text = std::fs::read(&path).map_err(io_err(&path))?;
-    let record: tokenizer::SpecRecord = serde_json::from_slice(&text).map_err(|e| SerializeError::Format {
-        path: path.clone(),
-        message: e.to_string(),
-    })?;
-    let spec = record
-        .into_spec()
-        .map_err(|message| SerializeError::Format { path, message })?;
+    let record: tokenizer::SpecRecord = serde_json::from_slice(&text)
+        .map_err(|e| SerializeError::Format { path: path.clone(), message: e.to_string() })?;
+    let spec = record.into_spec().map_err(|message| SerializeError::Format { path, message })?;
     Ok(Tokenizer::from_spec(spec)?)
 }
 
@@ -308,15 +268,7 @@ fn fmt_found(registry: &Registry, op: &str) -> String {
     let found: Vec<String> = registry
         .providers(op)
         .iter()
-        .map(|p| {
-            format!(
-                "{} {} (op version {}, {})",
-                p.plugin,
-                p.plugin_version,
-                p.decl.version,
-                p.path.display()
-            )
-        })
+        .map(|p| format!("{} {} (op version {}, {})", p.plugin, p.plugin_version, p.decl.version, p.path.display()))
         .collect();
     if found.is_empty() {
         "no loaded plugin provides it".into()
@@ -327,17 +279,13 @@ fn fmt_found(registry: &Registry, op: &str) -> String {
 
 /// Rebuilds the graph of a plan against `registry` (see the module docs).
 fn rebuild_graph(plan: &PlanRecord, registry: &Registry, path: &Path) -> Result<Graph, SerializeError> {
-    let bad = |message: String| SerializeError::Format {
-        path: path.to_path_buf(),
-        message,
-    };
+    let bad = |message: String| SerializeError::Format { path: path.to_path_buf(), message };
     let device = parse_device(&plan.build.device).map_err(bad)?;
     let mut graph = Graph::default();
     for v in &plan.values {
-        graph.values.push(ValueInfo {
-            meta: v.meta.to_meta().map_err(bad)?,
-            source: v.source.to_source().map_err(bad)?,
-        });
+        graph
+            .values
+            .push(ValueInfo { meta: v.meta.to_meta().map_err(bad)?, source: v.source.to_source().map_err(bad)? });
     }
     let value = |i: usize| {
         if i < plan.values.len() {
@@ -357,13 +305,7 @@ fn rebuild_graph(plan: &PlanRecord, registry: &Registry, path: &Path) -> Result<
         let outputs: Vec<Value> = rec.outputs.iter().map(|&i| value(i)).collect::<Result<_, _>>()?;
         let metas: Vec<TensorMeta> = inputs.iter().map(|v| graph.meta(*v).clone()).collect();
         let p = &rec.provider;
-        let expected = format!(
-            "{} {} (op version {}, {})",
-            p.plugin,
-            p.plugin_version,
-            p.op_version,
-            p.file.display()
-        );
+        let expected = format!("{} {} (op version {}, {})", p.plugin, p.plugin_version, p.op_version, p.file.display());
         let request = OpRequest::new(rec.op.clone(), device, metas.iter().map(|m| m.dtype)).pinned(p.plugin.clone());
         let provider = registry
             .resolve(&request)
@@ -376,11 +318,7 @@ fn rebuild_graph(plan: &PlanRecord, registry: &Registry, path: &Path) -> Result<
                 found: fmt_found(registry, &rec.op),
             })?;
         let attrs = records_to_attrs(&rec.attrs);
-        let op_err = |message: String| SerializeError::Op {
-            op: rec.op.clone(),
-            scope: rec.scope.clone(),
-            message,
-        };
+        let op_err = |message: String| SerializeError::Op { op: rec.op.clone(), scope: rec.scope.clone(), message };
         let inferred = infer_with(provider, &metas, &attrs).map_err(|e| op_err(e.to_string()))?;
         let recorded: Vec<&TensorMeta> = outputs.iter().map(|v| graph.meta(*v)).collect();
         if inferred.len() != recorded.len() || inferred.iter().zip(&recorded).any(|(a, b)| a != *b) {
@@ -421,38 +359,22 @@ pub fn load_engine(dir: &Path, registry: &Registry) -> Result<(PlanRecord, Engin
     let uses = graph.weight_uses();
     let mut bound = Vec::with_capacity(uses.len());
     for (name, dtype) in &uses {
-        let bad = |message: String| SerializeError::Format {
-            path: dir.join(WEIGHTS_FILE),
-            message,
-        };
+        let bad = |message: String| SerializeError::Format { path: dir.join(WEIGHTS_FILE), message };
         let rec = plan
             .weights
             .iter()
             .find(|w| &w.name == name && w.dtype == dtype.name())
             .ok_or_else(|| bad(format!("the plan's weight table has no entry for {name} ({dtype})")))?;
-        let t = store
-            .get(&rec.tensor)
-            .ok_or_else(|| bad(format!("tensor `{}` is missing", rec.tensor)))?;
+        let t = store.get(&rec.tensor).ok_or_else(|| bad(format!("tensor `{}` is missing", rec.tensor)))?;
         if t.dtype != *dtype {
-            return Err(bad(format!(
-                "tensor `{}` is {}, the plan needs {dtype}",
-                rec.tensor, t.dtype
-            )));
+            return Err(bad(format!("tensor `{}` is {}, the plan needs {dtype}", rec.tensor, t.dtype)));
         }
         bound.push(super::load::bind_weight(t.bytes(), *dtype));
     }
     let weights: Arc<dyn super::WeightSource> = Arc::new(store);
-    let kv_cache_dtype = parse_dtype(&plan.build.kv_cache_dtype).map_err(|message| SerializeError::Format {
-        path: plan_path,
-        message,
-    })?;
-    let parts = BuiltParts {
-        graph,
-        weights,
-        bound,
-        limits: (&plan.limits).into(),
-        kv_cache_dtype,
-    };
+    let kv_cache_dtype = parse_dtype(&plan.build.kv_cache_dtype)
+        .map_err(|message| SerializeError::Format { path: plan_path, message })?;
+    let parts = BuiltParts { graph, weights, bound, limits: (&plan.limits).into(), kv_cache_dtype };
     let engine = parts.into_engine()?;
     Ok((plan, engine))
 }
@@ -482,13 +404,7 @@ pub fn write_engine_dir(
         Ok(engine) => engine,
         Err(e) => {
             let msg = e.to_string();
-            return (
-                Err(e),
-                Err(SerializeError::Format {
-                    path: dir.to_path_buf(),
-                    message: msg,
-                }),
-            );
+            return (Err(e), Err(SerializeError::Format { path: dir.to_path_buf(), message: msg }));
         }
     };
     let written = write_plan(dir, &engine, info.definition, info.config, info.build, weights)

@@ -26,21 +26,12 @@ impl AttentionParams {
                 "num_heads {num_heads} must be a positive multiple of num_kv_heads {num_kv_heads}, head_dim {head_dim} > 0"
             )));
         }
-        let scale = attrs
-            .float_or("scale", 1.0 / (head_dim as f64).sqrt())
-            .map_err(|e| ReferenceError::Attr(e.to_string()))?;
-        let window = attrs
-            .int_or("sliding_window", 0)
-            .map_err(|e| ReferenceError::Attr(e.to_string()))?;
+        let scale =
+            attrs.float_or("scale", 1.0 / (head_dim as f64).sqrt()).map_err(|e| ReferenceError::Attr(e.to_string()))?;
+        let window = attrs.int_or("sliding_window", 0).map_err(|e| ReferenceError::Attr(e.to_string()))?;
         let sliding_window = usize::try_from(window)
             .map_err(|_| ReferenceError::Attr(format!("sliding_window {window} must be >= 0")))?;
-        Ok(AttentionParams {
-            num_heads,
-            num_kv_heads,
-            head_dim,
-            scale,
-            sliding_window,
-        })
+        Ok(AttentionParams { num_heads, num_kv_heads, head_dim, scale, sliding_window })
     }
 }
 
@@ -90,18 +81,14 @@ pub fn paged_attention(
     let (nb, bs) = (cshape[0], cshape[1]);
     let s_count = batch.seq_lens.len();
     if batch.query_start.len() != s_count + 1 || batch.block_tables.len() != s_count * batch.max_blocks {
-        return Err(ReferenceError::Shape(
-            "paged_attention: block_tables/seq_lens/query_start disagree on S".into(),
-        ));
+        return Err(ReferenceError::Shape("paged_attention: block_tables/seq_lens/query_start disagree on S".into()));
     }
     let mut kc = k_cache.to_f32()?;
     let mut vc = v_cache.to_f32()?;
     let slot = |s: usize, pos: usize| -> RefResult<usize> {
         let j = pos / bs;
         if j >= batch.max_blocks {
-            return Err(ReferenceError::Input(format!(
-                "position {pos} of sequence {s} needs block {j} > table width"
-            )));
+            return Err(ReferenceError::Input(format!("position {pos} of sequence {s} needs block {j} > table width")));
         }
         let block = idx(batch.block_tables[s * batch.max_blocks + j], "block id")?;
         if block >= nb {
@@ -111,15 +98,10 @@ pub fn paged_attention(
     };
     let mut ranges = Vec::with_capacity(s_count);
     for s in 0..s_count {
-        let (qs, qe) = (
-            idx(batch.query_start[s], "query_start")?,
-            idx(batch.query_start[s + 1], "query_start")?,
-        );
+        let (qs, qe) = (idx(batch.query_start[s], "query_start")?, idx(batch.query_start[s + 1], "query_start")?);
         let len = idx(batch.seq_lens[s], "seq_len")?;
         if qe < qs || qe > t || qe - qs > len {
-            return Err(ReferenceError::Input(format!(
-                "sequence {s}: queries {qs}..{qe} vs {t} tokens, length {len}"
-            )));
+            return Err(ReferenceError::Input(format!("sequence {s}: queries {qs}..{qe} vs {t} tokens, length {len}")));
         }
         let start = len - (qe - qs);
         for j in 0..qe - qs {
@@ -140,11 +122,7 @@ pub fn paged_attention(
     for (s, &(qs, qe, start)) in ranges.iter().enumerate() {
         for j in 0..qe - qs {
             let (tok, pos) = (qs + j, start + j);
-            let lo = if p.sliding_window > 0 {
-                (pos + 1).saturating_sub(p.sliding_window)
-            } else {
-                0
-            };
+            let lo = if p.sliding_window > 0 { (pos + 1).saturating_sub(p.sliding_window) } else { 0 };
             for head in 0..h {
                 let kv_head = head / group;
                 let qv = &q[(tok * h + head) * d..(tok * h + head + 1) * d];
@@ -161,9 +139,7 @@ pub fn paged_attention(
                 for (key, &sc) in (lo..=pos).zip(&scores) {
                     let w = (sc - max).exp() / denom;
                     let at = slot(s, key)? + kv_head * d;
-                    acc.iter_mut()
-                        .zip(&vc[at..at + d])
-                        .for_each(|(a, &b)| *a += w * b as f64);
+                    acc.iter_mut().zip(&vc[at..at + d]).for_each(|(a, &b)| *a += w * b as f64);
                 }
                 o.iter_mut().zip(&acc).for_each(|(o, &a)| *o = a as f32);
             }
@@ -180,21 +156,10 @@ mod tests {
     #[test]
     fn one_sequence_by_hand() {
         // 1 head, D=1, block size 2, two cached positions then one new token at position 2.
-        let p = AttentionParams {
-            num_heads: 1,
-            num_kv_heads: 1,
-            head_dim: 1,
-            scale: 1.0,
-            sliding_window: 0,
-        };
+        let p = AttentionParams { num_heads: 1, num_kv_heads: 1, head_dim: 1, scale: 1.0, sliding_window: 0 };
         let mut kc = HostTensor::from_f32(DType::F32, &[2, 2, 1, 1], &[0., 1., 9., 9.]).unwrap();
         let mut vc = HostTensor::from_f32(DType::F32, &[2, 2, 1, 1], &[10., 20., 9., 9.]).unwrap();
-        let batch = PagedBatch {
-            block_tables: &[0, 1],
-            max_blocks: 2,
-            seq_lens: &[3],
-            query_start: &[0, 1],
-        };
+        let batch = PagedBatch { block_tables: &[0, 1], max_blocks: 2, seq_lens: &[3], query_start: &[0, 1] };
         let out = paged_attention(&p, &[1.0], &[2.0], &[30.0], &mut kc, &mut vc, &batch).unwrap();
         assert_eq!(kc.to_f32().unwrap()[2], 2.0);
         assert_eq!(vc.to_f32().unwrap()[2], 30.0);

@@ -6,9 +6,7 @@ use rtllm_plugin_api::{quant, DType};
 
 fn check_len(what: &str, got: usize, want: usize) -> RefResult<()> {
     if got != want {
-        return Err(ReferenceError::Shape(format!(
-            "{what} has {got} elements, expected {want}"
-        )));
+        return Err(ReferenceError::Shape(format!("{what} has {got} elements, expected {want}")));
     }
     Ok(())
 }
@@ -37,10 +35,7 @@ pub fn matmul(x: &[f32], w: &[f32], bias: Option<&[f32]>, t: usize, k: usize, n:
 pub fn rmsnorm(x: &[f32], w: &[f32], h: usize, eps: f64) -> RefResult<Vec<f32>> {
     check_len("rmsnorm weight", w.len(), h)?;
     if h == 0 || x.len() % h != 0 {
-        return Err(ReferenceError::Shape(format!(
-            "rmsnorm: {} elements are not rows of {h}",
-            x.len()
-        )));
+        return Err(ReferenceError::Shape(format!("rmsnorm: {} elements are not rows of {h}", x.len())));
     }
     let mut y = vec![0f32; x.len()];
     for (row, out) in x.chunks(h).zip(y.chunks_mut(h)) {
@@ -98,10 +93,7 @@ pub fn silu_mul(gate: &[f32], up: &[f32]) -> RefResult<Vec<f32>> {
 /// `silu_mul` of one `[T,2I]` input: gate is the first half of each row, up the second.
 pub fn silu_mul_packed(x: &[f32], i: usize) -> RefResult<Vec<f32>> {
     if i == 0 || x.len() % (2 * i) != 0 {
-        return Err(ReferenceError::Shape(format!(
-            "silu_mul: {} elements are not rows of 2×{i}",
-            x.len()
-        )));
+        return Err(ReferenceError::Shape(format!("silu_mul: {} elements are not rows of 2×{i}", x.len())));
     }
     let (mut gate, mut up) = (Vec::new(), Vec::new());
     for row in x.chunks(2 * i) {
@@ -114,25 +106,15 @@ pub fn silu_mul_packed(x: &[f32], i: usize) -> RefResult<Vec<f32>> {
 /// `a + b`; `b` may also be a suffix shape of `a` repeated over the leading dims.
 pub fn add(a: &[f32], b: &[f32]) -> RefResult<Vec<f32>> {
     if b.is_empty() || a.len() % b.len() != 0 {
-        return Err(ReferenceError::Shape(format!(
-            "add: {} elements cannot broadcast over {}",
-            b.len(),
-            a.len()
-        )));
+        return Err(ReferenceError::Shape(format!("add: {} elements cannot broadcast over {}", b.len(), a.len())));
     }
-    Ok(a.iter()
-        .enumerate()
-        .map(|(i, &x)| (x as f64 + b[i % b.len()] as f64) as f32)
-        .collect())
+    Ok(a.iter().enumerate().map(|(i, &x)| (x as f64 + b[i % b.len()] as f64) as f32).collect())
 }
 
 /// Index of the first maximum of each row of `v` elements.
 pub fn argmax(x: &[f32], v: usize) -> RefResult<Vec<i32>> {
     if v == 0 || x.len() % v != 0 {
-        return Err(ReferenceError::Shape(format!(
-            "argmax: {} elements are not rows of {v}",
-            x.len()
-        )));
+        return Err(ReferenceError::Shape(format!("argmax: {} elements are not rows of {v}", x.len())));
     }
     let mut out = Vec::with_capacity(x.len() / v);
     for row in x.chunks(v) {
@@ -150,10 +132,7 @@ pub fn argmax(x: &[f32], v: usize) -> RefResult<Vec<i32>> {
 /// Rows `index` of `x` (`[T,H]`).
 pub fn gather_rows(x: &[f32], index: &[i32], h: usize) -> RefResult<Vec<f32>> {
     if h == 0 || x.len() % h != 0 {
-        return Err(ReferenceError::Shape(format!(
-            "gather_rows: {} elements are not rows of {h}",
-            x.len()
-        )));
+        return Err(ReferenceError::Shape(format!("gather_rows: {} elements are not rows of {h}", x.len())));
     }
     let rows = x.len() / h;
     let mut out = Vec::with_capacity(index.len() * h);
@@ -174,15 +153,7 @@ mod tests {
     #[test]
     fn small_cases_by_hand() {
         // x [2,3] · w [2,3]ᵀ + b
-        let y = matmul(
-            &[1., 2., 3., 4., 5., 6.],
-            &[1., 0., 0., 0., 1., 1.],
-            Some(&[10., 20.]),
-            2,
-            3,
-            2,
-        )
-        .unwrap();
+        let y = matmul(&[1., 2., 3., 4., 5., 6.], &[1., 0., 0., 0., 1., 1.], Some(&[10., 20.]), 2, 3, 2).unwrap();
         assert_eq!(y, vec![11., 25., 14., 31.]);
         let y = rmsnorm(&[3., 4.], &[1., 2.], 2, 0.0).unwrap();
         let r = (12.5f64).sqrt();
@@ -191,20 +162,14 @@ mod tests {
         assert_eq!(s, vec![3., 4.]);
         assert!((n[0] as f64 - 3. / r).abs() < 1e-6);
         assert_eq!(argmax(&[0., 5., 5., 9., 1., 2.], 3).unwrap(), vec![1, 0]);
-        assert_eq!(
-            gather_rows(&[1., 2., 3., 4.], &[1, 1, 0], 2).unwrap(),
-            vec![3., 4., 3., 4., 1., 2.]
-        );
+        assert_eq!(gather_rows(&[1., 2., 3., 4.], &[1, 1, 0], 2).unwrap(), vec![3., 4., 3., 4., 1., 2.]);
         assert!(gather_rows(&[1., 2.], &[1], 2).is_err());
         assert_eq!(add(&[1., 2., 3., 4.], &[10., 20.]).unwrap(), vec![11., 22., 13., 24.]);
         let s = silu_mul_packed(&[0., 1., 2., 3.], 2).unwrap();
         assert_eq!(s[0], 0.0);
         assert!((s[1] as f64 - 1.0 / (1.0 + (-1f64).exp()) * 3.0).abs() < 1e-6);
         let table: Vec<u8> = [1f32, 2., 3., 4.].iter().flat_map(|v| v.to_le_bytes()).collect();
-        assert_eq!(
-            embedding(&[1, 0], &table, DType::F32, 2, 2).unwrap(),
-            vec![3., 4., 1., 2.]
-        );
+        assert_eq!(embedding(&[1, 0], &table, DType::F32, 2, 2).unwrap(), vec![3., 4., 1., 2.]);
         assert!(embedding(&[2], &table, DType::F32, 2, 2).is_err());
     }
 }

@@ -35,10 +35,7 @@ fn counts(op: &str, inputs: &[HostTensor], allowed: &[usize]) -> RefResult<()> {
     if allowed.contains(&inputs.len()) {
         return Ok(());
     }
-    Err(ReferenceError::Shape(format!(
-        "{op} takes {allowed:?} inputs, got {}",
-        inputs.len()
-    )))
+    Err(ReferenceError::Shape(format!("{op} takes {allowed:?} inputs, got {}", inputs.len())))
 }
 
 fn dims<const N: usize>(op: &str, what: &str, t: &HostTensor) -> RefResult<[usize; N]> {
@@ -53,9 +50,7 @@ fn ints(t: &HostTensor) -> RefResult<&[i32]> {
 }
 
 fn eps(attrs: &Attrs) -> RefResult<f64> {
-    attrs
-        .float_or("eps", 1e-6)
-        .map_err(|e| ReferenceError::Attr(e.to_string()))
+    attrs.float_or("eps", 1e-6).map_err(|e| ReferenceError::Attr(e.to_string()))
 }
 
 fn f32_out(shape: &[usize], v: &[f32]) -> RefResult<HostTensor> {
@@ -134,9 +129,8 @@ pub fn run_reference(op: &str, inputs: &mut [HostTensor], attrs: &Attrs) -> RefR
         "layer_norm" => {
             counts(op, inputs, &[2, 3])?;
             let h = inputs[0].row_len();
-            let eps = attrs
-                .float_or("eps", layer_norm::DEFAULT_EPS)
-                .map_err(|e| ReferenceError::Attr(e.to_string()))?;
+            let eps =
+                attrs.float_or("eps", layer_norm::DEFAULT_EPS).map_err(|e| ReferenceError::Attr(e.to_string()))?;
             let bias = inputs.get(2).map(|b| b.to_f32()).transpose()?;
             let y = layer_norm::layer_norm(&inputs[0].to_f32()?, &inputs[1].to_f32()?, bias.as_deref(), h, eps)?;
             Ok(vec![f32_out(&inputs[0].shape, &y)?])

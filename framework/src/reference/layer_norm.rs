@@ -16,10 +16,7 @@ pub fn layer_norm(x: &[f32], w: &[f32], b: Option<&[f32]>, h: usize, eps: f64) -
         )));
     }
     if h == 0 || !x.len().is_multiple_of(h) {
-        return Err(ReferenceError::Shape(format!(
-            "layer_norm: {} elements are not rows of {h}",
-            x.len()
-        )));
+        return Err(ReferenceError::Shape(format!("layer_norm: {} elements are not rows of {h}", x.len())));
     }
     let mut y = vec![0f32; x.len()];
     for (row, out) in x.chunks(h).zip(y.chunks_mut(h)) {
@@ -43,10 +40,7 @@ mod tests {
         let y = layer_norm(&[1.0, 3.0, 10.0, 12.0], &[1.0, 2.0], Some(&[0.5, -0.5]), 2, 0.0).unwrap();
         assert_eq!(y, vec![-0.5, 1.5, -0.5, 1.5]);
         // A constant row has zero variance: eps keeps it finite, y = bias.
-        assert_eq!(
-            layer_norm(&[4.0, 4.0], &[1.0, 1.0], Some(&[0.5, -0.5]), 2, 1e-5).unwrap(),
-            vec![0.5, -0.5]
-        );
+        assert_eq!(layer_norm(&[4.0, 4.0], &[1.0, 1.0], Some(&[0.5, -0.5]), 2, 1e-5).unwrap(), vec![0.5, -0.5]);
         let y = layer_norm(&[1.0, 3.0], &[1.0, 1.0], None, 2, 0.0).unwrap();
         assert_eq!(y, vec![-1.0, 1.0]);
         assert!(layer_norm(&[1.0, 2.0, 3.0], &[1.0, 1.0], None, 2, 1e-5).is_err());

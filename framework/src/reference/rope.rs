@@ -50,13 +50,9 @@ impl RopeParams {
     pub fn from_attrs(attrs: &Attrs) -> RefResult<RopeParams> {
         let head_dim = attrs.usize("head_dim").map_err(attr_err)?;
         let rotary_dim = attrs.int_or("rotary_dim", head_dim as i64).map_err(attr_err)?;
-        let rotary_dim = usize::try_from(rotary_dim)
-            .ok()
-            .filter(|&r| r <= head_dim && r % 2 == 0)
-            .ok_or_else(|| {
-                ReferenceError::Attr(format!(
-                    "rotary_dim {rotary_dim} must be even and <= head_dim {head_dim}"
-                ))
+        let rotary_dim =
+            usize::try_from(rotary_dim).ok().filter(|&r| r <= head_dim && r % 2 == 0).ok_or_else(|| {
+                ReferenceError::Attr(format!("rotary_dim {rotary_dim} must be even and <= head_dim {head_dim}"))
             })?;
         if head_dim == 0 {
             return Err(ReferenceError::Attr("head_dim must be > 0".into()));
@@ -65,11 +61,7 @@ impl RopeParams {
         let style = match attrs.str_or("style", "neox").map_err(attr_err)? {
             "neox" => RopeStyle::Neox,
             "interleaved" => RopeStyle::Interleaved,
-            other => {
-                return Err(ReferenceError::Attr(format!(
-                    "rope style '{other}' is not neox or interleaved"
-                )))
-            }
+            other => return Err(ReferenceError::Attr(format!("rope style '{other}' is not neox or interleaved"))),
         };
         let factor = attrs.float_or("scaling_factor", 1.0).map_err(attr_err)?;
         let scaling = match attrs.str_or("scaling_type", "none").map_err(attr_err)? {
@@ -79,23 +71,13 @@ impl RopeParams {
                 factor,
                 low_freq_factor: attrs.float_or("low_freq_factor", 1.0).map_err(attr_err)?,
                 high_freq_factor: attrs.float_or("high_freq_factor", 4.0).map_err(attr_err)?,
-                original_max_position: attrs
-                    .float_or("original_max_position_embeddings", 8192.0)
-                    .map_err(attr_err)?,
+                original_max_position: attrs.float_or("original_max_position_embeddings", 8192.0).map_err(attr_err)?,
             },
             other => {
-                return Err(ReferenceError::Attr(format!(
-                    "rope scaling_type '{other}' is not none, linear or llama3"
-                )))
+                return Err(ReferenceError::Attr(format!("rope scaling_type '{other}' is not none, linear or llama3")))
             }
         };
-        Ok(RopeParams {
-            head_dim,
-            rotary_dim,
-            theta,
-            style,
-            scaling,
-        })
+        Ok(RopeParams { head_dim, rotary_dim, theta, style, scaling })
     }
 
     /// The rotation frequency of each of the `rotary_dim / 2` pairs, after scaling.
@@ -107,12 +89,7 @@ impl RopeParams {
                 match self.scaling {
                     RopeScaling::None => f,
                     RopeScaling::Linear { factor } => f / factor,
-                    RopeScaling::Llama3 {
-                        factor,
-                        low_freq_factor,
-                        high_freq_factor,
-                        original_max_position,
-                    } => {
+                    RopeScaling::Llama3 { factor, low_freq_factor, high_freq_factor, original_max_position } => {
                         let low_wavelen = original_max_position / low_freq_factor;
                         let high_wavelen = original_max_position / high_freq_factor;
                         let wavelen = 2.0 * std::f64::consts::PI / f;
@@ -136,11 +113,7 @@ impl RopeParams {
 pub fn rope(x: &[f32], positions: &[i32], p: &RopeParams) -> RefResult<Vec<f32>> {
     let t = positions.len();
     if t == 0 {
-        return if x.is_empty() {
-            Ok(Vec::new())
-        } else {
-            Err(ReferenceError::Shape("rope: no positions".into()))
-        };
+        return if x.is_empty() { Ok(Vec::new()) } else { Err(ReferenceError::Shape("rope: no positions".into())) };
     }
     let cols = x.len() / t;
     if x.len() % t != 0 || cols % p.head_dim != 0 {

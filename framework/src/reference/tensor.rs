@@ -8,17 +8,9 @@ pub enum TensorError {
     #[error("tensor {meta} has symbolic dims; a concrete shape is needed")]
     Symbolic { meta: String },
     #[error("{dtype}{shape:?} is not a whole number of {block}-element blocks per row")]
-    PartialBlocks {
-        dtype: DType,
-        shape: Vec<usize>,
-        block: usize,
-    },
+    PartialBlocks { dtype: DType, shape: Vec<usize>, block: usize },
     #[error("tensor of {len} elements cannot hold {dtype}{shape:?}")]
-    Length {
-        dtype: DType,
-        shape: Vec<usize>,
-        len: usize,
-    },
+    Length { dtype: DType, shape: Vec<usize>, len: usize },
     #[error("expected {expected} tensor, got {got}")]
     Dtype { expected: String, got: DType },
     #[error("{0}")]
@@ -44,19 +36,12 @@ impl HostTensor {
             shape: shape.to_vec(),
             block: dtype.block_size(),
         })?;
-        Ok(HostTensor {
-            dtype,
-            shape: shape.to_vec(),
-            words: vec![0; nbytes.div_ceil(8)],
-            nbytes,
-        })
+        Ok(HostTensor { dtype, shape: shape.to_vec(), words: vec![0; nbytes.div_ceil(8)], nbytes })
     }
 
     /// A zero-filled tensor for a concrete meta.
     pub fn for_meta(meta: &TensorMeta) -> Result<HostTensor, TensorError> {
-        let shape = meta
-            .shape()
-            .ok_or_else(|| TensorError::Symbolic { meta: meta.to_string() })?;
+        let shape = meta.shape().ok_or_else(|| TensorError::Symbolic { meta: meta.to_string() })?;
         HostTensor::zeros(meta.dtype, &shape)
     }
 
@@ -72,11 +57,7 @@ impl HostTensor {
         let mut t = HostTensor::zeros(DType::I32, shape)?;
         let dst = t.as_mut_slice::<i32>()?;
         if dst.len() != values.len() {
-            return Err(TensorError::Length {
-                dtype: DType::I32,
-                shape: shape.to_vec(),
-                len: values.len(),
-            });
+            return Err(TensorError::Length { dtype: DType::I32, shape: shape.to_vec(), len: values.len() });
         }
         dst.copy_from_slice(values);
         Ok(t)
@@ -121,10 +102,7 @@ impl HostTensor {
 
     fn check<T: Element>(&self) -> Result<(), TensorError> {
         if self.dtype != T::DTYPE {
-            return Err(TensorError::Dtype {
-                expected: T::DTYPE.to_string(),
-                got: self.dtype,
-            });
+            return Err(TensorError::Dtype { expected: T::DTYPE.to_string(), got: self.dtype });
         }
         Ok(())
     }
@@ -162,23 +140,11 @@ impl HostTensor {
     /// Overwrites the values from f32 (rounded to f16/bf16, quantized by rows, cast to ints).
     pub fn set_f32(&mut self, values: &[f32]) -> Result<(), TensorError> {
         if values.len() != self.numel() {
-            return Err(TensorError::Length {
-                dtype: self.dtype,
-                shape: self.shape.clone(),
-                len: values.len(),
-            });
+            return Err(TensorError::Length { dtype: self.dtype, shape: self.shape.clone(), len: values.len() });
         }
         match self.dtype {
-            DType::I32 => self
-                .as_mut_slice::<i32>()?
-                .iter_mut()
-                .zip(values)
-                .for_each(|(d, &v)| *d = v as i32),
-            DType::I64 => self
-                .as_mut_slice::<i64>()?
-                .iter_mut()
-                .zip(values)
-                .for_each(|(d, &v)| *d = v as i64),
+            DType::I32 => self.as_mut_slice::<i32>()?.iter_mut().zip(values).for_each(|(d, &v)| *d = v as i32),
+            DType::I64 => self.as_mut_slice::<i64>()?.iter_mut().zip(values).for_each(|(d, &v)| *d = v as i64),
             DType::U8 => self.bytes_mut().iter_mut().zip(values).for_each(|(d, &v)| *d = v as u8),
             dtype => {
                 let row = self.row_len();

@@ -69,9 +69,7 @@ pub fn create_with(provider: &Provider, inputs: &[TensorMeta], attrs: &Attrs) ->
 
 /// The workspace a kernel of `provider` needs for these concrete inputs.
 pub fn workspace_with(provider: &Provider, kernel: &KernelBox, inputs: &[TensorMeta]) -> Result<usize, OpError> {
-    kernel
-        .workspace_bytes(inputs)
-        .map_err(|e| OpError::new(provider, OpStage::Workspace, e.message()))
+    kernel.workspace_bytes(inputs).map_err(|e| OpError::new(provider, OpStage::Workspace, e.message()))
 }
 
 /// Launches a kernel that `provider` created.
@@ -82,9 +80,7 @@ pub fn launch_with(
     inputs: &[TensorArg],
     outputs: &[TensorArg],
 ) -> Result<(), OpError> {
-    kernel
-        .launch(ctx, inputs, outputs)
-        .map_err(|e| OpError::new(provider, OpStage::Launch, e.message()))
+    kernel.launch(ctx, inputs, outputs).map_err(|e| OpError::new(provider, OpStage::Launch, e.message()))
 }
 
 /// Infers, creates and launches `provider` on host `inputs` (updated in place where the op

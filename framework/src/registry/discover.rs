@@ -27,22 +27,14 @@ pub struct DiscoveryOptions {
 impl Default for DiscoveryOptions {
     /// Everything: explicit paths (none yet), the environment, the executable's directory.
     fn default() -> Self {
-        DiscoveryOptions {
-            paths: Vec::new(),
-            use_env: true,
-            use_exe_dir: true,
-        }
+        DiscoveryOptions { paths: Vec::new(), use_env: true, use_exe_dir: true }
     }
 }
 
 impl DiscoveryOptions {
     /// Only these paths: no environment, no executable directory.
     pub fn only(paths: impl IntoIterator<Item = impl Into<PathBuf>>) -> Self {
-        DiscoveryOptions {
-            paths: paths.into_iter().map(Into::into).collect(),
-            use_env: false,
-            use_exe_dir: false,
-        }
+        DiscoveryOptions { paths: paths.into_iter().map(Into::into).collect(), use_env: false, use_exe_dir: false }
     }
 
     /// Adds explicit paths.
@@ -99,10 +91,7 @@ fn contains(haystack: &[u8], needle: &[u8]) -> bool {
     };
     let mut at = 0;
     while at + needle.len() <= haystack.len() {
-        match haystack[at..haystack.len() - rest.len()]
-            .iter()
-            .position(|&b| b == first)
-        {
+        match haystack[at..haystack.len() - rest.len()].iter().position(|&b| b == first) {
             None => return false,
             Some(off) => {
                 let start = at + off;
@@ -128,10 +117,7 @@ pub(crate) fn candidates(opts: &DiscoveryOptions) -> (Vec<Candidate>, Vec<Discov
         }
     }
     if opts.use_exe_dir {
-        match std::env::current_exe()
-            .ok()
-            .and_then(|e| e.parent().map(Path::to_path_buf))
-        {
+        match std::env::current_exe().ok().and_then(|e| e.parent().map(Path::to_path_buf)) {
             Some(dir) => {
                 let sub = dir.join("plugins");
                 roots.push((dir, Origin::Scanned));
@@ -150,17 +136,13 @@ pub(crate) fn candidates(opts: &DiscoveryOptions) -> (Vec<Candidate>, Vec<Discov
         } else if root.is_dir() {
             match list_dylibs(&root) {
                 Ok(files) => files.into_iter().for_each(|f| seen.push(&mut out, f, Origin::Scanned)),
-                Err(e) if origin == Origin::Explicit => problems.push(DiscoveryProblem {
-                    path: root,
-                    reason: format!("cannot read the directory: {e}"),
-                }),
+                Err(e) if origin == Origin::Explicit => {
+                    problems.push(DiscoveryProblem { path: root, reason: format!("cannot read the directory: {e}") })
+                }
                 Err(e) => tracing::debug!("skipping plugin directory {}: {e}", root.display()),
             }
         } else if origin == Origin::Explicit {
-            problems.push(DiscoveryProblem {
-                path: root,
-                reason: "no such file or directory".into(),
-            });
+            problems.push(DiscoveryProblem { path: root, reason: "no such file or directory".into() });
         }
     }
     (out, problems)
@@ -199,10 +181,7 @@ impl Seen {
                 return;
             }
         }
-        out.push(Candidate {
-            path: canonical,
-            origin,
-        });
+        out.push(Candidate { path: canonical, origin });
     }
 }
 
@@ -253,10 +232,7 @@ mod tests {
         let missing = dir.path().join("nope");
         let opts = DiscoveryOptions::only([dir.path().to_path_buf(), dir.path().join(name("a")), missing.clone()]);
         let (found, problems) = candidates(&opts);
-        let names: Vec<_> = found
-            .iter()
-            .map(|c| c.path.file_name().unwrap().to_string_lossy().to_string())
-            .collect();
+        let names: Vec<_> = found.iter().map(|c| c.path.file_name().unwrap().to_string_lossy().to_string()).collect();
         assert_eq!(names, vec![name("a"), name("b"), name("c")]);
         assert_eq!(problems.len(), 1);
         assert_eq!(problems[0].path, missing);

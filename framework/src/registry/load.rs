@@ -21,11 +21,7 @@ pub enum LoadErrorKind {
     /// Built against an incompatible plugin ABI version.
     AbiVersion { expected: String, found: String },
     /// Same version numbers, different layout of the ABI's types (or another abi_stable).
-    AbiLayout {
-        expected: String,
-        found: String,
-        detail: String,
-    },
+    AbiLayout { expected: String, found: String, detail: String },
     /// The root module's initializer or its op listing failed.
     Init(String),
 }
@@ -47,21 +43,16 @@ fn describe(kind: &LoadErrorKind) -> String {
             "incompatible plugin ABI version: this rtllm expects rtllm_plugin {expected}, \
              the plugin was built against {found}; rebuild it against rtllm-plugin-api {expected}"
         ),
-        LoadErrorKind::AbiLayout {
-            expected,
-            found,
-            detail,
-        } => format!("incompatible plugin ABI layout (this rtllm: rtllm_plugin {expected}, plugin: {found}): {detail}"),
+        LoadErrorKind::AbiLayout { expected, found, detail } => {
+            format!("incompatible plugin ABI layout (this rtllm: rtllm_plugin {expected}, plugin: {found}): {detail}")
+        }
         LoadErrorKind::Init(r) => format!("failed to initialize: {r}"),
     }
 }
 
 impl LoadError {
     pub(crate) fn new(path: &Path, kind: LoadErrorKind) -> Self {
-        LoadError {
-            path: path.to_path_buf(),
-            kind,
-        }
+        LoadError { path: path.to_path_buf(), kind }
     }
 }
 
@@ -104,10 +95,7 @@ pub(crate) fn load_candidate(c: &Candidate) -> LoadOutcome {
     };
     let base_name = header.root_mod_consts().base_name().as_str().to_string();
     if base_name != PluginModRef::BASE_NAME {
-        return skip_or_fail(format!(
-            "its abi_stable root module is '{base_name}', not '{}'",
-            PluginModRef::BASE_NAME
-        ));
+        return skip_or_fail(format!("its abi_stable root module is '{base_name}', not '{}'", PluginModRef::BASE_NAME));
     }
     let found = header.version_strings().version.as_str().to_string();
     let module = match header.init_root_module::<PluginModRef>() {
@@ -115,12 +103,7 @@ pub(crate) fn load_candidate(c: &Candidate) -> LoadOutcome {
         Err(e) => return LoadOutcome::Failed(LoadError::new(path, classify(e, Some(found)))),
     };
     match read_module(module) {
-        Ok((name, version, ops)) => LoadOutcome::Loaded(LoadedPlugin {
-            name,
-            version,
-            path: path.to_path_buf(),
-            ops,
-        }),
+        Ok((name, version, ops)) => LoadOutcome::Loaded(LoadedPlugin { name, version, path: path.to_path_buf(), ops }),
         Err(reason) => LoadOutcome::Failed(LoadError::new(path, LoadErrorKind::Init(reason))),
     }
 }
@@ -130,9 +113,7 @@ fn read_module(module: PluginModRef) -> Result<(String, String, Vec<OpDecl>), St
     catch_unwind(AssertUnwindSafe(|| {
         let name = (module.name())().into_string();
         let version = (module.version())().into_string();
-        let ops = (module.ops())()
-            .into_result()
-            .map_err(|e| format!("listing its ops failed: {e}"))?;
+        let ops = (module.ops())().into_result().map_err(|e| format!("listing its ops failed: {e}"))?;
         Ok((name, version, ops.into_vec()))
     }))
     .unwrap_or_else(|p| Err(format!("panicked: {}", rtllm_plugin_api::author::panic_message(&p))))
@@ -144,58 +125,33 @@ fn classify(e: LibraryError, found: Option<String>) -> LoadErrorKind {
     let found = found.unwrap_or_else(|| "unknown".into());
     match e {
         LibraryError::OpenError { err, .. } => LoadErrorKind::Open(err.to_string()),
-        LibraryError::IncompatibleVersionNumber {
-            expected_version,
-            actual_version,
-            ..
-        } => LoadErrorKind::AbiVersion {
-            expected: expected_version.to_string(),
-            found: actual_version.to_string(),
-        },
-        LibraryError::ParseVersionError(p) => LoadErrorKind::AbiVersion {
-            expected,
-            found: format!("{found} (unparseable: {p})"),
-        },
-        LibraryError::AbiInstability(detail) => LoadErrorKind::AbiLayout {
-            expected,
-            found,
-            detail: trim_detail(&detail.to_string()),
-        },
+        LibraryError::IncompatibleVersionNumber { expected_version, actual_version, .. } => {
+            LoadErrorKind::AbiVersion { expected: expected_version.to_string(), found: actual_version.to_string() }
+        }
+        LibraryError::ParseVersionError(p) => {
+            LoadErrorKind::AbiVersion { expected, found: format!("{found} (unparseable: {p})") }
+        }
+        LibraryError::AbiInstability(detail) => {
+            LoadErrorKind::AbiLayout { expected, found, detail: trim_detail(&detail.to_string()) }
+        }
         LibraryError::InvalidAbiHeader(h) => LoadErrorKind::AbiLayout {
             expected,
             found,
             detail: format!("built with an incompatible abi_stable (its header: {h:?})"),
         },
-        LibraryError::InvalidCAbi {
-            expected: want,
-            found: got,
-        } => LoadErrorKind::AbiLayout {
-            expected,
-            found,
-            detail: format!("C ABI differs: expected {want}, found {got}"),
-        },
+        LibraryError::InvalidCAbi { expected: want, found: got } => {
+            LoadErrorKind::AbiLayout { expected, found, detail: format!("C ABI differs: expected {want}, found {got}") }
+        }
         LibraryError::RootModule { err, .. } => LoadErrorKind::Init(trim_detail(&err.to_string())),
         other => LoadErrorKind::Init(trim_detail(&other.to_string())),
     }
 }
 
 fn trim_detail(text: &str) -> String {
-    let lines: Vec<&str> = text
-        .lines()
-        .map(str::trim_end)
-        .filter(|l| !l.trim().is_empty())
-        .collect();
-    let mut out = lines
-        .iter()
-        .take(MAX_DETAIL_LINES)
-        .copied()
-        .collect::<Vec<_>>()
-        .join("\n  ");
+    let lines: Vec<&str> = text.lines().map(str::trim_end).filter(|l| !l.trim().is_empty()).collect();
+    let mut out = lines.iter().take(MAX_DETAIL_LINES).copied().collect::<Vec<_>>().join("\n  ");
     if lines.len() > MAX_DETAIL_LINES {
-        out.push_str(&format!(
-            "\n  ... ({} more lines; RTLLM_LOG=debug shows them)",
-            lines.len() - MAX_DETAIL_LINES
-        ));
+        out.push_str(&format!("\n  ... ({} more lines; RTLLM_LOG=debug shows them)", lines.len() - MAX_DETAIL_LINES));
         tracing::debug!("full ABI report:\n{text}");
     }
     out

@@ -195,8 +195,7 @@ impl Registry {
                     .then_with(|| a.device().cmp(&b.device()))
             });
         }
-        self.plugins
-            .sort_by(|a, b| a.name.cmp(&b.name).then_with(|| a.path.cmp(&b.path)));
+        self.plugins.sort_by(|a, b| a.name.cmp(&b.name).then_with(|| a.path.cmp(&b.path)));
     }
 
     /// Pins from config: op name → plugin name. A request's own pin overrides these.

@@ -21,12 +21,7 @@ impl OpRequest {
         let mut dtypes: Vec<DType> = dtypes.into_iter().collect();
         dtypes.sort();
         dtypes.dedup();
-        OpRequest {
-            name: name.into(),
-            device,
-            dtypes,
-            pin: None,
-        }
+        OpRequest { name: name.into(), device, dtypes, pin: None }
     }
 
     /// Builder: only `plugin` may serve the request.
@@ -46,19 +41,9 @@ pub enum ResolveError {
         pin.as_ref().map(|p| format!(" in pinned plugin '{p}'")).unwrap_or_default(),
         available.join("; ")
     )]
-    NoMatch {
-        name: String,
-        device: DeviceKind,
-        dtypes: Vec<DType>,
-        pin: Option<String>,
-        available: Vec<String>,
-    },
+    NoMatch { name: String, device: DeviceKind, dtypes: Vec<DType>, pin: Option<String>, available: Vec<String> },
     #[error("op '{name}' is pinned to plugin '{plugin}', which does not provide it; providers: {}", available.join("; "))]
-    PinnedPluginMissing {
-        name: String,
-        plugin: String,
-        available: Vec<String>,
-    },
+    PinnedPluginMissing { name: String, plugin: String, available: Vec<String> },
 }
 
 fn suggest(names: &[String]) -> String {
@@ -78,10 +63,7 @@ impl Registry {
     pub fn resolve(&self, req: &OpRequest) -> Result<&Provider, ResolveError> {
         let all = self.providers(&req.name);
         if all.is_empty() {
-            return Err(ResolveError::UnknownOp {
-                name: req.name.clone(),
-                suggestions: self.closest_names(&req.name),
-            });
+            return Err(ResolveError::UnknownOp { name: req.name.clone(), suggestions: self.closest_names(&req.name) });
         }
         let available = || all.iter().map(Provider::describe).collect::<Vec<_>>();
         let pin = req.pin.clone().or_else(|| self.pins.get(&req.name).cloned());
@@ -124,18 +106,10 @@ impl Registry {
         scored.sort();
         // Prefer plausible typos; if nothing is close, still list the nearest few.
         let limit = (name.chars().count() / 2).max(2);
-        let close: Vec<String> = scored
-            .iter()
-            .filter(|(d, _)| *d <= limit)
-            .take(MAX_SUGGESTIONS)
-            .map(|(_, n)| n.to_string())
-            .collect();
+        let close: Vec<String> =
+            scored.iter().filter(|(d, _)| *d <= limit).take(MAX_SUGGESTIONS).map(|(_, n)| n.to_string()).collect();
         if close.is_empty() {
-            scored
-                .iter()
-                .take(MAX_SUGGESTIONS)
-                .map(|(_, n)| n.to_string())
-                .collect()
+            scored.iter().take(MAX_SUGGESTIONS).map(|(_, n)| n.to_string()).collect()
         } else {
             close
         }
@@ -173,9 +147,7 @@ mod tests {
     #[test]
     fn empty_registry_misses_clearly() {
         let r = Registry::empty();
-        let err = r
-            .resolve(&OpRequest::new("matmul", DeviceKind::Cpu, [DType::F32]))
-            .unwrap_err();
+        let err = r.resolve(&OpRequest::new("matmul", DeviceKind::Cpu, [DType::F32])).unwrap_err();
         assert!(err.to_string().contains("no plugin provides op 'matmul'"), "{err}");
         assert!(err.to_string().contains("no ops are registered"), "{err}");
     }

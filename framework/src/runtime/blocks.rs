@@ -18,10 +18,7 @@ pub struct BlockPool {
 
 impl BlockPool {
     pub fn new(total: usize) -> BlockPool {
-        BlockPool {
-            free: (0..total as u32).rev().collect(),
-            total,
-        }
+        BlockPool { free: (0..total as u32).rev().collect(), total }
     }
 
     pub fn total(&self) -> usize {
@@ -35,11 +32,7 @@ impl BlockPool {
     /// Takes `n` blocks, all or none.
     pub fn allocate(&mut self, n: usize) -> Result<Vec<u32>, KvCacheFull> {
         if n > self.free.len() {
-            return Err(KvCacheFull {
-                wanted: n,
-                free: self.free.len(),
-                total: self.total,
-            });
+            return Err(KvCacheFull { wanted: n, free: self.free.len(), total: self.total });
         }
         let at = self.free.len() - n;
         let mut taken = self.free.split_off(at);

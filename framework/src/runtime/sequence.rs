@@ -28,13 +28,7 @@ pub struct SequenceRunner<'a> {
 
 impl<'a> SequenceRunner<'a> {
     pub fn new(engine: &'a mut Engine, pool: &'a mut BlockPool) -> Self {
-        SequenceRunner {
-            engine,
-            pool,
-            blocks: Vec::new(),
-            len: 0,
-            batch: StepBatch::default(),
-        }
+        SequenceRunner { engine, pool, blocks: Vec::new(), len: 0, batch: StepBatch::default() }
     }
 
     /// Tokens in the cache so far.
@@ -49,10 +43,7 @@ impl<'a> SequenceRunner<'a> {
     fn ensure_blocks(&mut self, len: usize) -> Result<(), RuntimeError> {
         let lim = self.engine.limits();
         if len > lim.max_seq_len {
-            return Err(RuntimeError::TooLong {
-                len,
-                max: lim.max_seq_len,
-            });
+            return Err(RuntimeError::TooLong { len, max: lim.max_seq_len });
         }
         let need = len.div_ceil(lim.tokens_per_block);
         if need > self.blocks.len() {
@@ -135,18 +126,10 @@ pub fn generate(
         on_token(token);
         let stop = (!params.ignore_eos && eos.contains(&token)) || params.stop_token_ids.contains(&token);
         if stop {
-            return Ok(Generation {
-                tokens,
-                finish_reason: FinishReason::Stop,
-                prompt_logits,
-            });
+            return Ok(Generation { tokens, finish_reason: FinishReason::Stop, prompt_logits });
         }
         if tokens.len() >= params.max_tokens {
-            return Ok(Generation {
-                tokens,
-                finish_reason: FinishReason::Length,
-                prompt_logits,
-            });
+            return Ok(Generation { tokens, finish_reason: FinishReason::Length, prompt_logits });
         }
         logits = seq.feed(&[token])?;
     }

@@ -91,27 +91,18 @@ struct Cand {
 }
 
 fn by_score_desc(a: &Cand, b: &Cand) -> Ordering {
-    b.score
-        .total_cmp(&a.score)
-        .then(a.beam.cmp(&b.beam))
-        .then(a.token.cmp(&b.token))
+    b.score.total_cmp(&a.score).then(a.beam.cmp(&b.beam)).then(a.token.cmp(&b.token))
 }
 
 impl BeamSearch {
     /// A search starting from one empty beam (the prompt's continuation).
     pub fn new(config: BeamConfig) -> Result<BeamSearch, BeamError> {
         if config.beam_width == 0 || config.max_tokens == 0 {
-            return Err(BeamError::Config {
-                beam_width: config.beam_width,
-                max_tokens: config.max_tokens,
-            });
+            return Err(BeamError::Config { beam_width: config.beam_width, max_tokens: config.max_tokens });
         }
         Ok(BeamSearch {
             config,
-            beams: vec![Beam {
-                tokens: Vec::new(),
-                cum_logprob: 0.0,
-            }],
+            beams: vec![Beam { tokens: Vec::new(), cum_logprob: 0.0 }],
             finished: Vec::new(),
             done: false,
         })
@@ -137,11 +128,7 @@ impl BeamSearch {
         if self.finished.len() >= w && self.worst_finished().is_some_and(|worst| score <= worst) {
             return;
         }
-        self.finished.push(Hypothesis {
-            tokens,
-            cum_logprob,
-            score,
-        });
+        self.finished.push(Hypothesis { tokens, cum_logprob, score });
         if self.finished.len() > w {
             if let Some(i) =
                 (0..self.finished.len()).min_by(|&a, &b| self.finished[a].score.total_cmp(&self.finished[b].score))
@@ -163,33 +150,21 @@ impl BeamSearch {
             return Err(BeamError::Finished);
         }
         if rows.len() != self.beams.len() {
-            return Err(BeamError::RowCount {
-                got: rows.len(),
-                beams: self.beams.len(),
-            });
+            return Err(BeamError::RowCount { got: rows.len(), beams: self.beams.len() });
         }
         let width = rows.first().map_or(0, |r| r.len());
         if let Some((row, r)) = rows.iter().enumerate().find(|(_, r)| r.len() != width) {
-            return Err(BeamError::RowWidth {
-                row,
-                got: r.len(),
-                expected: width,
-            });
+            return Err(BeamError::RowWidth { row, got: r.len(), expected: width });
         }
         let w = self.config.beam_width;
         let mut cands: Vec<Cand> = Vec::with_capacity(rows.len() * width);
         for (beam, row) in rows.iter().enumerate() {
             let base = self.beams[beam].cum_logprob;
-            cands.extend(
-                row.iter()
-                    .enumerate()
-                    .filter(|(_, lp)| lp.is_finite())
-                    .map(|(t, &lp)| Cand {
-                        score: base + lp as f64,
-                        beam,
-                        token: t as u32,
-                    }),
-            );
+            cands.extend(row.iter().enumerate().filter(|(_, lp)| lp.is_finite()).map(|(t, &lp)| Cand {
+                score: base + lp as f64,
+                beam,
+                token: t as u32,
+            }));
         }
         let top = (2usize.max(1 + self.config.eos_ids.len())).saturating_mul(w);
         if top < cands.len() {
@@ -210,14 +185,8 @@ impl BeamSearch {
                     self.add_hypothesis(tokens, c.score);
                 }
             } else {
-                next.push(Beam {
-                    tokens,
-                    cum_logprob: c.score,
-                });
-                children.push(BeamChild {
-                    parent: c.beam,
-                    token: c.token,
-                });
+                next.push(Beam { tokens, cum_logprob: c.score });
+                children.push(BeamChild { parent: c.beam, token: c.token });
             }
         }
         self.beams = next;
@@ -242,10 +211,9 @@ impl BeamSearch {
         if self.finished.len() < self.config.beam_width {
             return false;
         }
-        let (Some(worst), Some(best_running)) = (
-            self.worst_finished(),
-            self.beams.iter().map(|b| b.cum_logprob).max_by(f64::total_cmp),
-        ) else {
+        let (Some(worst), Some(best_running)) =
+            (self.worst_finished(), self.beams.iter().map(|b| b.cum_logprob).max_by(f64::total_cmp))
+        else {
             return true;
         };
         let lp = self.config.length_penalty;

@@ -13,9 +13,7 @@ fn model(history: &[u32]) -> Vec<f32> {
 }
 
 fn model_with_eos_bias(history: &[u32], eos_bias: f32) -> Vec<f32> {
-    let h = history
-        .iter()
-        .fold(17u64, |acc, &t| acc.wrapping_mul(31).wrapping_add(t as u64 + 1));
+    let h = history.iter().fold(17u64, |acc, &t| acc.wrapping_mul(31).wrapping_add(t as u64 + 1));
     (0..VOCAB)
         .map(|v| {
             let x = h.wrapping_mul(2654435761).wrapping_add(v as u64 * 40503) % 1000;
@@ -41,11 +39,7 @@ fn brute_force(prompt: &[u32], config: &BeamConfig) -> Vec<Hypothesis> {
             let c = cum + lp as f64;
             if config.eos_ids.contains(&(t as u32)) || gen.len() == config.max_tokens {
                 let score = c / (gen.len() as f64).powf(config.length_penalty as f64);
-                out.push(Hypothesis {
-                    tokens: gen.clone(),
-                    cum_logprob: c,
-                    score,
-                });
+                out.push(Hypothesis { tokens: gen.clone(), cum_logprob: c, score });
             } else {
                 walk(prompt, gen, c, config, out);
             }
@@ -59,13 +53,7 @@ fn brute_force(prompt: &[u32], config: &BeamConfig) -> Vec<Hypothesis> {
 }
 
 fn config(beam_width: usize, max_tokens: usize, length_penalty: f32, early_stopping: EarlyStopping) -> BeamConfig {
-    BeamConfig {
-        beam_width,
-        max_tokens,
-        length_penalty,
-        early_stopping,
-        eos_ids: vec![EOS],
-    }
+    BeamConfig { beam_width, max_tokens, length_penalty, early_stopping, eos_ids: vec![EOS] }
 }
 
 #[test]
@@ -77,10 +65,7 @@ fn wide_beam_search_equals_brute_force() {
             let brute = brute_force(&prompt, &cfg);
             assert_eq!(beams.len(), brute.len(), "every leaf is a hypothesis");
             for (b, w) in beams.iter().zip(&brute).take(8) {
-                assert!(
-                    (b.score - w.score).abs() < 1e-9,
-                    "prompt {prompt:?} lp {lp}: {b:?} vs {w:?}"
-                );
+                assert!((b.score - w.score).abs() < 1e-9, "prompt {prompt:?} lp {lp}: {b:?} vs {w:?}");
                 assert!((b.cum_logprob - w.cum_logprob).abs() < 1e-9);
             }
             assert_eq!(beams[0].tokens, brute[0].tokens, "prompt {prompt:?} lp {lp}");
@@ -137,34 +122,19 @@ fn steps_report_parents_and_reject_bad_rows() {
     let children = s.step(&[&r0]).unwrap();
     assert_eq!(
         children,
-        vec![
-            BeamChild { parent: 0, token: 0 },
-            BeamChild { parent: 0, token: 1 },
-            BeamChild { parent: 0, token: 2 }
-        ]
+        vec![BeamChild { parent: 0, token: 0 }, BeamChild { parent: 0, token: 1 }, BeamChild { parent: 0, token: 2 }]
     );
     // Beam 1 (cum -1) has a near-certain continuation; beam 0 a spread one.
     let spread = [-1.5f32, -1.6, -1.7, -9.0, -9.0];
     let sure = [-0.01f32, -6.0, -6.0, -6.0, -9.0];
     let flat = [-1.6f32; 5];
     assert_eq!(s.step(&[&spread]), Err(BeamError::RowCount { got: 1, beams: 3 }));
-    assert_eq!(
-        s.step(&[&spread, &sure, &r0[..3]]),
-        Err(BeamError::RowWidth {
-            row: 2,
-            got: 3,
-            expected: 5
-        })
-    );
+    assert_eq!(s.step(&[&spread, &sure, &r0[..3]]), Err(BeamError::RowWidth { row: 2, got: 3, expected: 5 }));
     let children = s.step(&[&spread, &sure, &flat]).unwrap();
     // Scores: b1+0 = -1.01, b0+0 = -1.6, b0+1 = -1.7, b0+2 = -1.8.
     assert_eq!(
         children,
-        vec![
-            BeamChild { parent: 1, token: 0 },
-            BeamChild { parent: 0, token: 0 },
-            BeamChild { parent: 0, token: 1 }
-        ]
+        vec![BeamChild { parent: 1, token: 0 }, BeamChild { parent: 0, token: 0 }, BeamChild { parent: 0, token: 1 }]
     );
     assert_eq!(s.beams()[0].tokens, vec![1, 0]);
     assert!(s.step(&[&r0, &r0, &r0]).unwrap().is_empty(), "max_tokens reached");
@@ -182,7 +152,5 @@ fn eager_early_stopping_ends_once_width_hypotheses_finished() {
     let eos_first = |_: &[u32]| vec![0.0f32, 0.0, 0.0, 0.0, 3.0];
     let hyps = beam_search(&[0], eos_first, &config(2, 10, 1.0, EarlyStopping::Eager)).unwrap();
     assert_eq!(hyps.len(), 2);
-    assert!(hyps
-        .iter()
-        .all(|h| h.tokens.len() <= 2 && h.tokens.last() == Some(&EOS)));
+    assert!(hyps.iter().all(|h| h.tokens.len() <= 2 && h.tokens.last() == Some(&EOS)));
 }

@@ -118,11 +118,7 @@ fn check(ok: bool, field: &'static str, value: impl ToString, allowed: impl Into
     if ok {
         Ok(())
     } else {
-        Err(SamplingError {
-            field,
-            value: value.to_string(),
-            allowed: allowed.into(),
-        })
+        Err(SamplingError { field, value: value.to_string(), allowed: allowed.into() })
     }
 }
 
@@ -133,10 +129,7 @@ fn in_range(v: f32, lo: f32, hi: f32) -> bool {
 impl SamplingParams {
     /// Greedy decoding of at most `max_tokens` tokens.
     pub fn greedy(max_tokens: usize) -> Self {
-        SamplingParams {
-            max_tokens,
-            ..Default::default()
-        }
+        SamplingParams { max_tokens, ..Default::default() }
     }
 
     /// Whether tokens are picked by argmax (temperature 0, or top_k 1).
@@ -181,18 +174,8 @@ impl SamplingParams {
             self.repetition_penalty,
             "a finite number > 0 (1 = off)",
         )?;
-        check(
-            in_range(self.presence_penalty, -2.0, 2.0),
-            "presence_penalty",
-            self.presence_penalty,
-            "in [-2, 2]",
-        )?;
-        check(
-            in_range(self.frequency_penalty, -2.0, 2.0),
-            "frequency_penalty",
-            self.frequency_penalty,
-            "in [-2, 2]",
-        )?;
+        check(in_range(self.presence_penalty, -2.0, 2.0), "presence_penalty", self.presence_penalty, "in [-2, 2]")?;
+        check(in_range(self.frequency_penalty, -2.0, 2.0), "frequency_penalty", self.frequency_penalty, "in [-2, 2]")?;
         if let Some(i) = self.stop.iter().position(|s| s.is_empty()) {
             check(false, "stop", format!("[{i}] = \"\""), "non-empty strings")?;
         }
@@ -201,24 +184,14 @@ impl SamplingParams {
             check(best_of >= self.n, "best_of", best_of, format!(">= n ({})", self.n))?;
         }
         if self.use_beam_search {
-            check(
-                self.beam_width >= 1,
-                "beam_width",
-                self.beam_width,
-                ">= 1 when use_beam_search",
-            )?;
+            check(self.beam_width >= 1, "beam_width", self.beam_width, ">= 1 when use_beam_search")?;
             check(
                 self.n <= self.beam_width,
                 "n",
                 self.n,
                 format!("<= beam_width ({}) when use_beam_search", self.beam_width),
             )?;
-            check(
-                self.length_penalty.is_finite(),
-                "length_penalty",
-                self.length_penalty,
-                "a finite number",
-            )?;
+            check(self.length_penalty.is_finite(), "length_penalty", self.length_penalty, "a finite number")?;
         } else {
             check(
                 self.beam_width == 1,
@@ -246,9 +219,7 @@ fn top_k_from_json<'de, D: Deserializer<'de>>(d: D) -> Result<usize, D::Error> {
     match v {
         -1 => Ok(0),
         v if v >= 0 => usize::try_from(v).map_err(serde::de::Error::custom),
-        v => Err(serde::de::Error::custom(format!(
-            "top_k = {v}: must be >= 0 (or -1 for all)"
-        ))),
+        v => Err(serde::de::Error::custom(format!("top_k = {v}: must be >= 0 (or -1 for all)"))),
     }
 }
 
@@ -262,10 +233,7 @@ mod tests {
 
     #[test]
     fn validation_names_the_field() {
-        let bad = SamplingParams {
-            temperature: -1.0,
-            ..Default::default()
-        };
+        let bad = SamplingParams { temperature: -1.0, ..Default::default() };
         let e = bad.validate().unwrap_err();
         assert_eq!(e.field, "temperature");
         assert!(e.to_string().contains(">= 0"), "{e}");
@@ -276,98 +244,28 @@ mod tests {
         assert_eq!(field_of(SamplingParams { min_tokens: 65, ..d() }), "min_tokens");
         assert_eq!(field_of(SamplingParams { min_p: 1.5, ..d() }), "min_p");
         assert_eq!(field_of(SamplingParams { min_p: f32::NAN, ..d() }), "min_p");
-        assert_eq!(
-            field_of(SamplingParams {
-                repetition_penalty: 0.0,
-                ..d()
-            }),
-            "repetition_penalty"
-        );
-        assert_eq!(
-            field_of(SamplingParams {
-                presence_penalty: 2.5,
-                ..d()
-            }),
-            "presence_penalty"
-        );
-        assert_eq!(
-            field_of(SamplingParams {
-                frequency_penalty: -3.0,
-                ..d()
-            }),
-            "frequency_penalty"
-        );
-        assert_eq!(
-            field_of(SamplingParams {
-                stop: vec!["a".into(), String::new()],
-                ..d()
-            }),
-            "stop"
-        );
+        assert_eq!(field_of(SamplingParams { repetition_penalty: 0.0, ..d() }), "repetition_penalty");
+        assert_eq!(field_of(SamplingParams { presence_penalty: 2.5, ..d() }), "presence_penalty");
+        assert_eq!(field_of(SamplingParams { frequency_penalty: -3.0, ..d() }), "frequency_penalty");
+        assert_eq!(field_of(SamplingParams { stop: vec!["a".into(), String::new()], ..d() }), "stop");
         assert_eq!(field_of(SamplingParams { n: 0, ..d() }), "n");
-        assert_eq!(
-            field_of(SamplingParams {
-                n: 3,
-                best_of: Some(2),
-                temperature: 1.0,
-                ..d()
-            }),
-            "best_of"
-        );
+        assert_eq!(field_of(SamplingParams { n: 3, best_of: Some(2), temperature: 1.0, ..d() }), "best_of");
         assert_eq!(field_of(SamplingParams { n: 2, ..d() }), "n", "greedy n > 1");
-        assert_eq!(
-            field_of(SamplingParams {
-                use_beam_search: true,
-                beam_width: 0,
-                ..d()
-            }),
-            "beam_width"
-        );
-        assert_eq!(
-            field_of(SamplingParams {
-                use_beam_search: true,
-                beam_width: 2,
-                n: 3,
-                ..d()
-            }),
-            "n"
-        );
+        assert_eq!(field_of(SamplingParams { use_beam_search: true, beam_width: 0, ..d() }), "beam_width");
+        assert_eq!(field_of(SamplingParams { use_beam_search: true, beam_width: 2, n: 3, ..d() }), "n");
         assert_eq!(field_of(SamplingParams { beam_width: 4, ..d() }), "beam_width");
-        let e = SamplingParams {
-            logprobs: Some(21),
-            ..d()
-        }
-        .validate()
-        .unwrap_err();
+        let e = SamplingParams { logprobs: Some(21), ..d() }.validate().unwrap_err();
         assert_eq!((e.field, e.allowed.as_str()), ("logprobs", "<= 20"));
         assert!(SamplingParams::default().validate().is_ok());
-        assert!(SamplingParams {
-            use_beam_search: true,
-            beam_width: 4,
-            n: 2,
-            ..d()
-        }
-        .validate()
-        .is_ok());
-        assert!(SamplingParams {
-            temperature: 0.8,
-            n: 4,
-            best_of: Some(6),
-            logprobs: Some(20),
-            ..d()
-        }
-        .validate()
-        .is_ok());
+        assert!(SamplingParams { use_beam_search: true, beam_width: 4, n: 2, ..d() }.validate().is_ok());
+        assert!(SamplingParams { temperature: 0.8, n: 4, best_of: Some(6), logprobs: Some(20), ..d() }
+            .validate()
+            .is_ok());
     }
 
     #[test]
     fn serde_round_trip_and_partial_json() {
-        let p = SamplingParams {
-            stop: vec!["\n\n".into()],
-            logprobs: Some(3),
-            seed: Some(9),
-            ..Default::default()
-        };
+        let p = SamplingParams { stop: vec!["\n\n".into()], logprobs: Some(3), seed: Some(9), ..Default::default() };
         let json = serde_json::to_string(&p).unwrap();
         assert_eq!(serde_json::from_str::<SamplingParams>(&json).unwrap(), p);
         let p: SamplingParams =

@@ -39,19 +39,11 @@ pub fn argmax(logits: &[f32]) -> u32 {
 
 /// log Σ exp(logits) over the finite entries (−inf when there are none).
 pub fn log_sum_exp(logits: &[f32]) -> f64 {
-    let max = logits
-        .iter()
-        .copied()
-        .filter(|v| v.is_finite())
-        .fold(f32::NEG_INFINITY, f32::max);
+    let max = logits.iter().copied().filter(|v| v.is_finite()).fold(f32::NEG_INFINITY, f32::max);
     if max == f32::NEG_INFINITY {
         return f64::NEG_INFINITY;
     }
-    let sum: f64 = logits
-        .iter()
-        .filter(|v| v.is_finite())
-        .map(|&v| ((v - max) as f64).exp())
-        .sum();
+    let sum: f64 = logits.iter().filter(|v| v.is_finite()).map(|&v| ((v - max) as f64).exp()).sum();
     max as f64 + sum.ln()
 }
 
@@ -59,11 +51,7 @@ pub fn log_sum_exp(logits: &[f32]) -> f64 {
 pub fn log_softmax_in_place(logits: &mut [f32]) {
     let lse = log_sum_exp(logits);
     for v in logits.iter_mut() {
-        *v = if v.is_finite() {
-            (*v as f64 - lse) as f32
-        } else {
-            f32::NEG_INFINITY
-        };
+        *v = if v.is_finite() { (*v as f64 - lse) as f32 } else { f32::NEG_INFINITY };
     }
 }
 
@@ -122,10 +110,7 @@ pub fn collect_candidates(logits: &[f32], temperature: f32, out: &mut Vec<Candid
             .iter()
             .enumerate()
             .filter(|(_, v)| v.is_finite())
-            .map(|(i, &v)| Candidate {
-                id: i as u32,
-                logit: v * inv,
-            }),
+            .map(|(i, &v)| Candidate { id: i as u32, logit: v * inv }),
     );
 }
 

@@ -6,11 +6,7 @@ use crate::sampling::{SamplingParams, SequenceSampler};
 use std::collections::BTreeSet;
 
 fn sampling(f: impl FnOnce(&mut SamplingParams)) -> SamplingParams {
-    let mut p = SamplingParams {
-        temperature: 1.0,
-        seed: Some(11),
-        ..Default::default()
-    };
+    let mut p = SamplingParams { temperature: 1.0, seed: Some(11), ..Default::default() };
     f(&mut p);
     p
 }
@@ -28,9 +24,7 @@ fn drawn(logits: &[f32], p: &SamplingParams, draws: usize) -> Vec<u32> {
 
 /// ln of probabilities, so that the softmax gives exactly these (up to rounding).
 fn from_probs(p: &[f64]) -> Vec<f32> {
-    p.iter()
-        .map(|&x| if x > 0.0 { x.ln() as f32 } else { f32::NEG_INFINITY })
-        .collect()
+    p.iter().map(|&x| if x > 0.0 { x.ln() as f32 } else { f32::NEG_INFINITY }).collect()
 }
 
 #[test]
@@ -42,10 +36,7 @@ fn top_k_keeps_exactly_k_with_ties_to_the_lower_id() {
     assert_eq!(drawn(&logits, &p, 400), vec![0, 1, 3]);
     // k above the number of finite logits keeps every finite one.
     assert_eq!(support(&logits, &sampling(|p| p.top_k = 50)), vec![0, 1, 2, 3, 4, 6]);
-    assert_eq!(
-        drawn(&logits, &sampling(|p| p.top_k = 50), 4000),
-        vec![0, 1, 2, 3, 4, 6]
-    );
+    assert_eq!(drawn(&logits, &sampling(|p| p.top_k = 50), 4000), vec![0, 1, 2, 3, 4, 6]);
 }
 
 #[test]
@@ -162,12 +153,7 @@ fn sequence_sampler_applies_each_penalty_over_the_right_history() {
 
 #[test]
 fn min_tokens_masks_eos_and_stop_ids_until_reached() {
-    let p = SamplingParams {
-        min_tokens: 2,
-        stop_token_ids: vec![3],
-        max_tokens: 5,
-        ..Default::default()
-    };
+    let p = SamplingParams { min_tokens: 2, stop_token_ids: vec![3], max_tokens: 5, ..Default::default() };
     let mut s = SequenceSampler::new(&p, &[], &[0]).unwrap();
     let row = [9.0, 1.0, 2.0, 8.0];
     assert_eq!(s.support(&row), vec![2]);

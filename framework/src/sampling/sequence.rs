@@ -171,11 +171,7 @@ impl SequenceSampler {
         let raw = if modifies { &self.raw[..] } else { &logits[..] };
         let logprob = raw.get(id as usize).map_or(f32::NEG_INFINITY, |&v| logprob_of(v));
         self.record(id, logprob);
-        SampledToken {
-            id,
-            logprob,
-            top_logprobs,
-        }
+        SampledToken { id, logprob, top_logprobs }
     }
 
     fn record(&mut self, id: u32, logprob: f32) {

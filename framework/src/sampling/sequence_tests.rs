@@ -5,9 +5,7 @@ use super::*;
 use crate::sampling::processors::log_sum_exp;
 
 fn row(step: usize) -> Vec<f32> {
-    (0..200)
-        .map(|i| ((i * 31 + step * 17) as f32 * 0.173).sin() * 3.0)
-        .collect()
+    (0..200).map(|i| ((i * 31 + step * 17) as f32 * 0.173).sin() * 3.0).collect()
 }
 
 fn run(params: &SamplingParams, index: usize, steps: usize) -> Vec<u32> {
@@ -17,27 +15,10 @@ fn run(params: &SamplingParams, index: usize, steps: usize) -> Vec<u32> {
 
 #[test]
 fn seeded_sampling_reproduces_and_differs_across_seeds_and_outputs() {
-    let p = SamplingParams {
-        temperature: 1.0,
-        top_p: 0.95,
-        seed: Some(42),
-        max_tokens: 64,
-        ..Default::default()
-    };
+    let p = SamplingParams { temperature: 1.0, top_p: 0.95, seed: Some(42), max_tokens: 64, ..Default::default() };
     let a = run(&p, 0, 48);
     assert_eq!(a, run(&p, 0, 48), "same seed, same tokens");
-    assert_ne!(
-        a,
-        run(
-            &SamplingParams {
-                seed: Some(43),
-                ..p.clone()
-            },
-            0,
-            48
-        ),
-        "another seed"
-    );
+    assert_ne!(a, run(&SamplingParams { seed: Some(43), ..p.clone() }, 0, 48), "another seed");
     assert_ne!(a, run(&p, 1, 48), "another output index of the same request");
     let distinct: std::collections::HashSet<u32> = a.iter().copied().collect();
     assert!(distinct.len() > 10, "really sampling: {distinct:?}");
@@ -46,17 +27,8 @@ fn seeded_sampling_reproduces_and_differs_across_seeds_and_outputs() {
 #[test]
 fn streams_do_not_depend_on_batching() {
     // Two sequences stepped alternately (as in a batch) draw what each draws alone.
-    let p = SamplingParams {
-        temperature: 0.9,
-        seed: Some(5),
-        ..Default::default()
-    };
-    let q = SamplingParams {
-        temperature: 1.3,
-        top_k: 20,
-        seed: Some(6),
-        ..Default::default()
-    };
+    let p = SamplingParams { temperature: 0.9, seed: Some(5), ..Default::default() };
+    let q = SamplingParams { temperature: 1.3, top_k: 20, seed: Some(6), ..Default::default() };
     let mut a = SequenceSampler::new(&p, &[], &[]).unwrap();
     let mut b = SequenceSampler::new(&q, &[], &[]).unwrap();
     let mut got = (Vec::new(), Vec::new());
@@ -108,16 +80,9 @@ fn logprobs_come_from_the_raw_logits() {
 
 #[test]
 fn invalid_params_are_refused_and_all_masked_rows_do_not_panic() {
-    let bad = SamplingParams {
-        top_p: 2.0,
-        ..Default::default()
-    };
+    let bad = SamplingParams { top_p: 2.0, ..Default::default() };
     assert_eq!(SequenceSampler::new(&bad, &[], &[]).unwrap_err().field, "top_p");
-    let p = SamplingParams {
-        temperature: 1.0,
-        seed: Some(3),
-        ..Default::default()
-    };
+    let p = SamplingParams { temperature: 1.0, seed: Some(3), ..Default::default() };
     let mut s = SequenceSampler::new(&p, &[], &[]).unwrap();
     let t = s.sample(&mut [f32::NEG_INFINITY, f32::NAN]);
     assert_eq!(t.id, 0);

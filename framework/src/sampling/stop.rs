@@ -74,12 +74,7 @@ impl StopStrings {
     pub fn new(stops: &[String], include_stop: bool) -> StopStrings {
         let stops = stops.to_vec();
         let max_len = stops.iter().map(|s| s.len()).max().unwrap_or(0);
-        StopStrings {
-            stops,
-            include_stop,
-            max_len,
-            ..Default::default()
-        }
+        StopStrings { stops, include_stop, max_len, ..Default::default() }
     }
 
     /// All text so far: the final text once finished.
@@ -104,11 +99,7 @@ impl StopStrings {
             self.floor = self.text.len();
         }
         if let Some((start, idx)) = self.find_match() {
-            let end = if self.include_stop {
-                start + self.stops[idx].len()
-            } else {
-                start
-            };
+            let end = if self.include_stop { start + self.stops[idx].len() } else { start };
             self.text.truncate(end);
             self.matched = Some(idx);
             return (self.take_until(end), Some(idx));
@@ -191,11 +182,7 @@ impl StopChecker {
             strings: StopStrings::new(&params.stop, params.include_stop_str_in_output),
             stream: tok.decode_stream(params.skip_special_tokens),
             stop_token_ids: params.stop_token_ids.clone(),
-            eos_ids: if params.ignore_eos {
-                Vec::new()
-            } else {
-                eos_ids.to_vec()
-            },
+            eos_ids: if params.ignore_eos { Vec::new() } else { eos_ids.to_vec() },
             max_tokens: params.max_tokens,
             min_tokens: params.min_tokens,
             generated: 0,
@@ -244,12 +231,7 @@ impl StopChecker {
         let reason = match token_stop {
             Some(kind) => FinishReason::Stop(kind),
             None if self.generated >= self.max_tokens => FinishReason::Length,
-            None => {
-                return Ok(StopUpdate {
-                    text_diff,
-                    finish_reason: None,
-                })
-            }
+            None => return Ok(StopUpdate { text_diff, finish_reason: None }),
         };
         // The end: the decoder's held bytes may still complete a stop string.
         let tail = self.stream.finish(tok).unwrap_or_default();
@@ -286,10 +268,7 @@ impl StopChecker {
 
     fn finish_with(&mut self, text_diff: String, reason: FinishReason) -> StopUpdate {
         self.finished = Some(reason.clone());
-        StopUpdate {
-            text_diff,
-            finish_reason: Some(reason),
-        }
+        StopUpdate { text_diff, finish_reason: Some(reason) }
     }
 }
 

@@ -33,11 +33,7 @@ fn stop_strings_match_across_pieces_and_are_trimmed() {
     assert_eq!(out, "Hello Wor");
     // The earliest match wins over the first listed.
     let (out, hit, _) = stream(&["", "cd", "bc"], false, &["ab", "cd"]);
-    assert_eq!(
-        (out.as_str(), hit),
-        ("a", Some(2)),
-        "indices follow the given list; empty never matches"
-    );
+    assert_eq!((out.as_str(), hit), ("a", Some(2)), "indices follow the given list; empty never matches");
     // A held prefix that does not complete is released.
     let (out, hit, _) = stream(&["abc"], false, &["xa", "b", "d"]);
     assert_eq!((out.as_str(), hit), ("xabd", None));
@@ -73,10 +69,7 @@ fn tokenizer() -> Option<&'static Tokenizer> {
     TOK.get_or_init(|| {
         let path = crate::model::default_model_path();
         if !path.exists() {
-            eprintln!(
-                "skipping: the default model {} is missing (scripts/fetch-default-model.sh)",
-                path.display()
-            );
+            eprintln!("skipping: the default model {} is missing (scripts/fetch-default-model.sh)", path.display());
             return None;
         }
         let loaded = crate::weights::load_model_source(&path).expect("default model loads");
@@ -113,29 +106,16 @@ fn stop_string_spanning_tokens_stops_and_is_trimmed() {
     // The stop string is spread over several tokens.
     let pieces: Vec<String> = ids.iter().map(|&i| tok.decode(&[i], false).unwrap()).collect();
     assert!(pieces.iter().all(|p| !p.contains(stop)), "{pieces:?}");
-    let params = SamplingParams {
-        stop: vec![stop.into(), "never".into()],
-        max_tokens: 100,
-        ..Default::default()
-    };
+    let params = SamplingParams { stop: vec![stop.into(), "never".into()], max_tokens: 100, ..Default::default() };
     let (deltas, reason, used) = check(tok, &params, &ids);
     assert_eq!(reason, Some(FinishReason::Stop(StopKind::StopString(stop.into()))));
     assert_eq!(reason.as_ref().map(FinishReason::as_openai_str), Some("stop"));
     assert_eq!(deltas.concat(), "The quick brown fox jumps over the ");
-    assert!(
-        deltas.iter().all(|d| !d.contains("lazy")),
-        "held back, never streamed: {deltas:?}"
-    );
+    assert!(deltas.iter().all(|d| !d.contains("lazy")), "held back, never streamed: {deltas:?}");
     assert!(used < ids.len());
     // Kept with include_stop_str_in_output.
-    let params = SamplingParams {
-        include_stop_str_in_output: true,
-        ..params
-    };
-    assert_eq!(
-        check(tok, &params, &ids).0.concat(),
-        "The quick brown fox jumps over the lazy dog"
-    );
+    let params = SamplingParams { include_stop_str_in_output: true, ..params };
+    assert_eq!(check(tok, &params, &ids).0.concat(), "The quick brown fox jumps over the lazy dog");
 }
 
 #[test]
@@ -148,38 +128,24 @@ fn eos_stop_ids_length_and_min_tokens() {
     let full = tok.decode(&ids, true).unwrap();
     ids.push(eos[0]);
     ids.extend(tok.encode(" more text", false).unwrap());
-    let base = SamplingParams {
-        max_tokens: 50,
-        ..Default::default()
-    };
+    let base = SamplingParams { max_tokens: 50, ..Default::default() };
     let (deltas, reason, used) = check(tok, &base, &ids);
     assert_eq!((reason, used), (Some(FinishReason::Stop(StopKind::Eos(eos[0]))), n + 1));
     assert_eq!(deltas.concat(), full, "the eos text is not output");
     // ignore_eos runs on into max_tokens.
-    let p = SamplingParams {
-        ignore_eos: true,
-        max_tokens: n + 2,
-        ..base.clone()
-    };
+    let p = SamplingParams { ignore_eos: true, max_tokens: n + 2, ..base.clone() };
     let (deltas, reason, _) = check(tok, &p, &ids);
     assert_eq!(reason, Some(FinishReason::Length));
     assert_eq!(reason.as_ref().map(FinishReason::as_openai_str), Some("length"));
     assert_eq!(deltas.concat(), tok.decode(&ids[..n + 2], true).unwrap());
     // A stop token id stops like eos.
-    let p = SamplingParams {
-        stop_token_ids: vec![ids[2]],
-        ..base.clone()
-    };
+    let p = SamplingParams { stop_token_ids: vec![ids[2]], ..base.clone() };
     let (deltas, reason, _) = check(tok, &p, &ids);
     assert_eq!(reason, Some(FinishReason::Stop(StopKind::StopTokenId(ids[2]))));
     assert_eq!(deltas.concat(), tok.decode(&ids[..2], true).unwrap());
     // min_tokens: an early stop string does not count; a later occurrence does.
     let ids = tok.encode("one, two, three, four, five", false).unwrap();
-    let p = SamplingParams {
-        stop: vec![",".into()],
-        min_tokens: 3,
-        ..base.clone()
-    };
+    let p = SamplingParams { stop: vec![",".into()], min_tokens: 3, ..base.clone() };
     let (deltas, reason, _) = check(tok, &p, &ids);
     assert_eq!(reason, Some(FinishReason::Stop(StopKind::StopString(",".into()))));
     assert_eq!(deltas.concat(), "one, two");
@@ -206,23 +172,14 @@ fn flush_respects_min_tokens() {
         return;
     };
     let eos = tok.eos_token_ids();
-    let base = SamplingParams {
-        stop: vec!["\u{FFFD}".into()],
-        ..SamplingParams::greedy(16)
-    };
+    let base = SamplingParams { stop: vec!["\u{FFFD}".into()], ..SamplingParams::greedy(16) };
     // Below min_tokens the tail is no stop: all of it is returned.
-    let p = SamplingParams {
-        min_tokens: 5,
-        ..base.clone()
-    };
+    let p = SamplingParams { min_tokens: 5, ..base.clone() };
     let mut c = StopChecker::new(&p, &eos, tok);
     let first = c.step(tok, ids[0]).unwrap();
     assert_eq!(first.finish_reason, None);
     let text = first.text_diff + &c.flush(tok);
-    assert_eq!(
-        text, "\u{FFFD}",
-        "a stop string before min_tokens must not trim the flushed tail"
-    );
+    assert_eq!(text, "\u{FFFD}", "a stop string before min_tokens must not trim the flushed tail");
     // Past min_tokens the same tail is a stop string and is trimmed.
     let mut c = StopChecker::new(&base, &eos, tok);
     let first = c.step(tok, ids[0]).unwrap();

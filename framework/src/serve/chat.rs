@@ -66,10 +66,7 @@ async fn handle(state: Arc<AppState>, req: Request) -> Result<Response, ApiError
         (Some(true), top) => Some(top.unwrap_or(0)),
         (_, None) => None,
         (_, Some(_)) => {
-            return Err(ApiError::bad_request(
-                "top_logprobs needs logprobs = true",
-                Some("top_logprobs"),
-            ));
+            return Err(ApiError::bad_request("top_logprobs needs logprobs = true", Some("top_logprobs")));
         }
     };
     let max_tokens = match (body.max_completion_tokens, body.max_tokens) {
@@ -78,16 +75,9 @@ async fn handle(state: Arc<AppState>, req: Request) -> Result<Response, ApiError
         (None, None) => None,
     };
     let messages = messages(body.messages)?;
-    let prompt = match state
-        .llm
-        .chat_prompt(&messages)
-        .map_err(|e| ApiError::from_llm(&e, "messages"))?
-    {
+    let prompt = match state.llm.chat_prompt(&messages).map_err(|e| ApiError::from_llm(&e, "messages"))? {
         Prompt::Tokens(ids) => ids,
-        text @ Prompt::Text(_) => state
-            .llm
-            .encode_prompt(&text)
-            .map_err(|e| ApiError::from_llm(&e, "messages"))?,
+        text @ Prompt::Text(_) => state.llm.encode_prompt(&text).map_err(|e| ApiError::from_llm(&e, "messages"))?,
     };
     let spec = ParamsSpec {
         common: &body.common,
@@ -104,13 +94,7 @@ async fn handle(state: Arc<AppState>, req: Request) -> Result<Response, ApiError
     let created = unix_time();
     if body.common.stream == Some(true) {
         let include_usage = body.common.stream_options.is_some_and(|o| o.include_usage);
-        let format = ChatChunks {
-            id,
-            model,
-            created,
-            state: state.clone(),
-            sent: HashMap::new(),
-        };
+        let format = ChatChunks { id, model, created, state: state.clone(), sent: HashMap::new() };
         return Ok(submitted.into_sse(format, include_usage, "messages"));
     }
     let (outputs, usage) = submitted.collect("messages").await?;
@@ -119,22 +103,12 @@ async fn handle(state: Arc<AppState>, req: Request) -> Result<Response, ApiError
         .flat_map(|out| &out.outputs)
         .map(|o| ChatChoice {
             index: o.index,
-            message: ChatMessageOut {
-                role: "assistant",
-                content: o.text.clone(),
-            },
+            message: ChatMessageOut { role: "assistant", content: o.text.clone() },
             logprobs: o.logprobs.as_ref().map(|lps| chat_logprobs(state.llm.tokenizer(), lps)),
             finish_reason: o.finish_reason.as_ref().map(|f| f.as_openai_str()),
         })
         .collect();
-    let response = ChatResponse {
-        id,
-        object: "chat.completion",
-        created,
-        model,
-        choices,
-        usage,
-    };
+    let response = ChatResponse { id, object: "chat.completion", created, model, choices, usage };
     Ok(Json(response).into_response())
 }
 
@@ -180,15 +154,7 @@ impl ChunkFormat for ChatChunks {
                 content: (first || !o.text_diff.is_empty()).then(|| o.text_diff.clone()),
             };
             let finish_reason = o.finish_reason.as_ref().map(|f| f.as_openai_str());
-            chunks.push(self.chunk(
-                vec![ChatChunkChoice {
-                    index: o.index,
-                    delta,
-                    logprobs,
-                    finish_reason,
-                }],
-                None,
-            ));
+            chunks.push(self.chunk(vec![ChatChunkChoice { index: o.index, delta, logprobs, finish_reason }], None));
         }
         chunks
     }

@@ -31,10 +31,7 @@ fn tokenize(state: &AppState, prompt: PromptInput) -> Result<Vec<Vec<u32>>, ApiE
     if prompts.is_empty() {
         return Err(ApiError::bad_request("the prompt list is empty", Some("prompt")));
     }
-    prompts
-        .iter()
-        .map(|p| state.llm.encode_prompt(p).map_err(|e| ApiError::from_llm(&e, "prompt")))
-        .collect()
+    prompts.iter().map(|p| state.llm.encode_prompt(p).map_err(|e| ApiError::from_llm(&e, "prompt"))).collect()
 }
 
 async fn handle(state: Arc<AppState>, req: Request) -> Result<Response, ApiError> {
@@ -56,10 +53,7 @@ async fn handle(state: Arc<AppState>, req: Request) -> Result<Response, ApiError
         prompt_param: "prompt",
     };
     let max_seq_len = state.llm.max_seq_len();
-    let params = prompts
-        .iter()
-        .map(|p| spec.build(p.len(), max_seq_len))
-        .collect::<Result<Vec<_>, _>>()?;
+    let params = prompts.iter().map(|p| spec.build(p.len(), max_seq_len)).collect::<Result<Vec<_>, _>>()?;
     let n = params.first().map_or(1, |p| p.n);
     let submitted = submit(&state, prompts, &params, "prompt")?;
     let id = format!("cmpl-{:032x}", rand::random::<u128>());
@@ -67,14 +61,7 @@ async fn handle(state: Arc<AppState>, req: Request) -> Result<Response, ApiError
     let created = unix_time();
     if body.common.stream == Some(true) {
         let include_usage = body.common.stream_options.is_some_and(|o| o.include_usage);
-        let format = CompletionChunks {
-            id,
-            model,
-            created,
-            n,
-            state: state.clone(),
-            sent: HashMap::new(),
-        };
+        let format = CompletionChunks { id, model, created, n, state: state.clone(), sent: HashMap::new() };
         return Ok(submitted.into_sse(format, include_usage, "prompt"));
     }
     let (outputs, usage) = submitted.collect("prompt").await?;
@@ -85,21 +72,11 @@ async fn handle(state: Arc<AppState>, req: Request) -> Result<Response, ApiError
         .map(|(p, o)| CompletionChoice {
             index: p * n + o.index,
             text: o.text.clone(),
-            logprobs: o
-                .logprobs
-                .as_ref()
-                .map(|lps| completion_logprobs(state.llm.tokenizer(), lps, &mut 0)),
+            logprobs: o.logprobs.as_ref().map(|lps| completion_logprobs(state.llm.tokenizer(), lps, &mut 0)),
             finish_reason: o.finish_reason.as_ref().map(|f| f.as_openai_str()),
         })
         .collect();
-    let response = CompletionResponse {
-        id,
-        object: "text_completion",
-        created,
-        model,
-        choices,
-        usage: Some(usage),
-    };
+    let response = CompletionResponse { id, object: "text_completion", created, model, choices, usage: Some(usage) };
     Ok(Json(response).into_response())
 }
 

@@ -80,13 +80,7 @@ impl ApiError {
 
     /// A failure on the server's side (5xx).
     pub fn server(status: StatusCode, message: impl Into<String>) -> ApiError {
-        ApiError {
-            status,
-            message: message.into(),
-            kind: "server_error",
-            param: None,
-            code: None,
-        }
+        ApiError { status, message: message.into(), kind: "server_error", param: None, code: None }
     }
 
     /// The JSON body (also sent as an SSE `data:` line when a stream fails midway).
@@ -151,10 +145,7 @@ mod tests {
 
     #[test]
     fn sampling_errors_name_the_field_in_a_400() {
-        let bad = SamplingParams {
-            top_p: 2.0,
-            ..Default::default()
-        };
+        let bad = SamplingParams { top_p: 2.0, ..Default::default() };
         let e = ApiError::from_llm(&LlmError::Sampling(bad.validate().unwrap_err()), "prompt");
         assert_eq!(e.status, StatusCode::BAD_REQUEST);
         let body = e.body();
@@ -165,17 +156,8 @@ mod tests {
 
     #[test]
     fn submit_errors_map_to_their_field() {
-        let e = ApiError::from_llm(
-            &LlmError::Submit(SubmitError::TooLong {
-                prompt: 9,
-                max_seq_len: 8,
-            }),
-            "messages",
-        );
-        assert_eq!(
-            (e.status, e.param.as_deref()),
-            (StatusCode::BAD_REQUEST, Some("messages"))
-        );
+        let e = ApiError::from_llm(&LlmError::Submit(SubmitError::TooLong { prompt: 9, max_seq_len: 8 }), "messages");
+        assert_eq!((e.status, e.param.as_deref()), (StatusCode::BAD_REQUEST, Some("messages")));
         let e = ApiError::from_llm(&LlmError::Submit(SubmitError::ShutDown), "prompt");
         assert_eq!(e.status, StatusCode::SERVICE_UNAVAILABLE);
     }

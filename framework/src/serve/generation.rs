@@ -90,21 +90,12 @@ pub fn submit(
             .llm
             .generate_async_stream(Prompt::Tokens(ids), p)
             .map_err(|e| ApiError::from_llm(&e, prompt_param))?;
-        let timed = TimedStream {
-            inner,
-            metrics: state.metrics.clone(),
-            start,
-            first_token: None,
-            done: false,
-        };
+        let timed = TimedStream { inner, metrics: state.metrics.clone(), start, first_token: None, done: false };
         let tag: Box<dyn FnMut(Result<RequestOutput, LlmError>) -> Tagged + Send> = Box::new(move |r| (i, r));
         streams.push(timed.map(tag));
     }
     state.metrics.add_prompt_tokens(prompt_tokens.iter().sum());
-    Ok(Submitted {
-        outputs: stream::select_all(streams),
-        prompt_tokens,
-    })
+    Ok(Submitted { outputs: stream::select_all(streams), prompt_tokens })
 }
 
 impl Submitted {
@@ -139,9 +130,8 @@ impl Submitted {
             prompt_param,
             phase: Phase::Running,
         };
-        let events = stream::unfold(driver, |mut d| async move {
-            d.next_event().await.map(|e| (Ok::<_, Infallible>(e), d))
-        });
+        let events =
+            stream::unfold(driver, |mut d| async move { d.next_event().await.map(|e| (Ok::<_, Infallible>(e), d)) });
         Sse::new(events).keep_alive(KeepAlive::default()).into_response()
     }
 }

@@ -13,16 +13,11 @@ use std::sync::Arc;
 /// Reads and parses a JSON request body within the configured size and time limits.
 pub async fn read_json<T: DeserializeOwned>(req: Request, config: &ServeConfig) -> Result<T, ApiError> {
     let limit = config.max_body_bytes;
-    let declared = req
-        .headers()
-        .get(header::CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse::<usize>().ok());
+    let declared =
+        req.headers().get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<usize>().ok());
     if declared.is_some_and(|n| n > limit) {
-        return Err(
-            ApiError::bad_request(format!("the request body is larger than {limit} bytes"), None)
-                .with_status(StatusCode::PAYLOAD_TOO_LARGE),
-        );
+        return Err(ApiError::bad_request(format!("the request body is larger than {limit} bytes"), None)
+            .with_status(StatusCode::PAYLOAD_TOO_LARGE));
     }
     let bytes = match tokio::time::timeout(config.body_timeout, axum::body::to_bytes(req.into_body(), limit)).await {
         Err(_) => {
@@ -51,23 +46,15 @@ pub async fn read_json<T: DeserializeOwned>(req: Request, config: &ServeConfig) 
 
 /// The route label of a path for the metrics (unknown paths share one label).
 pub fn route_label(path: &str) -> &'static str {
-    const ROUTES: &[&str] = &[
-        "/v1/completions",
-        "/v1/chat/completions",
-        "/v1/models",
-        "/health",
-        "/health_generate",
-        "/metrics",
-    ];
+    const ROUTES: &[&str] =
+        &["/v1/completions", "/v1/chat/completions", "/v1/models", "/health", "/health_generate", "/metrics"];
     ROUTES.iter().find(|r| **r == path).copied().unwrap_or("other")
 }
 
 /// Whether `headers` carry `Authorization: Bearer <key>` (compared in constant time).
 pub fn authorized(headers: &HeaderMap, key: &str) -> bool {
-    let Some(given) = headers
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
+    let Some(given) =
+        headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok()).and_then(|v| v.strip_prefix("Bearer "))
     else {
         return false;
     };

@@ -40,19 +40,10 @@ pub fn chat_logprobs(tokenizer: &Tokenizer, lps: &[TokenLogprob]) -> ChatLogprob
                 .iter()
                 .map(|&(id, logprob)| {
                     let token = token_text(tokenizer, id);
-                    TopLogprob {
-                        bytes: token.as_bytes().to_vec(),
-                        token,
-                        logprob,
-                    }
+                    TopLogprob { bytes: token.as_bytes().to_vec(), token, logprob }
                 })
                 .collect();
-            TokenLogprobOut {
-                bytes: token.as_bytes().to_vec(),
-                token,
-                logprob: lp.logprob,
-                top_logprobs,
-            }
+            TokenLogprobOut { bytes: token.as_bytes().to_vec(), token, logprob: lp.logprob, top_logprobs }
         })
         .collect();
     ChatLogprobs { content }

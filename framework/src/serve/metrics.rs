@@ -26,14 +26,8 @@ struct HistogramState {
 
 impl Histogram {
     fn new(bounds: &'static [f64]) -> Histogram {
-        let state = HistogramState {
-            counts: vec![0; bounds.len() + 1],
-            ..Default::default()
-        };
-        Histogram {
-            bounds,
-            state: Mutex::new(state),
-        }
+        let state = HistogramState { counts: vec![0; bounds.len() + 1], ..Default::default() };
+        Histogram { bounds, state: Mutex::new(state) }
     }
 
     fn observe(&self, v: f64) {
@@ -57,15 +51,12 @@ impl Histogram {
     }
 }
 
-const TTFT_BUCKETS: &[f64] = &[
-    0.001, 0.005, 0.01, 0.02, 0.04, 0.06, 0.08, 0.1, 0.25, 0.5, 0.75, 1.0, 2.5, 5.0, 7.5, 10.0, 20.0, 40.0, 80.0,
-];
-const TPOT_BUCKETS: &[f64] = &[
-    0.01, 0.025, 0.05, 0.075, 0.1, 0.15, 0.2, 0.3, 0.4, 0.5, 0.75, 1.0, 2.5, 5.0, 7.5, 10.0, 20.0, 40.0, 80.0,
-];
-const E2E_BUCKETS: &[f64] = &[
-    0.3, 0.5, 0.8, 1.0, 1.5, 2.0, 2.5, 5.0, 10.0, 15.0, 20.0, 30.0, 40.0, 50.0, 60.0, 120.0, 240.0, 480.0,
-];
+const TTFT_BUCKETS: &[f64] =
+    &[0.001, 0.005, 0.01, 0.02, 0.04, 0.06, 0.08, 0.1, 0.25, 0.5, 0.75, 1.0, 2.5, 5.0, 7.5, 10.0, 20.0, 40.0, 80.0];
+const TPOT_BUCKETS: &[f64] =
+    &[0.01, 0.025, 0.05, 0.075, 0.1, 0.15, 0.2, 0.3, 0.4, 0.5, 0.75, 1.0, 2.5, 5.0, 7.5, 10.0, 20.0, 40.0, 80.0];
+const E2E_BUCKETS: &[f64] =
+    &[0.3, 0.5, 0.8, 1.0, 1.5, 2.0, 2.5, 5.0, 10.0, 15.0, 20.0, 30.0, 40.0, 50.0, 60.0, 120.0, 240.0, 480.0];
 
 /// Counters and histograms the server updates; gauges come from the executor at render time.
 #[derive(Debug)]
@@ -121,16 +112,10 @@ impl Metrics {
     /// The Prometheus text exposition of everything, with the executor's current `stats`.
     pub fn render(&self, stats: &ExecutorStats, model: &str) -> String {
         let mut out = String::new();
-        let _ = writeln!(
-            out,
-            "# HELP rtllm_http_requests_total HTTP requests answered, by route and status."
-        );
+        let _ = writeln!(out, "# HELP rtllm_http_requests_total HTTP requests answered, by route and status.");
         let _ = writeln!(out, "# TYPE rtllm_http_requests_total counter");
         for ((route, status), n) in self.requests.lock().unwrap_or_else(|p| p.into_inner()).iter() {
-            let _ = writeln!(
-                out,
-                "rtllm_http_requests_total{{route=\"{route}\",status=\"{status}\"}} {n}"
-            );
+            let _ = writeln!(out, "rtllm_http_requests_total{{route=\"{route}\",status=\"{status}\"}} {n}");
         }
         let counter = |out: &mut String, name: &str, help: &str, v: u64| {
             let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} counter\n{name} {v}");
@@ -150,21 +135,13 @@ impl Metrics {
             "Tokens generated.",
             self.generation_tokens.load(Ordering::Relaxed),
         );
-        self.ttft.render(
-            &mut out,
-            "rtllm_time_to_first_token_seconds",
-            "Time from request to its first token.",
-        );
+        self.ttft.render(&mut out, "rtllm_time_to_first_token_seconds", "Time from request to its first token.");
         self.tpot.render(
             &mut out,
             "rtllm_time_per_output_token_seconds",
             "Mean time per generated token after the first.",
         );
-        self.e2e.render(
-            &mut out,
-            "rtllm_e2e_request_latency_seconds",
-            "Time from request to its last token.",
-        );
+        self.e2e.render(&mut out, "rtllm_e2e_request_latency_seconds", "Time from request to its last token.");
         gauge(
             &mut out,
             "rtllm_num_requests_waiting",
@@ -178,62 +155,26 @@ impl Metrics {
             stats.running_requests as f64,
         );
         let kv = &stats.kv;
-        let usage = if kv.total_blocks == 0 {
-            0.0
-        } else {
-            kv.used_blocks as f64 / kv.total_blocks as f64
-        };
-        gauge(
-            &mut out,
-            "rtllm_kv_cache_usage_ratio",
-            "Fraction of KV cache blocks in use.",
-            usage,
-        );
+        let usage = if kv.total_blocks == 0 { 0.0 } else { kv.used_blocks as f64 / kv.total_blocks as f64 };
+        gauge(&mut out, "rtllm_kv_cache_usage_ratio", "Fraction of KV cache blocks in use.", usage);
         gauge(
             &mut out,
             "rtllm_kv_cache_used_blocks",
             "KV cache blocks referenced by a sequence.",
             kv.used_blocks as f64,
         );
-        gauge(
-            &mut out,
-            "rtllm_kv_cache_total_blocks",
-            "KV cache blocks in all.",
-            kv.total_blocks as f64,
-        );
-        gauge(
-            &mut out,
-            "rtllm_kv_cache_hit_rate",
-            "Prompt blocks found in the cache / looked up.",
-            kv.hit_rate(),
-        );
-        counter(
-            &mut out,
-            "rtllm_kv_cache_reused_blocks_total",
-            "Prompt blocks found in the cache.",
-            kv.reused_blocks,
-        );
+        gauge(&mut out, "rtllm_kv_cache_total_blocks", "KV cache blocks in all.", kv.total_blocks as f64);
+        gauge(&mut out, "rtllm_kv_cache_hit_rate", "Prompt blocks found in the cache / looked up.", kv.hit_rate());
+        counter(&mut out, "rtllm_kv_cache_reused_blocks_total", "Prompt blocks found in the cache.", kv.reused_blocks);
         counter(
             &mut out,
             "rtllm_kv_cache_missed_blocks_total",
             "Prompt blocks not found in the cache.",
             kv.missed_blocks,
         );
-        counter(
-            &mut out,
-            "rtllm_preemptions_total",
-            "Requests preempted by the scheduler.",
-            stats.preemptions,
-        );
-        let _ = writeln!(
-            out,
-            "# HELP rtllm_model_info The served model.\n# TYPE rtllm_model_info gauge"
-        );
-        let _ = writeln!(
-            out,
-            "rtllm_model_info{{model=\"{}\"}} 1",
-            model.replace(['\\', '"', '\n'], "_")
-        );
+        counter(&mut out, "rtllm_preemptions_total", "Requests preempted by the scheduler.", stats.preemptions);
+        let _ = writeln!(out, "# HELP rtllm_model_info The served model.\n# TYPE rtllm_model_info gauge");
+        let _ = writeln!(out, "rtllm_model_info{{model=\"{}\"}} 1", model.replace(['\\', '"', '\n'], "_"));
         out
     }
 }
@@ -252,18 +193,11 @@ mod tests {
         m.add_generation_tokens(3);
         m.observe_ttft(Duration::from_millis(30));
         m.observe_ttft(Duration::from_secs(100));
-        let mut stats = ExecutorStats {
-            running_requests: 2,
-            waiting_requests: 1,
-            ..Default::default()
-        };
+        let mut stats = ExecutorStats { running_requests: 2, waiting_requests: 1, ..Default::default() };
         stats.kv.total_blocks = 10;
         stats.kv.used_blocks = 5;
         let text = m.render(&stats, "m");
-        assert!(
-            text.contains("rtllm_http_requests_total{route=\"/v1/completions\",status=\"200\"} 2"),
-            "{text}"
-        );
+        assert!(text.contains("rtllm_http_requests_total{route=\"/v1/completions\",status=\"200\"} 2"), "{text}");
         assert!(text.contains("rtllm_http_requests_total{route=\"/v1/completions\",status=\"400\"} 1"));
         assert!(text.contains("rtllm_prompt_tokens_total 7\n"));
         assert!(text.contains("rtllm_generation_tokens_total 3\n"));

@@ -70,9 +70,7 @@ impl ServeConfig {
 /// The model name served for a model file or directory: its file stem (`model.gguf` →
 /// `model`) or directory name.
 pub fn model_name_from_path(path: &Path) -> String {
-    path.file_stem()
-        .map(|s| s.to_string_lossy().into_owned())
-        .unwrap_or_else(|| "model".into())
+    path.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_else(|| "model".into())
 }
 
 /// What every handler shares.
@@ -84,11 +82,7 @@ pub struct AppState {
 
 /// The server's routes over `llm`.
 pub fn router(llm: Arc<Llm>, config: ServeConfig) -> Router {
-    let state = Arc::new(AppState {
-        llm,
-        config,
-        metrics: Arc::new(Metrics::default()),
-    });
+    let state = Arc::new(AppState { llm, config, metrics: Arc::new(Metrics::default()) });
     Router::new()
         .route("/v1/completions", post(completions::completions))
         .route("/v1/chat/completions", post(chat::chat_completions))
@@ -119,16 +113,10 @@ pub struct Server {
 
 /// Binds `addr` (`host:port`; port 0 picks a free port) and builds the router; see [`Server::local_addr`].
 pub async fn bind(addr: &str, llm: Arc<Llm>, config: ServeConfig) -> Result<Server, ServeError> {
-    let listener = TcpListener::bind(addr).await.map_err(|source| ServeError::Bind {
-        addr: addr.to_string(),
-        source,
-    })?;
+    let listener =
+        TcpListener::bind(addr).await.map_err(|source| ServeError::Bind { addr: addr.to_string(), source })?;
     let addr = listener.local_addr()?;
-    Ok(Server {
-        listener,
-        app: router(llm, config),
-        addr,
-    })
+    Ok(Server { listener, app: router(llm, config), addr })
 }
 
 impl Server {
@@ -144,16 +132,11 @@ impl Server {
 
     /// Serves until `shutdown` completes, then lets open requests finish.
     pub async fn run_until(self, shutdown: impl Future<Output = ()> + Send + 'static) -> Result<(), ServeError> {
-        Ok(axum::serve(self.listener, self.app)
-            .with_graceful_shutdown(shutdown)
-            .await?)
+        Ok(axum::serve(self.listener, self.app).with_graceful_shutdown(shutdown).await?)
     }
 }
 
 /// Seconds since the Unix epoch (OpenAI's `created`).
 fn unix_time() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0)
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
 }

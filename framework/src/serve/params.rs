@@ -133,11 +133,7 @@ mod tests {
         let c = CommonFields::default();
         let p = spec(&c, None).build(10, 100).unwrap();
         assert_eq!((p.max_tokens, p.temperature, p.top_p, p.n), (90, 1.0, 1.0, 1));
-        let c = CommonFields {
-            top_k: Some(-1),
-            stop: Some(StopInput::One("x".into())),
-            ..Default::default()
-        };
+        let c = CommonFields { top_k: Some(-1), stop: Some(StopInput::One("x".into())), ..Default::default() };
         let p = spec(&c, Some(5)).build(10, 100).unwrap();
         assert_eq!((p.top_k, p.max_tokens, p.stop), (0, 5, vec!["x".to_string()]));
     }
@@ -146,47 +142,10 @@ mod tests {
     fn bad_values_name_their_field() {
         let param = |c: CommonFields, m: Option<usize>, len: usize| spec(&c, m).build(len, 100).unwrap_err().param;
         let d = CommonFields::default;
-        assert_eq!(
-            param(
-                CommonFields {
-                    temperature: Some(-1.0),
-                    ..d()
-                },
-                None,
-                5
-            )
-            .as_deref(),
-            Some("temperature")
-        );
-        assert_eq!(
-            param(
-                CommonFields {
-                    top_p: Some(0.0),
-                    ..d()
-                },
-                None,
-                5
-            )
-            .as_deref(),
-            Some("top_p")
-        );
-        assert_eq!(
-            param(CommonFields { top_k: Some(-3), ..d() }, None, 5).as_deref(),
-            Some("top_k")
-        );
-        assert_eq!(
-            param(
-                CommonFields {
-                    n: Some(2),
-                    temperature: Some(0.0),
-                    ..d()
-                },
-                None,
-                5
-            )
-            .as_deref(),
-            Some("n")
-        );
+        assert_eq!(param(CommonFields { temperature: Some(-1.0), ..d() }, None, 5).as_deref(), Some("temperature"));
+        assert_eq!(param(CommonFields { top_p: Some(0.0), ..d() }, None, 5).as_deref(), Some("top_p"));
+        assert_eq!(param(CommonFields { top_k: Some(-3), ..d() }, None, 5).as_deref(), Some("top_k"));
+        assert_eq!(param(CommonFields { n: Some(2), temperature: Some(0.0), ..d() }, None, 5).as_deref(), Some("n"));
         assert_eq!(param(d(), Some(96), 5).as_deref(), Some("max_tokens"));
         assert_eq!(param(d(), Some(0), 5).as_deref(), Some("max_tokens"));
         assert_eq!(param(d(), None, 100).as_deref(), Some("prompt"));

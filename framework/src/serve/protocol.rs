@@ -116,11 +116,7 @@ pub struct Usage {
 
 impl Usage {
     pub fn new(prompt_tokens: usize, completion_tokens: usize) -> Usage {
-        Usage {
-            prompt_tokens,
-            completion_tokens,
-            total_tokens: prompt_tokens + completion_tokens,
-        }
+        Usage { prompt_tokens, completion_tokens, total_tokens: prompt_tokens + completion_tokens }
     }
 }
 
@@ -248,15 +244,9 @@ mod tests {
     fn prompts_in_every_openai_form() {
         let p = |s: &str| serde_json::from_str::<CompletionRequest>(s).map(|r| r.prompt);
         assert_eq!(p(r#"{"prompt": "hi"}"#).unwrap(), PromptInput::Text("hi".into()));
-        assert_eq!(
-            p(r#"{"prompt": ["a", "b"]}"#).unwrap(),
-            PromptInput::Texts(vec!["a".into(), "b".into()])
-        );
+        assert_eq!(p(r#"{"prompt": ["a", "b"]}"#).unwrap(), PromptInput::Texts(vec!["a".into(), "b".into()]));
         assert_eq!(p(r#"{"prompt": [1, 2]}"#).unwrap(), PromptInput::Tokens(vec![1, 2]));
-        assert_eq!(
-            p(r#"{"prompt": [[1], [2, 3]]}"#).unwrap(),
-            PromptInput::TokenLists(vec![vec![1], vec![2, 3]])
-        );
+        assert_eq!(p(r#"{"prompt": [[1], [2, 3]]}"#).unwrap(), PromptInput::TokenLists(vec![vec![1], vec![2, 3]]));
         assert!(p(r#"{"prompt": 3}"#).is_err());
         assert!(p(r#"{}"#).is_err());
     }
@@ -271,10 +261,7 @@ mod tests {
         .unwrap();
         assert_eq!(r.common.model.as_deref(), Some("m"));
         assert_eq!(r.common.temperature, Some(0.0));
-        assert_eq!(
-            r.common.stop.clone().map(StopInput::into_vec),
-            Some(vec!["x".to_string()])
-        );
+        assert_eq!(r.common.stop.clone().map(StopInput::into_vec), Some(vec!["x".to_string()]));
         assert_eq!(r.common.top_k, Some(-1));
         assert!(r.common.stream_options.unwrap().include_usage);
         assert_eq!(r.max_completion_tokens, Some(5));

@@ -19,28 +19,18 @@ pub async fn health() -> StatusCode {
 /// Runs a one-token greedy generation through the shared executor.
 pub async fn health_generate(State(state): State<Arc<AppState>>) -> Response {
     let timeout = state.config.health_generate_timeout;
-    let ids = state
-        .llm
-        .tokenizer()
-        .bos_token_id()
-        .or_else(|| state.llm.eos_token_ids().first().copied())
-        .unwrap_or(0);
+    let ids = state.llm.tokenizer().bos_token_id().or_else(|| state.llm.eos_token_ids().first().copied()).unwrap_or(0);
     let params = SamplingParams::greedy(1);
     let generation = state.llm.generate_async(Prompt::Tokens(vec![ids]), &params);
     match tokio::time::timeout(timeout, generation).await {
         Ok(Ok(out)) if out.outputs.first().is_some_and(|o| !o.token_ids.is_empty()) => {
             Json(serde_json::json!({"status": "ok"})).into_response()
         }
-        Ok(Ok(_)) => ApiError::server(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "the health generation produced no token",
-        )
-        .into_response(),
-        Ok(Err(e)) => ApiError::server(
-            StatusCode::SERVICE_UNAVAILABLE,
-            format!("the health generation failed: {e}"),
-        )
-        .into_response(),
+        Ok(Ok(_)) => {
+            ApiError::server(StatusCode::SERVICE_UNAVAILABLE, "the health generation produced no token").into_response()
+        }
+        Ok(Err(e)) => ApiError::server(StatusCode::SERVICE_UNAVAILABLE, format!("the health generation failed: {e}"))
+            .into_response(),
         Err(_) => ApiError::server(
             StatusCode::SERVICE_UNAVAILABLE,
             format!("the health generation took longer than {timeout:?}"),
@@ -57,19 +47,10 @@ pub async fn models(State(state): State<Arc<AppState>>) -> Json<ModelList> {
         owned_by: "rtllm",
         max_model_len: state.llm.max_seq_len(),
     };
-    Json(ModelList {
-        object: "list",
-        data: vec![card],
-    })
+    Json(ModelList { object: "list", data: vec![card] })
 }
 
 pub async fn metrics(State(state): State<Arc<AppState>>) -> Response {
-    let text = state
-        .metrics
-        .render(&state.llm.stats(), &state.config.served_model_name);
-    (
-        [(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")],
-        text,
-    )
-        .into_response()
+    let text = state.metrics.render(&state.llm.stats(), &state.config.served_model_name);
+    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], text).into_response()
 }

@@ -19,15 +19,7 @@ pub struct AddedToken {
 
 impl AddedToken {
     pub fn plain(content: String, id: u32, special: bool) -> AddedToken {
-        AddedToken {
-            content,
-            id,
-            special,
-            lstrip: false,
-            rstrip: false,
-            single_word: false,
-            normalized: false,
-        }
+        AddedToken { content, id, special, lstrip: false, rstrip: false, single_word: false, normalized: false }
     }
 }
 
@@ -83,10 +75,7 @@ impl Matcher {
                     cut_end = text.len() - text[end..].trim_start().len();
                 }
                 if cut_start > text_start {
-                    out.push(Segment::Text {
-                        text: &text[text_start..cut_start],
-                        start: base + text_start,
-                    });
+                    out.push(Segment::Text { text: &text[text_start..cut_start], start: base + text_start });
                 }
                 out.push(Segment::Token(tok.id));
                 text_start = cut_end;
@@ -96,10 +85,7 @@ impl Matcher {
             }
         }
         if text_start < text.len() {
-            out.push(Segment::Text {
-                text: &text[text_start..],
-                start: base + text_start,
-            });
+            out.push(Segment::Text { text: &text[text_start..], start: base + text_start });
         }
         out
     }
@@ -151,13 +137,7 @@ mod tests {
         ]);
         let segs = m.split("<|im_start|>user\nhi  <|end|>  x<|im", 0);
         assert_eq!(texts(&segs), ["#1", "user\nhi", "#7", "x", "#9"]);
-        assert_eq!(
-            segs[1],
-            Segment::Text {
-                text: "user\nhi",
-                start: 12
-            }
-        );
+        assert_eq!(segs[1], Segment::Text { text: "user\nhi", start: 12 });
         assert_eq!(texts(&m.split("", 0)), Vec::<String>::new());
     }
 

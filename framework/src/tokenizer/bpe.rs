@@ -22,10 +22,7 @@ impl Vocab {
             return Err(TokenizerError::Invalid("the vocabulary is empty".into()));
         }
         if u32::try_from(tokens.len()).is_err() {
-            return Err(TokenizerError::Invalid(format!(
-                "vocabulary of {} tokens is too large",
-                tokens.len()
-            )));
+            return Err(TokenizerError::Invalid(format!("vocabulary of {} tokens is too large", tokens.len())));
         }
         let index = IdIndex::new(&tokens);
         Ok(Vocab { tokens, index })
@@ -50,9 +47,7 @@ impl IdIndex {
 
     /// Indexes `tokens` (fewer than `u32::MAX`); the lowest id of a repeated string wins.
     fn new(tokens: &[String]) -> IdIndex {
-        let mut index = IdIndex {
-            slots: vec![Self::EMPTY; (tokens.len() * 2).next_power_of_two().max(2)],
-        };
+        let mut index = IdIndex { slots: vec![Self::EMPTY; (tokens.len() * 2).next_power_of_two().max(2)] };
         for (id, token) in tokens.iter().enumerate() {
             let slot = index.probe(tokens, token);
             if index.slots[slot] == Self::EMPTY {
@@ -143,11 +138,7 @@ impl Bpe {
         opts: BpeOptions,
     ) -> Result<Bpe, TokenizerError> {
         if scores.len() != vocab.tokens.len() {
-            return Err(TokenizerError::Invalid(format!(
-                "{} scores for {} tokens",
-                scores.len(),
-                vocab.tokens.len()
-            )));
+            return Err(TokenizerError::Invalid(format!("{} scores for {} tokens", scores.len(), vocab.tokens.len())));
         }
         let mut distinct: Vec<f32> = scores.to_vec();
         distinct.sort_by(|a, b| b.total_cmp(a));
@@ -181,12 +172,7 @@ impl Bpe {
         } else {
             None
         };
-        Bpe {
-            merges,
-            opts,
-            byte_ids,
-            cache: Mutex::new(HashMap::new()),
-        }
+        Bpe { merges, opts, byte_ids, cache: Mutex::new(HashMap::new()) }
     }
 
     /// Appends the ids of one pre-token (already in the vocabulary's alphabet) to `out`.
@@ -293,12 +279,7 @@ impl Bpe {
 impl Clone for Bpe {
     /// A copy with an empty cache.
     fn clone(&self) -> Bpe {
-        Bpe {
-            merges: self.merges.clone(),
-            opts: self.opts.clone(),
-            byte_ids: self.byte_ids,
-            cache: Mutex::default(),
-        }
+        Bpe { merges: self.merges.clone(), opts: self.opts.clone(), byte_ids: self.byte_ids, cache: Mutex::default() }
     }
 }
 
@@ -331,19 +312,13 @@ mod tests {
     }
 
     fn pairs(merges: &[&str]) -> Vec<(String, String)> {
-        merges
-            .iter()
-            .map(|m| m.split_once(' ').map(|(a, b)| (a.into(), b.into())).unwrap())
-            .collect()
+        merges.iter().map(|m| m.split_once(' ').map(|(a, b)| (a.into(), b.into())).unwrap()).collect()
     }
 
     #[test]
     fn reverse_map_finds_every_token_and_keeps_the_lowest_duplicate() {
         let v = vocab(&["a", "b", "a", "", "ab", "b"]);
-        assert_eq!(
-            (v.id("a"), v.id("b"), v.id(""), v.id("ab")),
-            (Some(0), Some(1), Some(3), Some(4))
-        );
+        assert_eq!((v.id("a"), v.id("b"), v.id(""), v.id("ab")), (Some(0), Some(1), Some(3), Some(4)));
         assert_eq!((v.id("c"), v.id("abc"), v.id("A")), (None, None, None));
         let many: Vec<String> = (0..50_000).map(|i| format!("t{i:x}")).collect();
         let v = Vocab::new(many.clone()).unwrap();
@@ -388,10 +363,7 @@ mod tests {
 
     #[test]
     fn scores_byte_fallback_and_unk() {
-        let mut toks: Vec<String> = ["<unk>", "▁", "h", "i", "▁h", "▁hi", "hi"]
-            .iter()
-            .map(|s| s.to_string())
-            .collect();
+        let mut toks: Vec<String> = ["<unk>", "▁", "h", "i", "▁h", "▁hi", "hi"].iter().map(|s| s.to_string()).collect();
         toks.extend((0..=255u8).map(|b| format!("<0x{b:02X}>")));
         let v = Vocab::new(toks).unwrap();
         let mut scores = vec![0.0f32; v.tokens.len()];
@@ -399,19 +371,11 @@ mod tests {
         scores[5] = -0.5; // ▁hi
         scores[6] = -0.1; // hi: higher than ▁h, so "▁hi" is reached through ▁ + hi
         let mergeable: Vec<bool> = (0..v.tokens.len()).map(|i| i < 7).collect();
-        let opts = BpeOptions {
-            byte_fallback: true,
-            unk_id: Some(0),
-            ..Default::default()
-        };
+        let opts = BpeOptions { byte_fallback: true, unk_id: Some(0), ..Default::default() };
         let bpe = Bpe::from_scores(&v, &scores, &mergeable, opts).unwrap();
         assert_eq!(run(&bpe, &v, "▁hi"), ["▁hi"]);
         assert_eq!(run(&bpe, &v, "▁hé"), ["▁h", "<0xC3>", "<0xA9>"]);
-        let opts = BpeOptions {
-            unk_id: Some(0),
-            fuse_unk: true,
-            ..Default::default()
-        };
+        let opts = BpeOptions { unk_id: Some(0), fuse_unk: true, ..Default::default() };
         let bpe = Bpe::from_scores(&v, &scores, &mergeable, opts).unwrap();
         assert_eq!(run(&bpe, &v, "ééhi"), ["<unk>", "hi"]);
     }

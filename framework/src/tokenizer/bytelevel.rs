@@ -27,10 +27,7 @@ fn tables() -> &'static Tables {
             byte_to_char[b as usize] = c;
             char_to_byte.insert(c, b as u8);
         }
-        Tables {
-            byte_to_char,
-            char_to_byte,
-        }
+        Tables { byte_to_char, char_to_byte }
     })
 }
 

@@ -17,10 +17,7 @@ pub struct ChatMessage {
 
 impl ChatMessage {
     pub fn new(role: impl Into<String>, content: impl Into<String>) -> ChatMessage {
-        ChatMessage {
-            role: role.into(),
-            content: content.into(),
-        }
+        ChatMessage { role: role.into(), content: content.into() }
     }
 }
 
@@ -55,10 +52,7 @@ impl ChatTemplate {
         env.set_lstrip_blocks(true);
         env.set_unknown_method_callback(minijinja_contrib::pycompat::unknown_method_callback);
         env.add_function("raise_exception", |msg: String| -> Result<Value, Error> {
-            Err(Error::new(
-                ErrorKind::InvalidOperation,
-                format!("raise_exception: {msg}"),
-            ))
+            Err(Error::new(ErrorKind::InvalidOperation, format!("raise_exception: {msg}")))
         });
         env.add_function("strftime_now", |format: String| -> String {
             let secs = std::time::SystemTime::now()
@@ -68,8 +62,7 @@ impl ChatTemplate {
             strftime(&format, secs)
         });
         env.add_filter("tojson", tojson);
-        env.add_template_owned(NAME, source.to_owned())
-            .map_err(template_error)?;
+        env.add_template_owned(NAME, source.to_owned()).map_err(template_error)?;
         Ok(ChatTemplate { env })
     }
 
@@ -177,12 +170,7 @@ fn write_json(v: &Value, indent: Option<usize>, sort: bool, depth: usize, out: &
             newline(out, depth);
             out.push('}');
         }
-        _ => {
-            return Err(Error::new(
-                ErrorKind::InvalidOperation,
-                format!("tojson: cannot serialize {}", v.kind()),
-            ))
-        }
+        _ => return Err(Error::new(ErrorKind::InvalidOperation, format!("tojson: cannot serialize {}", v.kind()))),
     }
     Ok(())
 }
@@ -223,15 +211,7 @@ pub fn strftime(format: &str, unix_secs: i64) -> String {
         "November",
         "December",
     ];
-    const DAYS: [&str; 7] = [
-        "Sunday",
-        "Monday",
-        "Tuesday",
-        "Wednesday",
-        "Thursday",
-        "Friday",
-        "Saturday",
-    ];
+    const DAYS: [&str; 7] = ["Sunday", "Monday", "Tuesday", "Wednesday", "Thursday", "Friday", "Saturday"];
     let days = unix_secs.div_euclid(86_400);
     let secs = unix_secs.rem_euclid(86_400);
     let (y, m, d) = civil_from_days(days);
@@ -308,24 +288,15 @@ mod tests {
     use super::*;
 
     fn msgs() -> Vec<ChatMessage> {
-        vec![
-            ChatMessage::new("system", "  Be brief. "),
-            ChatMessage::new("user", "Hi \"there\"\n"),
-        ]
+        vec![ChatMessage::new("system", "  Be brief. "), ChatMessage::new("user", "Hi \"there\"\n")]
     }
 
     #[test]
     fn trims_blocks_and_python_methods() {
         let src = "{% for m in messages %}\n  {% if m.role == 'system' %}\n[{{ m.content.strip() }}]\n  {% elif m['content'].startswith('Hi') %}\n<{{ m.content | trim }}>{{ eos_token }}\n  {% endif %}\n{% endfor %}\n{% if add_generation_prompt %}{{ bos_token }}{% endif %}\n";
         let t = ChatTemplate::new(src).unwrap();
-        assert_eq!(
-            t.render(&msgs(), true, "<s>", "</s>").unwrap(),
-            "[Be brief.]\n<Hi \"there\"></s>\n<s>"
-        );
-        assert_eq!(
-            t.render(&msgs(), false, "<s>", "</s>").unwrap(),
-            "[Be brief.]\n<Hi \"there\"></s>\n"
-        );
+        assert_eq!(t.render(&msgs(), true, "<s>", "</s>").unwrap(), "[Be brief.]\n<Hi \"there\"></s>\n<s>");
+        assert_eq!(t.render(&msgs(), false, "<s>", "</s>").unwrap(), "[Be brief.]\n<Hi \"there\"></s>\n");
     }
 
     #[test]
@@ -350,10 +321,7 @@ mod tests {
         // 2024-07-23 14:05:09 UTC, a Tuesday.
         let t = 1_721_743_509;
         assert_eq!(strftime("%d %b %Y", t), "23 Jul 2024");
-        assert_eq!(
-            strftime("%A %B %-d, %y %H:%M:%S %I%p %j %%", t),
-            "Tuesday July 23, 24 14:05:09 02PM 205 %"
-        );
+        assert_eq!(strftime("%A %B %-d, %y %H:%M:%S %I%p %j %%", t), "Tuesday July 23, 24 14:05:09 02PM 205 %");
         assert_eq!(strftime("%Y-%m-%d", 0), "1970-01-01");
         assert_eq!(strftime("%Y-%m-%d %a", 951_782_400), "2000-02-29 Tue");
     }

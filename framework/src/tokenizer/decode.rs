@@ -84,9 +84,7 @@ impl DecodePlan {
                 _ => per_token.push(step.clone()),
             }
         }
-        let first_differs = per_token
-            .iter()
-            .any(|s| matches!(s, DecoderStep::Metaspace { strip_first: true, .. }));
+        let first_differs = per_token.iter().any(|s| matches!(s, DecoderStep::Metaspace { strip_first: true, .. }));
         let mut plan = DecodePlan {
             steps: per_token,
             pieces: Vec::new(),
@@ -143,10 +141,7 @@ impl DecodePlan {
                     }
                     text = s.to_owned();
                 }
-                DecoderStep::Metaspace {
-                    replacement,
-                    strip_first,
-                } => {
+                DecoderStep::Metaspace { replacement, strip_first } => {
                     text = if first && *strip_first {
                         text.chars().filter(|c| c != replacement).collect()
                     } else {
@@ -216,28 +211,17 @@ mod tests {
     }
 
     fn decode(plan: &DecodePlan, tokens: &[String], ids: &[u32]) -> String {
-        plan.finish_text(
-            ids.iter()
-                .enumerate()
-                .map(|(i, &id)| plan.piece(id, &tokens[id as usize], i == 0)),
-        )
+        plan.finish_text(ids.iter().enumerate().map(|(i, &id)| plan.piece(id, &tokens[id as usize], i == 0)))
     }
 
     #[test]
     fn sentencepiece_chain_with_byte_fallback() {
         let tokens = toks(&["▁Hello", "▁world", "<0xE4>", "<0xBD>", "<0xA0>", "<0x80>", "!"]);
         let steps = vec![
-            DecoderStep::Replace {
-                pattern: "▁".into(),
-                content: " ".into(),
-            },
+            DecoderStep::Replace { pattern: "▁".into(), content: " ".into() },
             DecoderStep::ByteFallback,
             DecoderStep::Fuse,
-            DecoderStep::Strip {
-                content: ' ',
-                start: 1,
-                stop: 0,
-            },
+            DecoderStep::Strip { content: ' ', start: 1, stop: 0 },
         ];
         let plan = DecodePlan::new(Some(steps), &tokens).unwrap();
         assert_eq!(decode(&plan, &tokens, &[0, 1, 2, 3, 4, 6]), "Hello world你!");
@@ -248,10 +232,7 @@ mod tests {
     #[test]
     fn metaspace_strips_only_the_first_token() {
         let tokens = toks(&["▁", "▁Hi", "▁▁there"]);
-        let steps = vec![DecoderStep::Metaspace {
-            replacement: '▁',
-            strip_first: true,
-        }];
+        let steps = vec![DecoderStep::Metaspace { replacement: '▁', strip_first: true }];
         let plan = DecodePlan::new(Some(steps), &tokens).unwrap();
         assert_eq!(decode(&plan, &tokens, &[0, 1, 2]), " Hi  there");
         assert_eq!(decode(&plan, &tokens, &[1, 2]), "Hi  there");

@@ -15,11 +15,7 @@ use crate::weights::gguf::{tokenizer::tokenizer_spec, GgufFile};
 fn model_path() -> PathBuf {
     let cache = std::env::var_os("RTLLM_CACHE_DIR")
         .map(PathBuf::from)
-        .unwrap_or_else(|| {
-            PathBuf::from(std::env::var_os("HOME").unwrap_or_default())
-                .join(".cache")
-                .join("rtllm")
-        });
+        .unwrap_or_else(|| PathBuf::from(std::env::var_os("HOME").unwrap_or_default()).join(".cache").join("rtllm"));
     cache.join("models").join("SmolLM2-135M-Instruct.Q4_1.gguf")
 }
 
@@ -43,9 +39,7 @@ pub(super) fn spec_and_fixture() -> Option<(TokenizerSpec, Value)> {
     }
     let bytes = std::fs::read(&model).expect("read the GGUF");
     let file = GgufFile::parse(&bytes).expect("parse the GGUF");
-    let spec = tokenizer_spec(&file.metadata)
-        .expect("tokenizer metadata")
-        .expect("a tokenizer in the GGUF");
+    let spec = tokenizer_spec(&file.metadata).expect("tokenizer metadata").expect("a tokenizer in the GGUF");
     let fixture =
         serde_json::from_str(&std::fs::read_to_string(&fixture).expect("read the fixture")).expect("parse the fixture");
     Some((spec, fixture))
@@ -57,20 +51,13 @@ fn loaded() -> Option<&'static Loaded> {
     LOADED
         .get_or_init(|| {
             let (spec, fixture) = spec_and_fixture()?;
-            Some(Loaded {
-                tok: Tokenizer::from_spec(spec).expect("build the tokenizer"),
-                fixture,
-            })
+            Some(Loaded { tok: Tokenizer::from_spec(spec).expect("build the tokenizer"), fixture })
         })
         .as_ref()
 }
 
 fn ids_of(v: &Value) -> Vec<u32> {
-    v.as_array()
-        .expect("an id list")
-        .iter()
-        .map(|i| i.as_u64().expect("an id") as u32)
-        .collect()
+    v.as_array().expect("an id list").iter().map(|i| i.as_u64().expect("an id") as u32).collect()
 }
 
 fn streamed(tok: &Tokenizer, ids: &[u32], skip: bool) -> String {
@@ -97,39 +84,18 @@ fn encode_and_decode_match_hf() {
             failures.push(format!("encode {text:?}: got {got:?}, HF {want:?}"));
             continue;
         }
-        let pieces: Vec<&str> = want
-            .iter()
-            .map(|&i| l.tok.id_to_token(i).expect("id in vocab"))
-            .collect();
-        let want_pieces: Vec<&str> = case["pieces"]
-            .as_array()
-            .expect("pieces")
-            .iter()
-            .filter_map(Value::as_str)
-            .collect();
+        let pieces: Vec<&str> = want.iter().map(|&i| l.tok.id_to_token(i).expect("id in vocab")).collect();
+        let want_pieces: Vec<&str> =
+            case["pieces"].as_array().expect("pieces").iter().filter_map(Value::as_str).collect();
         assert_eq!(pieces, want_pieces, "pieces of {text:?}");
         let decoded = case["decoded"].as_str().expect("decoded");
-        assert_eq!(
-            l.tok.decode(&want, false).expect("decode"),
-            decoded,
-            "decode of {text:?}"
-        );
+        assert_eq!(l.tok.decode(&want, false).expect("decode"), decoded, "decode of {text:?}");
         assert_eq!(streamed(&l.tok, &want, false), decoded, "streamed decode of {text:?}");
     }
-    assert!(
-        failures.is_empty(),
-        "{} of {} cases differ:\n{}",
-        failures.len(),
-        cases.len(),
-        failures.join("\n")
-    );
+    assert!(failures.is_empty(), "{} of {} cases differ:\n{}", failures.len(), cases.len(), failures.join("\n"));
     for case in l.fixture["with_special"].as_array().expect("with_special") {
         let text = case["text"].as_str().expect("text");
-        assert_eq!(
-            l.tok.encode(text, true).expect("encode"),
-            ids_of(&case["ids"]),
-            "with special tokens: {text:?}"
-        );
+        assert_eq!(l.tok.encode(text, true).expect("encode"), ids_of(&case["ids"]), "with special tokens: {text:?}");
     }
 }
 
@@ -140,11 +106,7 @@ fn special_tokens_match_hf() {
     assert_eq!(l.tok.vocab_size() as u64, s["vocab_size"].as_u64().expect("vocab_size"));
     assert_eq!(l.tok.bos_token_id().map(u64::from), s["bos_token_id"].as_u64());
     assert_eq!(l.tok.eos_token_id().map(u64::from), s["eos_token_id"].as_u64());
-    assert_eq!(
-        l.tok.eos_token_ids(),
-        &[2, 0],
-        "<|im_end|> and <|endoftext|> end generation"
-    );
+    assert_eq!(l.tok.eos_token_ids(), &[2, 0], "<|im_end|> and <|endoftext|> end generation");
     assert!(!l.tok.adds_bos_token());
     for (name, id) in s["added_tokens"].as_object().expect("added_tokens") {
         let token = id.as_str().expect("token");
@@ -169,16 +131,8 @@ fn chat_renderings_match_hf() {
         let messages: Vec<ChatMessage> = serde_json::from_value(case["messages"].clone()).expect("messages");
         let add = case["add_generation_prompt"].as_bool().expect("add_generation_prompt");
         let rendered = l.tok.apply_chat_template(&messages, add).expect("render");
-        assert_eq!(
-            rendered,
-            case["rendered"].as_str().expect("rendered"),
-            "chat case {name} ({add})"
-        );
-        assert_eq!(
-            l.tok.encode(&rendered, false).expect("encode"),
-            ids_of(&case["ids"]),
-            "chat ids {name}"
-        );
+        assert_eq!(rendered, case["rendered"].as_str().expect("rendered"), "chat case {name} ({add})");
+        assert_eq!(l.tok.encode(&rendered, false).expect("encode"), ids_of(&case["ids"]), "chat ids {name}");
     }
 }
 

@@ -13,18 +13,15 @@ use super::{Parts, TokenizerError};
 pub(crate) fn parts(spec: TokenizerSpec) -> Result<Parts, TokenizerError> {
     let n = spec.tokens.len();
     if !spec.token_types.is_empty() && spec.token_types.len() != n {
-        return Err(TokenizerError::Invalid(format!(
-            "{} token types for {n} tokens",
-            spec.token_types.len()
-        )));
+        return Err(TokenizerError::Invalid(format!("{} token types for {n} tokens", spec.token_types.len())));
     }
     let vocab = Vocab::new(spec.tokens)?;
     let kind = |id: usize| spec.token_types.get(id).copied().unwrap_or(TokenType::Normal);
     let valid = |what: &str, id: Option<u32>| -> Result<Option<u32>, TokenizerError> {
         match id {
-            Some(i) if i as usize >= n => Err(TokenizerError::Invalid(format!(
-                "{what} id {i} is outside the vocabulary of {n} tokens"
-            ))),
+            Some(i) if i as usize >= n => {
+                Err(TokenizerError::Invalid(format!("{what} id {i} is outside the vocabulary of {n} tokens")))
+            }
             other => Ok(other),
         }
     };
@@ -51,33 +48,17 @@ pub(crate) fn parts(spec: TokenizerSpec) -> Result<Parts, TokenizerError> {
             let merges = parse_merges(&spec.merges)?;
             let pre_name = spec.pre.as_deref();
             let ignore_merges = matches!(pre_name, Some("llama3" | "llama-v3" | "llama-bpe"));
-            let opts = BpeOptions {
-                ignore_merges,
-                ..Default::default()
-            };
+            let opts = BpeOptions { ignore_merges, ..Default::default() };
             let bpe = Bpe::from_merges(&vocab, &merges, opts)?;
-            (
-                bpe,
-                None,
-                Some(pretok::for_gguf_pre(pre_name)?),
-                vec![DecoderStep::ByteLevel],
-            )
+            (bpe, None, Some(pretok::for_gguf_pre(pre_name)?), vec![DecoderStep::ByteLevel])
         }
         TokenizerModel::SentencePieceBpe => {
-            let opts = BpeOptions {
-                byte_fallback: true,
-                unk_id: unk,
-                fuse_unk: false,
-                ignore_merges: false,
-            };
-            let mergeable: Vec<bool> = (0..n)
-                .map(|i| matches!(kind(i), TokenType::Normal | TokenType::UserDefined))
-                .collect();
+            let opts = BpeOptions { byte_fallback: true, unk_id: unk, fuse_unk: false, ignore_merges: false };
+            let mergeable: Vec<bool> =
+                (0..n).map(|i| matches!(kind(i), TokenType::Normal | TokenType::UserDefined)).collect();
             let bpe = if spec.merges.is_empty() {
                 if spec.scores.is_empty() {
-                    return Err(TokenizerError::Invalid(
-                        "a SentencePiece vocabulary needs scores or merges".into(),
-                    ));
+                    return Err(TokenizerError::Invalid("a SentencePiece vocabulary needs scores or merges".into()));
                 }
                 Bpe::from_scores(&vocab, &spec.scores, &mergeable, opts)?
             } else {
@@ -85,23 +66,13 @@ pub(crate) fn parts(spec: TokenizerSpec) -> Result<Parts, TokenizerError> {
             };
             let normalizer = Normalizer::Sequence(vec![
                 Normalizer::Prepend("▁".into()),
-                Normalizer::ReplaceString {
-                    pattern: " ".into(),
-                    content: "▁".into(),
-                },
+                Normalizer::ReplaceString { pattern: " ".into(), content: "▁".into() },
             ]);
             let steps = vec![
-                DecoderStep::Replace {
-                    pattern: "▁".into(),
-                    content: " ".into(),
-                },
+                DecoderStep::Replace { pattern: "▁".into(), content: " ".into() },
                 DecoderStep::ByteFallback,
                 DecoderStep::Fuse,
-                DecoderStep::Strip {
-                    content: ' ',
-                    start: 1,
-                    stop: 0,
-                },
+                DecoderStep::Strip { content: ' ', start: 1, stop: 0 },
             ];
             (bpe, Some(normalizer), None, steps)
         }
@@ -115,11 +86,7 @@ pub(crate) fn parts(spec: TokenizerSpec) -> Result<Parts, TokenizerError> {
     if spec.add_eos_token {
         suffix.push(eos.ok_or_else(|| TokenizerError::Invalid("add_eos_token is set but there is no EOS id".into()))?);
     }
-    let extra_eos = spec
-        .eos_token_ids
-        .iter()
-        .map(|&id| valid("EOS", Some(id)))
-        .collect::<Result<Vec<_>, _>>()?;
+    let extra_eos = spec.eos_token_ids.iter().map(|&id| valid("EOS", Some(id))).collect::<Result<Vec<_>, _>>()?;
     Ok(Parts {
         vocab,
         bpe,
@@ -144,9 +111,7 @@ pub(crate) fn parse_merges(merges: &[String]) -> Result<Vec<(String, String)>, T
         .enumerate()
         .map(|(i, m)| match m.split_once(' ') {
             Some((a, b)) if !a.is_empty() && !b.is_empty() => Ok((a.to_owned(), b.to_owned())),
-            _ => Err(TokenizerError::Invalid(format!(
-                "merge #{i} {m:?} is not \"left right\""
-            ))),
+            _ => Err(TokenizerError::Invalid(format!("merge #{i} {m:?} is not \"left right\""))),
         })
         .collect()
 }
@@ -230,20 +195,14 @@ mod tests {
         assert_eq!(tok.bos_token_id(), Some(1));
         assert_eq!(tok.eos_token_ids(), [2]);
         assert!(tok.is_special(1) && tok.is_special(0) && !tok.is_special(300));
-        assert!(matches!(
-            tok.decode(&[9999], false),
-            Err(TokenizerError::UnknownId { id: 9999, .. })
-        ));
+        assert!(matches!(tok.decode(&[9999], false), Err(TokenizerError::UnknownId { id: 9999, .. })));
     }
 
     #[test]
     fn bad_specs_are_errors() {
         let mut spec = spm_spec();
         spec.bos_token_id = Some(100_000);
-        assert!(Tokenizer::from_spec(spec)
-            .unwrap_err()
-            .to_string()
-            .contains("BOS id 100000"));
+        assert!(Tokenizer::from_spec(spec).unwrap_err().to_string().contains("BOS id 100000"));
         let mut spec = spm_spec();
         spec.scores.clear();
         assert!(Tokenizer::from_spec(spec).is_err());

@@ -14,14 +14,8 @@ use super::{Parts, TokenizerError};
 
 pub(crate) fn parts_from_files(json: &Path, config: Option<&Path>) -> Result<Parts, TokenizerError> {
     let read = |p: &Path| -> Result<Value, TokenizerError> {
-        let text = std::fs::read_to_string(p).map_err(|source| TokenizerError::Io {
-            path: p.to_owned(),
-            source,
-        })?;
-        serde_json::from_str(&text).map_err(|source| TokenizerError::Json {
-            path: p.to_owned(),
-            source,
-        })
+        let text = std::fs::read_to_string(p).map_err(|source| TokenizerError::Io { path: p.to_owned(), source })?;
+        serde_json::from_str(&text).map_err(|source| TokenizerError::Json { path: p.to_owned(), source })
     };
     let config = config.map(read).transpose()?;
     parts(&read(json)?, config.as_ref())
@@ -29,10 +23,7 @@ pub(crate) fn parts_from_files(json: &Path, config: Option<&Path>) -> Result<Par
 
 pub(crate) fn parts_from_str(json: &str, config: Option<&str>) -> Result<Parts, TokenizerError> {
     let parse = |s: &str, name: &str| -> Result<Value, TokenizerError> {
-        serde_json::from_str(s).map_err(|source| TokenizerError::Json {
-            path: name.into(),
-            source,
-        })
+        serde_json::from_str(s).map_err(|source| TokenizerError::Json { path: name.into(), source })
     };
     let config = config.map(|c| parse(c, "tokenizer_config.json")).transpose()?;
     parts(&parse(json, "tokenizer.json")?, config.as_ref())
@@ -47,14 +38,10 @@ fn null() -> &'static Value {
 }
 
 fn parts(json: &Value, config: Option<&Value>) -> Result<Parts, TokenizerError> {
-    let model = json
-        .get("model")
-        .ok_or_else(|| invalid("tokenizer.json has no \"model\""))?;
+    let model = json.get("model").ok_or_else(|| invalid("tokenizer.json has no \"model\""))?;
     let model_type = model.get("type").and_then(Value::as_str).unwrap_or("BPE");
     if model_type != "BPE" {
-        return Err(TokenizerError::Unsupported(format!(
-            "model \"{model_type}\" (only BPE is supported)"
-        )));
+        return Err(TokenizerError::Unsupported(format!("model \"{model_type}\" (only BPE is supported)")));
     }
     for key in ["continuing_subword_prefix", "end_of_word_suffix"] {
         if let Some(s) = model.get(key).and_then(Value::as_str).filter(|s| !s.is_empty()) {
@@ -66,16 +53,11 @@ fn parts(json: &Value, config: Option<&Value>) -> Result<Parts, TokenizerError> 
     }
 
     // Vocabulary: the model's, extended by added tokens with ids past it.
-    let vocab_map = model
-        .get("vocab")
-        .and_then(Value::as_object)
-        .ok_or_else(|| invalid("BPE model has no vocab"))?;
+    let vocab_map = model.get("vocab").and_then(Value::as_object).ok_or_else(|| invalid("BPE model has no vocab"))?;
     let mut by_id: Vec<Option<String>> = Vec::new();
     let mut place = |token: &str, id: u64| -> Result<(), TokenizerError> {
-        let id = usize::try_from(id)
-            .ok()
-            .filter(|&i| i < (1 << 31))
-            .ok_or_else(|| invalid(format!("token id {id}")))?;
+        let id =
+            usize::try_from(id).ok().filter(|&i| i < (1 << 31)).ok_or_else(|| invalid(format!("token id {id}")))?;
         if by_id.len() <= id {
             by_id.resize(id + 1, None);
         }
@@ -85,27 +67,13 @@ fn parts(json: &Value, config: Option<&Value>) -> Result<Parts, TokenizerError> 
         Ok(())
     };
     for (token, id) in vocab_map {
-        place(
-            token,
-            id.as_u64()
-                .ok_or_else(|| invalid(format!("vocab entry {token:?} has no integer id")))?,
-        )?;
+        place(token, id.as_u64().ok_or_else(|| invalid(format!("vocab entry {token:?} has no integer id")))?)?;
     }
     let mut added = Vec::new();
-    for t in json
-        .get("added_tokens")
-        .and_then(Value::as_array)
-        .map(Vec::as_slice)
-        .unwrap_or_default()
-    {
-        let content = t
-            .get("content")
-            .and_then(Value::as_str)
-            .ok_or_else(|| invalid(format!("added token {t}")))?;
-        let id = t
-            .get("id")
-            .and_then(Value::as_u64)
-            .ok_or_else(|| invalid(format!("added token {content:?} has no id")))?;
+    for t in json.get("added_tokens").and_then(Value::as_array).map(Vec::as_slice).unwrap_or_default() {
+        let content = t.get("content").and_then(Value::as_str).ok_or_else(|| invalid(format!("added token {t}")))?;
+        let id =
+            t.get("id").and_then(Value::as_u64).ok_or_else(|| invalid(format!("added token {content:?} has no id")))?;
         place(content, id)?;
         let flag = |k: &str| t.get(k).and_then(Value::as_bool).unwrap_or(false);
         added.push(AddedToken {
@@ -127,11 +95,7 @@ fn parts(json: &Value, config: Option<&Value>) -> Result<Parts, TokenizerError> 
 
     let merges = parse_merges(model.get("merges").unwrap_or(null()))?;
     let unk_id = match model.get("unk_token").and_then(Value::as_str) {
-        Some(u) => Some(
-            vocab
-                .id(u)
-                .ok_or_else(|| invalid(format!("unk_token {u:?} is not in the vocabulary")))?,
-        ),
+        Some(u) => Some(vocab.id(u).ok_or_else(|| invalid(format!("unk_token {u:?} is not in the vocabulary")))?),
         None => None,
     };
     let opts = BpeOptions {
@@ -163,10 +127,7 @@ fn parts(json: &Value, config: Option<&Value>) -> Result<Parts, TokenizerError> 
     let bos = token_of("bos_token")?;
     let eos = token_of("eos_token")?;
     // transformers registers the configured special tokens as special added tokens.
-    for id in [bos, eos, token_of("unk_token")?, token_of("pad_token")?]
-        .into_iter()
-        .flatten()
-    {
+    for id in [bos, eos, token_of("unk_token")?, token_of("pad_token")?].into_iter().flatten() {
         if !added.iter().any(|t| t.id == id && t.special) {
             added.push(AddedToken::plain(vocab.tokens[id as usize].clone(), id, true));
         }
@@ -178,8 +139,7 @@ fn parts(json: &Value, config: Option<&Value>) -> Result<Parts, TokenizerError> 
                 if !cfg.get(flag).and_then(Value::as_bool).unwrap_or(false) {
                     return Ok(vec![]);
                 }
-                id.map(|i| vec![i])
-                    .ok_or_else(|| invalid(format!("{flag} is set but the token is not configured")))
+                id.map(|i| vec![i]).ok_or_else(|| invalid(format!("{flag} is set but the token is not configured")))
             };
             (need("add_bos_token", bos)?, need("add_eos_token", eos)?)
         }
@@ -197,21 +157,14 @@ fn parts(json: &Value, config: Option<&Value>) -> Result<Parts, TokenizerError> 
         eos,
         extra_eos: vec![],
         chat_template: chat_template(cfg)?,
-        clean_up_spaces: cfg
-            .get("clean_up_tokenization_spaces")
-            .and_then(Value::as_bool)
-            .unwrap_or(false),
+        clean_up_spaces: cfg.get("clean_up_tokenization_spaces").and_then(Value::as_bool).unwrap_or(false),
     })
 }
 
 /// Merges as `"a b"` strings or `["a", "b"]` pairs.
 fn parse_merges(v: &Value) -> Result<Vec<(String, String)>, TokenizerError> {
     let Some(list) = v.as_array() else {
-        return if v.is_null() {
-            Ok(vec![])
-        } else {
-            Err(invalid("BPE merges is not a list"))
-        };
+        return if v.is_null() { Ok(vec![]) } else { Err(invalid("BPE merges is not a list")) };
     };
     list.iter()
         .enumerate()
@@ -236,15 +189,10 @@ fn chat_template(cfg: &Value) -> Result<Option<String>, TokenizerError> {
         Some(Value::String(s)) => Ok(Some(s.clone())),
         Some(Value::Array(list)) => {
             let named = |n: &str| {
-                list.iter()
-                    .find(|t| t.get("name").and_then(Value::as_str) == Some(n))?
-                    .get("template")?
-                    .as_str()
+                list.iter().find(|t| t.get("name").and_then(Value::as_str) == Some(n))?.get("template")?.as_str()
             };
             Ok(named("default").map(str::to_owned))
         }
-        Some(other) => Err(invalid(format!(
-            "chat_template is neither a string nor a list: {other}"
-        ))),
+        Some(other) => Err(invalid(format!("chat_template is neither a string nor a list: {other}"))),
     }
 }

@@ -14,8 +14,7 @@ fn unsupported(what: &str, v: &Value) -> TokenizerError {
 }
 
 fn field<'a>(v: &'a Value, what: &str, key: &str) -> Result<&'a Value, TokenizerError> {
-    v.get(key)
-        .ok_or_else(|| TokenizerError::Invalid(format!("{what} has no \"{key}\" field")))
+    v.get(key).ok_or_else(|| TokenizerError::Invalid(format!("{what} has no \"{key}\" field")))
 }
 
 fn str_field<'a>(v: &'a Value, what: &str, key: &str) -> Result<&'a str, TokenizerError> {
@@ -38,9 +37,7 @@ fn one_char(s: &str, what: &str) -> Result<char, TokenizerError> {
     let mut chars = s.chars();
     match (chars.next(), chars.next()) {
         (Some(c), None) => Ok(c),
-        _ => Err(TokenizerError::Unsupported(format!(
-            "{what} {s:?}: expected one character"
-        ))),
+        _ => Err(TokenizerError::Unsupported(format!("{what} {s:?}: expected one character"))),
     }
 }
 
@@ -57,9 +54,7 @@ fn pattern<'a>(v: &'a Value, what: &str) -> Result<Pattern<'a>, TokenizerError> 
     } else if let Some(s) = p.get("Regex").and_then(Value::as_str) {
         Ok(Pattern::Regex(s))
     } else {
-        Err(TokenizerError::Invalid(format!(
-            "{what} pattern {p} is neither String nor Regex"
-        )))
+        Err(TokenizerError::Invalid(format!("{what} pattern {p} is neither String nor Regex")))
     }
 }
 
@@ -76,31 +71,17 @@ pub fn normalizer(v: &Value) -> Result<Option<Normalizer>, TokenizerError> {
         "NFKD" => Normalizer::Nfkd,
         "Lowercase" => Normalizer::Lowercase,
         "Prepend" => Normalizer::Prepend(str_field(v, what, "prepend")?.to_owned()),
-        "Strip" => Normalizer::Strip {
-            left: bool_or(v, "strip_left", true),
-            right: bool_or(v, "strip_right", true),
-        },
+        "Strip" => Normalizer::Strip { left: bool_or(v, "strip_left", true), right: bool_or(v, "strip_right", true) },
         "Replace" => {
             let content = str_field(v, what, "content")?.to_owned();
             match pattern(v, what)? {
-                Pattern::String(s) => Normalizer::ReplaceString {
-                    pattern: s.to_owned(),
-                    content,
-                },
-                Pattern::Regex(r) => Normalizer::ReplaceRegex {
-                    pattern: pretok::compile(r)?,
-                    content,
-                },
+                Pattern::String(s) => Normalizer::ReplaceString { pattern: s.to_owned(), content },
+                Pattern::Regex(r) => Normalizer::ReplaceRegex { pattern: pretok::compile(r)?, content },
             }
         }
         "Sequence" => {
             let steps = list(v, what, "normalizers")?;
-            Normalizer::Sequence(
-                steps
-                    .iter()
-                    .filter_map(|s| normalizer(s).transpose())
-                    .collect::<Result<_, _>>()?,
-            )
+            Normalizer::Sequence(steps.iter().filter_map(|s| normalizer(s).transpose()).collect::<Result<_, _>>()?)
         }
         _ => return Err(unsupported(what, v)),
     }))
@@ -124,31 +105,16 @@ pub fn pre_tokenizer(v: &Value) -> Result<Option<PreTokenizer>, TokenizerError> 
                 Pattern::Regex(r) => pretok::compile(r)?,
                 Pattern::String(s) => pretok::compile(&fancy_regex::escape(s))?,
             };
-            PreTokenizer::Split {
-                pattern: regex,
-                behavior,
-                invert,
-            }
+            PreTokenizer::Split { pattern: regex, behavior, invert }
         }
-        "Digits" => PreTokenizer::Digits {
-            individual: bool_or(v, "individual_digits", false),
-        },
+        "Digits" => PreTokenizer::Digits { individual: bool_or(v, "individual_digits", false) },
         "Metaspace" => {
             let replacement = one_char(str_field(v, what, "replacement")?, "Metaspace replacement")?;
-            PreTokenizer::Metaspace {
-                replacement,
-                scheme: prepend_scheme(v)?,
-                split: bool_or(v, "split", true),
-            }
+            PreTokenizer::Metaspace { replacement, scheme: prepend_scheme(v)?, split: bool_or(v, "split", true) }
         }
         "Sequence" => {
             let steps = list(v, what, "pretokenizers")?;
-            PreTokenizer::Sequence(
-                steps
-                    .iter()
-                    .filter_map(|s| pre_tokenizer(s).transpose())
-                    .collect::<Result<_, _>>()?,
-            )
+            PreTokenizer::Sequence(steps.iter().filter_map(|s| pre_tokenizer(s).transpose()).collect::<Result<_, _>>()?)
         }
         _ => return Err(unsupported(what, v)),
     }))
@@ -160,9 +126,7 @@ fn prepend_scheme(v: &Value) -> Result<PrependScheme, TokenizerError> {
         Some("always") => Ok(PrependScheme::Always),
         Some("first") => Ok(PrependScheme::First),
         Some("never") => Ok(PrependScheme::Never),
-        Some(other) => Err(TokenizerError::Unsupported(format!(
-            "Metaspace prepend_scheme {other:?}"
-        ))),
+        Some(other) => Err(TokenizerError::Unsupported(format!("Metaspace prepend_scheme {other:?}"))),
         None if bool_or(v, "add_prefix_space", true) => Ok(PrependScheme::Always),
         None => Ok(PrependScheme::Never),
     }
@@ -187,11 +151,7 @@ fn decoder_into(v: &Value, out: &mut Vec<DecoderStep>) -> Result<(), TokenizerEr
         "Strip" => {
             let content = one_char(str_field(v, what, "content")?, "Strip content")?;
             let num = |k: &str| v.get(k).and_then(Value::as_u64).unwrap_or(0) as usize;
-            out.push(DecoderStep::Strip {
-                content,
-                start: num("start"),
-                stop: num("stop"),
-            });
+            out.push(DecoderStep::Strip { content, start: num("start"), stop: num("stop") });
         }
         "Replace" => match pattern(v, what)? {
             Pattern::String(s) => out.push(DecoderStep::Replace {
@@ -199,17 +159,12 @@ fn decoder_into(v: &Value, out: &mut Vec<DecoderStep>) -> Result<(), TokenizerEr
                 content: str_field(v, what, "content")?.to_owned(),
             }),
             Pattern::Regex(_) => {
-                return Err(TokenizerError::Unsupported(
-                    "decoder Replace with a Regex pattern".into(),
-                ))
+                return Err(TokenizerError::Unsupported("decoder Replace with a Regex pattern".into()))
             }
         },
         "Metaspace" => {
             let replacement = one_char(str_field(v, what, "replacement")?, "Metaspace replacement")?;
-            out.push(DecoderStep::Metaspace {
-                replacement,
-                strip_first: prepend_scheme(v)? != PrependScheme::Never,
-            });
+            out.push(DecoderStep::Metaspace { replacement, strip_first: prepend_scheme(v)? != PrependScheme::Never });
         }
         "Sequence" => {
             for d in list(v, what, "decoders")? {
@@ -237,9 +192,7 @@ pub fn post_processor(v: &Value) -> Result<Option<Template>, TokenizerError> {
             for p in list(v, what, "processors")? {
                 if let Some(x) = post_processor(p)? {
                     if found.is_some() {
-                        return Err(TokenizerError::Unsupported(
-                            "post_processor Sequence with two templates".into(),
-                        ));
+                        return Err(TokenizerError::Unsupported("post_processor Sequence with two templates".into()));
                     }
                     found = Some(x);
                 }
@@ -254,11 +207,10 @@ pub fn post_processor(v: &Value) -> Result<Option<Template>, TokenizerError> {
                     seen_a = true;
                 } else if let Some(st) = item.get("SpecialToken") {
                     let name = str_field(st, "TemplateProcessing SpecialToken", "id")?;
-                    let ids = specials
-                        .get(name)
-                        .and_then(|s| s.get("ids"))
-                        .and_then(Value::as_array)
-                        .ok_or_else(|| TokenizerError::Invalid(format!("TemplateProcessing: no ids for {name:?}")))?;
+                    let ids =
+                        specials.get(name).and_then(|s| s.get("ids")).and_then(Value::as_array).ok_or_else(|| {
+                            TokenizerError::Invalid(format!("TemplateProcessing: no ids for {name:?}"))
+                        })?;
                     for id in ids {
                         let id = id
                             .as_u64()

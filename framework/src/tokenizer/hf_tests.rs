@@ -11,13 +11,7 @@ fn names(t: &Tokenizer, ids: &[u32]) -> Vec<String> {
 }
 
 fn vocab_json(tokens: &[&str]) -> Value {
-    Value::Object(
-        tokens
-            .iter()
-            .enumerate()
-            .map(|(i, t)| (t.to_string(), json!(i)))
-            .collect(),
-    )
+    Value::Object(tokens.iter().enumerate().map(|(i, t)| (t.to_string(), json!(i))).collect())
 }
 
 /// A Llama-2-style tokenizer.json: legacy normalizer, merges, byte fallback, TemplateProcessing.
@@ -69,31 +63,15 @@ fn llama2_style_tokenizer_json() {
     assert_eq!(tok.decode(&ids, false).unwrap(), "Hé</s> world");
     let mut s = tok.decode_stream(false);
     let deltas: Vec<Option<String>> = ids.iter().map(|&i| s.step(&tok, i).unwrap()).collect();
-    assert_eq!(
-        deltas,
-        [
-            Some("H".into()),
-            None,
-            None,
-            Some("é</s>".into()),
-            Some(" world".into())
-        ]
-    );
-    assert_eq!(
-        (tok.bos_token_id(), tok.eos_token_id(), tok.adds_bos_token()),
-        (Some(1), Some(2), true)
-    );
-    let chat = tok
-        .apply_chat_template(&[ChatMessage::new("user", "hi")], true)
-        .unwrap();
+    assert_eq!(deltas, [Some("H".into()), None, None, Some("é</s>".into()), Some(" world".into())]);
+    assert_eq!((tok.bos_token_id(), tok.eos_token_id(), tok.adds_bos_token()), (Some(1), Some(2), true));
+    let chat = tok.apply_chat_template(&[ChatMessage::new("user", "hi")], true).unwrap();
     assert_eq!(chat, "<s>[user] hi</s>");
 }
 
 #[test]
 fn llama3_style_split_and_template() {
-    let mut tokens: Vec<String> = (0..=255u8)
-        .map(|b| super::bytelevel::byte_char(b).to_string())
-        .collect();
+    let mut tokens: Vec<String> = (0..=255u8).map(|b| super::bytelevel::byte_char(b).to_string()).collect();
     tokens.extend(["ĠI", "12", "123", "<|begin_of_text|>", "<|eot_id|>"].map(String::from));
     let refs: Vec<&str> = tokens.iter().map(String::as_str).collect();
     let j = json!({
@@ -117,10 +95,7 @@ fn llama3_style_split_and_template() {
     });
     let tok = Tokenizer::from_hf_json(&j.to_string(), None).unwrap();
     let ids = tok.encode("12345 I<|eot_id|>", true).unwrap();
-    assert_eq!(
-        names(&tok, &ids),
-        ["<|begin_of_text|>", "123", "4", "5", "ĠI", "<|eot_id|>"]
-    );
+    assert_eq!(names(&tok, &ids), ["<|begin_of_text|>", "123", "4", "5", "ĠI", "<|eot_id|>"]);
     assert_eq!(tok.decode(&ids, true).unwrap(), "12345 I");
     assert_eq!(tok.eos_token_ids(), [260]);
 }
@@ -131,41 +106,19 @@ fn tokenizer_is_send_sync_and_bad_templates_error_on_use() {
     assert_send_sync::<Tokenizer>();
     let cfg = json!({"chat_template": "{% if %}"});
     let tok = Tokenizer::from_hf_json(&llama2_json().to_string(), Some(&cfg.to_string())).unwrap();
-    let err = tok
-        .apply_chat_template(&[ChatMessage::new("user", "hi")], false)
-        .unwrap_err()
-        .to_string();
-    assert!(
-        err.starts_with("chat template: ") && !err.contains("chat template: chat template"),
-        "{err}"
-    );
+    let err = tok.apply_chat_template(&[ChatMessage::new("user", "hi")], false).unwrap_err().to_string();
+    assert!(err.starts_with("chat template: ") && !err.contains("chat template: chat template"), "{err}");
     let tok = Tokenizer::from_hf_json(&llama2_json().to_string(), None).unwrap();
-    assert!(tok
-        .apply_chat_template(&[], false)
-        .unwrap_err()
-        .to_string()
-        .contains("no chat template"));
+    assert!(tok.apply_chat_template(&[], false).unwrap_err().to_string().contains("no chat template"));
 }
 
 #[test]
 fn unsupported_components_are_named() {
     let cases = [
-        (
-            "normalizer",
-            json!({"type": "BertNormalizer"}),
-            "normalizer \"BertNormalizer\"",
-        ),
-        (
-            "pre_tokenizer",
-            json!({"type": "Whitespace"}),
-            "pre_tokenizer \"Whitespace\"",
-        ),
+        ("normalizer", json!({"type": "BertNormalizer"}), "normalizer \"BertNormalizer\""),
+        ("pre_tokenizer", json!({"type": "Whitespace"}), "pre_tokenizer \"Whitespace\""),
         ("decoder", json!({"type": "WordPiece"}), "decoder \"WordPiece\""),
-        (
-            "post_processor",
-            json!({"type": "RobertaProcessing"}),
-            "post_processor \"RobertaProcessing\"",
-        ),
+        ("post_processor", json!({"type": "RobertaProcessing"}), "post_processor \"RobertaProcessing\""),
     ];
     for (key, value, want) in cases {
         let mut j = llama2_json();
@@ -176,10 +129,7 @@ fn unsupported_components_are_named() {
     }
     let mut j = llama2_json();
     j["model"]["type"] = json!("Unigram");
-    assert!(Tokenizer::from_hf_json(&j.to_string(), None)
-        .unwrap_err()
-        .to_string()
-        .contains("Unigram"));
+    assert!(Tokenizer::from_hf_json(&j.to_string(), None).unwrap_err().to_string().contains("Unigram"));
     assert!(Tokenizer::from_hf_json("{not json", None).is_err());
     let err = Tokenizer::from_hf_file(std::path::Path::new("/nonexistent/tokenizer.json"), None).unwrap_err();
     assert!(err.to_string().contains("/nonexistent/tokenizer.json"), "{err}");
@@ -192,15 +142,10 @@ fn smollm2_as_tokenizer_json_matches_fixture() {
     let Some((spec, fixture)) = super::fixture_tests::spec_and_fixture() else {
         return;
     };
-    let added: Vec<Value> = (0..17)
-        .map(|i| json!({"id": i, "content": spec.tokens[i], "special": true, "normalized": false}))
-        .collect();
-    let vocab: serde_json::Map<String, Value> = spec
-        .tokens
-        .iter()
-        .enumerate()
-        .map(|(i, t)| (t.clone(), json!(i)))
-        .collect();
+    let added: Vec<Value> =
+        (0..17).map(|i| json!({"id": i, "content": spec.tokens[i], "special": true, "normalized": false})).collect();
+    let vocab: serde_json::Map<String, Value> =
+        spec.tokens.iter().enumerate().map(|(i, t)| (t.clone(), json!(i))).collect();
     let j = json!({
         "added_tokens": added,
         "normalizer": null,
@@ -212,21 +157,13 @@ fn smollm2_as_tokenizer_json_matches_fixture() {
     let cfg = json!({"bos_token": "<|im_start|>", "eos_token": "<|im_end|>", "unk_token": "<|endoftext|>",
         "add_bos_token": false, "chat_template": spec.chat_template});
     let dir = tempfile::tempdir().unwrap();
-    let (jp, cp) = (
-        dir.path().join("tokenizer.json"),
-        dir.path().join("tokenizer_config.json"),
-    );
+    let (jp, cp) = (dir.path().join("tokenizer.json"), dir.path().join("tokenizer_config.json"));
     std::fs::write(&jp, j.to_string()).unwrap();
     std::fs::write(&cp, cfg.to_string()).unwrap();
     let tok = Tokenizer::from_hf_file(&jp, Some(&cp)).unwrap();
     for case in fixture["cases"].as_array().unwrap() {
         let text = case["text"].as_str().unwrap();
-        let want: Vec<u32> = case["ids"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|i| i.as_u64().unwrap() as u32)
-            .collect();
+        let want: Vec<u32> = case["ids"].as_array().unwrap().iter().map(|i| i.as_u64().unwrap() as u32).collect();
         assert_eq!(tok.encode(text, false).unwrap(), want, "{text:?}");
         assert_eq!(tok.decode(&want, false).unwrap(), case["decoded"].as_str().unwrap());
     }

@@ -138,9 +138,7 @@ impl Tokenizer {
             if (id as usize) < n {
                 Ok(())
             } else {
-                Err(TokenizerError::Invalid(format!(
-                    "{what} id {id} is outside the vocabulary of {n} tokens"
-                )))
+                Err(TokenizerError::Invalid(format!("{what} id {id} is outside the vocabulary of {n} tokens")))
             }
         };
         let mut special = vec![false; n];
@@ -148,14 +146,7 @@ impl Tokenizer {
             check(&format!("added token {:?}", t.content), t.id)?;
             special[t.id as usize] |= t.special;
         }
-        for &id in p
-            .prefix
-            .iter()
-            .chain(&p.suffix)
-            .chain(&p.extra_eos)
-            .chain(p.bos.iter())
-            .chain(p.eos.iter())
-        {
+        for &id in p.prefix.iter().chain(&p.suffix).chain(&p.extra_eos).chain(p.bos.iter()).chain(p.eos.iter()) {
             check("special token", id)?;
         }
         let mut eos_ids: Vec<u32> = p.eos.into_iter().chain(p.extra_eos.iter().copied()).collect();
@@ -168,10 +159,8 @@ impl Tokenizer {
         }
         let mut seen = std::collections::HashSet::new();
         eos_ids.retain(|id| seen.insert(*id));
-        let (normalized, raw): (Vec<AddedToken>, Vec<AddedToken>) = p
-            .added
-            .into_iter()
-            .partition(|t| t.normalized && p.normalizer.is_some());
+        let (normalized, raw): (Vec<AddedToken>, Vec<AddedToken>) =
+            p.added.into_iter().partition(|t| t.normalized && p.normalizer.is_some());
         Ok(Tokenizer {
             vocab: p.vocab,
             bpe: p.bpe,
@@ -229,10 +218,7 @@ impl Tokenizer {
         match &self.pre {
             None => self.bpe.tokenize(&self.vocab, text, ids),
             Some(pre) => {
-                for piece in pre.apply(vec![Piece {
-                    text: text.to_owned(),
-                    at_origin,
-                }])? {
+                for piece in pre.apply(vec![Piece { text: text.to_owned(), at_origin }])? {
                     self.bpe.tokenize(&self.vocab, &piece.text, ids);
                 }
             }
@@ -251,11 +237,7 @@ impl Tokenizer {
             pieces.push(self.decoder.piece(id, token, pieces.is_empty()));
         }
         let text = self.decoder.finish_text(pieces);
-        Ok(if self.clean_up_spaces {
-            clean_up_tokenization(&text)
-        } else {
-            text
-        })
+        Ok(if self.clean_up_spaces { clean_up_tokenization(&text) } else { text })
     }
 
     pub(crate) fn token_str(&self, id: u32) -> Result<&str, TokenizerError> {
@@ -263,10 +245,7 @@ impl Tokenizer {
             .tokens
             .get(id as usize)
             .map(String::as_str)
-            .ok_or(TokenizerError::UnknownId {
-                id,
-                vocab_size: self.vocab.tokens.len(),
-            })
+            .ok_or(TokenizerError::UnknownId { id, vocab_size: self.vocab.tokens.len() })
     }
 
     pub fn token_to_id(&self, token: &str) -> Option<u32> {

@@ -92,10 +92,7 @@ mod tests {
     fn llama2_style_sequence() {
         let n = Normalizer::Sequence(vec![
             Normalizer::Prepend("▁".into()),
-            Normalizer::ReplaceString {
-                pattern: " ".into(),
-                content: "▁".into(),
-            },
+            Normalizer::ReplaceString { pattern: " ".into(), content: "▁".into() },
         ]);
         assert_eq!(n.apply("Hello world").unwrap(), "▁Hello▁world");
         assert_eq!(n.apply("").unwrap(), "");
@@ -105,19 +102,8 @@ mod tests {
     fn unicode_forms_and_regex() {
         assert_eq!(Normalizer::Nfc.apply("e\u{301}").unwrap(), "é");
         assert_eq!(Normalizer::Nfkc.apply("ﬁ").unwrap(), "fi");
-        let r = Normalizer::ReplaceRegex {
-            pattern: Regex::new(r" {2,}").unwrap(),
-            content: " ".into(),
-        };
+        let r = Normalizer::ReplaceRegex { pattern: Regex::new(r" {2,}").unwrap(), content: " ".into() };
         assert_eq!(r.apply("a   b  c").unwrap(), "a b c");
-        assert_eq!(
-            Normalizer::Strip {
-                left: true,
-                right: false
-            }
-            .apply("  x ")
-            .unwrap(),
-            "x "
-        );
+        assert_eq!(Normalizer::Strip { left: true, right: false }.apply("  x ").unwrap(), "x ");
     }
 }

@@ -48,23 +48,10 @@ pub enum PrependScheme {
 
 #[derive(Debug, Clone)]
 pub enum PreTokenizer {
-    ByteLevel {
-        add_prefix_space: bool,
-        use_regex: bool,
-    },
-    Split {
-        pattern: Regex,
-        behavior: SplitBehavior,
-        invert: bool,
-    },
-    Digits {
-        individual: bool,
-    },
-    Metaspace {
-        replacement: char,
-        scheme: PrependScheme,
-        split: bool,
-    },
+    ByteLevel { add_prefix_space: bool, use_regex: bool },
+    Split { pattern: Regex, behavior: SplitBehavior, invert: bool },
+    Digits { individual: bool },
+    Metaspace { replacement: char, scheme: PrependScheme, split: bool },
     Sequence(Vec<PreTokenizer>),
 }
 
@@ -82,16 +69,9 @@ pub fn compile(pattern: &str) -> Result<Regex, TokenizerError> {
 
 /// The pre-tokenizer llama.cpp uses for a GGUF `tokenizer.ggml.pre` value (byte-level BPE).
 pub fn for_gguf_pre(pre: Option<&str>) -> Result<PreTokenizer, TokenizerError> {
-    let byte_level = |use_regex| PreTokenizer::ByteLevel {
-        add_prefix_space: false,
-        use_regex,
-    };
+    let byte_level = |use_regex| PreTokenizer::ByteLevel { add_prefix_space: false, use_regex };
     let split = |p: &str| -> Result<PreTokenizer, TokenizerError> {
-        Ok(PreTokenizer::Split {
-            pattern: compile(p)?,
-            behavior: SplitBehavior::Isolated,
-            invert: false,
-        })
+        Ok(PreTokenizer::Split { pattern: compile(p)?, behavior: SplitBehavior::Isolated, invert: false })
     };
     Ok(match pre.unwrap_or("default") {
         "default" | "gpt2" | "gpt-2" | "olmo" | "stablelm2" | "phi-2" | "jais" | "poro-chat" | "viking" => {
@@ -138,10 +118,7 @@ impl PreTokenizer {
 
     fn split_one(&self, piece: Piece, out: &mut Vec<Piece>) -> Result<(), TokenizerError> {
         match self {
-            PreTokenizer::ByteLevel {
-                add_prefix_space,
-                use_regex,
-            } => {
+            PreTokenizer::ByteLevel { add_prefix_space, use_regex } => {
                 let text = if *add_prefix_space && !piece.text.starts_with(' ') {
                     format!(" {}", piece.text)
                 } else {
@@ -156,28 +133,16 @@ impl PreTokenizer {
                     push(out, bytelevel::encode_bytes(&text), piece.at_origin);
                 }
             }
-            PreTokenizer::Split {
-                pattern,
-                behavior,
-                invert,
-            } => {
+            PreTokenizer::Split { pattern, behavior, invert } => {
                 let ranges = regex_matches(pattern, &piece.text, *invert)?;
                 emit(out, &piece, &split_ranges(&ranges, *behavior));
             }
             PreTokenizer::Digits { individual } => {
                 let ranges = char_matches(&piece.text, |c| c.is_numeric());
-                let behavior = if *individual {
-                    SplitBehavior::Isolated
-                } else {
-                    SplitBehavior::Contiguous
-                };
+                let behavior = if *individual { SplitBehavior::Isolated } else { SplitBehavior::Contiguous };
                 emit(out, &piece, &split_ranges(&ranges, behavior));
             }
-            PreTokenizer::Metaspace {
-                replacement,
-                scheme,
-                split,
-            } => {
+            PreTokenizer::Metaspace { replacement, scheme, split } => {
                 let mut text = piece.text.replace(' ', replacement.encode_utf8(&mut [0u8; 4]));
                 let prepend = match scheme {
                     PrependScheme::Always => true,
@@ -187,10 +152,7 @@ impl PreTokenizer {
                 if prepend && !text.starts_with(*replacement) {
                     text.insert(0, *replacement);
                 }
-                let p = Piece {
-                    text,
-                    at_origin: piece.at_origin,
-                };
+                let p = Piece { text, at_origin: piece.at_origin };
                 if *split {
                     let r = *replacement;
                     let ranges = char_matches(&p.text, |c| c == r);
@@ -313,23 +275,13 @@ mod tests {
     use super::*;
 
     fn run(p: &PreTokenizer, text: &str) -> Vec<String> {
-        p.apply(vec![Piece {
-            text: text.into(),
-            at_origin: true,
-        }])
-        .unwrap()
-        .into_iter()
-        .map(|p| p.text)
-        .collect()
+        p.apply(vec![Piece { text: text.into(), at_origin: true }]).unwrap().into_iter().map(|p| p.text).collect()
     }
 
     #[test]
     fn gpt2_regex_and_byte_mapping() {
         let p = for_gguf_pre(Some("gpt2")).unwrap();
-        assert_eq!(
-            run(&p, "Hello world's  end 123\n"),
-            ["Hello", "Ġworld", "'s", "Ġ", "Ġend", "Ġ123", "Ċ"]
-        );
+        assert_eq!(run(&p, "Hello world's  end 123\n"), ["Hello", "Ġworld", "'s", "Ġ", "Ġend", "Ġ123", "Ċ"]);
     }
 
     #[test]
@@ -346,37 +298,19 @@ mod tests {
         assert_eq!(run(&p, "12345 I'M ok\n\n"), ["123", "45", "ĠI", "'M", "Ġok", "ĊĊ"]);
         let q = for_gguf_pre(Some("qwen2")).unwrap();
         assert_eq!(run(&q, "x 12"), ["x", "Ġ", "1", "2"]);
-        assert!(for_gguf_pre(Some("mystery"))
-            .unwrap_err()
-            .to_string()
-            .contains("mystery"));
+        assert!(for_gguf_pre(Some("mystery")).unwrap_err().to_string().contains("mystery"));
     }
 
     #[test]
     fn metaspace_and_behaviors() {
-        let m = PreTokenizer::Metaspace {
-            replacement: '▁',
-            scheme: PrependScheme::First,
-            split: true,
-        };
+        let m = PreTokenizer::Metaspace { replacement: '▁', scheme: PrependScheme::First, split: true };
         assert_eq!(run(&m, "Hey  you"), ["▁Hey", "▁", "▁you"]);
-        let pieces = m
-            .apply(vec![Piece {
-                text: "later".into(),
-                at_origin: false,
-            }])
-            .unwrap();
+        let pieces = m.apply(vec![Piece { text: "later".into(), at_origin: false }]).unwrap();
         assert_eq!(pieces[0].text, "later");
         let ranges = char_matches("a-b--c", |c| c == '-');
         assert_eq!(split_ranges(&ranges, SplitBehavior::Removed), [(0, 1), (2, 3), (5, 6)]);
-        assert_eq!(
-            split_ranges(&ranges, SplitBehavior::MergedWithPrevious),
-            [(0, 2), (2, 4), (4, 5), (5, 6)]
-        );
-        assert_eq!(
-            split_ranges(&ranges, SplitBehavior::Contiguous),
-            [(0, 1), (1, 2), (2, 3), (3, 5), (5, 6)]
-        );
+        assert_eq!(split_ranges(&ranges, SplitBehavior::MergedWithPrevious), [(0, 2), (2, 4), (4, 5), (5, 6)]);
+        assert_eq!(split_ranges(&ranges, SplitBehavior::Contiguous), [(0, 1), (1, 2), (2, 3), (3, 5), (5, 6)]);
         let d = PreTokenizer::Digits { individual: false };
         assert_eq!(run(&d, "ab123c4"), ["ab", "123", "c", "4"]);
     }

@@ -123,9 +123,7 @@ impl DecodeStream {
                 self.held.len()
             } else {
                 let tail_start = self.held.char_indices().rev().nth(3).map_or(0, |(i, _)| i);
-                self.held[tail_start..]
-                    .find(' ')
-                    .map_or(self.held.len(), |p| tail_start + p)
+                self.held[tail_start..].find(' ').map_or(self.held.len(), |p| tail_start + p)
             };
             let ready: String = self.held.drain(..cut).collect();
             clean_up_tokenization(&ready)

@@ -37,11 +37,7 @@ pub struct DummySpec {
 
 impl DummySpec {
     pub fn new(config: impl Into<String>) -> DummySpec {
-        DummySpec {
-            config: config.into(),
-            dtype: DType::F32,
-            seed: 0,
-        }
+        DummySpec { config: config.into(), dtype: DType::F32, seed: 0 }
     }
 
     /// How the model is named (its `Model::path`).
@@ -51,10 +47,7 @@ impl DummySpec {
 }
 
 fn not_a_model(path: &Path, message: impl Into<String>) -> WeightError {
-    WeightError::NotAModel {
-        path: path.into(),
-        message: message.into(),
-    }
+    WeightError::NotAModel { path: path.into(), message: message.into() }
 }
 
 /// The config text and where it came from.
@@ -63,19 +56,12 @@ fn config_text(name: &str) -> Result<(String, PathBuf), WeightError> {
         return Ok((text.to_string(), PathBuf::from(format!("<built-in {name}>"))));
     }
     let path = Path::new(name);
-    let file = if path.is_dir() {
-        path.join("config.json")
-    } else {
-        path.to_path_buf()
-    };
+    let file = if path.is_dir() { path.join("config.json") } else { path.to_path_buf() };
     if !file.is_file() {
         let known: Vec<&str> = BUILTIN_CONFIGS.iter().map(|(n, _)| *n).collect();
         return Err(not_a_model(
             path,
-            format!(
-                "no config.json here and not a built-in dummy config (built-in: {})",
-                known.join(", ")
-            ),
+            format!("no config.json here and not a built-in dummy config (built-in: {})", known.join(", ")),
         ));
     }
     let text = std::fs::read_to_string(&file).map_err(|e| WeightError::io(&file, e))?;
@@ -137,20 +123,13 @@ fn make_tensor(name: &str, shape: Vec<usize>, fill: Fill, spec: &DummySpec) -> R
             let mut out = vec![0u8; n * 2];
             out.par_chunks_mut(CHUNK * 2).enumerate().for_each(|(c, dst)| {
                 for (j, d) in dst.chunks_exact_mut(2).enumerate() {
-                    d.copy_from_slice(
-                        &bf16::from_f32(element(base, c * CHUNK + j, fill))
-                            .to_bits()
-                            .to_le_bytes(),
-                    );
+                    d.copy_from_slice(&bf16::from_f32(element(base, c * CHUNK + j, fill)).to_bits().to_le_bytes());
                 }
             });
             out
         }
         other => {
-            return Err(not_a_model(
-                Path::new(&spec.config),
-                format!("dummy weights are f32 or bf16, not {other}"),
-            ))
+            return Err(not_a_model(Path::new(&spec.config), format!("dummy weights are f32 or bf16, not {other}")))
         }
     };
     Tensor::owned(name, spec.dtype, shape, bytes)
@@ -173,11 +152,9 @@ fn weight_list(c: &ModelConfig) -> Vec<(String, Vec<usize>, Fill)> {
             }
         }
         w.push((p("self_attn.o_proj.weight"), vec![h, q], lin(q)));
-        for (proj, shape, fan_in) in [
-            ("gate_proj", vec![i, h], h),
-            ("up_proj", vec![i, h], h),
-            ("down_proj", vec![h, i], i),
-        ] {
+        for (proj, shape, fan_in) in
+            [("gate_proj", vec![i, h], h), ("up_proj", vec![i, h], h), ("down_proj", vec![h, i], i)]
+        {
             let rows = shape[0];
             w.push((p(&format!("mlp.{proj}.weight")), shape, lin(fan_in)));
             if c.mlp_bias {
@@ -265,26 +242,12 @@ mod tests {
         let a = dummy_model(&spec).unwrap();
         let b = dummy_model(&spec).unwrap();
         let name = "model.layers.1.mlp.down_proj.weight";
-        assert_eq!(
-            a.weights.get(name).unwrap().bytes(),
-            b.weights.get(name).unwrap().bytes()
-        );
+        assert_eq!(a.weights.get(name).unwrap().bytes(), b.weights.get(name).unwrap().bytes());
         assert_eq!(a.weights.get(name).unwrap().shape, vec![64, 128]);
         assert!(a.weights.contains("lm_head.weight"));
-        let other = dummy_model(&DummySpec {
-            seed: 1,
-            ..spec.clone()
-        })
-        .unwrap();
-        assert_ne!(
-            a.weights.get(name).unwrap().bytes(),
-            other.weights.get(name).unwrap().bytes()
-        );
-        let half = dummy_model(&DummySpec {
-            dtype: DType::BF16,
-            ..spec
-        })
-        .unwrap();
+        let other = dummy_model(&DummySpec { seed: 1, ..spec.clone() }).unwrap();
+        assert_ne!(a.weights.get(name).unwrap().bytes(), other.weights.get(name).unwrap().bytes());
+        let half = dummy_model(&DummySpec { dtype: DType::BF16, ..spec }).unwrap();
         assert_eq!(half.weights.get(name).unwrap().dtype, DType::BF16);
         let vals = a.weights.to_f32(name).unwrap();
         assert!(vals.iter().all(|v| v.abs() <= 1.0 / 128f32.sqrt()) && vals.iter().any(|v| *v != 0.0));
@@ -294,10 +257,6 @@ mod tests {
     fn unknown_config_is_a_clear_error() {
         let e = dummy_model(&DummySpec::new("/no/such/model")).unwrap_err().to_string();
         assert!(e.contains("built-in"), "{e}");
-        assert!(dummy_model(&DummySpec {
-            dtype: DType::Q4_0,
-            ..DummySpec::new("tiny-llama")
-        })
-        .is_err());
+        assert!(dummy_model(&DummySpec { dtype: DType::Q4_0, ..DummySpec::new("tiny-llama") }).is_err());
     }
 }

@@ -14,10 +14,7 @@ fn small_gguf() -> Vec<u8> {
     w.kv_str("general.architecture", "llama").kv_u32("llama.block_count", 1);
     w.kv_strs("tokenizer.ggml.tokens", &["a", "b", "ab"]);
     w.kv("tokenizer.ggml.scores", GgufValue::Array(vec![GgufValue::F32(0.5); 3]));
-    w.kv(
-        "nested",
-        GgufValue::Array(vec![GgufValue::Array(vec![GgufValue::U64(1)])]),
-    );
+    w.kv("nested", GgufValue::Array(vec![GgufValue::Array(vec![GgufValue::U64(1)])]));
     w.tensor_f32("token_embd.weight", &[3, 2], &[1.0; 6]).unwrap();
     let q = rtllm_plugin_api::quant::quantize_row_to_vec(DType::Q8_0, &[1.0; 32]).unwrap();
     w.tensor("blk.0.attn_q.weight", DType::Q8_0, &[1, 32], q).unwrap();
@@ -27,11 +24,7 @@ fn small_gguf() -> Vec<u8> {
 fn small_safetensors() -> Vec<u8> {
     let a: Vec<u8> = [1.0f32, 2.0].iter().flat_map(|v| v.to_le_bytes()).collect();
     let meta = BTreeMap::from([("format".to_string(), "pt".to_string())]);
-    safetensors_bytes(
-        &[("a", DType::F32, &[2], &a), ("b", DType::U8, &[3], &[1, 2, 3])],
-        &meta,
-    )
-    .unwrap()
+    safetensors_bytes(&[("a", DType::F32, &[2], &a), ("b", DType::U8, &[3], &[1, 2, 3])], &meta).unwrap()
 }
 
 #[test]

@@ -30,12 +30,7 @@ impl Default for GgufWriter {
 
 impl GgufWriter {
     pub fn new() -> Self {
-        GgufWriter {
-            version: 3,
-            alignment: DEFAULT_ALIGNMENT,
-            metadata: Vec::new(),
-            tensors: Vec::new(),
-        }
+        GgufWriter { version: 3, alignment: DEFAULT_ALIGNMENT, metadata: Vec::new(), tensors: Vec::new() }
     }
 
     /// The version written in the header (2 and 3 share the layout).
@@ -68,10 +63,7 @@ impl GgufWriter {
     }
 
     pub fn kv_strs(&mut self, key: &str, values: &[&str]) -> &mut Self {
-        self.kv(
-            key,
-            GgufValue::Array(values.iter().map(|s| GgufValue::String(s.to_string())).collect()),
-        )
+        self.kv(key, GgufValue::Array(values.iter().map(|s| GgufValue::String(s.to_string())).collect()))
     }
 
     /// Adds a tensor given its HF-order shape (`[out, in]`); `data` is in `dtype`'s layout.
@@ -79,10 +71,7 @@ impl GgufWriter {
         let code = GgmlType::code_of(dtype).ok_or_else(|| format!("{dtype} has no ggml type"))?;
         let elements: usize = hf_shape.iter().product();
         if dtype.bytes_for(elements) != Some(data.len()) {
-            return Err(format!(
-                "tensor `{name}`: {} bytes do not hold {hf_shape:?} of {dtype}",
-                data.len()
-            ));
+            return Err(format!("tensor `{name}`: {} bytes do not hold {hf_shape:?} of {dtype}", data.len()));
         }
         let dims = hf_shape.iter().rev().map(|&d| d as u64).collect();
         Ok(self.raw_tensor(name, code, dims, data))
@@ -90,23 +79,13 @@ impl GgufWriter {
 
     /// Adds an f32 tensor (HF-order shape).
     pub fn tensor_f32(&mut self, name: &str, hf_shape: &[usize], values: &[f32]) -> Result<&mut Self, String> {
-        self.tensor(
-            name,
-            DType::F32,
-            hf_shape,
-            values.iter().flat_map(|v| v.to_le_bytes()).collect(),
-        )
+        self.tensor(name, DType::F32, hf_shape, values.iter().flat_map(|v| v.to_le_bytes()).collect())
     }
 
     /// Adds a tensor with a raw ggml type code and ggml-order dims, unchecked (for tests of
     /// malformed or unsupported files).
     pub fn raw_tensor(&mut self, name: &str, ggml_type: u32, dims: Vec<u64>, data: Vec<u8>) -> &mut Self {
-        self.tensors.push(PendingTensor {
-            name: name.to_string(),
-            ggml_type,
-            dims,
-            data,
-        });
+        self.tensors.push(PendingTensor { name: name.to_string(), ggml_type, dims, data });
         self
     }
 

@@ -89,9 +89,7 @@ pub fn parse_header(bytes: &[u8]) -> Result<SafetensorsHeader, String> {
     let header_len = u64::from_le_bytes(len_bytes);
     let available = bytes.len() as u64 - 8;
     if header_len > available || header_len > MAX_HEADER_BYTES {
-        return Err(format!(
-            "header length {header_len} exceeds the file ({available} bytes after the length)"
-        ));
+        return Err(format!("header length {header_len} exceeds the file ({available} bytes after the length)"));
     }
     let data_start = 8 + header_len as usize;
     let json: Value =
@@ -108,18 +106,10 @@ pub fn parse_header(bytes: &[u8]) -> Result<SafetensorsHeader, String> {
             continue;
         }
         let entry = parse_entry(&name, &value, data_len).map_err(|m| format!("tensor `{name}`: {m}"))?;
-        header.tensors.push(SafetensorsEntry {
-            start: entry.start + data_start,
-            end: entry.end + data_start,
-            ..entry
-        });
+        header.tensors.push(SafetensorsEntry { start: entry.start + data_start, end: entry.end + data_start, ..entry });
     }
-    let mut ranges: Vec<(usize, usize, &str)> = header
-        .tensors
-        .iter()
-        .filter(|t| t.end > t.start)
-        .map(|t| (t.start, t.end, t.name.as_str()))
-        .collect();
+    let mut ranges: Vec<(usize, usize, &str)> =
+        header.tensors.iter().filter(|t| t.end > t.start).map(|t| (t.start, t.end, t.name.as_str())).collect();
     ranges.sort();
     for pair in ranges.windows(2) {
         if pair[1].0 < pair[0].1 {
@@ -144,75 +134,40 @@ fn parse_metadata(value: Value) -> Result<BTreeMap<String, String>, String> {
 /// One entry, with offsets relative to the data section.
 fn parse_entry(name: &str, value: &Value, data_len: usize) -> Result<SafetensorsEntry, String> {
     let obj: &Map<String, Value> = value.as_object().ok_or("entry is not an object")?;
-    let dtype_name = obj
-        .get("dtype")
-        .and_then(Value::as_str)
-        .ok_or("missing string `dtype`")?;
+    let dtype_name = obj.get("dtype").and_then(Value::as_str).ok_or("missing string `dtype`")?;
     let (dtype, block, block_bytes) = dtype_info(dtype_name).ok_or_else(|| format!("unknown dtype {dtype_name:?}"))?;
     let shape = obj
         .get("shape")
         .and_then(Value::as_array)
         .ok_or("missing array `shape`")?
         .iter()
-        .map(|d| {
-            d.as_u64()
-                .and_then(|d| usize::try_from(d).ok())
-                .ok_or_else(|| format!("bad dimension {d}"))
-        })
+        .map(|d| d.as_u64().and_then(|d| usize::try_from(d).ok()).ok_or_else(|| format!("bad dimension {d}")))
         .collect::<Result<Vec<usize>, String>>()?;
-    let offsets = obj
-        .get("data_offsets")
-        .and_then(Value::as_array)
-        .ok_or("missing array `data_offsets`")?;
+    let offsets = obj.get("data_offsets").and_then(Value::as_array).ok_or("missing array `data_offsets`")?;
     let [begin, end] = offsets.as_slice() else {
         return Err("`data_offsets` must have two entries".into());
     };
-    let as_offset = |v: &Value| {
-        v.as_u64()
-            .and_then(|v| usize::try_from(v).ok())
-            .ok_or(format!("bad offset {v}"))
-    };
+    let as_offset = |v: &Value| v.as_u64().and_then(|v| usize::try_from(v).ok()).ok_or(format!("bad offset {v}"));
     let (start, end) = (as_offset(begin)?, as_offset(end)?);
     if start > end || end > data_len {
-        return Err(format!(
-            "data_offsets [{start}, {end}] lie outside the data section of {data_len} bytes"
-        ));
+        return Err(format!("data_offsets [{start}, {end}] lie outside the data section of {data_len} bytes"));
     }
-    let elements = shape
-        .iter()
-        .try_fold(1usize, |a, &d| a.checked_mul(d))
-        .ok_or("shape overflows")?;
+    let elements = shape.iter().try_fold(1usize, |a, &d| a.checked_mul(d)).ok_or("shape overflows")?;
     if block > 1 && shape.last().is_some_and(|last| last % block != 0) {
-        return Err(format!(
-            "last dimension is not a multiple of the {dtype_name} block size {block}"
-        ));
+        return Err(format!("last dimension is not a multiple of the {dtype_name} block size {block}"));
     }
-    let want = (elements % block == 0)
-        .then(|| (elements / block).checked_mul(block_bytes))
-        .flatten();
+    let want = (elements % block == 0).then(|| (elements / block).checked_mul(block_bytes)).flatten();
     if want != Some(end - start) {
-        return Err(format!(
-            "{} bytes do not hold shape {shape:?} of {dtype_name}",
-            end - start
-        ));
+        return Err(format!("{} bytes do not hold shape {shape:?} of {dtype_name}", end - start));
     }
-    Ok(SafetensorsEntry {
-        name: name.to_string(),
-        dtype_name: dtype_name.to_string(),
-        dtype,
-        shape,
-        start,
-        end,
-    })
+    Ok(SafetensorsEntry { name: name.to_string(), dtype_name: dtype_name.to_string(), dtype, shape, start, end })
 }
 
 /// Memory-maps one safetensors file and adds its tensors to `store`.
 pub fn load_safetensors(path: &Path, store: &mut WeightStore) -> Result<SafetensorsHeader, WeightError> {
     let map = MappedFile::open(path)?;
-    let header = parse_header(map.bytes()).map_err(|message| WeightError::Safetensors {
-        path: path.to_path_buf(),
-        message,
-    })?;
+    let header =
+        parse_header(map.bytes()).map_err(|message| WeightError::Safetensors { path: path.to_path_buf(), message })?;
     for t in &header.tensors {
         let dtype = t.dtype.ok_or_else(|| WeightError::UnsupportedDtype {
             path: path.to_path_buf(),
@@ -222,10 +177,7 @@ pub fn load_safetensors(path: &Path, store: &mut WeightStore) -> Result<Safetens
         })?;
         let tensor = Tensor::mapped(map.clone(), &t.name, dtype, t.shape.clone(), t.start, t.end - t.start)?;
         if store.insert(t.name.clone(), tensor).is_some() {
-            return Err(WeightError::Duplicate {
-                path: path.to_path_buf(),
-                tensor: t.name.clone(),
-            });
+            return Err(WeightError::Duplicate { path: path.to_path_buf(), tensor: t.name.clone() });
         }
     }
     Ok(header)
@@ -240,24 +192,15 @@ pub fn safetensors_files(dir: &Path) -> Result<(Vec<PathBuf>, Option<WeightMap>)
     let index_path = dir.join("model.safetensors.index.json");
     if index_path.is_file() {
         let text = std::fs::read_to_string(&index_path).map_err(|e| WeightError::io(&index_path, e))?;
-        let bad = |message: String| WeightError::Safetensors {
-            path: index_path.clone(),
-            message,
-        };
+        let bad = |message: String| WeightError::Safetensors { path: index_path.clone(), message };
         let json: Value = serde_json::from_str(&text).map_err(|e| bad(format!("not valid JSON: {e}")))?;
-        let map = json
-            .get("weight_map")
-            .and_then(Value::as_object)
-            .ok_or_else(|| bad("missing `weight_map`".into()))?;
+        let map =
+            json.get("weight_map").and_then(Value::as_object).ok_or_else(|| bad("missing `weight_map`".into()))?;
         let mut weight_map = BTreeMap::new();
         for (tensor, file) in map {
-            let file = file
-                .as_str()
-                .ok_or_else(|| bad(format!("`weight_map.{tensor}` is not a file name")))?;
+            let file = file.as_str().ok_or_else(|| bad(format!("`weight_map.{tensor}` is not a file name")))?;
             if file.contains(['/', '\\']) || file == ".." {
-                return Err(bad(format!(
-                    "`weight_map.{tensor}` names a file outside the directory: {file:?}"
-                )));
+                return Err(bad(format!("`weight_map.{tensor}` names a file outside the directory: {file:?}")));
             }
             weight_map.insert(tensor.clone(), file.to_string());
         }
@@ -286,19 +229,13 @@ pub fn safetensors_bytes(
 ) -> Result<Vec<u8>, String> {
     let mut header = Map::new();
     if !metadata.is_empty() {
-        header.insert(
-            "__metadata__".into(),
-            serde_json::to_value(metadata).map_err(|e| e.to_string())?,
-        );
+        header.insert("__metadata__".into(), serde_json::to_value(metadata).map_err(|e| e.to_string())?);
     }
     let mut offset = 0usize;
     for (name, dtype, shape, data) in tensors {
         let elements: usize = shape.iter().product();
         if dtype.bytes_for(elements) != Some(data.len()) {
-            return Err(format!(
-                "tensor `{name}`: {} bytes do not hold {shape:?} of {dtype}",
-                data.len()
-            ));
+            return Err(format!("tensor `{name}`: {} bytes do not hold {shape:?} of {dtype}", data.len()));
         }
         if header.contains_key(*name) {
             return Err(format!("tensor `{name}` given twice"));
@@ -328,10 +265,8 @@ pub fn write_safetensors(
     tensors: &[TensorToWrite<'_>],
     metadata: &BTreeMap<String, String>,
 ) -> Result<(), WeightError> {
-    let bytes = safetensors_bytes(tensors, metadata).map_err(|message| WeightError::Safetensors {
-        path: path.into(),
-        message,
-    })?;
+    let bytes = safetensors_bytes(tensors, metadata)
+        .map_err(|message| WeightError::Safetensors { path: path.into(), message })?;
     std::fs::write(path, bytes).map_err(|e| WeightError::io(path, e))
 }
 

@@ -26,18 +26,11 @@ pub fn load_model_source(path: &Path) -> Result<LoadedModel, WeightError> {
         return load_hf_dir(path);
     }
     if !path.exists() {
-        return Err(WeightError::NotAModel {
-            path: path.into(),
-            message: "no such file or directory".into(),
-        });
+        return Err(WeightError::NotAModel { path: path.into(), message: "no such file or directory".into() });
     }
     if path.file_name().is_some_and(|n| n == "config.json") {
         if let Some(dir) = path.parent() {
-            return load_hf_dir(if dir.as_os_str().is_empty() {
-                Path::new(".")
-            } else {
-                dir
-            });
+            return load_hf_dir(if dir.as_os_str().is_empty() { Path::new(".") } else { dir });
         }
     }
     if has_gguf_magic(path)? {
@@ -64,16 +57,11 @@ fn has_gguf_magic(path: &Path) -> Result<bool, WeightError> {
 /// un-permuted), the tokenizer spec.
 pub fn load_gguf(path: &Path) -> Result<LoadedModel, WeightError> {
     let map = MappedFile::open(path)?;
-    let file = GgufFile::parse(map.bytes()).map_err(|source| WeightError::Gguf {
-        path: path.into(),
-        source,
-    })?;
+    let file = GgufFile::parse(map.bytes()).map_err(|source| WeightError::Gguf { path: path.into(), source })?;
     let config = model::config_from_gguf(&file, path)?;
     let weights = model::weights_from_gguf(&file, &map, &config)?;
-    let tokenizer = tokenizer::tokenizer_spec(&file.metadata).map_err(|source| WeightError::Gguf {
-        path: path.into(),
-        source,
-    })?;
+    let tokenizer =
+        tokenizer::tokenizer_spec(&file.metadata).map_err(|source| WeightError::Gguf { path: path.into(), source })?;
     tracing::info!(
         "loaded {} ({}, {} tensors, {:.1} MiB)",
         path.display(),
@@ -81,13 +69,7 @@ pub fn load_gguf(path: &Path) -> Result<LoadedModel, WeightError> {
         weights.len(),
         weights.total_bytes() as f64 / (1 << 20) as f64
     );
-    Ok(LoadedModel {
-        config,
-        weights,
-        tokenizer,
-        tokenizer_json: None,
-        tokenizer_config_json: None,
-    })
+    Ok(LoadedModel { config, weights, tokenizer, tokenizer_json: None, tokenizer_config_json: None })
 }
 
 /// Loads an HF directory: `config.json`, the safetensors shards, and the paths of
@@ -95,23 +77,15 @@ pub fn load_gguf(path: &Path) -> Result<LoadedModel, WeightError> {
 pub fn load_hf_dir(dir: &Path) -> Result<LoadedModel, WeightError> {
     let config_path = dir.join("config.json");
     if !config_path.is_file() {
-        return Err(WeightError::NotAModel {
-            path: dir.into(),
-            message: "no config.json in this directory".into(),
-        });
+        return Err(WeightError::NotAModel { path: dir.into(), message: "no config.json in this directory".into() });
     }
     let text = std::fs::read_to_string(&config_path).map_err(|e| WeightError::io(&config_path, e))?;
-    let config = ModelConfig::from_hf_json(&text).map_err(|source| WeightError::Config {
-        path: config_path,
-        source,
-    })?;
+    let config =
+        ModelConfig::from_hf_json(&text).map_err(|source| WeightError::Config { path: config_path, source })?;
 
     let (files, weight_map) = safetensors_files(dir)?;
     if files.is_empty() {
-        return Err(WeightError::NotAModel {
-            path: dir.into(),
-            message: "no *.safetensors weight files".into(),
-        });
+        return Err(WeightError::NotAModel { path: dir.into(), message: "no *.safetensors weight files".into() });
     }
     let mut weights = WeightStore::new();
     for file in &files {

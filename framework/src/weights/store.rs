@@ -22,10 +22,7 @@ impl MappedFile {
         // SAFETY: the map is read-only; like every mmap-based loader (llama.cpp, safetensors)
         // we rely on the weight file not being truncated or rewritten while it is in use.
         let map = unsafe { Mmap::map(&file) }.map_err(|e| WeightError::io(path, e))?;
-        Ok(Arc::new(MappedFile {
-            path: path.to_path_buf(),
-            map,
-        }))
+        Ok(Arc::new(MappedFile { path: path.to_path_buf(), map }))
     }
 
     pub fn bytes(&self) -> &[u8] {
@@ -72,38 +69,21 @@ impl Tensor {
     ) -> Result<Tensor, WeightError> {
         let in_file = offset.checked_add(len).is_some_and(|end| end <= file.bytes().len());
         if !in_file {
-            return Err(WeightError::tensor(
-                &file.path,
-                name,
-                format!("bytes {offset}+{len} lie outside the file"),
-            ));
+            return Err(WeightError::tensor(&file.path, name, format!("bytes {offset}+{len} lie outside the file")));
         }
         check_size(dtype, &shape, len).map_err(|m| WeightError::tensor(&file.path, name, m))?;
-        Ok(Tensor {
-            dtype,
-            shape,
-            data: TensorData::Mapped { file, offset, len },
-        })
+        Ok(Tensor { dtype, shape, data: TensorData::Mapped { file, offset, len } })
     }
 
     /// A tensor over owned bytes; checks the byte count matches the dtype and shape.
     pub fn owned(name: &str, dtype: DType, shape: Vec<usize>, bytes: Vec<u8>) -> Result<Tensor, WeightError> {
         check_size(dtype, &shape, bytes.len()).map_err(|m| WeightError::tensor("<memory>", name, m))?;
-        Ok(Tensor {
-            dtype,
-            shape,
-            data: TensorData::Owned(bytes.into()),
-        })
+        Ok(Tensor { dtype, shape, data: TensorData::Owned(bytes.into()) })
     }
 
     /// An f32 tensor from values.
     pub fn from_f32(name: &str, shape: Vec<usize>, values: &[f32]) -> Result<Tensor, WeightError> {
-        Tensor::owned(
-            name,
-            DType::F32,
-            shape,
-            values.iter().flat_map(|v| v.to_le_bytes()).collect(),
-        )
+        Tensor::owned(name, DType::F32, shape, values.iter().flat_map(|v| v.to_le_bytes()).collect())
     }
 
     /// The raw little-endian bytes (block-quantized layout for quantized dtypes).
@@ -129,17 +109,11 @@ impl Tensor {
     /// All elements as f32 (dequantizing block formats bit-exactly as ggml does).
     pub fn to_f32(&self, name: &str) -> Result<Vec<f32>, WeightError> {
         let mut out = vec![0f32; self.num_elements()];
-        let convert = |source| WeightError::Convert {
-            tensor: name.to_string(),
-            from: self.dtype,
-            to: DType::F32,
-            source,
-        };
+        let convert =
+            |source| WeightError::Convert { tensor: name.to_string(), from: self.dtype, to: DType::F32, source };
         match self.dtype {
             DType::I32 | DType::I64 | DType::U8 => {
-                return Err(convert(rtllm_plugin_api::PluginError::new(
-                    "integer tensors are not converted",
-                )))
+                return Err(convert(rtllm_plugin_api::PluginError::new("integer tensors are not converted")))
             }
             _ => quant::dequantize_row(self.dtype, self.bytes(), &mut out).map_err(convert)?,
         }
@@ -153,12 +127,7 @@ impl Tensor {
             return Ok(self.bytes().to_vec());
         }
         let values = self.to_f32(name)?;
-        let convert = |source| WeightError::Convert {
-            tensor: name.to_string(),
-            from: self.dtype,
-            to: dtype,
-            source,
-        };
+        let convert = |source| WeightError::Convert { tensor: name.to_string(), from: self.dtype, to: dtype, source };
         let row = self.shape.last().copied().unwrap_or(1).max(1);
         let row_bytes = quant::row_bytes(dtype, row).map_err(convert)?;
         let mut out = vec![0u8; row_bytes * (values.len() / row)];
@@ -171,10 +140,7 @@ impl Tensor {
 
 /// Checks `len` bytes hold exactly `shape` of `dtype`, with whole blocks per row.
 fn check_size(dtype: DType, shape: &[usize], len: usize) -> Result<(), String> {
-    let elements = shape
-        .iter()
-        .try_fold(1usize, |a, &d| a.checked_mul(d))
-        .ok_or("shape overflows")?;
+    let elements = shape.iter().try_fold(1usize, |a, &d| a.checked_mul(d)).ok_or("shape overflows")?;
     if dtype.is_quantized() {
         let row = shape.last().copied().unwrap_or(1);
         if row % dtype.block_size() != 0 {
@@ -184,9 +150,7 @@ fn check_size(dtype: DType, shape: &[usize], len: usize) -> Result<(), String> {
             ));
         }
     }
-    let want = dtype
-        .bytes_for(elements)
-        .ok_or_else(|| format!("{elements} elements are not whole {dtype} blocks"))?;
+    let want = dtype.bytes_for(elements).ok_or_else(|| format!("{elements} elements are not whole {dtype} blocks"))?;
     if want != len {
         return Err(format!("shape {shape:?} of {dtype} needs {want} bytes, found {len}"));
     }
@@ -270,12 +234,7 @@ impl WeightStore {
         let mut scored: Vec<(usize, &str)> = self.names().map(|n| (edit_distance(name, n), n)).collect();
         scored.sort();
         let limit = name.len().max(4);
-        scored
-            .into_iter()
-            .filter(|(d, _)| *d <= limit)
-            .take(k)
-            .map(|(_, n)| n)
-            .collect()
+        scored.into_iter().filter(|(d, _)| *d <= limit).take(k).map(|(_, n)| n).collect()
     }
 }
 
@@ -301,11 +260,7 @@ mod tests {
 
     fn store() -> WeightStore {
         let mut s = WeightStore::new();
-        for name in [
-            "model.embed_tokens.weight",
-            "model.layers.0.self_attn.q_proj.weight",
-            "model.norm.weight",
-        ] {
+        for name in ["model.embed_tokens.weight", "model.layers.0.self_attn.q_proj.weight", "model.norm.weight"] {
             s.insert(name, Tensor::from_f32(name, vec![2, 2], &[1.0, 2.0, 3.0, 4.0]).unwrap());
         }
         s
@@ -314,10 +269,7 @@ mod tests {
     #[test]
     fn missing_weight_suggests_near_names() {
         let s = store();
-        let err = s
-            .require("model.layers.0.self_attn.q_prj.weight")
-            .unwrap_err()
-            .to_string();
+        let err = s.require("model.layers.0.self_attn.q_prj.weight").unwrap_err().to_string();
         assert!(err.starts_with("missing weight `model.layers.0.self_attn.q_prj.weight`; did you mean `model.layers.0.self_attn.q_proj.weight`"), "{err}");
         assert_eq!(s.nearest_names("model.norm.wieght", 1), vec!["model.norm.weight"]);
         assert_eq!(edit_distance("kitten", "sitting"), 3);
@@ -333,21 +285,14 @@ mod tests {
         assert_eq!(t.to_f32("x").unwrap(), vec![1.0, 2.0, 3.0, 4.0]);
         let err = s.to_dtype("model.norm.weight", DType::Q8_0).unwrap_err().to_string();
         assert!(err.contains("model.norm.weight") && err.contains("q8_0"), "{err}");
-        assert_eq!(
-            s.meta("model.norm.weight").unwrap(),
-            TensorMeta::of(DType::F32, &[2, 2])
-        );
+        assert_eq!(s.meta("model.norm.weight").unwrap(), TensorMeta::of(DType::F32, &[2, 2]));
     }
 
     #[test]
     fn sizes_are_checked() {
-        let err = Tensor::owned("w", DType::F32, vec![2, 3], vec![0; 20])
-            .unwrap_err()
-            .to_string();
+        let err = Tensor::owned("w", DType::F32, vec![2, 3], vec![0; 20]).unwrap_err().to_string();
         assert!(err.contains("`w`") && err.contains("needs 24 bytes, found 20"), "{err}");
-        let err = Tensor::owned("q", DType::Q4_0, vec![2, 48], vec![0; 54])
-            .unwrap_err()
-            .to_string();
+        let err = Tensor::owned("q", DType::Q4_0, vec![2, 48], vec![0; 54]).unwrap_err().to_string();
         assert!(err.contains("not a multiple of the q4_0 block size 32"), "{err}");
     }
 }

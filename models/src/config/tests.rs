@@ -36,10 +36,7 @@ fn parses_smollm2() {
     let c = ModelConfig::from_hf_json(SMOLLM2).unwrap();
     assert_eq!(c.architecture, "LlamaForCausalLM");
     assert_eq!(c.model_type, "llama");
-    assert_eq!(
-        (c.num_hidden_layers, c.hidden_size, c.intermediate_size),
-        (30, 576, 1536)
-    );
+    assert_eq!((c.num_hidden_layers, c.hidden_size, c.intermediate_size), (30, 576, 1536));
     assert_eq!((c.num_attention_heads, c.num_key_value_heads, c.head_dim), (9, 3, 64));
     assert_eq!(c.vocab_size, 49152);
     assert_eq!(c.rms_norm_eps, 1e-5);
@@ -49,10 +46,7 @@ fn parses_smollm2() {
     assert_eq!((c.bos_token_id, c.eos_token_ids.clone()), (Some(1), vec![2]));
     assert_eq!(c.sliding_window, None);
     assert_eq!(c.extra.get("torch_dtype"), Some(&Value::from("bfloat16")));
-    assert!(
-        !c.extra.contains_key("hidden_size"),
-        "consumed keys are not kept in extra"
-    );
+    assert!(!c.extra.contains_key("hidden_size"), "consumed keys are not kept in extra");
     assert_eq!((c.num_kv_groups(), c.q_dim(), c.kv_dim()), (3, 576, 192));
 }
 
@@ -74,19 +68,13 @@ fn llama3_rope_scaling_and_eos_list() {
     assert_eq!(c.eos_token_ids, vec![128001, 128008, 128009]);
     let s = c.rope_scaling.unwrap();
     assert_eq!(s.rope_type, "llama3");
-    assert_eq!(
-        (s.factor, s.low_freq_factor, s.high_freq_factor),
-        (32.0, Some(1.0), Some(4.0))
-    );
+    assert_eq!((s.factor, s.low_freq_factor, s.high_freq_factor), (32.0, Some(1.0), Some(4.0)));
     assert_eq!(s.original_max_position_embeddings, Some(8192));
 }
 
 #[test]
 fn older_type_key_and_default_rope() {
-    let linear = SMOLLM2.replace(
-        r#""rope_scaling": null"#,
-        r#""rope_scaling": {"type": "linear", "factor": 2.0}"#,
-    );
+    let linear = SMOLLM2.replace(r#""rope_scaling": null"#, r#""rope_scaling": {"type": "linear", "factor": 2.0}"#);
     let s = ModelConfig::from_hf_json(&linear).unwrap().rope_scaling.unwrap();
     assert_eq!((s.rope_type.as_str(), s.factor), ("linear", 2.0));
     let default = SMOLLM2.replace(r#""rope_scaling": null"#, r#""rope_scaling": {"rope_type": "default"}"#);
@@ -101,10 +89,7 @@ fn defaults_follow_transformers() {
     let c = ModelConfig::from_hf_json(minimal).unwrap();
     assert_eq!(c.architecture, "MistralForCausalLM");
     assert_eq!((c.num_key_value_heads, c.head_dim), (32, 128));
-    assert_eq!(
-        (c.rms_norm_eps, c.rope_theta, c.max_position_embeddings),
-        (1e-6, 10000.0, 2048)
-    );
+    assert_eq!((c.rms_norm_eps, c.rope_theta, c.max_position_embeddings), (1e-6, 10000.0, 2048));
     assert_eq!(c.sliding_window, Some(4096));
     assert!(c.eos_token_ids.is_empty() && c.bos_token_id.is_none());
 }
@@ -113,18 +98,12 @@ fn defaults_follow_transformers() {
 fn errors_name_the_key() {
     let err = |json: &str| ModelConfig::from_hf_json(json).unwrap_err().to_string();
     assert!(err(&SMOLLM2.replace(r#""hidden_size": 576,"#, "")).contains("`hidden_size`"));
-    assert!(
-        err(&SMOLLM2.replace(r#""num_key_value_heads": 3"#, r#""num_key_value_heads": 4"#))
-            .contains("`num_key_value_heads` (4) must divide num_attention_heads (9)")
-    );
-    assert!(
-        err(&SMOLLM2.replace(r#""vocab_size": 49152"#, r#""vocab_size": "big""#))
-            .contains("`vocab_size` must be a non-negative integer")
-    );
-    assert!(
-        err(&SMOLLM2.replace(r#""num_hidden_layers": 30"#, r#""num_hidden_layers": 0"#))
-            .contains("`num_hidden_layers` must be positive")
-    );
+    assert!(err(&SMOLLM2.replace(r#""num_key_value_heads": 3"#, r#""num_key_value_heads": 4"#))
+        .contains("`num_key_value_heads` (4) must divide num_attention_heads (9)"));
+    assert!(err(&SMOLLM2.replace(r#""vocab_size": 49152"#, r#""vocab_size": "big""#))
+        .contains("`vocab_size` must be a non-negative integer"));
+    assert!(err(&SMOLLM2.replace(r#""num_hidden_layers": 30"#, r#""num_hidden_layers": 0"#))
+        .contains("`num_hidden_layers` must be positive"));
     assert!(err(&SMOLLM2.replace(r#""eos_token_id": 2"#, r#""eos_token_id": 60000"#)).contains("`eos_token_id`"));
     assert!(err(&SMOLLM2.replace(r#""rms_norm_eps": 1e-05"#, r#""rms_norm_eps": -1"#)).contains("`rms_norm_eps`"));
     let no_llama3_keys = LLAMA32.replace(r#""low_freq_factor": 1.0,"#, "");
@@ -132,10 +111,8 @@ fn errors_name_the_key() {
     assert!(err(r#"{"model_type": "gpt9"}"#).contains("`architectures`"));
     assert!(err("[1, 2]").contains("JSON object"));
     assert!(err("{not json").contains("not valid JSON"));
-    assert!(
-        err(&SMOLLM2.replace(r#""num_attention_heads": 9"#, r#""num_attention_heads": 0"#))
-            .contains("`num_attention_heads` must be positive")
-    );
+    assert!(err(&SMOLLM2.replace(r#""num_attention_heads": 9"#, r#""num_attention_heads": 0"#))
+        .contains("`num_attention_heads` must be positive"));
 }
 
 #[test]

@@ -80,29 +80,11 @@ pub enum Cond {
 
 #[derive(Clone, Debug)]
 pub enum Action {
-    Op {
-        op: String,
-        inputs: Vec<ValueRef>,
-        outputs: Vec<String>,
-        attrs: Vec<Attr>,
-    },
-    Set {
-        name: String,
-        from: ValueRef,
-    },
-    Call {
-        block: String,
-        inputs: Vec<ValueRef>,
-        outputs: Vec<String>,
-    },
-    Repeat {
-        count: Expr,
-        var: String,
-        body: Vec<Step>,
-    },
-    Group {
-        body: Vec<Step>,
-    },
+    Op { op: String, inputs: Vec<ValueRef>, outputs: Vec<String>, attrs: Vec<Attr> },
+    Set { name: String, from: ValueRef },
+    Call { block: String, inputs: Vec<ValueRef>, outputs: Vec<String> },
+    Repeat { count: Expr, var: String, body: Vec<Step> },
+    Group { body: Vec<Step> },
 }
 
 #[derive(Clone, Debug)]

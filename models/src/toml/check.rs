@@ -57,12 +57,7 @@ impl Checker<'_> {
     fn expr(&self, e: &Expr, loc: &Loc) -> Result<(), TomlError> {
         match e {
             Expr::Name(n) if !self.model.values.contains_key(n) && !self.vars.contains(n) => {
-                let known = self
-                    .model
-                    .values
-                    .keys()
-                    .map(String::as_str)
-                    .chain(self.vars.iter().map(String::as_str));
+                let known = self.model.values.keys().map(String::as_str).chain(self.vars.iter().map(String::as_str));
                 Err((self.err)(
                     loc,
                     format!(
@@ -101,18 +96,13 @@ impl Checker<'_> {
 
     fn action(&mut self, s: &Step, bound: &mut BTreeSet<String>) -> Result<(), TomlError> {
         match &s.action {
-            Action::Op {
-                inputs, outputs, attrs, ..
-            } => {
+            Action::Op { inputs, outputs, attrs, .. } => {
                 for r in inputs {
                     self.value(r, bound)?;
                 }
                 for a in attrs {
                     match &a.spec {
-                        AttrSpec::Value {
-                            value: ValueSpec::Expr(e),
-                            ..
-                        } => self.expr(e, &a.loc)?,
+                        AttrSpec::Value { value: ValueSpec::Expr(e), .. } => self.expr(e, &a.loc)?,
                         AttrSpec::Ints(es) => es.iter().try_for_each(|e| self.expr(e, &a.loc))?,
                         _ => {}
                     }
@@ -180,32 +170,18 @@ pub fn check_names(model: &Compiled, err: &Err<'_>) -> Result<(), TomlError> {
     vars_of(&model.graph, &mut all_vars);
     for (spec, loc) in model.values.values() {
         if let ValueSpec::Expr(e) = spec {
-            Checker {
-                model,
-                err,
-                vars: Vec::new(),
-            }
-            .expr(e, loc)?;
+            Checker { model, err, vars: Vec::new() }.expr(e, loc)?;
         }
     }
     for input in &model.inputs {
         for (d, loc) in &input.dims {
             if let super::ast::DimSpec::Expr(e) = d {
-                Checker {
-                    model,
-                    err,
-                    vars: all_vars.iter().cloned().collect(),
-                }
-                .expr(e, loc)?;
+                Checker { model, err, vars: all_vars.iter().cloned().collect() }.expr(e, loc)?;
             }
         }
     }
     for b in model.blocks.values() {
-        let mut c = Checker {
-            model,
-            err,
-            vars: all_vars.iter().cloned().collect(),
-        };
+        let mut c = Checker { model, err, vars: all_vars.iter().cloned().collect() };
         let mut bound: BTreeSet<String> = b.params.iter().cloned().collect();
         c.steps(&b.body, &mut bound)?;
         for r in &b.results {
@@ -214,11 +190,7 @@ pub fn check_names(model: &Compiled, err: &Err<'_>) -> Result<(), TomlError> {
             }
         }
     }
-    let mut c = Checker {
-        model,
-        err,
-        vars: Vec::new(),
-    };
+    let mut c = Checker { model, err, vars: Vec::new() };
     let mut bound = BTreeSet::new();
     c.steps(&model.graph, &mut bound)?;
     for (_, r) in &model.outputs {

@@ -19,10 +19,7 @@ type R<T> = Result<T, TomlError>;
 
 impl Cx<'_> {
     fn loc<T>(&self, s: &Spanned<T>, key: impl Into<String>) -> Loc {
-        Loc {
-            line: self.lines.line(s.span().start),
-            key: key.into(),
-        }
+        Loc { line: self.lines.line(s.span().start), key: key.into() }
     }
 
     fn err(&self, loc: &Loc, message: impl Into<String>) -> TomlError {
@@ -87,10 +84,9 @@ impl Cx<'_> {
                     .map(|i| match i {
                         toml::Value::Integer(n) => Ok(Expr::Int(*n)),
                         toml::Value::String(s) => self.expr(s, &loc),
-                        other => Err(self.err(
-                            &loc,
-                            format!("list attributes hold integers or expressions, got {other}"),
-                        )),
+                        other => {
+                            Err(self.err(&loc, format!("list attributes hold integers or expressions, got {other}")))
+                        }
                     })
                     .collect::<R<Vec<_>>>()?;
                 AttrSpec::Ints(ints)
@@ -103,11 +99,7 @@ impl Cx<'_> {
                 (value, optional) => AttrSpec::Value { value, optional },
             },
         };
-        Ok(Attr {
-            name: name.get_ref().clone(),
-            spec,
-            loc,
-        })
+        Ok(Attr { name: name.get_ref().clone(), spec, loc })
     }
 
     fn input(
@@ -139,10 +131,8 @@ impl Cx<'_> {
                     }
                 }
                 other => {
-                    return Err(self.err(
-                        &loc,
-                        format!("a dim is a non-negative integer, a symbol or an expression, got {other}"),
-                    ))
+                    return Err(self
+                        .err(&loc, format!("a dim is a non-negative integer, a symbol or an expression, got {other}")))
                 }
             };
             dims.push((spec, loc));
@@ -154,13 +144,7 @@ impl Cx<'_> {
             }
             None => local.get_ref().clone(),
         };
-        Ok(InputDecl {
-            local: local.get_ref().clone(),
-            name,
-            dtype,
-            dims,
-            loc: self.loc(local, key),
-        })
+        Ok(InputDecl { local: local.get_ref().clone(), name, dtype, dims, loc: self.loc(local, key) })
     }
 
     fn value_ref(&self, s: &Spanned<String>, key: String) -> R<ValueRef> {
@@ -170,11 +154,7 @@ impl Cx<'_> {
             None => (s.get_ref().as_str(), false),
         };
         check_ident(name).map_err(|m| self.err(&loc, m))?;
-        Ok(ValueRef {
-            name: name.to_string(),
-            optional,
-            loc,
-        })
+        Ok(ValueRef { name: name.to_string(), optional, loc })
     }
 
     fn names(&self, list: &[Spanned<String>], key: &str) -> R<Vec<String>> {
@@ -191,10 +171,7 @@ impl Cx<'_> {
     }
 
     fn steps(&self, raw: &[Spanned<RawStep>], key: &str) -> R<Vec<Step>> {
-        raw.iter()
-            .enumerate()
-            .map(|(i, s)| self.step(s, &format!("{key}[{i}]")))
-            .collect()
+        raw.iter().enumerate().map(|(i, s)| self.step(s, &format!("{key}[{i}]"))).collect()
     }
 
     fn step(&self, s: &Spanned<RawStep>, key: &str) -> R<Step> {
@@ -211,10 +188,7 @@ impl Cx<'_> {
         .filter_map(|(k, on)| on.then_some(k))
         .collect();
         if kinds.len() > 1 {
-            return Err(self.err(
-                &step_loc,
-                format!("a step does one thing, this one has {}", kinds.join(" and ")),
-            ));
+            return Err(self.err(&step_loc, format!("a step does one thing, this one has {}", kinds.join(" and "))));
         }
         let misplaced = |field: &str, present: bool, allowed: bool| -> R<()> {
             if present && !allowed {
@@ -238,18 +212,12 @@ impl Cx<'_> {
 
         let inputs = |this: &Self| -> R<Vec<ValueRef>> {
             let list = r.inputs.as_deref().unwrap_or_default();
-            list.iter()
-                .enumerate()
-                .map(|(i, v)| this.value_ref(v, format!("{key}.inputs[{i}]")))
-                .collect()
+            list.iter().enumerate().map(|(i, v)| this.value_ref(v, format!("{key}.inputs[{i}]"))).collect()
         };
         let outputs = |this: &Self| -> R<Vec<String>> {
             let list = r.outputs.as_deref().unwrap_or_default();
             if list.is_empty() {
-                return Err(this.err(
-                    &step_loc,
-                    "`outputs` must name at least one value (use \"_\" to discard)",
-                ));
+                return Err(this.err(&step_loc, "`outputs` must name at least one value (use \"_\" to discard)"));
             }
             this.names(list, &at("outputs"))
         };
@@ -259,35 +227,17 @@ impl Cx<'_> {
                 attrs.push(self.attr(name, v, key)?);
             }
             attrs.sort_by_key(|a| a.loc.line);
-            let action = Action::Op {
-                op: op.get_ref().clone(),
-                inputs: inputs(self)?,
-                outputs: outputs(self)?,
-                attrs,
-            };
+            let action = Action::Op { op: op.get_ref().clone(), inputs: inputs(self)?, outputs: outputs(self)?, attrs };
             (self.loc(op, at("op")), action)
         } else if let Some(set) = &r.set {
             let loc = self.loc(set, at("set"));
             check_ident(set.get_ref()).map_err(|m| self.err(&loc, m))?;
-            let from = r
-                .from
-                .as_ref()
-                .ok_or_else(|| self.err(&loc, "`set` needs `from` (the value to bind)"))?;
-            (
-                loc,
-                Action::Set {
-                    name: set.get_ref().clone(),
-                    from: self.value_ref(from, at("from"))?,
-                },
-            )
+            let from = r.from.as_ref().ok_or_else(|| self.err(&loc, "`set` needs `from` (the value to bind)"))?;
+            (loc, Action::Set { name: set.get_ref().clone(), from: self.value_ref(from, at("from"))? })
         } else if let Some(call) = &r.call {
             (
                 self.loc(call, at("call")),
-                Action::Call {
-                    block: call.get_ref().clone(),
-                    inputs: inputs(self)?,
-                    outputs: outputs(self)?,
-                },
+                Action::Call { block: call.get_ref().clone(), inputs: inputs(self)?, outputs: outputs(self)? },
             )
         } else if let Some(count) = &r.repeat {
             let loc = self.loc(count, at("repeat"));
@@ -306,12 +256,7 @@ impl Cx<'_> {
             let body = self.steps(r.body.as_deref().unwrap_or_default(), &at("body"))?;
             (loc, Action::Repeat { count, var, body })
         } else if let Some(body) = &r.body {
-            (
-                step_loc.clone(),
-                Action::Group {
-                    body: self.steps(body, &at("body"))?,
-                },
-            )
+            (step_loc.clone(), Action::Group { body: self.steps(body, &at("body"))? })
         } else {
             return Err(self.err(&step_loc, "a step needs one of `op`, `set`, `call`, `repeat` or `body`"));
         };
@@ -344,13 +289,7 @@ impl Cx<'_> {
             }
             None => None,
         };
-        Ok(Step {
-            loc,
-            scope,
-            conds,
-            action,
-            otherwise,
-        })
+        Ok(Step { loc, scope, conds, action, otherwise })
     }
 
     fn block(&self, name: &Spanned<String>, b: &Spanned<RawBlock>) -> R<Block> {
@@ -371,9 +310,7 @@ fn check_ident(name: &str) -> Result<(), String> {
     if ok {
         Ok(())
     } else {
-        Err(format!(
-            "'{name}' is not a valid name (letters, digits and _, not starting with a digit)"
-        ))
+        Err(format!("'{name}' is not a valid name (letters, digits and _, not starting with a digit)"))
     }
 }
 
@@ -384,9 +321,7 @@ pub fn check_pattern(p: &str) -> Result<(), String> {
         if rest[open..].starts_with('}') {
             return Err(format!("unmatched '}}' in \"{p}\""));
         }
-        let close = rest[open..]
-            .find('}')
-            .ok_or_else(|| format!("unclosed '{{' in \"{p}\""))?;
+        let close = rest[open..].find('}').ok_or_else(|| format!("unclosed '{{' in \"{p}\""))?;
         check_ident(&rest[open + 1..open + close]).map_err(|m| format!("placeholder in \"{p}\": {m}"))?;
         rest = &rest[open + close + 1..];
     }
@@ -402,10 +337,7 @@ fn in_file_order<K, V>(map: &BTreeMap<Spanned<K>, V>) -> Vec<(&Spanned<K>, &V)> 
 
 /// Parses and checks a model file's text. `file` names it in errors.
 pub fn compile(text: &str, file: &str) -> R<Compiled> {
-    let cx = Cx {
-        file,
-        lines: Lines::new(text),
-    };
+    let cx = Cx { file, lines: Lines::new(text) };
     let raw: RawFile = toml::from_str(text).map_err(|e| TomlError::Syntax {
         file: file.to_string(),
         line: e.span().map(|s| cx.lines.line(s.start)).unwrap_or(1),
@@ -431,18 +363,9 @@ pub fn compile(text: &str, file: &str) -> R<Compiled> {
         check_ident(k.get_ref()).map_err(|m| cx.err(&loc, m))?;
         check_pattern(v.get_ref()).map_err(|m| cx.err(&loc, m))?;
         if inputs.iter().any(|i: &InputDecl| &i.local == k.get_ref()) {
-            return Err(cx.err(
-                &loc,
-                format!("'{}' is declared both as an input and as a weight", k.get_ref()),
-            ));
+            return Err(cx.err(&loc, format!("'{}' is declared both as an input and as a weight", k.get_ref())));
         }
-        weights.insert(
-            k.get_ref().clone(),
-            WeightDecl {
-                pattern: v.get_ref().clone(),
-                loc,
-            },
-        );
+        weights.insert(k.get_ref().clone(), WeightDecl { pattern: v.get_ref().clone(), loc });
     }
     let mut blocks = BTreeMap::new();
     for (k, v) in in_file_order(&raw.blocks) {
@@ -451,10 +374,7 @@ pub fn compile(text: &str, file: &str) -> R<Compiled> {
     let graph = cx.steps(&raw.graph, "graph")?;
     let mut outputs = Vec::new();
     for (k, v) in in_file_order(&raw.outputs) {
-        outputs.push((
-            k.get_ref().clone(),
-            cx.value_ref(v, format!("outputs.{}", k.get_ref()))?,
-        ));
+        outputs.push((k.get_ref().clone(), cx.value_ref(v, format!("outputs.{}", k.get_ref()))?));
     }
     if outputs.is_empty() {
         return Err(TomlError::Invalid {
@@ -480,10 +400,5 @@ pub fn compile(text: &str, file: &str) -> R<Compiled> {
 
 /// An error constructor for the name checker.
 pub fn cx_err(file: &str) -> impl Fn(&Loc, String) -> TomlError + '_ {
-    move |loc, message| TomlError::Invalid {
-        file: file.to_string(),
-        line: loc.line,
-        key: loc.key.clone(),
-        message,
-    }
+    move |loc, message| TomlError::Invalid { file: file.to_string(), line: loc.line, key: loc.key.clone(), message }
 }

@@ -28,10 +28,7 @@ impl ModelDefinition {
     pub fn registered(name: &str) -> Result<Self, UnknownArchitecture> {
         find_architecture(name)
             .map(ModelDefinition::Registered)
-            .ok_or_else(|| UnknownArchitecture {
-                name: name.to_string(),
-                known: known_architecture_names().join(", "),
-            })
+            .ok_or_else(|| UnknownArchitecture { name: name.to_string(), known: known_architecture_names().join(", ") })
     }
 
     /// Loads a TOML model file.

@@ -14,12 +14,7 @@ pub enum TomlError {
     #[error("{file}:{line}: {message}")]
     Syntax { file: String, line: usize, message: String },
     #[error("{file}:{line}: `{key}`: {message}")]
-    Invalid {
-        file: String,
-        line: usize,
-        key: String,
-        message: String,
-    },
+    Invalid { file: String, line: usize, key: String, message: String },
 }
 
 /// Where something is in the file: its line (1-based) and TOML key path.
@@ -58,31 +53,10 @@ pub fn locate_build_error(file: &str, loc: &Loc, e: BuildError) -> BuildError {
         }
     };
     match e {
-        BuildError::UnknownOp { scope, op, hint } => BuildError::UnknownOp {
-            scope: at(scope),
-            op,
-            hint,
-        },
-        BuildError::Op {
-            scope,
-            op,
-            inputs,
-            message,
-        } => BuildError::Op {
-            scope: at(scope),
-            op,
-            inputs,
-            message,
-        },
-        BuildError::MissingWeight { scope, name, hint } => BuildError::MissingWeight {
-            scope: at(scope),
-            name,
-            hint,
-        },
-        BuildError::Invalid { scope, message } => BuildError::Invalid {
-            scope: at(scope),
-            message,
-        },
+        BuildError::UnknownOp { scope, op, hint } => BuildError::UnknownOp { scope: at(scope), op, hint },
+        BuildError::Op { scope, op, inputs, message } => BuildError::Op { scope: at(scope), op, inputs, message },
+        BuildError::MissingWeight { scope, name, hint } => BuildError::MissingWeight { scope: at(scope), name, hint },
+        BuildError::Invalid { scope, message } => BuildError::Invalid { scope: at(scope), message },
     }
 }
 
@@ -107,12 +81,7 @@ pub fn did_you_mean<'a>(name: &str, candidates: impl IntoIterator<Item = &'a str
     scored.sort();
     scored.dedup();
     let limit = (name.len() / 2).max(2);
-    let close: Vec<&str> = scored
-        .into_iter()
-        .filter(|(d, _)| *d <= limit)
-        .take(3)
-        .map(|(_, c)| c)
-        .collect();
+    let close: Vec<&str> = scored.into_iter().filter(|(d, _)| *d <= limit).take(3).map(|(_, c)| c).collect();
     if close.is_empty() {
         String::new()
     } else {
@@ -136,10 +105,7 @@ mod tests {
 
     #[test]
     fn suggestions() {
-        assert_eq!(
-            did_you_mean("hidden_sise", ["hidden_size", "head_dim"]),
-            " (did you mean: hidden_size)"
-        );
+        assert_eq!(did_you_mean("hidden_sise", ["hidden_size", "head_dim"]), " (did you mean: hidden_size)");
         assert_eq!(did_you_mean("zzzzzz", ["hidden_size"]), "");
     }
 }

@@ -133,22 +133,11 @@ type R<T> = Result<T, BuildError>;
 
 impl<'a> Run<'a> {
     fn invalid(&self, loc: &Loc, message: impl Into<String>) -> BuildError {
-        locate_build_error(
-            self.file,
-            loc,
-            BuildError::Invalid {
-                scope: self.scope.clone(),
-                message: message.into(),
-            },
-        )
+        locate_build_error(self.file, loc, BuildError::Invalid { scope: self.scope.clone(), message: message.into() })
     }
 
     fn eval(&self, e: &Expr, loc: &Loc) -> R<Scalar> {
-        let scope = ExprScope {
-            config: &self.config,
-            values: &self.values,
-            vars: &self.vars,
-        };
+        let scope = ExprScope { config: &self.config, values: &self.values, vars: &self.vars };
         e.eval(&scope).map_err(|m| self.invalid(loc, m))
     }
 
@@ -162,10 +151,9 @@ impl<'a> Run<'a> {
     fn int(&self, e: &Expr, loc: &Loc, what: &str) -> R<i64> {
         match self.eval(e, loc)? {
             Scalar::Int(i) if i >= 0 => Ok(i),
-            other => Err(self.invalid(
-                loc,
-                format!("{what} must be a non-negative integer, got {} ({other})", other.kind()),
-            )),
+            other => {
+                Err(self.invalid(loc, format!("{what} must be a non-negative integer, got {} ({other})", other.kind())))
+            }
         }
     }
 
@@ -200,10 +188,7 @@ impl<'a> Run<'a> {
     fn declare_input(&mut self, local: &str) -> R<Value> {
         let model = self.model;
         let Some(decl) = model.inputs.iter().find(|i| i.local == local) else {
-            return Err(BuildError::Invalid {
-                scope: self.scope.clone(),
-                message: format!("no input '{local}'"),
-            });
+            return Err(BuildError::Invalid { scope: self.scope.clone(), message: format!("no input '{local}'") });
         };
         let name = self.pattern(&decl.name, &decl.loc)?;
         let dtype = match decl.dtype {
@@ -217,9 +202,7 @@ impl<'a> Run<'a> {
                 DimSpec::Expr(e) => Dim::from(self.int(e, loc, "a dim")? as usize),
             });
         }
-        self.b
-            .input(&name, TensorMeta::new(dtype, dims))
-            .map_err(|e| locate_build_error(self.file, &decl.loc, e))
+        self.b.input(&name, TensorMeta::new(dtype, dims)).map_err(|e| locate_build_error(self.file, &decl.loc, e))
     }
 
     /// The value a step reads; `None` for an optional one that is absent.
@@ -251,11 +234,7 @@ impl<'a> Run<'a> {
         }
         Err(self.invalid(
             &r.loc,
-            format!(
-                "value '{}' is not defined at this point (defined: {})",
-                r.name,
-                sorted_names(env)
-            ),
+            format!("value '{}' is not defined at this point (defined: {})", r.name, sorted_names(env)),
         ))
     }
 
@@ -309,12 +288,7 @@ impl<'a> Run<'a> {
         if names.len() != values.len() {
             return Err(self.invalid(
                 loc,
-                format!(
-                    "{what} gives {} outputs, the step names {} ({})",
-                    values.len(),
-                    names.len(),
-                    names.join(", ")
-                ),
+                format!("{what} gives {} outputs, the step names {} ({})", values.len(), names.len(), names.join(", ")),
             ));
         }
         for (n, v) in names.iter().zip(values) {
@@ -347,18 +321,10 @@ impl<'a> Run<'a> {
 
     fn action(&mut self, env: &mut Env, s: &Step) -> R<()> {
         match &s.action {
-            Action::Op {
-                op,
-                inputs,
-                outputs,
-                attrs,
-            } => {
+            Action::Op { op, inputs, outputs, attrs } => {
                 let ins: Vec<Value> = self.read_all(env, inputs)?.into_iter().flatten().collect();
                 let attrs = self.attrs(attrs)?;
-                let outs = self
-                    .b
-                    .op(op, &ins, attrs)
-                    .map_err(|e| locate_build_error(self.file, &s.loc, e))?;
+                let outs = self.b.op(op, &ins, attrs).map_err(|e| locate_build_error(self.file, &s.loc, e))?;
                 self.bind(env, &s.loc, outputs, outs, &format!("op '{op}'"))
             }
             Action::Set { name, from } => {
@@ -409,10 +375,7 @@ impl<'a> Run<'a> {
                 inner.get(r).copied().ok_or_else(|| {
                     self.invalid(
                         &b.loc,
-                        format!(
-                            "result '{r}' was not bound by the block's body (bound: {})",
-                            sorted_names(&inner)
-                        ),
+                        format!("result '{r}' was not bound by the block's body (bound: {})", sorted_names(&inner)),
                     )
                 })
             })
@@ -434,40 +397,15 @@ pub fn run(
     options: &BuildOptions,
     b: &mut dyn GraphBuilder,
 ) -> R<()> {
-    let at_top = |message: String| BuildError::Invalid {
-        scope: file.to_string(),
-        message,
-    };
+    let at_top = |message: String| BuildError::Invalid { scope: file.to_string(), message };
     let view = ConfigView::new(config).map_err(at_top)?;
-    let eval = std::cell::RefCell::new(ValueEval {
-        model,
-        config: &view,
-        done: BTreeMap::new(),
-        active: Vec::new(),
-    });
+    let eval = std::cell::RefCell::new(ValueEval { model, config: &view, done: BTreeMap::new(), active: Vec::new() });
     for (name, (_, loc)) in &model.values {
-        eval.name(name).map_err(|m| {
-            locate_build_error(
-                file,
-                loc,
-                BuildError::Invalid {
-                    scope: String::new(),
-                    message: m,
-                },
-            )
-        })?;
+        eval.name(name)
+            .map_err(|m| locate_build_error(file, loc, BuildError::Invalid { scope: String::new(), message: m }))?;
     }
     let values = eval.into_inner().done;
-    let mut run = Run {
-        model,
-        file,
-        config: view,
-        values,
-        vars: Vec::new(),
-        options,
-        b,
-        scope: "inputs".into(),
-    };
+    let mut run = Run { model, file, config: view, values, vars: Vec::new(), options, b, scope: "inputs".into() };
     run.b.set_scope("inputs");
     // Inputs without placeholders are declared up front, in file order.
     for decl in &model.inputs {

@@ -215,9 +215,7 @@ impl Parser {
                     ["config"] => Err("'config' needs a key: config.<key>".into()),
                     ["config", rest @ ..] => Ok(Expr::Config(rest.iter().map(|s| s.to_string()).collect())),
                     [_] => Ok(Expr::Name(name)),
-                    _ => Err(format!(
-                        "unknown reference '{name}' (config keys are written config.<key>)"
-                    )),
+                    _ => Err(format!("unknown reference '{name}' (config keys are written config.<key>)")),
                 }
             }
         }
@@ -228,18 +226,13 @@ fn parse_number(text: &str) -> Result<Expr, String> {
     if let Ok(v) = text.parse::<i64>() {
         return Ok(Expr::Int(v));
     }
-    text.parse::<f64>()
-        .map(Expr::Float)
-        .map_err(|_| format!("malformed number '{text}'"))
+    text.parse::<f64>().map(Expr::Float).map_err(|_| format!("malformed number '{text}'"))
 }
 
 impl Expr {
     /// Parses a whole expression.
     pub fn parse(src: &str) -> Result<Expr, String> {
-        let mut p = Parser {
-            toks: lex(src)?,
-            pos: 0,
-        };
+        let mut p = Parser { toks: lex(src)?, pos: 0 };
         if p.toks.is_empty() {
             return Err("empty expression".into());
         }
@@ -304,16 +297,10 @@ fn binary(op: BinOp, a: Scalar, b: Scalar) -> Result<Scalar, String> {
             BinOp::Sub => x.checked_sub(*y),
             _ => x.checked_mul(*y),
         };
-        return r
-            .map(Scalar::Int)
-            .ok_or_else(|| format!("integer overflow in {x} {sym} {y}"));
+        return r.map(Scalar::Int).ok_or_else(|| format!("integer overflow in {x} {sym} {y}"));
     }
     let (Some(x), Some(y)) = (a.number(), b.number()) else {
-        return Err(format!(
-            "'{sym}' needs numbers, got {} ({a}) and {} ({b})",
-            a.kind(),
-            b.kind()
-        ));
+        return Err(format!("'{sym}' needs numbers, got {} ({a}) and {} ({b})", a.kind(), b.kind()));
     };
     if op == BinOp::Div && y == 0.0 {
         return Err(format!("division by zero ({x} / {y})"));

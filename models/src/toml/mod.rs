@@ -103,20 +103,15 @@ pub struct TomlModel {
 impl TomlModel {
     /// Reads and checks a model file; errors name the file and line.
     pub fn from_file(path: &Path) -> Result<TomlModel, TomlError> {
-        let text = std::fs::read_to_string(path).map_err(|source| TomlError::Io {
-            path: path.to_path_buf(),
-            source,
-        })?;
+        let text =
+            std::fs::read_to_string(path).map_err(|source| TomlError::Io { path: path.to_path_buf(), source })?;
         TomlModel::from_str(&text, &path.display().to_string())
     }
 
     /// Checks a model file's text; `file` is the name errors use.
     #[allow(clippy::should_implement_trait)]
     pub fn from_str(text: &str, file: &str) -> Result<TomlModel, TomlError> {
-        Ok(TomlModel {
-            file: file.to_string(),
-            model: compile::compile(text, file)?,
-        })
+        Ok(TomlModel { file: file.to_string(), model: compile::compile(text, file)? })
     }
 
     /// `[model] name`.

@@ -47,15 +47,10 @@ impl GraphBuilder for Recorder {
     }
     fn op(&mut self, op: &str, inputs: &[Value], attrs: Attrs) -> Result<Vec<Value>, BuildError> {
         if !self.has_op(op) {
-            return Err(BuildError::UnknownOp {
-                scope: self.scope.clone(),
-                op: op.into(),
-                hint: String::new(),
-            });
+            return Err(BuildError::UnknownOp { scope: self.scope.clone(), op: op.into(), hint: String::new() });
         }
         let ins: Vec<String> = inputs.iter().map(|v| v.to_string()).collect();
-        self.calls
-            .push(format!("{}: {op}({}) [{attrs}]", self.scope, ins.join(", ")));
+        self.calls.push(format!("{}: {op}({}) [{attrs}]", self.scope, ins.join(", ")));
         let n = if op.starts_with("fused") { 2 } else { 1 };
         Ok((0..n).map(|_| self.push(TensorMeta::of(DType::F32, &[4]))).collect())
     }
@@ -112,26 +107,13 @@ fn llama_weights(layers: usize, lm_head: bool, bias: bool) -> Vec<String> {
     w
 }
 
-const OPS: [&str; 8] = [
-    "embedding",
-    "rmsnorm",
-    "add",
-    "matmul",
-    "rope",
-    "paged_attention",
-    "silu_mul",
-    "gather_rows",
-];
+const OPS: [&str; 8] = ["embedding", "rmsnorm", "add", "matmul", "rope", "paged_attention", "silu_mul", "gather_rows"];
 
 fn record(text: &str, cfg: &ModelConfig, weights: Vec<String>, extra_ops: &[&str]) -> Result<Recorder, BuildError> {
     let model = TomlModel::from_str(text, "test.toml").unwrap_or_else(|e| panic!("{e}"));
     let mut ops: Vec<String> = OPS.iter().map(|s| s.to_string()).collect();
     ops.extend(extra_ops.iter().map(|s| s.to_string()));
-    let mut r = Recorder {
-        weights,
-        ops,
-        ..Default::default()
-    };
+    let mut r = Recorder { weights, ops, ..Default::default() };
     model.build(cfg, &BuildOptions::default(), &mut r)?;
     Ok(r)
 }
@@ -169,21 +151,11 @@ fn llama_unfused_threads_the_residual_across_layers() {
 
 #[test]
 fn llama_fused_bias_and_tied_head() {
-    let r = record(
-        LLAMA,
-        &config(2, true, true),
-        llama_weights(2, false, true),
-        &["fused_add_rmsnorm"],
-    )
-    .unwrap();
+    let r = record(LLAMA, &config(2, true, true), llama_weights(2, false, true), &["fused_add_rmsnorm"]).unwrap();
     assert_eq!(count(&r, "fused_add_rmsnorm"), 4);
     assert_eq!(count(&r, "add"), 0);
     // q/k/v with bias (3 inputs), o/gate/up/down without; the head reads the embedding table.
-    let three = r
-        .calls
-        .iter()
-        .filter(|c| c.contains(": matmul(") && c.matches(',').count() == 2)
-        .count();
+    let three = r.calls.iter().filter(|c| c.contains(": matmul(") && c.matches(',').count() == 2).count();
     assert_eq!(three, 6);
 }
 
@@ -194,51 +166,31 @@ fn untied_model_without_lm_head_falls_back_to_the_embedding() {
 }
 
 fn load_err(text: &str) -> String {
-    TomlModel::from_str(text, "bad.toml")
-        .expect_err("must fail")
-        .to_string()
+    TomlModel::from_str(text, "bad.toml").expect_err("must fail").to_string()
 }
 
 #[test]
 fn load_errors_name_file_line_and_key() {
     let e = load_err("[model]\nname = \"x\"\n[[graph]]\nop = \"add\"\ninputs = [\"a\"]\noutputs = [\"b\"]\n[outputs]\nlogits = \"b\"\n");
-    assert!(
-        e.starts_with("bad.toml:5: `graph[0].inputs[0]`: unknown value 'a'"),
-        "{e}"
-    );
+    assert!(e.starts_with("bad.toml:5: `graph[0].inputs[0]`: unknown value 'a'"), "{e}");
 
     let e = load_err("[model]\nname = \"x\"\n[[graph]]\nop = \"add\"\ninput = [\"a\"]\n");
-    assert!(
-        e.starts_with("bad.toml:5: ") && e.contains("unknown field `input`"),
-        "{e}"
-    );
+    assert!(e.starts_with("bad.toml:5: ") && e.contains("unknown field `input`"), "{e}");
 
     let e = load_err("[model]\nname = \"x\"\n[values]\ns = \"1.0 / sqrt(config.head_dim\"\n");
-    assert!(
-        e.starts_with("bad.toml:4: `values.s`: in expression") && e.contains("missing ')'"),
-        "{e}"
-    );
+    assert!(e.starts_with("bad.toml:4: `values.s`: in expression") && e.contains("missing ')'"), "{e}");
 
     let e = load_err("[model]\nname = \"x\"\n[inputs]\nids = { dtype = \"int32\", dims = [\"T\"] }\n");
-    assert!(
-        e.starts_with("bad.toml:4: `inputs.ids.dtype`: unknown dtype 'int32'"),
-        "{e}"
-    );
+    assert!(e.starts_with("bad.toml:4: `inputs.ids.dtype`: unknown dtype 'int32'"), "{e}");
 
     let e = load_err("[model]\nname = \"x\"\n[[graph]]\nop = \"add\"\nset = \"y\"\n");
     assert!(e.contains("a step does one thing"), "{e}");
 
     let e = load_err("[model]\nname = \"x\"\n[inputs]\nids = { dtype = \"i32\", dims = [\"T\"] }\n[[graph]]\nop = \"rope\"\ninputs = [\"ids\"]\noutputs = [\"y\"]\nattrs = { style = \"neox\" }\n[outputs]\ny = \"y\"\n");
-    assert!(
-        e.starts_with("bad.toml:9: `graph[0].attrs.style`: unknown name 'neox'"),
-        "{e}"
-    );
+    assert!(e.starts_with("bad.toml:9: `graph[0].attrs.style`: unknown name 'neox'"), "{e}");
 
     let e = load_err("[model]\nname = \"x\"\n[[graph]]\ncall = \"add_nrom\"\ninputs = []\noutputs = [\"y\"]\n[blocks.add_norm]\nparams = []\nresults = []\nbody = []\n[outputs]\ny = \"y\"\n");
-    assert!(
-        e.contains("bad.toml:4: `graph[0].call`: unknown block 'add_nrom' (did you mean: add_norm)"),
-        "{e}"
-    );
+    assert!(e.contains("bad.toml:4: `graph[0].call`: unknown block 'add_nrom' (did you mean: add_norm)"), "{e}");
 
     let e = load_err("[model\nname = 1\n");
     assert!(e.starts_with("bad.toml:1: "), "{e}");
@@ -247,38 +199,19 @@ fn load_errors_name_file_line_and_key() {
 #[test]
 fn build_errors_name_file_line_and_key() {
     let bad = LLAMA.replace("\"config.num_attention_heads\"", "\"config.num_attention_head\"");
-    let line = bad
-        .lines()
-        .position(|l| l.contains("config.num_attention_head\""))
-        .unwrap()
-        + 1;
-    let e = record(&bad, &config(1, false, false), llama_weights(1, true, false), &[])
-        .err()
-        .expect("fails")
-        .to_string();
-    assert!(
-        e.starts_with(&format!(
-            "test.toml:{line}: `graph[1].body[6].attrs.num_heads`: layer 0: "
-        )),
-        "{e}"
-    );
+    let line = bad.lines().position(|l| l.contains("config.num_attention_head\"")).unwrap() + 1;
+    let e =
+        record(&bad, &config(1, false, false), llama_weights(1, true, false), &[]).err().expect("fails").to_string();
+    assert!(e.starts_with(&format!("test.toml:{line}: `graph[1].body[6].attrs.num_heads`: layer 0: ")), "{e}");
     assert!(
         e.contains("unknown config reference 'config.num_attention_head' (did you mean: num_attention_heads"),
         "{e}"
     );
 
-    let e = record(
-        LLAMA,
-        &config(1, false, false),
-        llama_weights(1, true, false)[1..].to_vec(),
-        &[],
-    )
-    .err()
-    .expect("fails")
-    .to_string();
-    assert!(
-        e.contains("`graph[0].inputs[1]`: embedding: missing weight 'model.embed_tokens.weight'"),
-        "{e}"
-    );
+    let e = record(LLAMA, &config(1, false, false), llama_weights(1, true, false)[1..].to_vec(), &[])
+        .err()
+        .expect("fails")
+        .to_string();
+    assert!(e.contains("`graph[0].inputs[1]`: embedding: missing weight 'model.embed_tokens.weight'"), "{e}");
     assert!(e.contains("`weights.embed` is declared at line"), "{e}");
 }

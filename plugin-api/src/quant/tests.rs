@@ -15,9 +15,7 @@ impl Rng {
     }
 
     fn gauss(&mut self, n: usize) -> Vec<f32> {
-        (0..n)
-            .map(|_| (0..4).map(|_| self.next_f32()).sum::<f32>() * 0.5)
-            .collect()
+        (0..n).map(|_| (0..4).map(|_| self.next_f32()).sum::<f32>() * 0.5).collect()
     }
 }
 
@@ -139,10 +137,7 @@ fn q4_k_hand_built_block() {
             let (s0, m0) = sm[2 * chunk];
             let (s1, m1) = sm[2 * chunk + 1];
             assert_eq!(y[64 * chunk + l], 0.5 * s0 as f32 * (q & 15) as f32 - 0.25 * m0 as f32);
-            assert_eq!(
-                y[64 * chunk + 32 + l],
-                0.5 * s1 as f32 * (q >> 4) as f32 - 0.25 * m1 as f32
-            );
+            assert_eq!(y[64 * chunk + 32 + l], 0.5 * s1 as f32 * (q >> 4) as f32 - 0.25 * m1 as f32);
         }
     }
 }
@@ -260,10 +255,7 @@ fn lengths_are_checked() {
     let err = dequantize_row(DType::Q4_0, &[0u8; 17], &mut out).unwrap_err();
     assert!(err.message().contains("need 18 bytes, got 17"), "{err}");
     let err = dequantize_row(DType::Q4_K, &[0u8; 18], &mut out).unwrap_err();
-    assert!(
-        err.message().contains("not a whole number of 256-element blocks"),
-        "{err}"
-    );
+    assert!(err.message().contains("not a whole number of 256-element blocks"), "{err}");
     let err = quantize_row(DType::Q8_0, &[0f32; 33], &mut [0u8; 34]).unwrap_err();
     assert!(err.message().contains("33 elements"), "{err}");
     let err = quantize_row(DType::I32, &[0f32; 4], &mut [0u8; 16]).unwrap_err();
@@ -283,22 +275,15 @@ fn nearest_int_rounds_half_to_even() {
 
 /// The input of the golden vectors below (exact in f32): a sawtooth with a few spikes.
 fn golden_input(n: usize) -> Vec<f32> {
-    (0..n)
-        .map(|i| ((i * 37 + 11) % 101) as f32 / 16.0 - 3.0 + if i % 64 < 5 { 4.0 } else { 0.0 })
-        .collect()
+    (0..n).map(|i| ((i * 37 + 11) % 101) as f32 / 16.0 - 3.0 + if i % 64 < 5 { 4.0 } else { 0.0 }).collect()
 }
 
 fn hex(s: &str) -> Vec<u8> {
-    (0..s.len())
-        .step_by(2)
-        .map(|i| u8::from_str_radix(&s[i..i + 2], 16).unwrap())
-        .collect()
+    (0..s.len()).step_by(2).map(|i| u8::from_str_radix(&s[i..i + 2], 16).unwrap()).collect()
 }
 
 fn fnv1a(bytes: impl IntoIterator<Item = u8>) -> u64 {
-    bytes.into_iter().fold(0xcbf2_9ce4_8422_2325, |h, b| {
-        (h ^ b as u64).wrapping_mul(0x100_0000_01b3)
-    })
+    bytes.into_iter().fold(0xcbf2_9ce4_8422_2325, |h, b| (h ^ b as u64).wrapping_mul(0x100_0000_01b3))
 }
 
 /// Bytes produced by gguf-py 0.19 (`gguf.quants.quantize`, which llama.cpp tests against

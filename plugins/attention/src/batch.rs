@@ -86,10 +86,7 @@ impl<'a> Batch<'a> {
     fn validate(&self, p: &AttnParams) -> Result<(), PluginError> {
         let qs = self.query_start;
         if qs[0] != 0 || qs[self.s] as i64 != self.t as i64 {
-            return Err(err(format!(
-                "query_start must run from 0 to T = {}, got {} .. {}",
-                self.t, qs[0], qs[self.s]
-            )));
+            return Err(err(format!("query_start must run from 0 to T = {}, got {} .. {}", self.t, qs[0], qs[self.s])));
         }
         let capacity = self.mb * self.bs;
         for s in 0..self.s {
@@ -99,9 +96,7 @@ impl<'a> Batch<'a> {
             }
             let q_len = (b - a) as usize;
             if len < 0 || (len as usize) < q_len {
-                return Err(err(format!(
-                    "sequence {s}: seq_len {len} is less than its {q_len} new tokens"
-                )));
+                return Err(err(format!("sequence {s}: seq_len {len} is less than its {q_len} new tokens")));
             }
             let len = len as usize;
             if len > capacity {

@@ -111,9 +111,7 @@ pub fn write_new_tokens<E: CacheElem>(
 ) -> Result<(), PluginError> {
     let slots = batch.nb * batch.bs;
     if k_cache.len() != slots * row || v_cache.len() != slots * row || k.len() != batch.t * row || v.len() != k.len() {
-        return Err(PluginError::new(
-            "paged_attention: cache or k/v sizes disagree with the batch geometry",
-        ));
+        return Err(PluginError::new("paged_attention: cache or k/v sizes disagree with the batch geometry"));
     }
     let (kc, vc) = (SharedMut::new(k_cache), SharedMut::new(v_cache));
     ctx.parallel_chunks(batch.t, WRITE_CHUNK, |tokens| {

@@ -41,13 +41,7 @@ impl<'a> Scratch<'a> {
         let (l, rest) = rest.split_at_mut(rows);
         let kv = if converts { bs * p.head_dim } else { 0 };
         let (kbuf, rest) = rest.split_at_mut(kv);
-        Scratch {
-            scores,
-            m,
-            l,
-            kbuf,
-            vbuf: &mut rest[..kv],
-        }
+        Scratch { scores, m, l, kbuf, vbuf: &mut rest[..kv] }
     }
 }
 
@@ -190,11 +184,7 @@ impl<E: CacheElem> AttnJob<'_, E> {
                 for gi in 0..g {
                     let (h, r) = (kh * g + gi, i * g + gi);
                     let q = &self.q[(t * p.num_heads + h) * d..][..d];
-                    let st = RowState {
-                        m: &mut sc.m[r],
-                        l: &mut sc.l[r],
-                        acc: self.out_row(t, h),
-                    };
+                    let st = RowState { m: &mut sc.m[r], l: &mut sc.l[r], acc: self.out_row(t, h) };
                     fold_block(q, p.scale, kr, ks, vr, vs, klo - p0..khi - p0 + 1, sc.scores, st);
                 }
             }

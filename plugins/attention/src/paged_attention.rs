@@ -93,26 +93,12 @@ impl PagedAttentionKernel {
 
     fn run<E: CacheElem>(&self, ctx: &LaunchContext, inputs: &[TensorArg], out: &TensorArg) -> Result<(), PluginError> {
         let batch = Batch::new(&self.p, inputs, out)?;
-        let (q, k, v) = (
-            inputs[Q].slice::<f32>()?,
-            inputs[K].slice::<f32>()?,
-            inputs[V].slice::<f32>()?,
-        );
+        let (q, k, v) = (inputs[Q].slice::<f32>()?, inputs[K].slice::<f32>()?, inputs[V].slice::<f32>()?);
         if inputs[K_CACHE].data == inputs[V_CACHE].data && !inputs[K_CACHE].data.is_null() {
-            return Err(PluginError::new(format!(
-                "{OP}: k_cache and v_cache are the same buffer"
-            )));
+            return Err(PluginError::new(format!("{OP}: k_cache and v_cache are the same buffer")));
         }
         let row = self.p.num_kv_heads * self.p.head_dim;
-        write_new_tokens(
-            ctx,
-            &batch,
-            row,
-            k,
-            v,
-            inputs[K_CACHE].slice_mut::<E>()?,
-            inputs[V_CACHE].slice_mut::<E>()?,
-        )?;
+        write_new_tokens(ctx, &batch, row, k, v, inputs[K_CACHE].slice_mut::<E>()?, inputs[V_CACHE].slice_mut::<E>()?)?;
         if batch.t == 0 {
             return Ok(());
         }
@@ -159,13 +145,9 @@ impl PagedAttentionKernel {
 
 impl Kernel for PagedAttentionKernel {
     fn workspace_bytes(&self, inputs: &[TensorMeta]) -> Result<usize, PluginError> {
-        let cache = inputs
-            .get(K_CACHE)
-            .ok_or_else(|| PluginError::new(format!("{OP}: no k_cache meta")))?;
+        let cache = inputs.get(K_CACHE).ok_or_else(|| PluginError::new(format!("{OP}: no k_cache meta")))?;
         let bs = cache.dims.get(1).and_then(|d| d.known()).ok_or_else(|| {
-            PluginError::new(format!(
-                "{OP}: workspace needs a known cache block size, got k_cache {cache}"
-            ))
+            PluginError::new(format!("{OP}: workspace needs a known cache block size, got k_cache {cache}"))
         })?;
         Ok(MAX_WORKERS * self.scratch_for(cache.dtype, bs) * std::mem::size_of::<f32>())
     }
@@ -182,9 +164,7 @@ impl Kernel for PagedAttentionKernel {
             DType::F32 => self.run::<f32>(ctx, inputs, &outputs[0]),
             DType::F16 => self.run::<f16>(ctx, inputs, &outputs[0]),
             DType::BF16 => self.run::<bf16>(ctx, inputs, &outputs[0]),
-            other => Err(PluginError::new(format!(
-                "{OP}: cache dtype {other} is not f32, f16 or bf16"
-            ))),
+            other => Err(PluginError::new(format!("{OP}: cache dtype {other} is not f32, f16 or bf16"))),
         }
     }
 }

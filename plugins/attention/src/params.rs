@@ -46,9 +46,7 @@ impl AttnParams {
             )));
         }
         if num_heads % num_kv_heads != 0 {
-            return Err(err(format!(
-                "num_heads {num_heads} is not a multiple of num_kv_heads {num_kv_heads}"
-            )));
+            return Err(err(format!("num_heads {num_heads} is not a multiple of num_kv_heads {num_kv_heads}")));
         }
         let scale = attrs.float_or("scale", 1.0 / (head_dim as f64).sqrt()).map_err(ctx)?;
         if !scale.is_finite() {
@@ -56,13 +54,7 @@ impl AttnParams {
         }
         let sliding_window = usize::try_from(attrs.int_or("sliding_window", 0).map_err(ctx)?)
             .map_err(|_| err("sliding_window must be >= 0".into()))?;
-        Ok(AttnParams {
-            num_heads,
-            num_kv_heads,
-            head_dim,
-            scale: scale as f32,
-            sliding_window,
-        })
+        Ok(AttnParams { num_heads, num_kv_heads, head_dim, scale: scale as f32, sliding_window })
     }
 
     /// Query heads per KV head.
@@ -90,16 +82,7 @@ fn expect_known(what: &str, dim: &Dim, want: usize) -> Result<(), PluginError> {
 /// Checks the input metas (symbolic dims compare by name) and returns the output meta.
 pub fn check_metas(inputs: &[TensorMeta], p: &AttnParams) -> Result<TensorMeta, PluginError> {
     expect_inputs(OP, inputs, &[NUM_INPUTS])?;
-    let names = [
-        "q",
-        "k",
-        "v",
-        "k_cache",
-        "v_cache",
-        "block_tables",
-        "seq_lens",
-        "query_start",
-    ];
+    let names = ["q", "k", "v", "k_cache", "v_cache", "block_tables", "seq_lens", "query_start"];
     for (i, m) in inputs.iter().enumerate() {
         let (dtypes, rank): (&[DType], usize) = match i {
             Q | K | V => (&[DType::F32], 2),
@@ -129,10 +112,7 @@ pub fn check_metas(inputs: &[TensorMeta], p: &AttnParams) -> Result<TensorMeta, 
     same_dim(OP, "sequence count of block_tables and seq_lens", bt.dim(0), sl.dim(0))?;
     if let (Dim::Known(s), Dim::Known(n)) = (sl.dim(0), qs.dim(0)) {
         if *n != s + 1 {
-            return Err(err(format!(
-                "query_start has {n} entries, expected seq count + 1 = {}",
-                s + 1
-            )));
+            return Err(err(format!("query_start has {n} entries, expected seq count + 1 = {}", s + 1)));
         }
     }
     Ok(TensorMeta::new(DType::F32, [q.dim(0).clone(), q.dim(1).clone()]))

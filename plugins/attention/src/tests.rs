@@ -73,30 +73,17 @@ impl Harness {
     /// Random q, k, v for `t` tokens.
     fn data(&mut self, t: usize) -> [Vec<f32>; 3] {
         self.seed += 3;
-        let (hd, kvd) = (
-            self.p.num_heads * self.p.head_dim,
-            self.p.num_kv_heads * self.p.head_dim,
-        );
-        [
-            rand_f32(t * hd, self.seed),
-            rand_f32(t * kvd, self.seed + 1),
-            rand_f32(t * kvd, self.seed + 2),
-        ]
+        let (hd, kvd) = (self.p.num_heads * self.p.head_dim, self.p.num_kv_heads * self.p.head_dim);
+        [rand_f32(t * hd, self.seed), rand_f32(t * kvd, self.seed + 1), rand_f32(t * kvd, self.seed + 2)]
     }
 
     /// One launch with new tokens `(sequence, count)` (packed in this order); returns the output.
     fn step_with(&mut self, steps: &[(usize, usize)], [q, k, v]: &[Vec<f32>; 3]) -> Result<Vec<f32>, PluginError> {
         let t: usize = steps.iter().map(|s| s.1).sum();
-        let (hd, kvd) = (
-            self.p.num_heads * self.p.head_dim,
-            self.p.num_kv_heads * self.p.head_dim,
-        );
+        let (hd, kvd) = (self.p.num_heads * self.p.head_dim, self.p.num_kv_heads * self.p.head_dim);
         let mb = self.tables[0].len();
         let bt: Vec<i32> = steps.iter().flat_map(|&(s, _)| self.tables[s].clone()).collect();
-        let lens: Vec<i32> = steps
-            .iter()
-            .map(|&(s, n)| (self.hist_k[s].len() / kvd + n) as i32)
-            .collect();
+        let lens: Vec<i32> = steps.iter().map(|&(s, n)| (self.hist_k[s].len() / kvd + n) as i32).collect();
         let mut qs = vec![0i32];
         for &(_, n) in steps {
             qs.push(qs.last().unwrap() + n as i32);
@@ -174,9 +161,7 @@ impl Harness {
 /// Block tables of `n` sequences with `mb` blocks each, ids scattered over the cache.
 fn scattered_tables(n: usize, mb: usize) -> Vec<Vec<i32>> {
     let nb = (n * mb) as i32;
-    (0..n)
-        .map(|s| (0..mb).map(|b| ((s * mb + b) as i32 * 7 + 3) % nb).collect())
-        .collect()
+    (0..n).map(|s| (0..mb).map(|b| ((s * mb + b) as i32 * 7 + 3) % nb).collect()).collect()
 }
 
 #[test]
@@ -189,11 +174,8 @@ fn prefill_then_decode_equals_one_prefill() {
             let w = x.len() / 6;
             x[r.start * w..r.end * w].to_vec()
         };
-        a.step_with(&[(0, 5)], &[rows(&q, 0..5), rows(&k, 0..5), rows(&v, 0..5)])
-            .unwrap();
-        let decode = a
-            .step_with(&[(0, 1)], &[rows(&q, 5..6), rows(&k, 5..6), rows(&v, 5..6)])
-            .unwrap();
+        a.step_with(&[(0, 5)], &[rows(&q, 0..5), rows(&k, 0..5), rows(&v, 0..5)]).unwrap();
+        let decode = a.step_with(&[(0, 1)], &[rows(&q, 5..6), rows(&k, 5..6), rows(&v, 5..6)]).unwrap();
         let full = b.step_with(&[(0, 6)], &[q.clone(), k, v]).unwrap();
         assert_eq!(decode, full[5 * 64..], "{dtype}");
         assert_close(&full, &b.reference(&[(0, 6)], &q), 1e-5);
@@ -208,9 +190,7 @@ fn mixed_batch_equals_separate_runs() {
         h.step(&[(1, 37)]);
     }
     let [q, k, v] = mixed.data(11);
-    let out = mixed
-        .step_with(&[(0, 7), (1, 1), (2, 3)], &[q.clone(), k.clone(), v.clone()])
-        .unwrap();
+    let out = mixed.step_with(&[(0, 7), (1, 1), (2, 3)], &[q.clone(), k.clone(), v.clone()]).unwrap();
     assert_close(&out, &mixed.reference(&[(0, 7), (1, 1), (2, 3)], &q), 1e-5);
     let (hd, kvd) = (9 * 64, 3 * 64);
     let mut pieces = Vec::new();
@@ -241,13 +221,7 @@ fn gqa_prefill_and_decode_match_reference() {
 #[test]
 fn block_boundary_crossings() {
     let mut h = Harness::new((2, 1), 8, 4, 12, DType::F32, 0, scattered_tables(2, 6));
-    for steps in [
-        &[(0, 4), (1, 3)][..],
-        &[(0, 1), (1, 1)],
-        &[(0, 3), (1, 4)],
-        &[(0, 4), (1, 1)],
-        &[(1, 8)],
-    ] {
+    for steps in [&[(0, 4), (1, 3)][..], &[(0, 1), (1, 1)], &[(0, 3), (1, 4)], &[(0, 4), (1, 1)], &[(1, 8)]] {
         let (out, want) = h.step(steps);
         assert_close(&out, &want, 1e-5);
     }
@@ -280,20 +254,14 @@ fn invalid_batches_are_errors() {
     h.tables[1][1] = 4;
     let data = h.data(6);
     let err = h.step_with(&[(0, 1), (1, 5)], &data).unwrap_err();
-    assert!(
-        err.message().contains("block_tables[1][1] = 4 is not a cache block"),
-        "{err}"
-    );
+    assert!(err.message().contains("block_tables[1][1] = 4 is not a cache block"), "{err}");
     let mut h = make();
     let data = h.data(9);
     let err = h.step_with(&[(0, 9)], &data).unwrap_err();
     assert!(err.message().contains("exceeds the block table"), "{err}");
 
     // Raw int inputs the harness would never build.
-    let attrs = Attrs::new()
-        .with("num_heads", 2usize)
-        .with("num_kv_heads", 1usize)
-        .with("head_dim", 8usize);
+    let attrs = Attrs::new().with("num_heads", 2usize).with("num_kv_heads", 1usize).with("head_dim", 8usize);
     let ins = |lens: &[i32], qs: &[i32]| {
         let t = 2;
         vec![
@@ -317,18 +285,12 @@ fn invalid_batches_are_errors() {
         assert!(err.message().contains(want), "{err}");
     }
     let err = run::<PagedAttention>(&attrs, &mut ins(&[1, 3], &[0, 2, 2])).unwrap_err();
-    assert!(
-        err.message().contains("query_start decreases") || err.message().contains("less than"),
-        "{err}"
-    );
+    assert!(err.message().contains("query_start decreases") || err.message().contains("less than"), "{err}");
 }
 
 #[test]
 fn attribute_and_shape_errors() {
-    let bad = Attrs::new()
-        .with("num_heads", 9usize)
-        .with("num_kv_heads", 2usize)
-        .with("head_dim", 64usize);
+    let bad = Attrs::new().with("num_heads", 9usize).with("num_kv_heads", 2usize).with("head_dim", 64usize);
     assert!(AttnParams::from_attrs(&bad).unwrap_err().message().contains("multiple"));
     let ex = &PagedAttention::examples()[0];
     let mut metas = ex.inputs.to_vec();
@@ -337,10 +299,7 @@ fn attribute_and_shape_errors() {
     assert!(err.message().contains("q width is 100, expected 576"), "{err}");
     let mut metas = ex.inputs.to_vec();
     metas[4].dtype = DType::F16;
-    assert!(PagedAttention::infer(&metas, &ex.attrs)
-        .unwrap_err()
-        .message()
-        .contains("differ in dtype"));
+    assert!(PagedAttention::infer(&metas, &ex.attrs).unwrap_err().message().contains("differ in dtype"));
 }
 
 #[test]

@@ -28,10 +28,7 @@ impl Op for Add {
         expect_dtype(Self::NAME, "a", a, &[DType::F32])?;
         expect_dtype(Self::NAME, "b", b, &[DType::F32])?;
         if a.rank() != b.rank() {
-            return Err(PluginError::new(format!(
-                "{}: a {a} and b {b} differ in rank",
-                Self::NAME
-            )));
+            return Err(PluginError::new(format!("{}: a {a} and b {b} differ in rank", Self::NAME)));
         }
         for (i, (da, db)) in a.dims.iter().zip(b.dims.iter()).enumerate() {
             same_dim(Self::NAME, &format!("dim {i} of a and b"), da, db)?;
@@ -91,17 +88,12 @@ mod tests {
 
     #[test]
     fn rejects_mismatched_shapes() {
-        let err = Add::infer(
-            &[TensorMeta::of(DType::F32, &[2, 3]), TensorMeta::of(DType::F32, &[3, 2])],
-            &Attrs::new(),
-        )
-        .unwrap_err();
+        let err =
+            Add::infer(&[TensorMeta::of(DType::F32, &[2, 3]), TensorMeta::of(DType::F32, &[3, 2])], &Attrs::new())
+                .unwrap_err();
         assert!(err.message().contains("mismatch"), "{err}");
-        let err = Add::infer(
-            &[TensorMeta::of(DType::F32, &[2]), TensorMeta::of(DType::F16, &[2])],
-            &Attrs::new(),
-        )
-        .unwrap_err();
+        let err = Add::infer(&[TensorMeta::of(DType::F32, &[2]), TensorMeta::of(DType::F16, &[2])], &Attrs::new())
+            .unwrap_err();
         assert!(err.message().contains("must be f32"), "{err}");
     }
 }

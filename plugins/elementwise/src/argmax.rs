@@ -51,10 +51,7 @@ impl Op for Argmax {
     fn examples() -> Vec<OpExample> {
         [(1usize, 49152usize), (3, 7), (17, 1001), (4, 1)]
             .iter()
-            .map(|&(s, v)| OpExample {
-                inputs: vec![TensorMeta::of(DType::F32, &[s, v])].into(),
-                attrs: Attrs::new(),
-            })
+            .map(|&(s, v)| OpExample { inputs: vec![TensorMeta::of(DType::F32, &[s, v])].into(), attrs: Attrs::new() })
             .collect()
     }
 }
@@ -66,10 +63,7 @@ impl Kernel for ArgmaxKernel {
         expect_shape(Argmax::NAME, "out", &outputs[0], &shape[..1])?;
         let (v, logits) = (shape[1], inputs[0].slice::<f32>()?);
         if v > i32::MAX as usize {
-            return Err(PluginError::new(format!(
-                "{}: vocabulary of {v} does not fit i32 indices",
-                Argmax::NAME
-            )));
+            return Err(PluginError::new(format!("{}: vocabulary of {v} does not fit i32 indices", Argmax::NAME)));
         }
         let out = outputs[0].slice_mut::<i32>()?;
         par_rows(ctx, out, 1, MIN_CHUNK.div_ceil(v.max(1)), |r, o| {

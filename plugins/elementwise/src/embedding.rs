@@ -41,10 +41,7 @@ impl Op for Embedding {
         if let Dim::Known(h) = table.dim(1) {
             quant::row_bytes(table.dtype, *h as usize).map_err(|e| e.context(format_args!("{}: table", Self::NAME)))?;
         }
-        Ok(vec![TensorMeta::new(
-            DType::F32,
-            [ids.dim(0).clone(), table.dim(1).clone()],
-        )])
+        Ok(vec![TensorMeta::new(DType::F32, [ids.dim(0).clone(), table.dim(1).clone()])])
     }
 
     fn create(inputs: &[TensorMeta], attrs: &Attrs) -> Result<EmbeddingKernel, PluginError> {
@@ -90,11 +87,9 @@ impl<'a> Table<'a> {
             DType::F32 => Table::F32(arg.slice()?),
             DType::F16 => Table::F16(arg.slice()?),
             DType::BF16 => Table::BF16(arg.slice()?),
-            dtype if dtype.is_quantized() => Table::Quant {
-                dtype,
-                bytes: arg.bytes()?,
-                row_bytes: quant::row_bytes(dtype, h)?,
-            },
+            dtype if dtype.is_quantized() => {
+                Table::Quant { dtype, bytes: arg.bytes()?, row_bytes: quant::row_bytes(dtype, h)? }
+            }
             other => return Err(PluginError::new(format!("unsupported table dtype {other}"))),
         })
     }
@@ -106,11 +101,9 @@ impl<'a> Table<'a> {
             Table::F32(t) => dst.copy_from_slice(&t[span]),
             Table::F16(t) => t[span].convert_to_f32_slice(dst),
             Table::BF16(t) => t[span].convert_to_f32_slice(dst),
-            Table::Quant {
-                dtype,
-                bytes,
-                row_bytes,
-            } => quant::dequantize_row(*dtype, &bytes[id * row_bytes..(id + 1) * row_bytes], dst)?,
+            Table::Quant { dtype, bytes, row_bytes } => {
+                quant::dequantize_row(*dtype, &bytes[id * row_bytes..(id + 1) * row_bytes], dst)?
+            }
         }
         Ok(())
     }
@@ -165,10 +158,7 @@ mod tests {
     fn float_tables() {
         let (v, h) = (10usize, 67usize);
         let table = rand_f32(v * h, 11);
-        let want: Vec<f32> = ids()
-            .iter()
-            .flat_map(|&i| table[i as usize * h..(i as usize + 1) * h].to_vec())
-            .collect();
+        let want: Vec<f32> = ids().iter().flat_map(|&i| table[i as usize * h..(i as usize + 1) * h].to_vec()).collect();
         let out = |b: Buf| run::<Embedding>(&Attrs::new(), &mut [Buf::of(&[7], &ids()), b]).unwrap()[0].to_vec::<f32>();
         assert_eq!(out(Buf::of(&[v, h], &table)), want);
         let t16: Vec<f16> = table.iter().map(|&x| f16::from_f32(x)).collect();
@@ -184,10 +174,8 @@ mod tests {
         let (v, h) = (10usize, 512usize);
         let table = rand_f32(v * h, 12);
         for dtype in DType::QUANTIZED {
-            let bytes: Vec<u8> = table
-                .chunks(h)
-                .flat_map(|row| quant::quantize_row_to_vec(dtype, row).unwrap())
-                .collect();
+            let bytes: Vec<u8> =
+                table.chunks(h).flat_map(|row| quant::quantize_row_to_vec(dtype, row).unwrap()).collect();
             let rb = quant::row_bytes(dtype, h).unwrap();
             let mut ins = [Buf::of(&[7], &ids()), Buf::raw(dtype, &[v, h], &bytes)];
             let out = run::<Embedding>(&Attrs::new(), &mut ins).unwrap()[0].to_vec::<f32>();
@@ -215,15 +203,9 @@ mod tests {
     fn out_of_range_id_names_id_and_vocab() {
         let mut ins = [Buf::of(&[2], &[1i32, 10]), Buf::of(&[10, 4], &[0.0f32; 40])];
         let err = run::<Embedding>(&Attrs::new(), &mut ins).unwrap_err();
-        assert!(
-            err.message().contains("token id 10") && err.message().contains("vocabulary of 10"),
-            "{err}"
-        );
+        assert!(err.message().contains("token id 10") && err.message().contains("vocabulary of 10"), "{err}");
         let mut ins = [Buf::of(&[1], &[-3i32]), Buf::of(&[10, 4], &[0.0f32; 40])];
-        assert!(run::<Embedding>(&Attrs::new(), &mut ins)
-            .unwrap_err()
-            .message()
-            .contains("token id -3"));
+        assert!(run::<Embedding>(&Attrs::new(), &mut ins).unwrap_err().message().contains("token id -3"));
     }
 
     #[test]

@@ -31,10 +31,7 @@ impl Op for GatherRows {
         expect_rank(Self::NAME, "x", x, 2)?;
         expect_dtype(Self::NAME, "index", index, &[DType::I32])?;
         expect_rank(Self::NAME, "index", index, 1)?;
-        Ok(vec![TensorMeta::new(
-            DType::F32,
-            [index.dim(0).clone(), x.dim(1).clone()],
-        )])
+        Ok(vec![TensorMeta::new(DType::F32, [index.dim(0).clone(), x.dim(1).clone()])])
     }
 
     fn create(inputs: &[TensorMeta], attrs: &Attrs) -> Result<GatherRowsKernel, PluginError> {
@@ -93,10 +90,7 @@ mod tests {
         let s = index.len();
         let out = run::<GatherRows>(&Attrs::new(), &mut [Buf::of(&[t, h], &x), Buf::of(&[s], &index)]).unwrap()[0]
             .to_vec::<f32>();
-        let want: Vec<f32> = index
-            .iter()
-            .flat_map(|&i| x[i as usize * h..(i as usize + 1) * h].to_vec())
-            .collect();
+        let want: Vec<f32> = index.iter().flat_map(|&i| x[i as usize * h..(i as usize + 1) * h].to_vec()).collect();
         assert_eq!(out, want);
     }
 
@@ -105,11 +99,7 @@ mod tests {
         for bad in [3i32, -1] {
             let mut ins = [Buf::of(&[3, 2], &[0.0f32; 6]), Buf::of(&[2], &[0, bad])];
             let err = run::<GatherRows>(&Attrs::new(), &mut ins).unwrap_err();
-            assert!(
-                err.message()
-                    .contains(&format!("index[1] = {bad} is out of range for 3 rows")),
-                "{err}"
-            );
+            assert!(err.message().contains(&format!("index[1] = {bad} is out of range for 3 rows")), "{err}");
         }
     }
 }

@@ -25,10 +25,7 @@ pub struct RopeKernel {
 fn check_width(cfg: &RopeConfig, width: &Dim) -> Result<(), PluginError> {
     if let Dim::Known(w) = width {
         if (*w as usize) % cfg.head_dim != 0 {
-            return Err(PluginError::new(format!(
-                "rope: x width {w} is not a multiple of head_dim {}",
-                cfg.head_dim
-            )));
+            return Err(PluginError::new(format!("rope: x width {w} is not a multiple of head_dim {}", cfg.head_dim)));
         }
     }
     Ok(())
@@ -59,20 +56,14 @@ impl Op for Rope {
 
     fn create(inputs: &[TensorMeta], attrs: &Attrs) -> Result<RopeKernel, PluginError> {
         Self::infer(inputs, attrs)?;
-        Ok(RopeKernel {
-            cfg: RopeConfig::from_attrs(attrs)?,
-        })
+        Ok(RopeKernel { cfg: RopeConfig::from_attrs(attrs)? })
     }
 
     fn examples() -> Vec<OpExample> {
         let ex = |t: usize, heads: usize, attrs: Attrs| {
             let hd = attrs.usize("head_dim").unwrap_or(1);
             OpExample {
-                inputs: vec![
-                    TensorMeta::of(DType::F32, &[t, heads * hd]),
-                    TensorMeta::of(DType::I32, &[t]),
-                ]
-                .into(),
+                inputs: vec![TensorMeta::of(DType::F32, &[t, heads * hd]), TensorMeta::of(DType::I32, &[t])].into(),
                 attrs,
             }
         };
@@ -87,20 +78,9 @@ impl Op for Rope {
         vec![
             ex(1, 9, Attrs::new().with("head_dim", 64usize)),
             ex(7, 3, Attrs::new().with("head_dim", 64usize).with("theta", 100000.0)),
-            ex(
-                5,
-                4,
-                Attrs::new().with("head_dim", 18usize).with("style", "interleaved"),
-            ),
+            ex(5, 4, Attrs::new().with("head_dim", 18usize).with("style", "interleaved")),
             ex(3, 2, Attrs::new().with("head_dim", 80usize).with("rotary_dim", 32usize)),
-            ex(
-                4,
-                2,
-                Attrs::new()
-                    .with("head_dim", 32usize)
-                    .with("scaling_type", "linear")
-                    .with("scaling_factor", 2.0),
-            ),
+            ex(4, 2, Attrs::new().with("head_dim", 32usize).with("scaling_type", "linear").with("scaling_factor", 2.0)),
             ex(2, 8, llama3),
         ]
     }
@@ -157,10 +137,7 @@ impl Kernel for RopeKernel {
         expect_shape(Rope::NAME, "out", &outputs[0], &shape)?;
         let (x, positions) = (inputs[0].slice::<f32>()?, inputs[1].slice::<i32>()?);
         if let Some((i, p)) = positions.iter().enumerate().find(|(_, &p)| p < 0) {
-            return Err(PluginError::new(format!(
-                "{}: positions[{i}] = {p} is negative",
-                Rope::NAME
-            )));
+            return Err(PluginError::new(format!("{}: positions[{i}] = {p} is negative", Rope::NAME)));
         }
         let out = outputs[0].slice_mut::<f32>()?;
         par_rows(ctx, out, width, MIN_CHUNK, |r, o| {
@@ -244,16 +221,10 @@ mod tests {
     #[test]
     fn bad_inputs_are_errors() {
         let attrs = Attrs::new().with("head_dim", 64usize);
-        let err = Rope::infer(
-            &[TensorMeta::of(DType::F32, &[2, 100]), TensorMeta::of(DType::I32, &[2])],
-            &attrs,
-        )
-        .unwrap_err();
+        let err = Rope::infer(&[TensorMeta::of(DType::F32, &[2, 100]), TensorMeta::of(DType::I32, &[2])], &attrs)
+            .unwrap_err();
         assert!(err.message().contains("multiple of head_dim"), "{err}");
         let mut ins = [Buf::of(&[1, 64], &[0.5f32; 64]), Buf::of(&[1], &[-1i32])];
-        assert!(run::<Rope>(&attrs, &mut ins)
-            .unwrap_err()
-            .message()
-            .contains("negative"));
+        assert!(run::<Rope>(&attrs, &mut ins).unwrap_err().message().contains("negative"));
     }
 }

@@ -55,19 +55,13 @@ fn positive(attrs: &Attrs, name: &str) -> Result<f32, PluginError> {
 impl RopeConfig {
     pub fn from_attrs(attrs: &Attrs) -> Result<RopeConfig, PluginError> {
         let head_dim = attrs.usize("head_dim").map_err(|e| e.context("rope"))?;
-        let rotary_dim = usize::try_from(
-            attrs
-                .int_or("rotary_dim", head_dim as i64)
-                .map_err(|e| e.context("rope"))?,
-        )
-        .map_err(|_| bad("attribute 'rotary_dim' must be >= 0".into()))?;
+        let rotary_dim = usize::try_from(attrs.int_or("rotary_dim", head_dim as i64).map_err(|e| e.context("rope"))?)
+            .map_err(|_| bad("attribute 'rotary_dim' must be >= 0".into()))?;
         if head_dim == 0 {
             return Err(bad("head_dim must be positive".into()));
         }
         if rotary_dim == 0 || rotary_dim > head_dim || rotary_dim % 2 != 0 {
-            return Err(bad(format!(
-                "rotary_dim must be even and in 2..={head_dim}, got {rotary_dim}"
-            )));
+            return Err(bad(format!("rotary_dim must be even and in 2..={head_dim}, got {rotary_dim}")));
         }
         let theta = attrs.float_or("theta", 10000.0).map_err(|e| e.context("rope"))?;
         if !(theta.is_finite() && theta > 1.0) {
@@ -80,16 +74,12 @@ impl RopeConfig {
         };
         let scaling = match attrs.str_or("scaling_type", "none").map_err(|e| e.context("rope"))? {
             "none" | "default" => RopeScaling::None,
-            "linear" => RopeScaling::Linear {
-                factor: positive(attrs, "scaling_factor")?,
-            },
+            "linear" => RopeScaling::Linear { factor: positive(attrs, "scaling_factor")? },
             "llama3" => {
                 let low = positive(attrs, "low_freq_factor")?;
                 let high = positive(attrs, "high_freq_factor")?;
                 if high <= low {
-                    return Err(bad(format!(
-                        "high_freq_factor {high} must exceed low_freq_factor {low}"
-                    )));
+                    return Err(bad(format!("high_freq_factor {high} must exceed low_freq_factor {low}")));
                 }
                 RopeScaling::Llama3 {
                     factor: positive(attrs, "scaling_factor")?,
@@ -98,19 +88,10 @@ impl RopeConfig {
                     original_max_position_embeddings: positive(attrs, "original_max_position_embeddings")?,
                 }
             }
-            other => {
-                return Err(bad(format!(
-                    "scaling_type must be none, linear or llama3, got {other:?}"
-                )))
-            }
+            other => return Err(bad(format!("scaling_type must be none, linear or llama3, got {other:?}"))),
         };
         let inv_freq = scaled_inv_freq(&default_inv_freq(theta as f32, rotary_dim), scaling);
-        Ok(RopeConfig {
-            head_dim,
-            rotary_dim,
-            style,
-            inv_freq,
-        })
+        Ok(RopeConfig { head_dim, rotary_dim, style, inv_freq })
     }
 }
 
@@ -130,12 +111,7 @@ pub fn scaled_inv_freq(inv_freq: &[f32], scaling: RopeScaling) -> Vec<f32> {
     match scaling {
         RopeScaling::None => inv_freq.to_vec(),
         RopeScaling::Linear { factor } => inv_freq.iter().map(|f| f / factor).collect(),
-        RopeScaling::Llama3 {
-            factor,
-            low_freq_factor,
-            high_freq_factor,
-            original_max_position_embeddings,
-        } => {
+        RopeScaling::Llama3 { factor, low_freq_factor, high_freq_factor, original_max_position_embeddings } => {
             let old = original_max_position_embeddings;
             let low_freq_wavelen = old / low_freq_factor;
             let high_freq_wavelen = old / high_freq_factor;

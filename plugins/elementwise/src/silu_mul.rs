@@ -39,11 +39,7 @@ impl Op for SiluMul {
     fn infer(inputs: &[TensorMeta], _attrs: &Attrs) -> Result<Vec<TensorMeta>, PluginError> {
         expect_inputs(Self::NAME, inputs, &[1, 2])?;
         for (i, m) in inputs.iter().enumerate() {
-            let what = if inputs.len() == 1 {
-                "gate_up"
-            } else {
-                ["gate", "up"][i]
-            };
+            let what = if inputs.len() == 1 { "gate_up" } else { ["gate", "up"][i] };
             expect_dtype(Self::NAME, what, m, &[DType::F32])?;
             expect_rank(Self::NAME, what, m, 2)?;
         }
@@ -56,16 +52,10 @@ impl Op for SiluMul {
         let width = match x.dim(1) {
             Dim::Known(w) if w % 2 == 0 => Dim::Known(w / 2),
             Dim::Known(w) => {
-                return Err(PluginError::new(format!(
-                    "{}: fused gate|up width {w} is odd",
-                    Self::NAME
-                )));
+                return Err(PluginError::new(format!("{}: fused gate|up width {w} is odd", Self::NAME)));
             }
             Dim::Sym(s) => {
-                return Err(PluginError::new(format!(
-                    "{}: fused gate|up width must be known, got {s}",
-                    Self::NAME
-                )));
+                return Err(PluginError::new(format!("{}: fused gate|up width must be known, got {s}", Self::NAME)));
             }
         };
         Ok(vec![TensorMeta::new(DType::F32, [x.dim(0).clone(), width])])
@@ -81,10 +71,7 @@ impl Op for SiluMul {
         let one = |t: usize, i: usize| vec![TensorMeta::of(DType::F32, &[t, 2 * i])];
         [two(1, 1536), two(5, 37), one(1, 1536), one(9, 13), two(64, 1536)]
             .into_iter()
-            .map(|inputs| OpExample {
-                inputs: inputs.into(),
-                attrs: Attrs::new(),
-            })
+            .map(|inputs| OpExample { inputs: inputs.into(), attrs: Attrs::new() })
             .collect()
     }
 }
@@ -94,21 +81,13 @@ impl Kernel for SiluMulKernel {
         expect_args(SiluMul::NAME, inputs, &[1, 2], outputs, 1)?;
         let shape = inputs[0].shape()?;
         if shape.len() != 2 {
-            return Err(PluginError::new(format!(
-                "{}: input must have rank 2, got {}",
-                SiluMul::NAME,
-                inputs[0].meta
-            )));
+            return Err(PluginError::new(format!("{}: input must have rank 2, got {}", SiluMul::NAME, inputs[0].meta)));
         }
         let (rows, width) = (shape[0], if inputs.len() == 2 { shape[1] } else { shape[1] / 2 });
         if inputs.len() == 2 {
             expect_shape(SiluMul::NAME, "up", &inputs[1], &shape)?;
         } else if shape[1] % 2 != 0 {
-            return Err(PluginError::new(format!(
-                "{}: fused gate|up width {} is odd",
-                SiluMul::NAME,
-                shape[1]
-            )));
+            return Err(PluginError::new(format!("{}: fused gate|up width {} is odd", SiluMul::NAME, shape[1])));
         }
         expect_shape(SiluMul::NAME, "out", &outputs[0], &[rows, width])?;
         let out = outputs[0].slice_mut::<f32>()?;
@@ -171,12 +150,9 @@ mod tests {
     #[test]
     fn extremes_stay_finite() {
         let g = [-1000.0f32, -90.0, 0.0, 90.0, 1000.0];
-        let out = run::<SiluMul>(
-            &Attrs::new(),
-            &mut [Buf::of(&[1, 5], &g), Buf::of(&[1, 5], &[1.0f32; 5])],
-        )
-        .unwrap()[0]
-            .to_vec::<f32>();
+        let out = run::<SiluMul>(&Attrs::new(), &mut [Buf::of(&[1, 5], &g), Buf::of(&[1, 5], &[1.0f32; 5])]).unwrap()
+            [0]
+        .to_vec::<f32>();
         assert_eq!(out, vec![-0.0, -0.0, 0.0, 90.0, 1000.0]);
     }
 

@@ -21,11 +21,7 @@ pub struct Buf {
 impl Buf {
     /// A tensor of plain elements.
     pub fn of<T: Element>(dims: &[usize], data: &[T]) -> Buf {
-        assert_eq!(
-            dims.iter().product::<usize>(),
-            data.len(),
-            "test tensor data does not fill its dims"
-        );
+        assert_eq!(dims.iter().product::<usize>(), data.len(), "test tensor data does not fill its dims");
         let len = std::mem::size_of_val(data);
         let mut b = Buf::zeroed(TensorMeta::of(T::DTYPE, dims), len);
         // SAFETY: `storage` holds at least `len` bytes and `data` is plain old data.
@@ -47,11 +43,7 @@ impl Buf {
     }
 
     fn zeroed(meta: TensorMeta, len: usize) -> Buf {
-        Buf {
-            meta,
-            storage: vec![0u64; len.div_ceil(8).max(1)],
-            len,
-        }
+        Buf { meta, storage: vec![0u64; len.div_ceil(8).max(1)], len }
     }
 
     fn bytes_mut(&mut self) -> &mut [u8] {
@@ -92,11 +84,7 @@ extern "C" fn threaded_for(_pool: *const c_void, n: usize, task: *const c_void, 
 /// A CPU context whose pool runs tasks on 4 scoped threads.
 pub fn threaded_ctx() -> LaunchContext {
     LaunchContext {
-        host: HostServices {
-            pool: std::ptr::null(),
-            num_threads: 4,
-            parallel_for: threaded_for,
-        },
+        host: HostServices { pool: std::ptr::null(), num_threads: 4, parallel_for: threaded_for },
         ..LaunchContext::cpu_sequential()
     }
 }
@@ -107,11 +95,8 @@ pub fn launch_with<O: Op>(ctx: LaunchContext, attrs: &Attrs, inputs: &mut [Buf])
     let out_metas = O::infer(&metas, attrs)?;
     let kernel = O::create(&metas, attrs)?;
     let mut workspace = vec![0u64; kernel.workspace_bytes(&metas)?.div_ceil(8)];
-    let ctx = LaunchContext {
-        workspace: workspace.as_mut_ptr() as *mut u8,
-        workspace_bytes: workspace.len() * 8,
-        ..ctx
-    };
+    let ctx =
+        LaunchContext { workspace: workspace.as_mut_ptr() as *mut u8, workspace_bytes: workspace.len() * 8, ..ctx };
     let mut outs: Vec<Buf> = out_metas.iter().map(Buf::zeros).collect();
     let in_args: Vec<TensorArg> = inputs.iter_mut().map(Buf::arg).collect();
     let out_args: Vec<TensorArg> = outs.iter_mut().map(Buf::arg).collect();
@@ -124,12 +109,7 @@ pub fn run<O: Op>(attrs: &Attrs, inputs: &mut [Buf]) -> Result<Vec<Buf>, PluginE
     let seq = launch_with::<O>(LaunchContext::cpu_sequential(), attrs, inputs)?;
     let par = launch_with::<O>(threaded_ctx(), attrs, inputs)?;
     for (a, b) in seq.iter().zip(&par) {
-        assert_eq!(
-            a.storage,
-            b.storage,
-            "sequential and threaded launches of {} differ",
-            O::NAME
-        );
+        assert_eq!(a.storage, b.storage, "sequential and threaded launches of {} differ", O::NAME);
     }
     Ok(seq)
 }

@@ -14,17 +14,10 @@ pub fn expect_args(
 ) -> Result<(), PluginError> {
     if !in_counts.contains(&inputs.len()) {
         let want: Vec<String> = in_counts.iter().map(|c| c.to_string()).collect();
-        return Err(PluginError::new(format!(
-            "{op}: launch takes {} inputs, got {}",
-            want.join(" or "),
-            inputs.len()
-        )));
+        return Err(PluginError::new(format!("{op}: launch takes {} inputs, got {}", want.join(" or "), inputs.len())));
     }
     if outputs.len() != out_count {
-        return Err(PluginError::new(format!(
-            "{op}: launch takes {out_count} outputs, got {}",
-            outputs.len()
-        )));
+        return Err(PluginError::new(format!("{op}: launch takes {out_count} outputs, got {}", outputs.len())));
     }
     Ok(())
 }
@@ -33,9 +26,7 @@ pub fn expect_args(
 pub fn expect_shape(op: &str, what: &str, arg: &TensorArg, want: &[usize]) -> Result<(), PluginError> {
     let got = arg.shape().map_err(|e| e.context(format_args!("{op}: {what}")))?;
     if got != want {
-        return Err(PluginError::new(format!(
-            "{op}: {what} has shape {got:?}, expected {want:?}"
-        )));
+        return Err(PluginError::new(format!("{op}: {what} has shape {got:?}, expected {want:?}")));
     }
     Ok(())
 }
@@ -44,10 +35,7 @@ pub fn expect_shape(op: &str, what: &str, arg: &TensorArg, want: &[usize]) -> Re
 pub fn shape_of_rank(op: &str, what: &str, arg: &TensorArg, rank: usize) -> Result<Vec<usize>, PluginError> {
     let shape = arg.shape().map_err(|e| e.context(format_args!("{op}: {what}")))?;
     if shape.len() != rank {
-        return Err(PluginError::new(format!(
-            "{op}: {what} must have rank {rank}, got {}",
-            arg.meta
-        )));
+        return Err(PluginError::new(format!("{op}: {what} must have rank {rank}, got {}", arg.meta)));
     }
     Ok(shape)
 }

@@ -110,9 +110,7 @@ fn split(len: usize, unit: usize, parts: usize, i: usize) -> (usize, usize) {
 pub fn run<W: WeightElem + Element>(ctx: &LaunchContext, isa: Isa, p: Problem<'_, W>) -> Result<(), PluginError> {
     let Problem { x, w, bias, y, t, k, n } = p;
     if x.len() != t * k || w.len() != n * k || y.len() != t * n || bias.is_some_and(|b| b.len() != n) {
-        return Err(PluginError::new(format!(
-            "matmul: buffer lengths do not match T={t}, K={k}, N={n}"
-        )));
+        return Err(PluginError::new(format!("matmul: buffer lengths do not match T={t}, K={k}, N={n}")));
     }
     if t == 0 || n == 0 {
         return Ok(());
@@ -125,13 +123,7 @@ pub fn run<W: WeightElem + Element>(ctx: &LaunchContext, isa: Isa, p: Problem<'_
     let tasks = g.row_chunks * g.col_chunks;
     let slot = slot_len(n, k);
     // Pack into the workspace when the host gave enough; otherwise read the weights in place.
-    let panels = if prefill {
-        ctx.workspace::<f32>(tasks * slot)
-            .ok()
-            .map(|ws| Shared(ws.as_mut_ptr()))
-    } else {
-        None
-    };
+    let panels = if prefill { ctx.workspace::<f32>(tasks * slot).ok().map(|ws| Shared(ws.as_mut_ptr())) } else { None };
     let direct = block_fn::<W>(isa, tile);
     let packed = packed_fn(isa);
     let (k_count, k_len) = k_blocking(k);
@@ -213,10 +205,7 @@ mod tests {
         for k in [0usize, 1, 7, 8, 64, 577, 768, 769, 1536, 4096, 11008] {
             let (count, len) = k_blocking(k);
             assert!(len <= KC_MAX.max(8), "k={k} len={len}");
-            assert!(
-                count * len >= k && (count - 1) * len < k.max(1),
-                "k={k}: {count} x {len}"
-            );
+            assert!(count * len >= k && (count - 1) * len < k.max(1), "k={k}: {count} x {len}");
             if count > 1 {
                 assert_eq!(len % 8, 0);
             }
@@ -225,13 +214,7 @@ mod tests {
 
     #[test]
     fn splits_partition_the_range() {
-        for (len, unit, parts) in [
-            (13usize, 8usize, 2usize),
-            (576, 8, 8),
-            (17, 3, 5),
-            (1, 1, 1),
-            (130, 8, 17),
-        ] {
+        for (len, unit, parts) in [(13usize, 8usize, 2usize), (576, 8, 8), (17, 3, 5), (1, 1, 1), (130, 8, 17)] {
             let mut next = 0;
             for i in 0..parts {
                 let (s, e) = split(len, unit, parts, i);
@@ -245,23 +228,11 @@ mod tests {
 
     #[test]
     fn grid_respects_work_and_threads() {
-        assert_eq!(
-            grid(1, 64, 13, (1, 8), 8),
-            Grid {
-                row_chunks: 1,
-                col_chunks: 1
-            }
-        );
+        assert_eq!(grid(1, 64, 13, (1, 8), 8), Grid { row_chunks: 1, col_chunks: 1 });
         let g = grid(128, 576, 576, (6, 16), 2);
         assert_eq!(g.row_chunks * g.col_chunks, 8);
         let g = grid(4096, 4096, 4096, (6, 16), 64);
         assert!(g.row_chunks * g.col_chunks <= MAX_TASKS);
-        assert_eq!(
-            grid(128, 576, 576, (6, 16), 1),
-            Grid {
-                row_chunks: 1,
-                col_chunks: 1
-            }
-        );
+        assert_eq!(grid(128, 576, 576, (6, 16), 1), Grid { row_chunks: 1, col_chunks: 1 });
     }
 }

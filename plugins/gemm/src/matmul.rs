@@ -24,11 +24,7 @@ fn err(msg: String) -> PluginError {
 fn check(inputs: &[TensorMeta]) -> Result<TensorMeta, PluginError> {
     let shapes = || inputs.iter().map(|m| m.to_string()).collect::<Vec<_>>().join(", ");
     if !(2..=3).contains(&inputs.len()) {
-        return Err(err(format!(
-            "takes inputs (x, w) or (x, w, bias), got {} inputs: [{}]",
-            inputs.len(),
-            shapes()
-        )));
+        return Err(err(format!("takes inputs (x, w) or (x, w, bias), got {} inputs: [{}]", inputs.len(), shapes())));
     }
     let (x, w) = (&inputs[0], &inputs[1]);
     if x.rank() != 2 || w.rank() != 2 {
@@ -41,17 +37,11 @@ fn check(inputs: &[TensorMeta]) -> Result<TensorMeta, PluginError> {
         return Err(err(format!("w must be f32, bf16 or f16, got w {w}")));
     }
     if x.dims[1] != w.dims[1] {
-        return Err(err(format!(
-            "K mismatch: x {x} has K={}, w {w} has K={}",
-            x.dims[1], w.dims[1]
-        )));
+        return Err(err(format!("K mismatch: x {x} has K={}, w {w} has K={}", x.dims[1], w.dims[1])));
     }
     if let Some(bias) = inputs.get(2) {
         if bias.rank() != 1 || bias.dims[0] != w.dims[0] {
-            return Err(err(format!(
-                "bias must be [N] with N={} (from w {w}), got bias {bias}",
-                w.dims[0]
-            )));
+            return Err(err(format!("bias must be [N] with N={} (from w {w}), got bias {bias}", w.dims[0])));
         }
         if bias.dtype != DType::F32 {
             return Err(err(format!("bias must be f32, got bias {bias}")));
@@ -100,10 +90,7 @@ impl Op for Matmul {
                 if bias {
                     inputs.push(TensorMeta::of(DType::F32, &[n]));
                 }
-                OpExample {
-                    inputs: inputs.into(),
-                    attrs: Attrs::new(),
-                }
+                OpExample { inputs: inputs.into(), attrs: Attrs::new() }
             })
             .collect()
     }
@@ -139,10 +126,7 @@ impl Kernel for MatmulKernel {
         check(inputs)?;
         let w = &inputs[1];
         // Only enough tokens pack weights; a known smaller T needs nothing.
-        if inputs[0].dims[0]
-            .known()
-            .is_some_and(|t| t < driver::pack_min_rows(w.dtype))
-        {
+        if inputs[0].dims[0].known().is_some_and(|t| t < driver::pack_min_rows(w.dtype)) {
             return Ok(0);
         }
         let (n, k) = match (w.dims[0].known(), w.dims[1].known()) {
@@ -165,10 +149,7 @@ impl Kernel for MatmulKernel {
         let (n, kw) = dims2(w, "w")?;
         let (ty, ny) = dims2(y, "y")?;
         if kw != k || ty != t || ny != n {
-            return Err(err(format!(
-                "launch shapes disagree: x {}, w {}, y {}",
-                x.meta, w.meta, y.meta
-            )));
+            return Err(err(format!("launch shapes disagree: x {}, w {}, y {}", x.meta, w.meta, y.meta)));
         }
         let bias = match inputs.get(2) {
             Some(b) => {

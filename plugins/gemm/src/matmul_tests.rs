@@ -24,12 +24,7 @@ impl Weights {
             DType::F16 => f16s.iter().map(|v| v.to_f32()).collect(),
             _ => src.to_vec(),
         };
-        Weights {
-            dtype,
-            f32s,
-            bf16s,
-            f16s,
-        }
+        Weights { dtype, f32s, bf16s, f16s }
     }
 
     fn arg(&mut self, n: usize, k: usize) -> TensorArg {
@@ -135,13 +130,7 @@ fn examples_infer_and_run() {
         let (t, k, n) = (shape(&inputs[0])[0], shape(&inputs[0])[1], shape(&inputs[1])[0]);
         assert_eq!(shape(&out[0]), vec![t, n]);
         let mut ws = vec![0.0f32; kernel.workspace_bytes(&inputs).unwrap() / 4];
-        check_case(
-            &kernel,
-            &threaded(&mut ws),
-            (t, k, n),
-            inputs[1].dtype,
-            inputs.len() == 3,
-        );
+        check_case(&kernel, &threaded(&mut ws), (t, k, n), inputs[1].dtype, inputs.len() == 3);
     }
 }
 
@@ -165,10 +154,7 @@ fn zero_depth_gives_bias() {
 }
 
 fn metas(x: &[Dim], w: (DType, &[Dim]), bias: Option<&[Dim]>) -> Vec<TensorMeta> {
-    let mut v = vec![
-        TensorMeta::new(DType::F32, x.iter().cloned()),
-        TensorMeta::new(w.0, w.1.iter().cloned()),
-    ];
+    let mut v = vec![TensorMeta::new(DType::F32, x.iter().cloned()), TensorMeta::new(w.0, w.1.iter().cloned())];
     if let Some(b) = bias {
         v.push(TensorMeta::new(DType::F32, b.iter().cloned()));
     }
@@ -179,11 +165,7 @@ fn metas(x: &[Dim], w: (DType, &[Dim]), bias: Option<&[Dim]>) -> Vec<TensorMeta>
 fn infer_passes_symbolic_tokens_through() {
     let (t, k, n) = (Dim::sym("num_tokens"), Dim::from(576), Dim::from(1536));
     let out = Matmul::infer(
-        &metas(
-            &[t.clone(), k.clone()],
-            (DType::BF16, &[n.clone(), k]),
-            Some(std::slice::from_ref(&n)),
-        ),
+        &metas(&[t.clone(), k.clone()], (DType::BF16, &[n.clone(), k]), Some(std::slice::from_ref(&n))),
         &Attrs::new(),
     )
     .unwrap();
@@ -195,19 +177,10 @@ fn infer_errors_name_op_and_shapes() {
     let d = |v: usize| Dim::from(v);
     let t = Dim::sym("T");
     let cases: Vec<(Vec<TensorMeta>, &str)> = vec![
-        (
-            metas(&[t.clone(), d(576)], (DType::F32, &[d(8), d(577)]), None),
-            "f32[T, 576]",
-        ),
-        (
-            metas(&[t.clone(), d(4)], (DType::F32, &[d(8), d(4)]), Some(&[d(9)])),
-            "bias must be [N] with N=8",
-        ),
+        (metas(&[t.clone(), d(576)], (DType::F32, &[d(8), d(577)]), None), "f32[T, 576]"),
+        (metas(&[t.clone(), d(4)], (DType::F32, &[d(8), d(4)]), Some(&[d(9)])), "bias must be [N] with N=8"),
         (metas(&[d(4)], (DType::F32, &[d(8), d(4)]), None), "x must be [T, K]"),
-        (
-            metas(&[t.clone(), d(4)], (DType::I32, &[d(8), d(4)]), None),
-            "w must be f32, bf16 or f16",
-        ),
+        (metas(&[t.clone(), d(4)], (DType::I32, &[d(8), d(4)]), None), "w must be f32, bf16 or f16"),
         (vec![TensorMeta::of(DType::F32, &[2, 2])], "got 1 inputs"),
     ];
     for (inputs, needle) in cases {
@@ -226,17 +199,9 @@ fn launch_rejects_bad_tensors() {
     let (mut x, mut w, mut y, mut b) = (vec![0.0f32; 6], vec![0.0f32; 12], vec![0.0f32; 8], vec![0.0f32; 3]);
     let mut xi = vec![0i32; 6];
     let f = |dims: &[usize]| TensorMeta::of(DType::F32, dims);
-    let bad_k = kernel.launch(
-        &ctx,
-        &[arg(f(&[2, 3]), &mut x), arg(f(&[3, 4]), &mut w)],
-        &[arg(f(&[2, 3]), &mut y)],
-    );
+    let bad_k = kernel.launch(&ctx, &[arg(f(&[2, 3]), &mut x), arg(f(&[3, 4]), &mut w)], &[arg(f(&[2, 3]), &mut y)]);
     assert!(bad_k.unwrap_err().message().contains("launch shapes disagree"));
-    let bad_y = kernel.launch(
-        &ctx,
-        &[arg(f(&[2, 3]), &mut x), arg(f(&[4, 3]), &mut w)],
-        &[arg(f(&[2, 3]), &mut y)],
-    );
+    let bad_y = kernel.launch(&ctx, &[arg(f(&[2, 3]), &mut x), arg(f(&[4, 3]), &mut w)], &[arg(f(&[2, 3]), &mut y)]);
     assert!(bad_y.unwrap_err().message().contains("y f32[2, 3]"));
     let bad_bias = kernel.launch(
         &ctx,
@@ -246,10 +211,7 @@ fn launch_rejects_bad_tensors() {
     assert!(bad_bias.unwrap_err().message().contains("bias must be [4]"));
     let bad_dtype = kernel.launch(
         &ctx,
-        &[
-            arg(TensorMeta::of(DType::I32, &[2, 3]), &mut xi),
-            arg(f(&[4, 3]), &mut w),
-        ],
+        &[arg(TensorMeta::of(DType::I32, &[2, 3]), &mut xi), arg(f(&[4, 3]), &mut w)],
         &[arg(f(&[2, 4]), &mut y)],
     );
     assert!(bad_dtype.unwrap_err().message().contains("matmul: x"));
@@ -261,21 +223,12 @@ fn launch_rejects_bad_tensors() {
 fn workspace_holds_a_packed_block_per_task() {
     let kernel = MatmulKernel::with_isa(Isa::Portable).unwrap();
     let m = |t, dt, n| vec![TensorMeta::of(DType::F32, &[t, 577]), TensorMeta::of(dt, &[n, 577])];
-    assert_eq!(
-        kernel.workspace_bytes(&m(64, DType::F32, 130)).unwrap(),
-        driver::MAX_TASKS * 64 * 577 * 4
-    );
-    assert_eq!(
-        kernel.workspace_bytes(&m(16, DType::BF16, 13)).unwrap(),
-        driver::MAX_TASKS * 16 * 577 * 4
-    );
+    assert_eq!(kernel.workspace_bytes(&m(64, DType::F32, 130)).unwrap(), driver::MAX_TASKS * 64 * 577 * 4);
+    assert_eq!(kernel.workspace_bytes(&m(16, DType::BF16, 13)).unwrap(), driver::MAX_TASKS * 16 * 577 * 4);
     // Too few tokens to pack: no workspace.
     assert_eq!(kernel.workspace_bytes(&m(32, DType::F32, 130)).unwrap(), 0);
     assert_eq!(kernel.workspace_bytes(&m(8, DType::F16, 130)).unwrap(), 0);
-    let sym = vec![
-        TensorMeta::of(DType::F32, &[64, 4]),
-        TensorMeta::new(DType::F16, [Dim::sym("N"), Dim::from(4)]),
-    ];
+    let sym = vec![TensorMeta::of(DType::F32, &[64, 4]), TensorMeta::new(DType::F16, [Dim::sym("N"), Dim::from(4)])];
     assert!(kernel.workspace_bytes(&sym).is_err());
 }
 
@@ -295,10 +248,7 @@ fn thread_cpu_secs() -> Option<f64> {
 #[test]
 #[ignore = "benchmark: run with --ignored --nocapture"]
 fn bench_matmul() {
-    let threads: usize = std::env::var("BENCH_THREADS")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(2);
+    let threads: usize = std::env::var("BENCH_THREADS").ok().and_then(|v| v.parse().ok()).unwrap_or(2);
     let pool = rayon::ThreadPoolBuilder::new().num_threads(threads).build().unwrap();
     let pool_ctx = |ws: &mut [f32]| {
         let mut ctx = pooled(&pool, ws);
@@ -310,15 +260,9 @@ fn bench_matmul() {
     let shapes: Vec<(usize, usize, usize)> = match std::env::var("BENCH_SHAPES") {
         Ok(v) => v
             .split(';')
-            .filter_map(|s| {
-                match s
-                    .split(',')
-                    .map(|d| d.trim().parse().ok())
-                    .collect::<Option<Vec<usize>>>()?[..]
-                {
-                    [t, k, n] => Some((t, k, n)),
-                    _ => None,
-                }
+            .filter_map(|s| match s.split(',').map(|d| d.trim().parse().ok()).collect::<Option<Vec<usize>>>()?[..] {
+                [t, k, n] => Some((t, k, n)),
+                _ => None,
             })
             .collect(),
         Err(_) => vec![(1, 576, 576), (1, 576, 1536), (128, 576, 576), (128, 576, 1536)],
@@ -330,11 +274,8 @@ fn bench_matmul() {
             let mut w = Weights::new(dtype, &data(n * k, 2));
             let mut y = vec![0.0f32; t * n];
             // BENCH_NO_WORKSPACE=1 measures the in-place (unpacked) path.
-            let ws_len = if std::env::var_os("BENCH_NO_WORKSPACE").is_some() {
-                0
-            } else {
-                driver::workspace_bytes(n, k) / 4
-            };
+            let ws_len =
+                if std::env::var_os("BENCH_NO_WORKSPACE").is_some() { 0 } else { driver::workspace_bytes(n, k) / 4 };
             let mut ws = vec![0.0f32; ws_len];
             let ctx = pool_ctx(&mut ws);
             let inputs = [arg(TensorMeta::of(DType::F32, &[t, k]), &mut x), w.arg(n, k)];

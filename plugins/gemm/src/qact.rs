@@ -65,12 +65,7 @@ unsafe fn quantize_row_avx2(x: &[f32], out: &mut [ActBlock]) {
     let perm = _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7);
     for (xb, o) in x.chunks_exact(QA).zip(out.iter_mut()) {
         let p = xb.as_ptr();
-        let v = [
-            _mm256_loadu_ps(p),
-            _mm256_loadu_ps(p.add(8)),
-            _mm256_loadu_ps(p.add(16)),
-            _mm256_loadu_ps(p.add(24)),
-        ];
+        let v = [_mm256_loadu_ps(p), _mm256_loadu_ps(p.add(8)), _mm256_loadu_ps(p.add(16)), _mm256_loadu_ps(p.add(24))];
         let mut m = _mm256_andnot_ps(sign, v[0]);
         for &vi in &v[1..] {
             m = _mm256_max_ps(m, _mm256_andnot_ps(sign, vi));
@@ -86,10 +81,7 @@ unsafe fn quantize_row_avx2(x: &[f32], out: &mut [ActBlock]) {
         let lo = _mm256_add_epi32(i[0], i[1]);
         let hi = _mm256_add_epi32(i[2], i[3]);
         let packed = _mm256_packs_epi16(_mm256_packs_epi32(i[0], i[1]), _mm256_packs_epi32(i[2], i[3]));
-        _mm256_storeu_si256(
-            o.qs.as_mut_ptr() as *mut __m256i,
-            _mm256_permutevar8x32_epi32(packed, perm),
-        );
+        _mm256_storeu_si256(o.qs.as_mut_ptr() as *mut __m256i, _mm256_permutevar8x32_epi32(packed, perm));
         let (slo, shi) = (hsum_epi32(lo), hsum_epi32(hi));
         o.d = d;
         o.s = d * (slo + shi) as f32;
@@ -114,10 +106,7 @@ mod tests {
 
     #[test]
     fn blocks_round_trip_within_half_a_step() {
-        let x: Vec<f32> = (0..96)
-            .map(|i| ((i * 37 % 101) as f32 - 50.0) * 0.031)
-            .chain([0.0; 32])
-            .collect();
+        let x: Vec<f32> = (0..96).map(|i| ((i * 37 % 101) as f32 - 50.0) * 0.031).chain([0.0; 32]).collect();
         let mut out = vec![ActBlock::default(); 4];
         quantize_row(&x, &mut out, false);
         for (xb, b) in x.chunks_exact(32).zip(&out) {

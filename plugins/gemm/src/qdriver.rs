@@ -134,10 +134,7 @@ impl<T> Shared<T> {
 /// Part `i` of `parts` of `0..len` in whole `unit`s.
 fn split(len: usize, unit: usize, parts: usize, i: usize) -> (usize, usize) {
     let units = len.div_ceil(unit);
-    (
-        (i * units / parts * unit).min(len),
-        ((i + 1) * units / parts * unit).min(len),
-    )
+    ((i * units / parts * unit).min(len), ((i + 1) * units / parts * unit).min(len))
 }
 
 fn check<F: Format>(p: &QProblem<'_>) -> Result<(), PluginError> {
@@ -350,10 +347,7 @@ fn run_tiles<F: Format>(ctx: &LaunchContext, isa: QIsa, p: QProblem<'_>) -> Resu
         }
     })?;
     if failed.into_inner() {
-        return Err(PluginError::new(format!(
-            "matmul {}: dequantizing a weight tile failed",
-            F::DTYPE
-        )));
+        return Err(PluginError::new(format!("matmul {}: dequantizing a weight tile failed", F::DTYPE)));
     }
     Ok(())
 }
@@ -368,13 +362,7 @@ mod tests {
         for threads in [2usize, 3, 4] {
             ctx.host.num_threads = threads;
             // SmolLM2 decode shapes (T, K, N): q/o, k/v, gate/up, down, lm_head.
-            for (t, k, n) in [
-                (1, 576, 576),
-                (1, 576, 192),
-                (1, 576, 1536),
-                (1, 1536, 576),
-                (1, 576, 49152),
-            ] {
+            for (t, k, n) in [(1, 576, 576), (1, 576, 192), (1, 576, 1536), (1, 1536, 576), (1, 576, 49152)] {
                 let tasks = task_count(&ctx, t, k, n);
                 assert!(tasks >= 1 && tasks <= threads * 4, "{t}x{k}x{n}: {tasks}");
                 if t * k * n / MIN_TASK_MACS >= threads {

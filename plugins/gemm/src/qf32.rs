@@ -192,16 +192,10 @@ mod x86 {
             let v = _mm_loadu_si128(blk.add(at) as *const __m128i);
             let m = _mm_set1_epi8(0x0f);
             let (lo, hi) = (_mm_and_si128(v, m), _mm_and_si128(_mm_srli_epi16::<4>(v), m));
-            (
-                _mm512_cvtepi32_ps(_mm512_cvtepu8_epi32(lo)),
-                _mm512_cvtepi32_ps(_mm512_cvtepu8_epi32(hi)),
-            )
+            (_mm512_cvtepi32_ps(_mm512_cvtepu8_epi32(lo)), _mm512_cvtepi32_ps(_mm512_cvtepu8_epi32(hi)))
         } else {
             let q = F::unpack_avx2(blk, j);
-            (
-                widen16::<F>(_mm256_castsi256_si128(q)),
-                widen16::<F>(_mm256_extracti128_si256::<1>(q)),
-            )
+            (widen16::<F>(_mm256_castsi256_si128(q)), widen16::<F>(_mm256_extracti128_si256::<1>(q)))
         }
     }
 
@@ -303,11 +297,7 @@ mod x86 {
             ];
             for r in 0..R {
                 let xr = x.add(r * ldx + 32 * s);
-                let t0 = _mm256_fmadd_ps(
-                    qs[1],
-                    _mm256_loadu_ps(xr.add(8)),
-                    _mm256_mul_ps(qs[0], _mm256_loadu_ps(xr)),
-                );
+                let t0 = _mm256_fmadd_ps(qs[1], _mm256_loadu_ps(xr.add(8)), _mm256_mul_ps(qs[0], _mm256_loadu_ps(xr)));
                 let t1 = _mm256_fmadd_ps(
                     qs[3],
                     _mm256_loadu_ps(xr.add(24)),

@@ -249,10 +249,7 @@ impl Format for Q6K {
         let d = H::read(b.add(208));
         let lo = d * (*b.add(192 + 2 * j) as i8) as f32;
         let hi = d * (*b.add(193 + 2 * j) as i8) as f32;
-        Coef {
-            a: [lo, hi],
-            b: [-32.0 * lo, -32.0 * hi],
-        }
+        Coef { a: [lo, hi], b: [-32.0 * lo, -32.0 * hi] }
     }
 
     #[inline(always)]
@@ -278,14 +275,9 @@ impl Format for Q6K {
         let (h, jj) = (j / 4, j % 4);
         let ql = _mm256_loadu_si256(b.add(64 * h + 32 * (jj & 1)) as *const __m256i);
         let qh = _mm256_loadu_si256(b.add(128 + 32 * h) as *const __m256i);
-        let lo = _mm256_and_si256(
-            _mm256_srl_epi16(ql, _mm_cvtsi32_si128(4 * (jj >> 1) as i32)),
-            _mm256_set1_epi8(0x0f),
-        );
-        let hi = _mm256_and_si256(
-            _mm256_srl_epi16(qh, _mm_cvtsi32_si128(2 * jj as i32)),
-            _mm256_set1_epi8(3),
-        );
+        let lo =
+            _mm256_and_si256(_mm256_srl_epi16(ql, _mm_cvtsi32_si128(4 * (jj >> 1) as i32)), _mm256_set1_epi8(0x0f));
+        let hi = _mm256_and_si256(_mm256_srl_epi16(qh, _mm_cvtsi32_si128(2 * jj as i32)), _mm256_set1_epi8(3));
         _mm256_or_si256(lo, _mm256_slli_epi16::<4>(hi))
     }
 }
@@ -323,11 +315,7 @@ mod tests {
                     let v = if F::SIGNED { v as i8 as f32 } else { v as f32 };
                     let got = c.a[l / 16] * v + c.b[l / 16];
                     let idx = blk * F::BLOCK + 32 * j + l;
-                    assert!(
-                        (got - want[idx]).abs() <= 1e-5 * want[idx].abs().max(1.0),
-                        "{} element {idx}",
-                        F::DTYPE
-                    );
+                    assert!((got - want[idx]).abs() <= 1e-5 * want[idx].abs().max(1.0), "{} element {idx}", F::DTYPE);
                 }
             }
         }

@@ -21,10 +21,7 @@ fn err(msg: String) -> PluginError {
 /// Checks input metas; returns the output meta.
 fn check(inputs: &[TensorMeta]) -> Result<TensorMeta, PluginError> {
     if inputs.len() < 2 {
-        return Err(err(format!(
-            "takes inputs (x, w) or (x, w, bias), got {} inputs",
-            inputs.len()
-        )));
+        return Err(err(format!("takes inputs (x, w) or (x, w, bias), got {} inputs", inputs.len())));
     }
     let w = &inputs[1];
     if !w.dtype.is_quantized() {
@@ -68,16 +65,8 @@ impl Op for QMatmul {
 
     fn create(inputs: &[TensorMeta], attrs: &Attrs) -> Result<QMatmulKernel, PluginError> {
         check(inputs)?;
-        let float = if inputs[1].dtype.is_quantized() {
-            None
-        } else {
-            Some(Matmul::create(inputs, attrs)?)
-        };
-        Ok(QMatmulKernel {
-            isa: QIsa::detect(),
-            path: path_override()?,
-            float,
-        })
+        let float = if inputs[1].dtype.is_quantized() { None } else { Some(Matmul::create(inputs, attrs)?) };
+        Ok(QMatmulKernel { isa: QIsa::detect(), path: path_override()?, float })
     }
 
     fn examples() -> Vec<OpExample> {
@@ -103,10 +92,7 @@ impl Op for QMatmul {
                 if bias {
                     inputs.push(TensorMeta::of(DType::F32, &[n]));
                 }
-                OpExample {
-                    inputs: inputs.into(),
-                    attrs: Attrs::new(),
-                }
+                OpExample { inputs: inputs.into(), attrs: Attrs::new() }
             })
             .collect()
     }
@@ -183,10 +169,7 @@ impl Kernel for QMatmulKernel {
         let (n, kw) = dims2(w, "w")?;
         let (ty, ny) = dims2(y, "y")?;
         if kw != k || ty != t || ny != n {
-            return Err(err(format!(
-                "launch shapes disagree: x {}, w {}, y {}",
-                x.meta, w.meta, y.meta
-            )));
+            return Err(err(format!("launch shapes disagree: x {}, w {}, y {}", x.meta, w.meta, y.meta)));
         }
         let bias = match inputs.get(2) {
             Some(b) => {

@@ -60,10 +60,7 @@ fn rel_err(got: &[f32], want: &[f32]) -> f32 {
 }
 
 fn isas() -> Vec<QIsa> {
-    [QIsa::Portable, QIsa::Avx2, QIsa::Avx512Vnni]
-        .into_iter()
-        .filter(|i| i.is_supported())
-        .collect()
+    [QIsa::Portable, QIsa::Avx2, QIsa::Avx512Vnni].into_iter().filter(|i| i.is_supported()).collect()
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -78,29 +75,14 @@ fn run(
     (t, k, n): (usize, usize, usize),
 ) -> Vec<f32> {
     let mut y = vec![f32::NAN; t * n];
-    let p = QProblem {
-        x,
-        w: &w.bytes,
-        bias,
-        y: &mut y,
-        t,
-        k,
-        n,
-    };
+    let p = QProblem { x, w: &w.bytes, bias, y: &mut y, t, k, n };
     run_dtype(ctx, isa, path, dtype, p).unwrap();
     y
 }
 
 #[test]
 fn both_methods_match_references_on_every_isa() {
-    let shapes = [
-        (1usize, 32usize, 1usize),
-        (1, 576, 13),
-        (3, 256, 9),
-        (5, 512, 33),
-        (17, 768, 20),
-        (64, 256, 17),
-    ];
+    let shapes = [(1usize, 32usize, 1usize), (1, 576, 13), (3, 256, 9), (5, 512, 33), (17, 768, 20), (64, 256, 17)];
     for dtype in DType::QUANTIZED {
         for &(t, k, n) in &shapes {
             if k % dtype.block_size() != 0 {
@@ -176,28 +158,12 @@ fn bad_inputs_are_errors() {
     let x = data(2 * 64, 2);
     let mut y = vec![0f32; 8];
     let ctx = LaunchContext::cpu_sequential();
-    let p = QProblem {
-        x: &x,
-        w: &w.bytes,
-        bias: None,
-        y: &mut y,
-        t: 2,
-        k: 64,
-        n: 4,
-    };
+    let p = QProblem { x: &x, w: &w.bytes, bias: None, y: &mut y, t: 2, k: 64, n: 4 };
     assert!(run_dtype(&ctx, QIsa::Portable, QPath::Int, DType::Q4_1, p).is_err());
     // Weight bytes that do not match the shape.
     let mut ws = vec![0f32; 1024];
     let ctx = threaded(&mut ws);
-    let p = QProblem {
-        x: &x,
-        w: &w.bytes[..40],
-        bias: None,
-        y: &mut y,
-        t: 2,
-        k: 64,
-        n: 4,
-    };
+    let p = QProblem { x: &x, w: &w.bytes[..40], bias: None, y: &mut y, t: 2, k: 64, n: 4 };
     assert!(run_dtype(&ctx, QIsa::Portable, QPath::Int, DType::Q4_1, p).is_err());
     // f32 weights go to the float kernel.
     let metas = [m(DType::F32, &[2, 8]), m(DType::F32, &[3, 8])];
@@ -211,10 +177,7 @@ fn bad_inputs_are_errors() {
 #[test]
 #[ignore = "benchmark: run with --ignored --nocapture"]
 fn bench_quantized() {
-    let threads = std::env::var("RTLLM_BENCH_THREADS")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(2);
+    let threads = std::env::var("RTLLM_BENCH_THREADS").ok().and_then(|v| v.parse().ok()).unwrap_or(2);
     let pool = rayon::ThreadPoolBuilder::new().num_threads(threads).build().unwrap();
     let isa = QIsa::detect();
     let shapes = [
@@ -251,15 +214,7 @@ fn bench_quantized() {
                 for _ in 0..7 {
                     let start = std::time::Instant::now();
                     for _ in 0..iters {
-                        let p = QProblem {
-                            x: &x,
-                            w: &w.bytes,
-                            bias: None,
-                            y: &mut y,
-                            t,
-                            k,
-                            n,
-                        };
+                        let p = QProblem { x: &x, w: &w.bytes, bias: None, y: &mut y, t, k, n };
                         run_dtype(&ctx, isa, path, dtype, p).unwrap();
                     }
                     times.push(start.elapsed().as_secs_f64() / iters as f64);
@@ -267,11 +222,7 @@ fn bench_quantized() {
                 // The fastest repetition: the machine is shared, and others only slow it down.
                 times.sort_by(|a, b| a.total_cmp(b));
                 let s = times[0];
-                line += &format!(
-                    "  {path:?} {:8.1} us {:6.1} GFLOP/s",
-                    s * 1e6,
-                    2.0 * (t * k * n) as f64 / s / 1e9
-                );
+                line += &format!("  {path:?} {:8.1} us {:6.1} GFLOP/s", s * 1e6, 2.0 * (t * k * n) as f64 / s / 1e9);
             }
             println!("{line}");
         }

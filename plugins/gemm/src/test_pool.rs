@@ -27,11 +27,7 @@ extern "C" fn threaded_for(_pool: *const c_void, n: usize, task: *const c_void, 
 /// A CPU context over `THREADS` std threads with `workspace` (may be empty) as its workspace.
 pub fn threaded(workspace: &mut [f32]) -> LaunchContext {
     let mut ctx = LaunchContext::cpu_sequential();
-    ctx.host = HostServices {
-        pool: std::ptr::null(),
-        num_threads: THREADS,
-        parallel_for: threaded_for,
-    };
+    ctx.host = HostServices { pool: std::ptr::null(), num_threads: THREADS, parallel_for: threaded_for };
     if !workspace.is_empty() {
         ctx.workspace = workspace.as_mut_ptr() as *mut u8;
         ctx.workspace_bytes = std::mem::size_of_val(workspace);

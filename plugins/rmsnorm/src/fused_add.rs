@@ -41,9 +41,7 @@ impl Op for FusedAddRmsNorm {
 
     fn create(inputs: &[TensorMeta], attrs: &Attrs) -> Result<FusedAddRmsNormKernel, PluginError> {
         Self::infer(inputs, attrs)?;
-        Ok(FusedAddRmsNormKernel {
-            eps: eps(Self::NAME, attrs)?,
-        })
+        Ok(FusedAddRmsNormKernel { eps: eps(Self::NAME, attrs)? })
     }
 
     fn examples() -> Vec<OpExample> {
@@ -57,11 +55,7 @@ impl Op for FusedAddRmsNorm {
                     TensorMeta::of(wdt, &[h]),
                 ]
                 .into(),
-                attrs: if i % 2 == 1 {
-                    Attrs::new()
-                } else {
-                    Attrs::new().with("eps", 1e-5)
-                },
+                attrs: if i % 2 == 1 { Attrs::new() } else { Attrs::new().with("eps", 1e-5) },
             })
             .collect()
     }
@@ -132,10 +126,7 @@ impl Kernel for FusedAddRmsNormKernel {
             DType::F32 => run::<f32>(ctx, self.eps, w, b, (t, h)),
             DType::BF16 => run::<bf16>(ctx, self.eps, w, b, (t, h)),
             DType::F16 => run::<f16>(ctx, self.eps, w, b, (t, h)),
-            other => Err(PluginError::new(format!(
-                "{OP}: w must be f32, bf16 or f16, got {other} (w {})",
-                w.meta
-            ))),
+            other => Err(PluginError::new(format!("{OP}: w must be f32, bf16 or f16, got {other} (w {})", w.meta))),
         }
     }
 }

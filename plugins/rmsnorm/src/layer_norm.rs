@@ -61,9 +61,7 @@ impl Op for LayerNorm {
 
     fn create(inputs: &[TensorMeta], attrs: &Attrs) -> Result<LayerNormKernel, PluginError> {
         Self::infer(inputs, attrs)?;
-        Ok(LayerNormKernel {
-            eps: eps_or(Self::NAME, attrs, DEFAULT_LAYER_NORM_EPS)?,
-        })
+        Ok(LayerNormKernel { eps: eps_or(Self::NAME, attrs, DEFAULT_LAYER_NORM_EPS)? })
     }
 
     fn examples() -> Vec<OpExample> {
@@ -75,15 +73,8 @@ impl Op for LayerNorm {
                 if bias {
                     inputs.push(TensorMeta::of(wdt, &[h]));
                 }
-                let attrs = if i % 2 == 0 {
-                    Attrs::new()
-                } else {
-                    Attrs::new().with("eps", 1e-6)
-                };
-                OpExample {
-                    inputs: inputs.into(),
-                    attrs,
-                }
+                let attrs = if i % 2 == 0 { Attrs::new() } else { Attrs::new().with("eps", 1e-6) };
+                OpExample { inputs: inputs.into(), attrs }
             })
             .collect()
     }
@@ -147,9 +138,7 @@ fn run<W: NormWeight>(
     (t, h): (usize, usize),
 ) -> Result<(), PluginError> {
     let w = w.slice::<W>().map_err(|e| e.context("layer_norm: w"))?;
-    let b = b
-        .map(|b| b.slice::<W>().map_err(|e| e.context("layer_norm: b")))
-        .transpose()?;
+    let b = b.map(|b| b.slice::<W>().map_err(|e| e.context("layer_norm: b"))).transpose()?;
     for_row_chunks(ctx, t, h, [y], |rows, [y]| {
         let x = &x[rows.start * h..rows.end * h];
         for (xr, yr) in x.chunks_exact(h).zip(y.chunks_exact_mut(h)) {
@@ -190,10 +179,7 @@ impl Kernel for LayerNormKernel {
             DType::F32 => run::<f32>(ctx, self.eps, xs, (w, b), ys, (t, h)),
             DType::BF16 => run::<bf16>(ctx, self.eps, xs, (w, b), ys, (t, h)),
             DType::F16 => run::<f16>(ctx, self.eps, xs, (w, b), ys, (t, h)),
-            other => Err(PluginError::new(format!(
-                "{OP}: w must be f32, bf16 or f16, got {other} (w {})",
-                w.meta
-            ))),
+            other => Err(PluginError::new(format!("{OP}: w must be f32, bf16 or f16, got {other} (w {})", w.meta))),
         }
     }
 }

@@ -23,12 +23,7 @@ impl Param {
             DType::F16 => f16s.iter().map(|v| v.to_f32()).collect(),
             _ => values,
         };
-        Param {
-            dtype,
-            f32s,
-            bf16s,
-            f16s,
-        }
+        Param { dtype, f32s, bf16s, f16s }
     }
 
     fn arg(&mut self) -> TensorArg {
@@ -60,10 +55,7 @@ fn layer_norm_matches_reference() {
     for &(t, h) in &[(1usize, 1usize), (5, 7), (33, 64), (1, 576), (300, 128), (2, 1000)] {
         for dtype in [DType::F32, DType::BF16, DType::F16] {
             for with_bias in [false, true] {
-                let ctxs = [
-                    ("sequential", LaunchContext::cpu_sequential()),
-                    ("threaded", threaded(&mut [])),
-                ];
+                let ctxs = [("sequential", LaunchContext::cpu_sequential()), ("threaded", threaded(&mut []))];
                 for (name, ctx) in ctxs {
                     let mut metas = vec![TensorMeta::of(DType::F32, &[t, h]), TensorMeta::of(dtype, &[h])];
                     if with_bias {
@@ -71,10 +63,7 @@ fn layer_norm_matches_reference() {
                     }
                     let kernel = LayerNorm::create(&metas, &Attrs::new()).unwrap();
                     // A large offset: the two-pass variance must not lose the spread.
-                    let mut x: Vec<f32> = data(t * h, (t * 31 + h) as u64)
-                        .iter()
-                        .map(|v| 3.0 * v + 50.0)
-                        .collect();
+                    let mut x: Vec<f32> = data(t * h, (t * 31 + h) as u64).iter().map(|v| 3.0 * v + 50.0).collect();
                     let mut w = Param::new(dtype, data(h, h as u64).iter().map(|v| 1.0 + 0.5 * v).collect());
                     let mut b = Param::new(dtype, data(h, h as u64 + 9));
                     let want = reference(&x, &w.f32s, with_bias.then_some(&b.f32s[..]), h, 1e-5);
@@ -86,10 +75,7 @@ fn layer_norm_matches_reference() {
                     kernel.launch(&ctx, &inputs, &[arg(metas[0].clone(), &mut y)]).unwrap();
                     let what = format!("layer_norm T={t} H={h} {dtype} bias={with_bias} {name}");
                     for (i, (g, e)) in y.iter().zip(&want).enumerate() {
-                        assert!(
-                            (g - e).abs() <= 1e-4 * e.abs().max(1.0),
-                            "{what}: [{i}] = {g}, want {e}"
-                        );
+                        assert!((g - e).abs() <= 1e-4 * e.abs().max(1.0), "{what}: [{i}] = {g}, want {e}");
                     }
                 }
             }
@@ -102,10 +88,7 @@ fn examples_infer_and_create() {
     let examples = LayerNorm::examples();
     assert!(examples.len() >= 8 && examples.iter().any(|e| e.inputs.len() == 3));
     for ex in &examples {
-        assert_eq!(
-            LayerNorm::infer(&ex.inputs, &ex.attrs).unwrap()[0].dims,
-            ex.inputs[0].dims
-        );
+        assert_eq!(LayerNorm::infer(&ex.inputs, &ex.attrs).unwrap()[0].dims, ex.inputs[0].dims);
         LayerNorm::create(&ex.inputs, &ex.attrs).unwrap();
     }
 }
@@ -114,15 +97,8 @@ fn examples_infer_and_create() {
 fn infer_keeps_symbolic_rows_and_rejects_bad_inputs() {
     let x = TensorMeta::new(DType::F32, [Dim::sym("T"), Dim::from(64)]);
     let w = TensorMeta::of(DType::F32, &[64]);
-    assert_eq!(
-        LayerNorm::infer(&[x.clone(), w.clone(), w.clone()], &Attrs::new()).unwrap()[0],
-        x
-    );
-    let e = LayerNorm::infer(
-        &[x.clone(), w.clone(), TensorMeta::of(DType::BF16, &[64])],
-        &Attrs::new(),
-    )
-    .unwrap_err();
+    assert_eq!(LayerNorm::infer(&[x.clone(), w.clone(), w.clone()], &Attrs::new()).unwrap()[0], x);
+    let e = LayerNorm::infer(&[x.clone(), w.clone(), TensorMeta::of(DType::BF16, &[64])], &Attrs::new()).unwrap_err();
     assert!(e.message().contains("b must have the shape and dtype of w"), "{e}");
     let e = LayerNorm::infer(&[x.clone(), TensorMeta::of(DType::F32, &[63])], &Attrs::new()).unwrap_err();
     assert!(e.message().starts_with("layer_norm: w must be [H]"), "{e}");
@@ -146,9 +122,7 @@ fn launch_rejects_bad_tensors_and_handles_empty_ones() {
         )
         .unwrap_err();
     assert!(e.message().contains("b must be f32[4]"), "{e}");
-    let e = kernel
-        .launch(&ctx, &[arg(f(&[2, 4]), &mut x)], &[arg(f(&[2, 4]), &mut y)])
-        .unwrap_err();
+    let e = kernel.launch(&ctx, &[arg(f(&[2, 4]), &mut x)], &[arg(f(&[2, 4]), &mut y)]).unwrap_err();
     assert!(e.message().contains("2 or 3 inputs and 1 output"), "{e}");
     // A constant row has zero variance: y = b, finite.
     let (mut x, mut w, mut b, mut y) = (vec![7.0f32; 4], vec![2.0f32; 4], vec![0.5f32; 4], vec![f32::NAN; 4]);

@@ -24,12 +24,7 @@ impl Weight {
             DType::F16 => f16s.iter().map(|v| v.to_f32()).collect(),
             _ => src,
         };
-        Weight {
-            dtype,
-            f32s,
-            bf16s,
-            f16s,
-        }
+        Weight { dtype, f32s, bf16s, f16s }
     }
 
     fn arg(&mut self) -> TensorArg {
@@ -55,31 +50,16 @@ fn reference(x: &[f32], w: &[f32], h: usize, eps: f32) -> Vec<f32> {
 fn assert_close(got: &[f32], want: &[f32], what: &str) {
     assert_eq!(got.len(), want.len(), "{what}");
     for (i, (g, e)) in got.iter().zip(want).enumerate() {
-        assert!(
-            (g - e).abs() <= 2e-5 * e.abs().max(1.0),
-            "{what}: [{i}] = {g}, want {e}"
-        );
+        assert!((g - e).abs() <= 2e-5 * e.abs().max(1.0), "{what}: [{i}] = {g}, want {e}");
     }
 }
 
 fn contexts() -> Vec<(&'static str, LaunchContext)> {
-    vec![
-        ("sequential", LaunchContext::cpu_sequential()),
-        ("threaded", threaded(&mut [])),
-    ]
+    vec![("sequential", LaunchContext::cpu_sequential()), ("threaded", threaded(&mut []))]
 }
 
-const SHAPES: [(usize, usize); 9] = [
-    (1, 1),
-    (5, 7),
-    (33, 64),
-    (1, 576),
-    (5, 576),
-    (33, 1000),
-    (1, 1000),
-    (300, 128),
-    (2, 9),
-];
+const SHAPES: [(usize, usize); 9] =
+    [(1, 1), (5, 7), (33, 64), (1, 576), (5, 576), (33, 1000), (1, 1000), (300, 128), (2, 9)];
 
 #[test]
 fn rmsnorm_matches_reference() {
@@ -97,9 +77,7 @@ fn rmsnorm_matches_reference() {
                 let want = reference(&x, &w.f32s, h, eps);
                 let mut y = vec![f32::NAN; t * h];
                 let inputs = [arg(TensorMeta::of(DType::F32, &[t, h]), &mut x), w.arg()];
-                kernel
-                    .launch(&ctx, &inputs, &[arg(TensorMeta::of(DType::F32, &[t, h]), &mut y)])
-                    .unwrap();
+                kernel.launch(&ctx, &inputs, &[arg(TensorMeta::of(DType::F32, &[t, h]), &mut y)]).unwrap();
                 assert_close(&y, &want, &format!("rmsnorm T={t} H={h} {dtype} {name}"));
             }
         }
@@ -157,25 +135,14 @@ fn infer_keeps_symbolic_rows_and_names_shapes_in_errors() {
     let x = TensorMeta::new(DType::F32, [t.clone(), Dim::from(576)]);
     let w = TensorMeta::of(DType::BF16, &[576]);
     assert_eq!(RmsNorm::infer(&[x.clone(), w.clone()], &Attrs::new()).unwrap()[0], x);
-    assert_eq!(
-        FusedAddRmsNorm::infer(&[x.clone(), x.clone(), w.clone()], &Attrs::new())
-            .unwrap()
-            .len(),
-        2
-    );
+    assert_eq!(FusedAddRmsNorm::infer(&[x.clone(), x.clone(), w.clone()], &Attrs::new()).unwrap().len(), 2);
 
     let bad_w = TensorMeta::of(DType::F32, &[575]);
     let e = RmsNorm::infer(&[x.clone(), bad_w.clone()], &Attrs::new()).unwrap_err();
-    assert!(
-        e.message().starts_with("rmsnorm: ") && e.message().contains("f32[575]"),
-        "{e}"
-    );
+    assert!(e.message().starts_with("rmsnorm: ") && e.message().contains("f32[575]"), "{e}");
     let other = TensorMeta::new(DType::F32, [Dim::sym("other"), Dim::from(576)]);
     let e = FusedAddRmsNorm::infer(&[x.clone(), other, w.clone()], &Attrs::new()).unwrap_err();
-    assert!(
-        e.message().starts_with("fused_add_rmsnorm: ") && e.message().contains("f32[other, 576]"),
-        "{e}"
-    );
+    assert!(e.message().starts_with("fused_add_rmsnorm: ") && e.message().contains("f32[other, 576]"), "{e}");
     let e = RmsNorm::infer(std::slice::from_ref(&x), &Attrs::new()).unwrap_err();
     assert!(e.message().contains("got 1 inputs"), "{e}");
     let e = RmsNorm::infer(&[TensorMeta::of(DType::F16, &[2, 576]), w.clone()], &Attrs::new()).unwrap_err();
@@ -190,25 +157,13 @@ fn launch_rejects_bad_tensors() {
     let f = |d: &[usize]| TensorMeta::of(DType::F32, d);
     let kernel = RmsNorm::create(&[f(&[2, 4]), f(&[4])], &Attrs::new()).unwrap();
     let (mut x, mut w, mut y) = (vec![1.0f32; 8], vec![1.0f32; 4], vec![0.0f32; 8]);
-    let e = kernel
-        .launch(
-            &ctx,
-            &[arg(f(&[2, 4]), &mut x), arg(f(&[3]), &mut w)],
-            &[arg(f(&[2, 4]), &mut y)],
-        )
-        .unwrap_err();
+    let e =
+        kernel.launch(&ctx, &[arg(f(&[2, 4]), &mut x), arg(f(&[3]), &mut w)], &[arg(f(&[2, 4]), &mut y)]).unwrap_err();
     assert!(e.message().contains("w must be [4]"), "{e}");
-    let e = kernel
-        .launch(
-            &ctx,
-            &[arg(f(&[2, 4]), &mut x), arg(f(&[4]), &mut w)],
-            &[arg(f(&[4, 2]), &mut y)],
-        )
-        .unwrap_err();
+    let e =
+        kernel.launch(&ctx, &[arg(f(&[2, 4]), &mut x), arg(f(&[4]), &mut w)], &[arg(f(&[4, 2]), &mut y)]).unwrap_err();
     assert!(e.message().contains("y must be [2, 4]"), "{e}");
-    let e = kernel
-        .launch(&ctx, &[arg(f(&[2, 4]), &mut x)], &[arg(f(&[2, 4]), &mut y)])
-        .unwrap_err();
+    let e = kernel.launch(&ctx, &[arg(f(&[2, 4]), &mut x)], &[arg(f(&[2, 4]), &mut y)]).unwrap_err();
     assert!(e.message().contains("2 inputs and 1 output"), "{e}");
     let mut xi = vec![0i32; 8];
     let e = kernel
@@ -245,13 +200,7 @@ fn empty_tensors_are_fine() {
     for (t, h) in [(0usize, 8usize), (3, 0)] {
         let kernel = RmsNorm::create(&[f(&[t, h]), f(&[h])], &Attrs::new()).unwrap();
         let (mut x, mut w, mut y) = (vec![0.0f32; t * h], vec![1.0f32; h], vec![0.0f32; t * h]);
-        kernel
-            .launch(
-                &ctx,
-                &[arg(f(&[t, h]), &mut x), arg(f(&[h]), &mut w)],
-                &[arg(f(&[t, h]), &mut y)],
-            )
-            .unwrap();
+        kernel.launch(&ctx, &[arg(f(&[t, h]), &mut x), arg(f(&[h]), &mut w)], &[arg(f(&[t, h]), &mut y)]).unwrap();
     }
 }
 
@@ -261,12 +210,6 @@ fn zero_row_stays_finite() {
     let kernel = RmsNorm::create(&[f(&[1, 4]), f(&[4])], &Attrs::new()).unwrap();
     let (mut x, mut w, mut y) = (vec![0.0f32; 4], vec![1.0f32; 4], vec![f32::NAN; 4]);
     let ctx = LaunchContext::cpu_sequential();
-    kernel
-        .launch(
-            &ctx,
-            &[arg(f(&[1, 4]), &mut x), arg(f(&[4]), &mut w)],
-            &[arg(f(&[1, 4]), &mut y)],
-        )
-        .unwrap();
+    kernel.launch(&ctx, &[arg(f(&[1, 4]), &mut x), arg(f(&[4]), &mut w)], &[arg(f(&[1, 4]), &mut y)]).unwrap();
     assert_eq!(y, vec![0.0; 4]);
 }

@@ -32,11 +32,7 @@ impl Op for RmsNorm {
 
     fn infer(inputs: &[TensorMeta], attrs: &Attrs) -> Result<Vec<TensorMeta>, PluginError> {
         let [x, w] = inputs else {
-            return Err(PluginError::new(format!(
-                "{}: takes inputs (x, w), got {} inputs",
-                Self::NAME,
-                inputs.len()
-            )));
+            return Err(PluginError::new(format!("{}: takes inputs (x, w), got {} inputs", Self::NAME, inputs.len())));
         };
         check_metas(Self::NAME, "x", x, w)?;
         eps(Self::NAME, attrs)?;
@@ -45,9 +41,7 @@ impl Op for RmsNorm {
 
     fn create(inputs: &[TensorMeta], attrs: &Attrs) -> Result<RmsNormKernel, PluginError> {
         Self::infer(inputs, attrs)?;
-        Ok(RmsNormKernel {
-            eps: eps(Self::NAME, attrs)?,
-        })
+        Ok(RmsNormKernel { eps: eps(Self::NAME, attrs)? })
     }
 
     fn examples() -> Vec<OpExample> {
@@ -56,11 +50,7 @@ impl Op for RmsNorm {
             .enumerate()
             .map(|(i, &(t, h, wdt))| OpExample {
                 inputs: vec![TensorMeta::of(DType::F32, &[t, h]), TensorMeta::of(wdt, &[h])].into(),
-                attrs: if i % 2 == 0 {
-                    Attrs::new()
-                } else {
-                    Attrs::new().with("eps", 1e-5)
-                },
+                attrs: if i % 2 == 0 { Attrs::new() } else { Attrs::new().with("eps", 1e-5) },
             })
             .collect()
     }
@@ -115,10 +105,7 @@ impl Kernel for RmsNormKernel {
             DType::F32 => run::<f32>(ctx, self.eps, xs, w, ys, (t, h)),
             DType::BF16 => run::<bf16>(ctx, self.eps, xs, w, ys, (t, h)),
             DType::F16 => run::<f16>(ctx, self.eps, xs, w, ys, (t, h)),
-            other => Err(PluginError::new(format!(
-                "{OP}: w must be f32, bf16 or f16, got {other} (w {})",
-                w.meta
-            ))),
+            other => Err(PluginError::new(format!("{OP}: w must be f32, bf16 or f16, got {other} (w {})", w.meta))),
         }
     }
 }

@@ -48,9 +48,7 @@ pub fn eps(op: &str, attrs: &Attrs) -> Result<f32, PluginError> {
 pub fn eps_or(op: &str, attrs: &Attrs, default: f64) -> Result<f32, PluginError> {
     let eps = attrs.float_or("eps", default).map_err(|e| e.context(op))?;
     if !eps.is_finite() || eps < 0.0 {
-        return Err(PluginError::new(format!(
-            "{op}: attribute 'eps' must be finite and >= 0, got {eps}"
-        )));
+        return Err(PluginError::new(format!("{op}: attribute 'eps' must be finite and >= 0, got {eps}")));
     }
     Ok(eps as f32)
 }
@@ -58,15 +56,10 @@ pub fn eps_or(op: &str, attrs: &Attrs, default: f64) -> Result<f32, PluginError>
 /// Checks an activation meta `[T, H]` (f32) and the weight meta `[H]`.
 pub fn check_metas(op: &str, what: &str, x: &TensorMeta, w: &TensorMeta) -> Result<(), PluginError> {
     if x.rank() != 2 || x.dtype != DType::F32 {
-        return Err(PluginError::new(format!(
-            "{op}: {what} must be f32 [T, H], got {what} {x}"
-        )));
+        return Err(PluginError::new(format!("{op}: {what} must be f32 [T, H], got {what} {x}")));
     }
     if w.rank() != 1 || w.dims[0] != x.dims[1] {
-        return Err(PluginError::new(format!(
-            "{op}: w must be [H] with H={} (from {what} {x}), got w {w}",
-            x.dims[1]
-        )));
+        return Err(PluginError::new(format!("{op}: w must be [H] with H={} (from {what} {x}), got w {w}", x.dims[1])));
     }
     if !WEIGHT_DTYPES.contains(&w.dtype) {
         return Err(PluginError::new(format!("{op}: w must be f32, bf16 or f16, got w {w}")));
@@ -87,10 +80,7 @@ pub fn rows_of(
         (&[t, h], Some(w)) if (t, h) == w => Ok((t, h)),
         _ => {
             let want = want.map_or("[T, H]".to_string(), |(t, h)| format!("[{t}, {h}]"));
-            Err(PluginError::new(format!(
-                "{op}: {what} must be {want}, got {what} {}",
-                arg.meta
-            )))
+            Err(PluginError::new(format!("{op}: {what} must be {want}, got {what} {}", arg.meta)))
         }
     }
 }
@@ -140,10 +130,8 @@ pub fn add_rms_row<W: NormWeight>(x: &[f32], residual: &[f32], w: &[W], eps: f32
     let mut acc = [0.0f32; 8];
     let mut tail = 0.0f32;
     let n8 = x.len() / 8 * 8;
-    for ((r8, x8), s8) in r_out[..n8]
-        .chunks_exact_mut(8)
-        .zip(x[..n8].chunks_exact(8))
-        .zip(residual[..n8].chunks_exact(8))
+    for ((r8, x8), s8) in
+        r_out[..n8].chunks_exact_mut(8).zip(x[..n8].chunks_exact(8)).zip(residual[..n8].chunks_exact(8))
     {
         for i in 0..8 {
             let r = x8[i] + s8[i];
@@ -233,9 +221,6 @@ mod tests {
         assert_eq!(eps("rmsnorm", &Attrs::new().with("eps", 1e-5)).unwrap(), 1e-5);
         let e = eps("rmsnorm", &Attrs::new().with("eps", -1.0)).unwrap_err();
         assert!(e.message().starts_with("rmsnorm: attribute 'eps'"), "{e}");
-        assert!(eps("rmsnorm", &Attrs::new().with("eps", "x"))
-            .unwrap_err()
-            .message()
-            .contains("rmsnorm"));
+        assert!(eps("rmsnorm", &Attrs::new().with("eps", "x")).unwrap_err().message().contains("rmsnorm"));
     }
 }

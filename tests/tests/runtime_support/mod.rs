@@ -14,10 +14,7 @@ use std::time::{Duration, Instant};
 pub fn load(config: &ExecutorConfig) -> Option<Model> {
     let path = default_model_path();
     if !path.exists() {
-        eprintln!(
-            "skipping: {} is missing; run scripts/fetch-default-model.sh",
-            path.display()
-        );
+        eprintln!("skipping: {} is missing; run scripts/fetch-default-model.sh", path.display());
         return None;
     }
     Some(Model::load(&path, rtllm_tests::registry(), &config.build).expect("default model loads"))
@@ -32,14 +29,7 @@ pub fn fixture_prompts() -> Vec<Vec<u32>> {
         .as_array()
         .expect("cases")
         .iter()
-        .map(|c| {
-            c["prompt_ids"]
-                .as_array()
-                .expect("ids")
-                .iter()
-                .map(|x| x.as_u64().expect("id") as u32)
-                .collect()
-        })
+        .map(|c| c["prompt_ids"].as_array().expect("ids").iter().map(|x| x.as_u64().expect("id") as u32).collect())
         .collect()
 }
 
@@ -59,10 +49,7 @@ pub fn prompts(count: usize) -> Vec<Vec<u32>> {
 }
 
 pub fn greedy(max_tokens: usize) -> SamplingParams {
-    SamplingParams {
-        ignore_eos: true,
-        ..SamplingParams::greedy(max_tokens)
-    }
+    SamplingParams { ignore_eos: true, ..SamplingParams::greedy(max_tokens) }
 }
 
 /// `max_tokens` for request `i`: 8..=24.
@@ -72,17 +59,13 @@ pub fn max_tokens_for(i: usize) -> usize {
 
 /// Each prompt generated alone with the single-sequence runner.
 pub fn one_at_a_time(model: &mut Model, jobs: &[(Vec<u32>, SamplingParams)]) -> Vec<Vec<u32>> {
-    jobs.iter()
-        .map(|(p, params)| model.generate_ids(p, params, |_| {}).expect("generates").tokens)
-        .collect()
+    jobs.iter().map(|(p, params)| model.generate_ids(p, params, |_| {}).expect("generates").tokens).collect()
 }
 
 /// Submits every job at once and waits for all; each result is (tokens, finish reason).
 pub fn run_concurrently(ex: &Executor, jobs: &[(Vec<u32>, SamplingParams)]) -> Vec<(Vec<u32>, Option<FinishReason>)> {
-    let handles: Vec<_> = jobs
-        .iter()
-        .map(|(p, params)| ex.submit(Request::new(p.clone(), params.clone())).expect("submits"))
-        .collect();
+    let handles: Vec<_> =
+        jobs.iter().map(|(p, params)| ex.submit(Request::new(p.clone(), params.clone())).expect("submits")).collect();
     handles
         .into_iter()
         .map(|h| {

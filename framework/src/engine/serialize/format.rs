@@ -37,11 +37,7 @@ impl MetaRecord {
                 Dim::Sym(s) => DimRecord::Sym(s.to_string()),
             })
             .collect();
-        MetaRecord {
-            dtype: m.dtype.name().to_string(),
-            dims,
-            strides: m.strides.to_vec(),
-        }
+        MetaRecord { dtype: m.dtype.name().to_string(), dims, strides: m.strides.to_vec() }
     }
 
     pub fn to_meta(&self) -> Result<TensorMeta, String> {
@@ -54,11 +50,7 @@ impl MetaRecord {
                 DimRecord::Sym(s) => Dim::sym(s),
             })
             .collect();
-        Ok(TensorMeta {
-            dtype,
-            dims,
-            strides: self.strides.iter().copied().collect(),
-        })
+        Ok(TensorMeta { dtype, dims, strides: self.strides.iter().copied().collect() })
     }
 }
 
@@ -120,28 +112,20 @@ impl SourceRecord {
     pub fn from_source(s: &ValueSource) -> SourceRecord {
         match s {
             ValueSource::Input(name) => SourceRecord::Input { name: name.clone() },
-            ValueSource::Weight { name, dtype } => SourceRecord::Weight {
-                name: name.clone(),
-                dtype: dtype.name().into(),
-            },
-            ValueSource::Node { node, index } => SourceRecord::Node {
-                node: *node,
-                index: *index,
-            },
+            ValueSource::Weight { name, dtype } => {
+                SourceRecord::Weight { name: name.clone(), dtype: dtype.name().into() }
+            }
+            ValueSource::Node { node, index } => SourceRecord::Node { node: *node, index: *index },
         }
     }
 
     pub fn to_source(&self) -> Result<ValueSource, String> {
         Ok(match self {
             SourceRecord::Input { name } => ValueSource::Input(name.clone()),
-            SourceRecord::Weight { name, dtype } => ValueSource::Weight {
-                name: name.clone(),
-                dtype: parse_dtype(dtype)?,
-            },
-            SourceRecord::Node { node, index } => ValueSource::Node {
-                node: *node,
-                index: *index,
-            },
+            SourceRecord::Weight { name, dtype } => {
+                ValueSource::Weight { name: name.clone(), dtype: parse_dtype(dtype)? }
+            }
+            SourceRecord::Node { node, index } => ValueSource::Node { node: *node, index: *index },
         })
     }
 }
@@ -284,21 +268,11 @@ mod tests {
         let json = serde_json::to_string(&MetaRecord::from_meta(&m)).unwrap();
         let back: MetaRecord = serde_json::from_str(&json).unwrap();
         assert_eq!(back.to_meta().unwrap(), m);
-        let a = Attrs::new()
-            .with("eps", 1e-5)
-            .with("n", 3usize)
-            .with("s", "x")
-            .with("b", true)
-            .with("l", vec![1i64, 2]);
+        let a =
+            Attrs::new().with("eps", 1e-5).with("n", 3usize).with("s", "x").with("b", true).with("l", vec![1i64, 2]);
         let json = serde_json::to_string(&attrs_to_records(&a)).unwrap();
         let back: Vec<(String, AttrRecord)> = serde_json::from_str(&json).unwrap();
         assert_eq!(records_to_attrs(&back), a);
-        assert!(MetaRecord {
-            dtype: "f99".into(),
-            dims: vec![],
-            strides: vec![]
-        }
-        .to_meta()
-        .is_err());
+        assert!(MetaRecord { dtype: "f99".into(), dims: vec![], strides: vec![] }.to_meta().is_err());
     }
 }

@@ -75,9 +75,7 @@ fn check_graph(plan: &PlanRecord) -> Result<(), String> {
     for (v, r) in plan.values.iter().enumerate() {
         if let SourceRecord::Node { node: n, index } = &r.source {
             if plan.nodes.get(*n).and_then(|node| node.outputs.get(*index)) != Some(&v) {
-                return Err(format!(
-                    "value {v} claims to be output {index} of node {n}, which does not produce it"
-                ));
+                return Err(format!("value {v} claims to be output {index} of node {n}, which does not produce it"));
             }
         }
     }

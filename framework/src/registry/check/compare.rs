@@ -17,11 +17,7 @@ pub struct Diff {
 /// mismatch) counts as infinite error.
 pub fn diff(got: &[f64], want: &[f64]) -> Diff {
     if got.len() != want.len() {
-        return Diff {
-            max_abs: f64::INFINITY,
-            max_rel: f64::INFINITY,
-            worst: 0,
-        };
+        return Diff { max_abs: f64::INFINITY, max_rel: f64::INFINITY, worst: 0 };
     }
     let n = want.iter().filter(|v| v.is_finite()).count().max(1);
     let rms = (want.iter().filter(|v| v.is_finite()).map(|v| v * v).sum::<f64>() / n as f64).sqrt();
@@ -64,9 +60,7 @@ const COPY_OPS: &[&str] = &["embedding", "gather_rows"];
 /// outputs exact; row copies exact up to output rounding; otherwise the loosest of the dtypes
 /// involved, with a floor for ops computed through f32 functions of large arguments.
 pub fn tolerance(op: &str, inputs: &[TensorMeta], outputs: &[TensorMeta]) -> f64 {
-    let all_int_outputs = outputs
-        .iter()
-        .all(|m| matches!(m.dtype, DType::I32 | DType::I64 | DType::U8));
+    let all_int_outputs = outputs.iter().all(|m| matches!(m.dtype, DType::I32 | DType::I64 | DType::U8));
     if all_int_outputs && !outputs.is_empty() {
         return 0.0;
     }
@@ -75,11 +69,7 @@ pub fn tolerance(op: &str, inputs: &[TensorMeta], outputs: &[TensorMeta]) -> f64
         let out = |d: DType| if d == DType::F32 { 1e-6 } else { dtype_tolerance(d) };
         return outputs.iter().map(|m| out(m.dtype)).fold(0.0, f64::max);
     }
-    let by_dtype = inputs
-        .iter()
-        .chain(outputs)
-        .map(|m| dtype_tolerance(m.dtype))
-        .fold(0.0, f64::max);
+    let by_dtype = inputs.iter().chain(outputs).map(|m| dtype_tolerance(m.dtype)).fold(0.0, f64::max);
     let floor = match op {
         // Angles pos·freq reach ~2048 rad; an f32 angle is good to ~2.5e-4 rad there.
         "rope" => 1e-3,
@@ -110,22 +100,10 @@ mod tests {
     #[test]
     fn tolerances() {
         let m = |d| TensorMeta::of(d, &[2, 32]);
-        assert_eq!(
-            tolerance("matmul", &[m(DType::F32), m(DType::BF16)], &[m(DType::F32)]),
-            1e-2
-        );
+        assert_eq!(tolerance("matmul", &[m(DType::F32), m(DType::BF16)], &[m(DType::F32)]), 1e-2);
         assert_eq!(tolerance("argmax", &[m(DType::F32)], &[m(DType::I32)]), 0.0);
-        assert_eq!(
-            tolerance("embedding", &[m(DType::I32), m(DType::Q4_K)], &[m(DType::F32)]),
-            1e-6
-        );
-        assert_eq!(
-            tolerance("matmul", &[m(DType::F32), m(DType::Q4_K)], &[m(DType::F32)]),
-            3e-2
-        );
-        assert_eq!(
-            tolerance("rope", &[m(DType::F32), m(DType::I32)], &[m(DType::F32)]),
-            1e-3
-        );
+        assert_eq!(tolerance("embedding", &[m(DType::I32), m(DType::Q4_K)], &[m(DType::F32)]), 1e-6);
+        assert_eq!(tolerance("matmul", &[m(DType::F32), m(DType::Q4_K)], &[m(DType::F32)]), 3e-2);
+        assert_eq!(tolerance("rope", &[m(DType::F32), m(DType::I32)], &[m(DType::F32)]), 1e-3);
     }
 }

@@ -23,9 +23,7 @@ pub fn generate(op: &str, metas: &[TensorMeta], _attrs: &Attrs, rng: &mut StdRng
         let t = match meta.dtype {
             DType::I32 | DType::I64 => {
                 let (lo, hi) = int_range(op, i, &shapes, metas);
-                let values: Vec<f32> = (0..meta.numel().unwrap_or(0))
-                    .map(|_| rng.gen_range(lo..hi) as f32)
-                    .collect();
+                let values: Vec<f32> = (0..meta.numel().unwrap_or(0)).map(|_| rng.gen_range(lo..hi) as f32).collect();
                 HostTensor::from_f32(meta.dtype, shape, &values)
             }
             DType::U8 => {
@@ -34,9 +32,7 @@ pub fn generate(op: &str, metas: &[TensorMeta], _attrs: &Attrs, rng: &mut StdRng
                 Ok(t)
             }
             dtype => {
-                let values: Vec<f32> = (0..meta.numel().unwrap_or(0))
-                    .map(|_| rng.gen_range(-1.0f32..1.0))
-                    .collect();
+                let values: Vec<f32> = (0..meta.numel().unwrap_or(0)).map(|_| rng.gen_range(-1.0f32..1.0)).collect();
                 HostTensor::from_f32(dtype, shape, &values)
             }
         };
@@ -117,28 +113,20 @@ pub fn random_batch(
     let cap = mb * bs;
     if s == 0 {
         return if t == 0 {
-            Ok(RandomBatch {
-                block_tables: vec![],
-                seq_lens: vec![],
-                query_start: vec![0],
-            })
+            Ok(RandomBatch { block_tables: vec![], seq_lens: vec![], query_start: vec![0] })
         } else {
             Err(format!("{t} tokens but no sequences"))
         };
     }
     if t < s || bs == 0 || cap == 0 {
-        return Err(format!(
-            "cannot place {t} tokens in {s} sequences of at most {mb} blocks of {bs}"
-        ));
+        return Err(format!("cannot place {t} tokens in {s} sequences of at most {mb} blocks of {bs}"));
     }
     let mut q_lens = vec![1usize; s];
     let prefill: Vec<usize> = (0..s).filter(|i| i % 2 == 0).collect();
     for _ in 0..t - s {
         let open: Vec<usize> = prefill.iter().copied().filter(|&i| q_lens[i] < cap).collect();
         let Some(&pick) = open.choose(rng) else {
-            return Err(format!(
-                "{t} tokens do not fit {s} sequences of at most {cap} positions"
-            ));
+            return Err(format!("{t} tokens do not fit {s} sequences of at most {cap} positions"));
         };
         q_lens[pick] += 1;
     }
@@ -153,11 +141,7 @@ pub fn random_batch(
         let reserved: usize = need[i + 1..].iter().sum();
         let max_blocks = mb.min(nb - used - reserved);
         let max_len = max_blocks * bs;
-        let prefix = if i % 2 == 1 || rng.gen_bool(0.5) {
-            rng.gen_range(0..=max_len - q_lens[i])
-        } else {
-            0
-        };
+        let prefix = if i % 2 == 1 || rng.gen_bool(0.5) { rng.gen_range(0..=max_len - q_lens[i]) } else { 0 };
         let len = q_lens[i] + prefix;
         let blocks = len.div_ceil(bs);
         let mut row: Vec<i32> = ids[used..used + blocks].to_vec();
@@ -171,11 +155,7 @@ pub fn random_batch(
         lens.push(len as i32);
         starts.push(starts[i] + q_lens[i] as i32);
     }
-    Ok(RandomBatch {
-        block_tables: tables,
-        seq_lens: lens,
-        query_start: starts,
-    })
+    Ok(RandomBatch { block_tables: tables, seq_lens: lens, query_start: starts })
 }
 
 #[cfg(test)]

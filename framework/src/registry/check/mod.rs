@@ -28,14 +28,7 @@ pub struct CheckOptions {
 #[derive(Clone, Debug, PartialEq)]
 pub enum Outcome {
     /// Compared with a reference.
-    Compared {
-        reference: String,
-        max_abs: f64,
-        max_rel: f64,
-        tolerance: f64,
-        passed: bool,
-        worst: String,
-    },
+    Compared { reference: String, max_abs: f64, max_rel: f64, tolerance: f64, passed: bool, worst: String },
     /// No reference exists: the kernel ran; `finite` says whether every output was finite.
     Unverified { finite: bool },
     /// Running the provider (or its reference) failed.
@@ -103,11 +96,7 @@ pub fn check(registry: &Registry, opts: &CheckOptions, pool: &HostPool) -> Check
             check_provider(registry, provider, seed, pool, &mut kernels);
         }
     }
-    CheckReport {
-        seed,
-        kernels,
-        load_errors: registry.load_errors().to_vec(),
-    }
+    CheckReport { seed, kernels, load_errors: registry.load_errors().to_vec() }
 }
 
 fn check_provider(registry: &Registry, p: &Provider, seed: u64, pool: &HostPool, out: &mut Vec<KernelCheck>) {
@@ -132,11 +121,7 @@ fn check_provider(registry: &Registry, p: &Provider, seed: u64, pool: &HostPool,
     }
     let examples = (p.decl.examples)().into_vec();
     if examples.is_empty() {
-        out.push(entry(
-            None,
-            None,
-            Outcome::Skipped("the provider declares no examples".into()),
-        ));
+        out.push(entry(None, None, Outcome::Skipped("the provider declares no examples".into())));
         return;
     }
     for (i, ex) in examples.iter().enumerate() {
@@ -166,31 +151,17 @@ fn check_example(
         ("built-in".into(), want, reference::in_place_inputs(op).to_vec())
     } else if let Some(other) = reference_provider(registry, p, metas) {
         let want = run_on_host(other, &mut want_inputs, &ex.attrs, pool).map_err(|e| format!("reference: {e}"))?;
-        (
-            format!("{} {}", other.plugin, other.plugin_version),
-            want,
-            (0..metas.len()).collect(),
-        )
+        (format!("{} {}", other.plugin, other.plugin_version), want, (0..metas.len()).collect())
     } else {
-        let finite = got
-            .iter()
-            .all(|t| t.to_f64().is_ok_and(|v| v.iter().all(|x| x.is_finite())));
+        let finite = got.iter().all(|t| t.to_f64().is_ok_and(|v| v.iter().all(|x| x.is_finite())));
         return Ok(Outcome::Unverified { finite });
     };
     if got.len() != want.len() {
-        return Err(format!(
-            "the kernel produced {} outputs, the reference {}",
-            got.len(),
-            want.len()
-        ));
+        return Err(format!("the kernel produced {} outputs, the reference {}", got.len(), want.len()));
     }
     let tolerance = compare::tolerance(op, metas, &out_metas);
-    let mut pairs: Vec<(String, &HostTensor, &HostTensor)> = got
-        .iter()
-        .zip(&want)
-        .enumerate()
-        .map(|(i, (g, w))| (format!("output {i}"), g, w))
-        .collect();
+    let mut pairs: Vec<(String, &HostTensor, &HostTensor)> =
+        got.iter().zip(&want).enumerate().map(|(i, (g, w))| (format!("output {i}"), g, w)).collect();
     for &i in &compared_inputs {
         if let (Some(g), Some(w)) = (got_inputs.get(i), want_inputs.get(i)) {
             pairs.push((format!("input {i} (after)"), g, w));
@@ -201,10 +172,7 @@ fn check_example(
         if g.shape != w.shape {
             return Err(format!("{name} has shape {:?}, the reference {:?}", g.shape, w.shape));
         }
-        let (gv, wv) = (
-            g.to_f64().map_err(|e| e.to_string())?,
-            w.to_f64().map_err(|e| e.to_string())?,
-        );
+        let (gv, wv) = (g.to_f64().map_err(|e| e.to_string())?, w.to_f64().map_err(|e| e.to_string())?);
         let d = compare::diff(&gv, &wv);
         if d.max_rel > max_rel || worst.is_empty() {
             worst = match (gv.get(d.worst), wv.get(d.worst)) {
@@ -215,28 +183,14 @@ fn check_example(
         max_abs = max_abs.max(d.max_abs);
         max_rel = max_rel.max(d.max_rel);
     }
-    Ok(Outcome::Compared {
-        reference,
-        max_abs,
-        max_rel,
-        tolerance,
-        passed: max_rel <= tolerance,
-        worst,
-    })
+    Ok(Outcome::Compared { reference, max_abs, max_rel, tolerance, passed: max_rel <= tolerance, worst })
 }
 
 /// The best other CPU provider of the same op that handles the dtypes `p` is being run with
 /// (another provider in the same plugin counts: a plugin may ship a simple reference of its op).
 fn reference_provider<'r>(registry: &'r Registry, p: &Provider, metas: &[TensorMeta]) -> Option<&'r Provider> {
-    let dtypes: Vec<_> = metas
-        .iter()
-        .map(|m| m.dtype)
-        .filter(|d| p.dtypes().contains(d))
-        .collect();
-    registry
-        .providers(p.op())
-        .iter()
-        .find(|o| !std::ptr::eq(*o, p) && o.supports(DeviceKind::Cpu, &dtypes))
+    let dtypes: Vec<_> = metas.iter().map(|m| m.dtype).filter(|d| p.dtypes().contains(d)).collect();
+    registry.providers(p.op()).iter().find(|o| !std::ptr::eq(*o, p) && o.supports(DeviceKind::Cpu, &dtypes))
 }
 
 fn shapes(metas: &[TensorMeta]) -> String {

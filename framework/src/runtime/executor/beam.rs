@@ -91,10 +91,7 @@ impl BeamState {
         };
         let beams = req.seqs.len();
         if self.rows.len() != beams || pos >= beams {
-            return Err(format!(
-                "beam search holds {} rows for {beams} sequences (got beam {pos})",
-                self.rows.len()
-            ));
+            return Err(format!("beam search holds {} rows for {beams} sequences (got beam {pos})", self.rows.len()));
         }
         let row = &mut self.rows[pos];
         row.clear();
@@ -195,10 +192,7 @@ fn remap(
     for (i, c) in children.iter().enumerate() {
         if taken[c.parent] {
             let Some(parent) = old[c.parent].as_ref() else { continue };
-            let child = SeqState {
-                id: *next_seq,
-                ..parent.clone()
-            };
+            let child = SeqState { id: *next_seq, ..parent.clone() };
             *next_seq += 1;
             if let Err(e) = kv.fork(parent.id, child.id) {
                 free_all(kv, old.iter().chain(&forked).flatten().map(|s| s.id));
@@ -219,11 +213,7 @@ fn remap(
     }
     let mut seqs = Vec::with_capacity(children.len());
     for (i, c) in children.iter().enumerate() {
-        let seq = if first_child[c.parent] == i {
-            old[c.parent].take()
-        } else {
-            forked[i].take()
-        };
+        let seq = if first_child[c.parent] == i { old[c.parent].take() } else { forked[i].take() };
         let Some(mut seq) = seq else {
             free_all(kv, old.iter().chain(&forked).flatten().map(|s| s.id));
             free_all(kv, seqs.iter().map(|s: &SeqState| s.id));

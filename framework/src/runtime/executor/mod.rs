@@ -58,11 +58,7 @@ impl ExecutorConfig {
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
 pub enum ExecutorError {
     #[error("{name} = {value} exceeds the engine's {limit}")]
-    ExceedsEngine {
-        name: &'static str,
-        value: usize,
-        limit: usize,
-    },
+    ExceedsEngine { name: &'static str, value: usize, limit: usize },
     #[error("invalid executor config: {0}")]
     Config(String),
     #[error("cannot start the executor thread: {0}")]
@@ -156,23 +152,14 @@ impl Executor {
             enable_chunked_prefill: config.enable_chunked_prefill,
             max_seq_len: lim.max_seq_len,
         });
-        let stats = Arc::new(Mutex::new(ExecutorStats {
-            kv: kv.stats(),
-            ..Default::default()
-        }));
+        let stats = Arc::new(Mutex::new(ExecutorStats { kv: kv.stats(), ..Default::default() }));
         let (tx, rx) = channel();
         let mut w = worker::Worker::new(engine, kv, scheduler, config.eos_token_ids, rx, stats.clone());
         let thread = std::thread::Builder::new()
             .name("rtllm-executor".into())
             .spawn(move || w.run())
             .map_err(|e| ExecutorError::Spawn(e.to_string()))?;
-        Ok(Executor {
-            commands: tx,
-            thread: Some(thread),
-            stats,
-            next_id: AtomicU64::new(1),
-            limits,
-        })
+        Ok(Executor { commands: tx, thread: Some(thread), stats, next_id: AtomicU64::new(1), limits })
     }
 
     /// Queues a request; refuses one that can never run. The effective `max_tokens` is clamped
@@ -184,17 +171,11 @@ impl Executor {
             return Err(SubmitError::EmptyPrompt);
         }
         if let Some(&token) = request.prompt_ids.iter().find(|&&t| t as usize >= l.vocab_size) {
-            return Err(SubmitError::TokenOutOfRange {
-                token,
-                vocab_size: l.vocab_size,
-            });
+            return Err(SubmitError::TokenOutOfRange { token, vocab_size: l.vocab_size });
         }
         request.params.validate()?;
         if request.n == 0 || request.n > l.max_batch_size {
-            return Err(SubmitError::BadSampleCount {
-                n: request.n,
-                max_batch_size: l.max_batch_size,
-            });
+            return Err(SubmitError::BadSampleCount { n: request.n, max_batch_size: l.max_batch_size });
         }
         let p = &request.params;
         if p.use_beam_search && (p.beam_width > l.max_batch_size || request.n > p.beam_width) {
@@ -205,45 +186,24 @@ impl Executor {
             });
         }
         if prompt + 1 > l.max_seq_len {
-            return Err(SubmitError::TooLong {
-                prompt,
-                max_seq_len: l.max_seq_len,
-            });
+            return Err(SubmitError::TooLong { prompt, max_seq_len: l.max_seq_len });
         }
         let needed = (prompt + 1).div_ceil(l.tokens_per_block);
         if needed > l.total_blocks {
-            return Err(SubmitError::ExceedsKvCache {
-                needed,
-                total: l.total_blocks,
-            });
+            return Err(SubmitError::ExceedsKvCache { needed, total: l.total_blocks });
         }
         request.params.max_tokens = request.params.max_tokens.min(l.max_seq_len - prompt);
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         let cancelled = Arc::new(AtomicBool::new(false));
         let (tx, rx) = channel();
-        let new = worker::NewRequest {
-            id,
-            request,
-            updates: tx,
-            cancelled: cancelled.clone(),
-        };
-        self.commands
-            .send(Command::Submit(Box::new(new)))
-            .map_err(|_| SubmitError::ShutDown)?;
-        Ok(RequestHandle {
-            id,
-            updates: rx,
-            cancelled,
-            commands: self.commands.clone(),
-        })
+        let new = worker::NewRequest { id, request, updates: tx, cancelled: cancelled.clone() };
+        self.commands.send(Command::Submit(Box::new(new))).map_err(|_| SubmitError::ShutDown)?;
+        Ok(RequestHandle { id, updates: rx, cancelled, commands: self.commands.clone() })
     }
 
     /// The loop's counters as of its last step.
     pub fn stats(&self) -> ExecutorStats {
-        self.stats
-            .lock()
-            .map(|s| s.clone())
-            .unwrap_or_else(|p| p.into_inner().clone())
+        self.stats.lock().map(|s| s.clone()).unwrap_or_else(|p| p.into_inner().clone())
     }
 
     /// Stops the loop (running requests end without a finish reason) and joins its thread.

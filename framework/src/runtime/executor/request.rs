@@ -22,12 +22,7 @@ pub struct Request {
 
 impl Request {
     pub fn new(prompt_ids: Vec<u32>, params: SamplingParams) -> Request {
-        Request {
-            prompt_ids,
-            params,
-            n: 1,
-            arrival: Instant::now(),
-        }
+        Request { prompt_ids, params, n: 1, arrival: Instant::now() }
     }
 }
 
@@ -88,7 +83,15 @@ pub struct OutputUpdate {
 impl OutputUpdate {
     /// The single update that ends a failed request.
     pub fn failed(error: RequestError, step: u64) -> OutputUpdate {
-        OutputUpdate { sample: 0, token_ids: Vec::new(), logprobs: Vec::new(), finish_reason: None, error: Some(error), step, cumulative_logprob: None }
+        OutputUpdate {
+            sample: 0,
+            token_ids: Vec::new(),
+            logprobs: Vec::new(),
+            finish_reason: None,
+            error: Some(error),
+            step,
+            cumulative_logprob: None,
+        }
     }
 }
 
@@ -132,13 +135,7 @@ impl RequestHandle {
                 return Err(e);
             }
             if samples.len() <= u.sample {
-                samples.resize(
-                    u.sample + 1,
-                    SampleOutput {
-                        token_ids: Vec::new(),
-                        finish_reason: None,
-                    },
-                );
+                samples.resize(u.sample + 1, SampleOutput { token_ids: Vec::new(), finish_reason: None });
             }
             samples[u.sample].token_ids.extend(&u.token_ids);
             if u.finish_reason.is_some() {

@@ -134,12 +134,7 @@ impl Worker {
     fn handle(&mut self, cmd: Command) -> bool {
         match cmd {
             Command::Submit(new) => {
-                let NewRequest {
-                    id,
-                    request,
-                    updates,
-                    cancelled,
-                } = *new;
+                let NewRequest { id, request, updates, cancelled } = *new;
                 let seq = self.next_seq;
                 self.next_seq += 1;
                 let params = &request.params;
@@ -163,24 +158,10 @@ impl Worker {
                     }
                 };
                 // A beam request holds `beam_width` sequences once past its prompt.
-                let seqs = if params.use_beam_search {
-                    params.beam_width
-                } else {
-                    request.n
-                };
+                let seqs = if params.use_beam_search { params.beam_width } else { request.n };
                 let max_tokens = params.max_tokens;
-                self.scheduler
-                    .enqueue(LlmRequest::new(id, seq, request.prompt_ids, seqs, max_tokens));
-                self.clients.insert(
-                    id,
-                    Client {
-                        params: request.params,
-                        samplers,
-                        beam,
-                        updates,
-                        cancelled,
-                    },
-                );
+                self.scheduler.enqueue(LlmRequest::new(id, seq, request.prompt_ids, seqs, max_tokens));
+                self.clients.insert(id, Client { params: request.params, samplers, beam, updates, cancelled });
                 true
             }
             Command::Wake => true,
@@ -190,12 +171,8 @@ impl Worker {
 
     /// Removes cancelled requests (their blocks are freed) with a final `Cancelled` update.
     fn drop_cancelled(&mut self) {
-        let ids: Vec<u64> = self
-            .clients
-            .iter()
-            .filter(|(_, c)| c.cancelled.load(Ordering::Acquire))
-            .map(|(&id, _)| id)
-            .collect();
+        let ids: Vec<u64> =
+            self.clients.iter().filter(|(_, c)| c.cancelled.load(Ordering::Acquire)).map(|(&id, _)| id).collect();
         for id in ids {
             let req = self.scheduler.remove(id, &mut self.kv);
             if let Some(client) = self.clients.remove(&id) {
@@ -322,10 +299,9 @@ impl Worker {
         let mut row = 0;
         let mut failed: Vec<(u64, RequestError)> = Vec::new();
         for c in chunks {
-            let (Some(req), Some(client)) = (
-                self.scheduler.running.iter_mut().find(|r| r.id == c.request),
-                self.clients.get_mut(&c.request),
-            ) else {
+            let (Some(req), Some(client)) =
+                (self.scheduler.running.iter_mut().find(|r| r.id == c.request), self.clients.get_mut(&c.request))
+            else {
                 continue;
             };
             let Some(pos) = req.seqs.iter().position(|s| s.id == c.seq) else {
@@ -359,11 +335,7 @@ impl Worker {
                 let mut fork_error = None;
                 for index in 1..req.n {
                     let parent = &req.seqs[pos];
-                    let child = SeqState {
-                        id: self.next_seq,
-                        index,
-                        ..parent.clone()
-                    };
+                    let child = SeqState { id: self.next_seq, index, ..parent.clone() };
                     self.next_seq += 1;
                     if let Err(e) = self.kv.fork(parent.id, child.id) {
                         fork_error = Some(format!("forking sample {index} of {} failed: {e}", req.n));
@@ -408,13 +380,7 @@ impl Worker {
             self.scheduler.remove(id, &mut self.kv);
             self.fail(id, error);
         }
-        let done: Vec<u64> = self
-            .scheduler
-            .running
-            .iter()
-            .filter(|r| r.is_finished())
-            .map(|r| r.id)
-            .collect();
+        let done: Vec<u64> = self.scheduler.running.iter().filter(|r| r.is_finished()).map(|r| r.id).collect();
         for id in done {
             self.scheduler.remove(id, &mut self.kv);
             self.clients.remove(&id);

@@ -83,11 +83,7 @@ impl KvCacheManager {
     fn match_prefix(&self, tokens: &[u32]) -> PrefixMatch {
         let bs = self.tokens_per_block;
         // The block holding the last token is never reused: it must be computed for logits.
-        let eligible = if self.enable_block_reuse {
-            tokens.len().saturating_sub(1) / bs
-        } else {
-            0
-        };
+        let eligible = if self.enable_block_reuse { tokens.len().saturating_sub(1) / bs } else { 0 };
         let (mut blocks, mut hashes, mut parent) = (Vec::new(), Vec::new(), 0u64);
         for chunk in tokens.chunks_exact(bs).take(eligible) {
             let hash = chain_hash(parent, chunk);
@@ -100,11 +96,7 @@ impl KvCacheManager {
                 None => break,
             }
         }
-        PrefixMatch {
-            blocks,
-            hashes,
-            eligible,
-        }
+        PrefixMatch { blocks, hashes, eligible }
     }
 
     /// Blocks that adding a sequence of `tokens` would take from the available ones
@@ -132,21 +124,14 @@ impl KvCacheManager {
         self.reused += m.blocks.len() as u64;
         self.missed += (m.eligible - m.blocks.len()) as u64;
         let reused_tokens = m.blocks.len() * self.tokens_per_block;
-        let mut seq = SeqBlocks {
-            blocks: m.blocks,
-            hashes: m.hashes,
-        };
+        let mut seq = SeqBlocks { blocks: m.blocks, hashes: m.hashes };
         self.grow(&mut seq, tokens.len());
         self.seqs.insert(id, seq);
         Ok(reused_tokens)
     }
 
     fn full(&self, wanted: usize) -> KvCacheError {
-        KvCacheError::Full {
-            wanted,
-            available: self.pool.available(),
-            total: self.pool.total(),
-        }
+        KvCacheError::Full { wanted, available: self.pool.available(), total: self.pool.total() }
     }
 
     /// Allocates blocks until `seq` covers `len` tokens (the caller checked availability).
@@ -164,10 +149,7 @@ impl KvCacheManager {
     pub fn blocks_needed(&self, id: SeqId, from: usize, to: usize) -> usize {
         let Some(seq) = self.seqs.get(&id) else { return 0 };
         let grow = self.blocks_for(to).saturating_sub(seq.blocks.len());
-        let cow = seq
-            .blocks
-            .get(from / self.tokens_per_block)
-            .is_some_and(|&b| self.pool.refs(b) > 1);
+        let cow = seq.blocks.get(from / self.tokens_per_block).is_some_and(|&b| self.pool.refs(b) > 1);
         grow + usize::from(cow && from < to)
     }
 
@@ -207,14 +189,7 @@ impl KvCacheManager {
             let chunk = &tokens[i * bs..(i + 1) * bs];
             let hash = chain_hash(parent, chunk);
             if self.enable_block_reuse {
-                self.pool.register(
-                    seq.blocks[i],
-                    BlockKey {
-                        hash,
-                        parent,
-                        tokens: chunk.to_vec(),
-                    },
-                );
+                self.pool.register(seq.blocks[i], BlockKey { hash, parent, tokens: chunk.to_vec() });
             }
             seq.hashes.push(hash);
         }
@@ -226,11 +201,7 @@ impl KvCacheManager {
         if self.seqs.contains_key(&child) {
             return Err(KvCacheError::DuplicateSequence(child));
         }
-        let seq = self
-            .seqs
-            .get(&parent)
-            .ok_or(KvCacheError::UnknownSequence(parent))?
-            .clone();
+        let seq = self.seqs.get(&parent).ok_or(KvCacheError::UnknownSequence(parent))?.clone();
         for &b in &seq.blocks {
             self.pool.incref(b);
         }

@@ -21,10 +21,7 @@ pub struct KvCacheConfig {
 
 impl Default for KvCacheConfig {
     fn default() -> Self {
-        KvCacheConfig {
-            max_tokens: None,
-            enable_block_reuse: true,
-        }
+        KvCacheConfig { max_tokens: None, enable_block_reuse: true }
     }
 }
 
@@ -63,11 +60,7 @@ impl KvCacheStats {
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 pub enum KvCacheError {
     #[error("KV cache is full: {wanted} blocks wanted, {available} available of {total}")]
-    Full {
-        wanted: usize,
-        available: usize,
-        total: usize,
-    },
+    Full { wanted: usize, available: usize, total: usize },
     #[error("sequence {0} is not in the KV cache")]
     UnknownSequence(SeqId),
     #[error("sequence {0} is already in the KV cache")]

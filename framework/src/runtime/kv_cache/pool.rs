@@ -108,11 +108,7 @@ impl BlockPool {
                 return;
             }
             None => {
-                tracing::error!(
-                    block,
-                    total = self.refs.len(),
-                    "release of a KV block outside the pool; ignoring it"
-                );
+                tracing::error!(block, total = self.refs.len(), "release of a KV block outside the pool; ignoring it");
                 return;
             }
             Some(_) => {}
@@ -176,14 +172,7 @@ mod tests {
     fn a_double_release_of_a_cached_block_keeps_one_lru_entry() {
         let mut pool = BlockPool::new(1);
         let a = pool.allocate().expect("a block");
-        assert!(pool.register(
-            a,
-            BlockKey {
-                hash: 1,
-                parent: 0,
-                tokens: vec![1, 2]
-            }
-        ));
+        assert!(pool.register(a, BlockKey { hash: 1, parent: 0, tokens: vec![1, 2] }));
         pool.decref(a);
         pool.decref(a);
         assert_eq!(pool.cached_count(), 1);

@@ -3,14 +3,7 @@
 use super::*;
 
 fn mgr(blocks: usize, reuse: bool) -> KvCacheManager {
-    KvCacheManager::new(
-        &KvCacheConfig {
-            max_tokens: None,
-            enable_block_reuse: reuse,
-        },
-        blocks,
-        4,
-    )
+    KvCacheManager::new(&KvCacheConfig { max_tokens: None, enable_block_reuse: reuse }, blocks, 4)
 }
 
 fn toks(n: usize, salt: u32) -> Vec<u32> {
@@ -84,14 +77,7 @@ fn allocation_is_all_or_nothing() {
     let mut kv = mgr(3, true);
     kv.add_sequence(1, &toks(8, 1)).unwrap();
     let err = kv.add_sequence(2, &toks(8, 2)).unwrap_err();
-    assert_eq!(
-        err,
-        KvCacheError::Full {
-            wanted: 2,
-            available: 1,
-            total: 3
-        }
-    );
+    assert_eq!(err, KvCacheError::Full { wanted: 2, available: 1, total: 3 });
     assert!(!kv.contains(2));
     assert_eq!(kv.available_blocks(), 1);
     assert_eq!(kv.blocks_needed(1, 8, 9), 1);
@@ -116,11 +102,7 @@ fn fork_shares_blocks_and_copies_the_partial_one_on_write() {
     assert_eq!(src, kv.block_table(2)[1]);
     assert_eq!(dst, kv.block_table(1)[1]);
     assert!(kv.prepare_write(2, 6, 7).unwrap().is_some());
-    assert_eq!(
-        kv.prepare_write(3, 6, 7).unwrap(),
-        None,
-        "the last holder writes in place"
-    );
+    assert_eq!(kv.prepare_write(3, 6, 7).unwrap(), None, "the last holder writes in place");
     assert_eq!(kv.block_table(1)[0], kv.block_table(3)[0], "full blocks stay shared");
     assert_eq!(kv.stats().used_blocks, 4);
     for id in [1, 2, 3] {
@@ -145,13 +127,6 @@ fn admission_cost_counts_only_blocks_taken_from_the_available_pool() {
 
 #[test]
 fn max_tokens_caps_the_pool() {
-    let kv = KvCacheManager::new(
-        &KvCacheConfig {
-            max_tokens: Some(10),
-            enable_block_reuse: true,
-        },
-        100,
-        4,
-    );
+    let kv = KvCacheManager::new(&KvCacheConfig { max_tokens: Some(10), enable_block_reuse: true }, 100, 4);
     assert_eq!(kv.total_blocks(), 2);
 }

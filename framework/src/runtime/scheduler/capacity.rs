@@ -34,10 +34,8 @@ impl Scheduler {
     fn make_room(&mut self, kv: &mut KvCacheManager, out: &mut CapacityOutcome) {
         let mut i = 0;
         while i < self.running.len() {
-            let need: usize = self.running[i]
-                .live_seqs()
-                .map(|s| kv.blocks_needed(s.id, s.num_computed, s.tokens.len()))
-                .sum();
+            let need: usize =
+                self.running[i].live_seqs().map(|s| kv.blocks_needed(s.id, s.num_computed, s.tokens.len())).sum();
             if need <= kv.available_blocks() {
                 for s in self.running[i].seqs.iter().filter(|s| !s.finished) {
                     match kv.prepare_write(s.id, s.num_computed, s.tokens.len()) {
@@ -60,10 +58,7 @@ impl Scheduler {
                 let len = req.live_seqs().map(|s| s.tokens.len()).max().unwrap_or(0);
                 out.failed.push((
                     req.id,
-                    format!(
-                        "the KV cache ({} blocks) cannot hold the sequence at {len} tokens",
-                        kv.total_blocks()
-                    ),
+                    format!("the KV cache ({} blocks) cannot hold the sequence at {len} tokens", kv.total_blocks()),
                 ));
                 continue;
             }

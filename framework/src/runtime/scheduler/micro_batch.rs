@@ -25,13 +25,7 @@ pub fn schedule_micro_batch(config: &SchedulerConfig, running: &[LlmRequest]) ->
         if chunks.len() == config.max_batch_size || budget == 0 {
             return chunks;
         }
-        chunks.push(ScheduledChunk {
-            request,
-            seq: s.id,
-            start: s.num_computed,
-            len: 1,
-            want_logits: true,
-        });
+        chunks.push(ScheduledChunk { request, seq: s.id, start: s.num_computed, len: 1, want_logits: true });
         budget -= 1;
     }
     for (request, s) in live().filter(|(_, s)| s.to_compute() > 1) {
@@ -45,13 +39,7 @@ pub fn schedule_micro_batch(config: &SchedulerConfig, running: &[LlmRequest]) ->
         if len < want && !may_chunk {
             break;
         }
-        chunks.push(ScheduledChunk {
-            request,
-            seq: s.id,
-            start: s.num_computed,
-            len,
-            want_logits: len == want,
-        });
+        chunks.push(ScheduledChunk { request, seq: s.id, start: s.num_computed, len, want_logits: len == want });
         budget -= len;
     }
     chunks

@@ -84,22 +84,8 @@ impl LlmRequest {
     /// A new request whose first sequence has id `seq_id`.
     pub fn new(id: u64, seq_id: SeqId, prompt: Vec<u32>, n: usize, max_tokens: usize) -> LlmRequest {
         let prompt_len = prompt.len();
-        let seq = SeqState {
-            id: seq_id,
-            index: 0,
-            tokens: prompt,
-            prompt_len,
-            num_computed: 0,
-            finished: false,
-        };
-        LlmRequest {
-            id,
-            n: n.max(1),
-            max_tokens,
-            seqs: vec![seq],
-            forked: n <= 1,
-            preemptions: 0,
-        }
+        let seq = SeqState { id: seq_id, index: 0, tokens: prompt, prompt_len, num_computed: 0, finished: false };
+        LlmRequest { id, n: n.max(1), max_tokens, seqs: vec![seq], forked: n <= 1, preemptions: 0 }
     }
 
     pub fn live_seqs(&self) -> impl Iterator<Item = &SeqState> {
@@ -146,12 +132,7 @@ pub struct Scheduler {
 
 impl Scheduler {
     pub fn new(config: SchedulerConfig) -> Scheduler {
-        Scheduler {
-            config,
-            waiting: VecDeque::new(),
-            running: Vec::new(),
-            preemptions: 0,
-        }
+        Scheduler { config, waiting: VecDeque::new(), running: Vec::new(), preemptions: 0 }
     }
 
     pub fn enqueue(&mut self, request: LlmRequest) {
@@ -191,10 +172,7 @@ impl Scheduler {
     /// Blocks `req` may still take in its worst case beyond what it holds now.
     fn remaining_worst(&self, req: &LlmRequest, kv: &KvCacheManager) -> usize {
         let worst = self.worst_seq_blocks(req, kv);
-        let held: usize = req
-            .live_seqs()
-            .map(|s| worst.saturating_sub(kv.block_table(s.id).len()))
-            .sum();
+        let held: usize = req.live_seqs().map(|s| worst.saturating_sub(kv.block_table(s.id).len())).sum();
         held + worst * req.n.saturating_sub(req.seqs.len())
     }
 }

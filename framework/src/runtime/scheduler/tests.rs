@@ -17,24 +17,11 @@ fn config(policy: CapacitySchedulerPolicy, chunked: bool) -> SchedulerConfig {
 }
 
 fn kv(blocks: usize) -> KvCacheManager {
-    KvCacheManager::new(
-        &KvCacheConfig {
-            max_tokens: None,
-            enable_block_reuse: false,
-        },
-        blocks,
-        BS,
-    )
+    KvCacheManager::new(&KvCacheConfig { max_tokens: None, enable_block_reuse: false }, blocks, BS)
 }
 
 fn req(id: u64, prompt: usize, max_tokens: usize) -> LlmRequest {
-    LlmRequest::new(
-        id,
-        id * 100,
-        (0..prompt as u32).map(|t| t + id as u32 * 1000).collect(),
-        1,
-        max_tokens,
-    )
+    LlmRequest::new(id, id * 100, (0..prompt as u32).map(|t| t + id as u32 * 1000).collect(), 1, max_tokens)
 }
 
 /// Pretends a step computed every scheduled chunk and sampled a token where logits came.
@@ -104,10 +91,7 @@ fn static_batch_admits_nothing_while_a_batch_runs() {
         if s.running.is_empty() {
             break;
         }
-        assert!(
-            s.schedule_capacity(&mut kv).admitted.is_empty(),
-            "nothing joins a running batch"
-        );
+        assert!(s.schedule_capacity(&mut kv).admitted.is_empty(), "nothing joins a running batch");
     }
     assert!(s.running.is_empty());
     assert_eq!(s.schedule_capacity(&mut kv).admitted, vec![3]);
@@ -130,11 +114,7 @@ fn max_utilization_preempts_the_latest_and_resumes_it() {
         }
     }
     assert!(s.is_idle(), "everything completes");
-    assert_eq!(
-        preempted.first(),
-        Some(&2),
-        "the most recently admitted is paused first"
-    );
+    assert_eq!(preempted.first(), Some(&2), "the most recently admitted is paused first");
     assert!(s.preemptions > 0);
 }
 
@@ -161,33 +141,11 @@ fn micro_batch_puts_generation_first_and_chunks_context() {
     s.enqueue(req(2, 30, 4));
     s.schedule_capacity(&mut kv);
     let chunks = schedule_micro_batch(&s.config, &s.running);
-    assert_eq!(
-        chunks[0],
-        ScheduledChunk {
-            request: 1,
-            seq: 100,
-            start: 5,
-            len: 1,
-            want_logits: true
-        }
-    );
-    assert_eq!(
-        chunks[1],
-        ScheduledChunk {
-            request: 2,
-            seq: 200,
-            start: 0,
-            len: 15,
-            want_logits: false
-        }
-    );
+    assert_eq!(chunks[0], ScheduledChunk { request: 1, seq: 100, start: 5, len: 1, want_logits: true });
+    assert_eq!(chunks[1], ScheduledChunk { request: 2, seq: 200, start: 0, len: 15, want_logits: false });
     let mut cfg = s.config.clone();
     cfg.enable_chunked_prefill = false;
-    assert_eq!(
-        schedule_micro_batch(&cfg, &s.running).len(),
-        2,
-        "longer than max_num_tokens: chunked anyway"
-    );
+    assert_eq!(schedule_micro_batch(&cfg, &s.running).len(), 2, "longer than max_num_tokens: chunked anyway");
     cfg.max_num_tokens = 30;
     let unchunked = schedule_micro_batch(&cfg, &s.running);
     assert_eq!(unchunked.len(), 1, "29 tokens left, 30 wanted: the context waits");

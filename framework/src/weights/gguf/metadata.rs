@@ -142,12 +142,7 @@ impl GgufValue {
                 match r.u8(key)? {
                     0 => GgufValue::Bool(false),
                     1 => GgufValue::Bool(true),
-                    b => {
-                        return Err(GgufError::Invalid {
-                            what: format!("bool value {b} of `{key}`"),
-                            offset: at,
-                        })
-                    }
+                    b => return Err(GgufError::Invalid { what: format!("bool value {b} of `{key}`"), offset: at }),
                 }
             }
             t::STRING => GgufValue::String(r.string(key)?),
@@ -206,11 +201,7 @@ pub struct GgufMetadata {
 }
 
 fn wrong_type(key: &str, expected: &str, found: &GgufValue) -> GgufError {
-    GgufError::WrongType {
-        key: key.to_string(),
-        expected: expected.to_string(),
-        found: found.type_name().to_string(),
-    }
+    GgufError::WrongType { key: key.to_string(), expected: expected.to_string(), found: found.type_name().to_string() }
 }
 
 impl GgufMetadata {
@@ -226,9 +217,7 @@ impl GgufMetadata {
     pub fn u64(&self, key: &str) -> Result<Option<u64>, GgufError> {
         self.get(key)
             .map(|v| {
-                v.as_int()
-                    .and_then(|i| u64::try_from(i).ok())
-                    .ok_or_else(|| wrong_type(key, "unsigned integer", v))
+                v.as_int().and_then(|i| u64::try_from(i).ok()).ok_or_else(|| wrong_type(key, "unsigned integer", v))
             })
             .transpose()
     }
@@ -247,18 +236,12 @@ impl GgufMetadata {
     /// A token id (any integer type that fits in u32).
     pub fn u32(&self, key: &str) -> Result<Option<u32>, GgufError> {
         self.get(key)
-            .map(|v| {
-                v.as_int()
-                    .and_then(|i| u32::try_from(i).ok())
-                    .ok_or_else(|| wrong_type(key, "u32", v))
-            })
+            .map(|v| v.as_int().and_then(|i| u32::try_from(i).ok()).ok_or_else(|| wrong_type(key, "u32", v)))
             .transpose()
     }
 
     pub fn f64(&self, key: &str) -> Result<Option<f64>, GgufError> {
-        self.get(key)
-            .map(|v| v.as_f64().ok_or_else(|| wrong_type(key, "number", v)))
-            .transpose()
+        self.get(key).map(|v| v.as_f64().ok_or_else(|| wrong_type(key, "number", v))).transpose()
     }
 
     pub fn bool(&self, key: &str) -> Result<Option<bool>, GgufError> {
@@ -271,9 +254,7 @@ impl GgufMetadata {
     }
 
     pub fn str(&self, key: &str) -> Result<Option<&str>, GgufError> {
-        self.get(key)
-            .map(|v| v.as_str().ok_or_else(|| wrong_type(key, "string", v)))
-            .transpose()
+        self.get(key).map(|v| v.as_str().ok_or_else(|| wrong_type(key, "string", v))).transpose()
     }
 
     /// An array value's items.
@@ -293,9 +274,7 @@ impl GgufMetadata {
 
     /// An array of integers, each fitting in i32.
     pub fn i32_array(&self, key: &str) -> Result<Option<Vec<i32>>, GgufError> {
-        self.array_of(key, "array of integers", |v| {
-            v.as_int().and_then(|i| i32::try_from(i).ok())
-        })
+        self.array_of(key, "array of integers", |v| v.as_int().and_then(|i| i32::try_from(i).ok()))
     }
 
     /// An array of numbers as f32.
@@ -310,10 +289,6 @@ impl GgufMetadata {
         f: impl Fn(&GgufValue) -> Option<T>,
     ) -> Result<Option<Vec<T>>, GgufError> {
         let Some(items) = self.array(key)? else { return Ok(None) };
-        items
-            .iter()
-            .map(|v| f(v).ok_or_else(|| wrong_type(key, expected, v)))
-            .collect::<Result<Vec<_>, _>>()
-            .map(Some)
+        items.iter().map(|v| f(v).ok_or_else(|| wrong_type(key, expected, v))).collect::<Result<Vec<_>, _>>().map(Some)
     }
 }

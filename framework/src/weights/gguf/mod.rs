@@ -34,27 +34,13 @@ pub enum GgufError {
     #[error("unsupported GGUF version {0} (supported: 2 and 3{hint})", hint = version_hint(*.0))]
     UnsupportedVersion(u32),
     #[error("truncated at byte {offset}: {what} needs {needed} bytes, {available} left")]
-    Truncated {
-        what: String,
-        offset: u64,
-        needed: u64,
-        available: u64,
-    },
+    Truncated { what: String, offset: u64, needed: u64, available: u64 },
     #[error("at byte {offset}: {what} is {count}, but at most {max} fit in the rest of the file")]
-    BadCount {
-        what: String,
-        offset: u64,
-        count: u64,
-        max: u64,
-    },
+    BadCount { what: String, offset: u64, count: u64, max: u64 },
     #[error("at byte {offset}: invalid {what}")]
     Invalid { what: String, offset: u64 },
     #[error("metadata `{key}` should be {expected}, found {found}")]
-    WrongType {
-        key: String,
-        expected: String,
-        found: String,
-    },
+    WrongType { key: String, expected: String, found: String },
     #[error("tensor `{tensor}`: {message}")]
     Tensor { tensor: String, message: String },
     #[error("metadata `{key}`: {message}")]
@@ -118,15 +104,12 @@ const GGML_TYPES: &[(u32, &str, u64, u64)] = &[
 
 impl GgmlType {
     pub fn from_code(code: u32) -> Option<GgmlType> {
-        GGML_TYPES
-            .iter()
-            .find(|t| t.0 == code)
-            .map(|&(code, name, block_size, type_size)| GgmlType {
-                code,
-                name,
-                block_size,
-                type_size,
-            })
+        GGML_TYPES.iter().find(|t| t.0 == code).map(|&(code, name, block_size, type_size)| GgmlType {
+            code,
+            name,
+            block_size,
+            type_size,
+        })
     }
 
     /// The ggml type code for a dtype this crate stores.
@@ -148,9 +131,7 @@ impl GgmlType {
 
     /// The dtype this type loads as, or `None` when it is not supported.
     pub fn dtype(self) -> Option<DType> {
-        DType::ALL
-            .into_iter()
-            .find(|d| GgmlType::code_of(*d) == Some(self.code))
+        DType::ALL.into_iter().find(|d| GgmlType::code_of(*d) == Some(self.code))
     }
 }
 
@@ -257,10 +238,7 @@ impl GgufFile {
         let data_offset = (r.pos() as u64).div_ceil(alignment) * alignment;
         let file_len = bytes.len() as u64;
         for (info, rel_offset) in infos.iter_mut() {
-            let tensor_err = |message: String| GgufError::Tensor {
-                tensor: info.name.clone(),
-                message,
-            };
+            let tensor_err = |message: String| GgufError::Tensor { tensor: info.name.clone(), message };
             if *rel_offset % alignment != 0 {
                 return Err(tensor_err(format!(
                     "data offset {rel_offset} is not a multiple of the alignment {alignment}"
@@ -278,13 +256,7 @@ impl GgufFile {
                 }
             }
         }
-        Ok(GgufFile {
-            version,
-            metadata,
-            tensors: infos.into_iter().map(|(i, _)| i).collect(),
-            alignment,
-            data_offset,
-        })
+        Ok(GgufFile { version, metadata, tensors: infos.into_iter().map(|(i, _)| i).collect(), alignment, data_offset })
     }
 
     pub fn tensor(&self, name: &str) -> Option<&GgufTensorInfo> {
@@ -315,16 +287,11 @@ fn read_tensor_info(r: &mut Reader<'_>, index: usize) -> Result<(GgufTensorInfo,
     }
     let at = r.pos() as u64;
     let code = r.u32(&format!("type of tensor `{name}`"))?;
-    let ggml_type = GgmlType::from_code(code).ok_or_else(|| GgufError::Invalid {
-        what: format!("ggml type {code} of tensor `{name}`"),
-        offset: at,
-    })?;
+    let ggml_type = GgmlType::from_code(code)
+        .ok_or_else(|| GgufError::Invalid { what: format!("ggml type {code} of tensor `{name}`"), offset: at })?;
     let rel_offset = r.u64(&format!("data offset of tensor `{name}`"))?;
 
-    let tensor_err = |message: String| GgufError::Tensor {
-        tensor: name.clone(),
-        message,
-    };
+    let tensor_err = |message: String| GgufError::Tensor { tensor: name.clone(), message };
     if dims[0] % ggml_type.block_size != 0 {
         return Err(tensor_err(format!(
             "first dimension {} is not a multiple of the {} block size {}",
@@ -336,14 +303,5 @@ fn read_tensor_info(r: &mut Reader<'_>, index: usize) -> Result<(GgufTensorInfo,
         .and_then(|n| (n / ggml_type.block_size).checked_mul(ggml_type.type_size))
         .filter(|&b| usize::try_from(b).is_ok())
         .ok_or_else(|| tensor_err(format!("dimensions {dims:?} overflow")))?;
-    Ok((
-        GgufTensorInfo {
-            name,
-            ggml_type,
-            dims,
-            offset: 0,
-            n_bytes,
-        },
-        rel_offset,
-    ))
+    Ok((GgufTensorInfo { name, ggml_type, dims, offset: 0, n_bytes }, rel_offset))
 }

@@ -56,19 +56,10 @@ pub fn hf_tensor_name(gguf: &str) -> Option<String> {
 /// Reads the model config from the metadata (`{arch}.*` keys, the tokenizer's vocabulary and
 /// special ids; `tie_word_embeddings` is the absence of `output.weight`).
 pub fn config_from_gguf(file: &GgufFile, path: &Path) -> Result<ModelConfig, WeightError> {
-    let gguf_err = |source: GgufError| WeightError::Gguf {
-        path: path.to_path_buf(),
-        source,
-    };
-    let missing = |key: String| WeightError::MissingMetadata {
-        path: path.to_path_buf(),
-        key,
-    };
+    let gguf_err = |source: GgufError| WeightError::Gguf { path: path.to_path_buf(), source };
+    let missing = |key: String| WeightError::MissingMetadata { path: path.to_path_buf(), key };
     let meta = &file.metadata;
-    let arch = file
-        .architecture()
-        .map_err(gguf_err)?
-        .ok_or_else(|| missing("general.architecture".into()))?;
+    let arch = file.architecture().map_err(gguf_err)?.ok_or_else(|| missing("general.architecture".into()))?;
     let (architecture, model_type) = hf_architecture(arch).ok_or_else(|| WeightError::UnsupportedArchitecture {
         path: path.to_path_buf(),
         arch: arch.to_string(),
@@ -81,10 +72,8 @@ pub fn config_from_gguf(file: &GgufFile, path: &Path) -> Result<ModelConfig, Wei
 
     let hidden_size = required("embedding_length")?;
     let num_attention_heads = required("attention.head_count")?;
-    let num_key_value_heads = meta
-        .usize(&key("attention.head_count_kv"))
-        .map_err(gguf_err)?
-        .unwrap_or(num_attention_heads);
+    let num_key_value_heads =
+        meta.usize(&key("attention.head_count_kv")).map_err(gguf_err)?.unwrap_or(num_attention_heads);
     let head_dim = match meta.usize(&key("attention.key_length")).map_err(gguf_err)? {
         Some(d) => d,
         None => hidden_size.checked_div(num_attention_heads).unwrap_or(0),
@@ -95,11 +84,7 @@ pub fn config_from_gguf(file: &GgufFile, path: &Path) -> Result<ModelConfig, Wei
         .ok_or_else(|| missing(key("attention.layer_norm_rms_epsilon")))?;
     // f32 in the file: round to the shortest decimal so 1e-5 reads back as 1e-5.
     let rms_norm_eps = shortest_f32(rms_norm_eps);
-    let rope_theta = meta
-        .f64(&key("rope.freq_base"))
-        .map_err(gguf_err)?
-        .map(shortest_f32)
-        .unwrap_or(10_000.0);
+    let rope_theta = meta.f64(&key("rope.freq_base")).map_err(gguf_err)?.map(shortest_f32).unwrap_or(10_000.0);
     let max_position_embeddings = meta.usize(&key("context_length")).map_err(gguf_err)?.unwrap_or(2048);
 
     let rope_scaling = rope_scaling(file, arch).map_err(gguf_err)?;
@@ -112,16 +97,10 @@ pub fn config_from_gguf(file: &GgufFile, path: &Path) -> Result<ModelConfig, Wei
     }
 
     let tokens = meta.array("tokenizer.ggml.tokens").map_err(gguf_err)?.map(<[_]>::len);
-    let embedding_rows = file
-        .tensor("token_embd.weight")
-        .and_then(|t| t.dims.get(1))
-        .map(|&d| d as usize);
+    let embedding_rows = file.tensor("token_embd.weight").and_then(|t| t.dims.get(1)).map(|&d| d as usize);
     let vocab_size = match (tokens, embedding_rows) {
         (Some(t), Some(e)) if t != e => {
-            tracing::warn!(
-                "{}: {t} tokens but {e} embedding rows; vocab_size = {e}",
-                path.display()
-            );
+            tracing::warn!("{}: {t} tokens but {e} embedding rows; vocab_size = {e}", path.display());
             e
         }
         (Some(t), _) => t,
@@ -132,11 +111,7 @@ pub fn config_from_gguf(file: &GgufFile, path: &Path) -> Result<ModelConfig, Wei
     let token_id = |k: &str| meta.u32(k).map_err(gguf_err);
     let bos_token_id = token_id("tokenizer.ggml.bos_token_id")?;
     let mut eos_token_ids = Vec::new();
-    for k in [
-        "tokenizer.ggml.eos_token_id",
-        "tokenizer.ggml.eot_token_id",
-        "tokenizer.ggml.eom_token_id",
-    ] {
+    for k in ["tokenizer.ggml.eos_token_id", "tokenizer.ggml.eot_token_id", "tokenizer.ggml.eom_token_id"] {
         if let Some(id) = token_id(k)? {
             if !eos_token_ids.contains(&id) {
                 eos_token_ids.push(id);
@@ -164,19 +139,14 @@ pub fn config_from_gguf(file: &GgufFile, path: &Path) -> Result<ModelConfig, Wei
         max_position_embeddings,
         tie_word_embeddings: file.tensor("output.weight").is_none(),
         attention_bias: arch == "qwen2"
-            || ["attn_q", "attn_k", "attn_v"]
-                .iter()
-                .any(|p| file.tensor(&format!("blk.0.{p}.bias")).is_some()),
+            || ["attn_q", "attn_k", "attn_v"].iter().any(|p| file.tensor(&format!("blk.0.{p}.bias")).is_some()),
         mlp_bias: file.tensor("blk.0.ffn_up.bias").is_some(),
         bos_token_id,
         eos_token_ids,
         sliding_window: None,
         extra,
     };
-    config.validate().map_err(|source| WeightError::Config {
-        path: path.to_path_buf(),
-        source,
-    })?;
+    config.validate().map_err(|source| WeightError::Config { path: path.to_path_buf(), source })?;
     Ok(config)
 }
 
@@ -228,9 +198,7 @@ fn rope_scaling(file: &GgufFile, arch: &str) -> Result<Option<RopeScaling>, Gguf
 /// row back. Rows are opaque byte strings (whole quantized blocks), so the data is exact.
 pub fn unpermute_rows(bytes: &[u8], n_rows: usize, n_head: usize) -> Result<Vec<u8>, String> {
     if n_head == 0 || n_rows % n_head != 0 || (n_rows / n_head) % 2 != 0 {
-        return Err(format!(
-            "{n_rows} rows do not split into {n_head} heads of an even size"
-        ));
+        return Err(format!("{n_rows} rows do not split into {n_head} heads of an even size"));
     }
     if n_rows == 0 || bytes.len() % n_rows != 0 {
         return Err(format!("{} bytes do not split into {n_rows} rows", bytes.len()));
@@ -275,10 +243,7 @@ pub fn weights_from_gguf(
     let arch = file.architecture().ok().flatten().unwrap_or_default();
     let mut store = WeightStore::new();
     for info in &file.tensors {
-        let dtype = info.dtype().map_err(|source| WeightError::Gguf {
-            path: path.clone(),
-            source,
-        })?;
+        let dtype = info.dtype().map_err(|source| WeightError::Gguf { path: path.clone(), source })?;
         let name = hf_tensor_name(&info.name).unwrap_or_else(|| {
             tracing::debug!("{}: tensor `{}` has no HF name; kept as is", path.display(), info.name);
             info.name.clone()
@@ -295,10 +260,7 @@ pub fn weights_from_gguf(
             None => Tensor::mapped(map.clone(), &name, dtype, info.hf_shape(), offset, len)?,
         };
         if store.insert(name.clone(), tensor).is_some() {
-            return Err(WeightError::Duplicate {
-                path: path.clone(),
-                tensor: name,
-            });
+            return Err(WeightError::Duplicate { path: path.clone(), tensor: name });
         }
     }
     Ok(store)

@@ -61,15 +61,12 @@ impl<'a> Reader<'a> {
     pub(crate) fn string(&mut self, what: &str) -> Result<String, GgufError> {
         let at = self.pos as u64;
         let len = self.u64(what)?;
-        let len = usize::try_from(len)
-            .ok()
-            .filter(|&l| l <= self.remaining())
-            .ok_or_else(|| GgufError::Truncated {
-                what: format!("{what} (string of {len} bytes)"),
-                offset: at,
-                needed: len,
-                available: self.remaining() as u64,
-            })?;
+        let len = usize::try_from(len).ok().filter(|&l| l <= self.remaining()).ok_or_else(|| GgufError::Truncated {
+            what: format!("{what} (string of {len} bytes)"),
+            offset: at,
+            needed: len,
+            available: self.remaining() as u64,
+        })?;
         Ok(String::from_utf8_lossy(self.take(len, what)?).into_owned())
     }
 
@@ -80,12 +77,7 @@ impl<'a> Reader<'a> {
         let n = self.u64(what)?;
         let fits = (self.remaining() / min_item_bytes.max(1)) as u64;
         if n > fits {
-            return Err(GgufError::BadCount {
-                what: what.to_string(),
-                offset: at,
-                count: n,
-                max: fits,
-            });
+            return Err(GgufError::BadCount { what: what.to_string(), offset: at, count: n, max: fits });
         }
         Ok(n as usize)
     }

@@ -5,10 +5,7 @@ use super::{GgufError, GgufMetadata};
 use crate::tokenizer::spec::{TokenType, TokenizerModel, TokenizerSpec};
 
 fn meta_err(key: &str, message: impl Into<String>) -> GgufError {
-    GgufError::Metadata {
-        key: key.to_string(),
-        message: message.into(),
-    }
+    GgufError::Metadata { key: key.to_string(), message: message.into() }
 }
 
 /// Builds the tokenizer spec, or `None` when the file has no `tokenizer.ggml.model`.
@@ -40,10 +37,7 @@ pub fn tokenizer_spec(meta: &GgufMetadata) -> Result<Option<TokenizerSpec>, Gguf
         .map(TokenType::from_gguf)
         .collect();
     let scores = meta.f32_array("tokenizer.ggml.scores")?.unwrap_or_default();
-    for (key, len) in [
-        ("tokenizer.ggml.token_type", token_types.len()),
-        ("tokenizer.ggml.scores", scores.len()),
-    ] {
+    for (key, len) in [("tokenizer.ggml.token_type", token_types.len()), ("tokenizer.ggml.scores", scores.len())] {
         if len != 0 && len != n {
             return Err(meta_err(key, format!("has {len} entries for {n} tokens")));
         }
@@ -62,11 +56,7 @@ pub fn tokenizer_spec(meta: &GgufMetadata) -> Result<Option<TokenizerSpec>, Gguf
     let bos_token_id = id("tokenizer.ggml.bos_token_id")?;
     let eos_token_id = id("tokenizer.ggml.eos_token_id")?;
     let mut eos_token_ids = Vec::new();
-    for key in [
-        "tokenizer.ggml.eos_token_id",
-        "tokenizer.ggml.eot_token_id",
-        "tokenizer.ggml.eom_token_id",
-    ] {
+    for key in ["tokenizer.ggml.eos_token_id", "tokenizer.ggml.eot_token_id", "tokenizer.ggml.eom_token_id"] {
         if let Some(t) = id(key)? {
             if !eos_token_ids.contains(&t) {
                 eos_token_ids.push(t);

@@ -37,11 +37,7 @@ fn write_then_read_round_trips() {
     assert_eq!(store.to_f32("q").unwrap(), vec![0.5; 64]);
     assert_eq!(store.get("i").unwrap().bytes(), ids.as_slice());
     let bytes = std::fs::read(&path).unwrap();
-    assert_eq!(
-        (8 + u64::from_le_bytes(bytes[..8].try_into().unwrap())) % 8,
-        0,
-        "data is 8-byte aligned"
-    );
+    assert_eq!((8 + u64::from_le_bytes(bytes[..8].try_into().unwrap())) % 8, 0, "data is 8-byte aligned");
 }
 
 fn file_with_header(header: &str, data: usize) -> Vec<u8> {
@@ -64,9 +60,7 @@ fn malformed_headers_are_rejected_with_reasons() {
     assert!(err(overlap, 8).contains("overlap"));
     assert!(err("[1]", 0).contains("not a JSON object"));
     assert!(err("{", 0).contains("not valid JSON"));
-    assert!(parse_header(&[1, 2, 3])
-        .unwrap_err()
-        .contains("shorter than the 8-byte header length"));
+    assert!(parse_header(&[1, 2, 3]).unwrap_err().contains("shorter than the 8-byte header length"));
     let mut huge = file_with_header("{}", 0);
     huge[..8].copy_from_slice(&u64::MAX.to_le_bytes());
     assert!(parse_header(&huge).unwrap_err().contains("exceeds the file"));
@@ -76,18 +70,10 @@ fn malformed_headers_are_rejected_with_reasons() {
 fn unsupported_dtypes_name_the_tensor() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("m.safetensors");
-    std::fs::write(
-        &path,
-        file_with_header(r#"{"w.weight":{"dtype":"F64","shape":[1],"data_offsets":[0,8]}}"#, 8),
-    )
-    .unwrap();
-    let err = load_safetensors(&path, &mut WeightStore::new())
-        .unwrap_err()
-        .to_string();
-    assert!(
-        err.contains("tensor `w.weight` has unsupported dtype F64") && err.contains("m.safetensors"),
-        "{err}"
-    );
+    std::fs::write(&path, file_with_header(r#"{"w.weight":{"dtype":"F64","shape":[1],"data_offsets":[0,8]}}"#, 8))
+        .unwrap();
+    let err = load_safetensors(&path, &mut WeightStore::new()).unwrap_err().to_string();
+    assert!(err.contains("tensor `w.weight` has unsupported dtype F64") && err.contains("m.safetensors"), "{err}");
 }
 
 const CONFIG: &str = r#"{"architectures": ["LlamaForCausalLM"], "model_type": "llama", "vocab_size": 4,
@@ -104,12 +90,7 @@ fn hf_directory_with_sharded_index_loads() {
     let none = BTreeMap::new();
     let shard1 = dir.path().join("model-00001-of-00002.safetensors");
     let shard2 = dir.path().join("model-00002-of-00002.safetensors");
-    write_safetensors(
-        &shard1,
-        &[("model.embed_tokens.weight", DType::F32, &[4, 4], &embd)],
-        &none,
-    )
-    .unwrap();
+    write_safetensors(&shard1, &[("model.embed_tokens.weight", DType::F32, &[4, 4], &embd)], &none).unwrap();
     write_safetensors(&shard2, &[("model.norm.weight", DType::F32, &[4], &norm)], &none).unwrap();
     let index = r#"{"metadata": {}, "weight_map": {
         "model.embed_tokens.weight": "model-00001-of-00002.safetensors",
@@ -124,22 +105,13 @@ fn hf_directory_with_sharded_index_loads() {
     assert_eq!(m.tokenizer_config_json, None);
     assert!(m.tokenizer.is_none());
     // Also reachable through the config.json path.
-    assert_eq!(
-        load_model_source(&dir.path().join("config.json"))
-            .unwrap()
-            .weights
-            .len(),
-        2
-    );
+    assert_eq!(load_model_source(&dir.path().join("config.json")).unwrap().weights.len(), 2);
 
     // An index entry whose tensor is not in its shard is an error naming both.
     let bad = index.replace("model.norm.weight\"", "model.norm.bias\"");
     std::fs::write(dir.path().join("model.safetensors.index.json"), bad).unwrap();
     let err = load_model_source(dir.path()).unwrap_err().to_string();
-    assert!(
-        err.contains("model.norm.bias") && err.contains("model-00002-of-00002.safetensors"),
-        "{err}"
-    );
+    assert!(err.contains("model.norm.bias") && err.contains("model-00002-of-00002.safetensors"), "{err}");
 }
 
 #[test]
@@ -156,12 +128,7 @@ fn hf_directory_errors() {
     )
     .unwrap();
     let err = load_model_source(dir.path()).unwrap_err().to_string();
-    assert!(
-        err.contains("config.json") && err.contains("`num_key_value_heads` (3)"),
-        "{err}"
-    );
-    let err = load_model_source(&dir.path().join("nope.gguf"))
-        .unwrap_err()
-        .to_string();
+    assert!(err.contains("config.json") && err.contains("`num_key_value_heads` (3)"), "{err}");
+    let err = load_model_source(&dir.path().join("nope.gguf")).unwrap_err().to_string();
     assert!(err.contains("no such file"), "{err}");
 }
