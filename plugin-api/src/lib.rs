@@ -14,6 +14,7 @@ pub mod op;
 pub mod quant;
 pub mod root;
 pub mod tensor;
+pub mod testing;
 
 pub use abi_stable;
 pub use linkme;

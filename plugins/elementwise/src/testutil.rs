@@ -4,11 +4,8 @@
 //! parallel.
 
 use rtllm_plugin_api::{
-    Attrs, DType, DeviceKind, Element, HostServices, Kernel, LaunchContext, Op, PluginError, TaskFn, TensorArg,
-    TensorMeta,
+    Attrs, DType, DeviceKind, Element, Kernel, LaunchContext, Op, PluginError, TensorArg, TensorMeta,
 };
-use std::ffi::c_void;
-use std::sync::atomic::{AtomicUsize, Ordering};
 
 /// An owned, 8-byte aligned host tensor.
 #[derive(Clone, Debug)]
@@ -65,28 +62,9 @@ impl Buf {
     }
 }
 
-extern "C" fn threaded_for(_pool: *const c_void, n: usize, task: *const c_void, run: TaskFn) {
-    let next = AtomicUsize::new(0);
-    let task = task as usize;
-    std::thread::scope(|s| {
-        for _ in 0..n.min(4) {
-            s.spawn(|| loop {
-                let i = next.fetch_add(1, Ordering::Relaxed);
-                if i >= n {
-                    break;
-                }
-                (run.run)(task as *const c_void, i);
-            });
-        }
-    });
-}
-
-/// A CPU context whose pool runs tasks on 4 scoped threads.
+/// A CPU context whose pool runs tasks on several scoped threads.
 pub fn threaded_ctx() -> LaunchContext {
-    LaunchContext {
-        host: HostServices { pool: std::ptr::null(), num_threads: 4, parallel_for: threaded_for },
-        ..LaunchContext::cpu_sequential()
-    }
+    rtllm_plugin_api::testing::threaded(&mut [])
 }
 
 /// Infers, creates and launches `O` once with `ctx` (plus `workspace` bytes if asked for).

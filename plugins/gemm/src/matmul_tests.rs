@@ -2,9 +2,10 @@
 //! small naive product on both instruction sets, sequential and threaded, with and without a
 //! workspace; plus an ignored throughput benchmark.
 
-use crate::test_pool::{arg, data, pooled, threaded};
+use crate::test_pool::pooled;
 use crate::{driver, Isa, Matmul, MatmulKernel};
 use half::{bf16, f16};
+use rtllm_plugin_api::testing::{arg, data, threaded};
 use rtllm_plugin_api::{Attrs, DType, Dim, Kernel, LaunchContext, Op, TensorArg, TensorMeta};
 
 /// Weights in every dtype, plus their exact f32 values (what the kernel computes with).

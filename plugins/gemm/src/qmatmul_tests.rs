@@ -6,8 +6,8 @@ use crate::qact::{quantize_row as quantize_acts, ActBlock, QA};
 use crate::qdot::QIsa;
 use crate::qdriver::{self, QPath, QProblem};
 use crate::qmatmul::{run_dtype, QMatmul, QMatmulKernel};
-use crate::test_pool::{arg, data, threaded};
 use rtllm_plugin_api::quant::{dequantize_row_to_vec, quantize_row_to_vec};
+use rtllm_plugin_api::testing::{arg, data, threaded};
 use rtllm_plugin_api::{Attrs, DType, Kernel, LaunchContext, Op, TensorMeta};
 
 /// Quantized weight rows and their dequantized values.

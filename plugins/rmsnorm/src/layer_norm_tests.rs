@@ -1,9 +1,9 @@
 //! Tests of `layer_norm`: results against an f64 reference (with and without bias, every
 //! weight dtype, sequential and threaded), inference on symbolic rows, and errors.
 
-use crate::test_pool::{arg, data, threaded};
 use crate::LayerNorm;
 use half::{bf16, f16};
+use rtllm_plugin_api::testing::{arg, data, threaded};
 use rtllm_plugin_api::{Attrs, DType, Dim, Kernel, LaunchContext, Op, TensorArg, TensorMeta};
 
 /// `[H]` parameters stored in `dtype`, with the f32 values the kernel sees.

@@ -10,8 +10,6 @@ pub mod row;
 mod layer_norm_tests;
 #[cfg(test)]
 mod norm_tests;
-#[cfg(test)]
-mod test_pool;
 
 pub use fused_add::{FusedAddRmsNorm, FusedAddRmsNormKernel};
 pub use layer_norm::{LayerNorm, LayerNormKernel};

@@ -1,9 +1,9 @@
 //! Tests of `rmsnorm` and `fused_add_rmsnorm`: results against a small f64 reference, run
 //! sequentially and on several threads, for every weight dtype; inference and launch errors.
 
-use crate::test_pool::{arg, data, threaded};
 use crate::{FusedAddRmsNorm, RmsNorm};
 use half::{bf16, f16};
+use rtllm_plugin_api::testing::{arg, data, threaded};
 use rtllm_plugin_api::{Attrs, DType, Dim, Kernel, LaunchContext, Op, TensorArg, TensorMeta};
 
 /// A weight in one dtype plus the exact f32 values the kernel sees.

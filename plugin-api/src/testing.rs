@@ -1,12 +1,14 @@
-//! Test-only launch contexts: host services whose `parallel_for` runs tasks on several std
-//! threads (so the parallel paths really run concurrently), and deterministic test data.
+//! Helpers for testing kernels outside a host: a `LaunchContext` whose `parallel_for` spreads
+//! tasks over scoped std threads (so a kernel's parallel paths really run concurrently), host
+//! tensor arguments over slices, and deterministic test data. Plugin crates use these in their
+//! unit tests; the real host passes its own thread pool.
 
-use rtllm_plugin_api::{DeviceKind, HostServices, LaunchContext, TaskFn, TensorArg, TensorMeta};
+use crate::{DeviceKind, HostServices, LaunchContext, TaskFn, TensorArg, TensorMeta};
 use std::ffi::c_void;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
-/// Worker threads of the threaded context.
-pub const THREADS: usize = 3;
+/// Worker threads of [`threaded`] contexts.
+pub const THREADS: usize = 4;
 
 extern "C" fn threaded_for(_pool: *const c_void, n: usize, task: *const c_void, run: TaskFn) {
     let next = AtomicUsize::new(0);
@@ -24,7 +26,7 @@ extern "C" fn threaded_for(_pool: *const c_void, n: usize, task: *const c_void, 
     });
 }
 
-/// A CPU context over `THREADS` std threads with `workspace` (may be empty) as its workspace.
+/// A CPU context over [`THREADS`] std threads with `workspace` (may be empty) as its workspace.
 pub fn threaded(workspace: &mut [f32]) -> LaunchContext {
     let mut ctx = LaunchContext::cpu_sequential();
     ctx.host = HostServices { pool: std::ptr::null(), num_threads: THREADS, parallel_for: threaded_for };
@@ -50,4 +52,22 @@ pub fn data(len: usize, seed: u64) -> Vec<f32> {
             ((s >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0
         })
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn threaded_context_runs_every_task_once() {
+        let hits: Vec<AtomicUsize> = (0..100).map(|_| AtomicUsize::new(0)).collect();
+        threaded(&mut [])
+            .parallel_for(100, |i| {
+                hits[i].fetch_add(1, Ordering::Relaxed);
+            })
+            .unwrap();
+        assert!(hits.iter().all(|h| h.load(Ordering::Relaxed) == 1));
+        assert_eq!(data(3, 7), data(3, 7));
+        assert!(data(1000, 1).iter().all(|v| (-1.0..1.0).contains(v)));
+    }
 }
