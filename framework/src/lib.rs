@@ -4,6 +4,7 @@
 pub mod api;
 pub mod bench;
 pub mod cli;
+pub mod device;
 pub mod engine;
 pub mod host_pool;
 pub mod model;

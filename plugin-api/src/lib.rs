@@ -13,6 +13,7 @@ pub mod error;
 pub mod op;
 pub mod quant;
 pub mod root;
+pub mod shapes;
 pub mod tensor;
 pub mod testing;
 

@@ -44,6 +44,8 @@ pub struct ModelArgs {
     /// Convert quantized weights to f32 at load (the reference path).
     #[arg(long)]
     pub dequantize: bool,
+    #[command(flatten)]
+    pub device: super::device::DeviceArgs,
 }
 
 pub fn parse_dummy_dtype(s: &str) -> Result<DType, String> {
@@ -70,6 +72,7 @@ impl ModelArgs {
         }
         b.selection.dequantize_weights = self.dequantize;
         b.use_engine_cache = !self.no_build_cache;
+        self.device.apply(&mut b);
         b
     }
 

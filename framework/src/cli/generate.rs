@@ -66,6 +66,8 @@ pub struct GenerateArgs {
     /// Neither read nor write the engine cache.
     #[arg(long)]
     pub no_build_cache: bool,
+    #[command(flatten)]
+    pub device: super::device::DeviceArgs,
 }
 
 pub fn run(args: &GenerateArgs, registry: &Registry) -> Result<()> {
@@ -87,6 +89,7 @@ pub fn run(args: &GenerateArgs, registry: &Registry) -> Result<()> {
         build.max_num_tokens = tokens;
     }
     build.use_engine_cache = !args.no_build_cache;
+    args.device.apply(&mut build);
     let mut model = match (&args.model_def, &args.weights, &args.model) {
         _ if args.dummy_weights.is_some() => {
             let spec = crate::weights::dummy::DummySpec::new(args.dummy_weights.clone().unwrap_or_default());

@@ -4,6 +4,7 @@
 
 pub mod bench;
 pub mod build;
+pub mod device;
 pub mod generate;
 pub mod plugins;
 pub mod serve;

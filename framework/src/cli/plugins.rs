@@ -30,6 +30,9 @@ pub struct CheckArgs {
     /// Seed of the random inputs (default: a fresh one, printed).
     #[arg(long)]
     pub seed: Option<u64>,
+    /// Only providers for this device (cpu or cuda); CUDA providers run on GPU 0.
+    #[arg(long, value_parser = |s: &str| rtllm_plugin_api::DeviceKind::parse(s).ok_or_else(|| format!("unknown device '{s}'")))]
+    pub device: Option<rtllm_plugin_api::DeviceKind>,
 }
 
 pub fn run(global: &GlobalArgs, cmd: PluginsCommand) -> anyhow::Result<ExitCode> {
@@ -51,7 +54,8 @@ pub fn run(global: &GlobalArgs, cmd: PluginsCommand) -> anyhow::Result<ExitCode>
                     anyhow::bail!("no plugin provides op '{op}'; closest: {}", registry.closest_names(op).join(", "));
                 }
             }
-            let opts = CheckOptions { op: args.op.clone(), plugins: args.plugin.clone(), seed: args.seed };
+            let opts =
+                CheckOptions { op: args.op.clone(), plugins: args.plugin.clone(), seed: args.seed, device: args.device };
             let report = check(&registry, &opts, HostPool::global());
             print!("{}", render_check(&report));
             let filtered = args.op.is_some() || !args.plugin.is_empty();

@@ -41,6 +41,8 @@ pub struct ServeArgs {
     /// Host bytes reserved for the KV cache.
     #[arg(long)]
     pub kv_cache_bytes: Option<usize>,
+    #[command(flatten)]
+    pub device: super::device::DeviceArgs,
 }
 
 pub fn run(args: &ServeArgs, registry: Registry) -> Result<()> {
@@ -54,6 +56,7 @@ pub fn run(args: &ServeArgs, registry: Registry) -> Result<()> {
     if let Some(bytes) = args.kv_cache_bytes {
         build.kv_cache_bytes = bytes;
     }
+    args.device.apply(&mut build);
     let mut builder = Llm::builder().registry(Arc::new(registry)).build_config(build);
     if let Some(model) = &args.model {
         builder = builder.model(model);

@@ -3,12 +3,15 @@
 
 use super::batch::StepBatch;
 use super::buffer::AlignedBuf;
+use super::decode_graphs::DecodeGraphs;
 use super::graph::{Graph, ValueSource};
 use super::load::WeightSource;
 use super::plan::{plan_memory, MemoryPlan, Symbols};
+use super::step_io::{self, Region, RowSampling, StepIo};
+use crate::device::{CudaDevice, DeviceBuffer, Memory, PinnedBuffer};
 use crate::host_pool::HostPool;
 use rtllm_models::{io, Value};
-use rtllm_plugin_api::{DType, DeviceKind, LaunchContext, TensorArg, TensorMeta};
+use rtllm_plugin_api::{DType, DeviceKind, KernelBox, LaunchContext, TensorArg, TensorMeta};
 use std::sync::Arc;
 
 /// Limits an engine is built for (TensorRT-LLM's names).
@@ -43,15 +46,16 @@ enum Slot {
     Arena(usize),
     Weight(usize),
     Kv(usize),
-    Step(usize),
+    Step(Region),
     Unbound,
 }
 
-/// Weight bytes the engine reads: borrowed from the weight source (kept alive by the engine)
-/// or converted into a buffer of its own.
+/// Weight bytes the engine reads: borrowed from the weight source (kept alive by the engine),
+/// converted into a host buffer of its own, or uploaded to the device.
 pub enum WeightBytes {
     Borrowed { ptr: *const u8, len: usize },
     Owned(AlignedBuf),
+    Device(DeviceBuffer),
 }
 
 impl WeightBytes {
@@ -59,6 +63,17 @@ impl WeightBytes {
         match self {
             WeightBytes::Borrowed { ptr, .. } => *ptr as *mut u8,
             WeightBytes::Owned(b) => b.as_ptr() as *mut u8,
+            WeightBytes::Device(b) => b.device_ptr() as usize as *mut u8,
+        }
+    }
+
+    /// The host bytes (None once uploaded to a device).
+    pub fn host_bytes(&self) -> Option<&[u8]> {
+        match self {
+            // SAFETY: the weight source keeps the borrowed range alive and unchanged.
+            WeightBytes::Borrowed { ptr, len } => Some(unsafe { std::slice::from_raw_parts(*ptr, *len) }),
+            WeightBytes::Owned(b) => Some(b.as_bytes()),
+            WeightBytes::Device(_) => None,
         }
     }
 
@@ -66,6 +81,7 @@ impl WeightBytes {
         match self {
             WeightBytes::Borrowed { len, .. } => *len,
             WeightBytes::Owned(b) => b.len(),
+            WeightBytes::Device(b) => b.len(),
         }
     }
 
@@ -74,27 +90,58 @@ impl WeightBytes {
     }
 }
 
+/// Where an engine runs and how its device memory is used.
+#[derive(Default)]
+pub struct Placement {
+    /// The GPU (None: the host).
+    pub device: Option<Arc<CudaDevice>>,
+    /// On a GPU with no explicit block count: the share of the memory still free after weights
+    /// and activations that the KV cache takes (TensorRT-LLM's `free_gpu_memory_fraction`).
+    pub free_gpu_memory_fraction: Option<f64>,
+    /// Capture decode steps into CUDA graphs (GPU only).
+    pub cuda_graphs: bool,
+    /// A `sample` kernel for the logits' dtype: `forward_sample` picks tokens on the device.
+    pub sampler: Option<KernelBox>,
+}
+
 pub struct Engine {
     graph: Graph,
     plan: MemoryPlan,
     limits: EngineLimits,
-    arena: AlignedBuf,
-    workspace: AlignedBuf,
+    device: Option<Arc<CudaDevice>>,
+    arena: Memory,
+    workspace: Memory,
     weights: Vec<WeightBytes>,
-    kv: Vec<AlignedBuf>,
+    /// One pool per layer and K/V, each with one scratch block past `num_kv_blocks` that
+    /// padding rows of a decode graph write into.
+    kv: Vec<Memory>,
     kv_meta: TensorMeta,
     slots: Vec<Slot>,
     logits: Value,
+    logits_dtype: DType,
     vocab_size: usize,
     pool: &'static HostPool,
     /// Owner of the memory `WeightBytes::Borrowed` points into.
     _weight_source: Arc<dyn WeightSource>,
-    // Reused per step so a steady decode loop allocates nothing.
-    step_inputs: [Vec<i32>; 6],
+    io: StepIo,
     /// Each node's launch arguments; metas are rebuilt only when the step's shape changes.
     node_args: Vec<NodeArgs>,
     /// The (T, S, MB, L) the metas in `node_args` were resolved for.
     args_shape: Option<[usize; 4]>,
+    graphs: Option<DecodeGraphs>,
+    /// The padded copy of a decode step (reused).
+    padded: StepBatch,
+    sampler: Option<SamplerState>,
+    /// Logits or tokens read back from the device, and the f32 logits handed out.
+    readback: Option<PinnedBuffer>,
+    logits_f32: Vec<f32>,
+    tokens: Vec<i32>,
+}
+
+/// The device sampler and its launch arguments (rebuilt when L changes).
+struct SamplerState {
+    kernel: KernelBox,
+    args: Option<(usize, NodeArgs)>,
 }
 
 /// One node's launch arguments.
@@ -107,24 +154,34 @@ struct NodeArgs {
 // SAFETY: the raw pointers inside are to buffers the engine owns (or 'static mappings).
 unsafe impl Send for Engine {}
 
-const STEP_INPUTS: [&str; 6] =
-    [io::INPUT_IDS, io::POSITIONS, io::BLOCK_TABLES, io::SEQ_LENS, io::QUERY_START, io::LOGITS_INDICES];
+fn setup(what: &str) -> impl Fn(crate::device::CudaError) -> EngineError + '_ {
+    move |e| EngineError::Setup(format!("{what}: {e}"))
+}
 
 impl Engine {
     /// Assembles an engine from a built graph and its bound weights (one entry per
-    /// `graph.weight_uses()` item, in that order).
+    /// `graph.weight_uses()` item, in that order), placed on the host or a GPU.
     pub fn new(
         graph: Graph,
         weight_source: Arc<dyn WeightSource>,
         weights: Vec<WeightBytes>,
-        limits: EngineLimits,
+        mut limits: EngineLimits,
         kv_dtype: DType,
+        placement: Placement,
     ) -> Result<Engine, EngineError> {
+        let device = placement.device.clone();
+        if let Some(d) = &device {
+            d.bind().map_err(setup("binding the GPU"))?;
+        }
         let logits =
             graph.output(io::LOGITS).ok_or_else(|| EngineError::Setup("the graph has no 'logits' output".into()))?;
-        let vocab_size = graph.meta(logits).dims.get(1).and_then(|d| d.known()).ok_or_else(|| {
-            EngineError::Setup(format!("logits output {} has no known vocab dim", graph.meta(logits)))
+        let logits_meta = graph.meta(logits).clone();
+        let vocab_size = logits_meta.dims.get(1).and_then(|d| d.known()).ok_or_else(|| {
+            EngineError::Setup(format!("logits output {logits_meta} has no known vocab dim"))
         })?;
+        if !matches!(logits_meta.dtype, DType::F32 | DType::BF16 | DType::F16) {
+            return Err(EngineError::Setup(format!("logits are {}, not a float dtype", logits_meta.dtype)));
+        }
         let symbols = Self::max_symbols(&limits);
         let plan = plan_memory(&graph, &symbols).map_err(EngineError::Setup)?;
 
@@ -133,7 +190,7 @@ impl Engine {
             return Err(EngineError::Setup(format!("{} weights bound for {} weight uses", weights.len(), uses.len())));
         }
         let mut slots = vec![Slot::Unbound; graph.values.len()];
-        let mut kv_layers: Vec<(String, usize)> = Vec::new();
+        let mut kv_layers = 0usize;
         let mut kv_meta = None;
         for (i, info) in graph.values.iter().enumerate() {
             slots[i] = match &info.source {
@@ -154,12 +211,12 @@ impl Engine {
                     Slot::Weight(idx)
                 }
                 ValueSource::Input(name) => {
-                    if let Some(k) = STEP_INPUTS.iter().position(|s| s == name) {
-                        Slot::Step(k)
+                    if let Some(r) = step_io::region_of(name) {
+                        Slot::Step(r)
                     } else if name.starts_with("kv_cache.") {
                         kv_meta.get_or_insert_with(|| info.meta.clone());
-                        kv_layers.push((name.clone(), i));
-                        Slot::Kv(kv_layers.len() - 1)
+                        kv_layers += 1;
+                        Slot::Kv(kv_layers - 1)
                     } else {
                         return Err(EngineError::Setup(format!("graph input '{name}' is not one the runtime binds")));
                     }
@@ -168,9 +225,11 @@ impl Engine {
         }
         let kv_meta = kv_meta.ok_or_else(|| EngineError::Setup("the graph declares no KV cache inputs".into()))?;
         let kv_meta = TensorMeta { dtype: kv_dtype, ..kv_meta };
-        let kv_bytes = symbols.bytes(&kv_meta).map_err(EngineError::Setup)?;
-        let kv = kv_layers.iter().map(|_| AlignedBuf::zeroed(kv_bytes)).collect();
 
+        let weights = match &device {
+            None => weights,
+            Some(d) => upload_weights(d, weights)?,
+        };
         let mut workspace_bytes = 0usize;
         for node in &graph.nodes {
             let metas: Vec<TensorMeta> = node.inputs.iter().map(|v| symbols.resolve(graph.meta(*v))).collect();
@@ -180,30 +239,74 @@ impl Engine {
                 .map_err(|e| EngineError::Setup(format!("{} '{}': {e}", node.scope, node.op)))?;
             workspace_bytes = workspace_bytes.max(need);
         }
-        tracing::debug!(
+        let arena = Memory::zeroed(device.as_ref(), plan.arena_bytes).map_err(setup("activation arena"))?;
+        let workspace = Memory::zeroed(device.as_ref(), workspace_bytes).map_err(setup("workspace"))?;
+        let io = StepIo::new(&limits, device.as_ref())?;
+
+        // One block per layer pool (K or V) across all layers, plus the scratch block.
+        let block_bytes = {
+            let mut one = Self::max_symbols(&limits);
+            one.set(io::SYM_NUM_BLOCKS, 1);
+            one.bytes(&kv_meta).map_err(EngineError::Setup)?
+        };
+        if let (Some(d), Some(fraction)) = (&device, placement.free_gpu_memory_fraction) {
+            let (free, total) = d.mem_info().map_err(setup("reading free GPU memory"))?;
+            let budget = (free as f64 * fraction) as usize;
+            let blocks = (budget / (block_bytes * kv_layers).max(1)).saturating_sub(1);
+            if blocks == 0 {
+                return Err(EngineError::Setup(format!(
+                    "free_gpu_memory_fraction {fraction} of {free} free bytes (of {total}) holds no KV block of {} bytes",
+                    block_bytes * kv_layers
+                )));
+            }
+            limits.num_kv_blocks = blocks;
+        }
+        let kv_pool_bytes = block_bytes * (limits.num_kv_blocks + 1);
+        let kv = (0..kv_layers)
+            .map(|_| Memory::zeroed(device.as_ref(), kv_pool_bytes))
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(setup("KV cache"))?;
+        let logits_row_bytes = vocab_size * logits_meta.dtype.block_bytes();
+        let readback = match &device {
+            None => None,
+            Some(d) => Some(d.alloc_pinned(limits.max_batch_size * logits_row_bytes).map_err(setup("logits readback"))?),
+        };
+        tracing::info!(
+            device = device.as_ref().map(|d| d.name()).unwrap_or("cpu"),
             arena = plan.arena_bytes,
             unshared = plan.unshared_bytes,
             workspace = workspace_bytes,
-            kv_per_layer = kv_bytes,
-            "engine memory plan"
+            kv_blocks = limits.num_kv_blocks,
+            kv_bytes = kv_pool_bytes * kv_layers,
+            "engine memory"
         );
+        let graphs = (device.is_some() && placement.cuda_graphs)
+            .then(|| DecodeGraphs::new(limits.max_batch_size, limits.max_num_tokens));
         Ok(Engine {
-            arena: AlignedBuf::zeroed(plan.arena_bytes),
-            workspace: AlignedBuf::zeroed(workspace_bytes),
+            arena,
+            workspace,
             graph,
             plan,
             limits,
+            device,
             weights,
             kv,
             kv_meta,
             slots,
             logits,
+            logits_dtype: logits_meta.dtype,
             vocab_size,
             pool: HostPool::global(),
             _weight_source: weight_source,
-            step_inputs: Default::default(),
+            io,
             node_args: Vec::new(),
             args_shape: None,
+            graphs,
+            padded: StepBatch::default(),
+            sampler: placement.sampler.map(|kernel| SamplerState { kernel, args: None }),
+            readback,
+            logits_f32: Vec::new(),
+            tokens: Vec::new(),
         })
     }
 
@@ -213,7 +316,8 @@ impl Engine {
         s.set(io::SYM_SEQS, l.max_batch_size);
         s.set(io::SYM_SEQS_PLUS_ONE, l.max_batch_size + 1);
         s.set(io::SYM_MAX_BLOCKS, l.max_blocks_per_seq());
-        s.set(io::SYM_NUM_BLOCKS, l.num_kv_blocks);
+        // The pools hold one scratch block past the ones the KV manager hands out.
+        s.set(io::SYM_NUM_BLOCKS, l.num_kv_blocks + 1);
         s.set(io::SYM_BLOCK_SIZE, l.tokens_per_block);
         s.set(io::SYM_LOGITS, l.max_batch_size.max(1));
         s
@@ -235,10 +339,25 @@ impl Engine {
         self.vocab_size
     }
 
+    /// The GPU this engine runs on (None: the host).
+    pub fn device(&self) -> Option<&Arc<CudaDevice>> {
+        self.device.as_ref()
+    }
+
+    /// Whether `forward_sample` picks tokens on the device.
+    pub fn samples_on_device(&self) -> bool {
+        self.sampler.is_some()
+    }
+
+    /// Decode-step CUDA graphs captured so far.
+    pub fn captured_graphs(&self) -> usize {
+        self.graphs.as_ref().map_or(0, |g| g.captured())
+    }
+
     /// Bytes of KV cache per block across all layers (K and V).
     pub fn kv_bytes_per_block(&self) -> usize {
         let per_layer = self.kv.first().map(|b| b.len()).unwrap_or(0);
-        per_layer * self.kv.len() / self.limits.num_kv_blocks.max(1)
+        per_layer * self.kv.len() / (self.limits.num_kv_blocks + 1)
     }
 
     pub fn kv_cache_dtype(&self) -> DType {
@@ -252,8 +371,16 @@ impl Engine {
             return Err(EngineError::Batch(format!("KV block copy {src} -> {dst} outside the pool of {nb}")));
         }
         for buf in &mut self.kv {
-            let per = buf.len() / nb;
-            buf.as_bytes_mut().copy_within(src * per..(src + 1) * per, dst * per);
+            let per = buf.len() / (nb + 1);
+            match buf {
+                Memory::Host(b) => b.as_bytes_mut().copy_within(src * per..(src + 1) * per, dst * per),
+                Memory::Device(b) => {
+                    let base = b.device_ptr();
+                    // SAFETY: both blocks lie inside this pool (checked above).
+                    unsafe { b.device().copy_device_async(base + (dst * per) as u64, base + (src * per) as u64, per) }
+                        .map_err(|e| EngineError::Batch(format!("KV block copy: {e}")))?;
+                }
+            }
         }
         Ok(())
     }
@@ -307,92 +434,269 @@ impl Engine {
         s
     }
 
-    fn ptr(&mut self, v: Value) -> *mut u8 {
+    fn ptr(&self, v: Value) -> *mut u8 {
         match self.slots[v.0] {
-            // SAFETY: the plan put every arena slot inside the arena.
-            Slot::Arena(off) => unsafe { self.arena.as_mut_ptr().add(off) },
+            // The plan put every arena slot inside the arena (host or device address).
+            Slot::Arena(off) => self.arena.addr().wrapping_add(off),
             Slot::Weight(i) => self.weights[i].ptr(),
-            Slot::Kv(i) => self.kv[i].as_mut_ptr(),
-            Slot::Step(k) => self.step_inputs[k].as_mut_ptr() as *mut u8,
+            Slot::Kv(i) => self.kv[i].addr(),
+            Slot::Step(r) => self.io.addr(r),
             Slot::Unbound => std::ptr::null_mut(),
         }
     }
 
-    /// Brings every node's launch arguments up to date for this step: metas when the step's
-    /// shape differs from the last one, data pointers always (step inputs may move).
-    fn prepare_args(&mut self, batch: &StepBatch, symbols: &Symbols) {
-        let shape = [batch.num_tokens(), batch.num_seqs(), batch.max_blocks, batch.logits_indices.len()];
-        let mut node_args = std::mem::take(&mut self.node_args);
-        if self.args_shape != Some(shape) || node_args.len() != self.graph.nodes.len() {
-            node_args.clear();
-            for node in &self.graph.nodes {
-                let arg = |v: &Value| {
-                    // SAFETY: the pointer is set below before any launch.
-                    unsafe {
-                        TensorArg::new(symbols.resolve(self.graph.meta(*v)), std::ptr::null_mut(), DeviceKind::Cpu)
-                    }
-                };
-                node_args.push(NodeArgs {
-                    inputs: node.inputs.iter().map(arg).collect(),
-                    outputs: node.outputs.iter().map(arg).collect(),
-                });
-            }
-            self.args_shape = Some(shape);
+    fn device_kind(&self) -> DeviceKind {
+        if self.device.is_some() {
+            DeviceKind::Cuda
+        } else {
+            DeviceKind::Cpu
         }
-        for (n, args) in node_args.iter_mut().enumerate() {
-            for i in 0..args.inputs.len() {
-                args.inputs[i].data = self.ptr(self.graph.nodes[n].inputs[i]);
-            }
-            for i in 0..args.outputs.len() {
-                args.outputs[i].data = self.ptr(self.graph.nodes[n].outputs[i]);
-            }
-        }
-        self.node_args = node_args;
     }
 
-    /// Runs one packed batch; returns logits, `logits_indices.len() × vocab_size` row-major.
-    pub fn forward(&mut self, batch: &StepBatch) -> Result<&[f32], EngineError> {
-        self.validate(batch)?;
-        let symbols = self.step_symbols(batch);
-        let sources = [
-            &batch.input_ids,
-            &batch.positions,
-            &batch.block_tables,
-            &batch.seq_lens,
-            &batch.query_start,
-            &batch.logits_indices,
-        ];
-        for (dst, src) in self.step_inputs.iter_mut().zip(sources) {
-            dst.clear();
-            dst.extend_from_slice(src);
+    /// Brings every node's launch arguments up to date for this step's shape. Every address
+    /// (arena, weights, KV pools, staged inputs) is fixed for the engine's life, so only the
+    /// metas change, and only when the shape does.
+    fn prepare_args(&mut self, batch: &StepBatch, symbols: &Symbols) {
+        let shape = [batch.num_tokens(), batch.num_seqs(), batch.max_blocks, batch.logits_indices.len()];
+        if self.args_shape == Some(shape) && self.node_args.len() == self.graph.nodes.len() {
+            return;
         }
-        let ctx = LaunchContext {
-            device: DeviceKind::Cpu,
-            ordinal: 0,
-            stream: std::ptr::null_mut(),
-            workspace: self.workspace.as_mut_ptr(),
+        let kind = self.device_kind();
+        let arg = |v: &Value| {
+            // SAFETY: the pointer is the engine's own buffer for this value, sized by the plan.
+            unsafe { TensorArg::new(symbols.resolve(self.graph.meta(*v)), self.ptr(*v), kind) }
+        };
+        let node_args = self
+            .graph
+            .nodes
+            .iter()
+            .map(|node| NodeArgs {
+                inputs: node.inputs.iter().map(arg).collect(),
+                outputs: node.outputs.iter().map(arg).collect(),
+            })
+            .collect();
+        self.node_args = node_args;
+        self.args_shape = Some(shape);
+    }
+
+    fn launch_context(&self) -> LaunchContext {
+        LaunchContext {
+            device: self.device_kind(),
+            ordinal: self.device.as_ref().map_or(0, |d| d.ordinal as i32),
+            stream: self.device.as_ref().map_or(std::ptr::null_mut(), |d| d.stream()),
+            workspace: self.workspace.addr(),
             workspace_bytes: self.workspace.len(),
             host: self.pool.services(),
-        };
-        self.prepare_args(batch, &symbols);
-        let mut result = Ok(());
+        }
+    }
+
+    fn launch_nodes(&self) -> Result<(), EngineError> {
+        let ctx = self.launch_context();
         for (node, args) in self.graph.nodes.iter().zip(&self.node_args) {
-            if let Err(e) = node.kernel.launch(&ctx, &args.inputs, &args.outputs) {
-                result = Err(EngineError::Kernel {
-                    scope: node.scope.clone(),
-                    op: node.op.clone(),
-                    plugin: node.provider.plugin.clone(),
-                    message: e.to_string(),
-                });
-                break;
+            node.kernel.launch(&ctx, &args.inputs, &args.outputs).map_err(|e| EngineError::Kernel {
+                scope: node.scope.clone(),
+                op: node.op.clone(),
+                plugin: node.provider.plugin.clone(),
+                message: e.to_string(),
+            })?;
+        }
+        Ok(())
+    }
+
+    fn device_error(&self, what: &str, e: crate::device::CudaError) -> EngineError {
+        EngineError::Kernel { scope: "engine".into(), op: what.into(), plugin: "engine".into(), message: e.to_string() }
+    }
+
+    /// Stages the batch and runs the graph (replaying a captured decode graph where one
+    /// applies). Returns the number of logits rows computed (padding included).
+    fn run(&mut self, batch: &StepBatch, sampling: Option<&[RowSampling]>) -> Result<usize, EngineError> {
+        self.validate(batch)?;
+        if let Some(d) = &self.device {
+            d.bind().map_err(|e| self.device_error("bind", e))?;
+        }
+        let bucket = match &self.graphs {
+            Some(g) if step_io::is_decode_step(batch) => g.bucket_for(batch.num_seqs()),
+            _ => None,
+        };
+        let mut padded = std::mem::take(&mut self.padded);
+        let effective = match bucket {
+            Some(b) => {
+                let scratch = self.limits.num_kv_blocks as i32;
+                step_io::pad_decode(batch, b, self.limits.max_blocks_per_seq(), scratch, &mut padded);
+                &padded
+            }
+            None => batch,
+        };
+        let result = self.run_effective(effective, bucket, sampling);
+        self.padded = padded;
+        result
+    }
+
+    fn run_effective(
+        &mut self,
+        batch: &StepBatch,
+        bucket: Option<usize>,
+        sampling: Option<&[RowSampling]>,
+    ) -> Result<usize, EngineError> {
+        let symbols = self.step_symbols(batch);
+        self.io.stage(batch, sampling)?;
+        self.io.upload(self.device.as_ref())?;
+        self.prepare_args(batch, &symbols);
+        match (bucket, self.graphs.as_ref().and_then(|g| bucket.and_then(|b| g.get(b)))) {
+            (Some(_), Some(graph)) => graph.launch().map_err(|e| self.device_error("graph launch", e))?,
+            (Some(b), None) => {
+                // First run of this bucket: run it, then record the same launches for replay.
+                self.launch_nodes()?;
+                let device = self.device.clone().ok_or_else(|| EngineError::Setup("graphs need a GPU".into()))?;
+                device.begin_capture().map_err(|e| self.device_error("begin capture", e))?;
+                let recorded = self.launch_nodes();
+                let graph = device.end_capture();
+                recorded?;
+                let graph = graph.map_err(|e| self.device_error("end capture", e))?;
+                if let Some(g) = self.graphs.as_mut() {
+                    g.insert(b, graph);
+                }
+                tracing::debug!(bucket = b, "captured a decode-step CUDA graph");
+            }
+            (None, _) => self.launch_nodes()?,
+        }
+        Ok(batch.logits_indices.len())
+    }
+
+    fn logits_addr(&self) -> Result<*mut u8, EngineError> {
+        match self.slots[self.logits.0] {
+            Slot::Arena(_) => Ok(self.ptr(self.logits)),
+            _ => Err(EngineError::Setup("logits are not an op output".into())),
+        }
+    }
+
+    /// Runs one packed batch; returns logits, `logits_indices.len() × vocab_size` row-major (f32,
+    /// converted from the graph's logits dtype when that is bf16/f16).
+    pub fn forward(&mut self, batch: &StepBatch) -> Result<&[f32], EngineError> {
+        self.run(batch, None)?;
+        let rows = batch.logits_indices.len();
+        let n = rows * self.vocab_size;
+        let addr = self.logits_addr()?;
+        let bytes = n * self.logits_dtype.block_bytes();
+        match (&self.device, &mut self.readback) {
+            (Some(d), Some(pinned)) => {
+                // SAFETY: the logits slot holds at least `rows` rows; the pinned buffer max_batch_size.
+                unsafe { d.copy_to_host_async(&mut pinned.as_bytes_mut()[..bytes], addr as usize as u64) }
+                    .and_then(|_| d.synchronize())
+                    .map_err(|e| EngineError::Kernel {
+                        scope: "output".into(),
+                        op: "logits readback".into(),
+                        plugin: "engine".into(),
+                        message: e.to_string(),
+                    })?;
+                let src = &pinned.as_bytes()[..bytes];
+                to_f32(self.logits_dtype, src, &mut self.logits_f32);
+                Ok(&self.logits_f32)
+            }
+            _ if self.logits_dtype == DType::F32 => {
+                // SAFETY: the logits slot holds at least L × vocab f32s, written by the last node.
+                Ok(unsafe { std::slice::from_raw_parts(addr as *const f32, n) })
+            }
+            _ => {
+                // SAFETY: as above, in the logits dtype.
+                let src = unsafe { std::slice::from_raw_parts(addr as *const u8, bytes) };
+                to_f32(self.logits_dtype, src, &mut self.logits_f32);
+                Ok(&self.logits_f32)
             }
         }
-        result?;
-        let Slot::Arena(off) = self.slots[self.logits.0] else {
-            return Err(EngineError::Setup("logits are not an op output".into()));
-        };
-        let n = batch.logits_indices.len() * self.vocab_size;
-        // SAFETY: the logits slot holds at least L × vocab f32s, written by the last node.
-        Ok(unsafe { std::slice::from_raw_parts(self.arena.as_ptr().add(off) as *const f32, n) })
+    }
+
+    /// Runs one packed batch and samples one token per logits row with the `sample` kernel,
+    /// so only token ids come back (`rows[i]` is row i's parameters). Needs a sampler
+    /// (`samples_on_device`).
+    pub fn forward_sample(&mut self, batch: &StepBatch, rows: &[RowSampling]) -> Result<&[i32], EngineError> {
+        if self.sampler.is_none() {
+            return Err(EngineError::Setup("this engine has no device sampler".into()));
+        }
+        if rows.len() != batch.logits_indices.len() {
+            return Err(EngineError::Batch(format!(
+                "{} sampling rows for {} logits rows",
+                rows.len(),
+                batch.logits_indices.len()
+            )));
+        }
+        let computed = self.run(batch, Some(rows))?;
+        let logits = self.logits_addr()?;
+        let kind = self.device_kind();
+        let (logits_dtype, vocab) = (self.logits_dtype, self.vocab_size);
+        let regions = [Region::Temperature, Region::TopK, Region::TopP, Region::Seeds].map(|r| self.io.addr(r));
+        let tokens_out = self.io.addr(Region::Tokens);
+        let ctx = self.launch_context();
+        let sampler = self.sampler.as_mut().ok_or_else(|| EngineError::Setup("no device sampler".into()))?;
+        if sampler.args.as_ref().map(|(l, _)| *l) != Some(computed) {
+            let meta = |dtype: DType, dims: &[usize]| TensorMeta::of(dtype, dims);
+            // SAFETY: every address is an engine buffer sized for max_batch_size rows.
+            let args = unsafe {
+                NodeArgs {
+                    inputs: vec![
+                        TensorArg::new(meta(logits_dtype, &[computed, vocab]), logits, kind),
+                        TensorArg::new(meta(DType::F32, &[computed]), regions[0], kind),
+                        TensorArg::new(meta(DType::I32, &[computed]), regions[1], kind),
+                        TensorArg::new(meta(DType::F32, &[computed]), regions[2], kind),
+                        TensorArg::new(meta(DType::I64, &[computed]), regions[3], kind),
+                    ],
+                    outputs: vec![TensorArg::new(meta(DType::I32, &[computed]), tokens_out, kind)],
+                }
+            };
+            sampler.args = Some((computed, args));
+        }
+        if let Some((_, args)) = &sampler.args {
+            sampler.kernel.launch(&ctx, &args.inputs, &args.outputs).map_err(|e| EngineError::Kernel {
+                scope: "output".into(),
+                op: "sample".into(),
+                plugin: "sampler".into(),
+                message: e.to_string(),
+            })?;
+        }
+        let rows_out = batch.logits_indices.len();
+        self.tokens.clear();
+        match (&self.device, &mut self.readback) {
+            (Some(d), Some(pinned)) => {
+                let bytes = &mut pinned.as_bytes_mut()[..rows_out * 4];
+                // SAFETY: the output region holds max_batch_size i32s.
+                unsafe { d.copy_to_host_async(bytes, tokens_out as usize as u64) }
+                    .and_then(|_| d.synchronize())
+                    .map_err(|e| self.device_error("token readback", e))?;
+                let bytes = &self.readback.as_ref().map(|p| p.as_bytes()).unwrap_or(&[])[..rows_out * 4];
+                self.tokens.extend(bytes.chunks_exact(4).map(|c| i32::from_le_bytes([c[0], c[1], c[2], c[3]])));
+            }
+            _ => {
+                // SAFETY: host memory holding `rows_out` i32s written by the sampler.
+                let src = unsafe { std::slice::from_raw_parts(tokens_out as *const i32, rows_out) };
+                self.tokens.extend_from_slice(src);
+            }
+        }
+        Ok(&self.tokens)
+    }
+}
+
+/// Uploads every weight to the device (host copies are dropped as they go).
+fn upload_weights(device: &Arc<CudaDevice>, weights: Vec<WeightBytes>) -> Result<Vec<WeightBytes>, EngineError> {
+    let mut out = Vec::with_capacity(weights.len());
+    for w in weights {
+        match w.host_bytes() {
+            Some(bytes) => out.push(WeightBytes::Device(device.upload(bytes).map_err(setup("uploading weights"))?)),
+            None => out.push(w),
+        }
+    }
+    Ok(out)
+}
+
+/// Converts float bytes of `dtype` to f32s in `out`.
+fn to_f32(dtype: DType, src: &[u8], out: &mut Vec<f32>) {
+    out.clear();
+    match dtype {
+        DType::BF16 => out.extend(
+            src.chunks_exact(2).map(|c| half::bf16::from_bits(u16::from_le_bytes([c[0], c[1]])).to_f32()),
+        ),
+        DType::F16 => {
+            out.extend(src.chunks_exact(2).map(|c| half::f16::from_bits(u16::from_le_bytes([c[0], c[1]])).to_f32()))
+        }
+        _ => out.extend(src.chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))),
     }
 }

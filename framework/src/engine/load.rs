@@ -3,11 +3,12 @@
 
 use super::buffer::AlignedBuf;
 use super::build::{EngineGraphBuilder, SelectionConfig, WeightMetas};
-use super::engine::{Engine, EngineError, EngineLimits, WeightBytes};
-use crate::registry::Registry;
+use super::engine::{Engine, EngineError, EngineLimits, Placement, WeightBytes};
+use crate::device::CudaDevice;
+use crate::registry::{create_with, OpRequest, Registry};
 use rtllm_models::toml::ModelDefinition;
 use rtllm_models::{find_architecture, known_architecture_names, BuildError, BuildOptions, ModelConfig};
-use rtllm_plugin_api::{quant, DType};
+use rtllm_plugin_api::{quant, Attrs, DType, DeviceKind, TensorMeta};
 use std::sync::Arc;
 
 /// Weights an engine can read: metas for building, bytes for binding.
@@ -29,8 +30,18 @@ pub struct BuildConfig {
     pub kv_cache_bytes: usize,
     pub num_kv_blocks: Option<usize>,
     pub selection: SelectionConfig,
-    /// Reuse / write the engine cache under `RTLLM_CACHE_DIR/engines` (see `engine::cache`).
+    /// Reuse / write the engine cache under `RTLLM_CACHE_DIR/engines` (see `engine::cache`);
+    /// host engines only.
     pub use_engine_cache: bool,
+    /// The GPU used when `selection.device` is CUDA.
+    pub device_ordinal: usize,
+    /// GPU: the share of free memory (after weights and activations) the KV cache takes when
+    /// `num_kv_blocks` is not set.
+    pub free_gpu_memory_fraction: f64,
+    /// GPU: capture decode steps into CUDA graphs per batch-size bucket.
+    pub cuda_graphs: bool,
+    /// Sample on the device with a `sample` kernel (None: on when the device is a GPU).
+    pub device_sampling: Option<bool>,
 }
 
 impl Default for BuildConfig {
@@ -45,6 +56,10 @@ impl Default for BuildConfig {
             num_kv_blocks: None,
             selection: SelectionConfig::default(),
             use_engine_cache: true,
+            device_ordinal: 0,
+            free_gpu_memory_fraction: 0.9,
+            cuda_graphs: true,
+            device_sampling: None,
         }
     }
 }
@@ -99,11 +114,16 @@ pub(crate) fn limits_for(
     })
 }
 
-/// Converts a weight's stored bytes to `dtype` (float targets only).
+/// Converts a weight's stored bytes to `dtype` (f32, bf16 or f16 targets).
 fn convert(name: &str, bytes: &[u8], from: DType, to: DType, row_len: usize) -> Result<AlignedBuf, LoadError> {
     let err = |message: String| LoadError::Weight { name: name.to_string(), message };
     if to != DType::F32 {
-        return Err(err(format!("no conversion from {from} to {to}")));
+        let f32s = convert(name, bytes, from, DType::F32, row_len)?;
+        return Ok(match to {
+            DType::BF16 => narrow(f32s.as_f32(), |v| half::bf16::from_f32(v).to_bits()),
+            DType::F16 => narrow(f32s.as_f32(), |v| half::f16::from_f32(v).to_bits()),
+            _ => return Err(err(format!("no conversion from {from} to {to}"))),
+        });
     }
     let row_bytes =
         from.bytes_for(row_len).ok_or_else(|| err(format!("row of {row_len} is not whole {from} blocks")))?;
@@ -119,6 +139,15 @@ fn convert(name: &str, bytes: &[u8], from: DType, to: DType, row_len: usize) -> 
         quant::dequantize_row(from, src, d).map_err(|e| err(e.to_string()))?;
     }
     Ok(out)
+}
+
+/// f32s rounded to a 16-bit float format.
+fn narrow(values: &[f32], bits: impl Fn(f32) -> u16) -> AlignedBuf {
+    let mut out = AlignedBuf::zeroed(values.len() * 2);
+    for (d, &v) in out.as_bytes_mut().chunks_exact_mut(2).zip(values) {
+        d.copy_from_slice(&bits(v).to_le_bytes());
+    }
+    out
 }
 
 /// Builds an engine for `config` over `weights` with the ops of `registry`, using the
@@ -163,12 +192,59 @@ pub struct BuiltParts {
     pub bound: Vec<WeightBytes>,
     pub limits: EngineLimits,
     pub kv_cache_dtype: DType,
+    /// Host, or the GPU with its KV sizing, graphs and sampler.
+    pub placement: Placement,
 }
 
 impl BuiltParts {
     pub fn into_engine(self) -> Result<Engine, LoadError> {
-        Ok(Engine::new(self.graph, self.weights, self.bound, self.limits, self.kv_cache_dtype)?)
+        Ok(Engine::new(self.graph, self.weights, self.bound, self.limits, self.kv_cache_dtype, self.placement)?)
     }
+}
+
+/// Opens the GPU a CUDA build runs on and binds it to this thread (kernels compile into its
+/// context while the graph is built).
+fn open_device(bc: &BuildConfig) -> Result<Option<std::sync::Arc<CudaDevice>>, LoadError> {
+    if bc.selection.device != DeviceKind::Cuda {
+        return Ok(None);
+    }
+    if !(bc.free_gpu_memory_fraction > 0.0 && bc.free_gpu_memory_fraction <= 1.0) {
+        return Err(LoadError::Config(format!(
+            "free_gpu_memory_fraction must be in (0, 1], got {}",
+            bc.free_gpu_memory_fraction
+        )));
+    }
+    CudaDevice::open(bc.device_ordinal).map(Some).map_err(|e| LoadError::Config(e.to_string()))
+}
+
+/// A `sample` kernel for logits of `dtype` on `device`, if the build asks for device sampling.
+fn device_sampler(
+    registry: &Registry,
+    bc: &BuildConfig,
+    logits_dtype: DType,
+) -> Result<Option<rtllm_plugin_api::KernelBox>, LoadError> {
+    let device = bc.selection.device;
+    if !bc.device_sampling.unwrap_or(device == DeviceKind::Cuda) {
+        return Ok(None);
+    }
+    let rows = || rtllm_plugin_api::Dim::sym(rtllm_models::io::SYM_LOGITS);
+    let vec1 = |dtype: DType| TensorMeta::new(dtype, [rows()]);
+    let metas = vec![
+        TensorMeta::new(logits_dtype, [rows(), rtllm_plugin_api::Dim::Known(1)]),
+        vec1(DType::F32),
+        vec1(DType::I32),
+        vec1(DType::F32),
+        vec1(DType::I64),
+    ];
+    let request = OpRequest {
+        name: "sample".into(),
+        device,
+        dtypes: metas.iter().map(|m| m.dtype).collect(),
+        pin: bc.selection.pins.get("sample").cloned(),
+    };
+    let sampler_error = |message: String| LoadError::Config(format!("device sampling on {device}: {message}"));
+    let provider = registry.resolve(&request).map_err(|e| sampler_error(e.to_string()))?;
+    create_with(provider, &metas, &Attrs::new()).map(Some).map_err(|e| sampler_error(e.to_string()))
 }
 
 /// Builds the graph through the registry and binds (converting where needed) its weights.
@@ -182,6 +258,7 @@ pub fn build_parts(
     let kv_bytes_per_token =
         2 * config.num_hidden_layers * config.num_key_value_heads * config.head_dim * bc.kv_cache_dtype.block_bytes();
     let limits = limits_for(config, bc, kv_bytes_per_token)?;
+    let device = open_device(bc)?;
     let mut builder = EngineGraphBuilder::new(registry, weights.as_ref(), &bc.selection);
     definition.build(config, &BuildOptions { kv_cache_dtype: bc.kv_cache_dtype }, &mut builder)?;
     let graph = builder.finish()?;
@@ -208,7 +285,17 @@ pub fn build_parts(
         kv_blocks = limits.num_kv_blocks,
         "engine built"
     );
-    Ok(BuiltParts { graph, weights, bound, limits, kv_cache_dtype: bc.kv_cache_dtype })
+    let logits_dtype = graph
+        .output(rtllm_models::io::LOGITS)
+        .map(|v| graph.meta(v).dtype)
+        .ok_or_else(|| LoadError::Config("the graph has no 'logits' output".into()))?;
+    let placement = Placement {
+        free_gpu_memory_fraction: (device.is_some() && bc.num_kv_blocks.is_none()).then_some(bc.free_gpu_memory_fraction),
+        cuda_graphs: bc.cuda_graphs,
+        sampler: device_sampler(registry, bc, logits_dtype)?,
+        device,
+    };
+    Ok(BuiltParts { graph, weights, bound, limits, kv_cache_dtype: bc.kv_cache_dtype, placement })
 }
 
 /// Binds stored weight bytes of `dtype` without a copy when their address suits the dtype's
@@ -241,14 +328,14 @@ mod tests {
         let all = backing.as_bytes();
         match bind_weight(&all[..8], DType::F32) {
             WeightBytes::Borrowed { ptr, len } => assert_eq!((ptr, len), (all.as_ptr(), 8)),
-            WeightBytes::Owned(_) => panic!("an aligned weight was copied"),
+            _ => panic!("an aligned weight was copied"),
         }
         match bind_weight(&all[1..9], DType::F32) {
             WeightBytes::Owned(b) => {
                 assert_eq!(b.as_ptr() as usize % 4, 0);
                 assert_eq!(b.as_bytes(), &all[1..9]);
             }
-            WeightBytes::Borrowed { .. } => panic!("a misaligned f32 weight was borrowed"),
+            _ => panic!("a misaligned f32 weight was borrowed"),
         }
         // Bytes and quantized blocks need no alignment.
         assert!(matches!(bind_weight(&all[1..9], DType::U8), WeightBytes::Borrowed { .. }));

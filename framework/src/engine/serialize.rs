@@ -71,12 +71,10 @@ pub enum TokenizerSource {
     HfFiles { json: PathBuf, config: Option<PathBuf> },
 }
 
+/// A bound weight's host bytes (parts are serialized before any upload; a device-resident
+/// weight reads as empty and fails the size check with the weight's name).
 fn bytes_of(w: &WeightBytes) -> &[u8] {
-    match w {
-        // SAFETY: a borrowed weight points into the weight source the parts keep alive.
-        WeightBytes::Borrowed { ptr, len } => unsafe { std::slice::from_raw_parts(*ptr, *len) },
-        WeightBytes::Owned(b) => b.as_bytes(),
-    }
+    w.host_bytes().unwrap_or(&[])
 }
 
 /// Writes the bound weights of `parts` to `dir/model.safetensors` (streamed, 8-byte aligned)
@@ -374,7 +372,14 @@ pub fn load_engine(dir: &Path, registry: &Registry) -> Result<(PlanRecord, Engin
     let weights: Arc<dyn super::WeightSource> = Arc::new(store);
     let kv_cache_dtype = parse_dtype(&plan.build.kv_cache_dtype)
         .map_err(|message| SerializeError::Format { path: plan_path, message })?;
-    let parts = BuiltParts { graph, weights, bound, limits: (&plan.limits).into(), kv_cache_dtype };
+    let parts = BuiltParts {
+        graph,
+        weights,
+        bound,
+        limits: (&plan.limits).into(),
+        kv_cache_dtype,
+        placement: Default::default(),
+    };
     let engine = parts.into_engine()?;
     Ok((plan, engine))
 }

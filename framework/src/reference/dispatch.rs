@@ -1,7 +1,7 @@
 //! Runs a built-in op's reference by name on host tensors, following each op's input contract
 //! (input order, optional inputs, attributes). Outputs are f32 (argmax: i32).
 
-use super::{attention, basic, layer_norm, rope, HostTensor, RefResult, ReferenceError};
+use super::{attention, basic, layer_norm, rope, sample, HostTensor, RefResult, ReferenceError};
 use rtllm_plugin_api::{Attrs, DType};
 
 /// The ops that have a built-in reference.
@@ -16,6 +16,7 @@ pub const BUILTIN_OPS: &[&str] = &[
     "paged_attention",
     "rmsnorm",
     "rope",
+    "sample",
     "silu_mul",
 ];
 
@@ -136,6 +137,13 @@ pub fn run_reference(op: &str, inputs: &mut [HostTensor], attrs: &Attrs) -> RefR
             Ok(vec![f32_out(&inputs[0].shape, &y)?])
         }
         "paged_attention" => run_paged_attention(inputs, attrs),
+        "sample" => {
+            counts(op, inputs, &[5])?;
+            let [l, v] = dims(op, "logits", &inputs[0])?;
+            let (t, p) = (inputs[1].to_f32()?, inputs[3].to_f32()?);
+            let y = sample::sample(&inputs[0].to_f32()?, v, &t, ints(&inputs[2])?, &p, inputs[4].as_slice::<i64>()?)?;
+            Ok(vec![HostTensor::from_i32(&[l], &y)?])
+        }
         other => Err(ReferenceError::UnknownOp(other.to_string())),
     }
 }

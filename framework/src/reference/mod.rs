@@ -7,6 +7,7 @@ pub mod basic;
 pub mod dispatch;
 pub mod layer_norm;
 pub mod rope;
+pub mod sample;
 pub mod tensor;
 
 pub use attention::{paged_attention, AttentionParams, PagedBatch};

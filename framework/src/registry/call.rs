@@ -41,7 +41,7 @@ pub struct OpError {
 }
 
 impl OpError {
-    fn new(p: &Provider, stage: OpStage, message: impl Into<String>) -> Self {
+    pub(crate) fn new(p: &Provider, stage: OpStage, message: impl Into<String>) -> Self {
         OpError {
             op: p.op().to_string(),
             plugin: p.plugin.clone(),

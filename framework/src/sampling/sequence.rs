@@ -174,6 +174,39 @@ impl SequenceSampler {
         SampledToken { id, logprob, top_logprobs }
     }
 
+    /// Parameters for picking the next token on the device (the engine's `sample` kernel), or
+    /// None when this sequence needs what only the host sampler does: penalties, the
+    /// min_tokens mask, min_p, or log-probabilities.
+    pub fn device_eligible(&self) -> bool {
+        let p = &self.params;
+        !p.has_penalties() && self.generated >= p.min_tokens && p.min_p == 0.0 && p.logprobs.is_none()
+    }
+
+    /// The next token's device-sampling parameters (call only when `device_eligible`); draws
+    /// the row's seed from this sequence's random stream, so seeded requests reproduce.
+    pub fn device_params(&mut self) -> crate::engine::RowSampling {
+        let p = &self.params;
+        if p.is_greedy() {
+            return crate::engine::RowSampling::greedy();
+        }
+        crate::engine::RowSampling {
+            temperature: p.temperature,
+            top_k: p.top_k.min(i32::MAX as usize) as i32,
+            top_p: p.top_p,
+            seed: self.rng.gen(),
+        }
+    }
+
+    /// Records a token the device sampled. Its log-probability is not known on the host (the
+    /// device path only runs for requests that asked for none): it reads NaN and the
+    /// cumulative log-probability leaves it out.
+    pub fn record_device_sample(&mut self, id: u32) -> SampledToken {
+        let cumulative = self.cumulative_logprob;
+        self.record(id, 0.0);
+        self.cumulative_logprob = cumulative;
+        SampledToken { id, logprob: f32::NAN, top_logprobs: Vec::new() }
+    }
+
     fn record(&mut self, id: u32, logprob: f32) {
         self.generated += 1;
         self.cumulative_logprob += logprob as f64;

@@ -1,119 +1,13 @@
-//! `paged_attention`'s attributes and its build-time (meta) checks: head counts, head size,
-//! softmax scale, sliding window, and the shapes/dtypes of the eight inputs.
+//! `paged_attention`'s attributes and build-time (meta) checks for this CPU provider: the
+//! rules shared with the other providers (plugin-api `shapes::attention`) with this provider's
+//! dtypes — f32 activations, f32/f16/bf16 caches.
 
-use rtllm_plugin_api::{
-    author::{expect_dtype, expect_inputs, expect_rank, same_dim},
-    Attrs, DType, Dim, PluginError, TensorMeta,
+pub use rtllm_plugin_api::shapes::attention::{
+    AttnParams, BLOCK_TABLES, K, K_CACHE, NUM_INPUTS, OP, Q, QUERY_START, SEQ_LENS, V, V_CACHE,
 };
-
-pub const OP: &str = "paged_attention";
-
-/// Input positions, in the op's documented order.
-pub const Q: usize = 0;
-pub const K: usize = 1;
-pub const V: usize = 2;
-pub const K_CACHE: usize = 3;
-pub const V_CACHE: usize = 4;
-pub const BLOCK_TABLES: usize = 5;
-pub const SEQ_LENS: usize = 6;
-pub const QUERY_START: usize = 7;
-pub const NUM_INPUTS: usize = 8;
-
-/// Validated attributes.
-#[derive(Clone, Copy, Debug, PartialEq)]
-pub struct AttnParams {
-    pub num_heads: usize,
-    pub num_kv_heads: usize,
-    pub head_dim: usize,
-    pub scale: f32,
-    /// Keys within the last `sliding_window` positions (the query's own included); 0 = all.
-    pub sliding_window: usize,
-}
-
-fn err(msg: String) -> PluginError {
-    PluginError::new(format!("{OP}: {msg}"))
-}
-
-impl AttnParams {
-    pub fn from_attrs(attrs: &Attrs) -> Result<AttnParams, PluginError> {
-        let ctx = |e: PluginError| e.context(OP);
-        let num_heads = attrs.usize("num_heads").map_err(ctx)?;
-        let num_kv_heads = attrs.usize("num_kv_heads").map_err(ctx)?;
-        let head_dim = attrs.usize("head_dim").map_err(ctx)?;
-        if num_heads == 0 || num_kv_heads == 0 || head_dim == 0 {
-            return Err(err(format!(
-                "num_heads ({num_heads}), num_kv_heads ({num_kv_heads}) and head_dim ({head_dim}) must be positive"
-            )));
-        }
-        if num_heads % num_kv_heads != 0 {
-            return Err(err(format!("num_heads {num_heads} is not a multiple of num_kv_heads {num_kv_heads}")));
-        }
-        let scale = attrs.float_or("scale", 1.0 / (head_dim as f64).sqrt()).map_err(ctx)?;
-        if !scale.is_finite() {
-            return Err(err(format!("scale must be finite, got {scale}")));
-        }
-        let sliding_window = usize::try_from(attrs.int_or("sliding_window", 0).map_err(ctx)?)
-            .map_err(|_| err("sliding_window must be >= 0".into()))?;
-        Ok(AttnParams { num_heads, num_kv_heads, head_dim, scale: scale as f32, sliding_window })
-    }
-
-    /// Query heads per KV head.
-    pub fn group(&self) -> usize {
-        self.num_heads / self.num_kv_heads
-    }
-
-    /// The first key position a query at `pos` attends to.
-    pub fn first_key(&self, pos: usize) -> usize {
-        if self.sliding_window == 0 {
-            0
-        } else {
-            (pos + 1).saturating_sub(self.sliding_window)
-        }
-    }
-}
-
-fn expect_known(what: &str, dim: &Dim, want: usize) -> Result<(), PluginError> {
-    match dim {
-        Dim::Known(v) if *v as usize != want => Err(err(format!("{what} is {v}, expected {want}"))),
-        _ => Ok(()),
-    }
-}
+use rtllm_plugin_api::{shapes::attention, DType, PluginError, TensorMeta};
 
 /// Checks the input metas (symbolic dims compare by name) and returns the output meta.
 pub fn check_metas(inputs: &[TensorMeta], p: &AttnParams) -> Result<TensorMeta, PluginError> {
-    expect_inputs(OP, inputs, &[NUM_INPUTS])?;
-    let names = ["q", "k", "v", "k_cache", "v_cache", "block_tables", "seq_lens", "query_start"];
-    for (i, m) in inputs.iter().enumerate() {
-        let (dtypes, rank): (&[DType], usize) = match i {
-            Q | K | V => (&[DType::F32], 2),
-            K_CACHE | V_CACHE => (&DType::FLOATS, 4),
-            BLOCK_TABLES => (&[DType::I32], 2),
-            _ => (&[DType::I32], 1),
-        };
-        expect_dtype(OP, names[i], m, dtypes)?;
-        expect_rank(OP, names[i], m, rank)?;
-    }
-    let (q, k, v) = (&inputs[Q], &inputs[K], &inputs[V]);
-    expect_known("q width", q.dim(1), p.num_heads * p.head_dim)?;
-    for (name, m) in [("k", k), ("v", v)] {
-        same_dim(OP, &format!("token count of q and {name}"), q.dim(0), m.dim(0))?;
-        expect_known(&format!("{name} width"), m.dim(1), p.num_kv_heads * p.head_dim)?;
-    }
-    let (kc, vc) = (&inputs[K_CACHE], &inputs[V_CACHE]);
-    if kc.dtype != vc.dtype {
-        return Err(err(format!("k_cache {kc} and v_cache {vc} differ in dtype")));
-    }
-    for i in 0..4 {
-        same_dim(OP, &format!("dim {i} of k_cache and v_cache"), kc.dim(i), vc.dim(i))?;
-    }
-    expect_known("cache kv-head dim", kc.dim(2), p.num_kv_heads)?;
-    expect_known("cache head dim", kc.dim(3), p.head_dim)?;
-    let (bt, sl, qs) = (&inputs[BLOCK_TABLES], &inputs[SEQ_LENS], &inputs[QUERY_START]);
-    same_dim(OP, "sequence count of block_tables and seq_lens", bt.dim(0), sl.dim(0))?;
-    if let (Dim::Known(s), Dim::Known(n)) = (sl.dim(0), qs.dim(0)) {
-        if *n != s + 1 {
-            return Err(err(format!("query_start has {n} entries, expected seq count + 1 = {}", s + 1)));
-        }
-    }
-    Ok(TensorMeta::new(DType::F32, [q.dim(0).clone(), q.dim(1).clone()]))
+    attention::check_metas(inputs, p, &[DType::F32], &DType::FLOATS)
 }

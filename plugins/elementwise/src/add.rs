@@ -2,8 +2,7 @@
 
 use crate::util::{expect_args, expect_shape, par_rows};
 use rtllm_plugin_api::{
-    author::{expect_dtype, expect_inputs, same_dim},
-    register_op, Attrs, DType, Kernel, LaunchContext, Op, OpExample, PluginError, TensorArg, TensorMeta,
+    register_op, shapes, Attrs, DType, Kernel, LaunchContext, Op, OpExample, PluginError, TensorArg, TensorMeta,
 };
 
 /// Elements per pool task below which the sum runs on one thread.
@@ -23,17 +22,7 @@ impl Op for Add {
     }
 
     fn infer(inputs: &[TensorMeta], _attrs: &Attrs) -> Result<Vec<TensorMeta>, PluginError> {
-        expect_inputs(Self::NAME, inputs, &[2])?;
-        let (a, b) = (&inputs[0], &inputs[1]);
-        expect_dtype(Self::NAME, "a", a, &[DType::F32])?;
-        expect_dtype(Self::NAME, "b", b, &[DType::F32])?;
-        if a.rank() != b.rank() {
-            return Err(PluginError::new(format!("{}: a {a} and b {b} differ in rank", Self::NAME)));
-        }
-        for (i, (da, db)) in a.dims.iter().zip(b.dims.iter()).enumerate() {
-            same_dim(Self::NAME, &format!("dim {i} of a and b"), da, db)?;
-        }
-        Ok(vec![TensorMeta::new(DType::F32, a.dims.iter().cloned())])
+        shapes::elementwise::infer_add(inputs, &[DType::F32])
     }
 
     fn create(inputs: &[TensorMeta], attrs: &Attrs) -> Result<AddKernel, PluginError> {

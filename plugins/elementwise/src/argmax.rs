@@ -2,8 +2,7 @@
 
 use crate::util::{expect_args, expect_shape, par_rows, shape_of_rank};
 use rtllm_plugin_api::{
-    author::{expect_dtype, expect_inputs, expect_rank},
-    register_op, Attrs, DType, Kernel, LaunchContext, Op, OpExample, PluginError, TensorArg, TensorMeta,
+    register_op, shapes, Attrs, DType, Kernel, LaunchContext, Op, OpExample, PluginError, TensorArg, TensorMeta,
 };
 
 /// Logits per pool task below which the kernel runs on one thread.
@@ -37,10 +36,7 @@ impl Op for Argmax {
     }
 
     fn infer(inputs: &[TensorMeta], _attrs: &Attrs) -> Result<Vec<TensorMeta>, PluginError> {
-        expect_inputs(Self::NAME, inputs, &[1])?;
-        expect_dtype(Self::NAME, "logits", &inputs[0], &[DType::F32])?;
-        expect_rank(Self::NAME, "logits", &inputs[0], 2)?;
-        Ok(vec![TensorMeta::new(DType::I32, [inputs[0].dim(0).clone()])])
+        shapes::elementwise::infer_argmax(inputs, &[DType::F32])
     }
 
     fn create(inputs: &[TensorMeta], attrs: &Attrs) -> Result<ArgmaxKernel, PluginError> {

@@ -4,8 +4,7 @@
 use crate::util::{expect_args, expect_shape, par_rows, shape_of_rank};
 use half::{bf16, f16, slice::HalfFloatSliceExt};
 use rtllm_plugin_api::{
-    author::{expect_dtype, expect_inputs, expect_rank},
-    quant, register_op, Attrs, DType, Dim, Kernel, LaunchContext, Op, OpExample, PluginError, TensorArg, TensorMeta,
+    quant, register_op, shapes, Attrs, DType, Kernel, LaunchContext, Op, OpExample, PluginError, TensorArg, TensorMeta,
 };
 
 /// Output elements per pool task below which the lookup runs on one thread.
@@ -32,16 +31,7 @@ impl Op for Embedding {
     }
 
     fn infer(inputs: &[TensorMeta], _attrs: &Attrs) -> Result<Vec<TensorMeta>, PluginError> {
-        expect_inputs(Self::NAME, inputs, &[2])?;
-        let (ids, table) = (&inputs[0], &inputs[1]);
-        expect_dtype(Self::NAME, "ids", ids, &[DType::I32])?;
-        expect_rank(Self::NAME, "ids", ids, 1)?;
-        expect_dtype(Self::NAME, "table", table, &table_dtypes())?;
-        expect_rank(Self::NAME, "table", table, 2)?;
-        if let Dim::Known(h) = table.dim(1) {
-            quant::row_bytes(table.dtype, *h as usize).map_err(|e| e.context(format_args!("{}: table", Self::NAME)))?;
-        }
-        Ok(vec![TensorMeta::new(DType::F32, [ids.dim(0).clone(), table.dim(1).clone()])])
+        shapes::elementwise::infer_embedding(inputs, &table_dtypes(), Some(DType::F32))
     }
 
     fn create(inputs: &[TensorMeta], attrs: &Attrs) -> Result<EmbeddingKernel, PluginError> {

@@ -3,8 +3,7 @@
 
 use crate::util::{expect_args, expect_shape, par_rows, shape_of_rank};
 use rtllm_plugin_api::{
-    author::{expect_dtype, expect_inputs, expect_rank},
-    register_op, Attrs, DType, Kernel, LaunchContext, Op, OpExample, PluginError, TensorArg, TensorMeta,
+    register_op, shapes, Attrs, DType, Kernel, LaunchContext, Op, OpExample, PluginError, TensorArg, TensorMeta,
 };
 
 /// Copied elements per pool task below which the kernel runs on one thread.
@@ -25,13 +24,7 @@ impl Op for GatherRows {
     }
 
     fn infer(inputs: &[TensorMeta], _attrs: &Attrs) -> Result<Vec<TensorMeta>, PluginError> {
-        expect_inputs(Self::NAME, inputs, &[2])?;
-        let (x, index) = (&inputs[0], &inputs[1]);
-        expect_dtype(Self::NAME, "x", x, &[DType::F32])?;
-        expect_rank(Self::NAME, "x", x, 2)?;
-        expect_dtype(Self::NAME, "index", index, &[DType::I32])?;
-        expect_rank(Self::NAME, "index", index, 1)?;
-        Ok(vec![TensorMeta::new(DType::F32, [index.dim(0).clone(), x.dim(1).clone()])])
+        shapes::elementwise::infer_gather_rows(inputs, &[DType::F32])
     }
 
     fn create(inputs: &[TensorMeta], attrs: &Attrs) -> Result<GatherRowsKernel, PluginError> {

@@ -10,6 +10,7 @@ pub mod embedding;
 pub mod gather_rows;
 pub mod rope;
 pub mod rope_freqs;
+pub mod sample;
 pub mod silu_mul;
 mod util;
 
@@ -22,7 +23,7 @@ mod registry_tests {
     fn every_op_is_registered() {
         let ops = rtllm_plugin_api::author::collect_ops().unwrap();
         let names: Vec<&str> = ops.iter().map(|o| o.name.as_str()).collect();
-        assert_eq!(names, ["add", "argmax", "embedding", "gather_rows", "rope", "silu_mul"]);
+        assert_eq!(names, ["add", "argmax", "embedding", "gather_rows", "rope", "sample", "silu_mul"]);
         for op in ops.iter() {
             assert!(!(op.examples)().is_empty(), "{} has examples", op.name);
         }

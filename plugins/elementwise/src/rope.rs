@@ -5,8 +5,7 @@
 use crate::rope_freqs::{RopeConfig, RopeStyle};
 use crate::util::{expect_args, expect_shape, par_rows, shape_of_rank};
 use rtllm_plugin_api::{
-    author::{expect_dtype, expect_inputs, expect_rank, same_dim},
-    register_op, Attrs, DType, Dim, Kernel, LaunchContext, Op, OpExample, PluginError, TensorArg, TensorMeta,
+    register_op, shapes, Attrs, DType, Dim, Kernel, LaunchContext, Op, OpExample, PluginError, TensorArg, TensorMeta,
 };
 
 /// Output elements per pool task below which the kernel runs on one thread.
@@ -18,17 +17,6 @@ pub struct Rope;
 
 pub struct RopeKernel {
     cfg: RopeConfig,
-}
-
-// `is_multiple_of` needs Rust 1.87; the workspace's rust-version is 1.85.
-#[allow(clippy::manual_is_multiple_of)]
-fn check_width(cfg: &RopeConfig, width: &Dim) -> Result<(), PluginError> {
-    if let Dim::Known(w) = width {
-        if (*w as usize) % cfg.head_dim != 0 {
-            return Err(PluginError::new(format!("rope: x width {w} is not a multiple of head_dim {}", cfg.head_dim)));
-        }
-    }
-    Ok(())
 }
 
 impl Op for Rope {
@@ -43,15 +31,7 @@ impl Op for Rope {
     }
 
     fn infer(inputs: &[TensorMeta], attrs: &Attrs) -> Result<Vec<TensorMeta>, PluginError> {
-        expect_inputs(Self::NAME, inputs, &[2])?;
-        let (x, pos) = (&inputs[0], &inputs[1]);
-        expect_dtype(Self::NAME, "x", x, &[DType::F32])?;
-        expect_rank(Self::NAME, "x", x, 2)?;
-        expect_dtype(Self::NAME, "positions", pos, &[DType::I32])?;
-        expect_rank(Self::NAME, "positions", pos, 1)?;
-        same_dim(Self::NAME, "token count of x and positions", x.dim(0), pos.dim(0))?;
-        check_width(&RopeConfig::from_attrs(attrs)?, x.dim(1))?;
-        Ok(vec![x.clone()])
+        shapes::elementwise::infer_rope(inputs, attrs, &[DType::F32])
     }
 
     fn create(inputs: &[TensorMeta], attrs: &Attrs) -> Result<RopeKernel, PluginError> {
@@ -132,7 +112,7 @@ impl Kernel for RopeKernel {
         expect_args(Rope::NAME, inputs, &[2], outputs, 1)?;
         let shape = shape_of_rank(Rope::NAME, "x", &inputs[0], 2)?;
         let (t, width) = (shape[0], shape[1]);
-        check_width(&self.cfg, &Dim::from(width))?;
+        shapes::elementwise::check_rope_width(self.cfg.head_dim, &Dim::from(width))?;
         expect_shape(Rope::NAME, "positions", &inputs[1], &[t])?;
         expect_shape(Rope::NAME, "out", &outputs[0], &shape)?;
         let (x, positions) = (inputs[0].slice::<f32>()?, inputs[1].slice::<i32>()?);

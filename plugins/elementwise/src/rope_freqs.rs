@@ -1,34 +1,11 @@
-//! Rotary embedding parameters: attribute parsing and the inverse frequencies, computed in
-//! f32 operation for operation as HF transformers' `_compute_default_rope_parameters`,
-//! `_compute_linear_scaling_rope_parameters` and `_compute_llama3_parameters` do.
+//! Rotary embedding parameters: the attributes (parsed by plugin-api's shared `shapes`) and
+//! the inverse frequencies, computed in f32 operation for operation as HF transformers'
+//! `_compute_default_rope_parameters`, `_compute_linear_scaling_rope_parameters` and
+//! `_compute_llama3_parameters` do.
 
 use rtllm_plugin_api::{Attrs, PluginError};
 
-/// Which elements of a head form a rotated pair.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum RopeStyle {
-    /// Rotate-half: pairs `(i, i + rotary_dim / 2)` (HF Llama, GPT-NeoX).
-    Neox,
-    /// Adjacent pairs `(2i, 2i + 1)` (GPT-J, llama.cpp's permuted Llama weights).
-    Interleaved,
-}
-
-/// Frequency scaling for long contexts.
-#[derive(Clone, Copy, Debug, PartialEq)]
-pub enum RopeScaling {
-    None,
-    /// Positions divided by `factor` (applied to the frequencies, as HF does).
-    Linear {
-        factor: f32,
-    },
-    /// Llama 3.1's piecewise scaling of low and medium frequencies.
-    Llama3 {
-        factor: f32,
-        low_freq_factor: f32,
-        high_freq_factor: f32,
-        original_max_position_embeddings: f32,
-    },
-}
+pub use rtllm_plugin_api::shapes::elementwise::{RopeAttrs, RopeScaling, RopeStyle};
 
 /// Everything a rope kernel needs, validated.
 #[derive(Clone, Debug, PartialEq)]
@@ -40,58 +17,12 @@ pub struct RopeConfig {
     pub inv_freq: Vec<f32>,
 }
 
-fn bad(msg: String) -> PluginError {
-    PluginError::new(format!("rope: {msg}"))
-}
-
-fn positive(attrs: &Attrs, name: &str) -> Result<f32, PluginError> {
-    let v = attrs.float(name).map_err(|e| e.context("rope"))?;
-    if !(v.is_finite() && v > 0.0) {
-        return Err(bad(format!("attribute '{name}' must be a positive number, got {v}")));
-    }
-    Ok(v as f32)
-}
-
 impl RopeConfig {
+    /// Validates the attributes (shared with every rope provider) and computes the frequencies.
     pub fn from_attrs(attrs: &Attrs) -> Result<RopeConfig, PluginError> {
-        let head_dim = attrs.usize("head_dim").map_err(|e| e.context("rope"))?;
-        let rotary_dim = usize::try_from(attrs.int_or("rotary_dim", head_dim as i64).map_err(|e| e.context("rope"))?)
-            .map_err(|_| bad("attribute 'rotary_dim' must be >= 0".into()))?;
-        if head_dim == 0 {
-            return Err(bad("head_dim must be positive".into()));
-        }
-        if rotary_dim == 0 || rotary_dim > head_dim || rotary_dim % 2 != 0 {
-            return Err(bad(format!("rotary_dim must be even and in 2..={head_dim}, got {rotary_dim}")));
-        }
-        let theta = attrs.float_or("theta", 10000.0).map_err(|e| e.context("rope"))?;
-        if !(theta.is_finite() && theta > 1.0) {
-            return Err(bad(format!("theta must be a number above 1, got {theta}")));
-        }
-        let style = match attrs.str_or("style", "neox").map_err(|e| e.context("rope"))? {
-            "neox" => RopeStyle::Neox,
-            "interleaved" => RopeStyle::Interleaved,
-            other => return Err(bad(format!("style must be \"neox\" or \"interleaved\", got {other:?}"))),
-        };
-        let scaling = match attrs.str_or("scaling_type", "none").map_err(|e| e.context("rope"))? {
-            "none" | "default" => RopeScaling::None,
-            "linear" => RopeScaling::Linear { factor: positive(attrs, "scaling_factor")? },
-            "llama3" => {
-                let low = positive(attrs, "low_freq_factor")?;
-                let high = positive(attrs, "high_freq_factor")?;
-                if high <= low {
-                    return Err(bad(format!("high_freq_factor {high} must exceed low_freq_factor {low}")));
-                }
-                RopeScaling::Llama3 {
-                    factor: positive(attrs, "scaling_factor")?,
-                    low_freq_factor: low,
-                    high_freq_factor: high,
-                    original_max_position_embeddings: positive(attrs, "original_max_position_embeddings")?,
-                }
-            }
-            other => return Err(bad(format!("scaling_type must be none, linear or llama3, got {other:?}"))),
-        };
-        let inv_freq = scaled_inv_freq(&default_inv_freq(theta as f32, rotary_dim), scaling);
-        Ok(RopeConfig { head_dim, rotary_dim, style, inv_freq })
+        let a = RopeAttrs::from_attrs(attrs)?;
+        let inv_freq = scaled_inv_freq(&default_inv_freq(a.theta as f32, a.rotary_dim), a.scaling);
+        Ok(RopeConfig { head_dim: a.head_dim, rotary_dim: a.rotary_dim, style: a.style, inv_freq })
     }
 }
 

@@ -3,8 +3,7 @@
 
 use crate::util::{expect_args, expect_shape, par_rows};
 use rtllm_plugin_api::{
-    author::{expect_dtype, expect_inputs, expect_rank, same_dim},
-    register_op, Attrs, DType, Dim, Kernel, LaunchContext, Op, OpExample, PluginError, TensorArg, TensorMeta,
+    register_op, shapes, Attrs, DType, Kernel, LaunchContext, Op, OpExample, PluginError, TensorArg, TensorMeta,
 };
 
 /// Output elements per pool task below which the kernel runs on one thread.
@@ -37,28 +36,7 @@ impl Op for SiluMul {
     }
 
     fn infer(inputs: &[TensorMeta], _attrs: &Attrs) -> Result<Vec<TensorMeta>, PluginError> {
-        expect_inputs(Self::NAME, inputs, &[1, 2])?;
-        for (i, m) in inputs.iter().enumerate() {
-            let what = if inputs.len() == 1 { "gate_up" } else { ["gate", "up"][i] };
-            expect_dtype(Self::NAME, what, m, &[DType::F32])?;
-            expect_rank(Self::NAME, what, m, 2)?;
-        }
-        let x = &inputs[0];
-        if inputs.len() == 2 {
-            same_dim(Self::NAME, "gate/up rows", x.dim(0), inputs[1].dim(0))?;
-            same_dim(Self::NAME, "gate/up width", x.dim(1), inputs[1].dim(1))?;
-            return Ok(vec![x.clone()]);
-        }
-        let width = match x.dim(1) {
-            Dim::Known(w) if w % 2 == 0 => Dim::Known(w / 2),
-            Dim::Known(w) => {
-                return Err(PluginError::new(format!("{}: fused gate|up width {w} is odd", Self::NAME)));
-            }
-            Dim::Sym(s) => {
-                return Err(PluginError::new(format!("{}: fused gate|up width must be known, got {s}", Self::NAME)));
-            }
-        };
-        Ok(vec![TensorMeta::new(DType::F32, [x.dim(0).clone(), width])])
+        shapes::elementwise::infer_silu_mul(inputs, &[DType::F32])
     }
 
     fn create(inputs: &[TensorMeta], attrs: &Attrs) -> Result<SiluMulKernel, PluginError> {

@@ -1,44 +1,10 @@
 //! Launch-time helpers shared by the elementwise kernels: argument-count and concrete-shape
-//! checks, and a row splitter that hands each task of the host's pool its own output rows.
+//! checks (from plugin-api's shared `shapes`), and a row splitter that hands each task of the host's pool its own output rows.
 
-use rtllm_plugin_api::{LaunchContext, PluginError, TensorArg};
+use rtllm_plugin_api::{LaunchContext, PluginError};
 use std::ops::Range;
 
-/// Checks the number of launch inputs and outputs.
-pub fn expect_args(
-    op: &str,
-    inputs: &[TensorArg],
-    in_counts: &[usize],
-    outputs: &[TensorArg],
-    out_count: usize,
-) -> Result<(), PluginError> {
-    if !in_counts.contains(&inputs.len()) {
-        let want: Vec<String> = in_counts.iter().map(|c| c.to_string()).collect();
-        return Err(PluginError::new(format!("{op}: launch takes {} inputs, got {}", want.join(" or "), inputs.len())));
-    }
-    if outputs.len() != out_count {
-        return Err(PluginError::new(format!("{op}: launch takes {out_count} outputs, got {}", outputs.len())));
-    }
-    Ok(())
-}
-
-/// The concrete shape of a launch argument, checked against `want`.
-pub fn expect_shape(op: &str, what: &str, arg: &TensorArg, want: &[usize]) -> Result<(), PluginError> {
-    let got = arg.shape().map_err(|e| e.context(format_args!("{op}: {what}")))?;
-    if got != want {
-        return Err(PluginError::new(format!("{op}: {what} has shape {got:?}, expected {want:?}")));
-    }
-    Ok(())
-}
-
-/// The concrete shape of a launch argument with a required rank.
-pub fn shape_of_rank(op: &str, what: &str, arg: &TensorArg, rank: usize) -> Result<Vec<usize>, PluginError> {
-    let shape = arg.shape().map_err(|e| e.context(format_args!("{op}: {what}")))?;
-    if shape.len() != rank {
-        return Err(PluginError::new(format!("{op}: {what} must have rank {rank}, got {}", arg.meta)));
-    }
-    Ok(shape)
-}
+pub use rtllm_plugin_api::shapes::{expect_args, expect_shape, shape_of_rank};
 
 /// A raw base pointer that pool tasks may share; each task derives a disjoint sub-slice.
 struct SharedMut<T>(*mut T);

@@ -6,6 +6,7 @@
 use crate::driver::{self, Problem};
 use crate::simd::{Isa, WeightElem};
 use half::{bf16, f16};
+use rtllm_plugin_api::shapes::matmul::{infer_matmul, launch_dims, MatmulDtypes};
 use rtllm_plugin_api::{
     Attrs, DType, Element, Kernel, LaunchContext, Op, OpExample, PluginError, TensorArg, TensorMeta,
 };
@@ -16,38 +17,16 @@ pub struct Matmul;
 /// Weight dtypes the kernel reads.
 const WEIGHT_DTYPES: [DType; 3] = [DType::F32, DType::BF16, DType::F16];
 
+/// The dtypes of the CPU matmul: f32 activations and bias, f32/bf16/f16 weights.
+const DTYPES: MatmulDtypes = MatmulDtypes { x: &[DType::F32], w: |_| &WEIGHT_DTYPES, bias: |_| &[DType::F32] };
+
 fn err(msg: String) -> PluginError {
     PluginError::new(format!("{}: {msg}", Matmul::NAME))
 }
 
 /// Checks input metas (dims may be symbolic) and returns the output meta.
 fn check(inputs: &[TensorMeta]) -> Result<TensorMeta, PluginError> {
-    let shapes = || inputs.iter().map(|m| m.to_string()).collect::<Vec<_>>().join(", ");
-    if !(2..=3).contains(&inputs.len()) {
-        return Err(err(format!("takes inputs (x, w) or (x, w, bias), got {} inputs: [{}]", inputs.len(), shapes())));
-    }
-    let (x, w) = (&inputs[0], &inputs[1]);
-    if x.rank() != 2 || w.rank() != 2 {
-        return Err(err(format!("x must be [T, K] and w [N, K], got x {x}, w {w}")));
-    }
-    if x.dtype != DType::F32 {
-        return Err(err(format!("x must be f32, got x {x}")));
-    }
-    if !WEIGHT_DTYPES.contains(&w.dtype) {
-        return Err(err(format!("w must be f32, bf16 or f16, got w {w}")));
-    }
-    if x.dims[1] != w.dims[1] {
-        return Err(err(format!("K mismatch: x {x} has K={}, w {w} has K={}", x.dims[1], w.dims[1])));
-    }
-    if let Some(bias) = inputs.get(2) {
-        if bias.rank() != 1 || bias.dims[0] != w.dims[0] {
-            return Err(err(format!("bias must be [N] with N={} (from w {w}), got bias {bias}", w.dims[0])));
-        }
-        if bias.dtype != DType::F32 {
-            return Err(err(format!("bias must be f32, got bias {bias}")));
-        }
-    }
-    Ok(TensorMeta::new(DType::F32, [x.dims[0].clone(), w.dims[0].clone()]))
+    infer_matmul(inputs, &DTYPES)
 }
 
 impl Op for Matmul {
@@ -113,14 +92,6 @@ impl MatmulKernel {
     }
 }
 
-/// Concrete (rows, cols) of a rank-2 argument.
-fn dims2(arg: &TensorArg, what: &str) -> Result<(usize, usize), PluginError> {
-    match arg.shape()?.as_slice() {
-        &[a, b] => Ok((a, b)),
-        _ => Err(err(format!("{what} must have rank 2, got {what} {}", arg.meta))),
-    }
-}
-
 impl Kernel for MatmulKernel {
     fn workspace_bytes(&self, inputs: &[TensorMeta]) -> Result<usize, PluginError> {
         check(inputs)?;
@@ -137,27 +108,10 @@ impl Kernel for MatmulKernel {
     }
 
     fn launch(&self, ctx: &LaunchContext, inputs: &[TensorArg], outputs: &[TensorArg]) -> Result<(), PluginError> {
-        if !(2..=3).contains(&inputs.len()) || outputs.len() != 1 {
-            return Err(err(format!(
-                "launch takes 2 or 3 inputs and 1 output, got {} and {}",
-                inputs.len(),
-                outputs.len()
-            )));
-        }
+        let (t, k, n) = launch_dims(inputs, outputs)?;
         let (x, w, y) = (&inputs[0], &inputs[1], &outputs[0]);
-        let (t, k) = dims2(x, "x")?;
-        let (n, kw) = dims2(w, "w")?;
-        let (ty, ny) = dims2(y, "y")?;
-        if kw != k || ty != t || ny != n {
-            return Err(err(format!("launch shapes disagree: x {}, w {}, y {}", x.meta, w.meta, y.meta)));
-        }
         let bias = match inputs.get(2) {
-            Some(b) => {
-                if b.shape()? != [n] {
-                    return Err(err(format!("bias must be [{n}], got bias {}", b.meta)));
-                }
-                Some(b.slice::<f32>().map_err(|e| e.context("matmul: bias"))?)
-            }
+            Some(b) => Some(b.slice::<f32>().map_err(|e| e.context("matmul: bias"))?),
             None => None,
         };
         let x = x.slice::<f32>().map_err(|e| e.context("matmul: x"))?;

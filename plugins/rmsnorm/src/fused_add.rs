@@ -2,7 +2,7 @@
 //! `y = rmsnorm(x + residual) * w` and `residual_out = x + residual` in one pass over the
 //! inputs (attribute `eps`, default 1e-6). Rows run in parallel.
 
-use crate::row::{add_rms_row, check_metas, eps, for_row_chunks, rows_of, NormWeight, WEIGHT_DTYPES};
+use crate::row::{add_rms_row, eps, for_row_chunks, rows_of, NormWeight, ACT_DTYPES, WEIGHT_DTYPES};
 use half::{bf16, f16};
 use rtllm_plugin_api::{Attrs, DType, Kernel, LaunchContext, Op, OpExample, PluginError, TensorArg, TensorMeta};
 
@@ -20,23 +20,7 @@ impl Op for FusedAddRmsNorm {
     }
 
     fn infer(inputs: &[TensorMeta], attrs: &Attrs) -> Result<Vec<TensorMeta>, PluginError> {
-        let [x, residual, w] = inputs else {
-            return Err(PluginError::new(format!(
-                "{}: takes inputs (x, residual, w), got {} inputs",
-                Self::NAME,
-                inputs.len()
-            )));
-        };
-        check_metas(Self::NAME, "x", x, w)?;
-        if residual.dtype != DType::F32 || residual.dims != x.dims {
-            return Err(PluginError::new(format!(
-                "{}: residual must be f32 with the shape of x {x}, got residual {residual}",
-                Self::NAME
-            )));
-        }
-        eps(Self::NAME, attrs)?;
-        let out = TensorMeta::new(DType::F32, x.dims.iter().cloned());
-        Ok(vec![out.clone(), out])
+        rtllm_plugin_api::shapes::norm::infer_fused_add_rmsnorm(Self::NAME, inputs, attrs, &ACT_DTYPES)
     }
 
     fn create(inputs: &[TensorMeta], attrs: &Attrs) -> Result<FusedAddRmsNormKernel, PluginError> {
@@ -112,9 +96,7 @@ impl Kernel for FusedAddRmsNormKernel {
         rows_of(OP, "residual", residual, Some((t, h)))?;
         rows_of(OP, "y", y, Some((t, h)))?;
         rows_of(OP, "residual_out", r_out, Some((t, h)))?;
-        if w.shape()? != [h] {
-            return Err(PluginError::new(format!("{OP}: w must be [{h}], got w {}", w.meta)));
-        }
+        rtllm_plugin_api::shapes::norm::check_weight_arg(OP, w, h)?;
         let ctx_err = |what: &'static str| move |e: PluginError| e.context(format_args!("{OP}: {what}"));
         let b = Bufs {
             x: x.slice::<f32>().map_err(ctx_err("x"))?,

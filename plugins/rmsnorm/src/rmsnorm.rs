@@ -1,7 +1,7 @@
 //! The `rmsnorm` op: y[T, H] = x / sqrt(mean(x²) + eps) * w, over each row of x (f32), with
 //! an f32/bf16/f16 weight [H] and attribute `eps` (default 1e-6). Rows run in parallel.
 
-use crate::row::{check_metas, eps, for_row_chunks, rms_row, rows_of, NormWeight, WEIGHT_DTYPES};
+use crate::row::{eps, for_row_chunks, rms_row, rows_of, NormWeight, ACT_DTYPES, WEIGHT_DTYPES};
 use half::{bf16, f16};
 use rtllm_plugin_api::{Attrs, DType, Kernel, LaunchContext, Op, OpExample, PluginError, TensorArg, TensorMeta};
 
@@ -31,12 +31,7 @@ impl Op for RmsNorm {
     }
 
     fn infer(inputs: &[TensorMeta], attrs: &Attrs) -> Result<Vec<TensorMeta>, PluginError> {
-        let [x, w] = inputs else {
-            return Err(PluginError::new(format!("{}: takes inputs (x, w), got {} inputs", Self::NAME, inputs.len())));
-        };
-        check_metas(Self::NAME, "x", x, w)?;
-        eps(Self::NAME, attrs)?;
-        Ok(vec![TensorMeta::new(DType::F32, x.dims.iter().cloned())])
+        rtllm_plugin_api::shapes::norm::infer_rmsnorm(Self::NAME, inputs, attrs, &ACT_DTYPES)
     }
 
     fn create(inputs: &[TensorMeta], attrs: &Attrs) -> Result<RmsNormKernel, PluginError> {
@@ -96,9 +91,7 @@ impl Kernel for RmsNormKernel {
         };
         let (t, h) = rows_of(OP, "x", x, None)?;
         rows_of(OP, "y", y, Some((t, h)))?;
-        if w.shape()? != [h] {
-            return Err(PluginError::new(format!("{OP}: w must be [{h}], got w {}", w.meta)));
-        }
+        rtllm_plugin_api::shapes::norm::check_weight_arg(OP, w, h)?;
         let xs = x.slice::<f32>().map_err(|e| e.context("rmsnorm: x"))?;
         let ys = y.slice_mut::<f32>().map_err(|e| e.context("rmsnorm: y"))?;
         match w.meta.dtype {

@@ -2,13 +2,12 @@
 //! the weight element types, the `eps` attribute, shape checks, and the row-parallel driver.
 
 use half::{bf16, f16};
-use rtllm_plugin_api::{Attrs, DType, Element, LaunchContext, PluginError, TensorArg, TensorMeta};
+use rtllm_plugin_api::{DType, Element, LaunchContext, PluginError, TensorMeta};
 
-/// Weight dtypes the norms read.
-pub const WEIGHT_DTYPES: [DType; 3] = [DType::F32, DType::BF16, DType::F16];
+pub use rtllm_plugin_api::shapes::norm::{eps, eps_or, rows_of, DEFAULT_EPS, WEIGHT_DTYPES};
 
-/// Default of the `eps` attribute.
-pub const DEFAULT_EPS: f64 = 1e-6;
+/// Activation dtypes of the CPU norms.
+pub const ACT_DTYPES: [DType; 1] = [DType::F32];
 
 /// Rows of fewer elements than this in total are not worth a trip through the pool.
 const MIN_CHUNK_ELEMS: usize = 16 * 1024;
@@ -39,50 +38,9 @@ impl NormWeight for f16 {
     }
 }
 
-/// The `eps` attribute (default [`DEFAULT_EPS`]); it must be finite and >= 0.
-pub fn eps(op: &str, attrs: &Attrs) -> Result<f32, PluginError> {
-    eps_or(op, attrs, DEFAULT_EPS)
-}
-
-/// The `eps` attribute with this default; it must be finite and >= 0.
-pub fn eps_or(op: &str, attrs: &Attrs, default: f64) -> Result<f32, PluginError> {
-    let eps = attrs.float_or("eps", default).map_err(|e| e.context(op))?;
-    if !eps.is_finite() || eps < 0.0 {
-        return Err(PluginError::new(format!("{op}: attribute 'eps' must be finite and >= 0, got {eps}")));
-    }
-    Ok(eps as f32)
-}
-
 /// Checks an activation meta `[T, H]` (f32) and the weight meta `[H]`.
 pub fn check_metas(op: &str, what: &str, x: &TensorMeta, w: &TensorMeta) -> Result<(), PluginError> {
-    if x.rank() != 2 || x.dtype != DType::F32 {
-        return Err(PluginError::new(format!("{op}: {what} must be f32 [T, H], got {what} {x}")));
-    }
-    if w.rank() != 1 || w.dims[0] != x.dims[1] {
-        return Err(PluginError::new(format!("{op}: w must be [H] with H={} (from {what} {x}), got w {w}", x.dims[1])));
-    }
-    if !WEIGHT_DTYPES.contains(&w.dtype) {
-        return Err(PluginError::new(format!("{op}: w must be f32, bf16 or f16, got w {w}")));
-    }
-    Ok(())
-}
-
-/// The concrete `[T, H]` of a launch argument, checked against `want` when given.
-pub fn rows_of(
-    op: &str,
-    what: &str,
-    arg: &TensorArg,
-    want: Option<(usize, usize)>,
-) -> Result<(usize, usize), PluginError> {
-    let shape = arg.shape().map_err(|e| e.context(format_args!("{op}: {what}")))?;
-    match (shape.as_slice(), want) {
-        (&[t, h], None) => Ok((t, h)),
-        (&[t, h], Some(w)) if (t, h) == w => Ok((t, h)),
-        _ => {
-            let want = want.map_or("[T, H]".to_string(), |(t, h)| format!("[{t}, {h}]"));
-            Err(PluginError::new(format!("{op}: {what} must be {want}, got {what} {}", arg.meta)))
-        }
-    }
+    rtllm_plugin_api::shapes::norm::check_metas(op, what, x, w, &ACT_DTYPES)
 }
 
 /// Σ v² with 8 independent partial sums (vectorisable without reassociation).
@@ -193,6 +151,7 @@ pub fn for_row_chunks<const N: usize>(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use rtllm_plugin_api::Attrs;
 
     #[test]
     fn row_math_matches_definition() {

@@ -41,7 +41,30 @@ pub fn generate(op: &str, metas: &[TensorMeta], _attrs: &Attrs, rng: &mut StdRng
     if op == "paged_attention" && metas.len() == 8 {
         fill_paged_batch(&mut out, rng)?;
     }
+    if op == "sample" && metas.len() == 5 {
+        fill_sample_params(&mut out, rng)?;
+    }
     Ok(out)
+}
+
+/// `sample`: logits spread to [-8, 8) (peaked rows, so rounding near-ties practically never
+/// flip a draw) and per-row parameters from small menus (greedy rows, top-k, top-p, both),
+/// with full-range i64 seeds.
+fn fill_sample_params(inputs: &mut [HostTensor], rng: &mut StdRng) -> Result<(), String> {
+    let spread: Vec<f32> = inputs[0].to_f32().map_err(|e| e.to_string())?.iter().map(|x| x * 8.0).collect();
+    inputs[0].set_f32(&spread).map_err(|e| e.to_string())?;
+    let l = inputs[1].numel();
+    let pick = |menu: &[f32], rng: &mut StdRng| menu[rng.gen_range(0..menu.len())];
+    let temps: Vec<f32> = (0..l).map(|_| pick(&[0.0, 0.6, 1.0, 1.5], rng)).collect();
+    let top_k: Vec<i32> = (0..l).map(|_| pick(&[0.0, 1.0, 5.0, 50.0], rng) as i32).collect();
+    let top_p: Vec<f32> = (0..l).map(|_| pick(&[1.0, 0.9, 0.5], rng)).collect();
+    inputs[1] = HostTensor::from_f32(DType::F32, &[l], &temps).map_err(|e| e.to_string())?;
+    inputs[2] = HostTensor::from_i32(&[l], &top_k).map_err(|e| e.to_string())?;
+    inputs[3] = HostTensor::from_f32(DType::F32, &[l], &top_p).map_err(|e| e.to_string())?;
+    let mut seeds = HostTensor::zeros(DType::I64, &[l]).map_err(|e| e.to_string())?;
+    seeds.as_mut_slice::<i64>().map_err(|e| e.to_string())?.iter_mut().for_each(|s| *s = rng.gen());
+    inputs[4] = seeds;
+    Ok(())
 }
 
 /// `[lo, hi)` for integer input `i` of `op`.

@@ -1,17 +1,20 @@
-//! Conformance checks (`rtllm plugins check`): runs every registered CPU provider on its own
-//! examples with fresh random inputs, through the registry and the host pool, and compares
-//! with the built-in reference (or, for ops without one, the best other CPU provider).
+//! Conformance checks (`rtllm plugins check`): runs every registered provider on its own
+//! examples with fresh random inputs — CPU providers through the host pool, CUDA providers on
+//! the first GPU (skipped, with the reason, where there is none) — and compares with the
+//! built-in reference (or, for ops without one, the best other CPU provider).
 
 pub mod compare;
 pub mod inputs;
 
-use super::{infer_with, run_on_host, Provider, Registry};
+use super::{infer_with, run_on_device, run_on_host, OpError, Provider, Registry};
+use crate::device::CudaDevice;
 use crate::host_pool::HostPool;
 use crate::reference::{self, HostTensor};
 use rand::rngs::StdRng;
 use rand::SeedableRng;
 use rtllm_plugin_api::{DeviceKind, OpExample, TensorMeta};
 use std::path::PathBuf;
+use std::sync::Arc;
 
 /// Which providers to check, and the seed of the random inputs.
 #[derive(Clone, Debug, Default)]
@@ -22,6 +25,23 @@ pub struct CheckOptions {
     pub plugins: Vec<String>,
     /// Seed of the random inputs; `None`: a fresh one (reported, so a failure can be rerun).
     pub seed: Option<u64>,
+    /// Only providers for this device.
+    pub device: Option<DeviceKind>,
+}
+
+/// Where a provider's kernel runs during a check.
+enum Runner<'a> {
+    Host(&'a HostPool),
+    Gpu(&'a Arc<CudaDevice>),
+}
+
+impl Runner<'_> {
+    fn run(&self, p: &Provider, inputs: &mut [HostTensor], attrs: &rtllm_plugin_api::Attrs) -> Result<Vec<HostTensor>, OpError> {
+        match self {
+            Runner::Host(pool) => run_on_host(p, inputs, attrs, pool),
+            Runner::Gpu(device) => run_on_device(p, inputs, attrs, device),
+        }
+    }
 }
 
 /// What checking one example of one provider found.
@@ -85,6 +105,7 @@ impl CheckReport {
 pub fn check(registry: &Registry, opts: &CheckOptions, pool: &HostPool) -> CheckReport {
     let seed = opts.seed.unwrap_or_else(rand::random);
     let mut kernels = Vec::new();
+    let mut gpu: Option<Result<Arc<CudaDevice>, String>> = None;
     for (op, providers) in registry.ops() {
         if opts.op.as_deref().is_some_and(|o| o != op) {
             continue;
@@ -93,13 +114,30 @@ pub fn check(registry: &Registry, opts: &CheckOptions, pool: &HostPool) -> Check
             if !opts.plugins.is_empty() && !opts.plugins.contains(&provider.plugin) {
                 continue;
             }
-            check_provider(registry, provider, seed, pool, &mut kernels);
+            if opts.device.is_some_and(|d| d != provider.device()) {
+                continue;
+            }
+            let runner = match provider.device() {
+                DeviceKind::Cpu => Ok(Runner::Host(pool)),
+                DeviceKind::Cuda => match gpu.get_or_insert_with(|| CudaDevice::open(0).map_err(|e| e.to_string())) {
+                    Ok(d) => Ok(Runner::Gpu(d)),
+                    Err(e) => Err(e.clone()),
+                },
+            };
+            check_provider(registry, provider, seed, runner, pool, &mut kernels);
         }
     }
     CheckReport { seed, kernels, load_errors: registry.load_errors().to_vec() }
 }
 
-fn check_provider(registry: &Registry, p: &Provider, seed: u64, pool: &HostPool, out: &mut Vec<KernelCheck>) {
+fn check_provider(
+    registry: &Registry,
+    p: &Provider,
+    seed: u64,
+    runner: Result<Runner<'_>, String>,
+    pool: &HostPool,
+    out: &mut Vec<KernelCheck>,
+) {
     let entry = |example: Option<usize>, ex: Option<&OpExample>, outcome| KernelCheck {
         op: p.op().to_string(),
         plugin: p.plugin.clone(),
@@ -111,14 +149,13 @@ fn check_provider(registry: &Registry, p: &Provider, seed: u64, pool: &HostPool,
         attrs: ex.map(|e| e.attrs.to_string()).unwrap_or_default(),
         outcome,
     };
-    if p.device() != DeviceKind::Cpu {
-        out.push(entry(
-            None,
-            None,
-            Outcome::Skipped(format!("{} providers are not checked on host memory", p.device())),
-        ));
-        return;
-    }
+    let runner = match runner {
+        Ok(r) => r,
+        Err(why) => {
+            out.push(entry(None, None, Outcome::Skipped(format!("no {} device to run on: {why}", p.device()))));
+            return;
+        }
+    };
     let examples = (p.decl.examples)().into_vec();
     if examples.is_empty() {
         out.push(entry(None, None, Outcome::Skipped("the provider declares no examples".into())));
@@ -126,7 +163,7 @@ fn check_provider(registry: &Registry, p: &Provider, seed: u64, pool: &HostPool,
     }
     for (i, ex) in examples.iter().enumerate() {
         let mut rng = StdRng::seed_from_u64(mix(seed, &[p.op(), &p.plugin, &i.to_string()]));
-        let outcome = check_example(registry, p, ex, &mut rng, pool).unwrap_or_else(Outcome::Failed);
+        let outcome = check_example(registry, p, ex, &mut rng, &runner, pool).unwrap_or_else(Outcome::Failed);
         out.push(entry(Some(i), Some(ex), outcome));
     }
 }
@@ -136,6 +173,7 @@ fn check_example(
     p: &Provider,
     ex: &OpExample,
     rng: &mut StdRng,
+    runner: &Runner<'_>,
     pool: &HostPool,
 ) -> Result<Outcome, String> {
     let op = p.op();
@@ -143,7 +181,7 @@ fn check_example(
     let inputs = inputs::generate(op, metas, &ex.attrs, rng)?;
     let out_metas = infer_with(p, metas, &ex.attrs).map_err(|e| e.to_string())?;
     let mut got_inputs = inputs.clone();
-    let got = run_on_host(p, &mut got_inputs, &ex.attrs, pool).map_err(|e| e.to_string())?;
+    let got = runner.run(p, &mut got_inputs, &ex.attrs).map_err(|e| e.to_string())?;
 
     let mut want_inputs = inputs;
     let (reference, want, compared_inputs): (String, Vec<HostTensor>, Vec<usize>) = if reference::has_reference(op) {

@@ -7,7 +7,7 @@
 use super::beam::{BeamProgress, BeamState};
 use super::request::{OutputUpdate, Request, RequestError};
 use super::{Command, ExecutorStats};
-use crate::engine::{Engine, StepBatch};
+use crate::engine::{Engine, RowSampling, StepBatch};
 use crate::runtime::kv_cache::KvCacheManager;
 use crate::runtime::scheduler::{schedule_micro_batch, LlmRequest, ScheduledChunk, Scheduler, SeqState};
 use crate::runtime::FinishReason;
@@ -56,6 +56,10 @@ pub(super) struct Worker {
     clients: HashMap<u64, Client>,
     batch: StepBatch,
     logits: Vec<f32>,
+    /// Tokens the device sampled this step (one per logits row), when it did.
+    device_tokens: Vec<i32>,
+    /// Per-row parameters for the device sampler (reused).
+    device_rows: Vec<RowSampling>,
     /// One logits row, copied so a sampler can apply penalties in place.
     row_scratch: Vec<f32>,
     step: u64,
@@ -84,6 +88,8 @@ impl Worker {
             clients: HashMap::new(),
             batch: StepBatch::default(),
             logits: Vec::new(),
+            device_tokens: Vec::new(),
+            device_rows: Vec::new(),
             row_scratch: Vec::new(),
             step: 0,
             next_seq: 1,
@@ -273,11 +279,18 @@ impl Worker {
             self.batch.logits_indices.push(0);
         }
         self.step += 1;
-        match self.engine.forward(&self.batch) {
-            Ok(logits) => {
+        let on_device = self.engine.samples_on_device() && self.device_sampling_rows(&chunks);
+        self.device_tokens.clear();
+        let result = if on_device {
+            self.engine.forward_sample(&self.batch, &self.device_rows).map(|t| self.device_tokens.extend_from_slice(t))
+        } else {
+            self.engine.forward(&self.batch).map(|logits| {
                 self.logits.clear();
                 self.logits.extend_from_slice(logits);
-            }
+            })
+        };
+        match result {
+            Ok(()) => {}
             Err(e) => {
                 let msg = e.to_string();
                 let mut ids: Vec<u64> = chunks.iter().map(|c| c.request).collect();
@@ -292,7 +305,42 @@ impl Worker {
         self.apply(&chunks);
     }
 
-    /// Advances every scheduled sequence past its chunk and samples where logits came back.
+    /// Fills `device_rows` when every logits row of this step can be sampled on the device: no
+    /// beam search, no row shared by several samples (an unforked n > 1 request), and no
+    /// sampling setting only the host implements. Seeds are drawn only when all qualify.
+    fn device_sampling_rows(&mut self, chunks: &[ScheduledChunk]) -> bool {
+        let mut rows: Vec<(u64, u64)> = Vec::new();
+        for c in chunks.iter().filter(|c| c.want_logits) {
+            let (Some(req), Some(client)) =
+                (self.scheduler.running.iter().find(|r| r.id == c.request), self.clients.get(&c.request))
+            else {
+                return false;
+            };
+            let Some(seq) = req.seqs.iter().find(|s| s.id == c.seq) else {
+                return false;
+            };
+            let shared_row = !req.forked && req.n > 1;
+            let eligible = client.samplers.get(seq.index).is_some_and(|s| s.device_eligible());
+            if client.beam.is_some() || shared_row || !eligible {
+                return false;
+            }
+            rows.push((c.request, seq.index as u64));
+        }
+        self.device_rows.clear();
+        for (request, index) in rows {
+            if let Some(sampler) = self.clients.get_mut(&request).and_then(|c| c.samplers.get_mut(index as usize)) {
+                self.device_rows.push(sampler.device_params());
+            }
+        }
+        // The padding row a logits-free step computes is sampled greedily and discarded.
+        while self.device_rows.len() < self.batch.logits_indices.len() {
+            self.device_rows.push(RowSampling::greedy());
+        }
+        true
+    }
+
+    /// Advances every scheduled sequence past its chunk and samples where logits came back
+    /// (or takes the token the device sampled).
     fn apply(&mut self, chunks: &[ScheduledChunk]) {
         let vocab = self.engine.vocab_size();
         let max_seq_len = self.scheduler.config.max_seq_len;
@@ -313,7 +361,8 @@ impl Worker {
             if !c.want_logits {
                 continue;
             }
-            let logits = &self.logits[row * vocab..(row + 1) * vocab];
+            let device_token = self.device_tokens.get(row).map(|&t| t as u32);
+            let logits = if device_token.is_some() { &[][..] } else { &self.logits[row * vocab..(row + 1) * vocab] };
             row += 1;
             if let Some(beam) = client.beam.as_mut() {
                 match beam.on_logits(req, pos, logits, &mut self.kv, &mut self.next_seq, self.step) {
@@ -355,9 +404,14 @@ impl Worker {
                 let Some(sampler) = client.samplers.get_mut(seq.index) else {
                     continue;
                 };
-                self.row_scratch.clear();
-                self.row_scratch.extend_from_slice(logits);
-                let sampled = sampler.sample(&mut self.row_scratch);
+                let sampled = match device_token {
+                    Some(id) => sampler.record_device_sample(id),
+                    None => {
+                        self.row_scratch.clear();
+                        self.row_scratch.extend_from_slice(logits);
+                        sampler.sample(&mut self.row_scratch)
+                    }
+                };
                 let token = sampled.id;
                 let finish = advance(seq, token, &client.params, &self.eos, max_seq_len);
                 self.generated += 1;

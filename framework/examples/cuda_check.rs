@@ -1,0 +1,126 @@
+//! End-to-end parity of the CUDA engine with the CPU engine on the same (dummy) weights:
+//! last-position logits of several prompts through one packed prefill batch, and greedy tokens
+//! through the `Llm` executor (device sampling, CUDA graphs) against the CPU. Prints a table;
+//! exits non-zero when f32 tokens differ or logits exceed the dtype's tolerance.
+//!
+//! `cuda_check [CONFIG]` (default smollm2-135m; a built-in dummy config or a config.json).
+//! Run by scripts/gpu-check.sh on the GPU machine; needs `RTLLM_PLUGIN_PATH` to hold the CPU
+//! and CUDA plugins.
+
+use rtllm::api::Llm;
+use rtllm::engine::{BuildConfig, StepBatch};
+use rtllm::model::Model;
+use rtllm::registry::{DiscoveryOptions, Registry};
+use rtllm::sampling::SamplingParams;
+use rtllm::weights::dummy::DummySpec;
+use rtllm_plugin_api::{DType, DeviceKind};
+use std::process::ExitCode;
+use std::sync::Arc;
+
+const TOKENS: usize = 32;
+
+fn prompts(vocab: usize) -> Vec<Vec<u32>> {
+    // Deterministic pseudo-random prompts of several lengths (1 token up to a long prefill).
+    let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
+    [1usize, 7, 33, 100, 257]
+        .iter()
+        .map(|&n| {
+            (0..n)
+                .map(|_| {
+                    x ^= x << 13;
+                    x ^= x >> 7;
+                    x ^= x << 17;
+                    (x % vocab as u64) as u32
+                })
+                .collect()
+        })
+        .collect()
+}
+
+fn build_config(device: DeviceKind, kv: DType) -> BuildConfig {
+    let mut b = BuildConfig { max_batch_size: 8, max_num_tokens: 1024, max_seq_len: Some(512), ..Default::default() };
+    b.selection.device = device;
+    b.kv_cache_dtype = kv;
+    b.num_kv_blocks = Some(256);
+    b.use_engine_cache = false;
+    b
+}
+
+/// Last-position logits of every prompt, all prompts packed into one prefill step.
+fn prefill_logits(model: &mut Model, prompts: &[Vec<u32>]) -> anyhow::Result<Vec<Vec<f32>>> {
+    let mut batch = StepBatch::default();
+    batch.clear();
+    let bs = model.engine.limits().tokens_per_block;
+    let mut next_block = 0u32;
+    for p in prompts {
+        let blocks: Vec<u32> = (0..p.len().div_ceil(bs) as u32).map(|i| next_block + i).collect();
+        next_block += blocks.len() as u32;
+        batch.push_sequence(p, 0, &blocks, true);
+    }
+    let vocab = model.engine.vocab_size();
+    let logits = model.engine.forward(&batch)?;
+    Ok(logits.chunks_exact(vocab).map(|r| r.to_vec()).collect())
+}
+
+fn argmax(v: &[f32]) -> usize {
+    v.iter().enumerate().fold(0, |best, (i, &x)| if x > v[best] { i } else { best })
+}
+
+/// max |a - b| / max |b| over every row.
+fn rel_err(a: &[Vec<f32>], b: &[Vec<f32>]) -> f64 {
+    let scale = b.iter().flatten().fold(0f64, |m, &x| m.max(x.abs() as f64)).max(1e-30);
+    let diff = a.iter().flatten().zip(b.iter().flatten()).fold(0f64, |m, (&x, &y)| m.max((x - y).abs() as f64));
+    diff / scale
+}
+
+fn greedy_cpu(model: &mut Model, prompt: &[u32]) -> anyhow::Result<Vec<u32>> {
+    let params = SamplingParams { max_tokens: TOKENS, ignore_eos: true, ..SamplingParams::greedy(TOKENS) };
+    Ok(model.generate_ids(prompt, &params, |_| {})?.tokens)
+}
+
+fn main() -> anyhow::Result<ExitCode> {
+    let config = std::env::args().nth(1).unwrap_or_else(|| "smollm2-135m".into());
+    let registry = Arc::new(Registry::load(&DiscoveryOptions::default()));
+    for e in registry.load_errors() {
+        eprintln!("plugin load error: {e}");
+    }
+    let mut failed = false;
+    println!("{:<6} {:<10} {:>14} {:>10} {:>12} {:>10}", "dtype", "path", "logits relerr", "tolerance", "argmax same", "tokens =");
+    for (dtype, tolerance) in [(DType::F32, 1e-3), (DType::BF16, 5e-2)] {
+        let spec = DummySpec { config: config.clone(), dtype, seed: 7 };
+        let mut cpu = Model::load_dummy(&spec, &registry, &build_config(DeviceKind::Cpu, DType::F32))?;
+        let mut gpu = Model::load_dummy(&spec, &registry, &build_config(DeviceKind::Cuda, dtype))?;
+        let prompts = prompts(cpu.config.vocab_size);
+        let want = prefill_logits(&mut cpu, &prompts)?;
+        let got = prefill_logits(&mut gpu, &prompts)?;
+        let err = rel_err(&got, &want);
+        let same = want.iter().zip(&got).filter(|(w, g)| argmax(w) == argmax(g)).count();
+        failed |= !(err <= tolerance);
+        println!("{:<6} {:<10} {:>14.3e} {:>10.0e} {:>9}/{:<2} {:>10}", dtype.name(), "prefill", err, tolerance, same, prompts.len(), "-");
+        drop(gpu);
+
+        let mut build = build_config(DeviceKind::Cuda, dtype);
+        build.num_kv_blocks = Some(256);
+        let llm = Llm::builder().registry(registry.clone()).build_config(build).dummy_weights(spec.clone()).build()?;
+        let params = SamplingParams { ignore_eos: true, ..SamplingParams::greedy(TOKENS) };
+        let mut agree = Vec::new();
+        // All prompts at once: the executor batches them (prefill, then decode graphs).
+        let outs = llm.generate(prompts.iter().map(|p| rtllm::api::Prompt::Tokens(p.clone())), &params)?;
+        for (p, out) in prompts.iter().zip(&outs) {
+            let want = greedy_cpu(&mut cpu, p)?;
+            let got = &out.outputs[0].token_ids;
+            let n = want.iter().zip(got).take_while(|(a, b)| a == b).count();
+            agree.push(n);
+            if dtype == DType::F32 && n < TOKENS {
+                failed = true;
+            }
+        }
+        let agree_text = agree.iter().map(|n| n.to_string()).collect::<Vec<_>>().join(",");
+        println!("{:<6} {:<10} {:>14} {:>10} {:>12} {:>10}", dtype.name(), "greedy", "-", "-", "-", agree_text);
+        let stats = llm.stats();
+        println!("        executor: {} steps, {} tokens", stats.steps, stats.generated_tokens);
+        llm.shutdown()?;
+    }
+    println!("{}", if failed { "CUDA PARITY FAILED" } else { "CUDA parity ok" });
+    Ok(if failed { ExitCode::FAILURE } else { ExitCode::SUCCESS })
+}

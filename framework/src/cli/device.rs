@@ -1,0 +1,68 @@
+//! The device flags every model-running command shares: where the engine runs (CPU or a CUDA
+//! GPU) and how a GPU's memory, graphs and KV cache are set up.
+
+use crate::engine::BuildConfig;
+use rtllm_plugin_api::{DType, DeviceKind};
+
+#[derive(clap::Args, Debug, Clone)]
+pub struct DeviceArgs {
+    /// Where the engine runs: cpu or cuda.
+    #[arg(long, default_value = "cpu", value_parser = parse_device)]
+    pub device: DeviceKind,
+    /// The GPU to use (with --device cuda).
+    #[arg(long, default_value_t = 0)]
+    pub device_ordinal: usize,
+    /// GPU: share of the memory free after weights and activations that the KV cache takes.
+    #[arg(long)]
+    pub free_gpu_memory_fraction: Option<f64>,
+    /// GPU: run decode steps op by op instead of replaying captured CUDA graphs.
+    #[arg(long)]
+    pub no_cuda_graphs: bool,
+    /// GPU: sample on the host from copied logits instead of on the device.
+    #[arg(long)]
+    pub host_sampling: bool,
+    /// dtype of the KV cache (default: f32 on the CPU, bf16 on a GPU).
+    #[arg(long, value_parser = parse_kv_dtype)]
+    pub kv_cache_dtype: Option<DType>,
+    /// A fixed number of KV cache blocks (overrides the memory budget).
+    #[arg(long)]
+    pub num_kv_blocks: Option<usize>,
+}
+
+fn parse_device(s: &str) -> Result<DeviceKind, String> {
+    DeviceKind::parse(s).ok_or_else(|| format!("unknown device '{s}' (cpu or cuda)"))
+}
+
+fn parse_kv_dtype(s: &str) -> Result<DType, String> {
+    match DType::parse(s) {
+        Some(d @ (DType::F32 | DType::BF16 | DType::F16)) => Ok(d),
+        _ => Err(format!("the KV cache is f32, bf16 or f16, not '{s}'")),
+    }
+}
+
+impl DeviceArgs {
+    /// Applies these flags (and the device's defaults) to a build config.
+    pub fn apply(&self, b: &mut BuildConfig) {
+        b.selection.device = self.device;
+        b.device_ordinal = self.device_ordinal;
+        if self.device == DeviceKind::Cuda {
+            // Quantized weights become bf16 (the CUDA GEMMs read floats); so does the cache.
+            b.selection.weight_fallback_dtype = Some(DType::BF16);
+            b.kv_cache_dtype = DType::BF16;
+            b.use_engine_cache = false;
+        }
+        if let Some(d) = self.kv_cache_dtype {
+            b.kv_cache_dtype = d;
+        }
+        if let Some(f) = self.free_gpu_memory_fraction {
+            b.free_gpu_memory_fraction = f;
+        }
+        if self.num_kv_blocks.is_some() {
+            b.num_kv_blocks = self.num_kv_blocks;
+        }
+        b.cuda_graphs = !self.no_cuda_graphs;
+        if self.host_sampling {
+            b.device_sampling = Some(false);
+        }
+    }
+}

@@ -1,0 +1,66 @@
+//! Running one provider's kernel on a GPU with host tensors: inputs are uploaded, outputs
+//! (pre-filled with all-ones bytes so unwritten elements show as NaN) and in-place inputs are
+//! copied back. What `rtllm plugins check` uses for CUDA providers.
+
+use super::call::{create_with, infer_with, launch_with, workspace_with, OpError, OpStage};
+use super::Provider;
+use crate::device::{CudaDevice, DeviceBuffer};
+use crate::host_pool::HostPool;
+use crate::reference::HostTensor;
+use rtllm_plugin_api::{Attrs, DeviceKind, LaunchContext, TensorArg, TensorMeta};
+use std::sync::Arc;
+
+fn upload(device: &Arc<CudaDevice>, provider: &Provider, bytes: &[u8]) -> Result<DeviceBuffer, OpError> {
+    device.upload(bytes).map_err(|e| OpError::new(provider, OpStage::Launch, e.to_string()))
+}
+
+fn arg(meta: TensorMeta, buf: &DeviceBuffer) -> TensorArg {
+    // SAFETY: the device buffer holds the tensor's bytes and outlives the launch.
+    unsafe { TensorArg::new(meta, buf.device_ptr() as usize as *mut u8, DeviceKind::Cuda) }
+}
+
+/// Infers, creates and launches `provider` on `device` with these host inputs (updated in place
+/// where the op writes an input); returns the outputs.
+pub fn run_on_device(
+    provider: &Provider,
+    inputs: &mut [HostTensor],
+    attrs: &Attrs,
+    device: &Arc<CudaDevice>,
+) -> Result<Vec<HostTensor>, OpError> {
+    let fail = |stage, e: &dyn std::fmt::Display| OpError::new(provider, stage, e.to_string());
+    device.bind().map_err(|e| fail(OpStage::Create, &e))?;
+    let metas: Vec<TensorMeta> = inputs.iter().map(HostTensor::meta).collect();
+    let out_metas = infer_with(provider, &metas, attrs)?;
+    let kernel = create_with(provider, &metas, attrs)?;
+    let ws_bytes = workspace_with(provider, &kernel, &metas)?;
+    let in_bufs =
+        inputs.iter().map(|t| upload(device, provider, t.bytes())).collect::<Result<Vec<_>, _>>()?;
+    let mut outputs = out_metas
+        .iter()
+        .map(|m| HostTensor::for_meta(m).map_err(|e| fail(OpStage::Infer, &format_args!("output {m}: {e}"))))
+        .collect::<Result<Vec<_>, _>>()?;
+    for t in &mut outputs {
+        t.bytes_mut().fill(0xFF);
+    }
+    let out_bufs =
+        outputs.iter().map(|t| upload(device, provider, t.bytes())).collect::<Result<Vec<_>, _>>()?;
+    let workspace = device.alloc_zeroed(ws_bytes).map_err(|e| fail(OpStage::Workspace, &e))?;
+    let ctx = LaunchContext {
+        device: DeviceKind::Cuda,
+        ordinal: device.ordinal as i32,
+        stream: device.stream(),
+        workspace: workspace.device_ptr() as usize as *mut u8,
+        workspace_bytes: ws_bytes,
+        host: HostPool::global().services(),
+    };
+    let in_args: Vec<TensorArg> = metas.iter().zip(&in_bufs).map(|(m, b)| arg(m.clone(), b)).collect();
+    let out_args: Vec<TensorArg> = out_metas.iter().zip(&out_bufs).map(|(m, b)| arg(m.clone(), b)).collect();
+    launch_with(provider, &kernel, &ctx, &in_args, &out_args)?;
+    device.synchronize().map_err(|e| fail(OpStage::Launch, &format_args!("after the launch: {e}")))?;
+    for (t, b) in inputs.iter_mut().chain(outputs.iter_mut()).zip(in_bufs.iter().chain(&out_bufs)) {
+        let bytes = b.to_host().map_err(|e| fail(OpStage::Launch, &e))?;
+        let n = t.bytes().len();
+        t.bytes_mut().copy_from_slice(&bytes[..n]);
+    }
+    Ok(outputs)
+}

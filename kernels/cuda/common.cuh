@@ -1,0 +1,91 @@
+// Shared by every kernel in kernels/cuda (the plugin prepends it to each source before NVRTC
+// compiles it): storage types for bf16/f16 with conversions to and from f32, warp and block
+// reductions, and a macro that instantiates a template once per float dtype as extern "C"
+// entry points named `<kernel>_<dtype>` (f32, bf16, f16). No CUDA headers are needed.
+
+typedef unsigned char u8;
+typedef unsigned short u16;
+typedef unsigned int u32;
+typedef unsigned long long u64;
+typedef long long i64;
+
+#define NEG_INF __int_as_float(0xff800000)
+#define POS_INF __int_as_float(0x7f800000)
+
+struct __align__(2) bf16 { u16 bits; };
+struct __align__(2) f16 { u16 bits; };
+
+__device__ __forceinline__ float to_float(float v) { return v; }
+__device__ __forceinline__ float to_float(bf16 v) { return __uint_as_float(((u32)v.bits) << 16); }
+__device__ __forceinline__ float to_float(f16 v) {
+  float f;
+  asm("cvt.f32.f16 %0, %1;" : "=f"(f) : "h"(v.bits));
+  return f;
+}
+
+template <typename T> __device__ __forceinline__ T from_float(float v);
+template <> __device__ __forceinline__ float from_float<float>(float v) { return v; }
+template <> __device__ __forceinline__ bf16 from_float<bf16>(float v) {
+  u32 u = __float_as_uint(v);
+  bf16 out;
+  if ((u & 0x7fffffffu) > 0x7f800000u) {
+    out.bits = 0x7fc0;  // NaN stays NaN
+    return out;
+  }
+  u += 0x7fffu + ((u >> 16) & 1u);  // round to nearest even
+  out.bits = (u16)(u >> 16);
+  return out;
+}
+template <> __device__ __forceinline__ f16 from_float<f16>(float v) {
+  f16 out;
+  asm("cvt.rn.f16.f32 %0, %1;" : "=h"(out.bits) : "f"(v));
+  return out;
+}
+
+__device__ __forceinline__ float warp_sum(float v) {
+#pragma unroll
+  for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
+  return v;
+}
+
+__device__ __forceinline__ float warp_max(float v) {
+#pragma unroll
+  for (int o = 16; o > 0; o >>= 1) v = fmaxf(v, __shfl_xor_sync(0xffffffffu, v, o));
+  return v;
+}
+
+// Sum over the block (blockDim.x a multiple of 32, at most 1024); every thread gets the result.
+// `scratch` holds 32 floats of shared memory; the call ends with the block synchronized.
+__device__ __forceinline__ float block_sum(float v, float* scratch) {
+  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, warps = (blockDim.x + 31) >> 5;
+  v = warp_sum(v);
+  __syncthreads();
+  if (lane == 0) scratch[warp] = v;
+  __syncthreads();
+  v = lane < warps ? scratch[lane] : 0.0f;
+  v = warp_sum(v);
+  return v;
+}
+
+// Maximum over the block, as `block_sum`.
+__device__ __forceinline__ float block_max(float v, float* scratch) {
+  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, warps = (blockDim.x + 31) >> 5;
+  v = warp_max(v);
+  __syncthreads();
+  if (lane == 0) scratch[warp] = v;
+  __syncthreads();
+  v = lane < warps ? scratch[lane] : NEG_INF;
+  v = warp_max(v);
+  return v;
+}
+
+// RTLLM_FOR_FLOAT_TYPES(M) expands M(suffix, type) for each float dtype.
+#define RTLLM_FOR_FLOAT_TYPES(M) M(f32, float) M(bf16, bf16) M(f16, f16)
+
+// 16 bytes of T, loaded or stored as one 16-byte access (N = 4 floats or 8 halves).
+template <typename T> struct __align__(16) Pack16 {
+  static constexpr int N = 16 / sizeof(T);
+  T v[N];
+};
+
+__device__ __forceinline__ bool aligned16(const void* p) { return (((u64)p) & 15ull) == 0; }

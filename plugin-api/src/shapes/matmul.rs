@@ -1,0 +1,115 @@
+//! Validation shared by the `matmul` providers: y[T, N] = x[T, K] · w[N, K]ᵀ (+ bias[N]).
+//! Each provider states which dtypes it takes for x, and for w and bias given x's dtype; the
+//! output has x's dtype. Also the launch-time check of the concrete (T, K, N).
+
+use super::dtype_list;
+use crate::{DType, PluginError, TensorArg, TensorMeta};
+
+/// The dtypes a matmul provider accepts.
+#[derive(Clone, Copy, Debug)]
+pub struct MatmulDtypes {
+    /// Activation (x) dtypes; y has x's dtype.
+    pub x: &'static [DType],
+    /// Weight dtypes for an x dtype.
+    pub w: fn(DType) -> &'static [DType],
+    /// Bias dtypes for an x dtype.
+    pub bias: fn(DType) -> &'static [DType],
+}
+
+/// `[d]` for a float dtype `d` (weights stored in the activation dtype), else nothing.
+pub fn same_float(d: DType) -> &'static [DType] {
+    match d {
+        DType::F32 => &[DType::F32],
+        DType::BF16 => &[DType::BF16],
+        DType::F16 => &[DType::F16],
+        _ => &[],
+    }
+}
+
+fn err(msg: String) -> PluginError {
+    PluginError::new(format!("matmul: {msg}"))
+}
+
+/// Checks input metas (dims may be symbolic) and returns the output meta `[T, N]`.
+pub fn infer_matmul(inputs: &[TensorMeta], dtypes: &MatmulDtypes) -> Result<TensorMeta, PluginError> {
+    let shapes = || inputs.iter().map(|m| m.to_string()).collect::<Vec<_>>().join(", ");
+    if !(2..=3).contains(&inputs.len()) {
+        return Err(err(format!("takes inputs (x, w) or (x, w, bias), got {} inputs: [{}]", inputs.len(), shapes())));
+    }
+    let (x, w) = (&inputs[0], &inputs[1]);
+    if x.rank() != 2 || w.rank() != 2 {
+        return Err(err(format!("x must be [T, K] and w [N, K], got x {x}, w {w}")));
+    }
+    if !dtypes.x.contains(&x.dtype) {
+        return Err(err(format!("x must be {}, got x {x}", dtype_list(dtypes.x))));
+    }
+    let w_dtypes = (dtypes.w)(x.dtype);
+    if !w_dtypes.contains(&w.dtype) {
+        return Err(err(format!("w must be {}, got w {w}", dtype_list(w_dtypes))));
+    }
+    if x.dims[1] != w.dims[1] {
+        return Err(err(format!("K mismatch: x {x} has K={}, w {w} has K={}", x.dims[1], w.dims[1])));
+    }
+    if let Some(bias) = inputs.get(2) {
+        if bias.rank() != 1 || bias.dims[0] != w.dims[0] {
+            return Err(err(format!("bias must be [N] with N={} (from w {w}), got bias {bias}", w.dims[0])));
+        }
+        let b_dtypes = (dtypes.bias)(x.dtype);
+        if !b_dtypes.contains(&bias.dtype) {
+            return Err(err(format!("bias must be {}, got bias {bias}", dtype_list(b_dtypes))));
+        }
+    }
+    Ok(TensorMeta::new(x.dtype, [x.dims[0].clone(), w.dims[0].clone()]))
+}
+
+/// Concrete (rows, cols) of a rank-2 argument.
+fn dims2(arg: &TensorArg, what: &str) -> Result<(usize, usize), PluginError> {
+    match arg.shape()?.as_slice() {
+        &[a, b] => Ok((a, b)),
+        _ => Err(err(format!("{what} must have rank 2, got {what} {}", arg.meta))),
+    }
+}
+
+/// Checks the argument counts and concrete shapes of a launch and returns `(T, K, N)`; the
+/// bias (when given) must be `[N]`.
+pub fn launch_dims(inputs: &[TensorArg], outputs: &[TensorArg]) -> Result<(usize, usize, usize), PluginError> {
+    if !(2..=3).contains(&inputs.len()) || outputs.len() != 1 {
+        return Err(err(format!(
+            "launch takes 2 or 3 inputs and 1 output, got {} and {}",
+            inputs.len(),
+            outputs.len()
+        )));
+    }
+    let (x, w, y) = (&inputs[0], &inputs[1], &outputs[0]);
+    let (t, k) = dims2(x, "x")?;
+    let (n, kw) = dims2(w, "w")?;
+    let (ty, ny) = dims2(y, "y")?;
+    if kw != k || ty != t || ny != n {
+        return Err(err(format!("launch shapes disagree: x {}, w {}, y {}", x.meta, w.meta, y.meta)));
+    }
+    if let Some(b) = inputs.get(2) {
+        if b.shape()? != [n] {
+            return Err(err(format!("bias must be [{n}], got bias {}", b.meta)));
+        }
+    }
+    Ok((t, k, n))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const SAME: MatmulDtypes = MatmulDtypes { x: &DType::FLOATS, w: same_float, bias: |_| &[DType::F32] };
+
+    #[test]
+    fn output_has_x_dtype_and_rules_apply() {
+        let m = |d, dims: &[usize]| TensorMeta::of(d, dims);
+        let y = infer_matmul(&[m(DType::BF16, &[3, 8]), m(DType::BF16, &[5, 8])], &SAME).unwrap();
+        assert_eq!(y, m(DType::BF16, &[3, 5]));
+        let e = infer_matmul(&[m(DType::BF16, &[3, 8]), m(DType::F16, &[5, 8])], &SAME).unwrap_err();
+        assert!(e.message().contains("w must be bf16"), "{e}");
+        let e =
+            infer_matmul(&[m(DType::F16, &[3, 8]), m(DType::F16, &[5, 8]), m(DType::F16, &[5])], &SAME).unwrap_err();
+        assert!(e.message().contains("bias must be f32"), "{e}");
+    }
+}

@@ -1,0 +1,38 @@
+//! rtllm CUDA plugin: CUDA providers of the model ops. Kernels are CUDA C in kernels/cuda,
+//! compiled by NVRTC for the device when first used (cubins cached on disk); GEMMs go through
+//! cuBLASLt. The driver, NVRTC and cuBLASLt are loaded at run time, so this plugin builds and
+//! loads on machines with no CUDA (its ops then fail to create with a clear error).
+
+pub mod attention;
+pub mod attention_plan;
+pub mod runtime;
+
+pub mod argmax;
+pub mod blaslt;
+pub mod devargs;
+pub mod elementwise;
+pub mod embedding;
+pub mod matmul;
+pub mod norm;
+pub mod rope;
+
+rtllm_plugin_api::register_op!(norm::RmsNorm);
+rtllm_plugin_api::register_op!(norm::FusedAddRmsNorm);
+rtllm_plugin_api::register_op!(elementwise::Add);
+rtllm_plugin_api::register_op!(elementwise::SiluMul);
+rtllm_plugin_api::register_op!(embedding::Embedding);
+rtllm_plugin_api::register_op!(embedding::GatherRows);
+rtllm_plugin_api::register_op!(argmax::Argmax);
+rtllm_plugin_api::register_op!(rope::Rope);
+rtllm_plugin_api::register_op!(matmul::Matmul);
+pub mod sampling;
+
+rtllm_plugin_api::register_op!(attention::PagedAttention);
+rtllm_plugin_api::register_op!(sampling::Sample);
+
+#[cfg(test)]
+mod compile_tests;
+#[cfg(test)]
+mod create_tests;
+
+rtllm_plugin_api::export_plugin!(name: "rtllm-cuda", version: env!("CARGO_PKG_VERSION"));
