@@ -85,7 +85,10 @@ fn main() -> anyhow::Result<ExitCode> {
         eprintln!("plugin load error: {e}");
     }
     let mut failed = false;
-    println!("{:<6} {:<10} {:>14} {:>10} {:>12} {:>10}", "dtype", "path", "logits relerr", "tolerance", "argmax same", "tokens =");
+    println!(
+        "{:<6} {:<10} {:>14} {:>10} {:>12} {:>10}",
+        "dtype", "path", "logits relerr", "tolerance", "argmax same", "tokens ="
+    );
     for (dtype, tolerance) in [(DType::F32, 1e-3), (DType::BF16, 5e-2)] {
         let spec = DummySpec { config: config.clone(), dtype, seed: 7 };
         let mut cpu = Model::load_dummy(&spec, &registry, &build_config(DeviceKind::Cpu, DType::F32))?;
@@ -96,7 +99,16 @@ fn main() -> anyhow::Result<ExitCode> {
         let err = rel_err(&got, &want);
         let same = want.iter().zip(&got).filter(|(w, g)| argmax(w) == argmax(g)).count();
         failed |= !(err <= tolerance);
-        println!("{:<6} {:<10} {:>14.3e} {:>10.0e} {:>9}/{:<2} {:>10}", dtype.name(), "prefill", err, tolerance, same, prompts.len(), "-");
+        println!(
+            "{:<6} {:<10} {:>14.3e} {:>10.0e} {:>9}/{:<2} {:>10}",
+            dtype.name(),
+            "prefill",
+            err,
+            tolerance,
+            same,
+            prompts.len(),
+            "-"
+        );
         drop(gpu);
 
         let mut build = build_config(DeviceKind::Cuda, dtype);

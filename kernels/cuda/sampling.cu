@@ -17,6 +17,7 @@
 #define SAMPLE_THREADS 512
 #define SAMPLE_WARPS (SAMPLE_THREADS / 32)
 #define SAMPLE_ITEMS 8  // consecutive tokens per thread in the draw's scan
+#define SAMPLE_NO_WINNER 0x7fffffff
 
 __device__ __forceinline__ u64 sample_splitmix64(u64 x) {
   x += 0x9e3779b97f4a7c15ull;
@@ -230,7 +231,7 @@ __device__ void sample_row(const T* __restrict__ logits, const float* __restrict
     total_mass += tot;
   }
   const double target = u * total_mass;
-  if (tid == 0) s_winner = -1;
+  if (tid == 0) s_winner = SAMPLE_NO_WINNER;
   __syncthreads();
   double run = 0.0;
   for (int base = 0; base < V; base += tile) {
@@ -246,7 +247,7 @@ __device__ void sample_row(const T* __restrict__ logits, const float* __restrict
     const bool crosses = s > 0.0 && before + s > target;
     if (crosses) atomicMin(&s_winner, tid);  // the first crossing thread wins
     __syncthreads();
-    if (s_winner >= 0) {
+    if (s_winner != SAMPLE_NO_WINNER) {
       if (tid == s_winner) {
         double part = 0.0;
         int tok = amax;

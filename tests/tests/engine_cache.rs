@@ -28,6 +28,7 @@ fn model_args(model: Option<PathBuf>, dummy: Option<&str>) -> ModelArgs {
         max_seq_len: Some(256),
         kv_cache_bytes: None,
         dequantize: false,
+        device: Default::default(),
     }
 }
 

@@ -18,8 +18,12 @@ fn every_builtin_op_has_a_reference() {
 #[test]
 fn every_builtin_provider_matches_the_reference() {
     let r = registry();
-    let opts =
-        CheckOptions { op: None, plugins: BUILTIN_PLUGINS.iter().map(|s| s.to_string()).collect(), seed: Some(0x5eed), device: None };
+    let opts = CheckOptions {
+        op: None,
+        plugins: BUILTIN_PLUGINS.iter().map(|s| s.to_string()).collect(),
+        seed: Some(0x5eed),
+        device: None,
+    };
     let report = check(r, &opts, HostPool::global());
     let text = rtllm::cli::plugins::render_check(&report);
     assert!(!report.kernels.is_empty(), "nothing was checked:\n{text}");

@@ -29,6 +29,20 @@ pub struct DeviceArgs {
     pub num_kv_blocks: Option<usize>,
 }
 
+impl Default for DeviceArgs {
+    fn default() -> Self {
+        DeviceArgs {
+            device: DeviceKind::Cpu,
+            device_ordinal: 0,
+            free_gpu_memory_fraction: None,
+            no_cuda_graphs: false,
+            host_sampling: false,
+            kv_cache_dtype: None,
+            num_kv_blocks: None,
+        }
+    }
+}
+
 fn parse_device(s: &str) -> Result<DeviceKind, String> {
     DeviceKind::parse(s).ok_or_else(|| format!("unknown device '{s}' (cpu or cuda)"))
 }

@@ -54,8 +54,12 @@ pub fn run(global: &GlobalArgs, cmd: PluginsCommand) -> anyhow::Result<ExitCode>
                     anyhow::bail!("no plugin provides op '{op}'; closest: {}", registry.closest_names(op).join(", "));
                 }
             }
-            let opts =
-                CheckOptions { op: args.op.clone(), plugins: args.plugin.clone(), seed: args.seed, device: args.device };
+            let opts = CheckOptions {
+                op: args.op.clone(),
+                plugins: args.plugin.clone(),
+                seed: args.seed,
+                device: args.device,
+            };
             let report = check(&registry, &opts, HostPool::global());
             print!("{}", render_check(&report));
             let filtered = args.op.is_some() || !args.plugin.is_empty();

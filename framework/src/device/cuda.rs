@@ -59,8 +59,8 @@ impl CudaDevice {
         let ctx = unsafe { drv::primary_ctx::retain(dev) }.map_err(|e| driver_err("cuDevicePrimaryCtxRetain", e))?;
         // SAFETY: a live context.
         unsafe { drv::ctx::set_current(ctx) }.map_err(|e| driver_err("cuCtxSetCurrent", e))?;
-        let stream = drv::stream::create(drv::stream::StreamKind::NonBlocking)
-            .map_err(|e| driver_err("cuStreamCreate", e))?;
+        let stream =
+            drv::stream::create(drv::stream::StreamKind::NonBlocking).map_err(|e| driver_err("cuStreamCreate", e))?;
         Ok(Arc::new(CudaDevice { ordinal, ctx, stream, name }))
     }
 
@@ -153,14 +153,17 @@ impl CudaDevice {
     pub fn begin_capture(&self) -> Result<(), CudaError> {
         self.bind()?;
         // SAFETY: our stream. Thread-local mode: other threads' driver calls are unaffected.
-        unsafe { drv::stream::begin_capture(self.stream, sys::CUstreamCaptureMode::CU_STREAM_CAPTURE_MODE_THREAD_LOCAL) }
-            .map_err(|e| driver_err("cuStreamBeginCapture", e))
+        unsafe {
+            drv::stream::begin_capture(self.stream, sys::CUstreamCaptureMode::CU_STREAM_CAPTURE_MODE_THREAD_LOCAL)
+        }
+        .map_err(|e| driver_err("cuStreamBeginCapture", e))
     }
 
     /// Ends a capture started by `begin_capture` and instantiates the graph.
     pub fn end_capture(self: &Arc<Self>) -> Result<CudaGraph, CudaError> {
         // SAFETY: our stream, capturing.
-        let graph = unsafe { drv::stream::end_capture(self.stream) }.map_err(|e| driver_err("cuStreamEndCapture", e))?;
+        let graph =
+            unsafe { drv::stream::end_capture(self.stream) }.map_err(|e| driver_err("cuStreamEndCapture", e))?;
         // SAFETY: the graph just captured.
         let exec = unsafe { drv::graph::instantiate(graph, sys::CUgraphInstantiate_flags(0)) };
         // SAFETY: the exec (if any) holds what it needs; the graph itself is no longer used.
@@ -311,5 +314,43 @@ mod tests {
         }
         let e = CudaDevice::open(0).err().expect("no GPU here");
         assert!(e.to_string().contains("CUDA is not available"), "{e}");
+    }
+}
+
+/// A CUDA event for timing work on the device's stream.
+pub struct CudaEvent {
+    event: sys::CUevent,
+}
+
+// SAFETY: event handles are usable from any thread with the context bound.
+unsafe impl Send for CudaEvent {}
+
+impl CudaEvent {
+    pub fn new(device: &CudaDevice) -> Result<CudaEvent, CudaError> {
+        device.bind()?;
+        let event =
+            drv::event::create(sys::CUevent_flags::CU_EVENT_DEFAULT).map_err(|e| driver_err("cuEventCreate", e))?;
+        Ok(CudaEvent { event })
+    }
+
+    /// Records the event on the device's stream.
+    pub fn record(&self, device: &CudaDevice) -> Result<(), CudaError> {
+        // SAFETY: a live event and the device's stream.
+        unsafe { drv::event::record(self.event, device.stream) }.map_err(|e| driver_err("cuEventRecord", e))
+    }
+
+    /// Milliseconds from `start` to this event (both recorded and complete).
+    pub fn elapsed_ms_since(&self, start: &CudaEvent) -> Result<f32, CudaError> {
+        // SAFETY: two live events.
+        unsafe { drv::event::elapsed(start.event, self.event) }.map_err(|e| driver_err("cuEventElapsedTime", e))
+    }
+}
+
+impl Drop for CudaEvent {
+    fn drop(&mut self) {
+        // SAFETY: destroyed once.
+        unsafe {
+            let _ = drv::event::destroy(self.event);
+        }
     }
 }

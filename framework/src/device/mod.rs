@@ -4,5 +4,5 @@
 pub mod cuda;
 pub mod memory;
 
-pub use cuda::{CudaDevice, CudaError, CudaGraph, DeviceBuffer, PinnedBuffer};
+pub use cuda::{CudaDevice, CudaError, CudaEvent, CudaGraph, DeviceBuffer, PinnedBuffer};
 pub use memory::Memory;

@@ -136,6 +136,7 @@ pub struct Engine {
     readback: Option<PinnedBuffer>,
     logits_f32: Vec<f32>,
     tokens: Vec<i32>,
+    profile: Option<super::op_profile::OpProfile>,
 }
 
 /// The device sampler and its launch arguments (rebuilt when L changes).
@@ -176,9 +177,11 @@ impl Engine {
         let logits =
             graph.output(io::LOGITS).ok_or_else(|| EngineError::Setup("the graph has no 'logits' output".into()))?;
         let logits_meta = graph.meta(logits).clone();
-        let vocab_size = logits_meta.dims.get(1).and_then(|d| d.known()).ok_or_else(|| {
-            EngineError::Setup(format!("logits output {logits_meta} has no known vocab dim"))
-        })?;
+        let vocab_size = logits_meta
+            .dims
+            .get(1)
+            .and_then(|d| d.known())
+            .ok_or_else(|| EngineError::Setup(format!("logits output {logits_meta} has no known vocab dim")))?;
         if !matches!(logits_meta.dtype, DType::F32 | DType::BF16 | DType::F16) {
             return Err(EngineError::Setup(format!("logits are {}, not a float dtype", logits_meta.dtype)));
         }
@@ -269,7 +272,9 @@ impl Engine {
         let logits_row_bytes = vocab_size * logits_meta.dtype.block_bytes();
         let readback = match &device {
             None => None,
-            Some(d) => Some(d.alloc_pinned(limits.max_batch_size * logits_row_bytes).map_err(setup("logits readback"))?),
+            Some(d) => {
+                Some(d.alloc_pinned(limits.max_batch_size * logits_row_bytes).map_err(setup("logits readback"))?)
+            }
         };
         tracing::info!(
             device = device.as_ref().map(|d| d.name()).unwrap_or("cpu"),
@@ -280,7 +285,8 @@ impl Engine {
             kv_bytes = kv_pool_bytes * kv_layers,
             "engine memory"
         );
-        let graphs = (device.is_some() && placement.cuda_graphs)
+        let profile = device.as_ref().and_then(|_| super::op_profile::OpProfile::from_env());
+        let graphs = (device.is_some() && placement.cuda_graphs && profile.is_none())
             .then(|| DecodeGraphs::new(limits.max_batch_size, limits.max_num_tokens));
         Ok(Engine {
             arena,
@@ -307,6 +313,7 @@ impl Engine {
             readback,
             logits_f32: Vec::new(),
             tokens: Vec::new(),
+            profile,
         })
     }
 
@@ -503,6 +510,38 @@ impl Engine {
         Ok(())
     }
 
+    /// `launch_nodes` with an event before each node and after the last (RTLLM_PROFILE_OPS).
+    fn launch_nodes_profiled(&mut self) -> Result<(), EngineError> {
+        let (Some(device), Some(mut profile)) = (self.device.clone(), self.profile.take()) else {
+            return self.launch_nodes();
+        };
+        let ctx = self.launch_context();
+        let mut result = Ok(());
+        for (i, (node, args)) in self.graph.nodes.iter().zip(&self.node_args).enumerate() {
+            if let Err(e) = profile.event(&device, i).and_then(|ev| ev.record(&device)) {
+                result = Err(self.device_error("profile event", e));
+                break;
+            }
+            if let Err(e) = node.kernel.launch(&ctx, &args.inputs, &args.outputs) {
+                result = Err(EngineError::Kernel {
+                    scope: node.scope.clone(),
+                    op: node.op.clone(),
+                    plugin: node.provider.plugin.clone(),
+                    message: e.to_string(),
+                });
+                break;
+            }
+        }
+        let n = self.graph.nodes.len();
+        if result.is_ok() {
+            let end = profile.event(&device, n).and_then(|ev| ev.record(&device));
+            let collected = end.and_then(|_| profile.collect(&device, self.graph.nodes.iter().map(|n| n.op.as_str())));
+            result = collected.map_err(|e| self.device_error("profile", e));
+        }
+        self.profile = Some(profile);
+        result
+    }
+
     fn device_error(&self, what: &str, e: crate::device::CudaError) -> EngineError {
         EngineError::Kernel { scope: "engine".into(), op: what.into(), plugin: "engine".into(), message: e.to_string() }
     }
@@ -558,6 +597,7 @@ impl Engine {
                 }
                 tracing::debug!(bucket = b, "captured a decode-step CUDA graph");
             }
+            (None, _) if self.profile.is_some() => self.launch_nodes_profiled()?,
             (None, _) => self.launch_nodes()?,
         }
         Ok(batch.logits_indices.len())
@@ -691,9 +731,9 @@ fn upload_weights(device: &Arc<CudaDevice>, weights: Vec<WeightBytes>) -> Result
 fn to_f32(dtype: DType, src: &[u8], out: &mut Vec<f32>) {
     out.clear();
     match dtype {
-        DType::BF16 => out.extend(
-            src.chunks_exact(2).map(|c| half::bf16::from_bits(u16::from_le_bytes([c[0], c[1]])).to_f32()),
-        ),
+        DType::BF16 => {
+            out.extend(src.chunks_exact(2).map(|c| half::bf16::from_bits(u16::from_le_bytes([c[0], c[1]])).to_f32()))
+        }
         DType::F16 => {
             out.extend(src.chunks_exact(2).map(|c| half::f16::from_bits(u16::from_le_bytes([c[0], c[1]])).to_f32()))
         }

@@ -290,7 +290,8 @@ pub fn build_parts(
         .map(|v| graph.meta(v).dtype)
         .ok_or_else(|| LoadError::Config("the graph has no 'logits' output".into()))?;
     let placement = Placement {
-        free_gpu_memory_fraction: (device.is_some() && bc.num_kv_blocks.is_none()).then_some(bc.free_gpu_memory_fraction),
+        free_gpu_memory_fraction: (device.is_some() && bc.num_kv_blocks.is_none())
+            .then_some(bc.free_gpu_memory_fraction),
         cuda_graphs: bc.cuda_graphs,
         sampler: device_sampler(registry, bc, logits_dtype)?,
         device,

@@ -66,7 +66,8 @@ fn align(n: usize) -> usize {
 
 impl StepIo {
     pub fn new(limits: &EngineLimits, device: Option<&Arc<CudaDevice>>) -> Result<StepIo, EngineError> {
-        let (t, s, mb) = (limits.max_num_tokens.max(limits.max_batch_size), limits.max_batch_size, limits.max_blocks_per_seq());
+        let (t, s, mb) =
+            (limits.max_num_tokens.max(limits.max_batch_size), limits.max_batch_size, limits.max_blocks_per_seq());
         let elems = [t, t, s * mb, s, s + 1, s, s, s, s, 2 * s, s];
         let mut regions = [(0, 0); REGIONS];
         let mut off = 0;
@@ -136,13 +137,14 @@ impl StepIo {
         if let (Staging::Device { pinned, device: buf }, Some(d)) = (&self.staging, device) {
             // SAFETY: `used` <= the buffer's length; the pinned source lives as long as `self`
             // and is rewritten only by the next `stage`, after the caller synchronised.
-            unsafe { d.copy_to_device_async(buf.device_ptr(), &pinned.as_bytes()[..self.used]) }
-                .map_err(|e| EngineError::Kernel {
+            unsafe { d.copy_to_device_async(buf.device_ptr(), &pinned.as_bytes()[..self.used]) }.map_err(|e| {
+                EngineError::Kernel {
                     scope: "inputs".into(),
                     op: "upload".into(),
                     plugin: "engine".into(),
                     message: e.to_string(),
-                })?;
+                }
+            })?;
         }
         Ok(())
     }

@@ -33,8 +33,7 @@ pub fn run_on_device(
     let out_metas = infer_with(provider, &metas, attrs)?;
     let kernel = create_with(provider, &metas, attrs)?;
     let ws_bytes = workspace_with(provider, &kernel, &metas)?;
-    let in_bufs =
-        inputs.iter().map(|t| upload(device, provider, t.bytes())).collect::<Result<Vec<_>, _>>()?;
+    let in_bufs = inputs.iter().map(|t| upload(device, provider, t.bytes())).collect::<Result<Vec<_>, _>>()?;
     let mut outputs = out_metas
         .iter()
         .map(|m| HostTensor::for_meta(m).map_err(|e| fail(OpStage::Infer, &format_args!("output {m}: {e}"))))
@@ -42,8 +41,7 @@ pub fn run_on_device(
     for t in &mut outputs {
         t.bytes_mut().fill(0xFF);
     }
-    let out_bufs =
-        outputs.iter().map(|t| upload(device, provider, t.bytes())).collect::<Result<Vec<_>, _>>()?;
+    let out_bufs = outputs.iter().map(|t| upload(device, provider, t.bytes())).collect::<Result<Vec<_>, _>>()?;
     let workspace = device.alloc_zeroed(ws_bytes).map_err(|e| fail(OpStage::Workspace, &e))?;
     let ctx = LaunchContext {
         device: DeviceKind::Cuda,

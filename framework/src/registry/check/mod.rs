@@ -36,7 +36,12 @@ enum Runner<'a> {
 }
 
 impl Runner<'_> {
-    fn run(&self, p: &Provider, inputs: &mut [HostTensor], attrs: &rtllm_plugin_api::Attrs) -> Result<Vec<HostTensor>, OpError> {
+    fn run(
+        &self,
+        p: &Provider,
+        inputs: &mut [HostTensor],
+        attrs: &rtllm_plugin_api::Attrs,
+    ) -> Result<Vec<HostTensor>, OpError> {
         match self {
             Runner::Host(pool) => run_on_host(p, inputs, attrs, pool),
             Runner::Gpu(device) => run_on_device(p, inputs, attrs, device),
