@@ -3,11 +3,17 @@
 #
 # Builds llama.cpp (llama-bench) from the source vendored in the llama-cpp-python sdist, in a
 # temporary directory (scripts/bench/build-llamacpp.sh; nothing of llama.cpp is committed),
-# builds rtllm in release, then runs
-#   llama-bench -p PROMPT -n GEN -t THREADS -r REPS -m MODEL
+# builds rtllm in release, then runs REPS rounds of
+#   llama-bench -p PROMPT -n GEN -t THREADS -r 1 -m MODEL
 #   RTLLM_NUM_THREADS=THREADS rtllm generate --stats --ignore-eos --max-tokens GEN  (PROMPT-token prompt)
-# REPS times each and prints prefill and decode tok/s (medians), their ratio, and rtllm's
+# (alternating, so load swings on a shared machine hit both; each round's 1-minute load
+# average is printed) and prints prefill and decode tok/s (medians), their ratio, and rtllm's
 # peak resident memory (/usr/bin/time) against GGUF size + KV cache + 20%.
+#
+# rtllm runs from a directory holding only the binary and the CPU plugins (hard links), as
+# llama.cpp is a CPU-only build here: the executable's directory is where plugins are found,
+# and target/release may also hold GPU plugins (cuda, triton, nccl) whose code would add
+# ~2 MiB of resident pages without running. CPU_ONLY_PLUGINS=0 runs target/release/rtllm.
 #
 # Environment: MODEL (default: the built-in SmolLM2-135M-Instruct Q4_1), THREADS (2),
 # PROMPT (128), GEN (64), REPS (5), KV_BYTES (rtllm's KV cache budget; default: the whole
@@ -38,22 +44,20 @@ RTLLM="$ROOT/target/release/rtllm"
 
 OUT="$(mktemp -d /tmp/rtllm-bench.XXXXXX)"
 trap 'rm -rf "$OUT"' EXIT
+if [[ "${CPU_ONLY_PLUGINS:-1}" != 0 ]]; then
+    mkdir "$OUT/bin"
+    for f in rtllm librtllm_gemm.so librtllm_attention.so librtllm_elementwise.so librtllm_rmsnorm.so; do
+        ln "$ROOT/target/release/$f" "$OUT/bin/$f" 2>/dev/null || cp "$ROOT/target/release/$f" "$OUT/bin/$f"
+    done
+    RTLLM="$OUT/bin/rtllm"
+fi
 
 # Passive OpenMP waits: on a shared machine spinning workers lose their slices (rtllm's pool parks too).
 export OMP_WAIT_POLICY="${OMP_WAIT_POLICY:-passive}"
-echo "== llama-bench: -p $PROMPT -n $GEN -t $THREADS -r $REPS (OMP_WAIT_POLICY=$OMP_WAIT_POLICY) ==" >&2
-llama_run() { "$LLAMA_BIN/llama-bench" -m "$MODEL" -p "$PROMPT" -n "$GEN" -t "$THREADS" -r "$REPS" -o json "$@" >"$OUT/llama.json" 2>"$OUT/llama.err"; }
+echo "== $REPS rounds, each: llama-bench -p $PROMPT -n $GEN -t $THREADS -r 1 (OMP_WAIT_POLICY=$OMP_WAIT_POLICY), then rtllm generate ($PROMPT-token prompt, $GEN tokens, RTLLM_NUM_THREADS=$THREADS) ==" >&2
+# Rounds alternate the two so that the shared machine's load swings hit both alike.
+LLAMA_FLAGS=()
 LLAMA_NOTE=""
-if ! llama_run; then
-    # CPUs whose OS does not enable AMX tiles die with SIGILL in llama.cpp's AMX buffer type
-    # (built in by GGML_NATIVE on Sapphire Rapids); without weight repacking it is not used.
-    echo "llama-bench failed (see below); retrying with --repack 0" >&2
-    tail -n 3 "$OUT/llama.err" >&2 || true
-    llama_run --repack 0
-    LLAMA_NOTE=" (--repack 0: AMX/repacked buffers unusable here)"
-fi
-
-echo "== rtllm generate: $PROMPT-token prompt, $GEN tokens, RTLLM_NUM_THREADS=$THREADS, x$REPS ==" >&2
 # "hello" then " hello" x (PROMPT-1): one token each for SmolLM2's tokenizer (checked below).
 TEXT="hello$(printf ' hello%.0s' $(seq 2 "$PROMPT"))"
 # One untimed run first: it builds (or checks) the engine cache entry for this configuration,
@@ -62,6 +66,19 @@ RTLLM_NUM_THREADS="$THREADS" "$RTLLM" generate --model "$MODEL" --ignore-eos --m
     --kv-cache-bytes "$KV_BYTES" --max-num-tokens "$PROMPT" hello >/dev/null 2>"$OUT/rtllm.warmup.err" \
     || { cat "$OUT/rtllm.warmup.err" >&2; exit 1; }
 for i in $(seq 1 "$REPS"); do
+    cut -d' ' -f1 /proc/loadavg >"$OUT/load.$i"
+    if ! "$LLAMA_BIN/llama-bench" -m "$MODEL" -p "$PROMPT" -n "$GEN" -t "$THREADS" -r 1 -o json "${LLAMA_FLAGS[@]}" \
+        >"$OUT/llama.$i.json" 2>"$OUT/llama.err"; then
+        [[ ${#LLAMA_FLAGS[@]} -eq 0 ]] || { cat "$OUT/llama.err" >&2; exit 1; }
+        # CPUs whose OS does not enable AMX tiles die with SIGILL in llama.cpp's AMX buffer type
+        # (built in by GGML_NATIVE on Sapphire Rapids); without weight repacking it is not used.
+        echo "llama-bench failed (see below); retrying with --repack 0" >&2
+        tail -n 3 "$OUT/llama.err" >&2 || true
+        LLAMA_FLAGS=(--repack 0)
+        LLAMA_NOTE=" (--repack 0: AMX/repacked buffers unusable here)"
+        "$LLAMA_BIN/llama-bench" -m "$MODEL" -p "$PROMPT" -n "$GEN" -t "$THREADS" -r 1 -o json "${LLAMA_FLAGS[@]}" \
+            >"$OUT/llama.$i.json" 2>"$OUT/llama.err" || { cat "$OUT/llama.err" >&2; exit 1; }
+    fi
     RTLLM_LOG="${RTLLM_LOG:-info}" RTLLM_NUM_THREADS="$THREADS" /usr/bin/time -v "$RTLLM" generate --model "$MODEL" \
         --stats --ignore-eos --max-tokens "$GEN" --kv-cache-bytes "$KV_BYTES" --max-num-tokens "$PROMPT" \
         "$TEXT" >/dev/null 2>"$OUT/rtllm.$i.err" || { cat "$OUT/rtllm.$i.err" >&2; exit 1; }
@@ -71,11 +88,12 @@ python3 - "$OUT" "$REPS" "$MODEL" "$PROMPT" "$GEN" "$THREADS" "$LLAMA_NOTE" "$KV
 import json, os, re, statistics, sys
 out, reps, model, prompt, gen, threads, note = sys.argv[1], int(sys.argv[2]), sys.argv[3], int(sys.argv[4]), int(sys.argv[5]), sys.argv[6], sys.argv[7]
 per_token, block_tokens, kv_bytes = int(sys.argv[8]), int(sys.argv[9]), int(sys.argv[10])
-llama = {"pp": None, "tg": None}
-for r in json.load(open(os.path.join(out, "llama.json"))):
-    key = "pp" if r.get("n_prompt", 0) > 0 and r.get("n_gen", 0) == 0 else "tg"
-    samples = r.get("samples_ts") or [r["avg_ts"]]
-    llama[key] = statistics.median(samples)
+samples = {"pp": [], "tg": []}
+for i in range(1, reps + 1):
+    for r in json.load(open(os.path.join(out, f"llama.{i}.json"))):
+        key = "pp" if r.get("n_prompt", 0) > 0 and r.get("n_gen", 0) == 0 else "tg"
+        samples[key] += r.get("samples_ts") or [r["avg_ts"]]
+llama = {k: statistics.median(v) if v else None for k, v in samples.items()}
 pp, tg, rss, ntok = [], [], [], set()
 stat = re.compile(r"prompt (\d+) tokens in [\d.]+s \(([\d.]+) tok/s\) \| (\d+) tokens decoded at ([\d.]+) tok/s")
 for i in range(1, reps + 1):
@@ -90,6 +108,10 @@ for i in range(1, reps + 1):
     if k:
         rss.append(int(k.group(1)) * 1024)
 rt = {"pp": statistics.median(pp), "tg": statistics.median(tg)}
+print(f"{'round':>5} {'load':>5} {'llama pp':>9} {'rtllm pp':>9} {'llama tg':>9} {'rtllm tg':>9}")
+for i in range(reps):
+    load = open(os.path.join(out, f"load.{i + 1}")).read().strip()
+    print(f"{i + 1:>5} {load:>5} {samples['pp'][i]:9.1f} {pp[i]:9.1f} {samples['tg'][i]:9.1f} {tg[i]:9.1f}")
 print(f"\nmodel {os.path.basename(model)}, {threads} threads, prompt {prompt} (rtllm saw {sorted(ntok)}), {gen} generated; medians of {reps}{note}")
 print(f"{'':10} {'llama.cpp tok/s':>16} {'rtllm tok/s':>12} {'rtllm/llama':>12}")
 for key, name in (("pp", f"prefill {prompt}"), ("tg", f"decode {gen}")):

@@ -5,17 +5,19 @@
 #   3. speed: Llama-3.2-1B-shaped bf16 dummy weights, batch-1 decode and 256-request
 #      throughput (128 in / 128 out), then the same through PyTorch/transformers `generate`
 #      with the device-to-device copy bandwidth measured in the same run.
-# Usage: scripts/gpu-check.sh [ops] [e2e] [bench] [torch]   (default: all). Logs go to $OUT.
+# Usage: scripts/gpu-check.sh [ops] [e2e] [bench] [torch]   (default: all). Logs go to $OUT;
+# GPU_DIR names the packed folder (default .gpu).
 set -uo pipefail
 cd "$(dirname "$0")/.."
 OUT=${OUT:-/tmp/rtllm-gpu-out}
 mkdir -p "$OUT"
 export NCCL_NVLS_ENABLE=0 TORCH_SYMM_MEM_DISABLE_MULTICAST=1 NVSHMEM_DISABLE_NVLS=1
-export RTLLM_PLUGIN_PATH=$PWD/.gpu/plugins RTLLM_CACHE_DIR=/tmp/rtllm-cache PYTHONUNBUFFERED=1
+GPU_DIR=${GPU_DIR:-.gpu}
+export RTLLM_PLUGIN_PATH=$PWD/$GPU_DIR/plugins RTLLM_CACHE_DIR=/tmp/rtllm-cache PYTHONUNBUFFERED=1
 for d in /usr/local/cuda-13.0/targets/x86_64-linux/lib /usr/local/cuda/lib64; do
   [ -d "$d" ] && export LD_LIBRARY_PATH=$d:${LD_LIBRARY_PATH:-}
 done
-BIN=.gpu/rtllm
+BIN=$GPU_DIR/rtllm
 STAGES=${*:-ops e2e bench torch}
 status=0
 want() { [[ " $STAGES " == *" $1 "* ]]; }
@@ -29,7 +31,7 @@ if want ops; then
 fi
 if want e2e; then
   step "end to end: CUDA vs CPU engines (smollm2-135m shape, dummy weights)"
-  timeout 300 .gpu/cuda_check smollm2-135m 2>&1 | tee "$OUT/e2e.txt" || status=1
+  timeout 300 $GPU_DIR/cuda_check smollm2-135m 2>&1 | tee "$OUT/e2e.txt" || status=1
 fi
 MODEL=(--device cuda --dummy-weights scripts/bench/configs/llama-3.2-1b.json --dummy-dtype bf16 --no-progress)
 if want bench; then

@@ -8,6 +8,7 @@ pub mod device;
 pub mod engine;
 pub mod host_pool;
 pub mod model;
+pub mod parallel;
 pub mod reference;
 pub mod registry;
 pub mod runtime;

@@ -5,6 +5,7 @@
 use crate::engine::cache::{self, EngineCache};
 use crate::engine::serialize::{self, EngineDirInfo, SerializeError, TokenizerSource};
 use crate::engine::{build_parts, registered_definition, BuildConfig, Engine, LoadError, WeightMetas, WeightSource};
+use crate::parallel::ModelRunner;
 use crate::registry::Registry;
 use crate::runtime::{generate, BlockPool, Generation, RuntimeError};
 use crate::sampling::SamplingParams;
@@ -28,6 +29,45 @@ pub fn cache_dir() -> PathBuf {
     }
     let home = std::env::var_os("HOME").map(PathBuf::from).unwrap_or_else(|| PathBuf::from("."));
     home.join(".cache").join("rtllm")
+}
+
+/// While loading, keeps glibc from holding freed memory: big allocations (≥ 128 KiB: KV pools,
+/// the arena, file buffers) get their own mappings, so pages never written (a KV pool's scratch
+/// block, blocks no sequence reached) are not resident and freed ones go back at once. glibc
+/// raises that threshold after each big free otherwise, and the KV pools land in the heap.
+/// [`release_freed_heap`] raises it again once loaded.
+fn limit_heap_retention() {
+    set_mmap_threshold(128 * 1024);
+}
+
+fn set_mmap_threshold(bytes: std::ffi::c_int) {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    {
+        extern "C" {
+            fn mallopt(param: std::ffi::c_int, value: std::ffi::c_int) -> std::ffi::c_int;
+        }
+        const M_MMAP_THRESHOLD: std::ffi::c_int = -3;
+        // SAFETY: mallopt only changes allocator tuning; setting the threshold is thread-safe.
+        unsafe { mallopt(M_MMAP_THRESHOLD, bytes) };
+    }
+    #[cfg(not(all(target_os = "linux", target_env = "gnu")))]
+    let _ = bytes;
+}
+
+/// Hands the heap pages freed while loading (tokenizer parsing, plan JSON, build scratch) back
+/// to the OS: glibc keeps them resident otherwise, a few MiB of peak RSS while generating.
+/// Then lets per-step buffers below 1 MiB (a logits row) reuse heap memory instead of mapping
+/// and faulting in fresh pages every step.
+fn release_freed_heap() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    {
+        extern "C" {
+            fn malloc_trim(pad: usize) -> std::ffi::c_int;
+        }
+        // SAFETY: glibc's malloc_trim only releases free memory; it is thread-safe.
+        unsafe { malloc_trim(0) };
+    }
+    set_mmap_threshold(1 << 20);
 }
 
 /// Where the default model is once `scripts/fetch-default-model.sh` has run.
@@ -67,14 +107,19 @@ impl WeightSource for WeightStore {
     fn weight_bytes(&self, name: &str) -> Option<&[u8]> {
         self.get(name).map(|t| t.bytes())
     }
+
+    fn weight_fill(&self, name: &str) -> Option<crate::weights::FillRule> {
+        self.get(name).and_then(|t| t.fill_rule())
+    }
 }
 
-/// A model with everything needed to generate.
-pub struct Model {
+/// A model with everything needed to generate: one engine, or (`Model<TensorParallelEngine>`,
+/// from `rtllm::parallel::load_model`) one split across ranks.
+pub struct Model<R = Engine> {
     pub path: PathBuf,
     pub config: ModelConfig,
     pub tokenizer: Tokenizer,
-    pub engine: Engine,
+    pub engine: R,
     pub blocks: BlockPool,
     pub load_time: Duration,
 }
@@ -104,6 +149,7 @@ impl Model {
         build: &BuildConfig,
     ) -> Result<Model, ModelError> {
         let start = Instant::now();
+        limit_heap_retention();
         if serialize::is_engine_dir(path) {
             if definition.is_some() {
                 tracing::warn!(
@@ -150,15 +196,7 @@ impl Model {
         start: Instant,
     ) -> Result<Model, ModelError> {
         let err_path = || path.to_path_buf();
-        let (tokenizer, tokenizer_source) = if let Some(json) = &loaded.tokenizer_json {
-            let t = Tokenizer::from_hf_file(json, loaded.tokenizer_config_json.as_deref());
-            (t, TokenizerSource::HfFiles { json: json.clone(), config: loaded.tokenizer_config_json.clone() })
-        } else if let Some(spec) = loaded.tokenizer.clone() {
-            (Tokenizer::from_spec(spec.clone()), TokenizerSource::Spec(spec))
-        } else {
-            return Err(ModelError::NoTokenizer { path: err_path() });
-        };
-        let tokenizer = tokenizer.map_err(|error| ModelError::Tokenizer { path: err_path(), error })?;
+        let (tokenizer, tokenizer_source) = tokenizer_of(path, &loaded)?;
         let build_err = |error| ModelError::Build { path: err_path(), error };
         let definition = match definition {
             Some(d) => d.clone(),
@@ -198,6 +236,7 @@ impl Model {
         }
         .map_err(build_err)?;
         let blocks = BlockPool::new(engine.limits().num_kv_blocks);
+        release_freed_heap();
         Ok(Model {
             path: path.to_path_buf(),
             config: loaded.config,
@@ -214,6 +253,7 @@ impl Model {
         let (plan, engine) = serialize::load_engine(dir, registry)?;
         let tokenizer = serialize::read_tokenizer(dir)?;
         let blocks = BlockPool::new(engine.limits().num_kv_blocks);
+        release_freed_heap();
         Ok(Model {
             path: path.to_path_buf(),
             config: plan.model_config,
@@ -241,7 +281,24 @@ impl Model {
         }
         Model::load(&path, registry, build)
     }
+}
 
+/// The tokenizer of a loaded source (its tokenizer.json, else the GGUF spec) and where it came from.
+pub(crate) fn tokenizer_of(path: &Path, loaded: &LoadedModel) -> Result<(Tokenizer, TokenizerSource), ModelError> {
+    let err_path = || path.to_path_buf();
+    let (tokenizer, source) = if let Some(json) = &loaded.tokenizer_json {
+        let t = Tokenizer::from_hf_file(json, loaded.tokenizer_config_json.as_deref());
+        (t, TokenizerSource::HfFiles { json: json.clone(), config: loaded.tokenizer_config_json.clone() })
+    } else if let Some(spec) = loaded.tokenizer.clone() {
+        (Tokenizer::from_spec(spec.clone()), TokenizerSource::Spec(spec))
+    } else {
+        return Err(ModelError::NoTokenizer { path: err_path() });
+    };
+    let tokenizer = tokenizer.map_err(|error| ModelError::Tokenizer { path: err_path(), error })?;
+    Ok((tokenizer, source))
+}
+
+impl<R: ModelRunner> Model<R> {
     /// Token ids that end generation.
     pub fn eos_ids(&self) -> Vec<u32> {
         let mut ids = self.tokenizer.eos_token_ids();

@@ -1,27 +1,34 @@
 // paged_attention: causal (optionally sliding-window) GQA attention over a paged KV cache for a
-// packed batch mixing prefill and decode sequences. Three phases, one launch each, every grid
-// sized from the metas only (CUDA-graph safe); blocks whose work is empty exit early:
-//   1. pa_write_cache: each new token's k/v row into its cache slot (block_tables[s][pos / BS]).
-//   2. pa_prefill: sequences with >= 2 new tokens. One block per (tile of 32 query rows, KV
-//      head); a query row is (token, query head of the KV group). K/V tiles of 32 keys go
-//      through shared memory; online softmax with f32 accumulation; output written directly.
-//   3. pa_decode (sequences with exactly 1 new token): one block per (sequence, KV head, tile of
-//      32 of the group's heads, split of the key range); partial (max, sum, acc) per split into
-//      the workspace, then pa_combine merges the splits into the output row.
+// packed batch mixing prefill and decode sequences. At most two launches, every grid sized from
+// the metas only (CUDA-graph safe); blocks whose work is empty exit early. No workspace.
+//   1. pa_prefill (only when T >= 2): sequences with >= 2 new tokens. One block per (tile of 32
+//      query rows, KV head); a query row is (token, query head of the KV group). The block first
+//      writes the new K/V rows of the tokens whose first row it holds into the cache; keys come
+//      from the cache for cached positions and straight from the k/v inputs (rounded to the
+//      cache dtype) for the sequence's new positions, so no block waits on another's writes.
+//      K/V tiles of 32 keys go through shared memory; online softmax with f32 accumulation.
+//      A lane owns dims lane + 32c of a row's output; V rows are zero-padded to a whole number
+//      of 32 (DP), so head dims that are not a multiple of 32 leave the top lanes idle.
+//   2. pa_decode<GT> (sequences with exactly 1 new token): one block per (sequence, KV head,
+//      tile of GT query heads of the group, split). The splits of one row form a thread-block
+//      cluster (sm_90) and merge their partial softmax states through distributed shared
+//      memory, so split-K needs no workspace and no combine pass. The split owning the new
+//      position writes the token's K/V into the cache and reads that key from the inputs.
 // Invalid int inputs (out-of-range block ids, offsets) never read or write out of bounds: the
 // affected rows/keys are skipped (their outputs are then unspecified).
 //
 // Types: A = activation (q, k, v, out), C = cache element. All math in f32.
 
-#define PA_ROWS 32      // query rows per block (8 per warp)
+#define PA_ROWS 32      // query rows per prefill block (8 per warp)
 #define PA_KEYS 32      // keys per shared K/V tile
 #define PA_THREADS 128  // 4 warps
-#define PA_MAX_DC 8     // head_dim / 32 at most (head_dim <= 256)
+#define PA_MAX_DC 8     // ceil(head_dim / 32) at most (head_dim <= 256)
+#define PA_LOG2E 1.4426950408889634f
 
-// Shared memory layout (floats) for head dim D: Q [32][D], K [32][D+1], V [32][D], P [32][32],
-// key slots [32] (ints).
+// Prefill shared memory (floats) for head dim D: Q [32][D], K [32][D+1], V [32][DP] (DP = D
+// rounded up to 32, zero-padded), P [32][32], key slots [32] and new-token indices [32] (ints).
 __device__ __forceinline__ int pa_shared_floats(int D) {
-  return PA_ROWS * D + PA_KEYS * (D + 1) + PA_KEYS * D + PA_ROWS * PA_KEYS + PA_KEYS;
+  return PA_ROWS * D + PA_KEYS * (D + 1) + PA_KEYS * ((D + 31) & ~31) + PA_ROWS * PA_KEYS + 2 * PA_KEYS;
 }
 
 // The batch geometry every attention kernel reads.
@@ -48,59 +55,48 @@ __device__ __forceinline__ long long pa_slot(const int* block_tables, const PaGe
   return (((long long)blk * g.BS + (p % g.BS)) * g.KVH + kvh) * g.D;
 }
 
-// ---------------------------------------------------------------------------------------------
-// 1. Cache write: grid (T), block 128.
+// A value as the cache stores it (rounded to C), back in f32.
+template <typename C, typename A>
+__device__ __forceinline__ float pa_as_cached(A x) {
+  return to_float(from_float<C>(to_float(x)));
+}
 
+// Copies new token row `src` (KV head slice of k and v, D elements) to cache offset `at`;
+// threads of the block stride over the dims.
 template <typename A, typename C>
-__device__ void pa_write_cache(const A* __restrict__ k, const A* __restrict__ v, C* __restrict__ k_cache,
-                               C* __restrict__ v_cache, const int* __restrict__ block_tables,
-                               const int* __restrict__ seq_lens, const int* __restrict__ query_start, PaGeom g) {
-  const int t = blockIdx.x;
-  if (t >= g.T || g.S <= 0) return;
-  // The sequence of token t: the number of query_start[1..=S] entries <= t.
-  int lo = 0, hi = g.S;
-  while (lo < hi) {
-    const int mid = (lo + hi) >> 1;
-    if (query_start[mid + 1] <= t) lo = mid + 1; else hi = mid;
-  }
-  const int s = lo;
-  if (s >= g.S) return;
-  const int q0 = query_start[s], q1 = query_start[s + 1];
-  if (t < q0 || t >= q1) return;
-  const int pos = seq_lens[s] - (q1 - q0) + (t - q0);
-  const long long base = pa_slot(block_tables, g, s, pos, 0);
-  if (base < 0) return;
-  const int row = g.KVH * g.D;
-  const A* kr = k + (long long)t * row;
-  const A* vr = v + (long long)t * row;
-  for (int i = threadIdx.x; i < row; i += blockDim.x) {
-    k_cache[base + i] = from_float<C>(to_float(kr[i]));
-    v_cache[base + i] = from_float<C>(to_float(vr[i]));
+__device__ __forceinline__ void pa_store_row(const A* __restrict__ k, const A* __restrict__ v, C* k_cache, C* v_cache,
+                                             long long src, long long at, int D) {
+  for (int d = threadIdx.x; d < D; d += blockDim.x) {
+    k_cache[at + d] = from_float<C>(to_float(k[src + d]));
+    v_cache[at + d] = from_float<C>(to_float(v[src + d]));
   }
 }
 
 // ---------------------------------------------------------------------------------------------
-// The tile loop shared by prefill and decode blocks.
+// 1. Prefill.
 
 // One block's work: 32 consecutive query rows rho0.. (row rho = token i * G + head g within the
 // KV group) of sequence s (new tokens at packed q0.., first new position `start`), KV head
-// `kvh`, keys restricted to [klo, khi] on top of each row's causal/window range.
+// `kvh`, keys restricted to [klo, khi] on top of each row's causal/window range. Positions from
+// `start` on are the sequence's new tokens: their keys come from the k/v inputs.
 struct PaTile {
   int s, q0, q_len, start, kvh, rho0, n_rows, klo, khi;
 };
 
 // Runs the tile. On return each warp's lanes hold, for the warp's 8 rows, the running max `m`,
-// sum `l` and unnormalised accumulator `o[r][c]` (dims lane + 32c), and `valid` rows.
+// sum `l` and unnormalised accumulator `o[r][c]` (dims lane + 32c, meaningful where < D), and
+// `valid` rows.
 template <typename A, typename C>
-__device__ void pa_run_tile(const A* __restrict__ q, const C* __restrict__ k_cache, const C* __restrict__ v_cache,
-                            const int* __restrict__ block_tables, const PaGeom& g, const PaTile& tile, float* smem,
+__device__ void pa_run_tile(const A* __restrict__ q, const A* __restrict__ k, const A* __restrict__ v,
+                            const C* k_cache, const C* v_cache, const int* __restrict__ block_tables, const PaGeom& g, const PaTile& tile, float* smem,
                             float (&m)[8], float (&l)[8], float (&o)[8][PA_MAX_DC], bool (&valid)[8], int (&pos)[8]) {
-  const int D = g.D, DC = D >> 5;
+  const int D = g.D, DC = (D + 31) >> 5, DP = DC << 5;
   float* Qs = smem;                         // [32][D]
   float* Ks = Qs + PA_ROWS * D;             // [32][D+1]
-  float* Vs = Ks + PA_KEYS * (D + 1);       // [32][D]
-  float* Ps = Vs + PA_KEYS * D;             // [32][32]
-  int* slots = (int*)(Ps + PA_ROWS * PA_KEYS);  // [32] (element offset / D, or -1)
+  float* Vs = Ks + PA_KEYS * (D + 1);       // [32][DP], dims D.. zero
+  float* Ps = Vs + PA_KEYS * DP;            // [32][32]
+  int* slots = (int*)(Ps + PA_ROWS * PA_KEYS);  // [32] (cache element offset / D, or -1)
+  int* toks = slots + PA_KEYS;                  // [32] (packed token of a new key, or -1)
   const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;
 
   // Q rows (pre-scaled), zero for rows outside the tile.
@@ -131,20 +127,32 @@ __device__ void pa_run_tile(const A* __restrict__ q, const C* __restrict__ k_cac
     __syncthreads();  // the previous tile's K/V/slots (and, first time, Q) are done with
     if (tid < PA_KEYS) {
       const int p = k0 + tid;
-      const long long at = p <= tile.khi ? pa_slot(block_tables, g, tile.s, p, tile.kvh) : -1;
-      slots[tid] = at < 0 ? -1 : (int)(at / D);
+      int sl = -1, tk = -1;
+      if (p <= tile.khi && p >= tile.start) {
+        tk = tile.q0 + (p - tile.start);
+        if (tk < 0 || tk >= g.T) tk = -1;
+      } else if (p <= tile.khi) {
+        const long long at = pa_slot(block_tables, g, tile.s, p, tile.kvh);
+        sl = at < 0 ? -1 : (int)(at / D);
+      }
+      slots[tid] = sl;
+      toks[tid] = tk;
     }
     __syncthreads();
-    for (int idx = tid; idx < PA_KEYS * D; idx += PA_THREADS) {
-      const int j = idx / D, d = idx - j * D, sl = slots[j];
+    for (int idx = tid; idx < PA_KEYS * DP; idx += PA_THREADS) {
+      const int j = idx / DP, d = idx - j * DP, sl = slots[j], tk = toks[j];
       float kv = 0.0f, vv = 0.0f;
-      if (sl >= 0) {
+      if (d < D && sl >= 0) {
         const long long at = (long long)sl * D + d;
         kv = to_float(k_cache[at]);
         vv = to_float(v_cache[at]);
+      } else if (d < D && tk >= 0) {
+        const long long at = ((long long)tk * g.KVH + tile.kvh) * D + d;
+        kv = pa_as_cached<C>(k[at]);
+        vv = pa_as_cached<C>(v[at]);
       }
-      Ks[j * (D + 1) + d] = kv;
-      Vs[j * D + d] = vv;
+      if (d < D) Ks[j * (D + 1) + d] = kv;
+      Vs[idx] = vv;  // the padding dims stay 0
     }
     __syncthreads();
     if (!any_valid) continue;  // warp-uniform: no rows in this warp
@@ -161,7 +169,7 @@ __device__ void pa_run_tile(const A* __restrict__ q, const C* __restrict__ k_cac
       for (int rr = 0; rr < 8; ++rr) sc[rr] = fmaf(qw[rr * D + d], kd, sc[rr]);
     }
     const int p = k0 + lane;
-    const bool key_ok = slots[lane] >= 0;
+    const bool key_ok = slots[lane] >= 0 || toks[lane] >= 0;
 #pragma unroll
     for (int rr = 0; rr < 8; ++rr) {
       const bool ok = valid[rr] && key_ok && p <= pos[rr] && p >= pa_first_key(pos[rr], g.window);
@@ -180,7 +188,7 @@ __device__ void pa_run_tile(const A* __restrict__ q, const C* __restrict__ k_cac
     }
     __syncwarp();
     for (int j = 0; j < PA_KEYS; ++j) {
-      const float* vj = Vs + j * D;
+      const float* vj = Vs + j * DP;
 #pragma unroll
       for (int c = 0; c < PA_MAX_DC; ++c) {
         if (c < DC) {
@@ -230,12 +238,11 @@ __device__ void pa_find_tile(const int* __restrict__ query_start, int S, int G, 
   }
 }
 
-// ---------------------------------------------------------------------------------------------
-// 2. Prefill: grid (ceil(T * G / 32) + S, KVH), block 128, dynamic shared pa_shared_floats(D).
-
+// Prefill: grid (ceil(T * G / 32) + min(S, T / 2), KVH), block 128, dynamic shared
+// pa_shared_floats(D) floats.
 template <typename A, typename C>
-__device__ void pa_prefill(const A* __restrict__ q, const C* __restrict__ k_cache, const C* __restrict__ v_cache,
-                           const int* __restrict__ block_tables, const int* __restrict__ seq_lens,
+__device__ void pa_prefill(const A* __restrict__ q, const A* __restrict__ k, const A* __restrict__ v, C* k_cache,
+                           C* v_cache, const int* __restrict__ block_tables, const int* __restrict__ seq_lens,
                            const int* __restrict__ query_start, A* __restrict__ out, PaGeom g) {
   extern __shared__ float smem[];
   __shared__ int found[2];
@@ -254,12 +261,18 @@ __device__ void pa_prefill(const A* __restrict__ q, const C* __restrict__ k_cach
   const int last_rho = min(tile.rho0 + PA_ROWS, tile.n_rows) - 1;
   tile.klo = pa_first_key(tile.start + tile.rho0 / g.G, g.window);
   tile.khi = tile.start + last_rho / g.G;
-  if (tile.start < 0) return;
+  if (tile.start < 0 || tile.q0 < 0 || tile.q0 + tile.q_len > g.T) return;
+  // The new K/V of the tokens whose first row (head 0 of the group) is in this tile. Nothing in
+  // this launch reads those slots back: new keys come from the inputs.
+  for (int i = (tile.rho0 + g.G - 1) / g.G; i <= last_rho / g.G; ++i) {
+    const long long at = pa_slot(block_tables, g, s, tile.start + i, tile.kvh);
+    if (at >= 0) pa_store_row<A, C>(k, v, k_cache, v_cache, ((long long)(tile.q0 + i) * g.KVH + tile.kvh) * g.D, at, g.D);
+  }
   float m[8], l[8], o[8][PA_MAX_DC];
   bool valid[8];
   int pos[8];
-  pa_run_tile<A, C>(q, k_cache, v_cache, block_tables, g, tile, smem, m, l, o, valid, pos);
-  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, DC = g.D >> 5;
+  pa_run_tile<A, C>(q, k, v, k_cache, v_cache, block_tables, g, tile, smem, m, l, o, valid, pos);
+  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, DC = (g.D + 31) >> 5;
 #pragma unroll
   for (int rr = 0; rr < 8; ++rr) {
     if (!valid[rr]) continue;
@@ -269,129 +282,368 @@ __device__ void pa_prefill(const A* __restrict__ q, const C* __restrict__ k_cach
     A* orow = out + ((long long)(tile.q0 + i) * g.H + h) * g.D;
 #pragma unroll
     for (int c = 0; c < PA_MAX_DC; ++c)
-      if (c < DC) orow[lane + 32 * c] = from_float<A>(o[rr][c] * inv);
+      if (c < DC && lane + 32 * c < g.D) orow[lane + 32 * c] = from_float<A>(o[rr][c] * inv);
   }
 }
 
 // ---------------------------------------------------------------------------------------------
-// 3. Decode: grid (S * KVH * ceil(G / 32), NSPLIT), block 128, dynamic shared as prefill.
-// Workspace (f32): acc [S][H][NSPLIT][D], then m [S][H][NSPLIT], then l [S][H][NSPLIT].
+// 2. Decode.
+//
+// A lane owns 8 consecutive head dims of one key (one 16-byte load of a 16-bit cache, two of an
+// f32 one); LPK = pow2ceil(D / 8) lanes hold a key (lanes past D / 8 idle), so a warp reads
+// KPW = 32 / LPK keys per step and reduces each key's dot products over its LPK lanes with xor
+// shuffles. Each of the block's 4 warps keeps its own online-softmax state (m, l, acc for the
+// GT heads) in registers, updated once per round of R steps; warps then merge through shared
+// memory, and the cluster's splits through distributed shared memory. Scores use exp2 with q
+// pre-scaled by scale * log2(e).
 
+#define PD_WARPS 4
+#define PD_THREADS (PD_WARPS * 32)
+#define PD_NONE (-1ll)  // a masked key
+#define PD_NEW (-2ll)   // the row's new position (its K/V come from the inputs)
+
+// 16 bytes of a cache row.
+struct __align__(16) PdRaw {
+  u32 x, y, z, w;
+};
+
+// 16-byte words per 8-element lane chunk of cache type C.
+template <typename C> struct PdWords { static constexpr int N = sizeof(C) == 4 ? 2 : 1; };
+
+__device__ __forceinline__ void pd_unpack_word(u32 w, float* x, float) {
+  x[0] = __uint_as_float(w);
+}
+__device__ __forceinline__ void pd_unpack_word(u32 w, float* x, bf16) {
+  x[0] = __uint_as_float(w << 16);
+  x[1] = __uint_as_float(w & 0xffff0000u);
+}
+__device__ __forceinline__ void pd_unpack_word(u32 w, float* x, f16) {
+  f16 lo, hi;
+  lo.bits = (u16)(w & 0xffffu);
+  hi.bits = (u16)(w >> 16);
+  x[0] = to_float(lo);
+  x[1] = to_float(hi);
+}
+
+// The 8 floats of a lane chunk.
+template <typename C>
+__device__ __forceinline__ void pd_unpack(const PdRaw (&r)[PdWords<C>::N], float (&x)[8]) {
+  constexpr int PER = sizeof(C) == 4 ? 1 : 2;  // elements per 32-bit word
+#pragma unroll
+  for (int i = 0; i < PdWords<C>::N; ++i) {
+    pd_unpack_word(r[i].x, x + (4 * i + 0) * PER, C());
+    pd_unpack_word(r[i].y, x + (4 * i + 1) * PER, C());
+    pd_unpack_word(r[i].z, x + (4 * i + 2) * PER, C());
+    pd_unpack_word(r[i].w, x + (4 * i + 3) * PER, C());
+  }
+}
+
+__device__ __forceinline__ u32 pd_bits(float x) { return __float_as_uint(x); }
+__device__ __forceinline__ u32 pd_bits(bf16 x) { return x.bits; }
+__device__ __forceinline__ u32 pd_bits(f16 x) { return x.bits; }
+
+// A lane chunk of a new token's row (8 activations), stored as the cache would store it.
 template <typename A, typename C>
-__device__ void pa_decode(const A* __restrict__ q, const C* __restrict__ k_cache, const C* __restrict__ v_cache,
-                          const int* __restrict__ block_tables, const int* __restrict__ seq_lens,
-                          const int* __restrict__ query_start, float* __restrict__ ws_acc, float* __restrict__ ws_m,
-                          float* __restrict__ ws_l, PaGeom g, int nsplit) {
-  extern __shared__ float smem[];
-  const int gt_count = (g.G + PA_ROWS - 1) / PA_ROWS;
-  const int s = blockIdx.x / (g.KVH * gt_count);
-  const int rem = blockIdx.x - s * (g.KVH * gt_count);
-  const int kvh = rem / gt_count, gt = rem - kvh * gt_count;
-  const int sp = blockIdx.y;
-  if (s >= g.S) return;
-  const int q0 = query_start[s];
-  if (query_start[s + 1] - q0 != 1) return;  // not a decode row: pa_combine skips it too
-  const int pos = seq_lens[s] - 1;
-  PaTile tile;
-  tile.s = s;
-  tile.q0 = q0;
-  tile.q_len = 1;
-  tile.start = pos;
-  tile.kvh = kvh;
-  tile.rho0 = gt * PA_ROWS;
-  tile.n_rows = g.G;
-  // This split's share of the row's keys [first, pos], in whole key tiles.
-  const int first = pa_first_key(pos, g.window);
-  const int len = pos - first + 1;
-  int chunk = (len + nsplit - 1) / nsplit;
-  chunk = (chunk + PA_KEYS - 1) / PA_KEYS * PA_KEYS;
-  tile.klo = first + sp * chunk;
-  tile.khi = min(pos, tile.klo + chunk - 1);
-  if (pos < 0) tile.khi = tile.klo - 1;  // invalid row: nothing to attend
-  float m[8], l[8], o[8][PA_MAX_DC];
-  bool valid[8];
-  int p8[8];
-  pa_run_tile<A, C>(q, k_cache, v_cache, block_tables, g, tile, smem, m, l, o, valid, p8);
-  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, DC = g.D >> 5;
+__device__ __forceinline__ void pd_pack_new(const A* __restrict__ src, PdRaw (&r)[PdWords<C>::N]) {
+  constexpr int PER = sizeof(C) == 4 ? 1 : 2;  // elements per 32-bit word
+  u32 w[8 / PER];
 #pragma unroll
-  for (int rr = 0; rr < 8; ++rr) {
-    const int gh = tile.rho0 + warp * 8 + rr;
-    if (gh >= g.G) continue;
-    const long long row = ((long long)s * g.H + kvh * g.G + gh) * nsplit + sp;
-#pragma unroll
-    for (int c = 0; c < PA_MAX_DC; ++c)
-      if (c < DC) ws_acc[row * g.D + lane + 32 * c] = o[rr][c];
-    if (lane == 0) {
-      ws_m[row] = m[rr];
-      ws_l[row] = l[rr];
-    }
+  for (int i = 0; i < 8 / PER; ++i) {
+    w[i] = pd_bits(from_float<C>(to_float(src[i * PER])));
+    if (PER == 2) w[i] |= pd_bits(from_float<C>(to_float(src[i * PER + PER - 1]))) << 16;
   }
+#pragma unroll
+  for (int i = 0; i < PdWords<C>::N; ++i) r[i] = PdRaw{w[4 * i], w[4 * i + 1], w[4 * i + 2], w[4 * i + 3]};
 }
 
-// Merges the splits of decode rows: grid (S * H), block 128.
-template <typename A>
-__device__ void pa_combine(const int* __restrict__ query_start, const float* __restrict__ ws_acc,
-                           const float* __restrict__ ws_m, const float* __restrict__ ws_l, A* __restrict__ out,
-                           PaGeom g, int nsplit) {
-  const int s = blockIdx.x / g.H, h = blockIdx.x - s * g.H;
+__device__ __forceinline__ u32 pd_cluster_rank() {
+  u32 r = 0;
+#if __CUDA_ARCH__ >= 900
+  asm volatile("mov.u32 %0, %%cluster_ctarank;" : "=r"(r));
+#endif
+  return r;
+}
+
+// Barrier over every thread of the cluster; shared-memory writes before it are visible to the
+// cluster's other blocks after it.
+__device__ __forceinline__ void pd_cluster_sync() {
+#if __CUDA_ARCH__ >= 900
+  asm volatile("barrier.cluster.arrive.release.aligned;\n\tbarrier.cluster.wait.acquire.aligned;" ::: "memory");
+#else
+  __syncthreads();
+#endif
+}
+
+// Reads the float at `p` (this block's shared memory) in cluster block `rank`'s shared memory.
+__device__ __forceinline__ float pd_remote_load(const float* p, u32 rank) {
+#if __CUDA_ARCH__ >= 900
+  u32 local, remote;
+  float v;
+  asm volatile("{\n\t.reg .u64 t;\n\tcvta.to.shared.u64 t, %1;\n\tcvt.u32.u64 %0, t;\n\t}" : "=r"(local) : "l"(p));
+  asm volatile("mapa.shared::cluster.u32 %0, %1, %2;" : "=r"(remote) : "r"(local), "r"(rank));
+  asm volatile("ld.shared::cluster.f32 %0, [%1];" : "=f"(v) : "r"(remote) : "memory");
+  return v;
+#else
+  return *p;
+#endif
+}
+
+// Decode: grid (S * KVH * ceil(G / GT) * NS), clusters of NS blocks along x, block 128,
+// dynamic shared pd_shared_floats(GT, D) floats: per warp acc [GT][D], m [GT], l [GT]; then
+// the block's merged acc [GT][D], m [GT], l [GT] that the cluster reads.
+template <typename A, typename C, int GT, int R>
+__device__ void pa_decode(const A* __restrict__ q, const A* __restrict__ k, const A* __restrict__ v, C* k_cache,
+                          C* v_cache, const int* __restrict__ block_tables, const int* __restrict__ seq_lens,
+                          const int* __restrict__ query_start, A* __restrict__ out, PaGeom g, int ns) {
+  extern __shared__ float smem[];
+  const int D = g.D, tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;
+  const int HT = (g.G + GT - 1) / GT;
+  const int rank = ns > 1 ? (int)pd_cluster_rank() : 0;
+  const int item = blockIdx.x / ns;
+  const int s = item / (g.KVH * HT);
+  const int rem = item - s * (g.KVH * HT);
+  const int kvh = rem / HT, ht = rem - kvh * HT;
+  // Exits before the cluster barriers depend on the row only, so they are cluster-uniform.
   if (s >= g.S) return;
-  const int t = query_start[s];
-  if (query_start[s + 1] - t != 1 || t < 0 || t >= g.T) return;
-  const long long row0 = ((long long)s * g.H + h) * nsplit;
-  float mx = NEG_INF;
-  for (int sp = 0; sp < nsplit; ++sp) mx = fmaxf(mx, ws_m[row0 + sp]);
-  float total = 0.0f;
-  if (mx != NEG_INF)
-    for (int sp = 0; sp < nsplit; ++sp) {
-      const float mi = ws_m[row0 + sp];
-      if (mi != NEG_INF) total += ws_l[row0 + sp] * expf(mi - mx);
-    }
-  const float inv = total > 0.0f ? 1.0f / total : 0.0f;
-  A* orow = out + ((long long)t * g.H + h) * g.D;
-  for (int d = threadIdx.x; d < g.D; d += blockDim.x) {
-    float acc = 0.0f;
-    if (mx != NEG_INF)
-      for (int sp = 0; sp < nsplit; ++sp) {
-        const float mi = ws_m[row0 + sp];
-        if (mi != NEG_INF) acc += ws_acc[(row0 + sp) * g.D + d] * expf(mi - mx);
-      }
-    orow[d] = from_float<A>(acc * inv);
+  const int t = query_start[s], t_end = query_start[s + 1], pos = seq_lens[s] - 1;
+  if (t_end - t != 1 || t < 0 || t >= g.T) return;  // not a decode row
+  const int first = pa_first_key(pos, g.window);
+  const int len = pos >= 0 ? pos - first + 1 : 0;
+  const int chunk = (((len + ns - 1) / ns) + 7) & ~7;
+  const int klo = first + rank * chunk;
+  const int khi = min(pos, klo + chunk - 1);  // empty when klo > khi
+  const int h0 = kvh * g.G + ht * GT;
+  const int nh = min(GT, g.G - ht * GT);
+  const long long new_row = ((long long)t * g.KVH + kvh) * D;
+
+  // The split that owns the new position stores the token's K/V (head tile 0 only).
+  if (ht == 0 && pos >= 0 && klo <= pos && pos <= khi) {
+    const long long at = pa_slot(block_tables, g, s, pos, kvh);
+    if (at >= 0) pa_store_row<A, C>(k, v, k_cache, v_cache, new_row, at, D);
   }
+
+  const int DC = D >> 3;  // 8-element chunks per key row
+  int lpk = 1;
+  while (lpk < DC) lpk <<= 1;
+  const int kpw = 32 / lpk;
+  const int gi = lane / lpk, li = lane - gi * lpk;
+  const bool lane_on = li < DC;
+  const int d0 = li * 8;
+  constexpr int NW = PdWords<C>::N;
+
+  float qf[GT][8];
+  const float qscale = g.scale * PA_LOG2E;
+#pragma unroll
+  for (int j = 0; j < GT; ++j) {
+    const bool on = lane_on && j < nh;
+    const A* qr = q + ((long long)t * g.H + h0 + j) * D + d0;
+#pragma unroll
+    for (int e = 0; e < 8; ++e) qf[j][e] = on ? to_float(qr[e]) * qscale : 0.0f;
+  }
+  float m[GT], l[GT], acc[GT][8];
+#pragma unroll
+  for (int j = 0; j < GT; ++j) {
+    m[j] = NEG_INF;
+    l[j] = 0.0f;
+#pragma unroll
+    for (int e = 0; e < 8; ++e) acc[j][e] = 0.0f;
+  }
+
+  // Key p of a round: lane group gi of warp `warp`, load slot r. Its cache offset, or
+  // PD_NEW (the new position: read from the inputs) or PD_NONE (masked).
+  const int round_keys = PD_WARPS * kpw * R;
+  const int* bt_row = block_tables + (long long)s * g.MB;
+  const bool bs_pow2 = (g.BS & (g.BS - 1)) == 0;
+  const int bs_shift = __ffs(g.BS) - 1;
+  long long at[R];
+  auto locate = [&](int kb) {
+#pragma unroll
+    for (int r = 0; r < R; ++r) {
+      const int p = kb + (r * PD_WARPS + warp) * kpw + gi;
+      long long a = PD_NONE;
+      if (p == pos && p <= khi) {
+        a = PD_NEW;
+      } else if (p <= khi) {
+        const int lb = bs_pow2 ? p >> bs_shift : p / g.BS;
+        const int off = p - lb * g.BS;
+        const int blk = lb < g.MB ? bt_row[lb] : -1;
+        // (blk * BS + off) * KVH + kvh < NB * BS * KVH, checked on the host to fit an int.
+        if (blk >= 0 && blk < g.NB) a = (long long)((blk * g.BS + off) * g.KVH + kvh) * D;
+      }
+      at[r] = a;
+    }
+  };
+  // Loads the round's K (or V) chunks; masked keys get zeros (V must be finite: weight 0).
+  auto load = [&](const C* cache, const A* fresh, PdRaw (&raw)[R][NW]) {
+#pragma unroll
+    for (int r = 0; r < R; ++r) {
+      if (lane_on && at[r] >= 0) {
+        const PdRaw* src = reinterpret_cast<const PdRaw*>(cache + at[r] + d0);
+#pragma unroll
+        for (int i = 0; i < NW; ++i) raw[r][i] = src[i];
+      } else if (lane_on && at[r] == PD_NEW) {
+        pd_pack_new<A, C>(fresh + new_row + d0, raw[r]);
+      } else {
+#pragma unroll
+        for (int i = 0; i < NW; ++i) raw[r][i] = PdRaw{0u, 0u, 0u, 0u};
+      }
+    }
+  };
+  // Software pipeline: the next round's K loads go out once this round's scores are done, its
+  // V loads once this round's V is consumed.
+  PdRaw kr[R][NW], vr[R][NW];
+  locate(klo);
+  load(k_cache, k, kr);
+  load(v_cache, v, vr);
+  for (int kb = klo; kb <= khi; kb += round_keys) {
+    // Scores of the lane group's R keys for the GT heads (log2 domain).
+    float sc[R][GT];
+#pragma unroll
+    for (int r = 0; r < R; ++r) {
+      float kf[8];
+      pd_unpack<C>(kr[r], kf);
+      const bool ok = at[r] != PD_NONE;
+#pragma unroll
+      for (int j = 0; j < GT; ++j) {
+        float dot = 0.0f;
+#pragma unroll
+        for (int e = 0; e < 8; ++e) dot = fmaf(qf[j][e], kf[e], dot);
+        for (int o = lpk >> 1; o > 0; o >>= 1) dot += __shfl_xor_sync(0xffffffffu, dot, o);
+        sc[r][j] = ok ? dot : NEG_INF;
+      }
+    }
+    locate(kb + round_keys);
+    load(k_cache, k, kr);
+    // Online softmax, once per round: the warp's max, then weights and rescaled sums.
+#pragma unroll
+    for (int j = 0; j < GT; ++j) {
+      float mx = sc[0][j];
+#pragma unroll
+      for (int r = 1; r < R; ++r) mx = fmaxf(mx, sc[r][j]);
+      for (int o = lpk; o < 32; o <<= 1) mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, o));
+      const float mn = fmaxf(m[j], mx);
+      const float base = mn == NEG_INF ? 0.0f : mn;  // nothing seen yet: every weight is 0
+      const float alpha = exp2f(m[j] - base);
+      m[j] = mn;
+      float psum = 0.0f;
+#pragma unroll
+      for (int r = 0; r < R; ++r) {
+        sc[r][j] = exp2f(sc[r][j] - base);
+        psum += sc[r][j];
+      }
+      l[j] = l[j] * alpha + psum;
+#pragma unroll
+      for (int e = 0; e < 8; ++e) acc[j][e] *= alpha;
+    }
+#pragma unroll
+    for (int r = 0; r < R; ++r) {
+      float vf[8];
+      pd_unpack<C>(vr[r], vf);
+#pragma unroll
+      for (int j = 0; j < GT; ++j)
+#pragma unroll
+        for (int e = 0; e < 8; ++e) acc[j][e] = fmaf(sc[r][j], vf[e], acc[j][e]);
+    }
+    load(v_cache, v, vr);
+  }
+
+  // Sum the warp's lane groups (m is warp-uniform), then merge the warps.
+#pragma unroll
+  for (int j = 0; j < GT; ++j) {
+    for (int o = lpk; o < 32; o <<= 1) {
+      l[j] += __shfl_xor_sync(0xffffffffu, l[j], o);
+#pragma unroll
+      for (int e = 0; e < 8; ++e) acc[j][e] += __shfl_xor_sync(0xffffffffu, acc[j][e], o);
+    }
+  }
+  float* w_acc = smem;                          // [PD_WARPS][GT][D]
+  float* w_m = w_acc + PD_WARPS * GT * D;       // [PD_WARPS][GT]
+  float* w_l = w_m + PD_WARPS * GT;             // [PD_WARPS][GT]
+  float* b_acc = w_l + PD_WARPS * GT;           // [GT][D]
+  float* b_m = b_acc + GT * D;                  // [GT]
+  float* b_l = b_m + GT;                        // [GT]
+  if (gi == 0 && lane_on) {
+#pragma unroll
+    for (int j = 0; j < GT; ++j)
+#pragma unroll
+      for (int e = 0; e < 8; ++e) w_acc[(warp * GT + j) * D + d0 + e] = acc[j][e];
+  }
+  if (lane == 0) {
+#pragma unroll
+    for (int j = 0; j < GT; ++j) {
+      w_m[warp * GT + j] = m[j];
+      w_l[warp * GT + j] = l[j];
+    }
+  }
+  __syncthreads();
+  for (int idx = tid; idx < GT * D; idx += PD_THREADS) {
+    const int j = idx / D;
+    float mx = NEG_INF;
+#pragma unroll
+    for (int w = 0; w < PD_WARPS; ++w) mx = fmaxf(mx, w_m[w * GT + j]);
+    const float base = mx == NEG_INF ? 0.0f : mx;
+    float sum = 0.0f, a = 0.0f;
+#pragma unroll
+    for (int w = 0; w < PD_WARPS; ++w) {
+      const float f = exp2f(w_m[w * GT + j] - base);
+      sum += w_l[w * GT + j] * f;
+      a += w_acc[w * GT * D + idx] * f;
+    }
+    if (ns == 1) {
+      if (j < nh) out[((long long)t * g.H + h0) * D + idx] = from_float<A>(sum > 0.0f ? a / sum : 0.0f);
+    } else {
+      b_acc[idx] = a;
+      if (idx - j * D == 0) {
+        b_m[j] = mx;
+        b_l[j] = sum;
+      }
+    }
+  }
+  if (ns == 1) return;
+  pd_cluster_sync();
+  // Each split writes its share of the row's outputs from every split's partial state.
+  for (int idx = rank * PD_THREADS + tid; idx < nh * D; idx += ns * PD_THREADS) {
+    const int j = idx / D;
+    float mx = NEG_INF;
+    for (int r = 0; r < ns; ++r) mx = fmaxf(mx, pd_remote_load(b_m + j, r));
+    const float base = mx == NEG_INF ? 0.0f : mx;
+    float sum = 0.0f, a = 0.0f;
+    for (int r = 0; r < ns; ++r) {
+      const float f = exp2f(pd_remote_load(b_m + j, r) - base);
+      sum += pd_remote_load(b_l + j, r) * f;
+      a += pd_remote_load(b_acc + idx, r) * f;
+    }
+    out[((long long)t * g.H + h0) * D + idx] = from_float<A>(sum > 0.0f ? a / sum : 0.0f);
+  }
+  pd_cluster_sync();  // no block leaves while another may still read its shared memory
 }
 
 // ---------------------------------------------------------------------------------------------
-// Entry points: <kernel>_<act>_<cache> for every pair of float types; pa_combine_<act>.
+// Entry points: pa_prefill_<act>_<cache> and pa_decode<GT>_<act>_<cache> for every pair of
+// float types; GT (query heads per decode block) is 1, 2, 4 or 8.
 
 #define PA_GEOM_PARAMS \
   int T, int S, int MB, int NB, int BS, int H, int KVH, int D, int window, float scale
 #define PA_GEOM PaGeom{T, S, MB, NB, BS, H, KVH, D, H / KVH, window, scale}
+#define PA_KERNEL_PTRS(TA, TC)                                                                              \
+  const TA *q, const TA *k, const TA *v, TC *k_cache, TC *v_cache, const int *block_tables, const int *seq_lens, \
+      const int *query_start, TA *out
 
-#define PA_ENTRIES(SA, TA, SC, TC)                                                                         \
-  extern "C" __global__ void __launch_bounds__(PA_THREADS) pa_write_cache_##SA##_##SC(                      \
-      const TA* k, const TA* v, TC* k_cache, TC* v_cache, const int* block_tables, const int* seq_lens,    \
-      const int* query_start, PA_GEOM_PARAMS) {                                                            \
-    pa_write_cache<TA, TC>(k, v, k_cache, v_cache, block_tables, seq_lens, query_start, PA_GEOM);           \
-  }                                                                                                        \
-  extern "C" __global__ void __launch_bounds__(PA_THREADS) pa_prefill_##SA##_##SC(                          \
-      const TA* q, const TC* k_cache, const TC* v_cache, const int* block_tables, const int* seq_lens,     \
-      const int* query_start, TA* out, PA_GEOM_PARAMS) {                                                   \
-    pa_prefill<TA, TC>(q, k_cache, v_cache, block_tables, seq_lens, query_start, out, PA_GEOM);             \
-  }                                                                                                        \
-  extern "C" __global__ void __launch_bounds__(PA_THREADS) pa_decode_##SA##_##SC(                           \
-      const TA* q, const TC* k_cache, const TC* v_cache, const int* block_tables, const int* seq_lens,     \
-      const int* query_start, float* ws_acc, float* ws_m, float* ws_l, PA_GEOM_PARAMS, int nsplit) {       \
-    pa_decode<TA, TC>(q, k_cache, v_cache, block_tables, seq_lens, query_start, ws_acc, ws_m, ws_l,         \
-                      PA_GEOM, nsplit);                                                                    \
+#define PD_ENTRY(GT, R, SA, TA, SC, TC)                                                                       \
+  extern "C" __global__ void __launch_bounds__(PD_THREADS)                                                   \
+      pa_decode##GT##_##SA##_##SC(PA_KERNEL_PTRS(TA, TC), PA_GEOM_PARAMS, int ns) {                           \
+    pa_decode<TA, TC, GT, R>(q, k, v, k_cache, v_cache, block_tables, seq_lens, query_start, out, PA_GEOM, ns); \
   }
+
+#define PA_ENTRIES(SA, TA, SC, TC)                                                                          \
+  extern "C" __global__ void __launch_bounds__(PA_THREADS)                                                   \
+      pa_prefill_##SA##_##SC(PA_KERNEL_PTRS(TA, TC), PA_GEOM_PARAMS) {                                       \
+    pa_prefill<TA, TC>(q, k, v, k_cache, v_cache, block_tables, seq_lens, query_start, out, PA_GEOM);         \
+  }                                                                                                         \
+  PD_ENTRY(1, 4, SA, TA, SC, TC)                                                                            \
+  PD_ENTRY(2, 4, SA, TA, SC, TC)                                                                            \
+  PD_ENTRY(4, 4, SA, TA, SC, TC)                                                                            \
+  PD_ENTRY(8, 2, SA, TA, SC, TC)
 
 #define PA_FOR_CACHE(SA, TA) PA_ENTRIES(SA, TA, f32, float) PA_ENTRIES(SA, TA, bf16, bf16) PA_ENTRIES(SA, TA, f16, f16)
 RTLLM_FOR_FLOAT_TYPES(PA_FOR_CACHE)
-
-#define PA_COMBINE(S, T_)                                                                                  \
-  extern "C" __global__ void __launch_bounds__(PA_THREADS) pa_combine_##S(                                  \
-      const int* query_start, const float* ws_acc, const float* ws_m, const float* ws_l, T_* out,           \
-      int T, int S_, int MB, int NB, int BS, int H, int KVH, int D, int window, float scale, int nsplit) {  \
-    pa_combine<T_>(query_start, ws_acc, ws_m, ws_l, out,                                                   \
-                   PaGeom{T, S_, MB, NB, BS, H, KVH, D, H / KVH, window, scale}, nsplit);                  \
-  }
-RTLLM_FOR_FLOAT_TYPES(PA_COMBINE)

@@ -3,6 +3,7 @@
 
 use crate::builder::{BuildError, GraphBuilder};
 use crate::config::ModelConfig;
+use crate::parallel::Parallel;
 use rtllm_plugin_api::DType;
 
 /// Options of a build that a model definition may read.
@@ -10,11 +11,13 @@ use rtllm_plugin_api::DType;
 pub struct BuildOptions {
     /// The dtype of the KV cache pools.
     pub kv_cache_dtype: DType,
+    /// Which rank of the parallel layout this graph is for (one rank by default).
+    pub parallel: Parallel,
 }
 
 impl Default for BuildOptions {
     fn default() -> Self {
-        BuildOptions { kv_cache_dtype: DType::F32 }
+        BuildOptions { kv_cache_dtype: DType::F32, parallel: Parallel::single() }
     }
 }
 
@@ -24,6 +27,12 @@ pub trait Architecture: Sync {
     fn name(&self) -> &'static str;
     /// The HF `architectures` names it handles, e.g. "LlamaForCausalLM".
     fn hf_names(&self) -> &'static [&'static str];
+    /// Whether `build` honours `options.parallel` with more than one tensor-parallel rank
+    /// (shards its weights, adds the collectives). The runtime refuses to split models that
+    /// do not.
+    fn supports_tensor_parallel(&self) -> bool {
+        false
+    }
     /// Assembles the graph for this config. Must declare the inputs of [`crate::io`] it uses
     /// and the `logits` output.
     fn build(

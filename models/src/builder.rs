@@ -30,6 +30,18 @@ pub trait GraphBuilder {
     fn weight(&mut self, name: &str) -> Result<Value, BuildError>;
     /// Whether the weight source has this tensor.
     fn has_weight(&self, name: &str) -> bool;
+    /// Part `rank` of `parts` equal slices of a weight along dimension `dim` (tensor
+    /// parallelism: dim 0 splits a `[out, in]` matrix's rows, dim 1 its columns). One part is
+    /// the whole weight. Builders that cannot slice weights refuse more than one part.
+    fn weight_shard(&mut self, name: &str, dim: usize, rank: usize, parts: usize) -> Result<Value, BuildError> {
+        if parts == 1 && rank == 0 {
+            return self.weight(name);
+        }
+        Err(BuildError::Invalid {
+            scope: String::new(),
+            message: format!("this graph builder cannot shard weight '{name}' (dim {dim}, {parts} parts)"),
+        })
+    }
     /// Calls a registered op; its outputs' metas come from the op's inference hook.
     fn op(&mut self, op: &str, inputs: &[Value], attrs: Attrs) -> Result<Vec<Value>, BuildError>;
     /// Whether some loaded plugin registers this op for the target device (and it is enabled).

@@ -6,6 +6,7 @@ use crate::arch::{Architecture, ArchitectureEntry, BuildOptions};
 use crate::builder::{BuildError, GraphBuilder, Value};
 use crate::config::ModelConfig;
 use crate::io;
+use crate::parallel::{AttentionSplit, TensorParallel};
 use rtllm_plugin_api::{Attrs, TensorMeta};
 
 pub struct Llama;
@@ -62,15 +63,11 @@ fn rope_attrs(c: &ModelConfig) -> Attrs {
     a
 }
 
-/// A linear layer `x · Wᵀ (+ bias)`; the bias is used when the weight source has it.
-fn linear(b: &mut dyn GraphBuilder, x: Value, name: &str, bias: bool) -> Result<Value, BuildError> {
-    let w = b.weight(&format!("{name}.weight"))?;
-    let bias_name = format!("{name}.bias");
-    if bias || b.has_weight(&bias_name) {
-        let bv = b.weight(&bias_name)?;
-        return b.op1("matmul", &[x, w, bv], Attrs::new());
-    }
-    b.op1("matmul", &[x, w], Attrs::new())
+/// This rank's share of the attention heads (all of them with one rank).
+fn head_split(c: &ModelConfig, opts: &BuildOptions) -> Result<AttentionSplit, BuildError> {
+    opts.parallel
+        .attention_split(c)
+        .map_err(|e| BuildError::Invalid { scope: "tensor parallelism".into(), message: e.to_string() })
 }
 
 struct StepInputs {
@@ -89,17 +86,39 @@ fn attention(
     step: &StepInputs,
 ) -> Result<Value, BuildError> {
     let p = format!("model.layers.{layer}.self_attn");
-    let q = linear(b, h, &format!("{p}.q_proj"), c.attention_bias)?;
-    let k = linear(b, h, &format!("{p}.k_proj"), c.attention_bias)?;
-    let v = linear(b, h, &format!("{p}.v_proj"), c.attention_bias)?;
+    // Column-parallel Q/K/V: each rank holds its heads' rows (K/V rows replicated when there
+    // are fewer KV heads than ranks); row-parallel O, summed across ranks.
+    let tp = TensorParallel { parallel: &opts.parallel };
+    let split = head_split(c, opts)?;
+    let proj = |n: &str| format!("{p}.{n}_proj");
+    let unbiased = !c.attention_bias && ["q", "k", "v"].iter().all(|n| !b.has_weight(&format!("{}.bias", proj(n))));
+    let (q, k, v) = if unbiased && b.has_op("grouped_matmul") {
+        // One grouped GEMM for Q, K and V (decode reads their weights in one launch).
+        let wq = b.weight_shard(&format!("{}.weight", proj("q")), 0, opts.parallel.tp_rank, opts.parallel.tp_size)?;
+        let wk = b.weight_shard(&format!("{}.weight", proj("k")), 0, split.kv_part, split.kv_parts)?;
+        let wv = b.weight_shard(&format!("{}.weight", proj("v")), 0, split.kv_part, split.kv_parts)?;
+        match b.op("grouped_matmul", &[h, wq, wk, wv], Attrs::new())?.as_slice() {
+            &[q, k, v] => (q, k, v),
+            other => {
+                let message = format!("grouped_matmul returned {} outputs for Q/K/V, expected 3", other.len());
+                return Err(BuildError::Invalid { scope: p, message });
+            }
+        }
+    } else {
+        (
+            tp.column(b, h, &proj("q"), c.attention_bias)?,
+            tp.column_part(b, h, &proj("k"), c.attention_bias, split.kv_part, split.kv_parts)?,
+            tp.column_part(b, h, &proj("v"), c.attention_bias, split.kv_part, split.kv_parts)?,
+        )
+    };
     let q = b.op1("rope", &[q, step.positions], rope_attrs(c))?;
     let k = b.op1("rope", &[k, step.positions], rope_attrs(c))?;
-    let cache_meta = io::kv_cache_meta(opts.kv_cache_dtype, c.num_key_value_heads, c.head_dim);
+    let cache_meta = io::kv_cache_meta(opts.kv_cache_dtype, split.kv_heads, c.head_dim);
     let k_cache = b.input(&io::kv_cache_name(layer, "k"), cache_meta.clone())?;
     let v_cache = b.input(&io::kv_cache_name(layer, "v"), cache_meta)?;
     let mut attrs = Attrs::new()
-        .with("num_heads", c.num_attention_heads)
-        .with("num_kv_heads", c.num_key_value_heads)
+        .with("num_heads", split.heads)
+        .with("num_kv_heads", split.kv_heads)
         .with("head_dim", c.head_dim)
         .with("scale", 1.0 / (c.head_dim as f64).sqrt());
     if let Some(w) = c.sliding_window {
@@ -107,15 +126,38 @@ fn attention(
     }
     let inputs = [q, k, v, k_cache, v_cache, step.block_tables, step.seq_lens, step.query_start];
     let a = b.op1("paged_attention", &inputs, attrs)?;
-    linear(b, a, &format!("{p}.o_proj"), false)
+    tp.row(b, a, &format!("{p}.o_proj"), false)
 }
 
-fn mlp(b: &mut dyn GraphBuilder, c: &ModelConfig, layer: usize, h: Value) -> Result<Value, BuildError> {
+/// Column-parallel gate/up (each rank holds a slice of the intermediate features), then the
+/// row-parallel down projection summed across ranks.
+fn mlp(
+    b: &mut dyn GraphBuilder,
+    c: &ModelConfig,
+    opts: &BuildOptions,
+    layer: usize,
+    h: Value,
+) -> Result<Value, BuildError> {
     let p = format!("model.layers.{layer}.mlp");
-    let gate = linear(b, h, &format!("{p}.gate_proj"), c.mlp_bias)?;
-    let up = linear(b, h, &format!("{p}.up_proj"), c.mlp_bias)?;
+    let tp = TensorParallel { parallel: &opts.parallel };
+    let unbiased = !c.mlp_bias && ["gate", "up"].iter().all(|n| !b.has_weight(&format!("{p}.{n}_proj.bias")));
+    let (gate, up) = if unbiased && b.has_op("grouped_matmul") {
+        // One grouped GEMM for gate and up.
+        let (rank, parts) = (opts.parallel.tp_rank, opts.parallel.tp_size);
+        let wg = b.weight_shard(&format!("{p}.gate_proj.weight"), 0, rank, parts)?;
+        let wu = b.weight_shard(&format!("{p}.up_proj.weight"), 0, rank, parts)?;
+        match b.op("grouped_matmul", &[h, wg, wu], Attrs::new())?.as_slice() {
+            &[gate, up] => (gate, up),
+            other => {
+                let message = format!("grouped_matmul returned {} outputs for gate/up, expected 2", other.len());
+                return Err(BuildError::Invalid { scope: p, message });
+            }
+        }
+    } else {
+        (tp.column(b, h, &format!("{p}.gate_proj"), c.mlp_bias)?, tp.column(b, h, &format!("{p}.up_proj"), c.mlp_bias)?)
+    };
     let act = b.op1("silu_mul", &[gate, up], Attrs::new())?;
-    linear(b, act, &format!("{p}.down_proj"), c.mlp_bias)
+    tp.row(b, act, &format!("{p}.down_proj"), c.mlp_bias)
 }
 
 impl Architecture for Llama {
@@ -127,7 +169,21 @@ impl Architecture for Llama {
         &["LlamaForCausalLM", "MistralForCausalLM", "Qwen2ForCausalLM"]
     }
 
+    fn supports_tensor_parallel(&self) -> bool {
+        true
+    }
+
     fn build(&self, c: &ModelConfig, opts: &BuildOptions, b: &mut dyn GraphBuilder) -> Result<(), BuildError> {
+        if intermediate_unsplittable(c, opts) {
+            return Err(BuildError::Invalid {
+                scope: "tensor parallelism".into(),
+                message: format!(
+                    "tensor_parallel_size {} must divide intermediate_size ({})",
+                    opts.parallel.tp_size, c.intermediate_size
+                ),
+            });
+        }
+        head_split(c, opts)?;
         b.set_scope("inputs");
         let mut inputs = std::collections::HashMap::new();
         for (name, meta) in io::step_input_metas() {
@@ -142,6 +198,7 @@ impl Architecture for Llama {
         };
         let norms = Norms { fused: b.has_op("fused_add_rmsnorm"), eps: c.rms_norm_eps };
 
+        // The embedding table is replicated on every rank (the lookup needs no collective).
         b.set_scope("embedding");
         let table = b.weight("model.embed_tokens.weight")?;
         let x = b.op1("embedding", &[get(io::INPUT_IDS), table], Attrs::new())?;
@@ -155,7 +212,7 @@ impl Architecture for Llama {
             stream = Stream { pending: attn, residual: Some(residual) };
             let ln2 = b.weight(&format!("model.layers.{layer}.post_attention_layernorm.weight"))?;
             let (h, residual) = norms.add_norm(b, &stream, ln2)?;
-            let out = mlp(b, c, layer, h)?;
+            let out = mlp(b, c, opts, layer, h)?;
             stream = Stream { pending: out, residual: Some(residual) };
         }
 
@@ -168,10 +225,16 @@ impl Architecture for Llama {
         } else {
             "lm_head.weight"
         };
-        let head = b.weight(head)?;
-        let logits = b.op1("matmul", &[picked, head], Attrs::new())?;
+        // Vocab-parallel head: each rank's slice of the logits, gathered along the vocabulary.
+        let tp = TensorParallel { parallel: &opts.parallel };
+        let logits = tp.vocab_head(b, picked, head, c.vocab_size)?;
         b.output(io::LOGITS, logits)
     }
+}
+
+/// Whether the MLP's intermediate features cannot split evenly across the ranks.
+fn intermediate_unsplittable(c: &ModelConfig, opts: &BuildOptions) -> bool {
+    c.intermediate_size % opts.parallel.tp_size.max(1) != 0
 }
 
 /// The meta a caller should expect for the logits output.

@@ -21,6 +21,12 @@ use std::panic::{catch_unwind, AssertUnwindSafe};
 #[distributed_slice]
 pub static OPS: [fn() -> OpDecl];
 
+/// Data-driven op lists of the plugin crate being built (e.g. ops registered from a kernel
+/// manifest): `register_op_set!` adds to it; the root module exports them after `OPS`. A list
+/// that fails makes the plugin's op listing fail with its error.
+#[distributed_slice]
+pub static OP_SETS: [fn() -> Result<Vec<OpDecl>, PluginError>];
+
 /// An op: identity, supported dtypes, shape/dtype inference and kernel creation.
 pub trait Op: 'static {
     const NAME: &'static str;
@@ -140,6 +146,11 @@ pub fn declare<O: Op>() -> OpDecl {
 pub fn collect_ops() -> Result<RVec<OpDecl>, PluginError> {
     let mut ops = catch_unwind(|| OPS.iter().map(|make| make()).collect::<Vec<_>>())
         .map_err(|p| PluginError::new(format!("listing ops panicked: {}", panic_message(&p))))?;
+    for make in OP_SETS.iter() {
+        let set = catch_unwind(make)
+            .map_err(|p| PluginError::new(format!("listing ops panicked: {}", panic_message(&p))))??;
+        ops.extend(set);
+    }
     ops.sort_by(|a, b| a.name.as_str().cmp(b.name.as_str()));
     Ok(ops.into())
 }
@@ -152,6 +163,19 @@ macro_rules! register_op {
             #[$crate::linkme::distributed_slice($crate::OPS)]
             #[linkme(crate = $crate::linkme)]
             static DECLARE: fn() -> $crate::OpDecl = $crate::declare::<$op>;
+        };
+    };
+}
+
+/// Registers a function returning a list of op declarations built at run time (see
+/// [`OP_SETS`]): `register_op_set!(manifest_ops);`
+#[macro_export]
+macro_rules! register_op_set {
+    ($f:path) => {
+        const _: () = {
+            #[$crate::linkme::distributed_slice($crate::author::OP_SETS)]
+            #[linkme(crate = $crate::linkme)]
+            static OP_SET: fn() -> ::core::result::Result<::std::vec::Vec<$crate::OpDecl>, $crate::PluginError> = $f;
         };
     };
 }

@@ -7,6 +7,7 @@ use super::stream::{OutputStream, OutputStreamAsync};
 use super::tracker::RequestTracker;
 use crate::engine::BuildConfig;
 use crate::model::{default_model_path, Model, ModelError};
+use crate::parallel::{self, ModelRunner, ModelSource};
 use crate::registry::{DiscoveryOptions, Registry};
 use crate::runtime::executor::{
     Executor, ExecutorConfig, ExecutorError, ExecutorStats, Request, RequestError, SubmitError,
@@ -72,6 +73,13 @@ impl LlmBuilder {
         self
     }
 
+    /// Splits the model across this many ranks (tensor parallelism; on a GPU one device per
+    /// rank from the build's `device_ordinal`). Sets `build_config().tensor_parallel_size`.
+    pub fn tensor_parallel_size(mut self, ranks: usize) -> Self {
+        self.executor.build.tensor_parallel_size = ranks;
+        self
+    }
+
     pub fn kv_cache_config(mut self, kv: KvCacheConfig) -> Self {
         self.executor.kv_cache = kv;
         self
@@ -121,6 +129,15 @@ impl LlmBuilder {
             return Err(ModelError::NoDefaultModel(path).into());
         }
         let build = &self.executor.build;
+        if build.tensor_parallel_size != 1 {
+            let source = match &self.dummy {
+                Some(spec) => ModelSource::Dummy(spec),
+                None => ModelSource::Path(&path),
+            };
+            let definition = self.definition.as_deref().map(ModelDefinition::from_toml_file).transpose()?;
+            let model = parallel::load_model(source, definition.as_ref(), registry.clone(), build)?;
+            return Llm::start(model, self.executor, registry);
+        }
         let model = match (&self.dummy, &self.definition) {
             (Some(spec), _) => Model::load_dummy(spec, &registry, build)?,
             (None, Some(def)) => {
@@ -128,10 +145,21 @@ impl LlmBuilder {
             }
             (None, None) => Model::load(&path, &registry, build)?,
         };
+        Llm::start(model, self.executor, registry)
+    }
+}
+
+impl Llm {
+    /// Starts the executor over a loaded model (one engine or several ranks).
+    fn start<R: ModelRunner + 'static>(
+        model: Model<R>,
+        executor: ExecutorConfig,
+        registry: Arc<Registry>,
+    ) -> Result<Llm, LlmError> {
         let eos_ids = model.eos_ids();
         let Model { path, config, tokenizer, engine, .. } = model;
         let max_seq_len = engine.limits().max_seq_len;
-        let mut executor_config = self.executor;
+        let mut executor_config = executor;
         executor_config.eos_token_ids = eos_ids.clone();
         let executor = Executor::new(engine, executor_config)?;
         Ok(Llm { executor, tokenizer: Arc::new(tokenizer), config, eos_ids, path, max_seq_len, _registry: registry })

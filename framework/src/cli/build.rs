@@ -100,6 +100,13 @@ pub struct BuildArgs {
 
 pub fn run(args: &BuildArgs, registry: &Registry) -> Result<()> {
     let out = &args.output;
+    let tp = args.model.device.tensor_parallel_size;
+    if tp != 1 {
+        bail!(
+            "rtllm build writes a single-rank engine; --tensor-parallel-size {tp} applies when a model is loaded \
+             (generate, serve and bench build each rank from the weights)"
+        );
+    }
     if out.exists() && std::fs::read_dir(out).map(|mut d| d.next().is_some()).unwrap_or(true) {
         bail!("{} exists and is not an empty directory", out.display());
     }

@@ -27,6 +27,10 @@ pub struct DeviceArgs {
     /// A fixed number of KV cache blocks (overrides the memory budget).
     #[arg(long)]
     pub num_kv_blocks: Option<usize>,
+    /// Split the model across this many ranks (tensor parallelism): CPU threads, or with
+    /// --device cuda one GPU per rank from --device-ordinal on.
+    #[arg(long = "tensor-parallel-size", visible_alias = "tp", default_value_t = 1)]
+    pub tensor_parallel_size: usize,
 }
 
 impl Default for DeviceArgs {
@@ -39,6 +43,7 @@ impl Default for DeviceArgs {
             host_sampling: false,
             kv_cache_dtype: None,
             num_kv_blocks: None,
+            tensor_parallel_size: 1,
         }
     }
 }
@@ -75,6 +80,7 @@ impl DeviceArgs {
             b.num_kv_blocks = self.num_kv_blocks;
         }
         b.cuda_graphs = !self.no_cuda_graphs;
+        b.tensor_parallel_size = self.tensor_parallel_size;
         if self.host_sampling {
             b.device_sampling = Some(false);
         }

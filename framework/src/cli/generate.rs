@@ -2,7 +2,8 @@
 //! streams the text to the terminal as tokens come.
 
 use crate::engine::BuildConfig;
-use crate::model::Model;
+use crate::model::{default_model_path, Model, ModelError};
+use crate::parallel::{self, ModelRunner, ModelSource};
 use crate::registry::Registry;
 use crate::runtime::generate;
 use crate::sampling::SamplingParams;
@@ -11,6 +12,7 @@ use anyhow::{Context, Result};
 use rtllm_models::toml::ModelDefinition;
 use std::io::Write;
 use std::path::PathBuf;
+use std::sync::Arc;
 
 #[derive(clap::Args, Debug, Clone)]
 pub struct GenerateArgs {
@@ -70,7 +72,7 @@ pub struct GenerateArgs {
     pub device: super::device::DeviceArgs,
 }
 
-pub fn run(args: &GenerateArgs, registry: &Registry) -> Result<()> {
+pub fn run(args: &GenerateArgs, registry: Registry) -> Result<()> {
     let params = SamplingParams {
         max_tokens: args.max_tokens,
         temperature: args.temperature,
@@ -90,6 +92,11 @@ pub fn run(args: &GenerateArgs, registry: &Registry) -> Result<()> {
     }
     build.use_engine_cache = !args.no_build_cache;
     args.device.apply(&mut build);
+    if build.tensor_parallel_size != 1 {
+        let mut model = load_tensor_parallel(args, Arc::new(registry), &build)?;
+        return stream_generation(args, &params, &mut model);
+    }
+    let registry = &registry;
     let mut model = match (&args.model_def, &args.weights, &args.model) {
         _ if args.dummy_weights.is_some() => {
             let spec = crate::weights::dummy::DummySpec::new(args.dummy_weights.clone().unwrap_or_default());
@@ -102,6 +109,30 @@ pub fn run(args: &GenerateArgs, registry: &Registry) -> Result<()> {
         (_, _, Some(path)) => Model::load(path, registry, &build)?,
         _ => Model::load_default(registry, &build)?,
     };
+    stream_generation(args, &params, &mut model)
+}
+
+/// Loads the model of `args` split across `build.tensor_parallel_size` ranks.
+fn load_tensor_parallel(
+    args: &GenerateArgs,
+    registry: Arc<Registry>,
+    build: &BuildConfig,
+) -> Result<Model<parallel::TensorParallelEngine>> {
+    let spec = args.dummy_weights.as_ref().map(|c| crate::weights::dummy::DummySpec::new(c.clone()));
+    let default = default_model_path();
+    let source = match (&spec, &args.weights, &args.model) {
+        (Some(spec), _, _) => ModelSource::Dummy(spec),
+        (None, Some(weights), _) => ModelSource::Path(weights),
+        (None, None, Some(path)) => ModelSource::Path(path),
+        (None, None, None) if default.exists() => ModelSource::Path(&default),
+        (None, None, None) => return Err(ModelError::NoDefaultModel(default).into()),
+    };
+    let definition = args.model_def.as_deref().map(ModelDefinition::from_toml_file).transpose()?;
+    Ok(parallel::load_model(source, definition.as_ref(), registry, build)?)
+}
+
+/// Generates from the prompt of `args`, streaming the text to stdout.
+fn stream_generation<R: ModelRunner>(args: &GenerateArgs, params: &SamplingParams, model: &mut Model<R>) -> Result<()> {
     let prompt_ids = if args.chat {
         let mut messages = Vec::new();
         if let Some(system) = &args.system {
@@ -123,8 +154,8 @@ pub fn run(args: &GenerateArgs, registry: &Registry) -> Result<()> {
     let mut first_token = None;
     let mut write_err = None;
     let eos = model.eos_ids();
-    let Model { tokenizer, engine, blocks, .. } = &mut model;
-    let generation = generate(engine, blocks, &prompt_ids, &params, &eos, |id| {
+    let Model { tokenizer, engine, blocks, .. } = &mut *model;
+    let generation = generate(engine, blocks, &prompt_ids, params, &eos, |id| {
         first_token.get_or_insert_with(|| start.elapsed());
         let written = match stream.step(tokenizer, id) {
             Ok(Some(text)) => write!(out, "{text}").and_then(|_| out.flush()).map_err(anyhow::Error::from),

@@ -75,7 +75,7 @@ pub fn init_logging() {
 pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
         Command::Plugins(cmd) => plugins::run(&cli.global, cmd),
-        Command::Generate(args) => generate::run(&args, &cli.global.registry()).map(|_| ExitCode::SUCCESS),
+        Command::Generate(args) => generate::run(&args, cli.global.registry()).map(|_| ExitCode::SUCCESS),
         Command::Bench(args) => bench::run(&args, cli.global.registry()).map(|_| ExitCode::SUCCESS),
         Command::Build(args) => build::run(&args, &cli.global.registry()).map(|_| ExitCode::SUCCESS),
         Command::Serve(args) => serve::run(&args, cli.global.registry()).map(|_| ExitCode::SUCCESS),

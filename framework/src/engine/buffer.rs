@@ -6,11 +6,15 @@ use std::ptr::NonNull;
 
 const ALIGN: usize = 64;
 
-/// A zero-initialised, 64-byte-aligned host buffer. Its memory comes from `alloc_zeroed`, so a
-/// large buffer (a KV pool) takes resident pages only as they are first written.
+/// A zero-initialised, 64-byte-aligned host buffer. Its memory comes from `alloc_zeroed` at the
+/// allocator's natural alignment (calloc, which leaves a fresh mapping's pages untouched; a
+/// 64-byte-aligned `alloc_zeroed` is malloc + memset and would touch them all), aligned up
+/// inside, so a large buffer (a KV pool) takes resident pages only as they are first written.
 pub struct AlignedBuf {
     ptr: NonNull<u8>,
     len: usize,
+    /// Bytes from the allocation's start to `ptr`.
+    offset: usize,
 }
 
 // SAFETY: AlignedBuf owns its allocation like a Vec<u8>.
@@ -18,19 +22,29 @@ unsafe impl Send for AlignedBuf {}
 unsafe impl Sync for AlignedBuf {}
 
 impl AlignedBuf {
+    /// The allocation: `len` rounded up to the alignment, plus room to align the start, at the
+    /// allocator's minimum alignment (so `alloc_zeroed` is a calloc).
     fn layout(len: usize) -> Layout {
-        // A size rounded up to the alignment never overflows isize for any buffer that could
-        // be allocated; `from_size_align` checks it anyway.
-        Layout::from_size_align(len.max(1).div_ceil(ALIGN) * ALIGN, ALIGN)
-            .unwrap_or_else(|_| handle_alloc_error(Layout::new::<u8>()))
+        // `from_size_align` checks that the size fits isize.
+        len.max(1)
+            .div_ceil(ALIGN)
+            .checked_mul(ALIGN)
+            .and_then(|n| n.checked_add(ALIGN))
+            .and_then(|n| Layout::from_size_align(n, 16).ok())
+            .unwrap_or_else(|| handle_alloc_error(Layout::new::<u8>()))
     }
 
     pub fn zeroed(len: usize) -> AlignedBuf {
         let layout = Self::layout(len);
         // SAFETY: the layout has a non-zero size.
         let raw = unsafe { alloc_zeroed(layout) };
-        let ptr = NonNull::new(raw).unwrap_or_else(|| handle_alloc_error(layout));
-        AlignedBuf { ptr, len }
+        if raw.is_null() {
+            handle_alloc_error(layout);
+        }
+        let offset = raw.align_offset(ALIGN);
+        // SAFETY: offset < ALIGN, and the allocation holds ALIGN bytes past the rounded length.
+        let ptr = NonNull::new(unsafe { raw.add(offset) }).unwrap_or_else(|| handle_alloc_error(layout));
+        AlignedBuf { ptr, len, offset }
     }
 
     pub fn len(&self) -> usize {
@@ -75,8 +89,8 @@ impl AlignedBuf {
 
 impl Drop for AlignedBuf {
     fn drop(&mut self) {
-        // SAFETY: allocated in `zeroed` with this layout.
-        unsafe { dealloc(self.ptr.as_ptr(), Self::layout(self.len)) }
+        // SAFETY: allocated in `zeroed` with this layout, `offset` bytes before `ptr`.
+        unsafe { dealloc(self.ptr.as_ptr().sub(self.offset), Self::layout(self.len)) }
     }
 }
 

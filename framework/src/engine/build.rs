@@ -90,6 +90,15 @@ impl<'a> EngineGraphBuilder<'a> {
         v
     }
 
+    /// A stored weight's meta, or a "missing weight" error naming the nearest present names.
+    fn stored_meta(&self, name: &str) -> Result<TensorMeta, BuildError> {
+        self.weights.weight_meta(name).ok_or_else(|| {
+            let near = self.weights.nearest_weight_names(name);
+            let hint = if near.is_empty() { String::new() } else { format!(" (nearest present: {})", near.join(", ")) };
+            BuildError::MissingWeight { scope: self.scope.clone(), name: name.to_string(), hint }
+        })
+    }
+
     fn op_error(&self, op: &str, metas: &[TensorMeta], message: impl std::fmt::Display) -> BuildError {
         BuildError::Op {
             scope: self.scope.clone(),
@@ -152,16 +161,40 @@ impl GraphBuilder for EngineGraphBuilder<'_> {
     }
 
     fn weight(&mut self, name: &str) -> Result<Value, BuildError> {
-        let Some(meta) = self.weights.weight_meta(name) else {
-            let near = self.weights.nearest_weight_names(name);
-            let hint = if near.is_empty() { String::new() } else { format!(" (nearest present: {})", near.join(", ")) };
-            return Err(BuildError::MissingWeight { scope: self.scope.clone(), name: name.to_string(), hint });
-        };
+        let meta = self.stored_meta(name)?;
         Ok(self.weight_value(name, meta.dtype, meta))
     }
 
     fn has_weight(&self, name: &str) -> bool {
         self.weights.weight_meta(name).is_some()
+    }
+
+    fn weight_shard(&mut self, name: &str, dim: usize, rank: usize, parts: usize) -> Result<Value, BuildError> {
+        if parts == 1 && rank == 0 {
+            return self.weight(name);
+        }
+        let meta = self.stored_meta(name)?;
+        let spec = super::shard::ShardSpec { dim, rank, parts };
+        let invalid = |message: String| BuildError::Invalid {
+            scope: self.scope.clone(),
+            message: format!("weight '{name}' {meta}: {message}"),
+        };
+        let shard_meta = spec.meta(&meta).map_err(&invalid)?;
+        let mut dtype = meta.dtype;
+        if spec.cuts_blocks(&meta) {
+            dtype = self.config.weight_fallback_dtype.ok_or_else(|| {
+                invalid(format!(
+                    "{parts} column parts cut its {} blocks and no weight fallback dtype is set to dequantize it",
+                    meta.dtype
+                ))
+            })?;
+            tracing::warn!(
+                "weight '{name}' ({}): {parts} column parts would cut quantized blocks; this shard is dequantized \
+                 to {dtype}",
+                meta.dtype
+            );
+        }
+        Ok(self.weight_value(&spec.name(name), dtype, shard_meta))
     }
 
     fn op(&mut self, op: &str, inputs: &[Value], attrs: Attrs) -> Result<Vec<Value>, BuildError> {

@@ -7,7 +7,7 @@ use super::engine::{Engine, EngineError, EngineLimits, Placement, WeightBytes};
 use crate::device::CudaDevice;
 use crate::registry::{create_with, OpRequest, Registry};
 use rtllm_models::toml::ModelDefinition;
-use rtllm_models::{find_architecture, known_architecture_names, BuildError, BuildOptions, ModelConfig};
+use rtllm_models::{find_architecture, known_architecture_names, BuildError, BuildOptions, ModelConfig, Parallel};
 use rtllm_plugin_api::{quant, Attrs, DType, DeviceKind, TensorMeta};
 use std::sync::Arc;
 
@@ -15,6 +15,11 @@ use std::sync::Arc;
 pub trait WeightSource: WeightMetas + Send + Sync {
     /// The stored bytes of a weight (row-major, in its stored dtype).
     fn weight_bytes(&self, name: &str) -> Option<&[u8]>;
+    /// The rule of a generated weight (dummy weights): a GPU engine runs it on the device
+    /// (`dummy_fill` op) instead of uploading host bytes.
+    fn weight_fill(&self, _name: &str) -> Option<crate::weights::FillRule> {
+        None
+    }
 }
 
 /// How to build an engine (TensorRT-LLM's names where they exist).
@@ -42,6 +47,9 @@ pub struct BuildConfig {
     pub cuda_graphs: bool,
     /// Sample on the device with a `sample` kernel (None: on when the device is a GPU).
     pub device_sampling: Option<bool>,
+    /// Ranks the model is split across (tensor parallelism; one engine per rank, built by
+    /// `rtllm::parallel`). On a GPU, rank r runs on `device_ordinal + r`.
+    pub tensor_parallel_size: usize,
 }
 
 impl Default for BuildConfig {
@@ -60,6 +68,7 @@ impl Default for BuildConfig {
             free_gpu_memory_fraction: 0.9,
             cuda_graphs: true,
             device_sampling: None,
+            tensor_parallel_size: 1,
         }
     }
 }
@@ -115,7 +124,13 @@ pub(crate) fn limits_for(
 }
 
 /// Converts a weight's stored bytes to `dtype` (f32, bf16 or f16 targets).
-fn convert(name: &str, bytes: &[u8], from: DType, to: DType, row_len: usize) -> Result<AlignedBuf, LoadError> {
+pub(crate) fn convert(
+    name: &str,
+    bytes: &[u8],
+    from: DType,
+    to: DType,
+    row_len: usize,
+) -> Result<AlignedBuf, LoadError> {
     let err = |message: String| LoadError::Weight { name: name.to_string(), message };
     if to != DType::F32 {
         let f32s = convert(name, bytes, from, DType::F32, row_len)?;
@@ -248,6 +263,7 @@ fn device_sampler(
 }
 
 /// Builds the graph through the registry and binds (converting where needed) its weights.
+/// One rank only: a `tensor_parallel_size` above 1 is built rank by rank by `rtllm::parallel`.
 pub fn build_parts(
     definition: &ModelDefinition,
     config: &ModelConfig,
@@ -255,19 +271,84 @@ pub fn build_parts(
     registry: &Registry,
     bc: &BuildConfig,
 ) -> Result<BuiltParts, LoadError> {
+    if bc.tensor_parallel_size > 1 {
+        return Err(LoadError::Config(format!(
+            "tensor_parallel_size {} builds one engine per rank (rtllm::parallel, or the Llm API); this path \
+             builds a single engine",
+            bc.tensor_parallel_size
+        )));
+    }
+    build_rank_parts(definition, config, weights, registry, bc, &Parallel::single())
+}
+
+/// Checks `definition` can be built for `parallel` (more than one tensor-parallel rank needs
+/// an architecture that shards itself, and heads the ranks divide).
+pub fn check_rank_layout(
+    definition: &ModelDefinition,
+    config: &ModelConfig,
+    parallel: &Parallel,
+) -> Result<(), LoadError> {
+    rank_kv_heads(definition, config, parallel).map(|_| ())
+}
+
+/// Checks `definition` can be built for `parallel` and returns the KV heads each rank caches.
+fn rank_kv_heads(definition: &ModelDefinition, config: &ModelConfig, parallel: &Parallel) -> Result<usize, LoadError> {
+    let parallel_error = |m: String| LoadError::Config(format!("tensor parallelism: {m}"));
+    parallel.validate().map_err(|e| parallel_error(e.to_string()))?;
+    if !parallel.is_tensor_parallel() {
+        return Ok(config.num_key_value_heads);
+    }
+    match definition {
+        ModelDefinition::Registered(a) if a.supports_tensor_parallel() => {}
+        ModelDefinition::Registered(a) => {
+            return Err(parallel_error(format!("architecture '{}' does not support tensor parallelism", a.name())))
+        }
+        ModelDefinition::Toml(t) => {
+            return Err(parallel_error(format!(
+                "the TOML-defined model '{}' cannot be split across ranks (tensor_parallel_size {}); use \
+                 tensor_parallel_size 1 or a built-in architecture",
+                t.name(),
+                parallel.tp_size
+            )))
+        }
+    }
+    Ok(parallel.attention_split(config).map_err(|e| parallel_error(e.to_string()))?.kv_heads)
+}
+
+/// Builds rank `parallel` of a model split across ranks (`Parallel::single()`: the whole
+/// model): its graph holds this rank's weight shards and collectives, its KV pool this rank's
+/// KV heads. `bc.device_ordinal` is this rank's GPU.
+pub fn build_rank_parts(
+    definition: &ModelDefinition,
+    config: &ModelConfig,
+    weights: Arc<dyn WeightSource>,
+    registry: &Registry,
+    bc: &BuildConfig,
+    parallel: &Parallel,
+) -> Result<BuiltParts, LoadError> {
+    let kv_heads = rank_kv_heads(definition, config, parallel)?;
     let kv_bytes_per_token =
-        2 * config.num_hidden_layers * config.num_key_value_heads * config.head_dim * bc.kv_cache_dtype.block_bytes();
+        2 * config.num_hidden_layers * kv_heads * config.head_dim * bc.kv_cache_dtype.block_bytes();
     let limits = limits_for(config, bc, kv_bytes_per_token)?;
     let device = open_device(bc)?;
     let mut builder = EngineGraphBuilder::new(registry, weights.as_ref(), &bc.selection);
-    definition.build(config, &BuildOptions { kv_cache_dtype: bc.kv_cache_dtype }, &mut builder)?;
+    let options = BuildOptions { kv_cache_dtype: bc.kv_cache_dtype, parallel: parallel.clone() };
+    definition.build(config, &options, &mut builder)?;
     let graph = builder.finish()?;
 
     let mut bound = Vec::new();
     for (name, dtype) in graph.weight_uses() {
+        if let Some((weight, spec)) = super::shard::ShardSpec::parse(&name) {
+            bound.push(super::shard::bind_shard(weights.as_ref(), weight, spec, dtype)?);
+            continue;
+        }
         let meta = weights
             .weight_meta(&name)
             .ok_or_else(|| LoadError::Weight { name: name.clone(), message: "vanished".into() })?;
+        if let (Some(device), Some(rule), true) = (&device, weights.weight_fill(&name), meta.dtype == dtype) {
+            bound.push(fill_on_device(registry, bc, device, rule, &meta)?);
+            continue;
+        }
         let bytes = weights
             .weight_bytes(&name)
             .ok_or_else(|| LoadError::Weight { name: name.clone(), message: "no data".into() })?;
@@ -294,9 +375,32 @@ pub fn build_parts(
             .then_some(bc.free_gpu_memory_fraction),
         cuda_graphs: bc.cuda_graphs,
         sampler: device_sampler(registry, bc, logits_dtype)?,
+        blocking_collectives: parallel.is_tensor_parallel(),
         device,
     };
     Ok(BuiltParts { graph, weights, bound, limits, kv_cache_dtype: bc.kv_cache_dtype, placement })
+}
+
+/// Makes a generated weight directly in GPU memory with the `dummy_fill` op (no host bytes).
+fn fill_on_device(
+    registry: &Registry,
+    bc: &BuildConfig,
+    device: &Arc<CudaDevice>,
+    rule: crate::weights::FillRule,
+    meta: &TensorMeta,
+) -> Result<WeightBytes, LoadError> {
+    let shape: Vec<usize> = meta.dims.iter().map(|d| d.known().unwrap_or(0)).collect();
+    let request = OpRequest {
+        name: "dummy_fill".into(),
+        device: DeviceKind::Cuda,
+        dtypes: vec![meta.dtype],
+        pin: bc.selection.pins.get("dummy_fill").cloned(),
+    };
+    let fill_error = |message: String| LoadError::Config(format!("generating dummy weights on the GPU: {message}"));
+    let provider = registry.resolve(&request).map_err(|e| fill_error(e.to_string()))?;
+    let (_, buffer) = crate::registry::generate_on_device(provider, &rule.op_attrs(meta.dtype, &shape), device)
+        .map_err(|e| fill_error(e.to_string()))?;
+    Ok(WeightBytes::Device(buffer))
 }
 
 /// Binds stored weight bytes of `dtype` without a copy when their address suits the dtype's

@@ -13,6 +13,7 @@ mod load;
 mod op_profile;
 mod plan;
 pub mod serialize;
+pub mod shard;
 mod step_io;
 
 pub use batch::StepBatch;
@@ -21,8 +22,8 @@ pub use build::{EngineGraphBuilder, SelectionConfig, WeightMetas};
 pub use engine::{Engine, EngineError, EngineLimits, Placement, WeightBytes};
 pub use graph::{Graph, Node, ProviderInfo, ValueInfo, ValueSource};
 pub use load::{
-    build_engine, build_engine_with, build_parts, registered_definition, BuildConfig, BuiltParts, LoadError,
-    WeightSource,
+    build_engine, build_engine_with, build_parts, build_rank_parts, check_rank_layout, registered_definition,
+    BuildConfig, BuiltParts, LoadError, WeightSource,
 };
 pub use plan::{MemoryPlan, Symbols};
 pub use step_io::RowSampling;

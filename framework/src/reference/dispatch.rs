@@ -8,6 +8,7 @@ use rtllm_plugin_api::{Attrs, DType};
 pub const BUILTIN_OPS: &[&str] = &[
     "add",
     "argmax",
+    "dummy_fill",
     "embedding",
     "fused_add_rmsnorm",
     "gather_rows",
@@ -20,8 +21,12 @@ pub const BUILTIN_OPS: &[&str] = &[
     "silu_mul",
 ];
 
+/// Fused forms of built-in ops that only device plugins provide (so no CPU plugin needs to);
+/// their references are built from the built-in ones.
+pub const FUSED_OPS: &[&str] = &["grouped_matmul"];
+
 pub fn has_reference(op: &str) -> bool {
-    BUILTIN_OPS.contains(&op)
+    BUILTIN_OPS.contains(&op) || FUSED_OPS.contains(&op)
 }
 
 /// The inputs an op updates in place (the KV caches of paged_attention).
@@ -72,6 +77,20 @@ pub fn run_reference(op: &str, inputs: &mut [HostTensor], attrs: &Attrs) -> RefR
             let bias = inputs.get(2).map(|b| b.to_f32()).transpose()?;
             let y = basic::matmul(&inputs[0].to_f32()?, &inputs[1].to_f32()?, bias.as_deref(), t, k, n)?;
             Ok(vec![f32_out(&[t, n], &y)?])
+        }
+        "grouped_matmul" => {
+            counts(op, inputs, &[3, 4, 5])?;
+            let x = inputs[0].to_f32()?;
+            let [t, k] = dims(op, "x", &inputs[0])?;
+            let mut ys = Vec::with_capacity(inputs.len() - 1);
+            for (i, w) in inputs[1..].iter().enumerate() {
+                let [n, k2] = dims(op, "w", w)?;
+                if k != k2 {
+                    return Err(ReferenceError::Shape(format!("grouped_matmul: x [{t},{k}] vs w_{i} [{n},{k2}]")));
+                }
+                ys.push(f32_out(&[t, n], &basic::matmul(&x, &w.to_f32()?, None, t, k, n)?)?);
+            }
+            Ok(ys)
         }
         "rmsnorm" => {
             counts(op, inputs, &[2])?;
@@ -137,6 +156,18 @@ pub fn run_reference(op: &str, inputs: &mut [HostTensor], attrs: &Attrs) -> RefR
             Ok(vec![f32_out(&inputs[0].shape, &y)?])
         }
         "paged_attention" => run_paged_attention(inputs, attrs),
+        "dummy_fill" => {
+            counts(op, inputs, &[0])?;
+            let rule = crate::weights::FillRule::from_op_attrs(attrs).map_err(ReferenceError::Attr)?;
+            let attr = |e: rtllm_plugin_api::PluginError| ReferenceError::Attr(e.to_string());
+            let name = attrs.str("dtype").map_err(attr)?;
+            let dtype = DType::parse(name).ok_or_else(|| ReferenceError::Attr(format!("unknown dtype '{name}'")))?;
+            let shape = attrs.ints("shape").map_err(attr)?.iter().map(|&d| d.max(0) as usize).collect::<Vec<_>>();
+            let mut out = HostTensor::zeros(dtype, &shape)?;
+            let bytes = rule.generate(dtype, out.numel()).map_err(ReferenceError::Input)?;
+            out.bytes_mut().copy_from_slice(&bytes);
+            Ok(vec![out])
+        }
         "sample" => {
             counts(op, inputs, &[5])?;
             let [l, v] = dims(op, "logits", &inputs[0])?;
@@ -163,4 +194,29 @@ fn run_paged_attention(inputs: &mut [HostTensor], attrs: &Attrs) -> RefResult<Ve
     let (head, rest) = inputs.split_at_mut(4);
     let out = attention::paged_attention(&p, &q, &k, &v, &mut head[3], &mut rest[0], &batch)?;
     Ok(vec![f32_out(&inputs[0].shape, &out)?])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn grouped_matmul_is_one_matmul_per_weight() {
+        let t = |shape: &[usize], v: &[f32]| HostTensor::from_f32(DType::F32, shape, v).unwrap();
+        let x = t(&[2, 3], &[1.0, 2.0, 3.0, -1.0, 0.5, 2.0]);
+        let w0 = t(&[1, 3], &[1.0, 0.0, -1.0]);
+        let w1 = t(&[2, 3], &[0.5, 0.5, 0.5, 2.0, 1.0, 0.0]);
+        assert!(has_reference("grouped_matmul"));
+        let ys = run_reference("grouped_matmul", &mut [x, w0, w1], &Attrs::new()).unwrap();
+        assert_eq!(ys.len(), 2);
+        assert_eq!((ys[0].shape.as_slice(), ys[1].shape.as_slice()), (&[2, 1][..], &[2, 2][..]));
+        assert_eq!(ys[0].to_f32().unwrap(), vec![-2.0, -3.0]);
+        assert_eq!(ys[1].to_f32().unwrap(), vec![3.0, 4.0, 0.75, -1.5]);
+        let bad = run_reference(
+            "grouped_matmul",
+            &mut [t(&[1, 2], &[1.0, 2.0]), t(&[1, 3], &[0.0; 3]), t(&[1, 2], &[0.0; 2])],
+            &Attrs::new(),
+        );
+        assert!(bad.is_err());
+    }
 }

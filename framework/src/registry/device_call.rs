@@ -62,3 +62,32 @@ pub fn run_on_device(
     }
     Ok(outputs)
 }
+
+/// Creates `provider`'s kernel for an op with no inputs (e.g. `dummy_fill`) and runs it on
+/// `device` into a new device buffer holding its one output; nothing goes through the host.
+pub fn generate_on_device(
+    provider: &Provider,
+    attrs: &Attrs,
+    device: &Arc<CudaDevice>,
+) -> Result<(TensorMeta, DeviceBuffer), OpError> {
+    let fail = |stage, e: &dyn std::fmt::Display| OpError::new(provider, stage, e.to_string());
+    device.bind().map_err(|e| fail(OpStage::Create, &e))?;
+    let out_metas = infer_with(provider, &[], attrs)?;
+    let [meta] = out_metas.as_slice() else {
+        return Err(fail(OpStage::Infer, &format_args!("{} outputs where one was expected", out_metas.len())));
+    };
+    let bytes =
+        meta.byte_size().ok_or_else(|| fail(OpStage::Infer, &format_args!("output {meta} has no fixed size")))?;
+    let kernel = create_with(provider, &[], attrs)?;
+    let out = device.alloc_zeroed(bytes).map_err(|e| fail(OpStage::Launch, &e))?;
+    let ctx = LaunchContext {
+        device: DeviceKind::Cuda,
+        ordinal: device.ordinal as i32,
+        stream: device.stream(),
+        workspace: std::ptr::null_mut(),
+        workspace_bytes: 0,
+        host: HostPool::global().services(),
+    };
+    launch_with(provider, &kernel, &ctx, &[], &[arg(meta.clone(), &out)])?;
+    Ok((meta.clone(), out))
+}

@@ -19,7 +19,7 @@ pub mod load;
 pub mod resolve;
 
 pub use call::{create_with, infer_with, launch_with, run_on_host, workspace_with, OpError, OpStage};
-pub use device_call::run_on_device;
+pub use device_call::{generate_on_device, run_on_device};
 pub use discover::{DiscoveryOptions, PLUGIN_PATH_ENV};
 pub use load::{LoadError, LoadErrorKind};
 pub use resolve::{OpRequest, ResolveError};

@@ -2,7 +2,8 @@
 //! table as it goes. The batched, scheduled executor builds on the same engine calls.
 
 use super::blocks::{BlockPool, KvCacheFull};
-use crate::engine::{Engine, EngineError, StepBatch};
+use crate::engine::{EngineError, StepBatch};
+use crate::parallel::ModelRunner;
 use crate::sampling::{Sampler, SamplingParams};
 
 #[derive(Debug, thiserror::Error)]
@@ -19,7 +20,7 @@ pub enum RuntimeError {
 
 /// One sequence's state: its tokens so far and its blocks.
 pub struct SequenceRunner<'a> {
-    engine: &'a mut Engine,
+    engine: &'a mut dyn ModelRunner,
     pool: &'a mut BlockPool,
     blocks: Vec<u32>,
     len: usize,
@@ -27,7 +28,7 @@ pub struct SequenceRunner<'a> {
 }
 
 impl<'a> SequenceRunner<'a> {
-    pub fn new(engine: &'a mut Engine, pool: &'a mut BlockPool) -> Self {
+    pub fn new(engine: &'a mut dyn ModelRunner, pool: &'a mut BlockPool) -> Self {
         SequenceRunner { engine, pool, blocks: Vec::new(), len: 0, batch: StepBatch::default() }
     }
 
@@ -108,7 +109,7 @@ pub struct Generation {
 
 /// Generates from `prompt` with one sequence; `on_token` sees each token as it is chosen.
 pub fn generate(
-    engine: &mut Engine,
+    engine: &mut dyn ModelRunner,
     pool: &mut BlockPool,
     prompt: &[u32],
     params: &SamplingParams,

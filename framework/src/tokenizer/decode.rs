@@ -37,11 +37,50 @@ pub enum Piece {
     Byte(u8),
 }
 
+/// Every token's piece, packed (a `Vec<Piece>` of a 49k vocabulary costs ~3 MiB of small
+/// allocations; this ~0.5 MiB): token i's bytes are `bytes[end(i-1)..end(i)]`, `end` the low
+/// 31 bits of `ends[i]`, whose top bit marks a byte-fallback piece (one byte).
+#[derive(Debug, Clone, Default)]
+struct PieceTable {
+    bytes: Vec<u8>,
+    ends: Vec<u32>,
+}
+
+impl PieceTable {
+    const BYTE: u32 = 1 << 31;
+
+    fn push(&mut self, piece: Piece) -> Result<(), TokenizerError> {
+        let flag = match piece {
+            Piece::Text(text) => {
+                self.bytes.extend_from_slice(&text);
+                0
+            }
+            Piece::Byte(b) => {
+                self.bytes.push(b);
+                Self::BYTE
+            }
+        };
+        let end = u32::try_from(self.bytes.len())
+            .ok()
+            .filter(|&e| e < Self::BYTE)
+            .ok_or_else(|| TokenizerError::Invalid("the vocabulary's decoded pieces exceed 2 GiB".into()))?;
+        self.ends.push(end | flag);
+        Ok(())
+    }
+
+    fn get(&self, id: usize) -> Option<Piece> {
+        let end = *self.ends.get(id)?;
+        let start = if id == 0 { 0 } else { (self.ends[id - 1] & !Self::BYTE) as usize };
+        let bytes = &self.bytes[start..(end & !Self::BYTE) as usize];
+        Some(if end & Self::BYTE != 0 { Piece::Byte(bytes[0]) } else { Piece::Text(bytes.to_vec()) })
+    }
+}
+
 /// A compiled decoder.
 #[derive(Debug, Clone)]
 pub struct DecodePlan {
     steps: Vec<DecoderStep>,
-    pieces: Vec<Piece>,
+    pieces: PieceTable,
     /// Whether the first token decodes differently (Metaspace's prefix strip).
     first_differs: bool,
     /// How many leading `strip_char`s are removed from the whole text (Strip after Fuse).
@@ -53,7 +92,10 @@ pub struct DecodePlan {
 
 impl DecodePlan {
     /// Compiles `steps` for the vocabulary; `None` means HF's "no decoder" (join with spaces).
-    pub fn new(steps: Option<Vec<DecoderStep>>, tokens: &[String]) -> Result<DecodePlan, TokenizerError> {
+    pub fn new<S: AsRef<str>>(
+        steps: Option<Vec<DecoderStep>>,
+        tokens: impl IntoIterator<Item = S>,
+    ) -> Result<DecodePlan, TokenizerError> {
         let join_with_space = steps.is_none();
         let steps = steps.unwrap_or_default();
         let mut fused = false;
@@ -87,13 +129,17 @@ impl DecodePlan {
         let first_differs = per_token.iter().any(|s| matches!(s, DecoderStep::Metaspace { strip_first: true, .. }));
         let mut plan = DecodePlan {
             steps: per_token,
-            pieces: Vec::new(),
+            pieces: PieceTable::default(),
             first_differs,
             strip_leading,
             strip_char,
             join_with_space,
         };
-        plan.pieces = tokens.iter().map(|t| plan.compute(t, false)).collect();
+        let mut pieces = PieceTable::default();
+        for t in tokens {
+            pieces.push(plan.compute(t.as_ref(), false))?;
+        }
+        plan.pieces = pieces;
         Ok(plan)
     }
 
@@ -103,7 +149,7 @@ impl DecodePlan {
             return self.compute(text, true);
         }
         let mut p = match self.pieces.get(id as usize) {
-            Some(p) => p.clone(),
+            Some(p) => p,
             None => self.compute(text, false),
         };
         if self.join_with_space && !first {

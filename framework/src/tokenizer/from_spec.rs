@@ -39,7 +39,7 @@ pub(crate) fn parts(spec: TokenizerSpec) -> Result<Parts, TokenizerError> {
         let is_named = named.contains(&(id as u32));
         let special = matches!(t, TokenType::Control | TokenType::Unknown) || is_named;
         if (special || t == TokenType::UserDefined) && !token.is_empty() {
-            added.push(AddedToken::plain(token.clone(), id as u32, special));
+            added.push(AddedToken::plain(token.to_string(), id as u32, special));
         }
     }
 

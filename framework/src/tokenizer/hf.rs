@@ -129,7 +129,7 @@ fn parts(json: &Value, config: Option<&Value>) -> Result<Parts, TokenizerError> 
     // transformers registers the configured special tokens as special added tokens.
     for id in [bos, eos, token_of("unk_token")?, token_of("pad_token")?].into_iter().flatten() {
         if !added.iter().any(|t| t.id == id && t.special) {
-            added.push(AddedToken::plain(vocab.tokens[id as usize].clone(), id, true));
+            added.push(AddedToken::plain(vocab.tokens[id as usize].to_string(), id, true));
         }
     }
     let (prefix, suffix) = match template {

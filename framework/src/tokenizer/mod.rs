@@ -241,11 +241,7 @@ impl Tokenizer {
     }
 
     pub(crate) fn token_str(&self, id: u32) -> Result<&str, TokenizerError> {
-        self.vocab
-            .tokens
-            .get(id as usize)
-            .map(String::as_str)
-            .ok_or(TokenizerError::UnknownId { id, vocab_size: self.vocab.tokens.len() })
+        self.vocab.tokens.get(id as usize).ok_or(TokenizerError::UnknownId { id, vocab_size: self.vocab.tokens.len() })
     }
 
     pub fn token_to_id(&self, token: &str) -> Option<u32> {
@@ -253,7 +249,7 @@ impl Tokenizer {
     }
 
     pub fn id_to_token(&self, id: u32) -> Option<&str> {
-        self.vocab.tokens.get(id as usize).map(String::as_str)
+        self.vocab.tokens.get(id as usize)
     }
 
     pub fn vocab_size(&self) -> usize {

@@ -1,17 +1,16 @@
 //! Dummy weights: a model built from an HF `config.json` (a path, a directory holding one, or
-//! a built-in name from `dummy_configs/`) with random weights generated at load (f32 or bf16,
-//! deterministic from a seed, filled in parallel) and a byte-fallback dummy tokenizer. For
+//! a built-in name from `dummy_configs/`) with random weights (f32, bf16 or f16,
+//! deterministic from a seed; made on first use, in parallel on the host or by a GPU kernel) and a byte-fallback dummy tokenizer. For
 //! speed work on real shapes without downloads; the output is noise.
 //!
 //! Weight names and shapes are those of the Llama family (Llama, Mistral, Qwen2, SmolLM):
 //! embeddings, per-layer attention (Q/K/V/O, biases when the config asks) and gated MLP,
 //! the two RMSNorms, the final norm and an untied `lm_head` when the config has one.
 
+use super::fill::{name_seed, FillRule};
 use super::store::{Tensor, WeightStore};
 use super::{LoadedModel, WeightError};
 use crate::tokenizer::spec::{TokenType, TokenizerModel, TokenizerSpec};
-use half::bf16;
-use rayon::prelude::*;
 use rtllm_models::ModelConfig;
 use rtllm_plugin_api::DType;
 use std::path::{Path, PathBuf};
@@ -30,7 +29,7 @@ pub struct DummySpec {
     /// A built-in config name (see [`BUILTIN_CONFIGS`]), a config.json path, or a directory
     /// holding one.
     pub config: String,
-    /// F32 or BF16.
+    /// F32, BF16 or F16.
     pub dtype: DType,
     pub seed: u64,
 }
@@ -74,18 +73,6 @@ pub fn dummy_config(spec: &DummySpec) -> Result<ModelConfig, WeightError> {
     ModelConfig::from_hf_json(&text).map_err(|source| WeightError::Config { path, source })
 }
 
-/// splitmix64: a counter-based generator, so every element is computed independently.
-fn splitmix(mut x: u64) -> u64 {
-    x = x.wrapping_add(0x9E37_79B9_7F4A_7C15);
-    x = (x ^ (x >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-    x = (x ^ (x >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-    x ^ (x >> 31)
-}
-
-fn name_seed(seed: u64, name: &str) -> u64 {
-    name.bytes().fold(splitmix(seed), |h, b| splitmix(h ^ b as u64))
-}
-
 /// How a tensor is filled.
 #[derive(Clone, Copy)]
 enum Fill {
@@ -94,45 +81,15 @@ enum Fill {
     Ones,
 }
 
-fn element(base: u64, i: usize, fill: Fill) -> f32 {
-    match fill {
-        Fill::Ones => 1.0,
-        Fill::Uniform(scale) => {
-            let r = splitmix(base ^ (i as u64).wrapping_mul(0xD6E8_FEB8_6659_FD93));
-            let unit = (r >> 40) as f32 / (1u64 << 24) as f32; // [0, 1)
-            (unit * 2.0 - 1.0) * scale
-        }
-    }
-}
-
+/// A tensor whose values are generated from the seed and its name when first used (on the
+/// host), or on the GPU by the `dummy_fill` op when the engine runs there.
 fn make_tensor(name: &str, shape: Vec<usize>, fill: Fill, spec: &DummySpec) -> Result<Tensor, WeightError> {
-    let n: usize = shape.iter().product();
-    let base = name_seed(spec.seed, name);
-    const CHUNK: usize = 1 << 16;
-    let bytes = match spec.dtype {
-        DType::F32 => {
-            let mut out = vec![0u8; n * 4];
-            out.par_chunks_mut(CHUNK * 4).enumerate().for_each(|(c, dst)| {
-                for (j, d) in dst.chunks_exact_mut(4).enumerate() {
-                    d.copy_from_slice(&element(base, c * CHUNK + j, fill).to_le_bytes());
-                }
-            });
-            out
-        }
-        DType::BF16 => {
-            let mut out = vec![0u8; n * 2];
-            out.par_chunks_mut(CHUNK * 2).enumerate().for_each(|(c, dst)| {
-                for (j, d) in dst.chunks_exact_mut(2).enumerate() {
-                    d.copy_from_slice(&bf16::from_f32(element(base, c * CHUNK + j, fill)).to_bits().to_le_bytes());
-                }
-            });
-            out
-        }
-        other => {
-            return Err(not_a_model(Path::new(&spec.config), format!("dummy weights are f32 or bf16, not {other}")))
-        }
+    let rule = match fill {
+        Fill::Ones => FillRule::Ones,
+        Fill::Uniform(scale) => FillRule::Uniform { base: name_seed(spec.seed, name), scale },
     };
-    Tensor::owned(name, spec.dtype, shape, bytes)
+    Tensor::generated(name, spec.dtype, shape, rule)
+        .map_err(|e| not_a_model(Path::new(&spec.config), format!("dummy weights: {e}")))
 }
 
 /// The Llama-family weight list for a config: (name, shape, fill).
@@ -216,7 +173,7 @@ pub fn dummy_model(spec: &DummySpec) -> Result<LoadedModel, WeightError> {
     config.eos_token_ids = vec![2];
     config.bos_token_id = Some(1);
     tracing::info!(
-        "generated dummy weights for {} ({} tensors, {:.1} MiB {}) in {:.2}s",
+        "dummy weights for {} ({} tensors, {:.1} MiB {}; generated on first use) in {:.2}s",
         spec.config,
         weights.len(),
         weights.total_bytes() as f64 / (1 << 20) as f64,

@@ -4,11 +4,13 @@
 //! - [`gguf`]: the GGUF v2/v3 parser, GGUF → config/HF names, the tokenizer spec.
 //! - [`safetensors`]: safetensors reader (sharded via the index) and writer.
 //! - [`store`]: `WeightStore` / `Tensor` and dequantization helpers (plugin-api `quant`).
+//! - [`fill`]: the fill rules of generated (dummy) weights, shared with the GPU fill kernel.
 //! - [`gguf_writer`]: a GGUF writer for tests and tools.
 //! - [`source`]: `load_model_source` for a `.gguf` file or an HF directory.
 
 pub mod dummy;
 mod error;
+pub mod fill;
 pub mod gguf;
 pub mod gguf_writer;
 pub mod safetensors;
@@ -19,8 +21,9 @@ pub mod store;
 mod fuzz_tests;
 
 pub use error::WeightError;
+pub use fill::FillRule;
 pub use gguf::{GgufFile, GgufMetadata, GgufValue};
 pub use gguf_writer::GgufWriter;
 pub use safetensors::write_safetensors;
 pub use source::{load_gguf, load_hf_dir, load_model_source, LoadedModel};
-pub use store::{MappedFile, Tensor, TensorData, WeightStore};
+pub use store::{Generated, MappedFile, Tensor, TensorData, WeightStore};

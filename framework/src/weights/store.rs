@@ -1,6 +1,7 @@
 //! `WeightStore`: named tensors (dtype, HF-order shape, bytes backed by a file's memory map or
 //! by owned memory), lookup with "did you mean" suggestions, and dequantization helpers.
 
+use super::fill::FillRule;
 use super::WeightError;
 use memmap2::Mmap;
 use rtllm_plugin_api::{quant, DType, TensorMeta};
@@ -8,7 +9,7 @@ use std::collections::BTreeMap;
 use std::fmt;
 use std::fs::File;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 /// A read-only memory map of a weight file, shared by the tensors that live in it.
 pub struct MappedFile {
@@ -46,6 +47,16 @@ pub enum TensorData {
         len: usize,
     },
     Owned(Arc<[u8]>),
+    /// Computed from a rule (dummy weights): the host bytes are made when first asked for, and
+    /// a GPU engine fills its copy on the device from the rule instead.
+    Generated(Arc<Generated>),
+}
+
+/// A generated tensor's rule and, once asked for, its host bytes.
+#[derive(Debug)]
+pub struct Generated {
+    pub rule: FillRule,
+    bytes: OnceLock<Box<[u8]>>,
 }
 
 /// One weight: dtype, shape in HF/PyTorch order (`[out, in]` for a linear weight) and data.
@@ -81,6 +92,36 @@ impl Tensor {
         Ok(Tensor { dtype, shape, data: TensorData::Owned(bytes.into()) })
     }
 
+    /// A tensor of `dtype` (f32, bf16 or f16) whose elements `rule` computes on demand.
+    pub fn generated(name: &str, dtype: DType, shape: Vec<usize>, rule: FillRule) -> Result<Tensor, WeightError> {
+        if !matches!(dtype, DType::F32 | DType::BF16 | DType::F16) {
+            return Err(WeightError::tensor(
+                "<generated>",
+                name,
+                format!("generated weights are f32, bf16 or f16, not {dtype}"),
+            ));
+        }
+        let data = TensorData::Generated(Arc::new(Generated { rule, bytes: OnceLock::new() }));
+        Ok(Tensor { dtype, shape, data })
+    }
+
+    /// The fill rule of a generated tensor.
+    pub fn fill_rule(&self) -> Option<FillRule> {
+        match &self.data {
+            TensorData::Generated(g) => Some(g.rule),
+            _ => None,
+        }
+    }
+
+    /// The byte count (without making a generated tensor's bytes).
+    pub fn byte_len(&self) -> usize {
+        match &self.data {
+            TensorData::Mapped { len, .. } => *len,
+            TensorData::Owned(b) => b.len(),
+            TensorData::Generated(_) => self.dtype.bytes_for(self.num_elements()).unwrap_or(0),
+        }
+    }
+
     /// An f32 tensor from values.
     pub fn from_f32(name: &str, shape: Vec<usize>, values: &[f32]) -> Result<Tensor, WeightError> {
         Tensor::owned(name, DType::F32, shape, values.iter().flat_map(|v| v.to_le_bytes()).collect())
@@ -91,6 +132,10 @@ impl Tensor {
         match &self.data {
             TensorData::Mapped { file, offset, len } => &file.bytes()[*offset..*offset + *len],
             TensorData::Owned(b) => b,
+            TensorData::Generated(g) => g.bytes.get_or_init(|| {
+                // The dtype was checked when the tensor was made.
+                g.rule.generate(self.dtype, self.num_elements()).unwrap_or_default().into_boxed_slice()
+            }),
         }
     }
 
@@ -212,7 +257,7 @@ impl WeightStore {
 
     /// Total bytes of all tensors.
     pub fn total_bytes(&self) -> usize {
-        self.tensors.values().map(|t| t.bytes().len()).sum()
+        self.tensors.values().map(Tensor::byte_len).sum()
     }
 
     pub fn meta(&self, name: &str) -> Result<TensorMeta, WeightError> {

@@ -95,6 +95,86 @@ pub fn launch_dims(inputs: &[TensorArg], outputs: &[TensorArg]) -> Result<(usize
     Ok((t, k, n))
 }
 
+/// Weights a `grouped_matmul` takes: y_i = x · w_iᵀ for i in 0..n, n in this range.
+pub const GROUPED_WEIGHTS: std::ops::RangeInclusive<usize> = 2..=4;
+
+fn grouped_err(msg: String) -> PluginError {
+    PluginError::new(format!("grouped_matmul: {msg}"))
+}
+
+/// Checks the inputs of `grouped_matmul` — `[x [T, K], w_0 [N_0, K], .., w_{n-1} [N_{n-1}, K]]`
+/// with n in [`GROUPED_WEIGHTS`], no bias, every weight of x's dtype (one of `x_dtypes`) —
+/// and returns the n outputs `y_i [T, N_i]` of x's dtype.
+pub fn infer_grouped_matmul(inputs: &[TensorMeta], x_dtypes: &[DType]) -> Result<Vec<TensorMeta>, PluginError> {
+    let shapes = || inputs.iter().map(|m| m.to_string()).collect::<Vec<_>>().join(", ");
+    let weights = inputs.len().saturating_sub(1);
+    if !GROUPED_WEIGHTS.contains(&weights) {
+        return Err(grouped_err(format!(
+            "takes x and {} to {} weights (no bias), got {} inputs: [{}]",
+            GROUPED_WEIGHTS.start(),
+            GROUPED_WEIGHTS.end(),
+            inputs.len(),
+            shapes()
+        )));
+    }
+    let x = &inputs[0];
+    if x.rank() != 2 {
+        return Err(grouped_err(format!("x must be [T, K], got x {x}")));
+    }
+    if !x_dtypes.contains(&x.dtype) {
+        return Err(grouped_err(format!("x must be {}, got x {x}", dtype_list(x_dtypes))));
+    }
+    inputs[1..]
+        .iter()
+        .enumerate()
+        .map(|(i, w)| {
+            if w.rank() != 2 {
+                return Err(grouped_err(format!("w_{i} must be [N_{i}, K], got w_{i} {w}")));
+            }
+            if w.dtype != x.dtype {
+                return Err(grouped_err(format!("w_{i} must be {} like x, got w_{i} {w}", x.dtype)));
+            }
+            if w.dims[1] != x.dims[1] {
+                return Err(grouped_err(format!(
+                    "K mismatch: x {x} has K={}, w_{i} {w} has K={}",
+                    x.dims[1], w.dims[1]
+                )));
+            }
+            Ok(TensorMeta::new(x.dtype, [x.dims[0].clone(), w.dims[0].clone()]))
+        })
+        .collect()
+}
+
+/// The concrete shapes of a `grouped_matmul` launch: `(T, K, [N_0, .., N_{n-1}, 0, ..])` and n.
+/// Each output must be `[T, N_i]`.
+pub fn grouped_launch_dims(
+    inputs: &[TensorArg],
+    outputs: &[TensorArg],
+) -> Result<(usize, usize, [usize; 4], usize), PluginError> {
+    let weights = inputs.len().saturating_sub(1);
+    if !GROUPED_WEIGHTS.contains(&weights) || outputs.len() != weights {
+        return Err(grouped_err(format!(
+            "launch takes x, 2 to 4 weights and one output per weight, got {} inputs and {} outputs",
+            inputs.len(),
+            outputs.len()
+        )));
+    }
+    let (t, k) = dims2(&inputs[0], "x")?;
+    let mut ns = [0usize; 4];
+    for (i, (w, y)) in inputs[1..].iter().zip(outputs).enumerate() {
+        let (n, kw) = dims2(w, "w")?;
+        let (ty, ny) = dims2(y, "y")?;
+        if kw != k || ty != t || ny != n {
+            return Err(grouped_err(format!(
+                "launch shapes disagree: x {}, w_{i} {}, y_{i} {}",
+                inputs[0].meta, w.meta, y.meta
+            )));
+        }
+        ns[i] = n;
+    }
+    Ok((t, k, ns, weights))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -111,5 +191,26 @@ mod tests {
         let e =
             infer_matmul(&[m(DType::F16, &[3, 8]), m(DType::F16, &[5, 8]), m(DType::F16, &[5])], &SAME).unwrap_err();
         assert!(e.message().contains("bias must be f32"), "{e}");
+    }
+
+    #[test]
+    fn grouped_outputs_follow_each_weight() {
+        let m = |d, dims: &[usize]| TensorMeta::of(d, dims);
+        let x = m(DType::BF16, &[3, 8]);
+        let ys = infer_grouped_matmul(&[x.clone(), m(DType::BF16, &[5, 8]), m(DType::BF16, &[2, 8])], &DType::FLOATS);
+        assert_eq!(ys.unwrap(), vec![m(DType::BF16, &[3, 5]), m(DType::BF16, &[3, 2])]);
+        let e = infer_grouped_matmul(&[x.clone(), m(DType::BF16, &[5, 8])], &DType::FLOATS).unwrap_err();
+        assert!(e.message().contains("2 to 4 weights"), "{e}");
+        let e = infer_grouped_matmul(&[x.clone(), m(DType::BF16, &[5, 8]), m(DType::F16, &[2, 8])], &DType::FLOATS);
+        assert!(e.unwrap_err().message().contains("w_1 must be bf16"));
+        let e = infer_grouped_matmul(&[x.clone(), m(DType::BF16, &[5, 8]), m(DType::BF16, &[2, 9])], &DType::FLOATS);
+        assert!(e.unwrap_err().message().contains("K mismatch"));
+        let e = infer_grouped_matmul(&[x, m(DType::BF16, &[5, 8]), m(DType::BF16, &[5])], &DType::FLOATS);
+        assert!(e.unwrap_err().message().contains("w_1 must be [N_1, K]"));
+        let e = infer_grouped_matmul(
+            &[m(DType::I32, &[3, 8]), m(DType::I32, &[5, 8]), m(DType::I32, &[2, 8])],
+            &DType::FLOATS,
+        );
+        assert!(e.unwrap_err().message().contains("x must be"));
     }
 }

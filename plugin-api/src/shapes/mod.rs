@@ -4,6 +4,7 @@
 //! launch-time argument checks every family uses.
 
 pub mod attention;
+pub mod collective;
 pub mod elementwise;
 pub mod matmul;
 pub mod norm;

@@ -1,12 +1,17 @@
 //! CUDA `paged_attention`: the same op as the CPU attention plugin (inputs, attributes, causal
 //! sliding-window GQA semantics, caches updated in place), for f32/bf16/f16 activations and any
-//! f32/bf16/f16 cache dtype. Four launches on the host's stream (kernels/cuda/attention.cu):
-//! cache write, prefill tiles (sequences with >= 2 new tokens), split-K decode (sequences with
-//! one new token) into the workspace, and the split combine. Grids come from the metas only.
+//! f32/bf16/f16 cache dtype. At most two launches on the host's stream (kernels/cuda/attention.cu):
+//! prefill tiles (sequences with >= 2 new tokens; only when T >= 2), then GQA decode (sequences
+//! with one new token), split-K through thread-block clusters when the batch is too small to
+//! fill the GPU. Each kernel writes its own tokens' K/V into the cache. No workspace; grids come
+//! from the metas only.
 
-use crate::attention_plan::{check_head_dim, shared_bytes, Geometry, THREADS};
+use crate::attention_plan::{
+    check_head_dim, decode_shared_bytes, head_tile, shared_bytes, Geometry, MAX_CLUSTER, THREADS,
+};
 use crate::kernel_source;
 use crate::runtime::{self, Dims, Function, KernelArgs, KernelSource};
+use cudarc::driver::sys::CUdevice_attribute as Attr;
 use rtllm_plugin_api::shapes::attention::{
     check_metas, AttnParams, BLOCK_TABLES, K, K_CACHE, NUM_INPUTS, OP, Q, QUERY_START, SEQ_LENS, V, V_CACHE,
 };
@@ -19,15 +24,19 @@ static SRC: KernelSource = kernel_source!("attention.cu");
 
 pub struct PagedAttention;
 
-/// The four kernels of one (activation, cache) dtype pair, and the attributes.
+/// The two kernels of one (activation, cache) dtype pair, the attributes and the device limits
+/// the decode plan uses.
 pub struct PagedAttentionKernel {
     p: AttnParams,
     act: DType,
     cache: DType,
-    write: Function,
     prefill: Function,
+    /// `pa_decode<GT>` for this head group's tile size.
     decode: Function,
-    combine: Function,
+    /// Multiprocessors of the device.
+    sms: usize,
+    /// Largest split-K cluster the device runs (1 before sm_90).
+    max_cluster: usize,
 }
 
 fn suffix(d: DType) -> Result<&'static str, PluginError> {
@@ -71,8 +80,8 @@ impl Op for PagedAttention {
         (CUDA). Inputs q [T, H*D], k [T, KVH*D], v [T, KVH*D] (f32/bf16/f16, one dtype), k_cache and v_cache \
         [NB, BS, KVH, D] (f32/bf16/f16, written in place with the new tokens' k/v), block_tables [S, MB] i32, \
         seq_lens [S] i32, query_start [S+1] i32 -> out [T, H*D] of q's dtype. Attrs num_heads, num_kv_heads, \
-        head_dim (a multiple of 32 up to 256), scale (1/sqrt(D)), sliding_window (0 = none). Workspace: the \
-        decode path's split-K partials. The int inputs need valid content (as the CPU provider's).";
+        head_dim (a multiple of 32 up to 256), scale (1/sqrt(D)), sliding_window (0 = none). No workspace. \
+        The caches must be 16-byte aligned. The int inputs need valid content (as the CPU provider's).";
     type Kernel = PagedAttentionKernel;
 
     fn dtypes() -> Vec<DType> {
@@ -91,19 +100,20 @@ impl Op for PagedAttention {
         check_metas(inputs, &p, &DType::FLOATS, &DType::FLOATS)?;
         let (act, cache) = (inputs[Q].dtype, inputs[K_CACHE].dtype);
         let pair = format!("{}_{}", suffix(act)?, suffix(cache)?);
-        let write = runtime::function(&SRC, &format!("pa_write_cache_{pair}"))?;
         let prefill = runtime::function(&SRC, &format!("pa_prefill_{pair}"))?;
-        let decode = runtime::function(&SRC, &format!("pa_decode_{pair}"))?;
-        let combine = runtime::function(&SRC, &format!("pa_combine_{}", suffix(act)?))?;
-        let shared = shared_bytes(p.head_dim);
-        runtime::set_max_dynamic_shared(prefill, shared)?;
-        runtime::set_max_dynamic_shared(decode, shared)?;
-        Ok(PagedAttentionKernel { p, act, cache, write, prefill, decode, combine })
+        let decode = runtime::function(&SRC, &format!("pa_decode{}_{pair}", head_tile(p.group())))?;
+        runtime::set_max_dynamic_shared(prefill, shared_bytes(p.head_dim))?;
+        let sms = runtime::device_attribute(Attr::CU_DEVICE_ATTRIBUTE_MULTIPROCESSOR_COUNT)?.max(1) as usize;
+        // Thread-block clusters (the decode kernel's split-K) need sm_90.
+        let major = runtime::device_attribute(Attr::CU_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_MAJOR)?;
+        let max_cluster = if major >= 9 { MAX_CLUSTER } else { 1 };
+        Ok(PagedAttentionKernel { p, act, cache, prefill, decode, sms, max_cluster })
     }
 
     fn examples() -> Vec<OpExample> {
         use DType::{BF16, F16, F32};
-        let cases: [Case; 10] = [
+        let cases: [Case; 23] = [
+            // Mixed prefill + decode batches (odd sequences decode, even ones prefill).
             (8, 2, 64, 16, 24, 3, 6, 7, F32, F32, 0),
             (8, 2, 64, 16, 24, 3, 6, 7, BF16, BF16, 0),
             (8, 2, 64, 16, 24, 3, 6, 7, F16, F16, 0),
@@ -113,8 +123,23 @@ impl Op for PagedAttention {
             (12, 3, 64, 16, 64, 5, 12, 70, F32, F32, 20),
             (64, 1, 64, 16, 32, 3, 8, 5, BF16, BF16, 0),
             (4, 2, 256, 16, 16, 2, 8, 5, F16, F16, 0),
-            // Long decode contexts: the split-K path (capacity 64 * 16 = 1024 keys).
+            (4, 2, 256, 16, 16, 2, 8, 5, F32, F32, 0),
+            (6, 2, 96, 16, 24, 3, 8, 5, BF16, F32, 0),
             (16, 4, 128, 16, 260, 4, 64, 4, BF16, BF16, 0),
+            // Prefills next to split-K decodes (8 sequences x 8 KV heads -> clusters of 4).
+            (32, 8, 64, 16, 400, 8, 38, 40, BF16, BF16, 0),
+            // Pure decode, batch 1 (contexts up to 608; split-K clusters of 8).
+            (32, 8, 64, 32, 20, 1, 19, 1, BF16, BF16, 0),
+            (32, 8, 128, 16, 40, 1, 38, 1, F16, F16, 0),
+            (8, 1, 64, 16, 40, 1, 38, 1, F32, F32, 0),
+            (32, 8, 64, 32, 20, 1, 19, 1, F32, BF16, 0),
+            // Pure decode, batch 64 (contexts 1..608).
+            (32, 8, 64, 32, 640, 64, 19, 64, BF16, BF16, 0),
+            (32, 8, 128, 16, 1000, 64, 38, 64, BF16, BF16, 0),
+            (8, 1, 128, 16, 1000, 64, 38, 64, F16, F16, 0),
+            (8, 1, 64, 32, 640, 64, 19, 64, F32, F32, 0),
+            (32, 8, 64, 16, 1000, 64, 38, 64, F16, BF16, 100),
+            (32, 8, 128, 32, 640, 64, 19, 64, F32, F16, 0),
         ];
         cases.into_iter().map(example).collect()
     }
@@ -154,6 +179,12 @@ impl PagedAttentionKernel {
         if let Some(a) = inputs.iter().chain(outputs).find(|a| a.device != DeviceKind::Cuda) {
             return Err(PluginError::new(format!("{OP} (cuda): tensor {} is not on the GPU", a.meta)));
         }
+        // The decode kernel reads cache rows with 16-byte loads.
+        for (name, i) in [("k_cache", K_CACHE), ("v_cache", V_CACHE)] {
+            if inputs[i].data as usize % 16 != 0 {
+                return Err(PluginError::new(format!("{OP} (cuda): {name} is not 16-byte aligned")));
+            }
+        }
         Ok(g)
     }
 
@@ -177,7 +208,8 @@ impl Kernel for PagedAttentionKernel {
         if inputs.len() != NUM_INPUTS {
             return Err(PluginError::new(format!("{OP} (cuda): workspace needs {NUM_INPUTS} input metas")));
         }
-        Ok(Geometry::new(&self.p, inputs)?.workspace_bytes())
+        Geometry::new(&self.p, inputs)?;
+        Ok(0)
     }
 
     fn launch(&self, ctx: &LaunchContext, inputs: &[TensorArg], outputs: &[TensorArg]) -> Result<(), PluginError> {
@@ -185,56 +217,40 @@ impl Kernel for PagedAttentionKernel {
         if g.t == 0 || g.s == 0 {
             return Ok(());
         }
-        let splits = g.splits();
-        let ws_floats = g.workspace_floats_for(g.s);
-        if ctx.workspace.is_null() || ctx.workspace_bytes < ws_floats * 4 {
-            return Err(PluginError::new(format!(
-                "{OP} (cuda): workspace of {} bytes is smaller than the {} bytes of split-K scratch",
-                ctx.workspace_bytes,
-                ws_floats * 4
-            )));
-        }
         let ptr = |i: usize| inputs[i].data as *const u8;
-        let (bt, sl, qs, out) = (ptr(BLOCK_TABLES), ptr(SEQ_LENS), ptr(QUERY_START), outputs[0].data as *const u8);
-        let (kc, vc) = (ptr(K_CACHE), ptr(V_CACHE));
-        let ws_acc = ctx.workspace as *const f32;
-        let partials = g.s * g.h * splits;
-        // SAFETY: offsets within the workspace checked above (acc, then m, then l).
-        let (ws_m, ws_l) = unsafe { (ws_acc.add(partials * g.d), ws_acc.add(partials * (g.d + 1))) };
-        let shared = shared_bytes(g.d);
-        let write = KernelArgs::new().ptr(ptr(K)).ptr(ptr(V)).ptr(kc).ptr(vc).ptr(bt).ptr(sl).ptr(qs);
-        let prefill = KernelArgs::new().ptr(ptr(Q)).ptr(kc).ptr(vc).ptr(bt).ptr(sl).ptr(qs).ptr(out);
-        let decode =
-            KernelArgs::new().ptr(ptr(Q)).ptr(kc).ptr(vc).ptr(bt).ptr(sl).ptr(qs).ptr(ws_acc).ptr(ws_m).ptr(ws_l);
-        let combine = KernelArgs::new().ptr(qs).ptr(ws_acc).ptr(ws_m).ptr(ws_l).ptr(out);
+        let args = || {
+            KernelArgs::new()
+                .ptr(ptr(Q))
+                .ptr(ptr(K))
+                .ptr(ptr(V))
+                .ptr(ptr(K_CACHE))
+                .ptr(ptr(V_CACHE))
+                .ptr(ptr(BLOCK_TABLES))
+                .ptr(ptr(SEQ_LENS))
+                .ptr(ptr(QUERY_START))
+                .ptr(outputs[0].data as *const u8)
+        };
         let block = (THREADS, 1, 1);
+        let plan = g.decode_plan(self.sms, self.max_cluster);
+        let decode = Dims { grid: g.decode_grid(&plan), block, shared_bytes: decode_shared_bytes(plan.head_tile, g.d) };
+        let decode_args = self.geom_args(args(), &g).i32(plan.cluster as i32);
         // SAFETY: argument lists match the kernels' parameters; every pointer is a device
-        // pointer of the checked shape; the kernels bound every index by these dims.
+        // pointer of the checked shape; the kernels bound every index by these dims. Prefill
+        // runs first on the stream; the two kernels write disjoint cache slots.
         unsafe {
-            runtime::launch(
-                self.write,
-                Dims { grid: (g.t as u32, 1, 1), block, shared_bytes: 0 },
-                ctx.stream,
-                &self.geom_args(write, &g),
-            )?;
-            runtime::launch(
-                self.prefill,
-                Dims { grid: g.prefill_grid(), block, shared_bytes: shared },
-                ctx.stream,
-                &self.geom_args(prefill, &g),
-            )?;
-            runtime::launch(
-                self.decode,
-                Dims { grid: g.decode_grid(), block, shared_bytes: shared },
-                ctx.stream,
-                &self.geom_args(decode, &g).i32(splits as i32),
-            )?;
-            runtime::launch(
-                self.combine,
-                Dims { grid: g.combine_grid(), block, shared_bytes: 0 },
-                ctx.stream,
-                &self.geom_args(combine, &g).i32(splits as i32),
-            )
+            if g.may_prefill() {
+                runtime::launch(
+                    self.prefill,
+                    Dims { grid: g.prefill_grid(), block, shared_bytes: shared_bytes(g.d) },
+                    ctx.stream,
+                    &self.geom_args(args(), &g),
+                )?;
+            }
+            if plan.cluster > 1 {
+                runtime::launch_clustered(self.decode, decode, plan.cluster as u32, ctx.stream, &decode_args)
+            } else {
+                runtime::launch(self.decode, decode, ctx.stream, &decode_args)
+            }
         }
     }
 }
@@ -250,8 +266,7 @@ mod tests {
             assert_eq!(out[0].dtype, ex.inputs[0].dtype);
             assert_eq!(out[0].dims, ex.inputs[0].dims);
             let p = AttnParams::from_attrs(&ex.attrs).unwrap();
-            let g = Geometry::new(&p, &ex.inputs).unwrap();
-            assert!(g.workspace_bytes() >= g.workspace_floats_for(g.s) * 4);
+            Geometry::new(&p, &ex.inputs).unwrap();
         }
     }
 
@@ -271,10 +286,10 @@ mod tests {
             p,
             act: DType::F32,
             cache: DType::F32,
-            write: Function(std::ptr::null_mut()),
             prefill: Function(std::ptr::null_mut()),
             decode: Function(std::ptr::null_mut()),
-            combine: Function(std::ptr::null_mut()),
+            sms: 132,
+            max_cluster: MAX_CLUSTER,
         };
         let args: Vec<TensorArg> = ex
             .inputs
@@ -285,6 +300,6 @@ mod tests {
             unsafe { TensorArg::new(TensorMeta::of(DType::F32, &[7, 512]), std::ptr::null_mut(), DeviceKind::Cuda) };
         let e = k.launch(&LaunchContext::cpu_sequential(), &args, &[out]).unwrap_err();
         assert!(e.message().contains("not on the GPU"), "{e}");
-        assert!(k.workspace_bytes(&ex.inputs).unwrap() > 0);
+        assert_eq!(k.workspace_bytes(&ex.inputs).unwrap(), 0);
     }
 }

@@ -1,25 +1,32 @@
 //! Host-side geometry of the CUDA `paged_attention` launches (kernels/cuda/attention.cu): the
-//! concrete batch dims from the metas, the supported head sizes, grid sizes, the split-K count
-//! of the decode path and the workspace it needs. Everything here is derived from metas only
-//! (never from tensor contents), so a launch can be captured in a CUDA graph and replayed.
+//! concrete batch dims from the metas, the supported head sizes, the prefill grid, and the
+//! decode plan (query heads per block, split-K cluster size, grid, shared memory). Everything
+//! here is derived from metas only (never from tensor contents), so a launch can be captured in
+//! a CUDA graph and replayed; the decode kernel sizes each row's splits from its actual length.
 
 use rtllm_plugin_api::shapes::attention::{AttnParams, BLOCK_TABLES, K_CACHE, OP, Q};
 use rtllm_plugin_api::{PluginError, TensorMeta};
 
-/// Query rows (token x query head of one KV group) per block.
+/// Query rows (token x query head of one KV group) per prefill block.
 pub const ROWS: usize = 32;
-/// Keys per shared-memory K/V tile.
+/// Keys per shared-memory K/V tile of a prefill block.
 pub const KEYS: usize = 32;
-/// Threads per attention block.
+/// Threads per attention block (prefill and decode: 4 warps).
 pub const THREADS: u32 = 128;
+/// Warps per decode block.
+pub const DECODE_WARPS: usize = 4;
 /// Largest supported head dim (head dims are multiples of 32 up to this).
 pub const MAX_HEAD_DIM: usize = 256;
-/// Decode blocks the split count aims for (two waves of an H100's 132 SMs).
-pub const TARGET_BLOCKS: usize = 264;
-/// Keys per split at least: fewer splits for short block tables.
-pub const MIN_SPLIT_KEYS: usize = 256;
-/// Most splits of one decode row.
-pub const MAX_SPLITS: usize = 32;
+/// Most query heads one decode block serves (the kernel's GT: 1, 2, 4 or 8).
+pub const MAX_HEAD_TILE: usize = 8;
+/// Largest split-K cluster (the portable thread-block cluster size).
+pub const MAX_CLUSTER: usize = 8;
+/// Keys per split at least, against the table's capacity: short tables split less.
+pub const MIN_SPLIT_KEYS: usize = 64;
+/// Decode blocks per multiprocessor the split count aims for at most. Measured on an H200:
+/// more splits (8 per SM) cost more in cluster scheduling and merging than they gain in
+/// parallelism, except for long contexts at batch ~64.
+pub const BLOCKS_PER_SM: usize = 2;
 
 fn err(msg: String) -> PluginError {
     PluginError::new(format!("{OP} (cuda): {msg}"))
@@ -33,10 +40,22 @@ pub fn check_head_dim(d: usize) -> Result<(), PluginError> {
     Ok(())
 }
 
-/// Dynamic shared memory of the prefill and decode blocks for head dim `d`: Q [32][D],
-/// K [32][D+1], V [32][D], P [32][32] floats and 32 key slots.
+/// Dynamic shared memory of a prefill block for head dim `d`: Q [32][D], K [32][D+1], V [32][D],
+/// P [32][32] floats, 32 key slots and 32 new-token indices.
 pub fn shared_bytes(d: usize) -> u32 {
-    (4 * (ROWS * d + KEYS * (d + 1) + KEYS * d + ROWS * KEYS + KEYS)) as u32
+    (4 * (ROWS * d + KEYS * (d + 1) + KEYS * d + ROWS * KEYS + 2 * KEYS)) as u32
+}
+
+/// Query heads per decode block for `group` query heads per KV head: the next power of two,
+/// at most [`MAX_HEAD_TILE`].
+pub fn head_tile(group: usize) -> usize {
+    group.max(1).next_power_of_two().min(MAX_HEAD_TILE)
+}
+
+/// Dynamic shared memory of a decode block serving `gt` heads of dim `d`: per warp acc [GT][D],
+/// m and l [GT]; then the block's merged acc [GT][D], m and l [GT] (floats).
+pub fn decode_shared_bytes(gt: usize, d: usize) -> u32 {
+    (4 * (DECODE_WARPS * gt * (d + 2) + gt * (d + 2))) as u32
 }
 
 /// Concrete dims of one batch.
@@ -59,6 +78,17 @@ pub struct Geometry {
 
 fn known(m: &TensorMeta, what: &str) -> Result<Vec<usize>, PluginError> {
     m.concrete_shape().map_err(|e| err(format!("{what}: {e}")))
+}
+
+/// How one batch's decode rows are launched.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct DecodePlan {
+    /// Query heads per block.
+    pub head_tile: usize,
+    /// Blocks per (sequence, KV head): ceil(group / head_tile).
+    pub head_tiles: usize,
+    /// Splits of each row's keys: the thread-block cluster size (1 = no split, no cluster).
+    pub cluster: usize,
 }
 
 impl Geometry {
@@ -90,7 +120,7 @@ impl Geometry {
             ("sequences x block-table width", g.s.checked_mul(g.mb)),
             ("cache slots x kv heads", g.nb.checked_mul(g.bs).and_then(|n| n.checked_mul(g.kvh))),
             ("block-table capacity", g.mb.checked_mul(g.bs)),
-            ("sequences x query heads x splits", g.s.checked_mul(g.h).and_then(|n| n.checked_mul(MAX_SPLITS))),
+            ("decode blocks", g.s.checked_mul(g.h).and_then(|n| n.checked_mul(MAX_CLUSTER))),
             ("prefill tiles", g.t.checked_mul(g.group()).map(|n| n / ROWS + g.s + 1)),
         ];
         for (what, v) in checks {
@@ -106,50 +136,39 @@ impl Geometry {
         self.h / self.kvh
     }
 
-    /// Row tiles of one KV group's heads in a decode block.
-    pub fn group_tiles(&self) -> usize {
-        self.group().div_ceil(ROWS)
+    /// Whether a sequence with >= 2 new tokens can exist in this batch (else no prefill launch).
+    pub fn may_prefill(&self) -> bool {
+        self.t >= 2
     }
 
-    /// Split-K count of the decode path for `s` sequences: enough blocks to fill the GPU, at
-    /// most one split per `MIN_SPLIT_KEYS` keys of the table's capacity, at most `MAX_SPLITS`.
-    pub fn splits_for(&self, s: usize) -> usize {
-        let blocks = (s * self.kvh * self.group_tiles()).max(1);
-        let cap = (self.mb * self.bs).div_ceil(MIN_SPLIT_KEYS).clamp(1, MAX_SPLITS);
-        TARGET_BLOCKS.div_ceil(blocks).clamp(1, cap)
-    }
-
-    /// This batch's split count.
-    pub fn splits(&self) -> usize {
-        self.splits_for(self.s)
-    }
-
-    /// f32 elements of split-K scratch for `s` sequences: acc [S][H][splits][D], m and l
-    /// [S][H][splits].
-    pub fn workspace_floats_for(&self, s: usize) -> usize {
-        s * self.h * self.splits_for(s) * (self.d + 2)
-    }
-
-    /// Workspace bytes that cover this batch and every batch with fewer sequences (the host
-    /// sizes the workspace once from maximal metas; the split count grows as S shrinks).
-    pub fn workspace_bytes(&self) -> usize {
-        (1..=self.s).map(|s| self.workspace_floats_for(s)).max().unwrap_or(0) * std::mem::size_of::<f32>()
-    }
-
-    /// Prefill grid: (tile bound, KV heads). Tiles of 32 rows per sequence with >= 2 new tokens
-    /// number at most ceil(T * G / 32) + S.
+    /// Prefill grid: (tile bound, KV heads). Sequences with >= 2 new tokens (at most T / 2 of
+    /// them) take ceil(q_len * G / 32) tiles each: at most ceil(T * G / 32) + min(S, T / 2).
     pub fn prefill_grid(&self) -> (u32, u32, u32) {
-        ((self.t * self.group()).div_ceil(ROWS) as u32 + self.s as u32, self.kvh as u32, 1)
+        let tiles = (self.t * self.group()).div_ceil(ROWS) + self.s.min(self.t / 2);
+        (tiles as u32, self.kvh as u32, 1)
     }
 
-    /// Decode grid: (sequences x KV heads x group tiles, splits).
-    pub fn decode_grid(&self) -> (u32, u32, u32) {
-        ((self.s * self.kvh * self.group_tiles()) as u32, self.splits() as u32, 1)
+    /// The decode plan on a GPU of `sms` multiprocessors whose clusters hold at most
+    /// `max_cluster` blocks: split rows (clusters of 2, 4 or 8) while the grid stays within
+    /// [`BLOCKS_PER_SM`] blocks per multiprocessor (a few waves: small tails) and each split
+    /// keeps >= MIN_SPLIT_KEYS of the table's capacity.
+    pub fn decode_plan(&self, sms: usize, max_cluster: usize) -> DecodePlan {
+        let head_tile = head_tile(self.group());
+        let head_tiles = self.group().div_ceil(head_tile);
+        let items = (self.s * self.kvh * head_tiles).max(1);
+        let target = BLOCKS_PER_SM * sms.max(1);
+        let by_len = (self.mb * self.bs).div_ceil(MIN_SPLIT_KEYS);
+        let limit = max_cluster.clamp(1, MAX_CLUSTER);
+        let mut cluster = 1;
+        while cluster * 2 <= limit && items * cluster * 2 <= target && cluster * 2 <= by_len {
+            cluster *= 2;
+        }
+        DecodePlan { head_tile, head_tiles, cluster }
     }
 
-    /// Combine grid: one block per (sequence, query head).
-    pub fn combine_grid(&self) -> (u32, u32, u32) {
-        ((self.s * self.h) as u32, 1, 1)
+    /// Decode grid: (sequences x KV heads x head tiles x cluster, 1, 1).
+    pub fn decode_grid(&self, plan: &DecodePlan) -> (u32, u32, u32) {
+        ((self.s * self.kvh * plan.head_tiles * plan.cluster) as u32, 1, 1)
     }
 }
 
@@ -174,7 +193,7 @@ mod tests {
     }
 
     #[test]
-    fn head_dims() {
+    fn head_dims_and_shared_memory() {
         for d in [32, 64, 96, 128, 160, 256] {
             check_head_dim(d).unwrap();
         }
@@ -182,45 +201,51 @@ mod tests {
             let e = check_head_dim(d).unwrap_err();
             assert!(e.message().contains("multiple of 32 up to 256"), "{e}");
         }
-        assert_eq!(shared_bytes(128), 4 * (4096 + 4128 + 4096 + 1024 + 32));
+        assert_eq!(shared_bytes(128), 4 * (4096 + 4128 + 4096 + 1024 + 64));
         assert!(shared_bytes(256) < 227 * 1024, "fits an H100's opt-in shared memory");
+        // The decode kernel's layout: GT * (5 D + 10) floats; under the 48 KiB default.
+        assert_eq!(decode_shared_bytes(4, 64), 4 * 4 * (5 * 64 + 10));
+        assert!(decode_shared_bytes(MAX_HEAD_TILE, MAX_HEAD_DIM) <= 48 * 1024);
     }
 
     #[test]
-    fn splits_follow_capacity_and_occupancy() {
-        // One long sequence, 8 KV heads: 33 splits wanted, capped at 32.
-        let g = geom(1, 1, 512, 64, 32, 8, 128);
-        assert_eq!(g.splits(), 32);
-        // Short tables cap the splits: capacity 4 * 16 = 64 keys -> 1 split.
-        assert_eq!(geom(4, 4, 4, 16, 32, 8, 128).splits(), 1);
-        // Many sequences fill the GPU without splitting.
-        assert_eq!(geom(256, 256, 512, 16, 32, 8, 128).splits(), 1);
-        // 16 sequences x 8 KV heads = 128 blocks -> 3 splits (capacity allows 32).
-        assert_eq!(geom(16, 16, 512, 16, 32, 8, 128).splits(), 3);
-        // A group wider than 32 heads takes two row tiles per KV head.
-        assert_eq!(geom(1, 1, 64, 16, 64, 1, 64).group_tiles(), 2);
+    fn head_tiles_cover_the_group() {
+        assert_eq!([1, 2, 3, 4, 5, 8, 12, 64].map(head_tile), [1, 2, 4, 4, 8, 8, 8, 8]);
+        let g = geom(1, 1, 64, 16, 64, 1, 64);
+        let plan = g.decode_plan(132, 8);
+        assert_eq!((plan.head_tile, plan.head_tiles), (8, 8));
+        let g = geom(1, 1, 64, 16, 12, 1, 64);
+        assert_eq!(g.decode_plan(132, 8).head_tiles, 2);
     }
 
     #[test]
-    fn workspace_covers_every_smaller_batch() {
-        let g = geom(300, 300, 512, 16, 32, 1, 128);
-        let need = g.workspace_bytes();
-        for s in 1..=300 {
-            let floats = s * g.h * g.splits_for(s) * (g.d + 2);
-            assert!(floats * 4 <= need, "s = {s}");
-        }
-        // Not monotone in S by itself: 200 sequences take 2 splits, 300 only one.
-        assert!(g.workspace_floats_for(200) > g.workspace_floats_for(300));
-        assert_eq!(geom(0, 0, 4, 16, 4, 4, 64).workspace_bytes(), 0);
+    fn splits_follow_occupancy_and_capacity() {
+        // Llama-1B batch 1 (8 KV heads x 1 tile): 8 items -> clusters of 8 (64 blocks).
+        let g = geom(1, 1, 64, 32, 32, 8, 64);
+        assert_eq!(g.decode_plan(132, 8).cluster, 8);
+        assert_eq!(g.decode_grid(&g.decode_plan(132, 8)), (64, 1, 1));
+        // No cluster support: never split.
+        assert_eq!(g.decode_plan(132, 1).cluster, 1);
+        // Batch 8: 64 items -> 4 splits (256 blocks <= 2 x 132).
+        assert_eq!(geom(8, 8, 64, 32, 32, 8, 64).decode_plan(132, 8).cluster, 4);
+        // Batch 64 and 256 fill the GPU without splitting.
+        assert_eq!(geom(64, 64, 64, 32, 32, 8, 64).decode_plan(132, 8).cluster, 1);
+        assert_eq!(geom(256, 256, 64, 32, 32, 8, 64).decode_plan(132, 8).cluster, 1);
+        // Short tables cap the splits: capacity 4 * 16 = 64 keys -> 1 split; 128 keys -> 2.
+        assert_eq!(geom(1, 1, 4, 16, 32, 8, 128).decode_plan(132, 8).cluster, 1);
+        assert_eq!(geom(1, 1, 8, 16, 32, 8, 128).decode_plan(132, 8).cluster, 2);
     }
 
     #[test]
     fn grids() {
         let g = geom(70, 5, 12, 16, 8, 2, 64);
-        // ceil(70 * 4 / 32) = 9 tiles + 5 sequences; 2 KV heads.
+        // ceil(70 * 4 / 32) = 9 tiles + min(5, 35) sequences; 2 KV heads.
         assert_eq!(g.prefill_grid(), (14, 2, 1));
-        assert_eq!(g.decode_grid(), (10, g.splits() as u32, 1));
-        assert_eq!(g.combine_grid(), (40, 1, 1));
+        assert!(g.may_prefill());
+        // Pure decode of one sequence: no prefill launch.
+        assert!(!geom(1, 1, 12, 16, 8, 2, 64).may_prefill());
+        // Decode-shaped metas (T = S) still bound the tiles: 64 tokens, G = 4 -> 8 + 32.
+        assert_eq!(geom(64, 64, 12, 16, 8, 2, 64).prefill_grid(), (40, 2, 1));
         let p = AttnParams { num_heads: 8, num_kv_heads: 2, head_dim: 80, scale: 1.0, sliding_window: 0 };
         let metas = vec![TensorMeta::of(DType::F32, &[1, 640]); 8];
         assert!(Geometry::new(&p, &metas).unwrap_err().message().contains("head_dim 80"));

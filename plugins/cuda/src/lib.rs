@@ -12,6 +12,7 @@ pub mod blaslt;
 pub mod devargs;
 pub mod elementwise;
 pub mod embedding;
+pub mod fill;
 pub mod matmul;
 pub mod norm;
 pub mod rope;
@@ -25,10 +26,14 @@ rtllm_plugin_api::register_op!(embedding::GatherRows);
 rtllm_plugin_api::register_op!(argmax::Argmax);
 rtllm_plugin_api::register_op!(rope::Rope);
 rtllm_plugin_api::register_op!(matmul::Matmul);
+pub mod gemv;
+pub mod grouped_matmul;
+rtllm_plugin_api::register_op!(grouped_matmul::GroupedMatmul);
 pub mod sampling;
 
 rtllm_plugin_api::register_op!(attention::PagedAttention);
 rtllm_plugin_api::register_op!(sampling::Sample);
+rtllm_plugin_api::register_op!(fill::DummyFill);
 
 #[cfg(test)]
 mod compile_tests;

@@ -1,5 +1,7 @@
-//! CUDA provider of `matmul`: y[T, N] = x[T, K] · w[N, K]ᵀ (+ bias[N]) through cuBLASLt
-//! (see blaslt.rs for the layout math). x, w and y share one dtype: bf16 or f16 (f32
+//! CUDA provider of `matmul`: y[T, N] = x[T, K] · w[N, K]ᵀ (+ bias[N]). Decode-sized T (1 or 2
+//! rows, up to `gemv::MAX_ROWS` for small weights: `gemv::preferred`) runs the bandwidth-bound
+//! GEMV of gemv.rs (bias fused); everything else goes through cuBLASLt (see blaslt.rs for the
+//! layout math). x, w and y share one dtype: bf16 or f16 (f32
 //! accumulation), or f32 computed in true f32 (CUBLAS_COMPUTE_32F, no TF32) for parity runs.
 //! The bias (x's dtype or f32) is fused through the BIAS epilogue when cuBLASLt has an
 //! algorithm for it, else added by bias_add_<T>_<B> of kernels/cuda/elementwise.cu. Shapes and
@@ -8,6 +10,7 @@
 use crate::blaslt::{self, Operands, PlanKey, WORKSPACE_BYTES};
 use crate::devargs::{check_ctx, device_ptr, suffix, to_i32, THREADS};
 use crate::elementwise::{stride_blocks, SRC};
+use crate::gemv::{self, Gemv, Segment};
 use crate::runtime::{self, Dims, Function, KernelArgs};
 use rtllm_plugin_api::shapes::matmul::{infer_matmul, launch_dims, same_float, MatmulDtypes};
 use rtllm_plugin_api::{
@@ -37,6 +40,7 @@ pub struct Matmul;
 pub struct MatmulKernel {
     dtype: DType,
     bias: Option<(DType, Function)>,
+    gemv: Gemv,
 }
 
 impl Op for Matmul {
@@ -69,11 +73,11 @@ impl Op for Matmul {
             }
             None => None,
         };
-        Ok(MatmulKernel { dtype, bias })
+        Ok(MatmulKernel { dtype, bias, gemv: Gemv::new(Self::NAME, dtype)? })
     }
 
     fn examples() -> Vec<OpExample> {
-        let cases: [(usize, usize, usize, DType, Option<DType>); 12] = [
+        let cases: [(usize, usize, usize, DType, Option<DType>); 15] = [
             (1, 64, 1, DType::F32, None),
             (1, 577, 130, DType::BF16, Some(DType::BF16)),
             (1, 96, 13, DType::F16, None),
@@ -86,6 +90,9 @@ impl Op for Matmul {
             (33, 2048, 4096, DType::BF16, None),
             (64, 4096, 4096, DType::BF16, Some(DType::BF16)),
             (17, 2048, 1024, DType::F32, Some(DType::F32)),
+            (8, 2048, 1024, DType::BF16, Some(DType::F32)),
+            (5, 4100, 300, DType::F16, None),
+            (2, 1030, 257, DType::F32, Some(DType::F32)),
         ];
         cases
             .iter()
@@ -122,6 +129,13 @@ impl Kernel for MatmulKernel {
         to_i32(OP, "T·N", t.saturating_mul(n))?;
         if t == 0 || n == 0 {
             return Ok(());
+        }
+        if gemv::preferred(t, n, k) {
+            let seg = [Segment { w, y, n }];
+            let bias = bias.map(|(ptr, dtype, _)| gemv::Bias { ptr, dtype });
+            // SAFETY: checked device tensors x [t, k], w [n, k], y [t, n], bias [n] of the dtypes
+            // given at create, on the host's stream.
+            return unsafe { self.gemv.launch(OP, ctx.stream, &gemv::Problem { x, m: t, k, segs: &seg, bias }) };
         }
         let align = [w, x, y, bias.map_or(0, |b| b.0)].map(blaslt::alignment);
         let fused_bias = bias.filter(|_| align[3] >= MIN_FUSED_BIAS_ALIGN).map(|b| b.1);

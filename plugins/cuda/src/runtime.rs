@@ -327,6 +327,42 @@ pub unsafe fn launch(f: Function, dims: Dims, stream: *mut c_void, args: &Kernel
         .map_err(|e| err("cuLaunchKernel", e))
 }
 
+/// Launches `f` as thread-block clusters of `cluster` blocks along x (sm_90 and later;
+/// `dims.grid.0` must be a multiple of `cluster`). Asynchronous and capturable, like [`launch`].
+///
+/// # Safety
+/// As [`launch`].
+pub unsafe fn launch_clustered(
+    f: Function,
+    dims: Dims,
+    cluster: u32,
+    stream: *mut c_void,
+    args: &KernelArgs,
+) -> Result<(), PluginError> {
+    let mut params: Vec<*mut c_void> = args.slots.iter().map(|s| s as *const u64 as *mut c_void).collect();
+    // SAFETY: a plain C struct; all-zero is a valid value before the fields are set.
+    let mut attr: sys::CUlaunchAttribute = std::mem::zeroed();
+    attr.id = sys::CUlaunchAttributeID::CU_LAUNCH_ATTRIBUTE_CLUSTER_DIMENSION;
+    attr.value.clusterDim.x = cluster;
+    attr.value.clusterDim.y = 1;
+    attr.value.clusterDim.z = 1;
+    let config = sys::CUlaunchConfig {
+        gridDimX: dims.grid.0,
+        gridDimY: dims.grid.1,
+        gridDimZ: dims.grid.2,
+        blockDimX: dims.block.0,
+        blockDimY: dims.block.1,
+        blockDimZ: dims.block.2,
+        sharedMemBytes: dims.shared_bytes,
+        hStream: stream as sys::CUstream,
+        attrs: &mut attr,
+        numAttrs: 1,
+    };
+    sys::cuLaunchKernelEx(&config, f.0, params.as_mut_ptr(), std::ptr::null_mut())
+        .result()
+        .map_err(|e| err("cuLaunchKernelEx", e))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -1,6 +1,6 @@
 //! Quantized dot-product micro-kernels: rows of quantized activations ([`ActBlock`]s) against
-//! rows of GGUF weight blocks, integer products per 32-element sub-block, scaled and summed in
-//! f32. Three back ends, chosen once per kernel instance ([`QIsa`]): AVX-512 VNNI
+//! rows of GGUF weight blocks, integer products per 32-element sub-block (two byte products:
+//! the activations' coarse and residual bytes, see `qact`), scaled and summed in f32. Three back ends, chosen once per kernel instance ([`QIsa`]): AVX-512 VNNI
 //! (`vpdpbusd` on 256-bit registers), AVX2 (`vpmaddubsw` + `vpmaddwd`), and portable Rust.
 //! Signed Q8_0 weights use ggml's sign trick (`|w|` · `sign(q, w)`) so the unsigned×signed
 //! instructions apply.
@@ -160,8 +160,8 @@ unsafe fn row_portable<F: Format, const R: usize>(
                 } else {
                     (ints[l] as i32, ints[l + 16] as i32)
                 };
-                lo += wl * ab.qs[l] as i32;
-                hi += wh * ab.qs[l + 16] as i32;
+                lo += wl * ab.level(l);
+                hi += wh * ab.level(l + 16);
             }
             *o += ab.d * (c.a[0] * lo as f32 + c.a[1] * hi as f32) + c.b[0] * ab.s_lo + c.b[1] * (ab.s - ab.s_lo);
         }
@@ -200,13 +200,17 @@ mod x86 {
         })
     }
 
-    /// Eight i32 lanes, lane i = Σ of bytes 4i..4i+4 of `u · s` (u unsigned, s signed).
+    /// Eight i32 lanes, lane i = Σ over bytes 4i..4i+4 of `u · (128·q + r)` (u unsigned, q
+    /// and r signed): the coarse product shifted up, then the residual's added on.
     #[inline(always)]
-    unsafe fn dot32<const VNNI: bool>(u: __m256i, s: __m256i) -> __m256i {
+    unsafe fn dot32<const VNNI: bool>(u: __m256i, q: __m256i, r: __m256i) -> __m256i {
         if VNNI {
-            _mm256_dpbusd_epi32(_mm256_setzero_si256(), u, s)
+            let coarse = _mm256_dpbusd_epi32(_mm256_setzero_si256(), u, q);
+            _mm256_dpbusd_epi32(_mm256_slli_epi32::<7>(coarse), u, r)
         } else {
-            _mm256_madd_epi16(_mm256_maddubs_epi16(u, s), _mm256_set1_epi16(1))
+            let ones = _mm256_set1_epi16(1);
+            let coarse = _mm256_madd_epi16(_mm256_maddubs_epi16(u, q), ones);
+            _mm256_add_epi32(_mm256_slli_epi32::<7>(coarse), _mm256_madd_epi16(_mm256_maddubs_epi16(u, r), ones))
         }
     }
 
@@ -218,7 +222,48 @@ mod x86 {
         _mm_cvtss_f32(s)
     }
 
-    /// `R` activation rows · one weight row.
+    /// How far ahead of the current weight block to prefetch (decode streams the weights once).
+    const PREFETCH_BYTES: usize = 4096;
+
+    /// Sub-block `s` of one weight row against `R` activation rows, into `acc` and `off`.
+    #[inline(always)]
+    unsafe fn step<F: Format, const R: usize, const VNNI: bool>(
+        w: *const u8,
+        rows: &[*const ActBlock; R],
+        s: usize,
+        acc: &mut [__m256; R],
+        off: &mut [f32; R],
+    ) {
+        let subs = F::BLOCK / 32;
+        let blk = w.add(s / subs * F::BYTES);
+        let j = s % subs;
+        if j == 0 {
+            _mm_prefetch::<_MM_HINT_T0>(blk.add(PREFETCH_BYTES) as *const i8);
+        }
+        let wv = F::unpack_avx2(blk, j);
+        let c = F::coef::<F16c>(blk, j);
+        let wu = if F::SIGNED { _mm256_sign_epi8(wv, wv) } else { wv };
+        for r in 0..R {
+            let ab = &*rows[r].add(s);
+            let q = _mm256_loadu_si256(ab.qs.as_ptr() as *const __m256i);
+            let rr = _mm256_loadu_si256(ab.qr.as_ptr() as *const __m256i);
+            let (q, rr) = if F::SIGNED { (_mm256_sign_epi8(q, wv), _mm256_sign_epi8(rr, wv)) } else { (q, rr) };
+            let dot = _mm256_cvtepi32_ps(dot32::<VNNI>(wu, q, rr));
+            if F::UNIFORM {
+                acc[r] = _mm256_fmadd_ps(dot, _mm256_set1_ps(c.a[0] * ab.d), acc[r]);
+                if !F::SIGNED {
+                    off[r] += c.b[0] * ab.s;
+                }
+            } else {
+                let scale = _mm256_set_m128(_mm_set1_ps(c.a[1] * ab.d), _mm_set1_ps(c.a[0] * ab.d));
+                acc[r] = _mm256_fmadd_ps(dot, scale, acc[r]);
+                off[r] += c.b[0] * ab.s_lo + c.b[1] * (ab.s - ab.s_lo);
+            }
+        }
+    }
+
+    /// `R` activation rows · one weight row; even and odd sub-blocks accumulate apart (two
+    /// dependency chains per row, vector and scalar).
     #[inline(always)]
     unsafe fn row<F: Format, const R: usize, const VNNI: bool>(
         w: *const u8,
@@ -226,39 +271,26 @@ mod x86 {
         lda: usize,
         nsub: usize,
     ) -> [f32; R] {
-        let subs = F::BLOCK / 32;
-        let mut acc = [_mm256_setzero_ps(); R];
-        let mut off = [0f32; R];
+        let mut even = [_mm256_setzero_ps(); R];
+        let mut odd = [_mm256_setzero_ps(); R];
+        let mut off_even = [0f32; R];
+        let mut off_odd = [0f32; R];
         let mut rows = [a; R];
         for r in 1..R {
             rows[r] = rows[r - 1].add(lda);
         }
-        for s in 0..nsub {
-            let blk = w.add(s / subs * F::BYTES);
-            let j = s % subs;
-            let wv = F::unpack_avx2(blk, j);
-            let c = F::coef::<F16c>(blk, j);
-            let wu = if F::SIGNED { _mm256_sign_epi8(wv, wv) } else { wv };
-            for r in 0..R {
-                let ab = &*rows[r].add(s);
-                let q = _mm256_loadu_si256(ab.qs.as_ptr() as *const __m256i);
-                let q = if F::SIGNED { _mm256_sign_epi8(q, wv) } else { q };
-                let dot = _mm256_cvtepi32_ps(dot32::<VNNI>(wu, q));
-                if F::UNIFORM {
-                    acc[r] = _mm256_fmadd_ps(dot, _mm256_set1_ps(c.a[0] * ab.d), acc[r]);
-                    if !F::SIGNED {
-                        off[r] += c.b[0] * ab.s;
-                    }
-                } else {
-                    let scale = _mm256_set_m128(_mm_set1_ps(c.a[1] * ab.d), _mm_set1_ps(c.a[0] * ab.d));
-                    acc[r] = _mm256_fmadd_ps(dot, scale, acc[r]);
-                    off[r] += c.b[0] * ab.s_lo + c.b[1] * (ab.s - ab.s_lo);
-                }
-            }
+        let mut s = 0;
+        while s + 2 <= nsub {
+            step::<F, R, VNNI>(w, &rows, s, &mut even, &mut off_even);
+            step::<F, R, VNNI>(w, &rows, s + 1, &mut odd, &mut off_odd);
+            s += 2;
+        }
+        if s < nsub {
+            step::<F, R, VNNI>(w, &rows, s, &mut even, &mut off_even);
         }
         let mut out = [0f32; R];
         for r in 0..R {
-            out[r] = hsum(acc[r]) + off[r];
+            out[r] = hsum(_mm256_add_ps(even[r], odd[r])) + (off_even[r] + off_odd[r]);
         }
         out
     }

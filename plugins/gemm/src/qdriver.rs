@@ -2,16 +2,17 @@
 //! host's pool, by one of three methods ([`QPath`]):
 //!
 //! - `Rows`: weight sub-blocks are dequantized in registers and multiplied with the f32
-//!   activations (`qf32`); no workspace beyond per-block activation sums. For decodes.
-//! - `Int`: every activation row is quantized to [`ActBlock`]s in the workspace (rows spread
-//!   over the pool), then tasks split the weight rows and run the integer dot-product blocks
-//!   of `qdot` over all tokens.
+//!   activations (`qf32`); no workspace beyond per-block activation sums. For a few tokens.
+//! - `Int`: every activation row is quantized to [`ActBlock`]s (~15 bits in two bytes, see
+//!   `qact`) in the workspace (rows spread over the pool), then tasks split the weight rows and
+//!   run the integer dot-product blocks of `qdot` over all tokens. For decodes.
 //! - `Tiles`: tasks split the weight rows; each dequantizes 64-row × K-block tiles of its
 //!   weights to f32 straight into 16-column panels in its workspace slot and runs the f32
 //!   outer-product kernel of `packed` over all tokens (the weights are widened once per task,
 //!   not once per token).
 //!
-//! [`path_for`] picks by token count from measurements (see the crate's benchmark).
+//! [`path_for`] picks by token count and weight format from measurements (see the crate's
+//! benchmark).
 
 use crate::packed::{packed_fn, PackedBlock, PANEL};
 use crate::qact::{quantize_row, ActBlock, QA};
@@ -19,7 +20,7 @@ use crate::qdot::{qblock_fn, QBlock, QIsa};
 use crate::qf32::{fblock_fn, half_sums, FBlock};
 use crate::qformat::Format;
 use crate::simd::Isa;
-use rtllm_plugin_api::{quant, LaunchContext, PluginError};
+use rtllm_plugin_api::{quant, DType, LaunchContext, PluginError};
 
 /// The method of one launch.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -46,16 +47,24 @@ impl QPath {
 
 /// The fewest tokens for which dequantized tiles run (see [`path_for`]).
 const TILES_FROM: usize = 48;
+/// The most tokens for which the integer method runs (see [`path_for`]).
+const INT_UPTO: usize = 4;
 
-/// The method for `t` tokens, by measurement (`bench_quantized`, one Sapphire Rapids core,
-/// Q4_1 576×1536, µs): T=1 Rows 98 / Int 67 / Tiles 1350; T=16 788 / 706 / 1147; T=32
-/// 1545 / 1281 / 1747; T=64 2950 / 2580 / 2117; T=128 6361 / 5334 / 3586. `Int` is 10-45%
-/// faster than `Rows` but quantizing activations to 8 bits moves logits enough to flip
-/// SmolLM2's greedy tokens at non-tied steps (tests/tests/quantized.rs), so the exact
-/// methods run by default: `Rows` below the Rows/Tiles crossover, `Tiles` from it.
-pub fn path_for(t: usize) -> QPath {
+/// The method for `t` tokens of `dtype` weights on `isa`, by measurement (`bench_quantized`,
+/// one Sapphire Rapids core, µs). Q4_1 576×1536: T=1 Rows 98 / Int 67 / Tiles 1350; T=16
+/// 788 / 706 / 1147; T=64 2950 / 2580 / 2117; T=128 6361 / 5334 / 3586. Decode (T=1) with
+/// the ~15-bit activations of `qact`, Q4_1 576×576 / 576×1536 / 1536×576: Rows 54 / 142 /
+/// 158, Int 26-35 / 103 / 62-69; Q8_0 576×49152: Rows 2280-2445, Int 2235-2850 (a loaded
+/// VM; no clear gain, so the tied head stays exact). So: `Int` for the few tokens of a decode
+/// (not for Q8_0 weights, nor without SIMD), `Rows` up to the Rows/Tiles crossover, `Tiles`
+/// from it. The integer method
+/// keeps SmolLM2's greedy tokens equal to the f32 path's (tests/tests/quantized.rs); with
+/// ggml's 8-bit activations it did not.
+pub fn path_for(t: usize, dtype: DType, isa: QIsa) -> QPath {
     if t >= TILES_FROM {
         QPath::Tiles
+    } else if t <= INT_UPTO && dtype != DType::Q8_0 && isa != QIsa::Portable {
+        QPath::Int
     } else {
         QPath::Rows
     }
@@ -64,10 +73,11 @@ pub fn path_for(t: usize) -> QPath {
 /// Workspace bytes for any launch of up to `t` tokens with the methods [`path_for`] picks.
 pub fn workspace_bytes_upto(t: usize, k: usize) -> usize {
     let rows = workspace_bytes(t.min(TILES_FROM - 1), k, QPath::Rows);
+    let int = workspace_bytes(t.min(INT_UPTO), k, QPath::Int);
     if t >= TILES_FROM {
-        rows.max(workspace_bytes(t, k, QPath::Tiles))
+        rows.max(int).max(workspace_bytes(t, k, QPath::Tiles))
     } else {
-        rows
+        rows.max(int)
     }
 }
 

@@ -1,4 +1,5 @@
-//! Register-level dequantization for few tokens (decode): each 32-element weight sub-block is
+//! Register-level dequantization for few tokens (decode's Q8_0 head, up to 47-token chunks;
+//! `qdriver::path_for` picks): each 32-element weight sub-block is
 //! widened to f32 in registers and multiplied with the f32 activations, so no activation is
 //! quantized (results equal the dequantized reference up to f32 summation order). Per
 //! sub-block the kernel forms `Σ q·x` over each 16-element half and applies the format's

@@ -189,7 +189,7 @@ impl Kernel for QMatmulKernel {
             k,
             n,
         };
-        let path = self.path.unwrap_or_else(|| qdriver::path_for(t));
+        let path = self.path.unwrap_or_else(|| qdriver::path_for(t, w.meta.dtype, self.isa));
         run_dtype(ctx, self.isa, path, w.meta.dtype, p)
     }
 }

@@ -47,7 +47,7 @@ fn quantized_x(x: &[f32], k: usize) -> Vec<f32> {
     for row in x.chunks_exact(k) {
         quantize_acts(row, &mut blocks, false);
         for b in &blocks {
-            out.extend(b.qs.iter().map(|&q| b.d * q as f32));
+            out.extend((0..QA).map(|l| b.d * b.level(l) as f32));
         }
     }
     out
@@ -105,10 +105,12 @@ fn both_methods_match_references_on_every_isa() {
             for isa in isas() {
                 let what = format!("{dtype} {isa:?} T={t} K={k} N={n}");
                 let y = run(&ctx, isa, QPath::Int, dtype, &w, &x, Some(&bias), (t, k, n));
+                // The formats' offsets take the exact activation sums, the reference x̃'s.
                 let e = rel_err(&y, &with_qx);
-                assert!(e < 1e-5, "{what} int vs quantized-x reference: {e}");
+                assert!(e < 1e-4, "{what} int vs quantized-x reference: {e}");
                 let e = rel_err(&y, &exact);
-                assert!(e < 2e-2, "{what} int vs exact reference: {e}");
+                // ~15-bit activations: far closer than ggml's 8-bit ones (~1e-2 here).
+                assert!(e < 2e-4, "{what} int vs exact reference: {e}");
                 for path in [QPath::Tiles, QPath::Rows] {
                     let y = run(&ctx, isa, path, dtype, &w, &x, Some(&bias), (t, k, n));
                     let e = rel_err(&y, &exact);
@@ -142,7 +144,10 @@ fn examples_run_through_the_kernel_with_their_workspace() {
             args.push(arg(metas[2].clone(), &mut bias));
         }
         kernel.launch(&ctx, &args, &[arg(out, &mut y)]).unwrap();
-        assert!(rel_err(&y, &want) < 1e-5, "{dtype} T={t} K={k} N={n}");
+        // The integer method quantizes the activations (~15 bits); the others are exact.
+        let tol = if qdriver::path_for(t, dtype, QIsa::detect()) == QPath::Int { 2e-4 } else { 1e-5 };
+        let e = rel_err(&y, &want);
+        assert!(e < tol, "{dtype} T={t} K={k} N={n}: {e}");
     }
 }
 

@@ -64,6 +64,10 @@ pub fn tolerance(op: &str, inputs: &[TensorMeta], outputs: &[TensorMeta]) -> f64
     if all_int_outputs && !outputs.is_empty() {
         return 0.0;
     }
+    if op == "dummy_fill" {
+        // Generated weights are bit-identical wherever they are made.
+        return 0.0;
+    }
     if COPY_OPS.contains(&op) {
         // A gathered row (even a quantized one) is exactly its dequantized value.
         let out = |d: DType| if d == DType::F32 { 1e-6 } else { dtype_tolerance(d) };

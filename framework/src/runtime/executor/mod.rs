@@ -10,7 +10,8 @@ pub use request::{OutputUpdate, Request, RequestError, RequestHandle, SampleOutp
 
 use super::kv_cache::{KvCacheConfig, KvCacheManager, KvCacheStats};
 use super::scheduler::{CapacitySchedulerPolicy, Scheduler, SchedulerConfig};
-use crate::engine::{BuildConfig, Engine};
+use crate::engine::BuildConfig;
+use crate::parallel::ModelRunner;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::mpsc::{channel, Sender};
 use std::sync::{Arc, Mutex};
@@ -107,8 +108,9 @@ pub struct Executor {
 }
 
 impl Executor {
-    /// Starts the loop on a thread that takes ownership of `engine`.
-    pub fn new(engine: Engine, config: ExecutorConfig) -> Result<Executor, ExecutorError> {
+    /// Starts the loop on a thread that takes ownership of `engine` (an `Engine`, or a
+    /// `parallel::TensorParallelEngine` whose ranks it drives in lockstep).
+    pub fn new<R: ModelRunner + 'static>(engine: R, config: ExecutorConfig) -> Result<Executor, ExecutorError> {
         let lim = engine.limits().clone();
         let max_batch_size = config.max_batch_size.unwrap_or(lim.max_batch_size);
         let max_num_tokens = config.max_num_tokens.unwrap_or(lim.max_num_tokens);

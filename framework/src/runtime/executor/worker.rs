@@ -7,7 +7,8 @@
 use super::beam::{BeamProgress, BeamState};
 use super::request::{OutputUpdate, Request, RequestError};
 use super::{Command, ExecutorStats};
-use crate::engine::{Engine, RowSampling, StepBatch};
+use crate::engine::{RowSampling, StepBatch};
+use crate::parallel::ModelRunner;
 use crate::runtime::kv_cache::KvCacheManager;
 use crate::runtime::scheduler::{schedule_micro_batch, LlmRequest, ScheduledChunk, Scheduler, SeqState};
 use crate::runtime::FinishReason;
@@ -46,8 +47,8 @@ impl Client {
     }
 }
 
-pub(super) struct Worker {
-    engine: Engine,
+pub(super) struct Worker<R> {
+    engine: R,
     kv: KvCacheManager,
     scheduler: Scheduler,
     eos: Vec<u32>,
@@ -69,15 +70,15 @@ pub(super) struct Worker {
     generated: u64,
 }
 
-impl Worker {
+impl<R: ModelRunner> Worker<R> {
     pub fn new(
-        engine: Engine,
+        engine: R,
         kv: KvCacheManager,
         scheduler: Scheduler,
         eos: Vec<u32>,
         commands: Receiver<Command>,
         stats: Arc<Mutex<ExecutorStats>>,
-    ) -> Worker {
+    ) -> Worker<R> {
         Worker {
             engine,
             kv,

@@ -1,0 +1,20 @@
+//! Parallel execution of one model over several ranks. Today: tensor parallelism, one worker
+//! thread per rank (on a GPU, one device per rank), driven in lockstep by the executor through
+//! the [`ModelRunner`] seam that a single `Engine` also implements. The rank coordinates
+//! (`rtllm_models::Parallel`) carry a pipeline axis fixed to one stage, for pipeline
+//! parallelism to slot in later.
+//!
+//! - `runner`: [`ModelRunner`], what the runtime calls per step.
+//! - `rank`: a rank's worker thread (build its engine, run steps).
+//! - `engine`: [`TensorParallelEngine`], the ranks as one runner.
+//! - `load`: [`load_model`] and the layout checks.
+
+mod engine;
+mod load;
+mod rank;
+mod runner;
+
+pub use engine::TensorParallelEngine;
+pub use load::{check_layout, load_model, start_engine, tensor_parallel_ranks, ModelSource};
+pub use rtllm_models::{AttentionSplit, Parallel, ParallelError};
+pub use runner::ModelRunner;

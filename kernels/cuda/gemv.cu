@@ -1,0 +1,221 @@
+// Skinny GEMMs of decode: y_s[M, N_s] = x[M, K] · W_s[N_s, K]ᵀ (+ bias[N_0]) for M <= 8 rows and
+// up to 4 weight segments s sharing x (one launch computes q/k/v or gate/up together). Memory
+// bound: every weight byte is read exactly once, with 16-byte loads that bypass L1 (x stays
+// there), f32 accumulation, warp-shuffle reductions.
+//   gemv_m<MAXM>_<T>   MAXM in {1, 2, 4, 8}: the largest M the instance handles (m <= MAXM)
+// Work split: the segments' rows are numbered globally (segment 0 first); a warp owns
+// GEMV_ROWS consecutive global rows (a "row group") and one of `ks` interleaved slices of K;
+// a block of GEMV_WARPS warps holds GEMV_WARPS / ks row groups. Each warp sums its slice per
+// (row, token), the block adds the ks slices through shared memory and writes y.
+// `vec` (chosen by the host: K a multiple of Pack16<T>::N and x, every W 16-byte aligned)
+// selects the 16-byte path; otherwise every element is loaded on its own (any K).
+// The bias (only with one segment) is T or f32 (`bias_f32`) and may be null.
+
+#define GEMV_WARPS 8
+#define GEMV_ROWS 2
+
+struct __align__(16) U4 {
+  u32 a, b, c, d;
+};
+
+// 16 bytes of weights, streamed: read-only path, not kept in L1 (x lives there).
+__device__ __forceinline__ U4 ld_stream(const void* p) {
+  U4 v;
+  asm("ld.global.nc.L1::no_allocate.v4.u32 {%0, %1, %2, %3}, [%4];"
+      : "=r"(v.a), "=r"(v.b), "=r"(v.c), "=r"(v.d)
+      : "l"(p));
+  return v;
+}
+
+// 16 bytes of activations: read-only path, cached in L1 (every warp of the SM reads them).
+__device__ __forceinline__ U4 ld_cached(const void* p) {
+  U4 v;
+  asm("ld.global.nc.v4.u32 {%0, %1, %2, %3}, [%4];" : "=r"(v.a), "=r"(v.b), "=r"(v.c), "=r"(v.d) : "l"(p));
+  return v;
+}
+
+template <typename T> __device__ __forceinline__ void unpack(const U4& v, float* f);
+
+template <> __device__ __forceinline__ void unpack<float>(const U4& v, float* f) {
+  f[0] = __uint_as_float(v.a);
+  f[1] = __uint_as_float(v.b);
+  f[2] = __uint_as_float(v.c);
+  f[3] = __uint_as_float(v.d);
+}
+
+__device__ __forceinline__ void unpack_bf16x2(u32 w, float* f) {
+  f[0] = __uint_as_float(w << 16);
+  f[1] = __uint_as_float(w & 0xffff0000u);
+}
+
+template <> __device__ __forceinline__ void unpack<bf16>(const U4& v, float* f) {
+  unpack_bf16x2(v.a, f);
+  unpack_bf16x2(v.b, f + 2);
+  unpack_bf16x2(v.c, f + 4);
+  unpack_bf16x2(v.d, f + 6);
+}
+
+__device__ __forceinline__ void unpack_f16x2(u32 w, float* f) {
+  f16 lo, hi;
+  lo.bits = (u16)(w & 0xffffu);
+  hi.bits = (u16)(w >> 16);
+  f[0] = to_float(lo);
+  f[1] = to_float(hi);
+}
+
+template <> __device__ __forceinline__ void unpack<f16>(const U4& v, float* f) {
+  unpack_f16x2(v.a, f);
+  unpack_f16x2(v.b, f + 2);
+  unpack_f16x2(v.c, f + 4);
+  unpack_f16x2(v.d, f + 6);
+}
+
+// Segment boundaries in global row numbers: rows [c0, c1) are segment 1, and so on (c0 = n0).
+struct Segs {
+  int c1, c2, c3, total;
+};
+
+__device__ __forceinline__ int seg_of(const Segs& s, int g) {
+  return g < s.c1 ? 0 : g < s.c2 ? 1 : g < s.c3 ? 2 : 3;
+}
+
+__device__ __forceinline__ int seg_start(const Segs& s, int seg) {
+  return seg == 0 ? 0 : seg == 1 ? s.c1 : seg == 2 ? s.c2 : s.c3;
+}
+
+template <typename P> __device__ __forceinline__ P pick(int seg, P p0, P p1, P p2, P p3) {
+  return seg == 0 ? p0 : seg == 1 ? p1 : seg == 2 ? p2 : p3;
+}
+
+// U chunks (16 bytes each) at chunk indices c, c + step, ..., of GEMV_ROWS weight rows.
+template <typename T, int MAXM, int U>
+__device__ __forceinline__ void gemv_chunks(const T* const* wr, const bool* valid, const T* x, int m, i64 k, int c,
+                                            int step, float (*acc)[GEMV_ROWS]) {
+  constexpr int P = 16 / sizeof(T);
+  U4 wv[U][GEMV_ROWS];
+#pragma unroll
+  for (int u = 0; u < U; ++u) {
+#pragma unroll
+    for (int r = 0; r < GEMV_ROWS; ++r) {
+      if (valid[r]) {
+        wv[u][r] = ld_stream(wr[r] + (i64)(c + u * step) * P);
+      } else {
+        wv[u][r] = U4{0u, 0u, 0u, 0u};
+      }
+    }
+  }
+#pragma unroll
+  for (int u = 0; u < U; ++u) {
+    float wf[GEMV_ROWS][P];
+#pragma unroll
+    for (int r = 0; r < GEMV_ROWS; ++r) unpack<T>(wv[u][r], wf[r]);
+#pragma unroll
+    for (int mi = 0; mi < MAXM; ++mi) {
+      if (mi < m) {
+        float xf[P];
+        unpack<T>(ld_cached(x + mi * k + (i64)(c + u * step) * P), xf);
+#pragma unroll
+        for (int r = 0; r < GEMV_ROWS; ++r) {
+#pragma unroll
+          for (int e = 0; e < P; ++e) acc[mi][r] = fmaf(wf[r][e], xf[e], acc[mi][r]);
+        }
+      }
+    }
+  }
+}
+
+template <typename T, int MAXM>
+__device__ void gemv(const T* __restrict__ x, const T* w0, const T* w1, const T* w2, const T* w3, T* y0, T* y1, T* y2,
+                     T* y3, const void* bias, int bias_f32, int m, int k, int n0, int n1, int n2, int n3, int ks,
+                     int vec) {
+  constexpr int P = 16 / sizeof(T);
+  constexpr int R = GEMV_ROWS;
+  constexpr int U = MAXM <= 2 ? 4 : 2;
+  __shared__ float red[GEMV_WARPS][MAXM * R];
+  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+  const int groups_per_block = GEMV_WARPS / ks;
+  const int group = blockIdx.x * groups_per_block + warp / ks;
+  const int slice = warp % ks;
+  const Segs s{n0, n0 + n1, n0 + n1 + n2, n0 + n1 + n2 + n3};
+
+  const T* wr[R];
+  bool valid[R];
+  bool any = false;
+#pragma unroll
+  for (int r = 0; r < R; ++r) {
+    const int g = group * R + r;
+    valid[r] = warp / ks < groups_per_block && g < s.total;
+    const int sg = valid[r] ? seg_of(s, g) : 0;
+    wr[r] = pick(sg, w0, w1, w2, w3) + (valid[r] ? (i64)(g - seg_start(s, sg)) * k : 0);
+    any = any || valid[r];
+  }
+
+  float acc[MAXM][R];
+#pragma unroll
+  for (int mi = 0; mi < MAXM; ++mi) {
+#pragma unroll
+    for (int r = 0; r < R; ++r) acc[mi][r] = 0.0f;
+  }
+
+  if (any) {
+    if (vec) {
+      const int chunks = k / P, step = 32 * ks;
+      int c = slice * 32 + lane;
+      for (; c + (U - 1) * step < chunks; c += U * step) gemv_chunks<T, MAXM, U>(wr, valid, x, m, k, c, step, acc);
+      for (; c < chunks; c += step) gemv_chunks<T, MAXM, 1>(wr, valid, x, m, k, c, step, acc);
+    } else {
+      for (int e = slice * 32 + lane; e < k; e += 32 * ks) {
+        float wf[R];
+#pragma unroll
+        for (int r = 0; r < R; ++r) wf[r] = valid[r] ? to_float(wr[r][e]) : 0.0f;
+#pragma unroll
+        for (int mi = 0; mi < MAXM; ++mi) {
+          if (mi < m) {
+            const float xv = to_float(x[(i64)mi * k + e]);
+#pragma unroll
+            for (int r = 0; r < R; ++r) acc[mi][r] = fmaf(wf[r], xv, acc[mi][r]);
+          }
+        }
+      }
+    }
+  }
+
+#pragma unroll
+  for (int mi = 0; mi < MAXM; ++mi) {
+#pragma unroll
+    for (int r = 0; r < R; ++r) {
+      const float v = warp_sum(acc[mi][r]);
+      if (lane == 0) red[warp][mi * R + r] = v;
+    }
+  }
+  __syncthreads();
+
+  const int outs = groups_per_block * R * MAXM;
+  for (int t = threadIdx.x; t < outs; t += blockDim.x) {
+    const int gl = t / (R * MAXM), rem = t % (R * MAXM);
+    const int mi = rem / R, r = rem % R;
+    const int g = (blockIdx.x * groups_per_block + gl) * R + r;
+    if (mi >= m || g >= s.total) continue;
+    float sum = 0.0f;
+    for (int sl = 0; sl < ks; ++sl) sum += red[gl * ks + sl][rem];
+    const int sg = seg_of(s, g);
+    const int local = g - seg_start(s, sg);
+    if (bias != nullptr && sg == 0) {
+      sum += bias_f32 ? reinterpret_cast<const float*>(bias)[local] : to_float(reinterpret_cast<const T*>(bias)[local]);
+    }
+    T* y = pick(sg, y0, y1, y2, y3);
+    const int n = sg == 0 ? n0 : sg == 1 ? n1 : sg == 2 ? n2 : n3;
+    y[(i64)mi * n + local] = from_float<T>(sum);
+  }
+}
+
+#define GEMV_ENTRY(MAXM, S, T)                                                                                     \
+  extern "C" __global__ void __launch_bounds__(GEMV_WARPS * 32)                                                     \
+      gemv_m##MAXM##_##S(const T* x, const T* w0, const T* w1, const T* w2, const T* w3, T* y0, T* y1, T* y2, T* y3, \
+                         const void* bias, int bias_f32, int m, int k, int n0, int n1, int n2, int n3, int ks,       \
+                         int vec) {                                                                                 \
+    gemv<T, MAXM>(x, w0, w1, w2, w3, y0, y1, y2, y3, bias, bias_f32, m, k, n0, n1, n2, n3, ks, vec);               \
+  }
+
+#define GEMV_ALL_M(S, T) GEMV_ENTRY(1, S, T) GEMV_ENTRY(2, S, T) GEMV_ENTRY(4, S, T) GEMV_ENTRY(8, S, T)
+RTLLM_FOR_FLOAT_TYPES(GEMV_ALL_M)

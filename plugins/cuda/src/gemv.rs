@@ -1,0 +1,248 @@
+//! The GEMV path of the skinny GEMMs of decode (kernels/cuda/gemv.cu): y_s = x · W_sᵀ (+ bias)
+//! for at most [`MAX_ROWS`] activation rows and 1 to [`MAX_SEGMENTS`] weights sharing x, in one
+//! launch. `matmul` uses it for small M; `grouped_matmul` for q/k/v and gate/up together. This
+//! file owns the kernel handles, the choice of the work split (rows per block, K slices) and the
+//! launch; callers check shapes and dtypes.
+
+use crate::devargs::{grid_dim, suffix, to_i32, MAX_GRID_X};
+use crate::runtime::{self, device_attribute, Dims, Function, KernelArgs, KernelSource};
+use cudarc::driver::sys::CUdevice_attribute;
+use rtllm_plugin_api::{DType, PluginError};
+use std::ffi::c_void;
+
+static SRC: KernelSource = crate::kernel_source!("gemv.cu");
+
+/// The most activation rows (tokens) the GEMV takes; larger M goes to cuBLASLt.
+pub const MAX_ROWS: usize = 8;
+/// The most weights one launch covers.
+pub const MAX_SEGMENTS: usize = 4;
+/// Warps per block and weight rows per warp (`GEMV_WARPS`, `GEMV_ROWS` in gemv.cu).
+const WARPS: usize = 8;
+const ROWS_PER_WARP: usize = 2;
+/// Instances by the largest M they handle (`gemv_m<MAXM>_<T>`).
+const MAXM: [usize; 4] = [1, 2, 4, 8];
+
+/// Whether the GEMV should serve `m` tokens against `rows` weight rows of length `k` (else
+/// cuBLASLt): always for 1 or 2 tokens, and up to [`MAX_ROWS`] while m·rows·k stays below 2^25
+/// multiply-adds. The GEMV's f32 FMAs grow with m while the weight bytes do not, so for larger
+/// problems cuBLASLt's tensor cores win (H200, gemv_bench: gate+up at M=8 42 µs vs 20 µs; the
+/// k/v projection at M=8 6 µs vs 10 µs).
+pub fn preferred(m: usize, rows: usize, k: usize) -> bool {
+    (1..=MAX_ROWS).contains(&m) && (m <= 2 || m.saturating_mul(rows).saturating_mul(k) < 1 << 25)
+}
+
+/// One weight of a launch and its output: W [n, K], y [M, n] (device pointers).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Segment {
+    pub w: u64,
+    pub y: u64,
+    pub n: usize,
+}
+
+/// The bias of a single-segment launch: [n] of the activation dtype or f32.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Bias {
+    pub ptr: u64,
+    pub dtype: DType,
+}
+
+/// One GEMV: x [m, k] against every segment's weight, an optional bias (single segment).
+#[derive(Clone, Copy, Debug)]
+pub struct Problem<'a> {
+    pub x: u64,
+    pub m: usize,
+    pub k: usize,
+    pub segs: &'a [Segment],
+    pub bias: Option<Bias>,
+}
+
+/// The work split of one launch.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Split {
+    /// Warps sharing one row group, each summing an interleaved slice of K (1, 2, 4 or 8).
+    pub k_slices: usize,
+    /// Blocks of the 1-D grid.
+    pub blocks: usize,
+    /// Whether the 16-byte path is taken (K a multiple of the vector width, aligned tensors).
+    pub vec: bool,
+}
+
+/// Whether every pointer is 16-byte aligned.
+fn aligned16(ptrs: impl IntoIterator<Item = u64>) -> bool {
+    ptrs.into_iter().all(|p| p % 16 == 0)
+}
+
+/// The split for `m` tokens against `rows` weight rows in all of length `k` of `dtype` on `sms`
+/// multiprocessors: the fewest K slices that give about 12 (m = 1), 16 (m = 2) or 24 (more
+/// tokens: more arithmetic per weight byte) warps per SM, and only while each lane still gets
+/// at least one 16-byte chunk (or element) per row. Measured on an H200 (gemv_bench's K-split
+/// sweep): more slices than that only add reduction work and wave tails.
+pub fn split(m: usize, rows: usize, k: usize, dtype: DType, vec: bool, sms: usize) -> Split {
+    let elems = if vec { 16 / dtype.block_bytes().max(1) } else { 1 };
+    let chunks = k / elems;
+    let groups = rows.div_ceil(ROWS_PER_WARP);
+    let per_sm = match m {
+        0 | 1 => 12,
+        2 => 16,
+        _ => 24,
+    };
+    let target = sms.max(1) * per_sm;
+    let mut k_slices = 1;
+    while k_slices < WARPS && groups * k_slices < target && chunks >= 32 * k_slices * 2 {
+        k_slices *= 2;
+    }
+    Split { k_slices, blocks: blocks(rows, k_slices), vec }
+}
+
+/// Blocks covering `rows` weight rows with `k_slices` warps per row group.
+fn blocks(rows: usize, k_slices: usize) -> usize {
+    rows.div_ceil(ROWS_PER_WARP).div_ceil(WARPS / k_slices.clamp(1, WARPS)).max(1)
+}
+
+/// GEMV kernels of one activation dtype, looked up in the current context.
+pub struct Gemv {
+    dtype: DType,
+    fns: [Function; 4],
+    sms: usize,
+}
+
+impl Gemv {
+    /// Loads (compiling on first use) the kernels for `dtype` (f32, bf16 or f16; weights of the
+    /// same dtype) into the current context.
+    pub fn new(op: &str, dtype: DType) -> Result<Gemv, PluginError> {
+        let s = suffix(op, dtype)?;
+        let mut fns = [Function(std::ptr::null_mut()); 4];
+        for (f, m) in fns.iter_mut().zip(MAXM) {
+            *f = runtime::function(&SRC, &format!("gemv_m{m}_{s}"))?;
+        }
+        let sms = device_attribute(CUdevice_attribute::CU_DEVICE_ATTRIBUTE_MULTIPROCESSOR_COUNT)?;
+        Ok(Gemv { dtype, fns, sms: sms.max(1) as usize })
+    }
+
+    /// Enqueues y_s[m, n_s] = x[m, k] · W_s[n_s, k]ᵀ (+ bias on a single segment) on `stream`
+    /// with the K split [`split`] chooses. Allocates nothing and never synchronizes; the grid
+    /// follows from the shapes only.
+    ///
+    /// # Safety
+    /// As [`Gemv::launch_with`].
+    pub unsafe fn launch(&self, op: &str, stream: *mut c_void, p: &Problem<'_>) -> Result<(), PluginError> {
+        unsafe { self.launch_with(op, stream, p, None) }
+    }
+
+    /// [`Gemv::launch`] with the number of K slices per row group forced (1, 2, 4 or 8) when
+    /// `k_slices` is given (for tuning; results are the same up to f32 summation order).
+    ///
+    /// # Safety
+    /// `x` must be a device tensor [m, k] of the kernels' dtype, each segment's `w` [n, k] and
+    /// `y` [m, n] of that dtype (y written, not aliasing the inputs), the bias [n] of its dtype.
+    pub unsafe fn launch_with(
+        &self,
+        op: &str,
+        stream: *mut c_void,
+        p: &Problem<'_>,
+        k_slices: Option<usize>,
+    ) -> Result<(), PluginError> {
+        let Problem { x, m, k, segs, bias } = *p;
+        if m == 0 || m > MAX_ROWS {
+            return Err(PluginError::new(format!("{op}: the GEMV takes 1 to {MAX_ROWS} rows, got {m}")));
+        }
+        if segs.is_empty() || segs.len() > MAX_SEGMENTS {
+            return Err(PluginError::new(format!(
+                "{op}: the GEMV takes 1 to {MAX_SEGMENTS} weights, got {}",
+                segs.len()
+            )));
+        }
+        if bias.is_some() && segs.len() != 1 {
+            return Err(PluginError::new(format!("{op}: a GEMV bias needs a single weight")));
+        }
+        if let Some(ks) = k_slices.filter(|ks| ![1, 2, 4, 8].contains(ks)) {
+            return Err(PluginError::new(format!("{op}: K slices must be 1, 2, 4 or 8, got {ks}")));
+        }
+        let bias_f32 = match bias {
+            Some(b) if b.dtype == DType::F32 => true,
+            Some(b) if b.dtype == self.dtype => false,
+            Some(b) => {
+                return Err(PluginError::new(format!("{op}: bias must be {} or f32, got {}", self.dtype, b.dtype)))
+            }
+            None => false,
+        };
+        let rows: usize = segs.iter().map(|s| s.n).sum();
+        to_i32(op, "N (all weights)", rows)?;
+        to_i32(op, "K", k)?;
+        if rows == 0 {
+            return Ok(());
+        }
+        let elems = 16 / self.dtype.block_bytes().max(1);
+        let vec = k % elems == 0 && aligned16(std::iter::once(x).chain(segs.iter().map(|s| s.w)));
+        let mut sp = split(m, rows, k, self.dtype, vec, self.sms);
+        if let Some(ks) = k_slices {
+            sp = Split { k_slices: ks, blocks: blocks(rows, ks), vec };
+        }
+        let f = self.fns[MAXM.iter().position(|&c| m <= c).unwrap_or(MAXM.len() - 1)];
+        let seg = |i: usize| segs.get(i).copied().unwrap_or(Segment { w: 0, y: 0, n: 0 });
+        let mut args = KernelArgs::new().u64(x);
+        for i in 0..MAX_SEGMENTS {
+            args = args.u64(seg(i).w);
+        }
+        for i in 0..MAX_SEGMENTS {
+            args = args.u64(seg(i).y);
+        }
+        args = args.u64(bias.map_or(0, |b| b.ptr)).i32(bias_f32 as i32).i32(m as i32).i32(k as i32);
+        for i in 0..MAX_SEGMENTS {
+            args = args.i32(seg(i).n as i32);
+        }
+        args = args.i32(sp.k_slices as i32).i32(sp.vec as i32);
+        let dims = Dims::linear(grid_dim(op, "rows", sp.blocks, MAX_GRID_X)?, (WARPS * 32) as u32);
+        // SAFETY: the caller guarantees the tensors; the arguments follow gemv_m<MAXM>_<T>'s
+        // parameters (x, w0..w3, y0..y3, bias, bias_f32, m, k, n0..n3, ks, vec), unused
+        // segments have n = 0 so their null pointers are never read.
+        unsafe { runtime::launch(f, dims, stream, &args) }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn splits_fill_the_machine_without_starving_lanes() {
+        // lm head: plenty of rows, whole rows per warp.
+        let s = split(1, 128_256, 2048, DType::BF16, true, 132);
+        assert_eq!((s.k_slices, s.blocks), (1, 128_256 / 2 / 8));
+        // q/k/v fused (3072 rows): two slices for one token, four for three.
+        let s = split(1, 3072, 2048, DType::BF16, true, 132);
+        assert_eq!((s.k_slices, s.blocks), (2, 384));
+        assert_eq!(split(3, 3072, 2048, DType::BF16, true, 132).k_slices, 4);
+        // q/o: two slices for one token, four for two.
+        assert_eq!(split(1, 2048, 2048, DType::BF16, true, 132).k_slices, 2);
+        assert_eq!(split(2, 2048, 2048, DType::BF16, true, 132).k_slices, 4);
+        // k/v alone: eight.
+        assert_eq!(split(1, 512, 2048, DType::BF16, true, 132).k_slices, 8);
+        // gate + up: one.
+        assert_eq!(split(1, 16_384, 2048, DType::BF16, true, 132).k_slices, 1);
+        // Rows are never split below one chunk (or element) per lane.
+        let s = split(1, 64, 100, DType::F32, false, 132);
+        assert_eq!((s.k_slices, s.blocks), (2, 8));
+        assert_eq!(split(1, 7, 64 * 8, DType::F16, true, 132).k_slices, 2);
+        assert_eq!(split(1, 7, 63 * 8, DType::F16, true, 132).k_slices, 1);
+        // Odd row counts round up to whole blocks.
+        let s = split(1, 13, 96, DType::F16, false, 132);
+        assert_eq!(s.blocks, 7usize.div_ceil(WARPS / s.k_slices));
+    }
+
+    #[test]
+    fn gemv_or_cublaslt() {
+        for (m, rows, k) in [(1, 128_256, 2048), (2, 16_384, 2048), (8, 512, 2048), (4, 2048, 2048), (4, 3072, 2048)] {
+            assert!(preferred(m, rows, k), "GEMV for m={m} rows={rows} k={k}");
+        }
+        for (m, rows, k) in [(0, 64, 64), (9, 8, 8), (3, 16_384, 2048), (8, 2048, 2048), (4, 2048, 8192)] {
+            assert!(!preferred(m, rows, k), "cuBLASLt for m={m} rows={rows} k={k}");
+        }
+    }
+
+    #[test]
+    fn alignment_check() {
+        assert!(aligned16([0x1000, 0x7f00_0000_0010]));
+        assert!(!aligned16([0x1000, 0x1008]));
+    }
+}

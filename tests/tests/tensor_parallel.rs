@@ -1,0 +1,187 @@
+//! Tensor parallelism on CPU threads (the nccl plugin's in-process collectives): a Llama split
+//! over 2 and 4 ranks (4 ranks replicate the tiny model's 2 KV heads) computes the same logits
+//! as one engine, within float reordering, and the same greedy tokens, through the sequence
+//! runner and through the `Llm` API's executor (batched requests, n > 1 forks, device
+//! sampling). Impossible layouts are clear errors. With the default model present, a 3-way
+//! split of its Q4_1 weights (whole-block column slices) matches too.
+
+use rtllm::api::{Llm, Prompt};
+use rtllm::engine::{build_parts, registered_definition, BuildConfig, WeightSource};
+use rtllm::model::{default_model_path, Model};
+use rtllm::parallel::{self, ModelRunner, ModelSource};
+use rtllm::registry::Registry;
+use rtllm::runtime::{generate, BlockPool, SequenceRunner};
+use rtllm::sampling::SamplingParams;
+use rtllm::weights::dummy::{dummy_model, DummySpec};
+use rtllm_models::toml::ModelDefinition;
+use rtllm_plugin_api::DeviceKind;
+use std::sync::{Arc, OnceLock};
+
+/// The built-in plugins plus the collectives.
+fn registry() -> Arc<Registry> {
+    static REGISTRY: OnceLock<Arc<Registry>> = OnceLock::new();
+    REGISTRY
+        .get_or_init(|| {
+            let mut files = rtllm_tests::builtin_plugin_files();
+            files.push(rtllm_tests::dylib_path("rtllm-nccl"));
+            let registry = rtllm_tests::registry_with(files);
+            let errors: Vec<String> = registry.load_errors().iter().map(|e| e.to_string()).collect();
+            assert!(errors.is_empty(), "plugins failed to load:\n{}", errors.join("\n"));
+            Arc::new(registry)
+        })
+        .clone()
+}
+
+fn build(tp: usize) -> BuildConfig {
+    BuildConfig {
+        tensor_parallel_size: tp,
+        max_batch_size: 4,
+        max_seq_len: Some(128),
+        tokens_per_block: 8,
+        use_engine_cache: false,
+        ..BuildConfig::default()
+    }
+}
+
+fn tiny() -> DummySpec {
+    DummySpec::new("tiny-llama")
+}
+
+fn prompt() -> Vec<u32> {
+    vec![1, 7, 300, 42, 42, 9, 511, 128, 3, 77, 250]
+}
+
+fn greedy(n: usize) -> SamplingParams {
+    SamplingParams { ignore_eos: true, ..SamplingParams::greedy(n) }
+}
+
+/// Logits after the prompt, then after two fed tokens (prefill and decode), and the greedy
+/// continuation.
+fn run(engine: &mut dyn ModelRunner, prompt: &[u32], tokens: usize) -> (Vec<f32>, Vec<u32>) {
+    let mut pool = BlockPool::new(engine.limits().num_kv_blocks);
+    let mut logits = {
+        let mut seq = SequenceRunner::new(&mut *engine, &mut pool);
+        let mut all = seq.feed(prompt).expect("prefill runs");
+        all.extend(seq.feed(&[5]).expect("decode runs"));
+        all.extend(seq.feed(&[6]).expect("decode runs"));
+        all
+    };
+    let generation = generate(engine, &mut pool, prompt, &greedy(tokens), &[], |_| {}).expect("generates");
+    logits.extend(generation.prompt_logits);
+    (logits, generation.tokens)
+}
+
+fn max_abs_diff(a: &[f32], b: &[f32]) -> f32 {
+    assert_eq!(a.len(), b.len(), "logits of different sizes");
+    a.iter().zip(b).fold(0f32, |m, (x, y)| m.max((x - y).abs()))
+}
+
+#[test]
+fn tp2_and_tp4_match_one_rank() {
+    let registry = registry();
+    let mut one = Model::load_dummy(&tiny(), &registry, &build(1)).expect("one rank builds");
+    let (want_logits, want_tokens) = run(&mut one.engine, &prompt(), 24);
+    assert_eq!(want_tokens.len(), 24);
+    for tp in [2, 4] {
+        let mut split = parallel::load_model(ModelSource::Dummy(&tiny()), None, registry.clone(), &build(tp))
+            .unwrap_or_else(|e| panic!("tp {tp} builds: {e}"));
+        assert_eq!(split.engine.tensor_parallel_size(), tp);
+        let (logits, tokens) = run(&mut split.engine, &prompt(), 24);
+        let diff = max_abs_diff(&logits, &want_logits);
+        eprintln!("tp {tp}: max |logit diff| vs one rank = {diff:e} over {} logits", logits.len());
+        assert!(diff < 1e-4, "tp {tp}: logits differ by {diff}");
+        assert_eq!(tokens, want_tokens, "tp {tp}: greedy tokens");
+    }
+}
+
+fn llm(tp: usize, device_sampling: bool) -> Llm {
+    let build = BuildConfig { device_sampling: Some(device_sampling), ..build(tp) };
+    Llm::builder()
+        .registry(registry())
+        .build_config(build)
+        .tensor_parallel_size(tp)
+        .dummy_weights(tiny())
+        .build()
+        .unwrap_or_else(|e| panic!("tp {tp} Llm builds: {e}"))
+}
+
+fn outputs(llm: &Llm, params: &SamplingParams) -> Vec<Vec<Vec<u32>>> {
+    let prompts: Vec<Prompt> =
+        [prompt(), vec![17], (1..30).collect::<Vec<u32>>()].into_iter().map(Prompt::Tokens).collect();
+    let outs = llm.generate(prompts, params).expect("generates");
+    outs.iter().map(|o| o.outputs.iter().map(|s| s.token_ids.clone()).collect()).collect()
+}
+
+#[test]
+fn executor_drives_the_ranks_in_lockstep() {
+    let params = greedy(12);
+    let forked = SamplingParams { n: 2, temperature: 0.8, top_k: 20, seed: Some(3), ..greedy(9) };
+    let one = llm(1, false);
+    let (want, want_forked) = (outputs(&one, &params), outputs(&one, &forked));
+    drop(one);
+    let split = llm(2, false);
+    assert_eq!(outputs(&split, &params), want, "batched greedy requests, host sampling");
+    assert_eq!(outputs(&split, &forked), want_forked, "n = 2 samples fork (KV block copies on every rank)");
+    drop(split);
+    let sampled_on_device = llm(2, true);
+    assert_eq!(outputs(&sampled_on_device, &params), want, "rank 0 samples on the device");
+}
+
+fn tp_error(tp: usize, build_config: BuildConfig, definition: Option<&ModelDefinition>) -> String {
+    let build_config = BuildConfig { tensor_parallel_size: tp, ..build_config };
+    match parallel::load_model(ModelSource::Dummy(&tiny()), definition, registry(), &build_config) {
+        Ok(_) => panic!("tp {tp} built"),
+        Err(e) => e.to_string(),
+    }
+}
+
+#[test]
+fn impossible_layouts_are_clear_errors() {
+    // tiny-llama: 4 query heads, 2 KV heads, intermediate 128.
+    let e = tp_error(3, build(1), None);
+    assert!(e.contains("tensor_parallel_size 3 must divide num_attention_heads (4)"), "{e}");
+    let e = tp_error(8, build(1), None);
+    assert!(e.contains("must divide num_attention_heads"), "{e}");
+    let e = tp_error(0, build(1), None);
+    assert!(e.contains("tensor_parallel_size must be >= 1"), "{e}");
+
+    let toml = ModelDefinition::from_toml_file(&rtllm_tests::repo_root().join("models/configs/llama.toml"))
+        .expect("the TOML Llama parses");
+    let e = tp_error(2, build(1), Some(&toml));
+    assert!(e.contains("TOML-defined model") && e.contains("cannot be split"), "{e}");
+
+    let mut on_gpu = build(1);
+    on_gpu.selection.device = DeviceKind::Cuda;
+    on_gpu.device_ordinal = 64;
+    let e = tp_error(2, on_gpu, None);
+    assert!(e.contains("needs GPUs 64..=65") && e.contains("visible"), "{e}");
+
+    // The single-engine build path refuses a split and says where it is built.
+    let loaded = dummy_model(&tiny()).expect("dummy weights");
+    let weights: Arc<dyn WeightSource> = Arc::new(loaded.weights);
+    let definition = registered_definition(&loaded.config).expect("llama");
+    let e = build_parts(&definition, &loaded.config, weights, &registry(), &build(2)).err().expect("refused");
+    assert!(e.to_string().contains("one engine per rank"), "{e}");
+}
+
+#[test]
+fn default_model_q4_1_splits_three_ways() {
+    let path = default_model_path();
+    if !path.exists() {
+        eprintln!("skipping: {} is missing; run scripts/fetch-default-model.sh", path.display());
+        return;
+    }
+    let registry = registry();
+    let mut one = Model::load(&path, &registry, &build(1)).expect("default model loads");
+    let prompt = one.tokenizer.encode("The capital of France is", true).expect("encodes");
+    let (want_logits, want_tokens) = run(&mut one.engine, &prompt, 8);
+    drop(one);
+    // SmolLM2-135M: 9 heads, 3 KV heads; its Q4_1 column splits are whole 32-element blocks.
+    let mut split = parallel::load_model(ModelSource::Path(&path), None, registry, &build(3)).expect("tp 3 builds");
+    let (logits, tokens) = run(&mut split.engine, &prompt, 8);
+    let scale = want_logits.iter().fold(0f32, |m, x| m.max(x.abs()));
+    let diff = max_abs_diff(&logits, &want_logits);
+    eprintln!("default model tp 3: max |logit diff| = {diff:e} (max |logit| {scale})");
+    assert!(diff <= 2e-2 * scale.max(1.0), "tp 3 logits differ by {diff}");
+    assert_eq!(tokens, want_tokens, "tp 3 greedy tokens");
+}
