@@ -7,7 +7,8 @@
 #   2. speed: Llama-3-8B-shaped bf16 dummy weights at TP=1 and TP=2: batch-1 decode
 #      (128 in / 128 out) and throughput (256 requests, 128 in / 128 out);
 #   3. a table of the results (last).
-# Usage: scripts/gpu-tp-check.sh [parity] [bench]   (default: both). Logs go to $OUT.
+# Usage: scripts/gpu-tp-check.sh [parity] [bench]   (default: both). Logs go to $OUT;
+# TP_MODELS overrides the parity models (default "tiny-llama llama-3.2-1b").
 set -uo pipefail
 cd "$(dirname "$0")/.."
 OUT=${OUT:-/tmp/rtllm-gpu-tp-out}
@@ -63,7 +64,7 @@ gen() {
 
 PARITY=()
 if want parity; then
-  for model in tiny-llama llama-3.2-1b; do
+  for model in ${TP_MODELS:-tiny-llama llama-3.2-1b}; do
     step "parity: $model (dummy f32, cuda): logits and greedy tokens, TP=1 vs TP=2 (tp_check)"
     if watch_run 150 $GPU_DIR/tp_check "$model" 2 f32 cuda > "$OUT/tp-check-$model.txt" 2>&1; then
       PARITY+=("$model:tp_check=ok")
@@ -73,7 +74,7 @@ if want parity; then
     fi
     cat "$OUT/tp-check-$model.txt"
   done
-  for model in tiny-llama llama-3.2-1b; do
+  for model in ${TP_MODELS:-tiny-llama llama-3.2-1b}; do
     step "CLI: rtllm generate $model (dummy f32, cuda): --tp 1 vs --tp 2, 48 greedy tokens"
     gen "$model" 1 || { status=1; tail -5 "$OUT/gen-$model-tp1.log"; }
     if ! gen "$model" 2; then

@@ -290,12 +290,13 @@ __device__ void pa_prefill(const A* __restrict__ q, const A* __restrict__ k, con
 // 2. Decode.
 //
 // A lane owns 8 consecutive head dims of one key (one 16-byte load of a 16-bit cache, two of an
-// f32 one); LPK = pow2ceil(D / 8) lanes hold a key (lanes past D / 8 idle), so a warp reads
-// KPW = 32 / LPK keys per step and reduces each key's dot products over its LPK lanes with xor
-// shuffles. Each of the block's 4 warps keeps its own online-softmax state (m, l, acc for the
-// GT heads) in registers, updated once per round of R steps; warps then merge through shared
-// memory, and the cluster's splits through distributed shared memory. Scores use exp2 with q
-// pre-scaled by scale * log2(e).
+// f32 one; D is a multiple of 8, so chunks stay 16-byte aligned); LPK = pow2ceil(D / 8) lanes
+// hold a key (lanes past D / 8 idle: zero q and K/V, but in every shuffle), so a warp reads
+// KPW = 32 / LPK keys per step (32 for D = 8, 16 for D = 16, 4 for D = 48, 1 for D > 128) and
+// reduces each key's dot products over its LPK lanes with xor shuffles. Each of the block's 4
+// warps keeps its own online-softmax state (m, l, acc for the GT heads) in registers, updated
+// once per round of R steps; warps then merge through shared memory, and the cluster's splits
+// through distributed shared memory. Scores use exp2 with q pre-scaled by scale * log2(e).
 
 #define PD_WARPS 4
 #define PD_THREADS (PD_WARPS * 32)

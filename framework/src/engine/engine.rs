@@ -161,6 +161,20 @@ struct NodeArgs {
 // SAFETY: the raw pointers inside are to buffers the engine owns (or 'static mappings).
 unsafe impl Send for Engine {}
 
+impl Drop for Engine {
+    /// Work in flight finishes, then the captured decode graphs go before the kernels they
+    /// launch: a graph holding NCCL collectives must be destroyed while its communicator (owned
+    /// by the collective kernels in `graph`) still exists.
+    fn drop(&mut self) {
+        if let Some(device) = &self.device {
+            if let Err(e) = device.synchronize() {
+                tracing::warn!("synchronizing the GPU before freeing the engine: {e}");
+            }
+        }
+        self.graphs = None;
+    }
+}
+
 fn setup(what: &str) -> impl Fn(crate::device::CudaError) -> EngineError + '_ {
     move |e| EngineError::Setup(format!("{what}: {e}"))
 }

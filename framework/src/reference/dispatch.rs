@@ -8,7 +8,6 @@ use rtllm_plugin_api::{Attrs, DType};
 pub const BUILTIN_OPS: &[&str] = &[
     "add",
     "argmax",
-    "dummy_fill",
     "embedding",
     "fused_add_rmsnorm",
     "gather_rows",
@@ -21,9 +20,9 @@ pub const BUILTIN_OPS: &[&str] = &[
     "silu_mul",
 ];
 
-/// Fused forms of built-in ops that only device plugins provide (so no CPU plugin needs to);
-/// their references are built from the built-in ones.
-pub const FUSED_OPS: &[&str] = &["grouped_matmul"];
+/// Ops only device plugins provide (so no CPU plugin needs to): fused forms of built-in ops,
+/// whose references are built from the built-in ones, and the GPU's dummy-weight generator.
+pub const FUSED_OPS: &[&str] = &["grouped_matmul", "dummy_fill"];
 
 pub fn has_reference(op: &str) -> bool {
     BUILTIN_OPS.contains(&op) || FUSED_OPS.contains(&op)

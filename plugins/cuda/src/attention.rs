@@ -80,7 +80,7 @@ impl Op for PagedAttention {
         (CUDA). Inputs q [T, H*D], k [T, KVH*D], v [T, KVH*D] (f32/bf16/f16, one dtype), k_cache and v_cache \
         [NB, BS, KVH, D] (f32/bf16/f16, written in place with the new tokens' k/v), block_tables [S, MB] i32, \
         seq_lens [S] i32, query_start [S+1] i32 -> out [T, H*D] of q's dtype. Attrs num_heads, num_kv_heads, \
-        head_dim (a multiple of 32 up to 256), scale (1/sqrt(D)), sliding_window (0 = none). No workspace. \
+        head_dim (a multiple of 8 up to 256), scale (1/sqrt(D)), sliding_window (0 = none). No workspace. \
         The caches must be 16-byte aligned. The int inputs need valid content (as the CPU provider's).";
     type Kernel = PagedAttentionKernel;
 
@@ -112,7 +112,7 @@ impl Op for PagedAttention {
 
     fn examples() -> Vec<OpExample> {
         use DType::{BF16, F16, F32};
-        let cases: [Case; 23] = [
+        let cases: Vec<Case> = vec![
             // Mixed prefill + decode batches (odd sequences decode, even ones prefill).
             (8, 2, 64, 16, 24, 3, 6, 7, F32, F32, 0),
             (8, 2, 64, 16, 24, 3, 6, 7, BF16, BF16, 0),
@@ -140,6 +140,26 @@ impl Op for PagedAttention {
             (8, 1, 64, 32, 640, 64, 19, 64, F32, F32, 0),
             (32, 8, 64, 16, 1000, 64, 38, 64, F16, BF16, 100),
             (32, 8, 128, 32, 640, 64, 19, 64, F32, F16, 0),
+            // Head dims that are not a multiple of 32 (idle padded lanes): tiny-llama's 4 x 2 x 16
+            // mixed, decode batch 1 (clusters of 8) and 8, G = 8 with a window; D = 48 mixed
+            // (G = 3: a partial head tile), a long prefill, decode batch 1 and 8; D = 8, 24, 80.
+            (4, 2, 16, 16, 24, 3, 6, 9, F32, F32, 0),
+            (4, 2, 16, 16, 24, 3, 6, 9, BF16, BF16, 0),
+            (4, 2, 16, 16, 24, 3, 6, 9, F16, F16, 0),
+            (4, 2, 16, 16, 40, 1, 38, 1, BF16, BF16, 0),
+            (4, 2, 16, 16, 320, 8, 38, 8, F16, F16, 0),
+            (4, 2, 16, 32, 160, 8, 19, 8, F32, BF16, 0),
+            (8, 1, 16, 16, 12, 2, 6, 9, F32, BF16, 8),
+            (6, 2, 48, 16, 24, 3, 8, 20, BF16, BF16, 0),
+            (6, 2, 48, 16, 24, 3, 8, 20, F32, F32, 0),
+            (6, 2, 48, 16, 24, 3, 8, 20, F16, F16, 5),
+            (8, 2, 48, 16, 64, 2, 16, 100, F32, F16, 0),
+            (32, 8, 48, 16, 40, 1, 38, 1, F32, F32, 0),
+            (12, 4, 48, 32, 160, 8, 19, 8, BF16, F16, 0),
+            (12, 4, 48, 32, 160, 8, 19, 8, F16, F16, 0),
+            (4, 1, 8, 16, 24, 3, 6, 9, F32, F32, 0),
+            (6, 3, 24, 16, 40, 2, 38, 41, BF16, BF16, 0),
+            (8, 2, 80, 16, 24, 3, 6, 9, BF16, F32, 0),
         ];
         cases.into_iter().map(example).collect()
     }
@@ -181,7 +201,7 @@ impl PagedAttentionKernel {
         }
         // The decode kernel reads cache rows with 16-byte loads.
         for (name, i) in [("k_cache", K_CACHE), ("v_cache", V_CACHE)] {
-            if inputs[i].data as usize % 16 != 0 {
+            if !(inputs[i].data as usize).is_multiple_of(16) {
                 return Err(PluginError::new(format!("{OP} (cuda): {name} is not 16-byte aligned")));
             }
         }
@@ -272,10 +292,36 @@ mod tests {
 
     #[test]
     fn unsupported_head_dim_is_a_clear_error() {
-        let mut ex = PagedAttention::examples().remove(0);
-        ex.attrs.set("head_dim", 48usize);
-        let e = PagedAttention::infer(&ex.inputs, &ex.attrs).unwrap_err();
-        assert!(e.message().contains("head_dim 48 is not supported"), "{e}");
+        for d in [36usize, 264] {
+            let mut ex = PagedAttention::examples().remove(0);
+            ex.attrs.set("head_dim", d);
+            let e = PagedAttention::infer(&ex.inputs, &ex.attrs).unwrap_err();
+            assert!(e.message().contains(&format!("head_dim {d} is not supported")), "{e}");
+            assert!(e.message().contains("multiple of 8 up to 256"), "{e}");
+        }
+    }
+
+    #[test]
+    fn examples_cover_small_head_dims() {
+        let examples = PagedAttention::examples();
+        for d in [16usize, 48] {
+            // (sequences, tokens) of the examples with this head dim.
+            let shapes: Vec<(usize, usize)> = examples
+                .iter()
+                .filter(|ex| ex.attrs.usize("head_dim").ok() == Some(d))
+                .map(|ex| {
+                    (ex.inputs[BLOCK_TABLES].dim(0).known().unwrap_or(0), ex.inputs[Q].dim(0).known().unwrap_or(0))
+                })
+                .collect();
+            assert!(shapes.contains(&(1, 1)), "head_dim {d}: decode batch 1");
+            assert!(shapes.contains(&(8, 8)), "head_dim {d}: decode batch 8");
+            assert!(shapes.iter().any(|&(s, t)| t > s), "head_dim {d}: a prefill");
+            let gqa = examples.iter().any(|ex| {
+                ex.attrs.usize("head_dim").ok() == Some(d)
+                    && ex.attrs.usize("num_heads").ok() > ex.attrs.usize("num_kv_heads").ok()
+            });
+            assert!(gqa, "head_dim {d}: grouped queries");
+        }
     }
 
     #[test]

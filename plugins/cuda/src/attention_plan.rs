@@ -15,8 +15,11 @@ pub const KEYS: usize = 32;
 pub const THREADS: u32 = 128;
 /// Warps per decode block.
 pub const DECODE_WARPS: usize = 4;
-/// Largest supported head dim (head dims are multiples of 32 up to this).
+/// Largest supported head dim (head dims are multiples of [`HEAD_DIM_STEP`] up to this).
 pub const MAX_HEAD_DIM: usize = 256;
+/// Head dims are multiples of this: the decode kernel's lane chunk (8 elements, one 16-byte
+/// load of a 16-bit cache), so every chunk of a 16-byte-aligned cache is aligned.
+pub const HEAD_DIM_STEP: usize = 8;
 /// Most query heads one decode block serves (the kernel's GT: 1, 2, 4 or 8).
 pub const MAX_HEAD_TILE: usize = 8;
 /// Largest split-K cluster (the portable thread-block cluster size).
@@ -32,18 +35,22 @@ fn err(msg: String) -> PluginError {
     PluginError::new(format!("{OP} (cuda): {msg}"))
 }
 
-/// Checks the head dim the kernels support: a multiple of 32, at most 256.
+/// Checks the head dim the kernels support: a multiple of 8, at most 256.
 pub fn check_head_dim(d: usize) -> Result<(), PluginError> {
-    if d == 0 || d % 32 != 0 || d > MAX_HEAD_DIM {
-        return Err(err(format!("head_dim {d} is not supported: it must be a multiple of 32 up to {MAX_HEAD_DIM}")));
+    if d == 0 || !d.is_multiple_of(HEAD_DIM_STEP) || d > MAX_HEAD_DIM {
+        return Err(err(format!(
+            "head_dim {d} is not supported: it must be a multiple of {HEAD_DIM_STEP} up to {MAX_HEAD_DIM}"
+        )));
     }
     Ok(())
 }
 
-/// Dynamic shared memory of a prefill block for head dim `d`: Q [32][D], K [32][D+1], V [32][D],
-/// P [32][32] floats, 32 key slots and 32 new-token indices.
+/// Dynamic shared memory of a prefill block for head dim `d`: Q [32][D], K [32][D+1],
+/// V [32][DP] (DP = D rounded up to 32: a lane per output dim), P [32][32] floats, 32 key slots
+/// and 32 new-token indices.
 pub fn shared_bytes(d: usize) -> u32 {
-    (4 * (ROWS * d + KEYS * (d + 1) + KEYS * d + ROWS * KEYS + 2 * KEYS)) as u32
+    let dp = d.div_ceil(32) * 32;
+    (4 * (ROWS * d + KEYS * (d + 1) + KEYS * dp + ROWS * KEYS + 2 * KEYS)) as u32
 }
 
 /// Query heads per decode block for `group` query heads per KV head: the next power of two,
@@ -124,7 +131,7 @@ impl Geometry {
             ("prefill tiles", g.t.checked_mul(g.group()).map(|n| n / ROWS + g.s + 1)),
         ];
         for (what, v) in checks {
-            if v.map_or(true, |v| v > limit) {
+            if v.is_none_or(|v| v > limit) {
                 return Err(err(format!("{what} exceed the kernels' 32-bit index range ({g:?})")));
             }
         }
@@ -194,15 +201,19 @@ mod tests {
 
     #[test]
     fn head_dims_and_shared_memory() {
-        for d in [32, 64, 96, 128, 160, 256] {
+        for d in [8, 16, 24, 32, 40, 48, 64, 80, 96, 112, 128, 160, 248, 256] {
             check_head_dim(d).unwrap();
         }
-        for d in [0, 16, 80, 100, 288] {
+        for d in [0, 4, 12, 100, 264, 288] {
             let e = check_head_dim(d).unwrap_err();
-            assert!(e.message().contains("multiple of 32 up to 256"), "{e}");
+            assert!(e.message().contains("multiple of 8 up to 256"), "{e}");
         }
         assert_eq!(shared_bytes(128), 4 * (4096 + 4128 + 4096 + 1024 + 64));
+        // V rows pad to whole lanes: D = 48 -> V [32][64]; D = 16 -> V [32][32].
+        assert_eq!(shared_bytes(48), 4 * (32 * 48 + 32 * 49 + 32 * 64 + 1024 + 64));
+        assert_eq!(shared_bytes(16), 4 * (32 * 16 + 32 * 17 + 32 * 32 + 1024 + 64));
         assert!(shared_bytes(256) < 227 * 1024, "fits an H100's opt-in shared memory");
+        assert!(shared_bytes(248) <= shared_bytes(256));
         // The decode kernel's layout: GT * (5 D + 10) floats; under the 48 KiB default.
         assert_eq!(decode_shared_bytes(4, 64), 4 * 4 * (5 * 64 + 10));
         assert!(decode_shared_bytes(MAX_HEAD_TILE, MAX_HEAD_DIM) <= 48 * 1024);
@@ -246,8 +257,8 @@ mod tests {
         assert!(!geom(1, 1, 12, 16, 8, 2, 64).may_prefill());
         // Decode-shaped metas (T = S) still bound the tiles: 64 tokens, G = 4 -> 8 + 32.
         assert_eq!(geom(64, 64, 12, 16, 8, 2, 64).prefill_grid(), (40, 2, 1));
-        let p = AttnParams { num_heads: 8, num_kv_heads: 2, head_dim: 80, scale: 1.0, sliding_window: 0 };
-        let metas = vec![TensorMeta::of(DType::F32, &[1, 640]); 8];
-        assert!(Geometry::new(&p, &metas).unwrap_err().message().contains("head_dim 80"));
+        let p = AttnParams { num_heads: 8, num_kv_heads: 2, head_dim: 84, scale: 1.0, sliding_window: 0 };
+        let metas = vec![TensorMeta::of(DType::F32, &[1, 672]); 8];
+        assert!(Geometry::new(&p, &metas).unwrap_err().message().contains("head_dim 84"));
     }
 }

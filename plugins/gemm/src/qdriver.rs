@@ -49,6 +49,11 @@ impl QPath {
 const TILES_FROM: usize = 48;
 /// The most tokens for which the integer method runs (see [`path_for`]).
 const INT_UPTO: usize = 4;
+/// Whether [`path_for`] picks the integer method on its own. Off: its ~15-bit activations make
+/// a sequence's numbers depend on how many tokens share the step (a beam or request decoded
+/// alone vs batched with others would differ in the last digits), so the default stays
+/// batch-invariant and `RTLLM_GEMM_QPATH=int` opts in.
+const INT_BY_DEFAULT: bool = false;
 
 /// The method for `t` tokens of `dtype` weights on `isa`, by measurement (`bench_quantized`,
 /// one Sapphire Rapids core, µs). Q4_1 576×1536: T=1 Rows 98 / Int 67 / Tiles 1350; T=16
@@ -63,7 +68,7 @@ const INT_UPTO: usize = 4;
 pub fn path_for(t: usize, dtype: DType, isa: QIsa) -> QPath {
     if t >= TILES_FROM {
         QPath::Tiles
-    } else if t <= INT_UPTO && dtype != DType::Q8_0 && isa != QIsa::Portable {
+    } else if INT_BY_DEFAULT && t <= INT_UPTO && dtype != DType::Q8_0 && isa != QIsa::Portable {
         QPath::Int
     } else {
         QPath::Rows
