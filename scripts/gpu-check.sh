@@ -2,7 +2,8 @@
 # The GPU proof, run on the GPU machine from binaries packed by scripts/gpu-pack.sh (.gpu/):
 #   1. per-op parity: every CUDA provider against the CPU references (`rtllm plugins check`);
 #   2. end to end: CUDA vs CPU engines on the same dummy weights (logits, greedy tokens);
-#   3. speed: Llama-3.2-1B-shaped bf16 dummy weights, batch-1 decode and 256-request
+#   3. speed: Llama-3.2-1B-shaped bf16 dummy weights, batch-1 decode (also without programmatic
+#      dependent launch, RTLLM_CUDA_PDL=0, for comparison) and 256-request
 #      throughput (128 in / 128 out), then the same through PyTorch/transformers `generate`
 #      with the device-to-device copy bandwidth measured in the same run.
 # Usage: scripts/gpu-check.sh [ops] [e2e] [bench] [torch]   (default: all). Logs go to $OUT;
@@ -39,6 +40,11 @@ if want bench; then
   timeout 240 $BIN bench latency "${MODEL[@]}" --concurrency 1 --num-requests 4 --input-len 128 --output-len 128 \
     --max-batch-size 8 --max-seq-len 512 --json > "$OUT/rtllm-latency.json" 2> "$OUT/rtllm-latency.log" || status=1
   tail -3 "$OUT/rtllm-latency.log"; cat "$OUT/rtllm-latency.json"
+  step "rtllm: batch-1 decode again without programmatic dependent launch (RTLLM_CUDA_PDL=0), for comparison"
+  RTLLM_CUDA_PDL=0 timeout 240 $BIN bench latency "${MODEL[@]}" --concurrency 1 --num-requests 4 --input-len 128 \
+    --output-len 128 --max-batch-size 8 --max-seq-len 512 --json > "$OUT/rtllm-latency-nopdl.json" \
+    2> "$OUT/rtllm-latency-nopdl.log" || status=1
+  tail -3 "$OUT/rtllm-latency-nopdl.log"; cat "$OUT/rtllm-latency-nopdl.json"
   step "rtllm: throughput, 256 requests (128 in / 128 out)"
   timeout 300 $BIN bench throughput "${MODEL[@]}" --num-requests 256 --input-len 128 --output-len 128 \
     --max-batch-size 256 --max-num-tokens 8192 --max-seq-len 512 --json > "$OUT/rtllm-throughput.json" \
@@ -61,6 +67,8 @@ def load(n):
     except Exception:
         return None
 lat, thr, torch = load("rtllm-latency.json"), load("rtllm-throughput.json"), load("torch.json")
-print(json.dumps({"rtllm_latency": lat, "rtllm_throughput": thr, "torch": torch}, indent=1)[:6000])
+nopdl = load("rtllm-latency-nopdl.json")
+print(json.dumps({"rtllm_latency": lat, "rtllm_latency_no_pdl": nopdl, "rtllm_throughput": thr, "torch": torch},
+                 indent=1)[:8000])
 PY
 exit $status

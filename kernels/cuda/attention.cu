@@ -633,12 +633,14 @@ __device__ void pa_decode(const A* __restrict__ q, const A* __restrict__ k, cons
 #define PD_ENTRY(GT, R, SA, TA, SC, TC)                                                                       \
   extern "C" __global__ void __launch_bounds__(PD_THREADS)                                                   \
       pa_decode##GT##_##SA##_##SC(PA_KERNEL_PTRS(TA, TC), PA_GEOM_PARAMS, int ns) {                           \
+    pdl_enter();                                                                                            \
     pa_decode<TA, TC, GT, R>(q, k, v, k_cache, v_cache, block_tables, seq_lens, query_start, out, PA_GEOM, ns); \
   }
 
 #define PA_ENTRIES(SA, TA, SC, TC)                                                                          \
   extern "C" __global__ void __launch_bounds__(PA_THREADS)                                                   \
       pa_prefill_##SA##_##SC(PA_KERNEL_PTRS(TA, TC), PA_GEOM_PARAMS) {                                       \
+    pdl_enter();                                                                                            \
     pa_prefill<TA, TC>(q, k, v, k_cache, v_cache, block_tables, seq_lens, query_start, out, PA_GEOM);         \
   }                                                                                                         \
   PD_ENTRY(1, 4, SA, TA, SC, TC)                                                                            \

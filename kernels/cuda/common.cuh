@@ -79,6 +79,29 @@ __device__ __forceinline__ float block_max(float v, float* scratch) {
   return v;
 }
 
+// x * sigmoid(x) as torch's CPU kernel writes it: x / (1 + exp(-x)) (finite for any finite x).
+__device__ __forceinline__ float silu(float x) { return x / (1.0f + expf(-x)); }
+
+#define ROPE_SCALING_NONE 0
+#define ROPE_SCALING_LINEAR 1
+#define ROPE_SCALING_LLAMA3 2
+
+// Inverse frequency of pair i, f32 operation for operation as rope_freqs.rs (HF transformers):
+// no contractions into FMAs (the _rn intrinsics), powf correctly rounded through double.
+__device__ float rope_inv_freq(int i, int rotary_dim, float theta, int scaling, float factor, float low, float high,
+                               float old) {
+  const float exponent = __fdiv_rn((float)(2 * i), (float)rotary_dim);
+  const float f = __fdiv_rn(1.0f, (float)pow((double)theta, (double)exponent));
+  if (scaling == ROPE_SCALING_LINEAR) return __fdiv_rn(f, factor);
+  if (scaling != ROPE_SCALING_LLAMA3) return f;
+  const float low_wavelen = __fdiv_rn(old, low), high_wavelen = __fdiv_rn(old, high);
+  const float wavelen = __fmul_rn(__fdiv_rn(1.0f, f), 6.2831855f);  // f32 TAU
+  const float scaled = wavelen > low_wavelen ? __fdiv_rn(f, factor) : f;
+  if (!(wavelen >= high_wavelen && wavelen <= low_wavelen)) return scaled;
+  const float smooth = __fdiv_rn(__fsub_rn(__fmul_rn(__fdiv_rn(1.0f, wavelen), old), low), __fsub_rn(high, low));
+  return __fadd_rn(__fdiv_rn(__fmul_rn(__fsub_rn(1.0f, smooth), scaled), factor), __fmul_rn(smooth, scaled));
+}
+
 // RTLLM_FOR_FLOAT_TYPES(M) expands M(suffix, type) for each float dtype.
 #define RTLLM_FOR_FLOAT_TYPES(M) M(f32, float) M(bf16, bf16) M(f16, f16)
 
@@ -89,3 +112,29 @@ template <typename T> struct __align__(16) Pack16 {
 };
 
 __device__ __forceinline__ bool aligned16(const void* p) { return (((u64)p) & 15ull) == 0; }
+
+// Programmatic dependent launch (sm_90+): the plugin launches every kernel with programmatic
+// stream serialization, so a kernel may start while the one before it in the stream is still
+// running. Every entry point calls `pdl_enter()` (or `pdl_trigger()`, work that reads nothing
+// another kernel writes, then `pdl_wait()`) before it touches any activation: `pdl_wait` returns
+// once the previous kernel finished and its writes are visible. `pdl_trigger` lets the next
+// kernel be scheduled now. On older GPUs, or launched without the attribute, both are no-ops.
+__device__ __forceinline__ void pdl_trigger() {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+  asm volatile("griddepcontrol.launch_dependents;" ::: "memory");
+#endif
+}
+
+__device__ __forceinline__ void pdl_wait() {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+  asm volatile("griddepcontrol.wait;" ::: "memory");
+#endif
+}
+
+__device__ __forceinline__ void pdl_enter() {
+  pdl_trigger();
+  pdl_wait();
+}
+
+// Starts pulling the 128-byte line holding `p` into L2 (a hint; never faults the kernel).
+__device__ __forceinline__ void prefetch_l2(const void* p) { asm volatile("prefetch.global.L2 [%0];" ::"l"(p)); }

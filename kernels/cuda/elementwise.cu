@@ -36,8 +36,7 @@ __device__ void add(const T* a, const T* b, T* out, i64 n) {
 
 // ---- silu_mul ----------------------------------------------------------------------------------
 
-// x * sigmoid(x) as torch's CPU kernel writes it: x / (1 + exp(-x)) (finite for any finite x).
-__device__ __forceinline__ float silu(float x) { return x / (1.0f + expf(-x)); }
+// silu(x) is in common.cuh (the GEMV's gated epilogue uses it too).
 
 template <typename T>
 __device__ void silu_mul(const T* gate, const T* up, T* out, int rows, int width, i64 in_stride) {
@@ -148,25 +147,7 @@ __device__ void argmax(const T* logits, int* out, int count, int v) {
 
 // ---- rope --------------------------------------------------------------------------------------
 
-#define ROPE_SCALING_NONE 0
-#define ROPE_SCALING_LINEAR 1
-#define ROPE_SCALING_LLAMA3 2
-
-// Inverse frequency of pair i, f32 operation for operation as rope_freqs.rs (HF transformers):
-// no contractions into FMAs (the _rn intrinsics), powf correctly rounded through double.
-__device__ float rope_inv_freq(int i, int rotary_dim, float theta, int scaling, float factor, float low, float high,
-                               float old) {
-  const float exponent = __fdiv_rn((float)(2 * i), (float)rotary_dim);
-  const float f = __fdiv_rn(1.0f, (float)pow((double)theta, (double)exponent));
-  if (scaling == ROPE_SCALING_LINEAR) return __fdiv_rn(f, factor);
-  if (scaling != ROPE_SCALING_LLAMA3) return f;
-  const float low_wavelen = __fdiv_rn(old, low), high_wavelen = __fdiv_rn(old, high);
-  const float wavelen = __fmul_rn(__fdiv_rn(1.0f, f), 6.2831855f);  // f32 TAU
-  const float scaled = wavelen > low_wavelen ? __fdiv_rn(f, factor) : f;
-  if (!(wavelen >= high_wavelen && wavelen <= low_wavelen)) return scaled;
-  const float smooth = __fdiv_rn(__fsub_rn(__fmul_rn(__fdiv_rn(1.0f, wavelen), old), low), __fsub_rn(high, low));
-  return __fadd_rn(__fdiv_rn(__fmul_rn(__fsub_rn(1.0f, smooth), scaled), factor), __fmul_rn(smooth, scaled));
-}
+// rope_inv_freq and the ROPE_SCALING_* kinds are in common.cuh (the GEMV's rope epilogue uses them).
 
 // Grid (tokens, head groups of `heads_per_block`); dynamic shared memory 2 * rotary_dim / 2
 // floats (cos, sin of each pair at this token's position). Each thread rotates whole pairs
@@ -224,21 +205,25 @@ __device__ void bias_add(T* y, const B* bias, int rows, int n) {
 // ---- entry points ------------------------------------------------------------------------------
 
 #define ELEMENTWISE_ENTRIES(S, T)                                                                                \
-  extern "C" __global__ void add_##S(const T* a, const T* b, T* out, i64 n) { add<T>(a, b, out, n); }            \
+  extern "C" __global__ void add_##S(const T* a, const T* b, T* out, i64 n) { pdl_enter(); add<T>(a, b, out, n); }            \
   extern "C" __global__ void silu_mul_##S(const T* gate, const T* up, T* out, int rows, int width,                \
                                           i64 in_stride) {                                                       \
+    pdl_enter();                                                                                                 \
     silu_mul<T>(gate, up, out, rows, width, in_stride);                                                          \
   }                                                                                                              \
   extern "C" __global__ void gather_rows_##S(const T* x, const int* index, T* out, int rows, int h, int count) { \
+    pdl_enter();                                                                                                 \
     gather_rows<T>(x, index, out, rows, h, count);                                                               \
   }                                                                                                              \
   extern "C" __global__ void argmax_##S(const T* logits, int* out, int count, int v) {                           \
+    pdl_enter();                                                                                                 \
     argmax<T>(logits, out, count, v);                                                                            \
   }                                                                                                              \
   extern "C" __global__ void rope_##S(const T* x, const int* positions, T* out, int tokens, int heads,           \
                                       int head_dim, int rotary_dim, int interleaved, int heads_per_block,        \
                                       float theta, int scaling, float factor, float low, float high,             \
                                       float old) {                                                               \
+    pdl_enter();                                                                                                 \
     rope<T>(x, positions, out, tokens, heads, head_dim, rotary_dim, interleaved, heads_per_block, theta,         \
             scaling, factor, low, high, old);                                                                    \
   }
@@ -246,6 +231,7 @@ RTLLM_FOR_FLOAT_TYPES(ELEMENTWISE_ENTRIES)
 
 #define BIAS_ADD_ENTRY(S, T, BS, B)                                                                              \
   extern "C" __global__ void bias_add_##S##_##BS(T* y, const B* bias, int rows, int n) {                        \
+    pdl_enter();                                                                                                 \
     bias_add<T, B>(y, bias, rows, n);                                                                            \
   }
 BIAS_ADD_ENTRY(f32, float, f32, float)

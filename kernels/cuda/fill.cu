@@ -25,6 +25,7 @@ __device__ void dummy_fill(T* out, u64 n, u64 base, float scale, int ones) {
 
 #define DUMMY_FILL(S, T) \
   extern "C" __global__ void dummy_fill_##S(T* out, u64 n, u64 base, float scale, int ones) { \
+    pdl_enter(); \
     dummy_fill<T>(out, n, base, scale, ones); \
   }
 RTLLM_FOR_FLOAT_TYPES(DUMMY_FILL)

@@ -10,9 +10,47 @@
 // `vec` (chosen by the host: K a multiple of Pack16<T>::N and x, every W 16-byte aligned)
 // selects the 16-byte path; otherwise every element is loaded on its own (any K).
 // The bias (only with one segment) is T or f32 (`bias_f32`) and may be null.
+// `mode` GEMV_PLAIN, or:
+// GEMV_GATED (two segments of n0 rows: gate and up): row group i is {gate row i, up row i}, and
+//   the block writes y0[mi, i] = silu(g) * u, with g and u rounded to T first (as the unfused
+//   matmul + silu_mul would see them): the gate/up outputs never reach memory.
+// GEMV_ROPE (q, k, v segments of whole heads): a row group of q or k is the two rows of one
+//   rotary pair of one head (neox: i and i + rotary_dim / 2, interleaved: 2i and 2i + 1; past
+//   rotary_dim, two pass-through rows), rotated at the token's position after rounding to T,
+//   exactly as the `rope` kernel would; v's row groups are plain.
 
 #define GEMV_WARPS 8
 #define GEMV_ROWS 2
+// 16-byte chunks per weight row each thread prefetches into L2 before waiting for the kernel
+// before it (lanes 0, 8, 16, 24 of a warp: one 128-byte line per 8 lanes' chunks).
+#define GEMV_PREFETCH 4
+
+#define GEMV_PLAIN 0
+#define GEMV_GATED 1
+#define GEMV_ROPE 2
+
+// The rotary embedding applied by GEMV_ROPE (the `rope` op's attributes; positions [m]).
+struct RopeArgs {
+  const int* positions;
+  int head_dim, rotary_dim, interleaved, scaling;
+  float theta, factor, low, high, old;
+};
+
+// Rows (of its segment) of rotary pair `p` of a q/k segment, and its frequency index (-1: a
+// pass-through pair past rotary_dim).
+__device__ __forceinline__ void rope_rows(const RopeArgs& ra, int p, int& a, int& b, int& freq) {
+  const int half_d = ra.head_dim / 2, half_r = ra.rotary_dim / 2;
+  const int h = p / half_d, j = p - h * half_d;
+  if (j < half_r) {
+    freq = j;
+    a = h * ra.head_dim + (ra.interleaved ? 2 * j : j);
+    b = ra.interleaved ? a + 1 : a + half_r;
+  } else {
+    freq = -1;
+    a = h * ra.head_dim + ra.rotary_dim + 2 * (j - half_r);
+    b = a + 1;
+  }
+}
 
 struct __align__(16) U4 {
   u32 a, b, c, d;
@@ -124,10 +162,25 @@ __device__ __forceinline__ void gemv_chunks(const T* const* wr, const bool* vali
   }
 }
 
+// The two rows of row group `gl` of the block for token `mi`, summed over the K slices and
+// rounded to T (what the unfused matmul would have stored).
+template <typename T, int MAXM>
+__device__ __forceinline__ void pair_sums(const float (*red)[MAXM * GEMV_ROWS], int gl, int ks, int mi, float& a,
+                                          float& b) {
+  a = 0.0f;
+  b = 0.0f;
+  for (int sl = 0; sl < ks; ++sl) {
+    a += red[gl * ks + sl][mi * GEMV_ROWS];
+    b += red[gl * ks + sl][mi * GEMV_ROWS + 1];
+  }
+  a = to_float(from_float<T>(a));
+  b = to_float(from_float<T>(b));
+}
+
 template <typename T, int MAXM>
 __device__ void gemv(const T* __restrict__ x, const T* w0, const T* w1, const T* w2, const T* w3, T* y0, T* y1, T* y2,
                      T* y3, const void* bias, int bias_f32, int m, int k, int n0, int n1, int n2, int n3, int ks,
-                     int vec) {
+                     int vec, int mode, const RopeArgs& ra) {
   constexpr int P = 16 / sizeof(T);
   constexpr int R = GEMV_ROWS;
   constexpr int U = MAXM <= 2 ? 4 : 2;
@@ -141,14 +194,50 @@ __device__ void gemv(const T* __restrict__ x, const T* w0, const T* w1, const T*
   const T* wr[R];
   bool valid[R];
   bool any = false;
+  // GEMV_ROPE: this group's segment and its two rows there (rope_rows for q and k).
+  int rope_seg = 0, rope_row[R] = {0, 0};
+  if (mode == GEMV_ROPE && group * R < s.total) {
+    rope_seg = seg_of(s, group * R);
+    const int p = (group * R - seg_start(s, rope_seg)) / R;
+    int freq;
+    if (rope_seg < 2) {
+      rope_rows(ra, p, rope_row[0], rope_row[1], freq);
+    } else {
+      rope_row[0] = 2 * p;
+      rope_row[1] = 2 * p + 1;
+    }
+  }
 #pragma unroll
   for (int r = 0; r < R; ++r) {
-    const int g = group * R + r;
-    valid[r] = warp / ks < groups_per_block && g < s.total;
-    const int sg = valid[r] ? seg_of(s, g) : 0;
-    wr[r] = pick(sg, w0, w1, w2, w3) + (valid[r] ? (i64)(g - seg_start(s, sg)) * k : 0);
+    if (mode == GEMV_GATED) {
+      valid[r] = warp / ks < groups_per_block && group < n0;
+      wr[r] = (r == 0 ? w0 : w1) + (valid[r] ? (i64)group * k : 0);
+    } else if (mode == GEMV_ROPE) {
+      valid[r] = warp / ks < groups_per_block && group * R < s.total;
+      wr[r] = pick(rope_seg, w0, w1, w2, w3) + (valid[r] ? (i64)rope_row[r] * k : 0);
+    } else {
+      const int g = group * R + r;
+      valid[r] = warp / ks < groups_per_block && g < s.total;
+      const int sg = valid[r] ? seg_of(s, g) : 0;
+      wr[r] = pick(sg, w0, w1, w2, w3) + (valid[r] ? (i64)(g - seg_start(s, sg)) * k : 0);
+    }
     any = any || valid[r];
   }
+
+  // Weights are never written by another kernel: start streaming this thread's first chunks
+  // into L2 while the kernel before this one finishes (see pdl_trigger in common.cuh).
+  pdl_trigger();
+  if (any && vec && (lane & 7) == 0) {
+    const int chunks = k / P, step = 32 * ks;
+    int c = slice * 32 + lane;
+    for (int u = 0; u < GEMV_PREFETCH && c < chunks; ++u, c += step) {
+#pragma unroll
+      for (int r = 0; r < R; ++r) {
+        if (valid[r]) prefetch_l2(wr[r] + (i64)c * P);
+      }
+    }
+  }
+  pdl_wait();
 
   float acc[MAXM][R];
 #pragma unroll
@@ -190,6 +279,49 @@ __device__ void gemv(const T* __restrict__ x, const T* w0, const T* w1, const T*
   }
   __syncthreads();
 
+  if (mode == GEMV_ROPE) {
+    for (int t = threadIdx.x; t < groups_per_block * MAXM; t += blockDim.x) {
+      const int gl = t / MAXM, mi = t % MAXM;
+      const int g = blockIdx.x * groups_per_block + gl;
+      if (mi >= m || g * R >= s.total) continue;
+      float x1, x2;
+      pair_sums<T, MAXM>(red, gl, ks, mi, x1, x2);
+      const int sg = seg_of(s, g * R);
+      const int p = (g * R - seg_start(s, sg)) / R;
+      int a = 2 * p, b = 2 * p + 1, freq = -1;
+      if (sg < 2) rope_rows(ra, p, a, b, freq);
+      T* y = pick(sg, y0, y1, y2, y3);
+      const int n = sg == 0 ? n0 : sg == 1 ? n1 : sg == 2 ? n2 : n3;
+      if (freq >= 0) {
+        const float pos = (float)ra.positions[mi];
+        const float angle =
+            __fmul_rn(pos, rope_inv_freq(freq, ra.rotary_dim, ra.theta, ra.scaling, ra.factor, ra.low, ra.high, ra.old));
+        double sd, cd;
+        sincos((double)angle, &sd, &cd);
+        const float c = (float)cd, sn = (float)sd;
+        const float o1 = __fsub_rn(__fmul_rn(x1, c), __fmul_rn(x2, sn));
+        const float o2 = __fadd_rn(__fmul_rn(x2, c), __fmul_rn(x1, sn));
+        x1 = o1;
+        x2 = o2;
+      }
+      y[(i64)mi * n + a] = from_float<T>(x1);
+      y[(i64)mi * n + b] = from_float<T>(x2);
+    }
+    return;
+  }
+
+  if (mode == GEMV_GATED) {
+    for (int t = threadIdx.x; t < groups_per_block * MAXM; t += blockDim.x) {
+      const int gl = t / MAXM, mi = t % MAXM;
+      const int i = blockIdx.x * groups_per_block + gl;
+      if (mi >= m || i >= n0) continue;
+      float gate, up;
+      pair_sums<T, MAXM>(red, gl, ks, mi, gate, up);
+      y0[(i64)mi * n0 + i] = from_float<T>(silu(gate) * up);
+    }
+    return;
+  }
+
   const int outs = groups_per_block * R * MAXM;
   for (int t = threadIdx.x; t < outs; t += blockDim.x) {
     const int gl = t / (R * MAXM), rem = t % (R * MAXM);
@@ -213,8 +345,10 @@ __device__ void gemv(const T* __restrict__ x, const T* w0, const T* w1, const T*
   extern "C" __global__ void __launch_bounds__(GEMV_WARPS * 32)                                                     \
       gemv_m##MAXM##_##S(const T* x, const T* w0, const T* w1, const T* w2, const T* w3, T* y0, T* y1, T* y2, T* y3, \
                          const void* bias, int bias_f32, int m, int k, int n0, int n1, int n2, int n3, int ks,       \
-                         int vec) {                                                                                 \
-    gemv<T, MAXM>(x, w0, w1, w2, w3, y0, y1, y2, y3, bias, bias_f32, m, k, n0, n1, n2, n3, ks, vec);               \
+                         int vec, int mode, const int* positions, int head_dim, int rotary_dim, int interleaved,    \
+                         int scaling, float theta, float factor, float low, float high, float old) {               \
+    const RopeArgs ra{positions, head_dim, rotary_dim, interleaved, scaling, theta, factor, low, high, old};         \
+    gemv<T, MAXM>(x, w0, w1, w2, w3, y0, y1, y2, y3, bias, bias_f32, m, k, n0, n1, n2, n3, ks, vec, mode, ra);     \
   }
 
 #define GEMV_ALL_M(S, T) GEMV_ENTRY(1, S, T) GEMV_ENTRY(2, S, T) GEMV_ENTRY(4, S, T) GEMV_ENTRY(8, S, T)

@@ -106,10 +106,12 @@ __device__ void fused_add_rmsnorm(const T* x, const T* residual, const W* __rest
 
 #define NORM_ENTRY(S, T, WS, W)                                                                                  \
   extern "C" __global__ void rmsnorm_##S##_##WS(const T* x, const W* w, T* y, int rows, int h, float eps) {      \
+    pdl_enter();                                                                                                 \
     rmsnorm<T, W>(x, w, y, rows, h, eps);                                                                        \
   }                                                                                                              \
   extern "C" __global__ void fused_add_rmsnorm_##S##_##WS(const T* x, const T* residual, const W* w, T* y,       \
                                                           T* residual_out, int rows, int h, float eps) {         \
+    pdl_enter();                                                                                                 \
     fused_add_rmsnorm<T, W>(x, residual, w, y, residual_out, rows, h, eps);                                      \
   }
 #define NORM_FOR_WEIGHTS(S, T) NORM_ENTRY(S, T, f32, float) NORM_ENTRY(S, T, bf16, bf16) NORM_ENTRY(S, T, f16, f16)

@@ -271,6 +271,7 @@ __device__ void sample_row(const T* __restrict__ logits, const float* __restrict
   extern "C" __global__ void __launch_bounds__(SAMPLE_THREADS) sample_##S(                                  \
       const T* logits, const float* temperature, const int* top_k, const float* top_p, const i64* seeds,   \
       int* tokens, int L, int V) {                                                                         \
+    pdl_enter();                                                                                       \
     sample_row<T>(logits, temperature, top_k, top_p, seeds, tokens, L, V);                                 \
   }
 RTLLM_FOR_FLOAT_TYPES(SAMPLE_ENTRY)

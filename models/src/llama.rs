@@ -92,6 +92,19 @@ fn attention(
     let split = head_split(c, opts)?;
     let proj = |n: &str| format!("{p}.{n}_proj");
     let unbiased = !c.attention_bias && ["q", "k", "v"].iter().all(|n| !b.has_weight(&format!("{}.bias", proj(n))));
+    if unbiased && b.has_op("qkv_rope_matmul") {
+        // Q/K/V and the rotary embedding of Q and K in one op (one GEMV launch in decode).
+        let wq = b.weight_shard(&format!("{}.weight", proj("q")), 0, opts.parallel.tp_rank, opts.parallel.tp_size)?;
+        let wk = b.weight_shard(&format!("{}.weight", proj("k")), 0, split.kv_part, split.kv_parts)?;
+        let wv = b.weight_shard(&format!("{}.weight", proj("v")), 0, split.kv_part, split.kv_parts)?;
+        match b.op("qkv_rope_matmul", &[h, wq, wk, wv, step.positions], rope_attrs(c))?.as_slice() {
+            &[q, k, v] => return attend(b, c, opts, layer, &split, [q, k, v], step),
+            other => {
+                let message = format!("qkv_rope_matmul returned {} outputs for Q/K/V, expected 3", other.len());
+                return Err(BuildError::Invalid { scope: p, message });
+            }
+        }
+    }
     let (q, k, v) = if unbiased && b.has_op("grouped_matmul") {
         // One grouped GEMM for Q, K and V (decode reads their weights in one launch).
         let wq = b.weight_shard(&format!("{}.weight", proj("q")), 0, opts.parallel.tp_rank, opts.parallel.tp_size)?;
@@ -113,6 +126,21 @@ fn attention(
     };
     let q = b.op1("rope", &[q, step.positions], rope_attrs(c))?;
     let k = b.op1("rope", &[k, step.positions], rope_attrs(c))?;
+    attend(b, c, opts, layer, &split, [q, k, v], step)
+}
+
+/// Paged attention over rotated q, k and v, then the row-parallel output projection.
+fn attend(
+    b: &mut dyn GraphBuilder,
+    c: &ModelConfig,
+    opts: &BuildOptions,
+    layer: usize,
+    split: &AttentionSplit,
+    [q, k, v]: [Value; 3],
+    step: &StepInputs,
+) -> Result<Value, BuildError> {
+    let p = format!("model.layers.{layer}.self_attn");
+    let tp = TensorParallel { parallel: &opts.parallel };
     let cache_meta = io::kv_cache_meta(opts.kv_cache_dtype, split.kv_heads, c.head_dim);
     let k_cache = b.input(&io::kv_cache_name(layer, "k"), cache_meta.clone())?;
     let v_cache = b.input(&io::kv_cache_name(layer, "v"), cache_meta)?;
@@ -141,22 +169,26 @@ fn mlp(
     let p = format!("model.layers.{layer}.mlp");
     let tp = TensorParallel { parallel: &opts.parallel };
     let unbiased = !c.mlp_bias && ["gate", "up"].iter().all(|n| !b.has_weight(&format!("{p}.{n}_proj.bias")));
-    let (gate, up) = if unbiased && b.has_op("grouped_matmul") {
-        // One grouped GEMM for gate and up.
+    let fused = ["swiglu_matmul", "grouped_matmul"].into_iter().find(|op| unbiased && b.has_op(op));
+    let act = if let Some(op) = fused {
         let (rank, parts) = (opts.parallel.tp_rank, opts.parallel.tp_size);
         let wg = b.weight_shard(&format!("{p}.gate_proj.weight"), 0, rank, parts)?;
         let wu = b.weight_shard(&format!("{p}.up_proj.weight"), 0, rank, parts)?;
-        match b.op("grouped_matmul", &[h, wg, wu], Attrs::new())?.as_slice() {
-            &[gate, up] => (gate, up),
+        match b.op(op, &[h, wg, wu], Attrs::new())?.as_slice() {
+            // swiglu_matmul: gate, up and silu_mul in one op (one GEMV launch in decode).
+            &[act] if op == "swiglu_matmul" => act,
+            // grouped_matmul: gate and up in one GEMM.
+            &[gate, up] if op == "grouped_matmul" => b.op1("silu_mul", &[gate, up], Attrs::new())?,
             other => {
-                let message = format!("grouped_matmul returned {} outputs for gate/up, expected 2", other.len());
+                let message = format!("{op} returned {} outputs for the gated MLP", other.len());
                 return Err(BuildError::Invalid { scope: p, message });
             }
         }
     } else {
-        (tp.column(b, h, &format!("{p}.gate_proj"), c.mlp_bias)?, tp.column(b, h, &format!("{p}.up_proj"), c.mlp_bias)?)
+        let gate = tp.column(b, h, &format!("{p}.gate_proj"), c.mlp_bias)?;
+        let up = tp.column(b, h, &format!("{p}.up_proj"), c.mlp_bias)?;
+        b.op1("silu_mul", &[gate, up], Attrs::new())?
     };
-    let act = b.op1("silu_mul", &[gate, up], Attrs::new())?;
     tp.row(b, act, &format!("{p}.down_proj"), c.mlp_bias)
 }
 

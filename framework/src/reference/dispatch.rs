@@ -22,7 +22,7 @@ pub const BUILTIN_OPS: &[&str] = &[
 
 /// Ops only device plugins provide (so no CPU plugin needs to): fused forms of built-in ops,
 /// whose references are built from the built-in ones, and the GPU's dummy-weight generator.
-pub const FUSED_OPS: &[&str] = &["grouped_matmul", "dummy_fill"];
+pub const FUSED_OPS: &[&str] = &["grouped_matmul", "qkv_rope_matmul", "swiglu_matmul", "dummy_fill"];
 
 pub fn has_reference(op: &str) -> bool {
     BUILTIN_OPS.contains(&op) || FUSED_OPS.contains(&op)
@@ -90,6 +90,31 @@ pub fn run_reference(op: &str, inputs: &mut [HostTensor], attrs: &Attrs) -> RefR
                 ys.push(f32_out(&[t, n], &basic::matmul(&x, &w.to_f32()?, None, t, k, n)?)?);
             }
             Ok(ys)
+        }
+        "qkv_rope_matmul" => {
+            counts(op, inputs, &[5])?;
+            let positions = ints(&inputs[4])?.to_vec();
+            let mut ys = run_reference("grouped_matmul", &mut inputs[..4], attrs)?;
+            let params = rope::RopeParams::from_attrs(attrs)?;
+            for y in ys.iter_mut().take(2) {
+                *y = f32_out(&y.shape.clone(), &rope::rope(&y.to_f32()?, &positions, &params)?)?;
+            }
+            Ok(ys)
+        }
+        "swiglu_matmul" => {
+            counts(op, inputs, &[3])?;
+            let x = inputs[0].to_f32()?;
+            let [t, k] = dims(op, "x", &inputs[0])?;
+            let [n, kg] = dims(op, "w_gate", &inputs[1])?;
+            let [nu, ku] = dims(op, "w_up", &inputs[2])?;
+            if (kg, ku, nu) != (k, k, n) {
+                return Err(ReferenceError::Shape(format!(
+                    "swiglu_matmul: x [{t},{k}] vs w_gate [{n},{kg}] and w_up [{nu},{ku}]"
+                )));
+            }
+            let gate = basic::matmul(&x, &inputs[1].to_f32()?, None, t, k, n)?;
+            let up = basic::matmul(&x, &inputs[2].to_f32()?, None, t, k, n)?;
+            Ok(vec![f32_out(&[t, n], &basic::silu_mul(&gate, &up)?)?])
         }
         "rmsnorm" => {
             counts(op, inputs, &[2])?;

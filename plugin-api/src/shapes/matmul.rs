@@ -175,9 +175,62 @@ pub fn grouped_launch_dims(
     Ok((t, k, ns, weights))
 }
 
+/// Checks the inputs of `swiglu_matmul` — `[x [T, K], w_gate [N, K], w_up [N, K]]`, one dtype
+/// (one of `x_dtypes`) — and returns its output `[T, N]`: silu(x·w_gateᵀ) ⊙ (x·w_upᵀ).
+pub fn infer_swiglu_matmul(inputs: &[TensorMeta], x_dtypes: &[DType]) -> Result<TensorMeta, PluginError> {
+    let err = |msg: String| PluginError::new(format!("swiglu_matmul: {msg}"));
+    if inputs.len() != 3 {
+        let shapes = inputs.iter().map(|m| m.to_string()).collect::<Vec<_>>().join(", ");
+        return Err(err(format!("takes x, w_gate and w_up, got {} inputs: [{shapes}]", inputs.len())));
+    }
+    let ys =
+        infer_grouped_matmul(inputs, x_dtypes).map_err(|e| err(e.message().replacen("grouped_matmul: ", "", 1)))?;
+    if inputs[1].dims[0] != inputs[2].dims[0] {
+        return Err(err(format!("w_gate {} and w_up {} must have the same rows", inputs[1], inputs[2])));
+    }
+    Ok(ys[0].clone())
+}
+
+/// The concrete shapes of a `swiglu_matmul` launch: `(T, K, N)`; the output must be `[T, N]`.
+pub fn swiglu_launch_dims(inputs: &[TensorArg], outputs: &[TensorArg]) -> Result<(usize, usize, usize), PluginError> {
+    let err = |msg: String| PluginError::new(format!("swiglu_matmul: {msg}"));
+    if inputs.len() != 3 || outputs.len() != 1 {
+        return Err(err(format!(
+            "launch takes x, w_gate, w_up and one output, got {} inputs and {} outputs",
+            inputs.len(),
+            outputs.len()
+        )));
+    }
+    let (t, k) = dims2(&inputs[0], "x")?;
+    let (n, kg) = dims2(&inputs[1], "w_gate")?;
+    let (nu, ku) = dims2(&inputs[2], "w_up")?;
+    let (ty, ny) = dims2(&outputs[0], "y")?;
+    if (kg, ku, nu, ty, ny) != (k, k, n, t, n) {
+        return Err(err(format!(
+            "launch shapes disagree: x {}, w_gate {}, w_up {}, y {}",
+            inputs[0].meta, inputs[1].meta, inputs[2].meta, outputs[0].meta
+        )));
+    }
+    Ok((t, k, n))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn swiglu_takes_two_weights_of_one_shape() {
+        let m = |d, dims: &[usize]| TensorMeta::of(d, dims);
+        let (x, w) = (m(DType::BF16, &[3, 8]), m(DType::BF16, &[5, 8]));
+        let y = infer_swiglu_matmul(&[x.clone(), w.clone(), w.clone()], &DType::FLOATS).unwrap();
+        assert_eq!(y, m(DType::BF16, &[3, 5]));
+        let e = infer_swiglu_matmul(&[x.clone(), w.clone(), m(DType::BF16, &[4, 8])], &DType::FLOATS).unwrap_err();
+        assert!(e.message().contains("same rows"), "{e}");
+        let e = infer_swiglu_matmul(&[x.clone(), w.clone()], &DType::FLOATS).unwrap_err();
+        assert!(e.message().contains("takes x, w_gate and w_up"), "{e}");
+        let e = infer_swiglu_matmul(&[x, w.clone(), m(DType::F16, &[5, 8])], &DType::FLOATS).unwrap_err();
+        assert!(e.message().starts_with("swiglu_matmul: w_1 must be bf16"), "{e}");
+    }
 
     const SAME: MatmulDtypes = MatmulDtypes { x: &DType::FLOATS, w: same_float, bias: |_| &[DType::F32] };
 

@@ -8,7 +8,7 @@
 
 use cudarc::driver::{result as drv, sys};
 use rtllm_cuda::blaslt::{self, Operands, PlanKey, WORKSPACE_BYTES};
-use rtllm_cuda::gemv::{preferred, split, Gemv, Problem, Segment};
+use rtllm_cuda::gemv::{preferred, split, Epilogue, Gemv, Problem, Segment};
 use rtllm_cuda::runtime::{self, Dims, KernelArgs, KernelSource};
 use rtllm_plugin_api::DType;
 use std::ffi::c_void;
@@ -206,7 +206,7 @@ fn run() -> Res<()> {
             let ks = std::cell::Cell::new(None);
             let launch_gemv = |i: usize, yb: u64| -> Res<()> {
                 let segs = segs_of(ws_bufs[i % copies].0, yb, m);
-                let p = Problem { x: x.0, m, k: s.k, segs: &segs, bias: None };
+                let p = Problem { x: x.0, m, k: s.k, segs: &segs, bias: None, epilogue: Epilogue::Plain };
                 // SAFETY: x [m, k], each W [n, k] and y [m, n] are live device bf16 buffers.
                 unsafe { gemv.launch_with("gemv_bench", stream as *mut c_void, &p, ks.get()) }
                     .map_err(|e| e.to_string())

@@ -162,26 +162,45 @@ impl Kernel for SiluMulKernel {
             Some(up) => device_ptr(OP, "up", up, self.dtype)?,
             None => gate + (width * self.dtype.block_bytes()) as u64,
         };
-        let args = KernelArgs::new()
-            .u64(gate)
-            .u64(up)
-            .u64(device_ptr(OP, "out", &outputs[0], self.dtype)?)
-            .i32(to_i32(OP, "T", rows)?)
-            .i32(to_i32(OP, "I", width)?)
-            .i64(shape[1] as i64);
-        if rows == 0 || width == 0 {
-            return Ok(());
-        }
-        let grid = (
-            grid_dim(OP, "T", rows, MAX_GRID_X)?,
-            grid_dim(OP, "I", column_chunks(width, self.dtype), MAX_GRID_YZ)?,
-            1,
-        );
-        let dims = Dims { grid, block: (THREADS, 1, 1), shared_bytes: 0 };
-        // SAFETY: the arguments match silu_mul_<T>(gate, up, out, rows, width, in_stride); gate
-        // and up rows are `in_stride` = shape[1] elements apart inside the input tensor(s).
-        unsafe { runtime::launch(self.f, dims, ctx.stream, &args) }
+        let out = device_ptr(OP, "out", &outputs[0], self.dtype)?;
+        // SAFETY: checked device tensors; gate and up rows are shape[1] elements apart inside
+        // the input tensor(s).
+        unsafe { launch_silu_mul(OP, self.f, self.dtype, gate, up, out, rows, width, shape[1], ctx.stream) }
     }
+}
+
+/// Enqueues silu_mul_<T> (`f`, of `dtype`): out[r, c] = silu(gate[r, c]) · up[r, c] for `rows` rows of
+/// `width`, gate and up rows `in_stride` elements apart, out rows `width` apart.
+///
+/// # Safety
+/// Device pointers of `f`'s dtype valid for those rows; out does not overlap the inputs.
+#[allow(clippy::too_many_arguments)]
+pub(crate) unsafe fn launch_silu_mul(
+    op: &str,
+    f: Function,
+    dtype: DType,
+    gate: u64,
+    up: u64,
+    out: u64,
+    rows: usize,
+    width: usize,
+    in_stride: usize,
+    stream: *mut std::ffi::c_void,
+) -> Result<(), PluginError> {
+    if rows == 0 || width == 0 {
+        return Ok(());
+    }
+    let args = KernelArgs::new()
+        .u64(gate)
+        .u64(up)
+        .u64(out)
+        .i32(to_i32(op, "T", rows)?)
+        .i32(to_i32(op, "I", width)?)
+        .i64(in_stride as i64);
+    let grid = (grid_dim(op, "T", rows, MAX_GRID_X)?, grid_dim(op, "I", column_chunks(width, dtype), MAX_GRID_YZ)?, 1);
+    let dims = Dims { grid, block: (THREADS, 1, 1), shared_bytes: 0 };
+    // SAFETY: the arguments match silu_mul_<T>(gate, up, out, rows, width, in_stride).
+    unsafe { runtime::launch(f, dims, stream, &args) }
 }
 
 #[cfg(test)]

@@ -46,6 +46,31 @@ pub struct Bias {
     pub dtype: DType,
 }
 
+/// What the GEMV does with its sums (`mode` of gemv.cu).
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum Epilogue {
+    /// y_s = x · W_sᵀ (+ bias).
+    Plain,
+    /// Two segments of the same n, gate and up: one output y = silu(x·gateᵀ) ⊙ (x·upᵀ) [m, n] at
+    /// the first segment's `y` (the second's is not written).
+    Gated,
+    /// q, k, v segments of whole heads: q and k rotated (the `rope` op) at `positions` [m].
+    Rope(RopeEpilogue),
+}
+
+/// The rotary embedding of [`Epilogue::Rope`]: the rope kernel's arguments.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct RopeEpilogue {
+    /// Device pointer to i32 positions [m].
+    pub positions: u64,
+    pub head_dim: usize,
+    pub rotary_dim: usize,
+    pub interleaved: bool,
+    /// (kind, factor, low_freq_factor, high_freq_factor, original_max_position_embeddings).
+    pub scaling: (i32, f32, f32, f32, f32),
+    pub theta: f32,
+}
+
 /// One GEMV: x [m, k] against every segment's weight, an optional bias (single segment).
 #[derive(Clone, Copy, Debug)]
 pub struct Problem<'a> {
@@ -54,6 +79,7 @@ pub struct Problem<'a> {
     pub k: usize,
     pub segs: &'a [Segment],
     pub bias: Option<Bias>,
+    pub epilogue: Epilogue,
 }
 
 /// The work split of one launch.
@@ -142,7 +168,7 @@ impl Gemv {
         p: &Problem<'_>,
         k_slices: Option<usize>,
     ) -> Result<(), PluginError> {
-        let Problem { x, m, k, segs, bias } = *p;
+        let Problem { x, m, k, segs, bias, epilogue } = *p;
         if m == 0 || m > MAX_ROWS {
             return Err(PluginError::new(format!("{op}: the GEMV takes 1 to {MAX_ROWS} rows, got {m}")));
         }
@@ -155,6 +181,7 @@ impl Gemv {
         if bias.is_some() && segs.len() != 1 {
             return Err(PluginError::new(format!("{op}: a GEMV bias needs a single weight")));
         }
+        check_epilogue(op, &epilogue, segs, bias.is_some())?;
         if let Some(ks) = k_slices.filter(|ks| ![1, 2, 4, 8].contains(ks)) {
             return Err(PluginError::new(format!("{op}: K slices must be 1, 2, 4 or 8, got {ks}")));
         }
@@ -192,11 +219,60 @@ impl Gemv {
             args = args.i32(seg(i).n as i32);
         }
         args = args.i32(sp.k_slices as i32).i32(sp.vec as i32);
+        args = match epilogue {
+            Epilogue::Plain => {
+                args.i32(0).u64(0).i32(0).i32(0).i32(0).i32(0).f32(0.0).f32(1.0).f32(1.0).f32(1.0).f32(1.0)
+            }
+            Epilogue::Gated => {
+                args.i32(1).u64(0).i32(0).i32(0).i32(0).i32(0).f32(0.0).f32(1.0).f32(1.0).f32(1.0).f32(1.0)
+            }
+            Epilogue::Rope(r) => {
+                let (kind, factor, low, high, old) = r.scaling;
+                args.i32(2)
+                    .u64(r.positions)
+                    .i32(r.head_dim as i32)
+                    .i32(r.rotary_dim as i32)
+                    .i32(r.interleaved as i32)
+                    .i32(kind)
+                    .f32(r.theta)
+                    .f32(factor)
+                    .f32(low)
+                    .f32(high)
+                    .f32(old)
+            }
+        };
         let dims = Dims::linear(grid_dim(op, "rows", sp.blocks, MAX_GRID_X)?, (WARPS * 32) as u32);
         // SAFETY: the caller guarantees the tensors; the arguments follow gemv_m<MAXM>_<T>'s
-        // parameters (x, w0..w3, y0..y3, bias, bias_f32, m, k, n0..n3, ks, vec), unused
+        // parameters (x, w0..w3, y0..y3, bias, bias_f32, m, k, n0..n3, ks, vec, mode, positions,
+        // head_dim, rotary_dim, interleaved, scaling, theta, factor, low, high, old), unused
         // segments have n = 0 so their null pointers are never read.
         unsafe { runtime::launch(f, dims, stream, &args) }
+    }
+}
+
+/// Checks an epilogue against the segments it applies to.
+fn check_epilogue(op: &str, epilogue: &Epilogue, segs: &[Segment], bias: bool) -> Result<(), PluginError> {
+    let ns = || segs.iter().map(|s| s.n).collect::<Vec<_>>();
+    match epilogue {
+        Epilogue::Plain => Ok(()),
+        Epilogue::Gated if segs.len() == 2 && segs[0].n == segs[1].n && !bias => Ok(()),
+        Epilogue::Gated => Err(PluginError::new(format!(
+            "{op}: a gated GEMV takes two weights of the same number of rows (gate, up) and no bias, got {:?}",
+            ns()
+        ))),
+        Epilogue::Rope(r) => {
+            let d = r.head_dim;
+            let heads_ok = d > 0 && segs.len() == 3 && segs.iter().all(|s| s.n % d == 0);
+            if !heads_ok || bias || d % 2 != 0 || r.rotary_dim % 2 != 0 || r.rotary_dim > d || r.rotary_dim == 0 {
+                return Err(PluginError::new(format!(
+                    "{op}: a GEMV with rope takes q, k, v weights of whole heads of an even head_dim, no bias, and \
+                     an even rotary_dim in 2..=head_dim; got rows {:?}, head_dim {d}, rotary_dim {}",
+                    ns(),
+                    r.rotary_dim
+                )));
+            }
+            Ok(())
+        }
     }
 }
 

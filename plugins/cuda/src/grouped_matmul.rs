@@ -99,30 +99,51 @@ impl Kernel for GroupedMatmulKernel {
         if gemv::preferred(t, ns.iter().sum(), k) {
             // SAFETY: checked device tensors x [t, k], w_i [n_i, k], y_i [t, n_i] of the dtype
             // given at create, on the host's stream.
-            return unsafe { self.gemv.launch(OP, ctx.stream, &gemv::Problem { x, m: t, k, segs, bias: None }) };
-        }
-        let handle = blaslt::handle()?;
-        let context = runtime::current_context()? as usize;
-        for s in segs.iter().filter(|s| s.n > 0) {
-            let align = [s.w, x, s.y, 0].map(blaslt::alignment);
-            let key = PlanKey { context, t, k, n: s.n, dtype: self.dtype, fused_bias: None, align };
-            let plan = blaslt::plan(key)?;
-            let plan = plan.lock().map_err(|_| PluginError::new("grouped_matmul: plan poisoned"))?;
-            let ops = Operands {
-                w: s.w,
-                x,
-                y: s.y,
-                bias: None,
-                workspace: ctx.workspace,
-                workspace_bytes: ctx.workspace_bytes,
-                stream: ctx.stream,
+            return unsafe {
+                self.gemv.launch(
+                    OP,
+                    ctx.stream,
+                    &gemv::Problem { x, m: t, k, segs, bias: None, epilogue: gemv::Epilogue::Plain },
+                )
             };
-            // SAFETY: checked device tensors of the plan's shapes/dtypes and the host's
-            // workspace; the matmuls are ordered on one stream, so they share the workspace.
-            unsafe { plan.run(handle, &ops)? };
         }
-        Ok(())
+        // SAFETY: checked device tensors x [t, k], w_i [n_i, k], y_i [t, n_i] of the kernel's
+        // dtype, and the host's workspace and stream.
+        unsafe { blaslt_segments(OP, self.dtype, ctx.workspace, ctx.workspace_bytes, ctx.stream, x, t, k, segs) }
     }
+}
+
+/// y_s = x · W_sᵀ with one cuBLASLt matmul per segment, in order on `stream`, sharing the
+/// cuBLASLt workspace.
+///
+/// # Safety
+/// `x` a device tensor [t, k] of `dtype`, each segment's `w` [n, k] and `y` [t, n] of it, the
+/// workspace `workspace_bytes` of device memory nothing else uses meanwhile.
+#[allow(clippy::too_many_arguments)]
+pub(crate) unsafe fn blaslt_segments(
+    op: &str,
+    dtype: DType,
+    workspace: *mut u8,
+    workspace_bytes: usize,
+    stream: *mut std::ffi::c_void,
+    x: u64,
+    t: usize,
+    k: usize,
+    segs: &[Segment],
+) -> Result<(), PluginError> {
+    let handle = blaslt::handle()?;
+    let context = runtime::current_context()? as usize;
+    for s in segs.iter().filter(|s| s.n > 0) {
+        let align = [s.w, x, s.y, 0].map(blaslt::alignment);
+        let key = PlanKey { context, t, k, n: s.n, dtype, fused_bias: None, align };
+        let plan = blaslt::plan(key)?;
+        let plan = plan.lock().map_err(|_| PluginError::new(format!("{op}: plan poisoned")))?;
+        let ops = Operands { w: s.w, x, y: s.y, bias: None, workspace, workspace_bytes, stream };
+        // SAFETY: as the caller guarantees; the matmuls are ordered on one stream, so they share
+        // the workspace.
+        unsafe { plan.run(handle, &ops)? };
+    }
+    Ok(())
 }
 
 #[cfg(test)]

@@ -29,6 +29,10 @@ rtllm_plugin_api::register_op!(matmul::Matmul);
 pub mod gemv;
 pub mod grouped_matmul;
 rtllm_plugin_api::register_op!(grouped_matmul::GroupedMatmul);
+pub mod qkv_rope_matmul;
+rtllm_plugin_api::register_op!(qkv_rope_matmul::QkvRopeMatmul);
+pub mod swiglu_matmul;
+rtllm_plugin_api::register_op!(swiglu_matmul::SwigluMatmul);
 pub mod sampling;
 
 rtllm_plugin_api::register_op!(attention::PagedAttention);
@@ -40,4 +44,4 @@ mod compile_tests;
 #[cfg(test)]
 mod create_tests;
 
-rtllm_plugin_api::export_plugin!(name: "rtllm-cuda", version: env!("CARGO_PKG_VERSION"));
+rtllm_plugin_api::export_plugin!(name: "rtllm-cuda", version: env!("CARGO_PKG_VERSION"), devices: ["cuda"]);

@@ -135,7 +135,13 @@ impl Kernel for MatmulKernel {
             let bias = bias.map(|(ptr, dtype, _)| gemv::Bias { ptr, dtype });
             // SAFETY: checked device tensors x [t, k], w [n, k], y [t, n], bias [n] of the dtypes
             // given at create, on the host's stream.
-            return unsafe { self.gemv.launch(OP, ctx.stream, &gemv::Problem { x, m: t, k, segs: &seg, bias }) };
+            return unsafe {
+                self.gemv.launch(
+                    OP,
+                    ctx.stream,
+                    &gemv::Problem { x, m: t, k, segs: &seg, bias, epilogue: gemv::Epilogue::Plain },
+                )
+            };
         }
         let align = [w, x, y, bias.map_or(0, |b| b.0)].map(blaslt::alignment);
         let fused_bias = bias.filter(|_| align[3] >= MIN_FUSED_BIAS_ALIGN).map(|b| b.1);

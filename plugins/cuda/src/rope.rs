@@ -123,39 +123,62 @@ impl Kernel for RopeKernel {
         shapes::check_rope_width(self.attrs.head_dim, &Dim::from(width))?;
         expect_shape(OP, "positions", &inputs[1], &[t])?;
         expect_shape(OP, "out", &outputs[0], &shape)?;
-        let a = &self.attrs;
-        let heads = width / a.head_dim;
-        let (per_block, groups) = head_groups(heads, a.rotary_dim);
-        let (kind, factor, low, high, old) = scaling_args(a.scaling);
-        let args = KernelArgs::new()
-            .u64(device_ptr(OP, "x", &inputs[0], self.dtype)?)
-            .u64(device_ptr(OP, "positions", &inputs[1], DType::I32)?)
-            .u64(device_ptr(OP, "out", &outputs[0], self.dtype)?)
-            .i32(to_i32(OP, "T", t)?)
-            .i32(to_i32(OP, "heads", heads)?)
-            .i32(to_i32(OP, "head_dim", a.head_dim)?)
-            .i32(to_i32(OP, "rotary_dim", a.rotary_dim)?)
-            .i32(i32::from(a.style == RopeStyle::Interleaved))
-            .i32(to_i32(OP, "heads per block", per_block)?)
-            .f32(a.theta as f32)
-            .i32(kind)
-            .f32(factor)
-            .f32(low)
-            .f32(high)
-            .f32(old);
-        if t == 0 || heads == 0 {
-            return Ok(());
-        }
-        let dims = Dims {
-            grid: (grid_dim(OP, "T", t, MAX_GRID_X)?, grid_dim(OP, "head groups", groups, MAX_GRID_YZ)?, 1),
-            block: (THREADS, 1, 1),
-            shared_bytes: (a.rotary_dim / 2 * 2 * std::mem::size_of::<f32>()) as u32,
-        };
-        // SAFETY: the arguments match rope_<T>(x, positions, out, tokens, heads, head_dim,
-        // rotary_dim, interleaved, heads_per_block, theta, scaling, factor, low, high, old); x and
-        // out hold t rows of heads·head_dim, positions t ints; shared memory holds the table.
-        unsafe { runtime::launch(self.f, dims, ctx.stream, &args) }
+        let x = device_ptr(OP, "x", &inputs[0], self.dtype)?;
+        let positions = device_ptr(OP, "positions", &inputs[1], DType::I32)?;
+        let out = device_ptr(OP, "out", &outputs[0], self.dtype)?;
+        // SAFETY: x and out hold t rows of width (checked above), positions t ints.
+        unsafe { launch_rope(OP, self.f, &self.attrs, x, positions, out, t, width, ctx.stream) }
     }
+}
+
+/// Enqueues rope_<T> (`f`): out = x rotated at `positions` for `t` rows of `width` (whole heads
+/// of `a.head_dim`). `out` may be `x`.
+///
+/// # Safety
+/// Device pointers of `f`'s dtype valid for t rows of width; positions holds t i32.
+#[allow(clippy::too_many_arguments)]
+pub(crate) unsafe fn launch_rope(
+    op: &str,
+    f: Function,
+    a: &RopeAttrs,
+    x: u64,
+    positions: u64,
+    out: u64,
+    t: usize,
+    width: usize,
+    stream: *mut std::ffi::c_void,
+) -> Result<(), PluginError> {
+    let heads = width / a.head_dim.max(1);
+    let (per_block, groups) = head_groups(heads, a.rotary_dim);
+    let (kind, factor, low, high, old) = scaling_args(a.scaling);
+    let args = KernelArgs::new()
+        .u64(x)
+        .u64(positions)
+        .u64(out)
+        .i32(to_i32(op, "T", t)?)
+        .i32(to_i32(op, "heads", heads)?)
+        .i32(to_i32(op, "head_dim", a.head_dim)?)
+        .i32(to_i32(op, "rotary_dim", a.rotary_dim)?)
+        .i32(i32::from(a.style == RopeStyle::Interleaved))
+        .i32(to_i32(op, "heads per block", per_block)?)
+        .f32(a.theta as f32)
+        .i32(kind)
+        .f32(factor)
+        .f32(low)
+        .f32(high)
+        .f32(old);
+    if t == 0 || heads == 0 {
+        return Ok(());
+    }
+    let dims = Dims {
+        grid: (grid_dim(op, "T", t, MAX_GRID_X)?, grid_dim(op, "head groups", groups, MAX_GRID_YZ)?, 1),
+        block: (THREADS, 1, 1),
+        shared_bytes: (a.rotary_dim / 2 * 2 * std::mem::size_of::<f32>()) as u32,
+    };
+    // SAFETY: the arguments match rope_<T>(x, positions, out, tokens, heads, head_dim,
+    // rotary_dim, interleaved, heads_per_block, theta, scaling, factor, low, high, old); the
+    // caller vouches for the buffers; shared memory holds the table.
+    unsafe { runtime::launch(f, dims, stream, &args) }
 }
 
 #[cfg(test)]

@@ -314,17 +314,27 @@ impl Dims {
     }
 }
 
+/// The environment variable that turns programmatic dependent launch off (`0`).
+pub const PDL_ENV: &str = "RTLLM_CUDA_PDL";
+
+/// Whether kernels are launched with programmatic stream serialization (see `pdl_trigger` in
+/// kernels/cuda/common.cuh): on sm_90 and later unless [`PDL_ENV`] is `0`/`false`/`off`.
+pub fn pdl_enabled() -> bool {
+    static ON: OnceLock<bool> = OnceLock::new();
+    *ON.get_or_init(|| {
+        let off = matches!(std::env::var(PDL_ENV).as_deref().map(str::trim), Ok("0" | "false" | "off"));
+        let major = device_attribute(sys::CUdevice_attribute::CU_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_MAJOR);
+        !off && major.is_ok_and(|m| m >= 9)
+    })
+}
+
 /// Launches `f` on `stream` (the `LaunchContext`'s). Asynchronous; never synchronizes.
 ///
 /// # Safety
 /// The arguments must match the kernel's parameters and every pointer must be a device
 /// pointer valid for what the kernel accesses.
 pub unsafe fn launch(f: Function, dims: Dims, stream: *mut c_void, args: &KernelArgs) -> Result<(), PluginError> {
-    // Each slot is 8 bytes and little-endian, so a pointer to it is a valid pointer to a 4-byte
-    // int or float argument as well.
-    let mut params: Vec<*mut c_void> = args.slots.iter().map(|s| s as *const u64 as *mut c_void).collect();
-    drv::launch_kernel(f.0, dims.grid, dims.block, dims.shared_bytes, stream as sys::CUstream, &mut params)
-        .map_err(|e| err("cuLaunchKernel", e))
+    unsafe { launch_ex(f, dims, None, stream, args) }
 }
 
 /// Launches `f` as thread-block clusters of `cluster` blocks along x (sm_90 and later;
@@ -339,13 +349,36 @@ pub unsafe fn launch_clustered(
     stream: *mut c_void,
     args: &KernelArgs,
 ) -> Result<(), PluginError> {
+    unsafe { launch_ex(f, dims, Some(cluster), stream, args) }
+}
+
+/// One `cuLaunchKernelEx`: clusters when asked, programmatic stream serialization when
+/// [`pdl_enabled`] (every kernel of kernels/cuda waits for its predecessor in `pdl_wait`).
+unsafe fn launch_ex(
+    f: Function,
+    dims: Dims,
+    cluster: Option<u32>,
+    stream: *mut c_void,
+    args: &KernelArgs,
+) -> Result<(), PluginError> {
+    // Each slot is 8 bytes and little-endian, so a pointer to it is a valid pointer to a 4-byte
+    // int or float argument as well.
     let mut params: Vec<*mut c_void> = args.slots.iter().map(|s| s as *const u64 as *mut c_void).collect();
-    // SAFETY: a plain C struct; all-zero is a valid value before the fields are set.
-    let mut attr: sys::CUlaunchAttribute = std::mem::zeroed();
-    attr.id = sys::CUlaunchAttributeID::CU_LAUNCH_ATTRIBUTE_CLUSTER_DIMENSION;
-    attr.value.clusterDim.x = cluster;
-    attr.value.clusterDim.y = 1;
-    attr.value.clusterDim.z = 1;
+    // SAFETY: plain C structs; all-zero is a valid value before the fields are set.
+    let mut attrs: [sys::CUlaunchAttribute; 2] = unsafe { std::mem::zeroed() };
+    let mut n = 0;
+    if let Some(cluster) = cluster {
+        attrs[n].id = sys::CUlaunchAttributeID::CU_LAUNCH_ATTRIBUTE_CLUSTER_DIMENSION;
+        attrs[n].value.clusterDim.x = cluster;
+        attrs[n].value.clusterDim.y = 1;
+        attrs[n].value.clusterDim.z = 1;
+        n += 1;
+    }
+    if pdl_enabled() {
+        attrs[n].id = sys::CUlaunchAttributeID::CU_LAUNCH_ATTRIBUTE_PROGRAMMATIC_STREAM_SERIALIZATION;
+        attrs[n].value.programmaticStreamSerializationAllowed = 1;
+        n += 1;
+    }
     let config = sys::CUlaunchConfig {
         gridDimX: dims.grid.0,
         gridDimY: dims.grid.1,
@@ -355,10 +388,11 @@ pub unsafe fn launch_clustered(
         blockDimZ: dims.block.2,
         sharedMemBytes: dims.shared_bytes,
         hStream: stream as sys::CUstream,
-        attrs: &mut attr,
-        numAttrs: 1,
+        attrs: attrs.as_mut_ptr(),
+        numAttrs: n as u32,
     };
-    sys::cuLaunchKernelEx(&config, f.0, params.as_mut_ptr(), std::ptr::null_mut())
+    // SAFETY: the caller vouches for the arguments; the config points at live locals.
+    unsafe { sys::cuLaunchKernelEx(&config, f.0, params.as_mut_ptr(), std::ptr::null_mut()) }
         .result()
         .map_err(|e| err("cuLaunchKernelEx", e))
 }

@@ -8,7 +8,7 @@ use crate::comm::CommLease;
 use crate::driver;
 use crate::nccl_lib::dtype_code;
 use crate::ops::collective_ops;
-use crate::rendezvous;
+use crate::rendezvous::{self, Member, Signature, Slot};
 use rtllm_plugin_api::shapes::collective::{self, Collective, CollectiveAttrs, Split};
 use rtllm_plugin_api::{Attrs, DType, DeviceKind, Kernel, LaunchContext, PluginError, TensorArg, TensorMeta};
 use std::ffi::c_int;
@@ -28,6 +28,17 @@ pub struct CudaCollective {
     code: c_int,
     /// None for world_size 1 (an identity copy).
     lease: Option<CommLease>,
+    /// The launch gate (see the module docs); None for world_size 1 or when turned off.
+    gate: Option<Member>,
+    timeout: std::time::Duration,
+}
+
+/// The environment variable that turns the launch gate off (`0`).
+pub const LAUNCH_GATE_ENV: &str = "RTLLM_NCCL_LAUNCH_GATE";
+
+/// Whether the launch gate is on: unset or anything but `0`/`false`/`off`.
+fn gate_enabled() -> bool {
+    !matches!(std::env::var(LAUNCH_GATE_ENV).as_deref().map(str::trim), Ok("0" | "false" | "off"))
 }
 
 /// Whether a call of this shape needs the staging buffer (an axis with dims before it).
@@ -44,14 +55,19 @@ impl CudaCollective {
         if !driver::driver_present() {
             return Err(PluginError::new(format!("{op}: {}", crate::error::NcclError::NoDriver)));
         }
-        let lease = match spec.world_size {
-            1 => None,
-            _ => {
-                let timeout = rendezvous::timeout_from_env().map_err(|e| e.context(op))?;
-                Some(CommLease::acquire(&spec, timeout).map_err(|e| e.context(op))?)
+        let timeout = rendezvous::timeout_from_env().map_err(|e| e.context(op))?;
+        let (lease, gate) = match spec.world_size {
+            1 => (None, None),
+            w => {
+                let lease = CommLease::acquire(&spec, timeout).map_err(|e| e.context(op))?;
+                let gate = match gate_enabled() {
+                    true => Some(Member::join(&format!("nccl-launch/{}", spec.group), &spec.group, w, spec.rank)?),
+                    false => None,
+                };
+                (Some(lease), gate)
             }
         };
-        Ok(CudaCollective { kind, spec, dtype, code, lease })
+        Ok(CudaCollective { kind, spec, dtype, code, lease, gate, timeout })
     }
 
     /// Bytes of the staging buffer for x of this split (0 when none is needed).
@@ -96,11 +112,10 @@ impl Kernel for CudaCollective {
         }
         let e = self.dtype.block_bytes();
         let (src, dst, stream) = (x.data as u64, y.data as u64, ctx.stream);
-        let Some(lease) = &self.lease else {
+        if self.lease.is_none() {
             // SAFETY: x and the output are device buffers of `numel` elements.
             return Ok(unsafe { driver::copy(dst, src, numel * e, stream) }?);
-        };
-        let (nccl, comm, w) = (lease.nccl(), lease.handle(), self.spec.world_size);
+        }
         let staging = self.staging_bytes(&split).unwrap_or(0);
         if staging > 0 && (ctx.workspace.is_null() || ctx.workspace_bytes < staging) {
             return Err(PluginError::new(format!(
@@ -109,9 +124,43 @@ impl Kernel for CudaCollective {
             )));
         }
         let ws = ctx.workspace as u64;
-        // SAFETY: the host passes device buffers of the checked shapes, a workspace of at least
-        // `staging` bytes, and its stream on this rank's device; the communicator is live while
-        // this kernel holds its lease.
+        let enqueue = || -> Result<(), PluginError> {
+            // SAFETY: the host passes device buffers of the checked shapes, a workspace of at
+            // least `staging` bytes, and its stream on this rank's device; the communicator is
+            // live while this kernel holds its lease.
+            unsafe { self.enqueue(&split, src, dst, ws, staging, stream) }
+        };
+        match &self.gate {
+            Some(gate) if !driver::is_capturing(stream)? => {
+                let sig = Signature { what: op, dtype: self.dtype, dims: [split.outer, split.len, split.inner] };
+                let slot = Slot { input: src as usize, output: dst as usize, sig };
+                let (rank, w) = (self.spec.rank, self.spec.world_size);
+                gate.collective(slot, self.timeout, |_| enqueue())
+                    .map_err(|e| PluginError::new(format!("{op}: rank {rank} of {w}: {e}")))
+            }
+            _ => enqueue(),
+        }
+    }
+}
+
+impl CudaCollective {
+    /// Enqueues the NCCL call (and the layout copies around it) on `stream`.
+    ///
+    /// # Safety
+    /// As in `launch`: device buffers of the checked shapes, a large enough workspace, and a
+    /// stream on this rank's device.
+    unsafe fn enqueue(
+        &self,
+        split: &Split,
+        src: u64,
+        dst: u64,
+        ws: u64,
+        staging: usize,
+        stream: *mut std::ffi::c_void,
+    ) -> Result<(), PluginError> {
+        let Some(lease) = &self.lease else { return Ok(()) };
+        let (nccl, comm, w) = (lease.nccl(), lease.handle(), self.spec.world_size);
+        let (numel, e) = (split.numel().unwrap_or(0), self.dtype.block_bytes());
         unsafe {
             match self.kind {
                 Collective::AllReduce => nccl.all_reduce(src, dst, numel, self.code, comm, stream)?,

@@ -82,3 +82,13 @@ pub unsafe fn copy_2d(
     };
     sys::cuMemcpy2DAsync_v2(&p, stream as sys::CUstream).result().map_err(|e| driver_err("cuMemcpy2DAsync", e))
 }
+
+/// Whether `stream` is being captured into a CUDA graph (its work is recorded, not run).
+pub fn is_capturing(stream: *mut c_void) -> Result<bool, NcclError> {
+    let mut status = sys::CUstreamCaptureStatus::CU_STREAM_CAPTURE_STATUS_NONE;
+    // SAFETY: a stream of the current context; writes one status.
+    unsafe { sys::cuStreamIsCapturing(stream as sys::CUstream, &mut status) }
+        .result()
+        .map_err(|e| driver_err("cuStreamIsCapturing", e))?;
+    Ok(status != sys::CUstreamCaptureStatus::CU_STREAM_CAPTURE_STATUS_NONE)
+}
