@@ -397,6 +397,12 @@ __device__ void pa_decode(const A* __restrict__ q, const A* __restrict__ k, cons
                           C* v_cache, const int* __restrict__ block_tables, const int* __restrict__ seq_lens,
                           const int* __restrict__ query_start, A* __restrict__ out, PaGeom g, int ns) {
   extern __shared__ float smem[];
+  // Programmatic dependent launch: until pdl_wait() this block reads only what no kernel of
+  // this step writes (the step's uploaded inputs: query_start, seq_lens, block tables; cache
+  // rows of earlier positions), so the row's indices and its first round of cached K/V load
+  // while the Q/K/V projection before this kernel finishes. q, the new token's k/v and every
+  // write come after the wait. Rows that exit early never wait: they touch nothing.
+  pdl_trigger();
   const int D = g.D, tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;
   const int HT = (g.G + GT - 1) / GT;
   const int rank = ns > 1 ? (int)pd_cluster_rank() : 0;
@@ -417,12 +423,6 @@ __device__ void pa_decode(const A* __restrict__ q, const A* __restrict__ k, cons
   const int nh = min(GT, g.G - ht * GT);
   const long long new_row = ((long long)t * g.KVH + kvh) * D;
 
-  // The split that owns the new position stores the token's K/V (head tile 0 only).
-  if (ht == 0 && pos >= 0 && klo <= pos && pos <= khi) {
-    const long long at = pa_slot(block_tables, g, s, pos, kvh);
-    if (at >= 0) pa_store_row<A, C>(k, v, k_cache, v_cache, new_row, at, D);
-  }
-
   const int DC = D >> 3;  // 8-element chunks per key row
   int lpk = 1;
   while (lpk < DC) lpk <<= 1;
@@ -432,15 +432,6 @@ __device__ void pa_decode(const A* __restrict__ q, const A* __restrict__ k, cons
   const int d0 = li * 8;
   constexpr int NW = PdWords<C>::N;
 
-  float qf[GT][8];
-  const float qscale = g.scale * PA_LOG2E;
-#pragma unroll
-  for (int j = 0; j < GT; ++j) {
-    const bool on = lane_on && j < nh;
-    const A* qr = q + ((long long)t * g.H + h0 + j) * D + d0;
-#pragma unroll
-    for (int e = 0; e < 8; ++e) qf[j][e] = on ? to_float(qr[e]) * qscale : 0.0f;
-  }
   float m[GT], l[GT], acc[GT][8];
 #pragma unroll
   for (int j = 0; j < GT; ++j) {
@@ -475,7 +466,8 @@ __device__ void pa_decode(const A* __restrict__ q, const A* __restrict__ k, cons
     }
   };
   // Loads the round's K (or V) chunks; masked keys get zeros (V must be finite: weight 0).
-  auto load = [&](const C* cache, const A* fresh, PdRaw (&raw)[R][NW]) {
+  // Before pdl_wait (`fresh_ready` false) the new position's chunks are filled in after it.
+  auto load = [&](const C* cache, const A* fresh, PdRaw (&raw)[R][NW], bool fresh_ready) {
 #pragma unroll
     for (int r = 0; r < R; ++r) {
       if (lane_on && at[r] >= 0) {
@@ -483,7 +475,7 @@ __device__ void pa_decode(const A* __restrict__ q, const A* __restrict__ k, cons
 #pragma unroll
         for (int i = 0; i < NW; ++i) raw[r][i] = src[i];
       } else if (lane_on && at[r] == PD_NEW) {
-        pd_pack_new<A, C>(fresh + new_row + d0, raw[r]);
+        if (fresh_ready) pd_pack_new<A, C>(fresh + new_row + d0, raw[r]);
       } else {
 #pragma unroll
         for (int i = 0; i < NW; ++i) raw[r][i] = PdRaw{0u, 0u, 0u, 0u};
@@ -494,8 +486,32 @@ __device__ void pa_decode(const A* __restrict__ q, const A* __restrict__ k, cons
   // V loads once this round's V is consumed.
   PdRaw kr[R][NW], vr[R][NW];
   locate(klo);
-  load(k_cache, k, kr);
-  load(v_cache, v, vr);
+  load(k_cache, k, kr, false);
+  load(v_cache, v, vr, false);
+
+  pdl_wait();
+  // The split that owns the new position stores the token's K/V (head tile 0 only).
+  if (ht == 0 && pos >= 0 && klo <= pos && pos <= khi) {
+    const long long slot = pa_slot(block_tables, g, s, pos, kvh);
+    if (slot >= 0) pa_store_row<A, C>(k, v, k_cache, v_cache, new_row, slot, D);
+  }
+#pragma unroll
+  for (int r = 0; r < R; ++r) {
+    if (lane_on && at[r] == PD_NEW) {
+      pd_pack_new<A, C>(k + new_row + d0, kr[r]);
+      pd_pack_new<A, C>(v + new_row + d0, vr[r]);
+    }
+  }
+  float qf[GT][8];
+  const float qscale = g.scale * PA_LOG2E;
+#pragma unroll
+  for (int j = 0; j < GT; ++j) {
+    const bool on = lane_on && j < nh;
+    const A* qr = q + ((long long)t * g.H + h0 + j) * D + d0;
+#pragma unroll
+    for (int e = 0; e < 8; ++e) qf[j][e] = on ? to_float(qr[e]) * qscale : 0.0f;
+  }
+
   for (int kb = klo; kb <= khi; kb += round_keys) {
     // Scores of the lane group's R keys for the GT heads (log2 domain).
     float sc[R][GT];
@@ -514,7 +530,7 @@ __device__ void pa_decode(const A* __restrict__ q, const A* __restrict__ k, cons
       }
     }
     locate(kb + round_keys);
-    load(k_cache, k, kr);
+    load(k_cache, k, kr, true);
     // Online softmax, once per round: the warp's max, then weights and rescaled sums.
 #pragma unroll
     for (int j = 0; j < GT; ++j) {
@@ -545,7 +561,7 @@ __device__ void pa_decode(const A* __restrict__ q, const A* __restrict__ k, cons
 #pragma unroll
         for (int e = 0; e < 8; ++e) acc[j][e] = fmaf(sc[r][j], vf[e], acc[j][e]);
     }
-    load(v_cache, v, vr);
+    load(v_cache, v, vr, true);
   }
 
   // Sum the warp's lane groups (m is warp-uniform), then merge the warps.
@@ -633,7 +649,6 @@ __device__ void pa_decode(const A* __restrict__ q, const A* __restrict__ k, cons
 #define PD_ENTRY(GT, R, SA, TA, SC, TC)                                                                       \
   extern "C" __global__ void __launch_bounds__(PD_THREADS)                                                   \
       pa_decode##GT##_##SA##_##SC(PA_KERNEL_PTRS(TA, TC), PA_GEOM_PARAMS, int ns) {                           \
-    pdl_enter();                                                                                            \
     pa_decode<TA, TC, GT, R>(q, k, v, k_cache, v_cache, block_tables, seq_lens, query_start, out, PA_GEOM, ns); \
   }
 

@@ -143,6 +143,7 @@ pub struct Engine {
     logits_f32: Vec<f32>,
     tokens: Vec<i32>,
     profile: Option<super::op_profile::OpProfile>,
+    step_profile: Option<super::step_profile::StepProfile>,
 }
 
 /// The device sampler and its launch arguments (rebuilt when L changes).
@@ -306,6 +307,7 @@ impl Engine {
             "engine memory"
         );
         let profile = device.as_ref().and_then(|_| super::op_profile::OpProfile::from_env());
+        let step_profile = device.as_ref().and_then(|d| super::step_profile::StepProfile::from_env(d));
         let graphs = (device.is_some() && placement.cuda_graphs && profile.is_none())
             .then(|| DecodeGraphs::new(limits.max_batch_size, limits.max_num_tokens));
         Ok(Engine {
@@ -335,6 +337,7 @@ impl Engine {
             logits_f32: Vec::new(),
             tokens: Vec::new(),
             profile,
+            step_profile,
         })
     }
 
@@ -688,6 +691,9 @@ impl Engine {
                 batch.logits_indices.len()
             )));
         }
+        if let (Some(p), Some(d)) = (self.step_profile.as_mut(), self.device.as_ref()) {
+            p.begin(d).map_err(|e| EngineError::Setup(format!("step profile: {e}")))?;
+        }
         let computed = self.run(batch, Some(rows))?;
         let logits = self.logits_addr()?;
         let kind = self.device_kind();
@@ -721,6 +727,9 @@ impl Engine {
                 message: e.to_string(),
             })?;
         }
+        if let (Some(p), Some(d)) = (self.step_profile.as_ref(), self.device.as_ref()) {
+            p.mark_end(d).map_err(|e| EngineError::Setup(format!("step profile: {e}")))?;
+        }
         let rows_out = batch.logits_indices.len();
         self.tokens.clear();
         match (&self.device, &mut self.readback) {
@@ -732,6 +741,10 @@ impl Engine {
                     .map_err(|e| self.device_error("token readback", e))?;
                 let bytes = &self.readback.as_ref().map(|p| p.as_bytes()).unwrap_or(&[])[..rows_out * 4];
                 self.tokens.extend(bytes.chunks_exact(4).map(|c| i32::from_le_bytes([c[0], c[1], c[2], c[3]])));
+                if let Some(p) = self.step_profile.as_mut() {
+                    let decode_only = batch.num_tokens() == batch.num_seqs();
+                    p.finish(decode_only).map_err(|e| EngineError::Setup(format!("step profile: {e}")))?;
+                }
             }
             _ => {
                 // SAFETY: host memory holding `rows_out` i32s written by the sampler.

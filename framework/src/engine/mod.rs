@@ -11,6 +11,7 @@ mod engine;
 mod graph;
 mod load;
 mod op_profile;
+mod step_profile;
 mod plan;
 pub mod serialize;
 pub mod shard;

@@ -106,7 +106,9 @@ impl Op for PagedAttention {
         let sms = runtime::device_attribute(Attr::CU_DEVICE_ATTRIBUTE_MULTIPROCESSOR_COUNT)?.max(1) as usize;
         // Thread-block clusters (the decode kernel's split-K) need sm_90.
         let major = runtime::device_attribute(Attr::CU_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_MAJOR)?;
-        let max_cluster = if major >= 9 { MAX_CLUSTER } else { 1 };
+        // RTLLM_ATTN_MAX_CLUSTER caps the decode split-K cluster (1 = no split), for tuning.
+        let cap = std::env::var("RTLLM_ATTN_MAX_CLUSTER").ok().and_then(|v| v.trim().parse::<usize>().ok());
+        let max_cluster = if major >= 9 { cap.unwrap_or(MAX_CLUSTER).clamp(1, MAX_CLUSTER) } else { 1 };
         Ok(PagedAttentionKernel { p, act, cache, prefill, decode, sms, max_cluster })
     }
 
