@@ -10,10 +10,9 @@
 # average is printed) and prints prefill and decode tok/s (medians), their ratio, and rtllm's
 # peak resident memory (/usr/bin/time) against GGUF size + KV cache + 20%.
 #
-# rtllm runs from a directory holding only the binary and the CPU plugins (hard links), as
-# llama.cpp is a CPU-only build here: the executable's directory is where plugins are found,
-# and target/release may also hold GPU plugins (cuda, triton, nccl) whose code would add
-# ~2 MiB of resident pages without running. CPU_ONLY_PLUGINS=0 runs target/release/rtllm.
+# rtllm runs as target/release/rtllm with whatever plugins sit beside it: a CPU run does not
+# open plugins that declare only GPU ops (cuda, triton: `export_plugin!(.., devices: ["cuda"])`),
+# so they cost no resident memory; the warm-up run prints which plugins were loaded.
 #
 # Environment: MODEL (default: the built-in SmolLM2-135M-Instruct Q4_1), THREADS (2),
 # PROMPT (128), GEN (64), REPS (5), KV_BYTES (rtllm's KV cache budget; default: the whole
@@ -44,13 +43,6 @@ RTLLM="$ROOT/target/release/rtllm"
 
 OUT="$(mktemp -d /tmp/rtllm-bench.XXXXXX)"
 trap 'rm -rf "$OUT"' EXIT
-if [[ "${CPU_ONLY_PLUGINS:-1}" != 0 ]]; then
-    mkdir "$OUT/bin"
-    for f in rtllm librtllm_gemm.so librtllm_attention.so librtllm_elementwise.so librtllm_rmsnorm.so; do
-        ln "$ROOT/target/release/$f" "$OUT/bin/$f" 2>/dev/null || cp "$ROOT/target/release/$f" "$OUT/bin/$f"
-    done
-    RTLLM="$OUT/bin/rtllm"
-fi
 
 # Passive OpenMP waits: on a shared machine spinning workers lose their slices (rtllm's pool parks too).
 export OMP_WAIT_POLICY="${OMP_WAIT_POLICY:-passive}"
@@ -62,9 +54,10 @@ LLAMA_NOTE=""
 TEXT="hello$(printf ' hello%.0s' $(seq 2 "$PROMPT"))"
 # One untimed run first: it builds (or checks) the engine cache entry for this configuration,
 # which holds the whole GGUF in memory once and would skew the first run's time and RSS.
-RTLLM_NUM_THREADS="$THREADS" "$RTLLM" generate --model "$MODEL" --ignore-eos --max-tokens 1 \
+RTLLM_LOG=rtllm::registry=debug RTLLM_NUM_THREADS="$THREADS" "$RTLLM" generate --model "$MODEL" --ignore-eos --max-tokens 1 \
     --kv-cache-bytes "$KV_BYTES" --max-num-tokens "$PROMPT" hello >/dev/null 2>"$OUT/rtllm.warmup.err" \
     || { cat "$OUT/rtllm.warmup.err" >&2; exit 1; }
+echo "rtllm plugins: $(grep -o 'loaded plugin [^ ]*' "$OUT/rtllm.warmup.err" | cut -d' ' -f3 | tr '\n' ' ')(skipped: $(grep -o 'skipping [^:]*: it declares only' "$OUT/rtllm.warmup.err" | sed 's|.*/||; s|: it.*||' | tr '\n' ' '))" >&2
 for i in $(seq 1 "$REPS"); do
     cut -d' ' -f1 /proc/loadavg >"$OUT/load.$i"
     if ! "$LLAMA_BIN/llama-bench" -m "$MODEL" -p "$PROMPT" -n "$GEN" -t "$THREADS" -r 1 -o json "${LLAMA_FLAGS[@]}" \

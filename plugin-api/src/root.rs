@@ -37,8 +37,23 @@ impl RootModule for PluginModRef {
 
 /// Exports the plugin's root module. Call once per plugin crate (a `cdylib`):
 /// `rtllm_plugin_api::export_plugin!(name: "my-plugin", version: env!("CARGO_PKG_VERSION"));`
+///
+/// A plugin whose ops all run on some devices may say so, e.g. `devices: ["cuda"]` after the
+/// version: the names are written into the file as `rtllm-plugin-devices:cuda,;` (a static the
+/// host finds by reading the file, without opening it as a library), so a host running on
+/// another device skips the plugin without loading it. Without the clause the plugin loads
+/// for every device.
 #[macro_export]
 macro_rules! export_plugin {
+    (name: $name:expr, version: $version:expr, devices: [$($device:literal),+ $(,)?] $(,)?) => {
+        $crate::export_plugin!(name: $name, version: $version);
+        const _: () = {
+            #[used]
+            #[export_name = "rtllm_plugin_devices"]
+            pub static RTLLM_PLUGIN_DEVICES: &[u8] =
+                concat!("rtllm-plugin-devices:", $($device, ",",)+ ";").as_bytes();
+        };
+    };
     (name: $name:expr, version: $version:expr $(,)?) => {
         const _: () = {
             use $crate::abi_stable::{

@@ -122,7 +122,11 @@ impl LlmBuilder {
     pub fn build(self) -> Result<Llm, LlmError> {
         let registry = match self.registry {
             Some(r) => r,
-            None => Arc::new(Registry::load(&DiscoveryOptions::default().with_paths(self.plugin_paths))),
+            None => Arc::new(Registry::load(
+                &DiscoveryOptions::default()
+                    .with_paths(self.plugin_paths)
+                    .for_device(self.executor.build.selection.device),
+            )),
         };
         let path = self.model.unwrap_or_else(default_model_path);
         if self.dummy.is_none() && !path.exists() && path == default_model_path() {

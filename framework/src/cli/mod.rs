@@ -45,6 +45,12 @@ impl GlobalArgs {
     pub fn registry(&self) -> Registry {
         Registry::load(&self.discovery())
     }
+
+    /// Loads the plugins that may serve `device` (plugins declaring only other devices are not
+    /// opened; see [`DiscoveryOptions::device`]).
+    pub fn registry_for(&self, device: rtllm_plugin_api::DeviceKind) -> Registry {
+        Registry::load(&self.discovery().for_device(device))
+    }
 }
 
 #[derive(Debug, Subcommand)]
@@ -75,10 +81,16 @@ pub fn init_logging() {
 pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
         Command::Plugins(cmd) => plugins::run(&cli.global, cmd),
-        Command::Generate(args) => generate::run(&args, cli.global.registry()).map(|_| ExitCode::SUCCESS),
+        Command::Generate(args) => {
+            generate::run(&args, cli.global.registry_for(args.device.device)).map(|_| ExitCode::SUCCESS)
+        }
         Command::Bench(args) => bench::run(&args, cli.global.registry()).map(|_| ExitCode::SUCCESS),
-        Command::Build(args) => build::run(&args, &cli.global.registry()).map(|_| ExitCode::SUCCESS),
-        Command::Serve(args) => serve::run(&args, cli.global.registry()).map(|_| ExitCode::SUCCESS),
+        Command::Build(args) => {
+            build::run(&args, &cli.global.registry_for(args.model.device.device)).map(|_| ExitCode::SUCCESS)
+        }
+        Command::Serve(args) => {
+            serve::run(&args, cli.global.registry_for(args.device.device)).map(|_| ExitCode::SUCCESS)
+        }
     }
 }
 

@@ -1,8 +1,10 @@
 //! Plugin dylib discovery: explicit paths (API/config/`--plugin-path`), `RTLLM_PLUGIN_PATH`,
 //! the running executable's directory and its `plugins/` subfolder. Yields candidate files in a
 //! deterministic order, deduplicated by canonical path (and file identity), and cheaply tells
-//! rtllm plugins from other dylibs by looking for abi_stable's root-module symbol.
+//! rtllm plugins from other dylibs by looking for abi_stable's root-module symbol, and which
+//! devices a plugin declares (`export_plugin!`'s `devices:`), both by reading the file.
 
+use rtllm_plugin_api::DeviceKind;
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 
@@ -11,6 +13,10 @@ pub const PLUGIN_PATH_ENV: &str = "RTLLM_PLUGIN_PATH";
 
 /// The symbol every abi_stable root module exports (`abi_stable::library::ROOT_MODULE_LOADER_NAME`).
 pub(crate) const ROOT_SYMBOL: &[u8] = b"_1as_0lib_1header_0root_bmodule_bloader";
+
+/// What `export_plugin!(.., devices: [..])` writes into a plugin: this, the device names each
+/// followed by `,`, then `;`.
+pub(crate) const DEVICES_MARKER: &[u8] = b"rtllm-plugin-devices:";
 
 /// Where to look for plugins.
 #[derive(Clone, Debug)]
@@ -22,19 +28,34 @@ pub struct DiscoveryOptions {
     pub use_env: bool,
     /// Scan the running executable's directory and its `plugins/` subfolder.
     pub use_exe_dir: bool,
+    /// Load only plugins that may serve this device: one that declares its devices and does
+    /// not list it is skipped without being opened (a CPU run does not map GPU-only plugins).
+    /// `None` (the default) loads every plugin, as `rtllm plugins list` does.
+    pub device: Option<DeviceKind>,
 }
 
 impl Default for DiscoveryOptions {
     /// Everything: explicit paths (none yet), the environment, the executable's directory.
     fn default() -> Self {
-        DiscoveryOptions { paths: Vec::new(), use_env: true, use_exe_dir: true }
+        DiscoveryOptions { paths: Vec::new(), use_env: true, use_exe_dir: true, device: None }
     }
 }
 
 impl DiscoveryOptions {
     /// Only these paths: no environment, no executable directory.
     pub fn only(paths: impl IntoIterator<Item = impl Into<PathBuf>>) -> Self {
-        DiscoveryOptions { paths: paths.into_iter().map(Into::into).collect(), use_env: false, use_exe_dir: false }
+        DiscoveryOptions {
+            paths: paths.into_iter().map(Into::into).collect(),
+            use_env: false,
+            use_exe_dir: false,
+            device: None,
+        }
+    }
+
+    /// Loads only plugins that may serve `device` (see [`DiscoveryOptions::device`]).
+    pub fn for_device(mut self, device: DeviceKind) -> Self {
+        self.device = Some(device);
+        self
     }
 
     /// Adds explicit paths.
@@ -75,34 +96,36 @@ pub fn is_dylib_name(path: &Path) -> bool {
         && name.len() > std::env::consts::DLL_PREFIX.len() + std::env::consts::DLL_SUFFIX.len()
 }
 
-/// Whether the file's bytes contain abi_stable's root-module symbol name (a dylib without it
-/// cannot be an rtllm plugin). Reads the file without loading it, so arbitrary libraries next
-/// to the executable are never `dlopen`ed.
-pub(crate) fn exports_root_symbol(path: &Path) -> std::io::Result<bool> {
+/// What reading a dylib's bytes tells without loading it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) struct FileScan {
+    /// The file contains abi_stable's root-module symbol name (a dylib without it cannot be an
+    /// rtllm plugin).
+    pub exports_root: bool,
+    /// The devices the plugin declares (`export_plugin!`'s `devices:`); `None` if it declares
+    /// none. Unknown names are kept out; a declaration naming none known counts as none.
+    pub devices: Option<Vec<DeviceKind>>,
+}
+
+/// Reads the file (mapped, never `dlopen`ed, so arbitrary libraries next to the executable
+/// are not run) for the root-module symbol and the devices marker.
+pub(crate) fn scan_file(path: &Path) -> std::io::Result<FileScan> {
     let file = std::fs::File::open(path)?;
     // SAFETY: read-only mapping; a concurrent truncation could fault, as with any mmap reader.
     let map = unsafe { memmap2::Mmap::map(&file)? };
-    Ok(contains(&map, ROOT_SYMBOL))
+    let exports_root = memchr::memmem::find(&map, ROOT_SYMBOL).is_some();
+    let devices = if exports_root { declared_devices(&map) } else { None };
+    Ok(FileScan { exports_root, devices })
 }
 
-fn contains(haystack: &[u8], needle: &[u8]) -> bool {
-    let Some((&first, rest)) = needle.split_first() else {
-        return true;
-    };
-    let mut at = 0;
-    while at + needle.len() <= haystack.len() {
-        match haystack[at..haystack.len() - rest.len()].iter().position(|&b| b == first) {
-            None => return false,
-            Some(off) => {
-                let start = at + off;
-                if &haystack[start + 1..start + needle.len()] == rest {
-                    return true;
-                }
-                at = start + 1;
-            }
-        }
-    }
-    false
+/// Parses the first devices marker in `bytes`: `rtllm-plugin-devices:cuda,cpu,;`.
+fn declared_devices(bytes: &[u8]) -> Option<Vec<DeviceKind>> {
+    let at = memchr::memmem::find(bytes, DEVICES_MARKER)? + DEVICES_MARKER.len();
+    let rest = &bytes[at..bytes.len().min(at + 256)];
+    let list = &rest[..memchr::memchr(b';', rest)?];
+    let devices: Vec<DeviceKind> =
+        std::str::from_utf8(list).ok()?.split(',').filter(|d| !d.is_empty()).filter_map(DeviceKind::parse).collect();
+    (!devices.is_empty()).then_some(devices)
 }
 
 /// The directories and files to search, in order: explicit paths, `RTLLM_PLUGIN_PATH`, the
@@ -201,12 +224,26 @@ mod tests {
     use super::*;
 
     #[test]
-    fn substring_search() {
-        assert!(contains(b"xx_1as_0lib_1header_0root_bmodule_bloaderyy", ROOT_SYMBOL));
-        assert!(contains(ROOT_SYMBOL, ROOT_SYMBOL));
-        assert!(!contains(b"_1as_0lib_1header_0root_bmodule_bloade", ROOT_SYMBOL));
-        assert!(!contains(b"", b"a"));
-        assert!(contains(b"aab", b"ab"));
+    fn file_scans_find_the_root_symbol_and_declared_devices() {
+        let dir = tempfile::tempdir().unwrap();
+        let scan = |bytes: &[u8]| {
+            let path = dir.path().join("f");
+            std::fs::write(&path, bytes).unwrap();
+            scan_file(&path).unwrap()
+        };
+        let root = |tail: &[u8]| [b"xx".as_slice(), ROOT_SYMBOL, b"yy", tail].concat();
+        assert_eq!(scan(&root(b"")), FileScan { exports_root: true, devices: None });
+        assert!(!scan(&ROOT_SYMBOL[..ROOT_SYMBOL.len() - 1]).exports_root);
+        assert!(!scan(b"").exports_root);
+        let cuda = scan(&root(b"\0rtllm-plugin-devices:cuda,;\0"));
+        assert_eq!(cuda.devices, Some(vec![DeviceKind::Cuda]));
+        let both = scan(&root(b"rtllm-plugin-devices:cpu,cuda,;"));
+        assert_eq!(both.devices, Some(vec![DeviceKind::Cpu, DeviceKind::Cuda]));
+        // Unknown names only, or no terminator: no declaration (the plugin loads everywhere).
+        assert_eq!(scan(&root(b"rtllm-plugin-devices:tpu,;")).devices, None);
+        assert_eq!(scan(&root(b"rtllm-plugin-devices:cuda")).devices, None);
+        // Without the root symbol the marker is not read.
+        assert_eq!(scan(b"rtllm-plugin-devices:cuda,;").devices, None);
     }
 
     #[test]
@@ -236,6 +273,6 @@ mod tests {
         assert_eq!(names, vec![name("a"), name("b"), name("c")]);
         assert_eq!(problems.len(), 1);
         assert_eq!(problems[0].path, missing);
-        assert!(!exports_root_symbol(&found[0].path).unwrap());
+        assert!(!scan_file(&found[0].path).unwrap().exports_root);
     }
 }

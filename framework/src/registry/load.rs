@@ -3,9 +3,9 @@
 //! plugin's identity and op list. Failures become a [`LoadError`] naming the file and the
 //! reason, with the expected and found ABI versions spelled out. Libraries are never unloaded.
 
-use super::discover::{exports_root_symbol, Candidate, Origin};
+use super::discover::{scan_file, Candidate, Origin};
 use abi_stable::library::{lib_header_from_path, LibraryError, RootModule};
-use rtllm_plugin_api::{OpDecl, PluginModRef, PLUGIN_ABI_VERSION};
+use rtllm_plugin_api::{DeviceKind, OpDecl, PluginModRef, PLUGIN_ABI_VERSION};
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::path::{Path, PathBuf};
 
@@ -75,15 +75,23 @@ pub(crate) enum LoadOutcome {
 /// The most lines of abi_stable's layout report kept in an error message.
 const MAX_DETAIL_LINES: usize = 24;
 
-pub(crate) fn load_candidate(c: &Candidate) -> LoadOutcome {
+/// Loads `c`, unless it is no plugin or (with `device`) declares only other devices: then it is
+/// skipped without being opened.
+pub(crate) fn load_candidate(c: &Candidate, device: Option<DeviceKind>) -> LoadOutcome {
     let path = c.path.as_path();
     let skip_or_fail = |reason: String| match c.origin {
         Origin::Scanned => LoadOutcome::Skipped(reason),
         Origin::Explicit => LoadOutcome::Failed(LoadError::new(path, LoadErrorKind::NotAPlugin(reason))),
     };
-    match exports_root_symbol(path) {
-        Ok(true) => {}
-        Ok(false) => return skip_or_fail("it does not export abi_stable's root module".into()),
+    match scan_file(path) {
+        Ok(scan) if !scan.exports_root => return skip_or_fail("it does not export abi_stable's root module".into()),
+        Ok(scan) => match (device, scan.devices) {
+            (Some(want), Some(declared)) if !declared.contains(&want) => {
+                let names: Vec<String> = declared.iter().map(|d| d.to_string()).collect();
+                return LoadOutcome::Skipped(format!("it declares only {} ops; this run uses {want}", names.join(",")));
+            }
+            _ => {}
+        },
         Err(e) => return LoadOutcome::Failed(LoadError::new(path, LoadErrorKind::Open(e.to_string()))),
     }
     let header = match lib_header_from_path(path) {

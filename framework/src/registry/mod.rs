@@ -145,7 +145,7 @@ impl Registry {
             if self.plugins.iter().any(|p| p.path == c.path) {
                 continue;
             }
-            match load_candidate(&c) {
+            match load_candidate(&c, opts.device) {
                 LoadOutcome::Loaded(plugin) => self.add_plugin(plugin),
                 LoadOutcome::Skipped(why) => tracing::debug!("skipping {}: {why}", c.path.display()),
                 LoadOutcome::Failed(e) => self.record_error(e),

@@ -1,6 +1,7 @@
 //! rtllm gemm plugin: the CPU `matmul` op — f32 activations with f32/bf16/f16 weights (AVX2+FMA
 //! register tiles chosen at run time, cache blocking) and with GGUF block-quantized weights
-//! (Q8_0/Q4_0/Q4_1/Q4_K/Q6_K: int8 dot products on AVX-512 VNNI or AVX2, or dequantized tiles),
+//! (Q8_0/Q4_0/Q4_1/Q4_K/Q6_K: exact integer dot products with ~15-bit activations on AVX-512
+//! VNNI, AVX2 or portable code, the same bits for a row in any batch; f32 paths for comparison),
 //! all on tasks of the host's pool.
 
 mod driver;
@@ -12,6 +13,7 @@ pub mod qdriver;
 mod qf32;
 mod qformat;
 pub mod qmatmul;
+mod qpanel;
 mod simd;
 mod tile;
 

@@ -6,8 +6,10 @@
 //! two byte dot products per sub-block (`128·Σw·qs + Σw·qr`), so the activations keep ~15 bits
 //! instead of ggml's 8: the greedy tokens of a Q4 model then follow the f32 path's, where
 //! 8-bit activations flip some (tests/tests/quantized.rs). The block sums the weight formats'
-//! offsets and minimums need are the exact f32 sums of the block. One block layout serves
-//! every weight format, K-quants included.
+//! offsets and minimums need are the exact f32 sums of the block (and, for kernels that offset
+//! signed weights, the exact integer sums of the levels). One block layout serves every weight
+//! format, K-quants included. Each row is quantized on its own, so a row's blocks never depend
+//! on which other rows share the launch.
 
 /// One quantized activation block (80 bytes, 16-byte aligned).
 #[repr(C, align(16))]
@@ -19,7 +21,8 @@ pub struct ActBlock {
     pub s: f32,
     /// `Σx[0..16]` (f32).
     pub s_lo: f32,
-    _pad: f32,
+    /// `Σ level(l)` over all 32 (exact; kernels that offset signed weights take it off).
+    pub a: i32,
     /// The coarse part, on the `128·d` grid.
     pub qs: [i8; 32],
     /// The residual, on the `d` grid.
@@ -73,8 +76,15 @@ fn quantize_block(x: &[f32], o: &mut ActBlock) {
         (o.qs[l], o.qr[l]) = split_level((v * id).round_ties_even() as i32);
     }
     o.d = d;
+    sums(x, o);
+}
+
+/// The f32 and level sums of a block whose levels are set.
+#[inline(always)]
+fn sums(x: &[f32], o: &mut ActBlock) {
     o.s_lo = x[..16].iter().sum();
     o.s = o.s_lo + x[16..].iter().sum::<f32>();
+    o.a = (0..QA).map(|l| o.level(l)).sum();
 }
 
 /// # Safety
@@ -109,8 +119,7 @@ unsafe fn quantize_row_avx2(x: &[f32], out: &mut [ActBlock]) {
         _mm256_storeu_si256(o.qs.as_mut_ptr() as *mut __m256i, pack(q));
         _mm256_storeu_si256(o.qr.as_mut_ptr() as *mut __m256i, pack(r));
         o.d = d;
-        o.s_lo = xb[..16].iter().sum();
-        o.s = o.s_lo + xb[16..].iter().sum::<f32>();
+        sums(xb, o);
     }
 }
 
@@ -134,6 +143,8 @@ mod tests {
                 assert!((v - b.d * b.level(l) as f32).abs() <= b.d * 0.5 + amax * 1e-6, "{v} vs {b:?}");
             }
             assert_eq!(b.s_lo, xb[..16].iter().sum::<f32>());
+            assert_eq!(b.s, b.s_lo + xb[16..].iter().sum::<f32>());
+            assert_eq!(b.a, (0..32).map(|l| b.level(l)).sum::<i32>());
             assert!((b.s - xb.iter().sum::<f32>()).abs() <= 1e-5 * amax.max(1e-30) * 32.0);
         }
         assert_eq!((out[4].qs, out[4].qr, out[4].d), ([0; 32], [0; 32], 0.0));

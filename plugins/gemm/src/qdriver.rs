@@ -2,23 +2,26 @@
 //! host's pool, by one of three methods ([`QPath`]):
 //!
 //! - `Rows`: weight sub-blocks are dequantized in registers and multiplied with the f32
-//!   activations (`qf32`); no workspace beyond per-block activation sums. For a few tokens.
-//! - `Int`: every activation row is quantized to [`ActBlock`]s (~15 bits in two bytes, see
-//!   `qact`) in the workspace (rows spread over the pool), then tasks split the weight rows and
-//!   run the integer dot-product blocks of `qdot` over all tokens. For decodes.
+//!   activations (`qf32`); no workspace beyond per-block activation sums.
+//! - `Int` (the default): every activation row is quantized to [`ActBlock`]s (~15 bits in two
+//!   bytes, see `qact`) in the workspace (rows spread over the pool), then tasks split the
+//!   weight rows and run the integer kernels over all tokens: `qdot`'s for a few tokens (and
+//!   without VNNI), `qpanel`'s (weights repacked per task into column-interleaved panels) from
+//!   [`PANEL_FROM`] tokens. Both give every row the same bits (see `qdot`).
 //! - `Tiles`: tasks split the weight rows; each dequantizes 64-row × K-block tiles of its
 //!   weights to f32 straight into 16-column panels in its workspace slot and runs the f32
 //!   outer-product kernel of `packed` over all tokens (the weights are widened once per task,
 //!   not once per token).
 //!
-//! [`path_for`] picks by token count and weight format from measurements (see the crate's
-//! benchmark).
+//! [`path_for`] picks `Int` always (batch invariance, and the fastest at every token count
+//! measured); `Rows` and `Tiles` stay for comparisons (`RTLLM_GEMM_QPATH=rows|tiles`).
 
 use crate::packed::{packed_fn, PackedBlock, PANEL};
 use crate::qact::{quantize_row, ActBlock, QA};
-use crate::qdot::{qblock_fn, QBlock, QIsa};
+use crate::qdot::{qblock_fn, QBlock, QIsa, GC};
 use crate::qf32::{fblock_fn, half_sums, FBlock};
 use crate::qformat::Format;
+use crate::qpanel;
 use crate::simd::Isa;
 use rtllm_plugin_api::{quant, DType, LaunchContext, PluginError};
 
@@ -45,46 +48,27 @@ impl QPath {
     }
 }
 
-/// The fewest tokens for which dequantized tiles run (see [`path_for`]).
-const TILES_FROM: usize = 48;
-/// The most tokens for which the integer method runs (see [`path_for`]).
-const INT_UPTO: usize = 4;
-/// Whether [`path_for`] picks the integer method on its own. Off: its ~15-bit activations make
-/// a sequence's numbers depend on how many tokens share the step (a beam or request decoded
-/// alone vs batched with others would differ in the last digits), so the default stays
-/// batch-invariant and `RTLLM_GEMM_QPATH=int` opts in.
-const INT_BY_DEFAULT: bool = false;
-
-/// The method for `t` tokens of `dtype` weights on `isa`, by measurement (`bench_quantized`,
-/// one Sapphire Rapids core, µs). Q4_1 576×1536: T=1 Rows 98 / Int 67 / Tiles 1350; T=16
-/// 788 / 706 / 1147; T=64 2950 / 2580 / 2117; T=128 6361 / 5334 / 3586. Decode (T=1) with
-/// the ~15-bit activations of `qact`, Q4_1 576×576 / 576×1536 / 1536×576: Rows 54 / 142 /
-/// 158, Int 26-35 / 103 / 62-69; Q8_0 576×49152: Rows 2280-2445, Int 2235-2850 (a loaded
-/// VM; no clear gain, so the tied head stays exact). So: `Int` for the few tokens of a decode
-/// (not for Q8_0 weights, nor without SIMD), `Rows` up to the Rows/Tiles crossover, `Tiles`
-/// from it. The integer method
-/// keeps SmolLM2's greedy tokens equal to the f32 path's (tests/tests/quantized.rs); with
-/// ggml's 8-bit activations it did not.
-pub fn path_for(t: usize, dtype: DType, isa: QIsa) -> QPath {
-    if t >= TILES_FROM {
-        QPath::Tiles
-    } else if INT_BY_DEFAULT && t <= INT_UPTO && dtype != DType::Q8_0 && isa != QIsa::Portable {
-        QPath::Int
-    } else {
-        QPath::Rows
-    }
+/// The method for `t` tokens of `dtype` weights on `isa`: always the integer method. Its
+/// numbers are defined per row (see `qdot`), so a sequence's logits do not depend on how many
+/// tokens share the step (a beam or request decoded alone or batched, a prompt prefilled whole
+/// or in chunks); `Rows` and `Tiles` (f32 arithmetic, blocked differently per token count) are
+/// kept for comparisons (`RTLLM_GEMM_QPATH`). `bench_quantized` (2 threads, a loaded
+/// Sapphire Rapids VM, µs) Q4_1 576×1536: T=1 Rows 84 / Int 49 / Tiles 890; T=16 901 / 283 /
+/// 922; T=128 4901 / 2237 / 3762. Q8_0 576×49152 (the tied head): T=1 2199 / 2300 / 27330;
+/// T=128 152689 / 65728 / 122274.
+pub fn path_for(_t: usize, _dtype: DType, _isa: QIsa) -> QPath {
+    QPath::Int
 }
 
 /// Workspace bytes for any launch of up to `t` tokens with the methods [`path_for`] picks.
 pub fn workspace_bytes_upto(t: usize, k: usize) -> usize {
-    let rows = workspace_bytes(t.min(TILES_FROM - 1), k, QPath::Rows);
-    let int = workspace_bytes(t.min(INT_UPTO), k, QPath::Int);
-    if t >= TILES_FROM {
-        rows.max(int).max(workspace_bytes(t, k, QPath::Tiles))
-    } else {
-        rows.max(int)
-    }
+    workspace_bytes(t, k, QPath::Int)
 }
+
+/// The fewest tokens for which the integer method repacks weights into panels (VNNI only).
+pub const PANEL_FROM: usize = 8;
+/// Most tasks (and panel slots) of the panel kernel.
+const PANEL_MAX_TASKS: usize = 8;
 
 /// Weight rows per dequantized tile (whole panels).
 const DQ_NB: usize = 64;
@@ -119,6 +103,11 @@ pub fn act_bytes(t: usize, k: usize) -> usize {
     t * (k / QA) * std::mem::size_of::<ActBlock>()
 }
 
+/// Bytes of one panel slot of the integer method (whole activation blocks).
+fn panel_slot_bytes(nsub: usize) -> usize {
+    qpanel::slot_bytes(nsub).next_multiple_of(std::mem::size_of::<ActBlock>())
+}
+
 /// f32s of one dequantizing task's panel slot.
 fn dq_slot(k: usize) -> usize {
     DQ_NB * k.min(DQ_KC.next_multiple_of(256))
@@ -128,6 +117,7 @@ fn dq_slot(k: usize) -> usize {
 pub fn workspace_bytes(t: usize, k: usize, path: QPath) -> usize {
     match path {
         QPath::Rows => t * (k / QA) * std::mem::size_of::<[f32; 2]>(),
+        QPath::Int if t >= PANEL_FROM => act_bytes(t, k) + PANEL_MAX_TASKS * panel_slot_bytes(k / QA),
         QPath::Int => act_bytes(t, k),
         QPath::Tiles => DQ_MAX_TASKS * dq_slot(k) * std::mem::size_of::<f32>(),
     }
@@ -197,9 +187,18 @@ pub fn run<F: Format>(ctx: &LaunchContext, isa: QIsa, path: QPath, p: QProblem<'
 fn run_int<F: Format>(ctx: &LaunchContext, isa: QIsa, p: QProblem<'_>) -> Result<(), PluginError> {
     let QProblem { x, w, bias, y, t, k, n } = p;
     let nsub = k / QA;
-    let acts = ctx
-        .workspace::<ActBlock>(t * nsub)
+    let panel = isa == QIsa::Avx512Vnni && t >= PANEL_FROM;
+    let tasks = if panel {
+        n.div_ceil(GC).min((ctx.num_threads() * 2).min(PANEL_MAX_TASKS)).max(1)
+    } else {
+        task_count(ctx, t, k, n)
+    };
+    // Panel slots follow the activations, in whole blocks.
+    let slot_blocks = panel_slot_bytes(nsub) / std::mem::size_of::<ActBlock>();
+    let ws = ctx
+        .workspace::<ActBlock>(t * nsub + if panel { tasks * slot_blocks } else { 0 })
         .map_err(|e| e.context(format_args!("matmul {}: quantized activations", F::DTYPE)))?;
+    let (acts, slots) = ws.split_at_mut(t * nsub);
     let simd = isa.has_avx2();
     if t == 1 {
         quantize_row(x, acts, simd);
@@ -214,11 +213,12 @@ fn run_int<F: Format>(ctx: &LaunchContext, isa: QIsa, p: QProblem<'_>) -> Result
         })?;
     }
     let row_bytes = k / F::BLOCK * F::BYTES;
-    let tasks = task_count(ctx, t, k, n);
     let block = qblock_fn::<F>(isa);
-    let (acts, y_ptr) = (Shared(acts.as_mut_ptr()), Shared(y.as_mut_ptr()));
+    let (acts, slots, y_ptr) =
+        (Shared(acts.as_mut_ptr()), Shared(slots.as_mut_ptr() as *mut u8), Shared(y.as_mut_ptr()));
+    let slot_bytes = slot_blocks * std::mem::size_of::<ActBlock>();
     ctx.parallel_for(tasks, |task| {
-        let (c0, c1) = split(n, 4, tasks, task);
+        let (c0, c1) = split(n, GC, tasks, task);
         if c0 >= c1 {
             return;
         }
@@ -235,6 +235,14 @@ fn run_int<F: Format>(ctx: &LaunchContext, isa: QIsa, p: QProblem<'_>) -> Result
             rows: t,
             cols: c1 - c0,
         };
+        #[cfg(target_arch = "x86_64")]
+        if panel {
+            // SAFETY: as below; slot `task` (slot_bytes ≥ qpanel::slot_bytes(nsub)) of the
+            // workspace belongs to this task alone, and `panel` implies VNNI on this CPU.
+            unsafe { qpanel::block_panel::<F>(&b, slots.get().add(task * slot_bytes)) };
+            return;
+        }
+        let _ = (panel, slots, slot_bytes);
         // SAFETY: the block lies inside acts (t*nsub blocks), w (n rows) and y (checked in
         // `check`); `isa` was detected on this CPU.
         unsafe { block(&b) }
@@ -257,7 +265,7 @@ fn task_count(ctx: &LaunchContext, t: usize, k: usize, n: usize) -> usize {
             goal
         }
     };
-    n.div_ceil(4).min(goal).max(1)
+    n.div_ceil(GC).min(goal).max(1)
 }
 
 fn run_rows<F: Format>(ctx: &LaunchContext, isa: QIsa, p: QProblem<'_>) -> Result<(), PluginError> {

@@ -1,6 +1,7 @@
-//! Tests of the quantized `matmul`: both methods on every back end against references built
-//! from ggml's (de)quantizers, the op's examples through `Kernel::launch` with the workspace
-//! it asks for, and an ignored benchmark comparing the methods on SmolLM2 shapes.
+//! Tests of the quantized `matmul`: every method on every back end against references built
+//! from ggml's (de)quantizers, the integer method's bit-identity across batch sizes and
+//! instruction sets, the op's examples through `Kernel::launch` with the workspace it asks
+//! for, and an ignored benchmark comparing the methods on SmolLM2 shapes.
 
 use crate::qact::{quantize_row as quantize_acts, ActBlock, QA};
 use crate::qdot::QIsa;
@@ -96,7 +97,7 @@ fn both_methods_match_references_on_every_isa() {
             let mut ws = vec![
                 0f32;
                 qdriver::workspace_bytes(t, k, QPath::Tiles)
-                    .max(qdriver::act_bytes(t, k))
+                    .max(qdriver::workspace_bytes(t, k, QPath::Int))
                     .max(qdriver::workspace_bytes(t, k, QPath::Rows))
                     / 4
                     + 16
@@ -115,6 +116,45 @@ fn both_methods_match_references_on_every_isa() {
                     let y = run(&ctx, isa, path, dtype, &w, &x, Some(&bias), (t, k, n));
                     let e = rel_err(&y, &exact);
                     assert!(e < 1e-5, "{what} {path:?} vs exact reference: {e}");
+                }
+            }
+        }
+    }
+}
+
+/// The integer method's numbers are defined per row: a row's outputs are bit-identical whether
+/// it runs alone or in a batch of 3, 4, 5, 17 or 64 rows (at any position), on one thread or
+/// several, and on every instruction set this CPU has (portable, AVX2, VNNI), for every format.
+#[test]
+fn int_rows_are_bit_identical_in_any_batch_on_any_isa() {
+    let (k, n) = (512usize, 45usize);
+    let batches = [1usize, 3, 4, 5, 17, 64];
+    let tmax = *batches.iter().max().unwrap();
+    for dtype in DType::QUANTIZED {
+        let w = qweights(dtype, n, k, 21);
+        let x = data(tmax * k, 8);
+        let bias = data(n, 12);
+        let mut ws = vec![0f32; qdriver::workspace_bytes(tmax, k, QPath::Int) / 4 + 16];
+        // Each row computed alone, single-threaded, portable: the definition.
+        let mut alone = Vec::with_capacity(tmax * n);
+        for r in 0..tmax {
+            let mut ws1 = vec![0f32; qdriver::workspace_bytes(1, k, QPath::Int) / 4 + 16];
+            let mut ctx = threaded(&mut ws1);
+            ctx.host = LaunchContext::cpu_sequential().host;
+            let row = &x[r * k..(r + 1) * k];
+            alone.extend(run(&ctx, QIsa::Portable, QPath::Int, dtype, &w, row, Some(&bias), (1, k, n)));
+        }
+        let ctx = threaded(&mut ws);
+        for isa in isas() {
+            for &t in &batches {
+                // Rows 5.. of x as the batch, so row positions differ from the single runs.
+                let off = (tmax - t).min(5);
+                let xb = &x[off * k..(off + t) * k];
+                let y = run(&ctx, isa, QPath::Int, dtype, &w, xb, Some(&bias), (t, k, n));
+                for r in 0..t {
+                    let (got, want) = (&y[r * n..(r + 1) * n], &alone[(off + r) * n..(off + r + 1) * n]);
+                    let same = got.iter().zip(want).all(|(a, b)| a.to_bits() == b.to_bits());
+                    assert!(same, "{dtype} {isa:?}: row {} in a batch of {t} differs from alone", off + r);
                 }
             }
         }
@@ -205,7 +245,7 @@ fn bench_quantized() {
             let mut ws = vec![
                 0f32;
                 qdriver::workspace_bytes(t, k, QPath::Tiles)
-                    .max(qdriver::act_bytes(t, k))
+                    .max(qdriver::workspace_bytes(t, k, QPath::Int))
                     .max(qdriver::workspace_bytes(t, k, QPath::Rows))
                     / 4
                     + 16

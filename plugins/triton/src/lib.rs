@@ -19,4 +19,4 @@ mod tests;
 
 rtllm_plugin_api::register_op_set!(registry::manifest_ops);
 
-rtllm_plugin_api::export_plugin!(name: "rtllm-triton", version: env!("CARGO_PKG_VERSION"));
+rtllm_plugin_api::export_plugin!(name: "rtllm-triton", version: env!("CARGO_PKG_VERSION"), devices: ["cuda"]);
