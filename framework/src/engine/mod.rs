@@ -11,11 +11,11 @@ mod engine;
 mod graph;
 mod load;
 mod op_profile;
-mod step_profile;
 mod plan;
 pub mod serialize;
 pub mod shard;
 mod step_io;
+mod step_profile;
 
 pub use batch::StepBatch;
 pub use buffer::AlignedBuf;
