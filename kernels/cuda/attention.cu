@@ -64,7 +64,7 @@ __device__ __forceinline__ float pa_as_cached(A x) {
 // Copies new token row `src` (KV head slice of k and v, D elements) to cache offset `at`;
 // threads of the block stride over the dims.
 template <typename A, typename C>
-__device__ __forceinline__ void pa_store_row(const A* __restrict__ k, const A* __restrict__ v, C* k_cache, C* v_cache,
+__device__ __forceinline__ void pa_store_row(const A* k, const A* v, C* k_cache, C* v_cache,
                                              long long src, long long at, int D) {
   for (int d = threadIdx.x; d < D; d += blockDim.x) {
     k_cache[at + d] = from_float<C>(to_float(k[src + d]));
@@ -87,8 +87,8 @@ struct PaTile {
 // sum `l` and unnormalised accumulator `o[r][c]` (dims lane + 32c, meaningful where < D), and
 // `valid` rows.
 template <typename A, typename C>
-__device__ void pa_run_tile(const A* __restrict__ q, const A* __restrict__ k, const A* __restrict__ v,
-                            const C* k_cache, const C* v_cache, const int* __restrict__ block_tables, const PaGeom& g, const PaTile& tile, float* smem,
+__device__ void pa_run_tile(const A* q, const A* k, const A* v,
+                            const C* k_cache, const C* v_cache, const int* block_tables, const PaGeom& g, const PaTile& tile, float* smem,
                             float (&m)[8], float (&l)[8], float (&o)[8][PA_MAX_DC], bool (&valid)[8], int (&pos)[8]) {
   const int D = g.D, DC = (D + 31) >> 5, DP = DC << 5;
   float* Qs = smem;                         // [32][D]
@@ -204,7 +204,7 @@ __device__ void pa_run_tile(const A* __restrict__ q, const A* __restrict__ k, co
 
 // The sequence and first row of prefill tile `tile` (sequences with >= 2 new tokens, each cut
 // into ceil(q_len * G / 32) tiles in sequence order). Warp 0 computes it; the caller syncs.
-__device__ void pa_find_tile(const int* __restrict__ query_start, int S, int G, int tile, int* out) {
+__device__ void pa_find_tile(const int* query_start, int S, int G, int tile, int* out) {
   const int lane = threadIdx.x & 31;
   int base = 0, found_s = -1, found_rho0 = 0;
   for (int s0 = 0; s0 < S; s0 += 32) {
@@ -241,9 +241,9 @@ __device__ void pa_find_tile(const int* __restrict__ query_start, int S, int G, 
 // Prefill: grid (ceil(T * G / 32) + min(S, T / 2), KVH), block 128, dynamic shared
 // pa_shared_floats(D) floats.
 template <typename A, typename C>
-__device__ void pa_prefill(const A* __restrict__ q, const A* __restrict__ k, const A* __restrict__ v, C* k_cache,
-                           C* v_cache, const int* __restrict__ block_tables, const int* __restrict__ seq_lens,
-                           const int* __restrict__ query_start, A* __restrict__ out, PaGeom g) {
+__device__ void pa_prefill(const A* q, const A* k, const A* v, C* k_cache,
+                           C* v_cache, const int* block_tables, const int* seq_lens,
+                           const int* query_start, A* out, PaGeom g) {
   extern __shared__ float smem[];
   __shared__ int found[2];
   if (threadIdx.x < 32) pa_find_tile(query_start, g.S, g.G, blockIdx.x, found);
@@ -345,7 +345,7 @@ __device__ __forceinline__ u32 pd_bits(f16 x) { return x.bits; }
 
 // A lane chunk of a new token's row (8 activations), stored as the cache would store it.
 template <typename A, typename C>
-__device__ __forceinline__ void pd_pack_new(const A* __restrict__ src, PdRaw (&r)[PdWords<C>::N]) {
+__device__ __forceinline__ void pd_pack_new(const A* src, PdRaw (&r)[PdWords<C>::N]) {
   constexpr int PER = sizeof(C) == 4 ? 1 : 2;  // elements per 32-bit word
   u32 w[8 / PER];
 #pragma unroll
@@ -393,15 +393,17 @@ __device__ __forceinline__ float pd_remote_load(const float* p, u32 rank) {
 // dynamic shared pd_shared_floats(GT, D) floats: per warp acc [GT][D], m [GT], l [GT]; then
 // the block's merged acc [GT][D], m [GT], l [GT] that the cluster reads.
 template <typename A, typename C, int GT, int R>
-__device__ void pa_decode(const A* __restrict__ q, const A* __restrict__ k, const A* __restrict__ v, C* k_cache,
-                          C* v_cache, const int* __restrict__ block_tables, const int* __restrict__ seq_lens,
-                          const int* __restrict__ query_start, A* __restrict__ out, PaGeom g, int ns) {
+__device__ void pa_decode(const A* q, const A* k, const A* v, C* k_cache,
+                          C* v_cache, const int* block_tables, const int* seq_lens,
+                          const int* query_start, A* out, PaGeom g, int ns) {
   extern __shared__ float smem[];
   // Programmatic dependent launch: until pdl_wait() this block reads only what no kernel of
   // this step writes (the step's uploaded inputs: query_start, seq_lens, block tables; cache
   // rows of earlier positions), so the row's indices and its first round of cached K/V load
   // while the Q/K/V projection before this kernel finishes. q, the new token's k/v and every
-  // write come after the wait. Rows that exit early never wait: they touch nothing.
+  // write come after the wait. Blocks that exit early wait first all the same: the kernel after
+  // this one is ordered only after this one's completion, and this one may complete only once
+  // every block has waited for the kernels before it (e.g. the prefill launch of the same op).
   pdl_trigger();
   const int D = g.D, tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;
   const int HT = (g.G + GT - 1) / GT;
@@ -411,9 +413,15 @@ __device__ void pa_decode(const A* __restrict__ q, const A* __restrict__ k, cons
   const int rem = item - s * (g.KVH * HT);
   const int kvh = rem / HT, ht = rem - kvh * HT;
   // Exits before the cluster barriers depend on the row only, so they are cluster-uniform.
-  if (s >= g.S) return;
+  if (s >= g.S) {
+    pdl_wait();
+    return;
+  }
   const int t = query_start[s], t_end = query_start[s + 1], pos = seq_lens[s] - 1;
-  if (t_end - t != 1 || t < 0 || t >= g.T) return;  // not a decode row
+  if (t_end - t != 1 || t < 0 || t >= g.T) {  // not a decode row
+    pdl_wait();
+    return;
+  }
   const int first = pa_first_key(pos, g.window);
   const int len = pos >= 0 ? pos - first + 1 : 0;
   const int chunk = (((len + ns - 1) / ns) + 7) & ~7;

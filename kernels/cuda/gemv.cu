@@ -65,12 +65,10 @@ __device__ __forceinline__ U4 ld_stream(const void* p) {
   return v;
 }
 
-// 16 bytes of activations: read-only path, cached in L1 (every warp of the SM reads them).
-__device__ __forceinline__ U4 ld_cached(const void* p) {
-  U4 v;
-  asm("ld.global.nc.v4.u32 {%0, %1, %2, %3}, [%4];" : "=r"(v.a), "=r"(v.b), "=r"(v.c), "=r"(v.d) : "l"(p));
-  return v;
-}
+// 16 bytes of activations: a plain (coherent, L1-cached) load. Not the non-coherent path and not
+// an asm the compiler may move: the kernel before this one writes x while this one may already run
+// (programmatic dependent launch), so these loads must stay after pdl_wait().
+__device__ __forceinline__ U4 ld_cached(const void* p) { return *reinterpret_cast<const U4*>(p); }
 
 template <typename T> __device__ __forceinline__ void unpack(const U4& v, float* f);
 
@@ -178,7 +176,7 @@ __device__ __forceinline__ void pair_sums(const float (*red)[MAXM * GEMV_ROWS], 
 }
 
 template <typename T, int MAXM>
-__device__ void gemv(const T* __restrict__ x, const T* w0, const T* w1, const T* w2, const T* w3, T* y0, T* y1, T* y2,
+__device__ void gemv(const T* x, const T* w0, const T* w1, const T* w2, const T* w3, T* y0, T* y1, T* y2,
                      T* y3, const void* bias, int bias_f32, int m, int k, int n0, int n1, int n2, int n3, int ks,
                      int vec, int mode, const RopeArgs& ra) {
   constexpr int P = 16 / sizeof(T);

@@ -80,9 +80,9 @@ __device__ __forceinline__ float sample_weight(const T* x, int i, float m, float
 // Shared memory: wmass [SAMPLE_WARPS][256] f64, mass [256] f64, scan scratch [SAMPLE_WARPS + 1]
 // f64, wcnt [SAMPLE_WARPS][256] u32, cnt [256] u32.
 template <typename T>
-__device__ void sample_row(const T* __restrict__ logits, const float* __restrict__ temperature,
-                           const int* __restrict__ top_k, const float* __restrict__ top_p,
-                           const i64* __restrict__ seeds, int* __restrict__ tokens, int L, int V) {
+__device__ void sample_row(const T* logits, const float* temperature,
+                           const int* top_k, const float* top_p,
+                           const i64* seeds, int* tokens, int L, int V) {
   extern __shared__ double sm[];
   double* wmass = sm;
   double* mass = wmass + SAMPLE_WARPS * 256;

@@ -20,6 +20,7 @@ static FILL: KernelSource = KernelSource {
     name: "gemv_bench_fill.cu",
     text: r#"
 extern "C" __global__ void bench_fill_bf16(bf16* out, u64 n, u64 seed, float lo, float hi) {
+  pdl_enter();  // launched like every plugin kernel (programmatic dependent launch)
   for (u64 i = (u64)blockIdx.x * blockDim.x + threadIdx.x; i < n; i += (u64)gridDim.x * blockDim.x) {
     u64 h = (seed ^ (i * 0x9e3779b97f4a7c15ull)) * 0xbf58476d1ce4e5b9ull;
     h ^= h >> 31;
