@@ -299,6 +299,7 @@ __device__ void pa_prefill(const A* q, const A* k, const A* v, C* k_cache,
 // through distributed shared memory. Scores use exp2 with q pre-scaled by scale * log2(e).
 
 #define PD_WARPS 4
+#define PD_MAX_CLUSTER 8  // the host's MAX_CLUSTER (plugins/cuda/src/attention_plan.rs)
 #define PD_THREADS (PD_WARPS * 32)
 #define PD_NONE (-1ll)  // a masked key
 #define PD_NEW (-2ll)   // the row's new position (its K/V come from the inputs)
@@ -627,16 +628,33 @@ __device__ void pa_decode(const A* q, const A* k, const A* v, C* k_cache,
   if (ns == 1) return;
   pd_cluster_sync();
   // Each split writes its share of the row's outputs from every split's partial state.
+  // Every split's (m, l, acc) of the element are loaded at once (independent distributed shared
+  // memory loads, one latency), then combined in rank order.
   for (int idx = rank * PD_THREADS + tid; idx < nh * D; idx += ns * PD_THREADS) {
     const int j = idx / D;
+    float mr[PD_MAX_CLUSTER], lr[PD_MAX_CLUSTER], ar[PD_MAX_CLUSTER];
+#pragma unroll
+    for (int r = 0; r < PD_MAX_CLUSTER; ++r) {
+      if (r < ns) {
+        mr[r] = pd_remote_load(b_m + j, r);
+        lr[r] = pd_remote_load(b_l + j, r);
+        ar[r] = pd_remote_load(b_acc + idx, r);
+      }
+    }
     float mx = NEG_INF;
-    for (int r = 0; r < ns; ++r) mx = fmaxf(mx, pd_remote_load(b_m + j, r));
+#pragma unroll
+    for (int r = 0; r < PD_MAX_CLUSTER; ++r) {
+      if (r < ns) mx = fmaxf(mx, mr[r]);
+    }
     const float base = mx == NEG_INF ? 0.0f : mx;
     float sum = 0.0f, a = 0.0f;
-    for (int r = 0; r < ns; ++r) {
-      const float f = exp2f(pd_remote_load(b_m + j, r) - base);
-      sum += pd_remote_load(b_l + j, r) * f;
-      a += pd_remote_load(b_acc + idx, r) * f;
+#pragma unroll
+    for (int r = 0; r < PD_MAX_CLUSTER; ++r) {
+      if (r < ns) {
+        const float f = exp2f(mr[r] - base);
+        sum += lr[r] * f;
+        a += ar[r] * f;
+      }
     }
     out[((long long)t * g.H + h0) * D + idx] = from_float<A>(sum > 0.0f ? a / sum : 0.0f);
   }
