@@ -29,15 +29,57 @@ __device__ __forceinline__ void scale_row(const T* x, const W* w, T* y, int h, f
   }
 }
 
+// Whether the row is one 16-byte pack per thread (vector path, h / N <= blockDim.x); if so,
+// loads this thread's N weights into `wv` (weights: never written by another kernel, so this runs
+// before pdl_wait).
+template <typename T, typename W>
+__device__ __forceinline__ bool norm_weights_early(const W* w, int h, bool vec, float* wv) {
+  constexpr int N = Pack16<T>::N;
+  pdl_trigger();
+  const bool one = vec && h > 0 && h / N <= (int)blockDim.x;
+  if (one && (int)threadIdx.x < h / N) {
+#pragma unroll
+    for (int j = 0; j < N; ++j) wv[j] = to_float(w[threadIdx.x * N + j]);
+  }
+  return one;
+}
+
+// y's pack `threadIdx.x` = in * inv * w, as scale_row computes it.
+template <typename T>
+__device__ __forceinline__ void norm_store_pack(const Pack16<T>& in, const float* wv, float inv, T* yr) {
+  Pack16<T> out;
+#pragma unroll
+  for (int j = 0; j < Pack16<T>::N; ++j) out.v[j] = from_float<T>(to_float(in.v[j]) * inv * wv[j]);
+  reinterpret_cast<Pack16<T>*>(yr)[threadIdx.x] = out;
+}
+
 template <typename T, typename W>
 __device__ void rmsnorm(const T* x, const W* __restrict__ w, T* y, int rows, int h,
                         float eps) {
   __shared__ float scratch[32];
   const int row = blockIdx.x;
-  if (row >= rows || h <= 0) return;
   const T* xr = x + (i64)row * h;
   T* yr = y + (i64)row * h;
   const bool vec = rows_vectorisable<T>(h, x, y, x, y);
+  // The weights are read before waiting for the kernel that writes x (see pdl_trigger).
+  constexpr int N = Pack16<T>::N;
+  float wv[N];
+  const bool one = norm_weights_early<T, W>(w, h, vec, wv);
+  pdl_wait();
+  if (row >= rows || h <= 0) return;
+  if (one) {
+    // One 16-byte pack per thread: the row stays in registers.
+    Pack16<T> in;
+    float acc = 0.0f;
+    if ((int)threadIdx.x < h / N) {
+      in = reinterpret_cast<const Pack16<T>*>(xr)[threadIdx.x];
+#pragma unroll
+      for (int j = 0; j < N; ++j) acc += to_float(in.v[j]) * to_float(in.v[j]);
+    }
+    const float inv = 1.0f / sqrtf(block_sum(acc, scratch) / (float)h + eps);
+    if ((int)threadIdx.x < h / N) norm_store_pack<T>(in, wv, inv, yr);
+    return;
+  }
   float acc = 0.0f;
   if (vec) {
     constexpr int N = Pack16<T>::N;
@@ -68,13 +110,34 @@ __device__ void fused_add_rmsnorm(const T* x, const T* residual, const W* __rest
                                   int rows, int h, float eps) {
   __shared__ float scratch[32];
   const int row = blockIdx.x;
-  if (row >= rows || h <= 0) return;
   const i64 off = (i64)row * h;
   const T* xr = x + off;
   const T* rr = residual + off;
   T* yr = y + off;
   T* ro = residual_out + off;
   const bool vec = rows_vectorisable<T>(h, x, residual, y, residual_out);
+  constexpr int N = Pack16<T>::N;
+  float wv[N];
+  const bool one = norm_weights_early<T, W>(w, h, vec, wv);
+  pdl_wait();
+  if (row >= rows || h <= 0) return;
+  if (one) {
+    Pack16<T> sum;
+    float acc = 0.0f;
+    if ((int)threadIdx.x < h / N) {
+      const Pack16<T> a = reinterpret_cast<const Pack16<T>*>(xr)[threadIdx.x];
+      const Pack16<T> b = reinterpret_cast<const Pack16<T>*>(rr)[threadIdx.x];
+#pragma unroll
+      for (int j = 0; j < N; ++j) {
+        sum.v[j] = from_float<T>(to_float(a.v[j]) + to_float(b.v[j]));
+        acc += to_float(sum.v[j]) * to_float(sum.v[j]);
+      }
+      reinterpret_cast<Pack16<T>*>(ro)[threadIdx.x] = sum;
+    }
+    const float inv = 1.0f / sqrtf(block_sum(acc, scratch) / (float)h + eps);
+    if ((int)threadIdx.x < h / N) norm_store_pack<T>(sum, wv, inv, yr);
+    return;
+  }
   float acc = 0.0f;
   if (vec) {
     constexpr int N = Pack16<T>::N;
@@ -106,12 +169,10 @@ __device__ void fused_add_rmsnorm(const T* x, const T* residual, const W* __rest
 
 #define NORM_ENTRY(S, T, WS, W)                                                                                  \
   extern "C" __global__ void rmsnorm_##S##_##WS(const T* x, const W* w, T* y, int rows, int h, float eps) {      \
-    pdl_enter();                                                                                                 \
     rmsnorm<T, W>(x, w, y, rows, h, eps);                                                                        \
   }                                                                                                              \
   extern "C" __global__ void fused_add_rmsnorm_##S##_##WS(const T* x, const T* residual, const W* w, T* y,       \
                                                           T* residual_out, int rows, int h, float eps) {         \
-    pdl_enter();                                                                                                 \
     fused_add_rmsnorm<T, W>(x, residual, w, y, residual_out, rows, h, eps);                                      \
   }
 #define NORM_FOR_WEIGHTS(S, T) NORM_ENTRY(S, T, f32, float) NORM_ENTRY(S, T, bf16, bf16) NORM_ENTRY(S, T, f16, f16)
