@@ -358,38 +358,6 @@ __device__ __forceinline__ void pd_pack_new(const A* src, PdRaw (&r)[PdWords<C>:
   for (int i = 0; i < PdWords<C>::N; ++i) r[i] = PdRaw{w[4 * i], w[4 * i + 1], w[4 * i + 2], w[4 * i + 3]};
 }
 
-__device__ __forceinline__ u32 pd_cluster_rank() {
-  u32 r = 0;
-#if __CUDA_ARCH__ >= 900
-  asm volatile("mov.u32 %0, %%cluster_ctarank;" : "=r"(r));
-#endif
-  return r;
-}
-
-// Barrier over every thread of the cluster; shared-memory writes before it are visible to the
-// cluster's other blocks after it.
-__device__ __forceinline__ void pd_cluster_sync() {
-#if __CUDA_ARCH__ >= 900
-  asm volatile("barrier.cluster.arrive.release.aligned;\n\tbarrier.cluster.wait.acquire.aligned;" ::: "memory");
-#else
-  __syncthreads();
-#endif
-}
-
-// Reads the float at `p` (this block's shared memory) in cluster block `rank`'s shared memory.
-__device__ __forceinline__ float pd_remote_load(const float* p, u32 rank) {
-#if __CUDA_ARCH__ >= 900
-  u32 local, remote;
-  float v;
-  asm volatile("{\n\t.reg .u64 t;\n\tcvta.to.shared.u64 t, %1;\n\tcvt.u32.u64 %0, t;\n\t}" : "=r"(local) : "l"(p));
-  asm volatile("mapa.shared::cluster.u32 %0, %1, %2;" : "=r"(remote) : "r"(local), "r"(rank));
-  asm volatile("ld.shared::cluster.f32 %0, [%1];" : "=f"(v) : "r"(remote) : "memory");
-  return v;
-#else
-  return *p;
-#endif
-}
-
 // Decode: grid (S * KVH * ceil(G / GT) * NS), clusters of NS blocks along x, block 128,
 // dynamic shared pd_shared_floats(GT, D) floats: per warp acc [GT][D], m [GT], l [GT]; then
 // the block's merged acc [GT][D], m [GT], l [GT] that the cluster reads.
@@ -408,7 +376,7 @@ __device__ void pa_decode(const A* q, const A* k, const A* v, C* k_cache,
   pdl_trigger();
   const int D = g.D, tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;
   const int HT = (g.G + GT - 1) / GT;
-  const int rank = ns > 1 ? (int)pd_cluster_rank() : 0;
+  const int rank = ns > 1 ? (int)cluster_rank() : 0;
   const int item = blockIdx.x / ns;
   const int s = item / (g.KVH * HT);
   const int rem = item - s * (g.KVH * HT);
@@ -626,7 +594,7 @@ __device__ void pa_decode(const A* q, const A* k, const A* v, C* k_cache,
     }
   }
   if (ns == 1) return;
-  pd_cluster_sync();
+  cluster_sync();
   // Each split writes its share of the row's outputs from every split's partial state.
   // Every split's (m, l, acc) of the element are loaded at once (independent distributed shared
   // memory loads, one latency), then combined in rank order.
@@ -636,9 +604,9 @@ __device__ void pa_decode(const A* q, const A* k, const A* v, C* k_cache,
 #pragma unroll
     for (int r = 0; r < PD_MAX_CLUSTER; ++r) {
       if (r < ns) {
-        mr[r] = pd_remote_load(b_m + j, r);
-        lr[r] = pd_remote_load(b_l + j, r);
-        ar[r] = pd_remote_load(b_acc + idx, r);
+        mr[r] = cluster_load_f32(b_m + j, r);
+        lr[r] = cluster_load_f32(b_l + j, r);
+        ar[r] = cluster_load_f32(b_acc + idx, r);
       }
     }
     float mx = NEG_INF;
@@ -658,7 +626,7 @@ __device__ void pa_decode(const A* q, const A* k, const A* v, C* k_cache,
     }
     out[((long long)t * g.H + h0) * D + idx] = from_float<A>(sum > 0.0f ? a / sum : 0.0f);
   }
-  pd_cluster_sync();  // no block leaves while another may still read its shared memory
+  cluster_sync();  // no block leaves while another may still read its shared memory
 }
 
 // ---------------------------------------------------------------------------------------------

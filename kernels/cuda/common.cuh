@@ -138,3 +138,40 @@ __device__ __forceinline__ void pdl_enter() {
 
 // Starts pulling the 128-byte line holding `p` into L2 (a hint; never faults the kernel).
 __device__ __forceinline__ void prefetch_l2(const void* p) { asm volatile("prefetch.global.L2 [%0];" ::"l"(p)); }
+
+// Thread-block clusters (sm_90+; a cluster of one block elsewhere): this block's rank, a barrier
+// over the cluster's threads (shared-memory writes before it are visible to the other blocks
+// after it), and loads from another block's shared memory.
+__device__ __forceinline__ u32 cluster_rank() {
+  u32 r = 0;
+#if __CUDA_ARCH__ >= 900
+  asm volatile("mov.u32 %0, %%cluster_ctarank;" : "=r"(r));
+#endif
+  return r;
+}
+
+__device__ __forceinline__ void cluster_sync() {
+#if __CUDA_ARCH__ >= 900
+  asm volatile("barrier.cluster.arrive.release.aligned;\n\tbarrier.cluster.wait.acquire.aligned;" ::: "memory");
+#else
+  __syncthreads();
+#endif
+}
+
+// Reads the u32 at `p` (this block's shared memory) in cluster block `rank`'s shared memory.
+__device__ __forceinline__ u32 cluster_load_u32(const u32* p, u32 rank) {
+#if __CUDA_ARCH__ >= 900
+  u32 local, remote, v;
+  asm volatile("{\n\t.reg .u64 t;\n\tcvta.to.shared.u64 t, %1;\n\tcvt.u32.u64 %0, t;\n\t}" : "=r"(local) : "l"(p));
+  asm volatile("mapa.shared::cluster.u32 %0, %1, %2;" : "=r"(remote) : "r"(local), "r"(rank));
+  asm volatile("ld.shared::cluster.u32 %0, [%1];" : "=r"(v) : "r"(remote) : "memory");
+  return v;
+#else
+  return *p;
+#endif
+}
+
+// Reads the float at `p` (this block's shared memory) in cluster block `rank`'s shared memory.
+__device__ __forceinline__ float cluster_load_f32(const float* p, u32 rank) {
+  return __uint_as_float(cluster_load_u32(reinterpret_cast<const u32*>(p), rank));
+}

@@ -6,12 +6,13 @@
 //       mass{w >= w_j} >= top_p * sum(w) (top-p on); K = {w >= t};
 //   u = (splitmix64(seed) >> 11) * 2^-53; the token is the smallest index whose cumulative
 //   kept mass (vocabulary order) exceeds u * mass(K).
-// One block per row. The threshold comes from a radix select over the f32 bit patterns of w
+// One block per row (for a few rows on sm_90+, a cluster of `cl` blocks splits the argmax scan;
+// rank 0 merges and alone samples). The threshold comes from a radix select over the f32 bit patterns of w
 // (non-negative floats order like their bits): 4 passes of 8-bit digits, each building
 // per-warp histograms of counts and f64 masses in shared memory (no atomics: one lane per
 // distinct digit in the warp writes, so the sums are deterministic), merged in warp order.
 // The draw is a deterministic block prefix scan (f64) over tiles of 8 consecutive tokens per
-// thread. Grid (L), block SAMPLE_THREADS, dynamic shared (see sample_row; plugins/cuda/src/sampling.rs
+// thread. Grid (L * cl), block SAMPLE_THREADS, dynamic shared (see sample_row; plugins/cuda/src/sampling.rs
 // computes the same size).
 
 #define SAMPLE_THREADS 512
@@ -82,7 +83,7 @@ __device__ __forceinline__ float sample_weight(const T* x, int i, float m, float
 template <typename T>
 __device__ void sample_row(const T* logits, const float* temperature,
                            const int* top_k, const float* top_p,
-                           const i64* seeds, int* tokens, int L, int V) {
+                           const i64* seeds, int* tokens, int L, int V, int cl) {
   extern __shared__ double sm[];
   double* wmass = sm;
   double* mass = wmass + SAMPLE_WARPS * 256;
@@ -96,8 +97,11 @@ __device__ void sample_row(const T* logits, const float* temperature,
   __shared__ double s_above_mass;
   __shared__ unsigned long long s_above_cnt;
 
-  const int row = blockIdx.x;
-  if (row >= L) return;
+  // A row is one block, or a cluster of `cl` blocks that split the argmax scan; rank 0 merges
+  // their results and alone goes on (sampling rows need the whole row in one block).
+  const int row = blockIdx.x / cl;
+  if (row >= L) return;  // cluster-uniform
+  const int rank = cl > 1 ? (int)cluster_rank() : 0;
   const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;
   const T* x = logits + (long long)row * V;
 
@@ -109,8 +113,9 @@ __device__ void sample_row(const T* logits, const float* temperature,
     // 16-byte loads, several in flight per thread: the row is read at close to the SM's
     // bandwidth (the scalar loop below managed ~7 GB/s on a 128K vocabulary).
     const int chunks = V / P;
+    const int c_end = (int)((long long)chunks * (rank + 1) / cl);
 #pragma unroll 4
-    for (int c = tid; c < chunks; c += SAMPLE_THREADS) {
+    for (int c = (int)((long long)chunks * rank / cl) + tid; c < c_end; c += SAMPLE_THREADS) {
       const Pack16<T> pk = *reinterpret_cast<const Pack16<T>*>(x + (long long)c * P);
 #pragma unroll
       for (int e = 0; e < P; ++e) {
@@ -119,7 +124,8 @@ __device__ void sample_row(const T* logits, const float* temperature,
       }
     }
   } else {
-    for (int i = tid; i < V; i += SAMPLE_THREADS) {
+    const int i_end = (int)((long long)V * (rank + 1) / cl);
+    for (int i = (int)((long long)V * rank / cl) + tid; i < i_end; i += SAMPLE_THREADS) {
       const float v = to_float(x[i]);
       if (sample_better(v, i, bv, bi)) { bv = v; bi = i; }
     }
@@ -136,6 +142,25 @@ __device__ void sample_row(const T* logits, const float* temperature,
   bi = s_best_i[0];
   for (int w = 1; w < SAMPLE_WARPS; ++w)
     if (sample_better(s_best_v[w], s_best_i[w], bv, bi)) { bv = s_best_v[w]; bi = s_best_i[w]; }
+  if (cl > 1) {
+    // Every block's best goes through distributed shared memory to rank 0.
+    __shared__ float s_cl_v;
+    __shared__ u32 s_cl_i;
+    if (tid == 0) {
+      s_cl_v = bv;
+      s_cl_i = (u32)bi;
+    }
+    cluster_sync();
+    if (rank == 0) {
+      for (int r = 1; r < cl; ++r) {
+        const float ov = cluster_load_f32(&s_cl_v, r);
+        const int oi = (int)cluster_load_u32(&s_cl_i, r);
+        if (sample_better(ov, oi, bv, bi)) { bv = ov; bi = oi; }
+      }
+    }
+    cluster_sync();  // no block leaves while rank 0 may still read its shared memory
+    if (rank != 0) return;
+  }
   const int amax = bv != bv ? 0 : bi;
   const float m = bv;
   const float temp = temperature[row];
@@ -286,8 +311,8 @@ __device__ void sample_row(const T* logits, const float* temperature,
 #define SAMPLE_ENTRY(S, T)                                                                                 \
   extern "C" __global__ void __launch_bounds__(SAMPLE_THREADS) sample_##S(                                  \
       const T* logits, const float* temperature, const int* top_k, const float* top_p, const i64* seeds,   \
-      int* tokens, int L, int V) {                                                                         \
+      int* tokens, int L, int V, int cl) {                                                                 \
     pdl_enter();                                                                                       \
-    sample_row<T>(logits, temperature, top_k, top_p, seeds, tokens, L, V);                                 \
+    sample_row<T>(logits, temperature, top_k, top_p, seeds, tokens, L, V, cl);                             \
   }
 RTLLM_FOR_FLOAT_TYPES(SAMPLE_ENTRY)

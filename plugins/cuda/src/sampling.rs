@@ -7,6 +7,7 @@
 
 use crate::kernel_source;
 use crate::runtime::{self, Dims, Function, KernelArgs, KernelSource};
+use cudarc::driver::sys::CUdevice_attribute;
 use rtllm_plugin_api::shapes::sampling::{self, LOGITS, OP, SEEDS, TEMPERATURE, TOP_K, TOP_P};
 use rtllm_plugin_api::{
     Attrs, DType, DeviceKind, Kernel, LaunchContext, Op, OpExample, PluginError, TensorArg, TensorMeta,
@@ -29,6 +30,20 @@ pub struct Sample;
 pub struct SampleKernel {
     dtype: DType,
     f: Function,
+    /// Whether the device runs thread-block clusters (sm_90+).
+    clusters: bool,
+    sms: usize,
+}
+
+/// Blocks per row: a cluster of 8 splits the argmax scan of a few rows (one block per row
+/// would leave the GPU idle: 21 µs for one 128K-vocabulary bf16 row on an H100); with rows
+/// enough to fill the multiprocessors, or without clusters, one block per row.
+pub fn argmax_cluster(rows: usize, sms: usize, clusters: bool) -> usize {
+    if clusters && rows * 2 <= sms {
+        8
+    } else {
+        1
+    }
 }
 
 fn suffix(d: DType) -> Result<&'static str, PluginError> {
@@ -73,7 +88,9 @@ impl Op for Sample {
         let dtype = inputs[LOGITS].dtype;
         let f = runtime::function(&SRC, &format!("sample_{}", suffix(dtype)?))?;
         runtime::set_max_dynamic_shared(f, shared_bytes())?;
-        Ok(SampleKernel { dtype, f })
+        let major = runtime::device_attribute(CUdevice_attribute::CU_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_MAJOR)?;
+        let sms = runtime::device_attribute(CUdevice_attribute::CU_DEVICE_ATTRIBUTE_MULTIPROCESSOR_COUNT)?;
+        Ok(SampleKernel { dtype, f, clusters: major >= 9, sms: sms.max(1) as usize })
     }
 
     fn examples() -> Vec<OpExample> {
@@ -103,6 +120,7 @@ impl Kernel for SampleKernel {
             return Err(PluginError::new(format!("{OP} (cuda): {l} rows exceed the grid")));
         }
         let p = |i: usize| inputs[i].data as *const u8;
+        let cl = argmax_cluster(l, self.sms, self.clusters);
         let args = KernelArgs::new()
             .ptr(p(LOGITS))
             .ptr(p(TEMPERATURE))
@@ -111,8 +129,15 @@ impl Kernel for SampleKernel {
             .ptr(p(SEEDS))
             .ptr(outputs[0].data as *const u8)
             .i32(l as i32)
-            .i32(v as i32);
-        let dims = Dims { grid: (l as u32, 1, 1), block: (THREADS, 1, 1), shared_bytes: shared_bytes() };
+            .i32(v as i32)
+            .i32(cl as i32);
+        let blocks = l.checked_mul(cl).filter(|&b| b <= i32::MAX as usize);
+        let blocks = blocks.ok_or_else(|| PluginError::new(format!("{OP} (cuda): {l} rows exceed the grid")))?;
+        let dims = Dims { grid: (blocks as u32, 1, 1), block: (THREADS, 1, 1), shared_bytes: shared_bytes() };
+        if cl > 1 {
+            // SAFETY: as below; the grid is whole clusters of `cl` blocks (one row each).
+            return unsafe { runtime::launch_clustered(self.f, dims, cl as u32, ctx.stream, &args) };
+        }
         // SAFETY: the arguments match sample_<dtype>'s parameters; the pointers are device
         // tensors of the checked shapes; the kernel reads row r < L of V logits.
         unsafe { runtime::launch(self.f, dims, ctx.stream, &args) }
@@ -122,6 +147,14 @@ impl Kernel for SampleKernel {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn few_rows_split_their_argmax_across_a_cluster() {
+        assert_eq!(argmax_cluster(1, 132, true), 8);
+        assert_eq!(argmax_cluster(66, 132, true), 8);
+        assert_eq!(argmax_cluster(67, 132, true), 1);
+        assert_eq!(argmax_cluster(1, 132, false), 1);
+    }
 
     #[test]
     fn shared_memory_matches_the_kernel_layout() {
