@@ -1,7 +1,9 @@
 // Skinny GEMMs of decode: y_s[M, N_s] = x[M, K] · W_s[N_s, K]ᵀ (+ bias[N_0]) for M <= 8 rows and
 // up to 4 weight segments s sharing x (one launch computes q/k/v or gate/up together). Memory
 // bound: every weight byte is read exactly once, with 16-byte loads that bypass L1 (x stays
-// there), f32 accumulation, warp-shuffle reductions.
+// there), f32 accumulation, warp-shuffle reductions. Each thread's first round of weight loads
+// (and the rope rotation) is issued before waiting for the kernel before (programmatic
+// dependent launch), so a small GEMV has its weights in registers by the time x is ready.
 //   gemv_m<MAXM>_<T>   MAXM in {1, 2, 4, 8}: the largest M the instance handles (m <= MAXM)
 // Work split: the segments' rows are numbered globally (segment 0 first); a warp owns
 // GEMV_ROWS consecutive global rows (a "row group") and one of `ks` interleaved slices of K;
@@ -123,12 +125,12 @@ template <typename P> __device__ __forceinline__ P pick(int seg, P p0, P p1, P p
   return seg == 0 ? p0 : seg == 1 ? p1 : seg == 2 ? p2 : p3;
 }
 
-// U chunks (16 bytes each) at chunk indices c, c + step, ..., of GEMV_ROWS weight rows.
-template <typename T, int MAXM, int U>
-__device__ __forceinline__ void gemv_chunks(const T* const* wr, const bool* valid, const T* x, int m, i64 k, int c,
-                                            int step, float (*acc)[GEMV_ROWS]) {
+// Loads U chunks (16 bytes each) at chunk indices c, c + step, ..., of GEMV_ROWS weight rows
+// (zeros for rows the warp does not own).
+template <typename T, int U>
+__device__ __forceinline__ void gemv_load(const T* const* wr, const bool* valid, int c, int step,
+                                          U4 (*wv)[GEMV_ROWS]) {
   constexpr int P = 16 / sizeof(T);
-  U4 wv[U][GEMV_ROWS];
 #pragma unroll
   for (int u = 0; u < U; ++u) {
 #pragma unroll
@@ -140,6 +142,13 @@ __device__ __forceinline__ void gemv_chunks(const T* const* wr, const bool* vali
       }
     }
   }
+}
+
+// Accumulates loaded chunks `wv` (at chunk indices c, c + step, ...) against every token's x.
+template <typename T, int MAXM, int U>
+__device__ __forceinline__ void gemv_fma(const U4 (*wv)[GEMV_ROWS], const T* x, int m, i64 k, int c, int step,
+                                         float (*acc)[GEMV_ROWS]) {
+  constexpr int P = 16 / sizeof(T);
 #pragma unroll
   for (int u = 0; u < U; ++u) {
     float wf[GEMV_ROWS][P];
@@ -158,6 +167,15 @@ __device__ __forceinline__ void gemv_chunks(const T* const* wr, const bool* vali
       }
     }
   }
+}
+
+// U chunks at chunk indices c, c + step, ...: loaded, then accumulated.
+template <typename T, int MAXM, int U>
+__device__ __forceinline__ void gemv_chunks(const T* const* wr, const bool* valid, const T* x, int m, i64 k, int c,
+                                            int step, float (*acc)[GEMV_ROWS]) {
+  U4 wv[U][GEMV_ROWS];
+  gemv_load<T, U>(wr, valid, c, step, wv);
+  gemv_fma<T, MAXM, U>(wv, x, m, k, c, step, acc);
 }
 
 // The two rows of row group `gl` of the block for token `mi`, summed over the K slices and
@@ -222,16 +240,42 @@ __device__ void gemv(const T* x, const T* w0, const T* w1, const T* w2, const T*
     any = any || valid[r];
   }
 
-  // Weights are never written by another kernel: start streaming this thread's first chunks
-  // into L2 while the kernel before this one finishes (see pdl_trigger in common.cuh).
+  // Weights are never written by another kernel, and the positions are a step input (copied
+  // from the host before the step's first kernel): while the kernel before this one finishes
+  // (see pdl_trigger in common.cuh), load this thread's first U chunks of every row into
+  // registers, start the next GEMV_PREFETCH chunks into L2, and work out the rope rotation.
   pdl_trigger();
+  const int chunks = k / P, step = 32 * ks, c0 = slice * 32 + lane;
+  const bool preloaded = any && vec && c0 + (U - 1) * step < chunks;
+  U4 pre[U][R];
+  if (preloaded) gemv_load<T, U>(wr, valid, c0, step, pre);
   if (any && vec && (lane & 7) == 0) {
-    const int chunks = k / P, step = 32 * ks;
-    int c = slice * 32 + lane;
+    int c = c0 + U * step;
     for (int u = 0; u < GEMV_PREFETCH && c < chunks; ++u, c += step) {
 #pragma unroll
       for (int r = 0; r < R; ++r) {
         if (valid[r]) prefetch_l2(wr[r] + (i64)c * P);
+      }
+    }
+  }
+  // GEMV_ROPE: the rotation (cos, sin) of this thread's epilogue item (row group gl, token mi;
+  // see the epilogue), the identity for v and for pass-through pairs.
+  float rope_c = 1.0f, rope_s = 0.0f;
+  if (mode == GEMV_ROPE && threadIdx.x < groups_per_block * MAXM) {
+    const int gl = threadIdx.x / MAXM, mi = threadIdx.x % MAXM;
+    const int g = blockIdx.x * groups_per_block + gl;
+    const int sg = g * R < s.total ? seg_of(s, g * R) : 3;
+    if (mi < m && sg < 2) {
+      int a, b, freq;
+      rope_rows(ra, (g * R - seg_start(s, sg)) / R, a, b, freq);
+      if (freq >= 0) {
+        const float pos = (float)ra.positions[mi];
+        const float angle = __fmul_rn(
+            pos, rope_inv_freq(freq, ra.rotary_dim, ra.theta, ra.scaling, ra.factor, ra.low, ra.high, ra.old));
+        double sd, cd;
+        sincos((double)angle, &sd, &cd);
+        rope_c = (float)cd;
+        rope_s = (float)sd;
       }
     }
   }
@@ -246,8 +290,11 @@ __device__ void gemv(const T* x, const T* w0, const T* w1, const T* w2, const T*
 
   if (any) {
     if (vec) {
-      const int chunks = k / P, step = 32 * ks;
-      int c = slice * 32 + lane;
+      int c = c0;
+      if (preloaded) {
+        gemv_fma<T, MAXM, U>(pre, x, m, k, c, step, acc);
+        c += U * step;
+      }
       for (; c + (U - 1) * step < chunks; c += U * step) gemv_chunks<T, MAXM, U>(wr, valid, x, m, k, c, step, acc);
       for (; c < chunks; c += step) gemv_chunks<T, MAXM, 1>(wr, valid, x, m, k, c, step, acc);
     } else {
@@ -278,33 +325,27 @@ __device__ void gemv(const T* x, const T* w0, const T* w1, const T* w2, const T*
   __syncthreads();
 
   if (mode == GEMV_ROPE) {
-    for (int t = threadIdx.x; t < groups_per_block * MAXM; t += blockDim.x) {
-      const int gl = t / MAXM, mi = t % MAXM;
-      const int g = blockIdx.x * groups_per_block + gl;
-      if (mi >= m || g * R >= s.total) continue;
-      float x1, x2;
-      pair_sums<T, MAXM>(red, gl, ks, mi, x1, x2);
-      const int sg = seg_of(s, g * R);
-      const int p = (g * R - seg_start(s, sg)) / R;
-      int a = 2 * p, b = 2 * p + 1, freq = -1;
-      if (sg < 2) rope_rows(ra, p, a, b, freq);
-      T* y = pick(sg, y0, y1, y2, y3);
-      const int n = sg == 0 ? n0 : sg == 1 ? n1 : sg == 2 ? n2 : n3;
-      if (freq >= 0) {
-        const float pos = (float)ra.positions[mi];
-        const float angle =
-            __fmul_rn(pos, rope_inv_freq(freq, ra.rotary_dim, ra.theta, ra.scaling, ra.factor, ra.low, ra.high, ra.old));
-        double sd, cd;
-        sincos((double)angle, &sd, &cd);
-        const float c = (float)cd, sn = (float)sd;
-        const float o1 = __fsub_rn(__fmul_rn(x1, c), __fmul_rn(x2, sn));
-        const float o2 = __fadd_rn(__fmul_rn(x2, c), __fmul_rn(x1, sn));
-        x1 = o1;
-        x2 = o2;
-      }
-      y[(i64)mi * n + a] = from_float<T>(x1);
-      y[(i64)mi * n + b] = from_float<T>(x2);
+    // One item per thread (groups_per_block * MAXM <= 64 <= blockDim.x), rotation set up above.
+    const int t = threadIdx.x;
+    const int gl = t / MAXM, mi = t % MAXM;
+    const int g = blockIdx.x * groups_per_block + gl;
+    if (t >= groups_per_block * MAXM || mi >= m || g * R >= s.total) return;
+    float x1, x2;
+    pair_sums<T, MAXM>(red, gl, ks, mi, x1, x2);
+    const int sg = seg_of(s, g * R);
+    const int p = (g * R - seg_start(s, sg)) / R;
+    int a = 2 * p, b = 2 * p + 1, freq = -1;
+    if (sg < 2) rope_rows(ra, p, a, b, freq);
+    T* y = pick(sg, y0, y1, y2, y3);
+    const int n = sg == 0 ? n0 : sg == 1 ? n1 : sg == 2 ? n2 : n3;
+    if (freq >= 0) {
+      const float o1 = __fsub_rn(__fmul_rn(x1, rope_c), __fmul_rn(x2, rope_s));
+      const float o2 = __fadd_rn(__fmul_rn(x2, rope_c), __fmul_rn(x1, rope_s));
+      x1 = o1;
+      x2 = o2;
     }
+    y[(i64)mi * n + a] = from_float<T>(x1);
+    y[(i64)mi * n + b] = from_float<T>(x2);
     return;
   }
 

@@ -5,6 +5,7 @@
 
 pub mod attention;
 pub mod attention_plan;
+pub mod launch_repeat;
 pub mod runtime;
 
 pub mod argmax;

@@ -241,6 +241,7 @@ pub fn function(source: &KernelSource, name: &str) -> Result<Function, PluginErr
     // SAFETY: a loaded module and a NUL-terminated name.
     let f = unsafe { drv::module::get_function(module.0, cname) }
         .map_err(|e| err(format_args!("kernels/cuda/{}: function {name}", source.name), e))?;
+    crate::launch_repeat::note_function(Function(f), name);
     Ok(Function(f))
 }
 
@@ -391,10 +392,14 @@ unsafe fn launch_ex(
         attrs: attrs.as_mut_ptr(),
         numAttrs: n as u32,
     };
-    // SAFETY: the caller vouches for the arguments; the config points at live locals.
-    unsafe { sys::cuLaunchKernelEx(&config, f.0, params.as_mut_ptr(), std::ptr::null_mut()) }
-        .result()
-        .map_err(|e| err("cuLaunchKernelEx", e))
+    // A diagnostic (RTLLM_CUDA_REPEAT) may ask for extra copies of this launch.
+    for _ in 0..=crate::launch_repeat::extra_launches(f, dims.grid.0) {
+        // SAFETY: the caller vouches for the arguments; the config points at live locals.
+        unsafe { sys::cuLaunchKernelEx(&config, f.0, params.as_mut_ptr(), std::ptr::null_mut()) }
+            .result()
+            .map_err(|e| err("cuLaunchKernelEx", e))?;
+    }
+    Ok(())
 }
 
 #[cfg(test)]
