@@ -1,10 +1,13 @@
 //! Times the CUDA `paged_attention` op through its Kernel API (what the engine calls): pure
 //! decode batches (1/8/64/256 sequences; 128/512/2048 cached keys; Llama-3.2-1B and Llama-3-8B
-//! head shapes; bf16) and a few prefill batches. CUDA events around N launches, eagerly and
-//! replayed from a captured CUDA graph; prints us/call and GB/s of K/V bytes read.
+//! head shapes; bf16), a few prefill batches, and the launch floor (`empty`: the batch-1 decode
+//! grid whose one row has no new token, so every block only waits and exits). CUDA events around
+//! N launches, eagerly and replayed from a captured CUDA graph; prints us/call and GB/s of K/V
+//! bytes read.
 //!
 //! Run on a GPU machine: `attention_bench [iters] [shape:batch:ctx]` (default 200 iterations,
-//! every case; the filter picks one decode case, e.g. `llama-1b:256:2048` for a profiler).
+//! every case; the filter picks one decode case, e.g. `llama-1b:256:2048` for a profiler, or
+//! `llama-1b:empty`).
 //! Needs libcuda and NVRTC.
 
 use cudarc::driver::{result as drv, sys};
@@ -65,7 +68,8 @@ impl Drop for Buf {
     }
 }
 
-/// One batch: `lens[s]` context (new tokens included), `q_lens[s]` new tokens.
+/// One batch: `lens[s]` context (new tokens included), `q_lens[s]` new tokens (all 0: the
+/// launch floor, timed with one packed token that no row owns).
 struct Case<'a> {
     shape: &'a Shape,
     q_lens: Vec<usize>,
@@ -81,7 +85,7 @@ struct Timing {
 fn time_case(case: &Case, caches: (&Buf, &Buf), stream: sys::CUstream, iters: usize) -> Res<Timing> {
     let (h, kvh, d) = (case.shape.h, case.shape.kvh, case.shape.d);
     let s = case.lens.len();
-    let t: usize = case.q_lens.iter().sum();
+    let t: usize = case.q_lens.iter().sum::<usize>().max(1);
     let nb = s * MB;
     let act = DType::BF16;
     let metas = vec![
@@ -159,7 +163,8 @@ fn time_case(case: &Case, caches: (&Buf, &Buf), stream: sys::CUstream, iters: us
         let _ = drv::graph::destroy(graph);
         let _ = drv::event::destroy(e0);
         let _ = drv::event::destroy(e1);
-        let keys: usize = case.lens.iter().sum();
+        // Rows with no new token read nothing.
+        let keys: usize = case.lens.iter().zip(&case.q_lens).filter(|&(_, &q)| q > 0).map(|(l, _)| l).sum();
         Ok(Timing {
             eager_us: eager_ms * 1e3 / iters as f64,
             graph_us: graph_ms * 1e3 / iters as f64,
@@ -202,9 +207,15 @@ fn main() -> Res<()> {
         let mut lens = vec![128; 4];
         lens.extend(vec![512; 60]);
         cases.push(Case { shape, q_lens, lens });
+        cases.push(Case { shape, q_lens: vec![0], lens: vec![128] });
         for case in &cases {
-            let key = format!("{}:{}:{}", shape.name, case.lens.len(), case.lens.iter().max().unwrap_or(&0));
-            if only.as_ref().is_some_and(|o| *o != key || case.q_lens.iter().any(|&q| q != 1)) {
+            let empty = case.q_lens.iter().all(|&q| q == 0);
+            let key = if empty {
+                format!("{}:empty", shape.name)
+            } else {
+                format!("{}:{}:{}", shape.name, case.lens.len(), case.lens.iter().max().unwrap_or(&0))
+            };
+            if only.as_ref().is_some_and(|o| *o != key || !(empty || case.q_lens.iter().all(|&q| q == 1))) {
                 continue;
             }
             let tm = time_case(case, (&caches.0, &caches.1), stream, iters)?;
@@ -214,7 +225,7 @@ fn main() -> Res<()> {
                 "{:<9} {:>5} {:>6} {:>7} {:>10.2} {:>10.2} {:>10.1}",
                 shape.name,
                 case.lens.len(),
-                ctx,
+                if empty { "empty".to_string() } else { ctx.to_string() },
                 t,
                 tm.eager_us,
                 tm.graph_us,

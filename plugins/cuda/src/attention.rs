@@ -109,6 +109,9 @@ impl Op for PagedAttention {
         // RTLLM_ATTN_MAX_CLUSTER caps the decode split-K cluster (1 = no split), for tuning.
         let cap = std::env::var("RTLLM_ATTN_MAX_CLUSTER").ok().and_then(|v| v.trim().parse::<usize>().ok());
         let max_cluster = if major >= 9 { cap.unwrap_or(MAX_CLUSTER).clamp(1, MAX_CLUSTER) } else { 1 };
+        // Rank 0 of a split-K cluster holds the other splits' states: past 48 KiB for large
+        // head tiles and dims, which needs the opt-in limit.
+        runtime::set_max_dynamic_shared(decode, decode_shared_bytes(head_tile(p.group()), p.head_dim, max_cluster))?;
         Ok(PagedAttentionKernel { p, act, cache, prefill, decode, sms, max_cluster })
     }
 
@@ -254,7 +257,11 @@ impl Kernel for PagedAttentionKernel {
         };
         let block = (THREADS, 1, 1);
         let plan = g.decode_plan(self.sms, self.max_cluster);
-        let decode = Dims { grid: g.decode_grid(&plan), block, shared_bytes: decode_shared_bytes(plan.head_tile, g.d) };
+        let decode = Dims {
+            grid: g.decode_grid(&plan),
+            block,
+            shared_bytes: decode_shared_bytes(plan.head_tile, g.d, plan.cluster),
+        };
         let decode_args = self.geom_args(args(), &g).i32(plan.cluster as i32);
         // SAFETY: argument lists match the kernels' parameters; every pointer is a device
         // pointer of the checked shape; the kernels bound every index by these dims. Prefill

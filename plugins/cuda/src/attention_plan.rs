@@ -59,10 +59,13 @@ pub fn head_tile(group: usize) -> usize {
     group.max(1).next_power_of_two().min(MAX_HEAD_TILE)
 }
 
-/// Dynamic shared memory of a decode block serving `gt` heads of dim `d`: per warp acc [GT][D],
-/// m and l [GT]; then the block's merged acc [GT][D], m and l [GT] (floats).
-pub fn decode_shared_bytes(gt: usize, d: usize) -> u32 {
-    (4 * (DECODE_WARPS * gt * (d + 2) + gt * (d + 2))) as u32
+/// Dynamic shared memory of a decode block serving `gt` heads of dim `d` in clusters of
+/// `cluster` splits: per warp acc [GT][D], m and l [GT] (floats); with clusters, rank 0's
+/// receive area for the other splits' states, acc [cluster - 1][GT][D] and (m, l)
+/// [cluster - 1][GT] (floats), then its 8-byte mbarrier.
+pub fn decode_shared_bytes(gt: usize, d: usize, cluster: usize) -> u32 {
+    let split_k = if cluster > 1 { 4 * (cluster - 1) * gt * (d + 2) + 8 } else { 0 };
+    (4 * DECODE_WARPS * gt * (d + 2) + split_k) as u32
 }
 
 /// Concrete dims of one batch.
@@ -214,9 +217,13 @@ mod tests {
         assert_eq!(shared_bytes(16), 4 * (32 * 16 + 32 * 17 + 32 * 32 + 1024 + 64));
         assert!(shared_bytes(256) < 227 * 1024, "fits an H100's opt-in shared memory");
         assert!(shared_bytes(248) <= shared_bytes(256));
-        // The decode kernel's layout: GT * (5 D + 10) floats; under the 48 KiB default.
-        assert_eq!(decode_shared_bytes(4, 64), 4 * 4 * (5 * 64 + 10));
-        assert!(decode_shared_bytes(MAX_HEAD_TILE, MAX_HEAD_DIM) <= 48 * 1024);
+        // The decode kernel's layout: 4 warps x GT x (D + 2) floats, plus (cluster - 1) x GT x
+        // (D + 2) floats and an 8-byte mbarrier for split-K clusters.
+        assert_eq!(decode_shared_bytes(4, 64, 1), 4 * 4 * 4 * 66);
+        assert_eq!(decode_shared_bytes(4, 64, 8), 4 * 4 * 4 * 66 + 4 * 7 * 4 * 66 + 8);
+        assert!(decode_shared_bytes(MAX_HEAD_TILE, MAX_HEAD_DIM, 1) <= 48 * 1024);
+        // The largest split-K layout needs the opt-in limit, well under an H100's 227 KiB.
+        assert!(decode_shared_bytes(MAX_HEAD_TILE, MAX_HEAD_DIM, MAX_CLUSTER) < 227 * 1024);
     }
 
     #[test]

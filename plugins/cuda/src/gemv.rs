@@ -104,14 +104,27 @@ fn aligned16(ptrs: impl IntoIterator<Item = u64>) -> bool {
 /// at least one 16-byte chunk (or element) per row. Measured on an H200 (gemv_bench's K-split
 /// sweep): more slices than that only add reduction work and wave tails.
 pub fn split(m: usize, rows: usize, k: usize, dtype: DType, vec: bool, sms: usize) -> Split {
+    split_with(m, rows, k, dtype, vec, sms, tuned_warps_per_sm())
+}
+
+/// `RTLLM_GEMV_WARPS_PER_SM` (for tuning): the warps per SM [`split`] aims for, whatever m is.
+fn tuned_warps_per_sm() -> Option<usize> {
+    static TUNED: std::sync::OnceLock<Option<usize>> = std::sync::OnceLock::new();
+    *TUNED.get_or_init(|| {
+        std::env::var("RTLLM_GEMV_WARPS_PER_SM").ok().and_then(|v| v.trim().parse::<usize>().ok()).filter(|&w| w > 0)
+    })
+}
+
+/// [`split`] aiming for `per_sm` warps per SM when given.
+fn split_with(m: usize, rows: usize, k: usize, dtype: DType, vec: bool, sms: usize, per_sm: Option<usize>) -> Split {
     let elems = if vec { 16 / dtype.block_bytes().max(1) } else { 1 };
     let chunks = k / elems;
     let groups = rows.div_ceil(ROWS_PER_WARP);
-    let per_sm = match m {
+    let per_sm = per_sm.unwrap_or(match m {
         0 | 1 => 12,
         2 => 16,
         _ => 24,
-    };
+    });
     let target = sms.max(1) * per_sm;
     let mut k_slices = 1;
     while k_slices < WARPS && groups * k_slices < target && chunks >= 32 * k_slices * 2 {
@@ -301,6 +314,8 @@ mod tests {
         assert_eq!((s.k_slices, s.blocks), (2, 8));
         assert_eq!(split(1, 7, 64 * 8, DType::F16, true, 132).k_slices, 2);
         assert_eq!(split(1, 7, 63 * 8, DType::F16, true, 132).k_slices, 1);
+        // A tuned target: 24 warps per SM split the down projection (K 8192) four ways.
+        assert_eq!(split_with(1, 2048, 8192, DType::BF16, true, 132, Some(24)).k_slices, 4);
         // Odd row counts round up to whole blocks.
         let s = split(1, 13, 96, DType::F16, false, 132);
         assert_eq!(s.blocks, 7usize.div_ceil(WARPS / s.k_slices));
