@@ -104,15 +104,22 @@ fn aligned16(ptrs: impl IntoIterator<Item = u64>) -> bool {
 /// at least one 16-byte chunk (or element) per row. Measured on an H200 (gemv_bench's K-split
 /// sweep): more slices than that only add reduction work and wave tails.
 pub fn split(m: usize, rows: usize, k: usize, dtype: DType, vec: bool, sms: usize) -> Split {
-    split_with(m, rows, k, dtype, vec, sms, tuned_warps_per_sm())
+    split_with(m, rows, k, dtype, vec, sms, tuned_warps_per_sm(k))
 }
 
-/// `RTLLM_GEMV_WARPS_PER_SM` (for tuning): the warps per SM [`split`] aims for, whatever m is.
-fn tuned_warps_per_sm() -> Option<usize> {
-    static TUNED: std::sync::OnceLock<Option<usize>> = std::sync::OnceLock::new();
-    *TUNED.get_or_init(|| {
-        std::env::var("RTLLM_GEMV_WARPS_PER_SM").ok().and_then(|v| v.trim().parse::<usize>().ok()).filter(|&w| w > 0)
-    })
+/// `RTLLM_GEMV_WARPS_PER_SM=<warps>[@<K>]` (for tuning): the warps per SM [`split`] aims for,
+/// whatever m is (only for GEMVs of that K when given).
+fn tuned_warps_per_sm(k: usize) -> Option<usize> {
+    static TUNED: std::sync::OnceLock<Option<(usize, Option<usize>)>> = std::sync::OnceLock::new();
+    let tuned = *TUNED.get_or_init(|| {
+        let v = std::env::var("RTLLM_GEMV_WARPS_PER_SM").ok()?;
+        let (w, only_k) = match v.trim().split_once('@') {
+            Some((w, k)) => (w, Some(k.parse::<usize>().ok()?)),
+            None => (v.trim(), None),
+        };
+        Some((w.parse::<usize>().ok().filter(|&w| w > 0)?, only_k))
+    });
+    tuned.filter(|&(_, only_k)| only_k.is_none_or(|only| only == k)).map(|(w, _)| w)
 }
 
 /// [`split`] aiming for `per_sm` warps per SM when given.
