@@ -145,24 +145,47 @@ __device__ __forceinline__ void gemv_load(const T* const* wr, const bool* valid,
 }
 
 // Accumulates loaded chunks `wv` (at chunk indices c, c + step, ...) against every token's x.
+// For one or two tokens the x chunks of XU chunks at a time are loaded together before any is
+// used, and unconditionally (a second row past m re-reads row 0, unused; m >= 1), so their
+// latencies overlap instead of queueing behind the FMAs (which a conditional load would make
+// them do). More tokens load each x chunk where it is used (registers).
 template <typename T, int MAXM, int U>
 __device__ __forceinline__ void gemv_fma(const U4 (*wv)[GEMV_ROWS], const T* x, int m, i64 k, int c, int step,
                                          float (*acc)[GEMV_ROWS]) {
   constexpr int P = 16 / sizeof(T);
+  constexpr bool HOIST = MAXM <= 2;
+  constexpr int XU = MAXM == 1 || U == 1 ? U : 2;  // divides U (1, 2 or 4)
 #pragma unroll
-  for (int u = 0; u < U; ++u) {
-    float wf[GEMV_ROWS][P];
+  for (int u0 = 0; u0 < U; u0 += XU) {
+    U4 xv[XU][MAXM];
+    if constexpr (HOIST) {
 #pragma unroll
-    for (int r = 0; r < GEMV_ROWS; ++r) unpack<T>(wv[u][r], wf[r]);
+      for (int uu = 0; uu < XU; ++uu) {
 #pragma unroll
-    for (int mi = 0; mi < MAXM; ++mi) {
-      if (mi < m) {
-        float xf[P];
-        unpack<T>(ld_cached(x + mi * k + (i64)(c + u * step) * P), xf);
+        for (int mi = 0; mi < MAXM; ++mi) {
+          xv[uu][mi] = ld_cached(x + (mi < m ? mi * k : 0) + (i64)(c + (u0 + uu) * step) * P);
+        }
+      }
+    }
 #pragma unroll
-        for (int r = 0; r < GEMV_ROWS; ++r) {
+    for (int uu = 0; uu < XU; ++uu) {
+      float wf[GEMV_ROWS][P];
 #pragma unroll
-          for (int e = 0; e < P; ++e) acc[mi][r] = fmaf(wf[r][e], xf[e], acc[mi][r]);
+      for (int r = 0; r < GEMV_ROWS; ++r) unpack<T>(wv[u0 + uu][r], wf[r]);
+#pragma unroll
+      for (int mi = 0; mi < MAXM; ++mi) {
+        if (mi < m) {
+          float xf[P];
+          if constexpr (HOIST) {
+            unpack<T>(xv[uu][mi], xf);
+          } else {
+            unpack<T>(ld_cached(x + mi * k + (i64)(c + (u0 + uu) * step) * P), xf);
+          }
+#pragma unroll
+          for (int r = 0; r < GEMV_ROWS; ++r) {
+#pragma unroll
+            for (int e = 0; e < P; ++e) acc[mi][r] = fmaf(wf[r][e], xf[e], acc[mi][r]);
+          }
         }
       }
     }

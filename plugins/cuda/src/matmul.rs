@@ -77,7 +77,9 @@ impl Op for Matmul {
     }
 
     fn examples() -> Vec<OpExample> {
-        let cases: [(usize, usize, usize, DType, Option<DType>); 15] = [
+        // (T, K, N, dtype, bias dtype). Two tokens against K = 2048 split K four or eight ways:
+        // each lane has fewer than a full unroll of chunks (the GEMV's tail path).
+        let cases: [(usize, usize, usize, DType, Option<DType>); 17] = [
             (1, 64, 1, DType::F32, None),
             (1, 577, 130, DType::BF16, Some(DType::BF16)),
             (1, 96, 13, DType::F16, None),
@@ -93,6 +95,8 @@ impl Op for Matmul {
             (8, 2048, 1024, DType::BF16, Some(DType::F32)),
             (5, 4100, 300, DType::F16, None),
             (2, 1030, 257, DType::F32, Some(DType::F32)),
+            (2, 2048, 2048, DType::BF16, None),
+            (2, 2048, 512, DType::F16, None),
         ];
         cases
             .iter()
