@@ -19,6 +19,8 @@
 #define SAMPLE_WARPS (SAMPLE_THREADS / 32)
 #define SAMPLE_ITEMS 8  // consecutive tokens per thread in the draw's scan
 #define SAMPLE_NO_WINNER 0x7fffffff
+#define SAMPLE_MAX_CLUSTER 8  // blocks per row at most (plugins/cuda/src/sampling.rs)
+#define SAMPLE_SCAN_BATCH 8   // 16-byte argmax loads each thread has in flight at once
 
 __device__ __forceinline__ u64 sample_splitmix64(u64 x) {
   x += 0x9e3779b97f4a7c15ull;
@@ -99,7 +101,13 @@ __device__ void sample_row(const T* logits, const float* temperature,
 
   // A row is one block, or a cluster of `cl` blocks that split the argmax scan; rank 0 merges
   // their results and alone goes on (sampling rows need the whole row in one block).
+  // Programmatic dependent launch: the row's parameters are step inputs (copied from the host
+  // before the step's first kernel), read while the kernel before (the LM head) finishes; the
+  // logits only after pdl_wait.
+  pdl_trigger();
   const int row = blockIdx.x / cl;
+  const float temp = row < L ? temperature[row] : 0.0f;
+  pdl_wait();
   if (row >= L) return;  // cluster-uniform
   const int rank = cl > 1 ? (int)cluster_rank() : 0;
   const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;
@@ -112,15 +120,26 @@ __device__ void sample_row(const T* logits, const float* temperature,
   if (V % P == 0 && aligned16(x)) {
     // 16-byte loads, several in flight per thread: the row is read at close to the SM's
     // bandwidth (the scalar loop below managed ~7 GB/s on a 128K vocabulary).
+    // SAMPLE_SCAN_BATCH loads are issued before any is compared (unconditionally: a load past
+    // the slice re-reads its last chunk, unused), so their latencies overlap.
     const int chunks = V / P;
     const int c_end = (int)((long long)chunks * (rank + 1) / cl);
-#pragma unroll 4
-    for (int c = (int)((long long)chunks * rank / cl) + tid; c < c_end; c += SAMPLE_THREADS) {
-      const Pack16<T> pk = *reinterpret_cast<const Pack16<T>*>(x + (long long)c * P);
+    for (int c0 = (int)((long long)chunks * rank / cl) + tid; c0 < c_end; c0 += SAMPLE_SCAN_BATCH * SAMPLE_THREADS) {
+      Pack16<T> pk[SAMPLE_SCAN_BATCH];
 #pragma unroll
-      for (int e = 0; e < P; ++e) {
-        const float v = to_float(pk.v[e]);
-        if (sample_better(v, c * P + e, bv, bi)) { bv = v; bi = c * P + e; }
+      for (int b = 0; b < SAMPLE_SCAN_BATCH; ++b) {
+        const int c = min(c0 + b * SAMPLE_THREADS, c_end - 1);
+        pk[b] = *reinterpret_cast<const Pack16<T>*>(x + (long long)c * P);
+      }
+#pragma unroll
+      for (int b = 0; b < SAMPLE_SCAN_BATCH; ++b) {
+        const int c = c0 + b * SAMPLE_THREADS;
+        if (c >= c_end) break;
+#pragma unroll
+        for (int e = 0; e < P; ++e) {
+          const float v = to_float(pk[b].v[e]);
+          if (sample_better(v, c * P + e, bv, bi)) { bv = v; bi = c * P + e; }
+        }
       }
     }
   } else {
@@ -152,10 +171,19 @@ __device__ void sample_row(const T* logits, const float* temperature,
     }
     cluster_sync();
     if (rank == 0) {
-      for (int r = 1; r < cl; ++r) {
-        const float ov = cluster_load_f32(&s_cl_v, r);
-        const int oi = (int)cluster_load_u32(&s_cl_i, r);
-        if (sample_better(ov, oi, bv, bi)) { bv = ov; bi = oi; }
+      // Every block's (value, index) is loaded at once (one latency), then merged in rank order.
+      float ov[SAMPLE_MAX_CLUSTER];
+      int oi[SAMPLE_MAX_CLUSTER];
+#pragma unroll
+      for (int r = 1; r < SAMPLE_MAX_CLUSTER; ++r) {
+        if (r < cl) {
+          ov[r] = cluster_load_f32(&s_cl_v, r);
+          oi[r] = (int)cluster_load_u32(&s_cl_i, r);
+        }
+      }
+#pragma unroll
+      for (int r = 1; r < SAMPLE_MAX_CLUSTER; ++r) {
+        if (r < cl && sample_better(ov[r], oi[r], bv, bi)) { bv = ov[r]; bi = oi[r]; }
       }
     }
     cluster_sync();  // no block leaves while rank 0 may still read its shared memory
@@ -163,7 +191,6 @@ __device__ void sample_row(const T* logits, const float* temperature,
   }
   const int amax = bv != bv ? 0 : bi;
   const float m = bv;
-  const float temp = temperature[row];
   if (!(temp > 0.0f) || !sample_finite(m)) {
     if (tid == 0) tokens[row] = amax;
     return;  // block-uniform
@@ -312,7 +339,6 @@ __device__ void sample_row(const T* logits, const float* temperature,
   extern "C" __global__ void __launch_bounds__(SAMPLE_THREADS) sample_##S(                                  \
       const T* logits, const float* temperature, const int* top_k, const float* top_p, const i64* seeds,   \
       int* tokens, int L, int V, int cl) {                                                                 \
-    pdl_enter();                                                                                       \
     sample_row<T>(logits, temperature, top_k, top_p, seeds, tokens, L, V, cl);                             \
   }
 RTLLM_FOR_FLOAT_TYPES(SAMPLE_ENTRY)
