@@ -49,7 +49,14 @@ fn default_model() -> Option<PathBuf> {
 }
 
 fn build_dir(args: ModelArgs, out: &Path) {
-    rtllm::cli::build::run(&BuildArgs { model: args, output: out.to_path_buf() }, registry()).unwrap();
+    let args = BuildArgs {
+        model: args,
+        output: Some(out.to_path_buf()),
+        model_def: None,
+        explain: false,
+        disable_ops: vec![],
+    };
+    rtllm::cli::build::run(&args, registry()).unwrap();
     for f in ["plan.json", "model.safetensors"] {
         assert!(out.join(f).is_file(), "{f} missing");
     }

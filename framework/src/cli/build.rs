@@ -1,14 +1,16 @@
 //! `rtllm build`: builds a model's engine and writes it as an engine directory (plan.json,
-//! model.safetensors, tokenizer) that `--model DIR`, `Llm::new` and `Model::load` accept.
+//! model.safetensors, tokenizer) that `--model DIR`, `Llm::new` and `Model::load` accept; with
+//! `--explain`, prints the planned graph instead (no device, no kernels, nothing written).
 //! Also the model-selection flags `bench` shares (`ModelArgs`).
 
 use crate::engine::serialize::{self, EngineDirInfo, TokenizerSource};
-use crate::engine::{build_parts, registered_definition, BuildConfig, WeightSource};
+use crate::engine::{build_parts, explain, plan_graph, registered_definition, BuildConfig, WeightSource};
 use crate::model::default_model_path;
 use crate::registry::Registry;
 use crate::weights::dummy::{dummy_model, DummySpec};
 use crate::weights::load_model_source;
 use anyhow::{bail, Context, Result};
+use rtllm_models::toml::ModelDefinition;
 use rtllm_plugin_api::DType;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -94,12 +96,36 @@ pub struct BuildArgs {
     #[command(flatten)]
     pub model: ModelArgs,
     /// The engine directory to write (created; must not exist or be empty).
+    #[arg(long, required_unless_present = "explain")]
+    pub output: Option<PathBuf>,
+    /// A model defined in TOML (e.g. models/configs/llama.toml) instead of the registered
+    /// architecture; the weights come from --model or --dummy-weights.
     #[arg(long)]
-    pub output: PathBuf,
+    pub model_def: Option<PathBuf>,
+    /// Print the planned graph (every node's scope, op, provider plugin, metas and attributes,
+    /// then nodes per op) and exit: kernel selection, inference and the passes only, so it
+    /// works for --device cuda without a GPU. With --tp N it shows rank 0.
+    #[arg(long)]
+    pub explain: bool,
+    /// Treat this op as unregistered (repeatable; e.g. a fused op, to see or build the plan
+    /// without it).
+    #[arg(long = "disable-op", value_name = "OP")]
+    pub disable_ops: Vec<String>,
+}
+
+impl BuildArgs {
+    fn build_config(&self) -> BuildConfig {
+        let mut bc = self.model.build_config();
+        bc.selection.disabled_ops.extend(self.disable_ops.iter().cloned());
+        bc
+    }
 }
 
 pub fn run(args: &BuildArgs, registry: &Registry) -> Result<()> {
-    let out = &args.output;
+    if args.explain {
+        return run_explain(args, registry);
+    }
+    let Some(out) = &args.output else { bail!("--output is required (or --explain)") };
     let tp = args.model.device.tensor_parallel_size;
     if tp != 1 {
         bail!(
@@ -111,16 +137,7 @@ pub fn run(args: &BuildArgs, registry: &Registry) -> Result<()> {
         bail!("{} exists and is not an empty directory", out.display());
     }
     let start = std::time::Instant::now();
-    let (loaded, name) = match args.model.dummy_spec() {
-        Some(spec) => (dummy_model(&spec)?, spec.label()),
-        None => {
-            let path = args.model.model_path();
-            if serialize::is_engine_dir(&path) {
-                bail!("{} is already an engine directory", path.display());
-            }
-            (load_model_source(&path).with_context(|| format!("loading {}", path.display()))?, path)
-        }
-    };
+    let (loaded, name) = load_source(&args.model)?;
     let tokenizer = match (&loaded.tokenizer_json, &loaded.tokenizer) {
         (Some(json), _) => {
             TokenizerSource::HfFiles { json: json.clone(), config: loaded.tokenizer_config_json.clone() }
@@ -128,8 +145,8 @@ pub fn run(args: &BuildArgs, registry: &Registry) -> Result<()> {
         (None, Some(spec)) => TokenizerSource::Spec(spec.clone()),
         (None, None) => bail!("{}: no tokenizer found", name.display()),
     };
-    let bc = args.model.build_config();
-    let definition = registered_definition(&loaded.config)?;
+    let bc = args.build_config();
+    let definition = definition_of(args, &loaded.config)?;
     let weights: Arc<dyn WeightSource> = Arc::new(loaded.weights);
     let parts = build_parts(&definition, &loaded.config, weights, registry, &bc)?;
     std::fs::create_dir_all(out).with_context(|| format!("creating {}", out.display()))?;
@@ -148,5 +165,41 @@ pub fn run(args: &BuildArgs, registry: &Registry) -> Result<()> {
         engine.limits().num_kv_blocks,
         out.display()
     );
+    Ok(())
+}
+
+/// The weights (and config, tokenizer) `--model` or `--dummy-weights` name, and a label.
+fn load_source(args: &ModelArgs) -> Result<(crate::weights::LoadedModel, PathBuf)> {
+    Ok(match args.dummy_spec() {
+        Some(spec) => (dummy_model(&spec)?, spec.label()),
+        None => {
+            let path = args.model_path();
+            if serialize::is_engine_dir(&path) {
+                bail!("{} is already an engine directory", path.display());
+            }
+            (load_model_source(&path).with_context(|| format!("loading {}", path.display()))?, path)
+        }
+    })
+}
+
+/// `--model-def`'s TOML definition, else the architecture registered for the config.
+fn definition_of(args: &BuildArgs, config: &rtllm_models::ModelConfig) -> Result<ModelDefinition> {
+    Ok(match &args.model_def {
+        Some(path) => ModelDefinition::from_toml_file(path)?,
+        None => registered_definition(config)?,
+    })
+}
+
+/// `rtllm build --explain`: plans the graph (rank 0 of `--tp N`) and prints it.
+fn run_explain(args: &BuildArgs, registry: &Registry) -> Result<()> {
+    let (loaded, name) = load_source(&args.model)?;
+    let bc = args.build_config();
+    let definition = definition_of(args, &loaded.config)?;
+    let tp = args.model.device.tensor_parallel_size;
+    let parallel = crate::parallel::tensor_parallel_ranks(tp)?.into_iter().next().unwrap_or_default();
+    let graph = plan_graph(&definition, &loaded.config, &loaded.weights, registry, &bc, &parallel)?;
+    let rank = if tp > 1 { format!(", rank 0 of {tp}") } else { String::new() };
+    let title = format!("{} ({}) on {}{rank}", name.display(), definition.name(), bc.selection.device);
+    print!("{}", explain::explain(&graph, &title));
     Ok(())
 }

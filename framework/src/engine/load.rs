@@ -1,26 +1,21 @@
-//! From a model config and its weights to a running `Engine`: pick the architecture, build
-//! the graph through the registry, size the limits and KV pool, bind (and convert) weights.
+//! From a model config and its weights to a running `Engine`: pick the architecture, size the
+//! limits and KV pool, plan the graph (the architecture's plain graph, then the passes), create
+//! its kernels, bind (and convert) its weights.
 
-use super::buffer::AlignedBuf;
-use super::build::{EngineGraphBuilder, SelectionConfig, WeightMetas};
-use super::engine::{Engine, EngineError, EngineLimits, Placement, WeightBytes};
+use super::bind::bind_weights;
+use super::build::EngineGraphBuilder;
+use super::engine::{BuiltParts, Engine, Placement};
+use super::error::LoadError;
+use super::graph::Graph;
+use super::limits::EngineLimits;
+use super::select::{SelectionConfig, Selector};
+use super::source::{WeightMetas, WeightSource};
 use crate::device::CudaDevice;
 use crate::registry::{create_with, OpRequest, Registry};
 use rtllm_models::toml::ModelDefinition;
-use rtllm_models::{find_architecture, known_architecture_names, BuildError, BuildOptions, ModelConfig, Parallel};
-use rtllm_plugin_api::{quant, Attrs, DType, DeviceKind, TensorMeta};
+use rtllm_models::{find_architecture, known_architecture_names, BuildOptions, ModelConfig, Parallel};
+use rtllm_plugin_api::{Attrs, DType, DeviceKind, TensorMeta};
 use std::sync::Arc;
-
-/// Weights an engine can read: metas for building, bytes for binding.
-pub trait WeightSource: WeightMetas + Send + Sync {
-    /// The stored bytes of a weight (row-major, in its stored dtype).
-    fn weight_bytes(&self, name: &str) -> Option<&[u8]>;
-    /// The rule of a generated weight (dummy weights): a GPU engine runs it on the device
-    /// (`dummy_fill` op) instead of uploading host bytes.
-    fn weight_fill(&self, _name: &str) -> Option<crate::weights::FillRule> {
-        None
-    }
-}
 
 /// How to build an engine (TensorRT-LLM's names where they exist).
 #[derive(Clone, Debug)]
@@ -73,20 +68,6 @@ impl Default for BuildConfig {
     }
 }
 
-#[derive(Debug, thiserror::Error)]
-pub enum LoadError {
-    #[error("architecture '{name}' is not registered (known: {known})")]
-    UnknownArchitecture { name: String, known: String },
-    #[error("building the graph: {0}")]
-    Build(BuildError),
-    #[error(transparent)]
-    Engine(#[from] EngineError),
-    #[error("impossible build config: {0}")]
-    Config(String),
-    #[error("weight '{name}': {message}")]
-    Weight { name: String, message: String },
-}
-
 pub(crate) fn limits_for(
     config: &ModelConfig,
     bc: &BuildConfig,
@@ -123,48 +104,6 @@ pub(crate) fn limits_for(
     })
 }
 
-/// Converts a weight's stored bytes to `dtype` (f32, bf16 or f16 targets).
-pub(crate) fn convert(
-    name: &str,
-    bytes: &[u8],
-    from: DType,
-    to: DType,
-    row_len: usize,
-) -> Result<AlignedBuf, LoadError> {
-    let err = |message: String| LoadError::Weight { name: name.to_string(), message };
-    if to != DType::F32 {
-        let f32s = convert(name, bytes, from, DType::F32, row_len)?;
-        return Ok(match to {
-            DType::BF16 => narrow(f32s.as_f32(), |v| half::bf16::from_f32(v).to_bits()),
-            DType::F16 => narrow(f32s.as_f32(), |v| half::f16::from_f32(v).to_bits()),
-            _ => return Err(err(format!("no conversion from {from} to {to}"))),
-        });
-    }
-    let row_bytes =
-        from.bytes_for(row_len).ok_or_else(|| err(format!("row of {row_len} is not whole {from} blocks")))?;
-    if row_bytes == 0 || bytes.len() % row_bytes != 0 {
-        return Err(err(format!("{} bytes are not whole rows of {row_bytes}", bytes.len())));
-    }
-    let rows = bytes.len() / row_bytes;
-    let mut out = AlignedBuf::zeroed(rows * row_len * 4);
-    let dst = out.as_bytes_mut();
-    // SAFETY: the buffer is 64-byte aligned and holds rows × row_len f32s.
-    let dst = unsafe { std::slice::from_raw_parts_mut(dst.as_mut_ptr() as *mut f32, rows * row_len) };
-    for (src, d) in bytes.chunks_exact(row_bytes).zip(dst.chunks_exact_mut(row_len)) {
-        quant::dequantize_row(from, src, d).map_err(|e| err(e.to_string()))?;
-    }
-    Ok(out)
-}
-
-/// f32s rounded to a 16-bit float format.
-fn narrow(values: &[f32], bits: impl Fn(f32) -> u16) -> AlignedBuf {
-    let mut out = AlignedBuf::zeroed(values.len() * 2);
-    for (d, &v) in out.as_bytes_mut().chunks_exact_mut(2).zip(values) {
-        d.copy_from_slice(&bits(v).to_le_bytes());
-    }
-    out
-}
-
 /// Builds an engine for `config` over `weights` with the ops of `registry`, using the
 /// architecture registered for `config.architecture`.
 pub fn build_engine(
@@ -195,26 +134,6 @@ pub fn build_engine_with(
     bc: &BuildConfig,
 ) -> Result<Engine, LoadError> {
     build_parts(definition, config, weights, registry, bc)?.into_engine()
-}
-
-/// A built graph with its bound weights, before the engine allocates its memory: what the
-/// engine serializer writes (`engine::serialize`) and what [`BuiltParts::into_engine`] runs.
-pub struct BuiltParts {
-    pub graph: super::Graph,
-    /// Owner of the memory `WeightBytes::Borrowed` points into.
-    pub weights: Arc<dyn WeightSource>,
-    /// One entry per `graph.weight_uses()` item, in that order.
-    pub bound: Vec<WeightBytes>,
-    pub limits: EngineLimits,
-    pub kv_cache_dtype: DType,
-    /// Host, or the GPU with its KV sizing, graphs and sampler.
-    pub placement: Placement,
-}
-
-impl BuiltParts {
-    pub fn into_engine(self) -> Result<Engine, LoadError> {
-        Ok(Engine::new(self.graph, self.weights, self.bound, self.limits, self.kv_cache_dtype, self.placement)?)
-    }
 }
 
 /// Opens the GPU a CUDA build runs on and binds it to this thread (kernels compile into its
@@ -315,9 +234,29 @@ fn rank_kv_heads(definition: &ModelDefinition, config: &ModelConfig, parallel: &
     Ok(parallel.attention_split(config).map_err(|e| parallel_error(e.to_string()))?.kv_heads)
 }
 
+/// The finished graph of rank `parallel` of `definition`: the architecture writes the plain
+/// graph (ops selected and inferred), then the passes rewrite it (fusion, dead values). No
+/// device is touched and no kernel created: what `rtllm build --explain` prints.
+pub fn plan_graph(
+    definition: &ModelDefinition,
+    config: &ModelConfig,
+    weights: &dyn WeightMetas,
+    registry: &Registry,
+    bc: &BuildConfig,
+    parallel: &Parallel,
+) -> Result<Graph, LoadError> {
+    rank_kv_heads(definition, config, parallel)?;
+    let mut builder = EngineGraphBuilder::new(registry, weights, &bc.selection);
+    let options = BuildOptions { kv_cache_dtype: bc.kv_cache_dtype, parallel: parallel.clone() };
+    definition.build(config, &options, &mut builder)?;
+    let graph = builder.finish()?;
+    super::passes::run(graph, Selector::new(registry, &bc.selection))
+}
+
 /// Builds rank `parallel` of a model split across ranks (`Parallel::single()`: the whole
 /// model): its graph holds this rank's weight shards and collectives, its KV pool this rank's
-/// KV heads. `bc.device_ordinal` is this rank's GPU.
+/// KV heads. `bc.device_ordinal` is this rank's GPU. The graph is planned (`plan_graph`), then
+/// its kernels are created and its weights bound.
 pub fn build_rank_parts(
     definition: &ModelDefinition,
     config: &ModelConfig,
@@ -331,34 +270,9 @@ pub fn build_rank_parts(
         2 * config.num_hidden_layers * kv_heads * config.head_dim * bc.kv_cache_dtype.block_bytes();
     let limits = limits_for(config, bc, kv_bytes_per_token)?;
     let device = open_device(bc)?;
-    let mut builder = EngineGraphBuilder::new(registry, weights.as_ref(), &bc.selection);
-    let options = BuildOptions { kv_cache_dtype: bc.kv_cache_dtype, parallel: parallel.clone() };
-    definition.build(config, &options, &mut builder)?;
-    let graph = builder.finish()?;
-
-    let mut bound = Vec::new();
-    for (name, dtype) in graph.weight_uses() {
-        if let Some((weight, spec)) = super::shard::ShardSpec::parse(&name) {
-            bound.push(super::shard::bind_shard(weights.as_ref(), weight, spec, dtype)?);
-            continue;
-        }
-        let meta = weights
-            .weight_meta(&name)
-            .ok_or_else(|| LoadError::Weight { name: name.clone(), message: "vanished".into() })?;
-        if let (Some(device), Some(rule), true) = (&device, weights.weight_fill(&name), meta.dtype == dtype) {
-            bound.push(fill_on_device(registry, bc, device, rule, &meta)?);
-            continue;
-        }
-        let bytes = weights
-            .weight_bytes(&name)
-            .ok_or_else(|| LoadError::Weight { name: name.clone(), message: "no data".into() })?;
-        if meta.dtype == dtype {
-            bound.push(bind_weight(bytes, dtype));
-        } else {
-            let row_len = meta.dims.last().and_then(|d| d.known()).unwrap_or(1);
-            bound.push(WeightBytes::Owned(convert(&name, bytes, meta.dtype, dtype, row_len)?));
-        }
-    }
+    let graph = plan_graph(definition, config, weights.as_ref(), registry, bc, parallel)?;
+    let kernels = super::kernels::create_kernels(&graph, registry, bc.selection.device)?;
+    let bound = bind_weights(&graph, weights.as_ref(), registry, &bc.selection, device.as_ref())?;
     tracing::info!(
         nodes = graph.nodes.len(),
         max_num_tokens = limits.max_num_tokens,
@@ -378,72 +292,5 @@ pub fn build_rank_parts(
         blocking_collectives: parallel.is_tensor_parallel(),
         device,
     };
-    Ok(BuiltParts { graph, weights, bound, limits, kv_cache_dtype: bc.kv_cache_dtype, placement })
-}
-
-/// Makes a generated weight directly in GPU memory with the `dummy_fill` op (no host bytes).
-fn fill_on_device(
-    registry: &Registry,
-    bc: &BuildConfig,
-    device: &Arc<CudaDevice>,
-    rule: crate::weights::FillRule,
-    meta: &TensorMeta,
-) -> Result<WeightBytes, LoadError> {
-    let shape: Vec<usize> = meta.dims.iter().map(|d| d.known().unwrap_or(0)).collect();
-    let request = OpRequest {
-        name: "dummy_fill".into(),
-        device: DeviceKind::Cuda,
-        dtypes: vec![meta.dtype],
-        pin: bc.selection.pins.get("dummy_fill").cloned(),
-    };
-    let fill_error = |message: String| LoadError::Config(format!("generating dummy weights on the GPU: {message}"));
-    let provider = registry.resolve(&request).map_err(|e| fill_error(e.to_string()))?;
-    let (_, buffer) = crate::registry::generate_on_device(provider, &rule.op_attrs(meta.dtype, &shape), device)
-        .map_err(|e| fill_error(e.to_string()))?;
-    Ok(WeightBytes::Device(buffer))
-}
-
-/// Binds stored weight bytes of `dtype` without a copy when their address suits the dtype's
-/// element (kernels view them as `&[T]`); a misaligned mmapped tensor (safetensors only aligns
-/// its data section to 8 bytes by convention, not by rule) is copied into an aligned buffer.
-pub(crate) fn bind_weight(bytes: &[u8], dtype: DType) -> WeightBytes {
-    // Quantized blocks are read as bytes; plain dtypes as elements of their own size.
-    let align = if dtype.is_quantized() { 1 } else { dtype.block_bytes() };
-    if (bytes.as_ptr() as usize) % align == 0 {
-        WeightBytes::Borrowed { ptr: bytes.as_ptr(), len: bytes.len() }
-    } else {
-        tracing::debug!(%dtype, bytes = bytes.len(), "copying a misaligned weight into an aligned buffer");
-        WeightBytes::Owned(AlignedBuf::from_bytes(bytes))
-    }
-}
-
-impl From<BuildError> for LoadError {
-    fn from(e: BuildError) -> Self {
-        LoadError::Build(e)
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn misaligned_weights_are_copied_aligned_ones_borrowed() {
-        let backing = AlignedBuf::from_bytes(&[1, 2, 3, 4, 5, 6, 7, 8, 9]);
-        let all = backing.as_bytes();
-        match bind_weight(&all[..8], DType::F32) {
-            WeightBytes::Borrowed { ptr, len } => assert_eq!((ptr, len), (all.as_ptr(), 8)),
-            _ => panic!("an aligned weight was copied"),
-        }
-        match bind_weight(&all[1..9], DType::F32) {
-            WeightBytes::Owned(b) => {
-                assert_eq!(b.as_ptr() as usize % 4, 0);
-                assert_eq!(b.as_bytes(), &all[1..9]);
-            }
-            _ => panic!("a misaligned f32 weight was borrowed"),
-        }
-        // Bytes and quantized blocks need no alignment.
-        assert!(matches!(bind_weight(&all[1..9], DType::U8), WeightBytes::Borrowed { .. }));
-        assert!(matches!(bind_weight(&all[1..9], DType::F16), WeightBytes::Owned(_)));
-    }
+    Ok(BuiltParts { graph, kernels, weights, bound, limits, kv_cache_dtype: bc.kv_cache_dtype, placement })
 }

@@ -18,8 +18,9 @@ mod validate;
 pub use format::{PlanRecord, FORMAT_VERSION};
 pub use tokenizer::{HF_CONFIG_FILE, HF_FILE, SPEC_FILE};
 
+use super::kernels::{self, recorded_provider};
 use super::{BuildConfig, BuiltParts, Engine, Graph, Node, ProviderInfo, ValueInfo, WeightBytes};
-use crate::registry::{create_with, infer_with, OpRequest, Registry};
+use crate::registry::{infer_with, Registry};
 use crate::tokenizer::spec::TokenizerSpec;
 use crate::tokenizer::{Tokenizer, TokenizerError};
 use crate::weights::safetensors::{dtype_name, load_safetensors};
@@ -275,7 +276,8 @@ fn fmt_found(registry: &Registry, op: &str) -> String {
     }
 }
 
-/// Rebuilds the graph of a plan against `registry` (see the module docs).
+/// Rebuilds the graph of a plan against `registry` (see the module docs); its kernels are
+/// created from it afterwards (`kernels::create_kernels`).
 fn rebuild_graph(plan: &PlanRecord, registry: &Registry, path: &Path) -> Result<Graph, SerializeError> {
     let bad = |message: String| SerializeError::Format { path: path.to_path_buf(), message };
     let device = parse_device(&plan.build.device).map_err(bad)?;
@@ -302,45 +304,34 @@ fn rebuild_graph(plan: &PlanRecord, registry: &Registry, path: &Path) -> Result<
         let inputs: Vec<Value> = rec.inputs.iter().map(|&i| value(i)).collect::<Result<_, _>>()?;
         let outputs: Vec<Value> = rec.outputs.iter().map(|&i| value(i)).collect::<Result<_, _>>()?;
         let metas: Vec<TensorMeta> = inputs.iter().map(|v| graph.meta(*v).clone()).collect();
-        let p = &rec.provider;
-        let expected = format!("{} {} (op version {}, {})", p.plugin, p.plugin_version, p.op_version, p.file.display());
-        let request = OpRequest::new(rec.op.clone(), device, metas.iter().map(|m| m.dtype)).pinned(p.plugin.clone());
-        let provider = registry
-            .resolve(&request)
-            .ok()
-            .filter(|q| q.plugin_version == p.plugin_version && q.decl.version == p.op_version)
-            .ok_or_else(|| SerializeError::Provider {
+        let recorded: ProviderInfo = (&rec.provider).into();
+        let provider = recorded_provider(registry, device, &rec.op, &metas, &recorded).ok_or_else(|| {
+            SerializeError::Provider {
                 op: rec.op.clone(),
                 scope: rec.scope.clone(),
-                expected,
+                expected: kernels::describe(&recorded),
                 found: fmt_found(registry, &rec.op),
-            })?;
+            }
+        })?;
         let attrs = records_to_attrs(&rec.attrs);
         let op_err = |message: String| SerializeError::Op { op: rec.op.clone(), scope: rec.scope.clone(), message };
         let inferred = infer_with(provider, &metas, &attrs).map_err(|e| op_err(e.to_string()))?;
-        let recorded: Vec<&TensorMeta> = outputs.iter().map(|v| graph.meta(*v)).collect();
-        if inferred.len() != recorded.len() || inferred.iter().zip(&recorded).any(|(a, b)| a != *b) {
+        let recorded_outs: Vec<&TensorMeta> = outputs.iter().map(|v| graph.meta(*v)).collect();
+        if inferred.len() != recorded_outs.len() || inferred.iter().zip(&recorded_outs).any(|(a, b)| a != *b) {
             let show = |m: &[&TensorMeta]| m.iter().map(|m| m.to_string()).collect::<Vec<_>>().join(", ");
             return Err(op_err(format!(
                 "inference now gives [{}], the plan recorded [{}]",
                 show(&inferred.iter().collect::<Vec<_>>()),
-                show(&recorded)
+                show(&recorded_outs)
             )));
         }
-        let kernel = create_with(provider, &metas, &attrs).map_err(|e| op_err(e.to_string()))?;
         graph.nodes.push(Node {
             op: rec.op.clone(),
             scope: rec.scope.clone(),
             attrs,
             inputs,
             outputs,
-            provider: ProviderInfo {
-                plugin: provider.plugin.clone(),
-                plugin_version: provider.plugin_version.clone(),
-                op_version: provider.decl.version,
-                file: provider.path.clone(),
-            },
-            kernel,
+            provider: ProviderInfo::of(provider),
         });
     }
     Ok(graph)
@@ -352,6 +343,9 @@ pub fn load_engine(dir: &Path, registry: &Registry) -> Result<(PlanRecord, Engin
     let plan = read_plan(dir)?;
     let plan_path = dir.join(PLAN_FILE);
     let graph = rebuild_graph(&plan, registry, &plan_path)?;
+    let device = parse_device(&plan.build.device)
+        .map_err(|message| SerializeError::Format { path: plan_path.clone(), message })?;
+    let kernels = kernels::create_kernels(&graph, registry, device).map_err(super::LoadError::from)?;
     let mut store = WeightStore::new();
     load_safetensors(&dir.join(WEIGHTS_FILE), &mut store)?;
     let uses = graph.weight_uses();
@@ -367,13 +361,14 @@ pub fn load_engine(dir: &Path, registry: &Registry) -> Result<(PlanRecord, Engin
         if t.dtype != *dtype {
             return Err(bad(format!("tensor `{}` is {}, the plan needs {dtype}", rec.tensor, t.dtype)));
         }
-        bound.push(super::load::bind_weight(t.bytes(), *dtype));
+        bound.push(super::weight_bytes::bind_weight(t.bytes(), *dtype));
     }
     let weights: Arc<dyn super::WeightSource> = Arc::new(store);
     let kv_cache_dtype = parse_dtype(&plan.build.kv_cache_dtype)
         .map_err(|message| SerializeError::Format { path: plan_path, message })?;
     let parts = BuiltParts {
         graph,
+        kernels,
         weights,
         bound,
         limits: (&plan.limits).into(),

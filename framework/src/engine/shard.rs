@@ -7,8 +7,10 @@
 //! shard in the float fallback dtype and says so).
 
 use super::buffer::AlignedBuf;
-use super::engine::WeightBytes;
-use super::load::{bind_weight, convert, LoadError, WeightSource};
+use super::convert::convert;
+use super::error::LoadError;
+use super::source::WeightSource;
+use super::weight_bytes::{bind_weight, WeightBytes};
 use rtllm_plugin_api::{DType, TensorMeta};
 
 /// Which slice of a weight: part `rank` of `parts` along dimension `dim`.

@@ -2,10 +2,12 @@
 //! (token ids, positions, block tables, lengths, logits rows, and the GPU sampler's per-row
 //! parameters), sized for the engine's limits so the addresses never move. On CUDA the staging
 //! area is pinned host memory mirrored to a device buffer by one copy per step; the fixed
-//! addresses are what lets a captured CUDA graph be replayed with new inputs.
+//! addresses are what lets a captured CUDA graph be replayed with new inputs. What comes back
+//! (logits, sampled tokens) is `readback`'s.
 
 use super::batch::StepBatch;
-use super::engine::{EngineError, EngineLimits};
+use super::error::EngineError;
+use super::limits::EngineLimits;
 use crate::device::{CudaDevice, DeviceBuffer, PinnedBuffer};
 use std::sync::Arc;
 

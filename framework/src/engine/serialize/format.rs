@@ -155,6 +155,17 @@ impl From<&ProviderInfo> for ProviderRecord {
     }
 }
 
+impl From<&ProviderRecord> for ProviderInfo {
+    fn from(p: &ProviderRecord) -> Self {
+        ProviderInfo {
+            plugin: p.plugin.clone(),
+            plugin_version: p.plugin_version.clone(),
+            op_version: p.op_version,
+            file: p.file.clone(),
+        }
+    }
+}
+
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
 pub struct NodeRecord {
     pub op: String,
