@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The Triton plugin's GPU proof, run on the GPU machine from binaries packed by
-# scripts/gpu-pack.sh (plus triton_e2e) into $GPU_DIR:
+# scripts/gpu-pack.sh (triton_e2e included) into $GPU_DIR:
 #   compile  kernels/triton/compile.py into $OUT/artifacts (tarred), compared with the committed
 #            artifacts (the local AOT compile with the same Triton should be byte-identical);
 #   (last) sweep    rope / rmsnorm launch configs compiled to scratch dirs and timed with triton_bench

@@ -5,8 +5,10 @@
 //! the `Llm` executor (device sampling, CUDA graphs, so the Triton launches are captured too).
 //! Prints how many graph nodes each plugin serves, then a table; exits non-zero when the pinned
 //! engine serves no op from rtllm-triton, its f32 logits are off, or its f32 tokens differ from
-//! the CPU's.
+//! the CPU's. The ops pinned are those the loaded `rtllm-triton` plugin provides on CUDA (this
+//! example lives with the framework's tests: plugins never depend on the framework).
 //!
+//!     cargo build --release -p rtllm-tests --example triton_e2e
 //!     RTLLM_PLUGIN_PATH=.gpu/plugins triton_e2e [CONFIG]   (default smollm2-135m)
 
 use rtllm::api::{Llm, Prompt};
@@ -115,8 +117,14 @@ fn main() -> anyhow::Result<ExitCode> {
     for e in registry.load_errors() {
         eprintln!("plugin load error: {e}");
     }
-    let ops = rtllm_triton::registry::manifest_ops().map_err(|e| anyhow::anyhow!("{e}"))?;
-    let pins: BTreeMap<String, String> = ops.iter().map(|d| (d.name.to_string(), TRITON.to_string())).collect();
+    let pins: BTreeMap<String, String> = registry
+        .ops()
+        .filter(|(_, providers)| providers.iter().any(|p| p.plugin == TRITON && p.device() == DeviceKind::Cuda))
+        .map(|(op, _)| (op.to_string(), TRITON.to_string()))
+        .collect();
+    if pins.is_empty() {
+        eprintln!("no op from {TRITON} is loaded (is its .so on RTLLM_PLUGIN_PATH?)");
+    }
     let none = BTreeMap::new();
     let mut failed = false;
     let mut rows = Vec::new();
