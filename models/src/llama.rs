@@ -1,6 +1,7 @@
 //! The Llama family as one definition: Llama 2/3, Mistral, Qwen2 (QKV bias), SmolLM; tied or
-//! separate output head; GQA; rope theta and scaling from the config. Uses the fused
-//! `fused_add_rmsnorm` op when a plugin registers it, else `add` + `rmsnorm`.
+//! separate output head; GQA; rope theta and scaling from the config. It writes the plain graph
+//! (matmul, rope, paged_attention, silu_mul, add, rmsnorm); the engine's fusion pass turns it
+//! into fused ops where a plugin offers them for the device.
 
 use crate::arch::{Architecture, ArchitectureEntry, BuildOptions};
 use crate::builder::{BuildError, GraphBuilder, Value};
@@ -19,30 +20,16 @@ struct Stream {
     residual: Option<Value>,
 }
 
-/// Norm helpers that pick the fused op when available.
-struct Norms {
-    fused: bool,
-    eps: f64,
-}
-
-impl Norms {
-    fn attrs(&self) -> Attrs {
-        Attrs::new().with("eps", self.eps)
-    }
-
-    /// Adds the pending output into the residual and normalises: returns (normed, residual).
-    fn add_norm(&self, b: &mut dyn GraphBuilder, s: &Stream, weight: Value) -> Result<(Value, Value), BuildError> {
-        let Some(residual) = s.residual else {
-            let normed = b.op1("rmsnorm", &[s.pending, weight], self.attrs())?;
-            return Ok((normed, s.pending));
-        };
-        if self.fused {
-            return b.op2("fused_add_rmsnorm", &[s.pending, residual, weight], self.attrs());
-        }
-        let sum = b.op1("add", &[s.pending, residual], Attrs::new())?;
-        let normed = b.op1("rmsnorm", &[sum, weight], self.attrs())?;
-        Ok((normed, sum))
-    }
+/// Adds the pending output into the residual and normalises: returns (normed, residual).
+fn add_norm(b: &mut dyn GraphBuilder, s: &Stream, weight: Value, eps: f64) -> Result<(Value, Value), BuildError> {
+    let attrs = Attrs::new().with("eps", eps);
+    let Some(residual) = s.residual else {
+        let normed = b.op1("rmsnorm", &[s.pending, weight], attrs)?;
+        return Ok((normed, s.pending));
+    };
+    let sum = b.op1("add", &[s.pending, residual], Attrs::new())?;
+    let normed = b.op1("rmsnorm", &[sum, weight], attrs)?;
+    Ok((normed, sum))
 }
 
 fn rope_attrs(c: &ModelConfig) -> Attrs {
@@ -91,39 +78,9 @@ fn attention(
     let tp = TensorParallel { parallel: &opts.parallel };
     let split = head_split(c, opts)?;
     let proj = |n: &str| format!("{p}.{n}_proj");
-    let unbiased = !c.attention_bias && ["q", "k", "v"].iter().all(|n| !b.has_weight(&format!("{}.bias", proj(n))));
-    if unbiased && b.has_op("qkv_rope_matmul") {
-        // Q/K/V and the rotary embedding of Q and K in one op (one GEMV launch in decode).
-        let wq = b.weight_shard(&format!("{}.weight", proj("q")), 0, opts.parallel.tp_rank, opts.parallel.tp_size)?;
-        let wk = b.weight_shard(&format!("{}.weight", proj("k")), 0, split.kv_part, split.kv_parts)?;
-        let wv = b.weight_shard(&format!("{}.weight", proj("v")), 0, split.kv_part, split.kv_parts)?;
-        match b.op("qkv_rope_matmul", &[h, wq, wk, wv, step.positions], rope_attrs(c))?.as_slice() {
-            &[q, k, v] => return attend(b, c, opts, layer, &split, [q, k, v], step),
-            other => {
-                let message = format!("qkv_rope_matmul returned {} outputs for Q/K/V, expected 3", other.len());
-                return Err(BuildError::Invalid { scope: p, message });
-            }
-        }
-    }
-    let (q, k, v) = if unbiased && b.has_op("grouped_matmul") {
-        // One grouped GEMM for Q, K and V (decode reads their weights in one launch).
-        let wq = b.weight_shard(&format!("{}.weight", proj("q")), 0, opts.parallel.tp_rank, opts.parallel.tp_size)?;
-        let wk = b.weight_shard(&format!("{}.weight", proj("k")), 0, split.kv_part, split.kv_parts)?;
-        let wv = b.weight_shard(&format!("{}.weight", proj("v")), 0, split.kv_part, split.kv_parts)?;
-        match b.op("grouped_matmul", &[h, wq, wk, wv], Attrs::new())?.as_slice() {
-            &[q, k, v] => (q, k, v),
-            other => {
-                let message = format!("grouped_matmul returned {} outputs for Q/K/V, expected 3", other.len());
-                return Err(BuildError::Invalid { scope: p, message });
-            }
-        }
-    } else {
-        (
-            tp.column(b, h, &proj("q"), c.attention_bias)?,
-            tp.column_part(b, h, &proj("k"), c.attention_bias, split.kv_part, split.kv_parts)?,
-            tp.column_part(b, h, &proj("v"), c.attention_bias, split.kv_part, split.kv_parts)?,
-        )
-    };
+    let q = tp.column(b, h, &proj("q"), c.attention_bias)?;
+    let k = tp.column_part(b, h, &proj("k"), c.attention_bias, split.kv_part, split.kv_parts)?;
+    let v = tp.column_part(b, h, &proj("v"), c.attention_bias, split.kv_part, split.kv_parts)?;
     let q = b.op1("rope", &[q, step.positions], rope_attrs(c))?;
     let k = b.op1("rope", &[k, step.positions], rope_attrs(c))?;
     attend(b, c, opts, layer, &split, [q, k, v], step)
@@ -168,27 +125,9 @@ fn mlp(
 ) -> Result<Value, BuildError> {
     let p = format!("model.layers.{layer}.mlp");
     let tp = TensorParallel { parallel: &opts.parallel };
-    let unbiased = !c.mlp_bias && ["gate", "up"].iter().all(|n| !b.has_weight(&format!("{p}.{n}_proj.bias")));
-    let fused = ["swiglu_matmul", "grouped_matmul"].into_iter().find(|op| unbiased && b.has_op(op));
-    let act = if let Some(op) = fused {
-        let (rank, parts) = (opts.parallel.tp_rank, opts.parallel.tp_size);
-        let wg = b.weight_shard(&format!("{p}.gate_proj.weight"), 0, rank, parts)?;
-        let wu = b.weight_shard(&format!("{p}.up_proj.weight"), 0, rank, parts)?;
-        match b.op(op, &[h, wg, wu], Attrs::new())?.as_slice() {
-            // swiglu_matmul: gate, up and silu_mul in one op (one GEMV launch in decode).
-            &[act] if op == "swiglu_matmul" => act,
-            // grouped_matmul: gate and up in one GEMM.
-            &[gate, up] if op == "grouped_matmul" => b.op1("silu_mul", &[gate, up], Attrs::new())?,
-            other => {
-                let message = format!("{op} returned {} outputs for the gated MLP", other.len());
-                return Err(BuildError::Invalid { scope: p, message });
-            }
-        }
-    } else {
-        let gate = tp.column(b, h, &format!("{p}.gate_proj"), c.mlp_bias)?;
-        let up = tp.column(b, h, &format!("{p}.up_proj"), c.mlp_bias)?;
-        b.op1("silu_mul", &[gate, up], Attrs::new())?
-    };
+    let gate = tp.column(b, h, &format!("{p}.gate_proj"), c.mlp_bias)?;
+    let up = tp.column(b, h, &format!("{p}.up_proj"), c.mlp_bias)?;
+    let act = b.op1("silu_mul", &[gate, up], Attrs::new())?;
     tp.row(b, act, &format!("{p}.down_proj"), c.mlp_bias)
 }
 
@@ -228,7 +167,7 @@ impl Architecture for Llama {
             seq_lens: get(io::SEQ_LENS),
             query_start: get(io::QUERY_START),
         };
-        let norms = Norms { fused: b.has_op("fused_add_rmsnorm"), eps: c.rms_norm_eps };
+        let eps = c.rms_norm_eps;
 
         // The embedding table is replicated on every rank (the lookup needs no collective).
         b.set_scope("embedding");
@@ -239,18 +178,18 @@ impl Architecture for Llama {
         for layer in 0..c.num_hidden_layers {
             b.set_scope(&format!("layer {layer}"));
             let ln1 = b.weight(&format!("model.layers.{layer}.input_layernorm.weight"))?;
-            let (h, residual) = norms.add_norm(b, &stream, ln1)?;
+            let (h, residual) = add_norm(b, &stream, ln1, eps)?;
             let attn = attention(b, c, opts, layer, h, &step)?;
             stream = Stream { pending: attn, residual: Some(residual) };
             let ln2 = b.weight(&format!("model.layers.{layer}.post_attention_layernorm.weight"))?;
-            let (h, residual) = norms.add_norm(b, &stream, ln2)?;
+            let (h, residual) = add_norm(b, &stream, ln2, eps)?;
             let out = mlp(b, c, opts, layer, h)?;
             stream = Stream { pending: out, residual: Some(residual) };
         }
 
         b.set_scope("output");
         let norm = b.weight("model.norm.weight")?;
-        let (h, _) = norms.add_norm(b, &stream, norm)?;
+        let (h, _) = add_norm(b, &stream, norm, eps)?;
         let picked = b.op1("gather_rows", &[h, get(io::LOGITS_INDICES)], Attrs::new())?;
         let head = if c.tie_word_embeddings || !b.has_weight("lm_head.weight") {
             "model.embed_tokens.weight"

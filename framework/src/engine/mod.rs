@@ -3,7 +3,7 @@
 //! I/O, and the launch layer with CUDA graphs and profilers).
 //!
 //! Dependency order of the files (each uses only those before it): error, batch, buffer,
-//! graph, plan, limits, source, convert, weight_bytes, shard, select, build, passes, kernels,
+//! graph, plan, limits, source, convert, weight_bytes, shard, select, build, fusion, passes, kernels,
 //! explain, bind, step_io, readback, memory, executable, decode_graphs, op_profile,
 //! step_profile, launcher, sampler, engine, load, serialize, cache.
 
@@ -19,6 +19,7 @@ mod engine;
 mod error;
 mod executable;
 pub mod explain;
+mod fusion;
 mod graph;
 mod kernels;
 mod launcher;
@@ -44,6 +45,7 @@ pub use build::EngineGraphBuilder;
 pub use engine::{BuiltParts, Engine, Placement};
 pub use error::{EngineError, LoadError};
 pub use executable::ExecutableGraph;
+pub use fusion::fuse;
 pub use graph::{Graph, Node, ProviderInfo, ValueInfo, ValueSource, WeightIndex};
 pub use kernels::create_kernels;
 pub use limits::EngineLimits;

@@ -135,6 +135,13 @@ impl Registry {
         Registry::load(&DiscoveryOptions::only(paths))
     }
 
+    /// Adds ops declared in this process (not loaded from a dylib) as plugin `name` `version`:
+    /// for tests, and for programs that link their kernels in. They resolve like any other.
+    pub fn add_in_process(&mut self, name: &str, version: &str, ops: Vec<OpDecl>) {
+        let path = PathBuf::from(format!("(in process: {name})"));
+        self.add_plugin(load::LoadedPlugin { name: name.into(), version: version.into(), path, ops });
+    }
+
     /// Discovers and loads more plugins into this registry; files already loaded are skipped.
     pub fn load_more(&mut self, opts: &DiscoveryOptions) {
         let (candidates, problems) = discover::candidates(opts);

@@ -150,13 +150,43 @@ fn llama_unfused_threads_the_residual_across_layers() {
 }
 
 #[test]
-fn llama_fused_bias_and_tied_head() {
+fn llama_writes_the_plain_graph_with_bias_and_tied_head() {
+    // Fused ops registered or not, the file writes add + rmsnorm (fusion is the engine's pass).
     let r = record(LLAMA, &config(2, true, true), llama_weights(2, false, true), &["fused_add_rmsnorm"]).unwrap();
-    assert_eq!(count(&r, "fused_add_rmsnorm"), 4);
-    assert_eq!(count(&r, "add"), 0);
+    assert_eq!(count(&r, "fused_add_rmsnorm"), 0);
+    assert_eq!(count(&r, "add"), 4);
     // q/k/v with bias (3 inputs), o/gate/up/down without; the head reads the embedding table.
     let three = r.calls.iter().filter(|c| c.contains(": matmul(") && c.matches(',').count() == 2).count();
     assert_eq!(three, 6);
+}
+
+#[test]
+fn if_op_registered_picks_a_branch_by_the_registry() {
+    let text = r#"
+[model]
+name = "branch"
+[inputs]
+x = { dtype = "f32", dims = ["T"] }
+[[graph]]
+if_op_registered = "gelu"
+op = "gelu"
+inputs = ["x"]
+outputs = ["y"]
+
+  [[graph.else]]
+  op = "silu"
+  inputs = ["x"]
+  outputs = ["y"]
+[outputs]
+logits = "y"
+"#;
+    let model = TomlModel::from_str(text, "branch.toml").unwrap_or_else(|e| panic!("{e}"));
+    for (ops, want) in [(vec!["gelu", "silu"], "gelu"), (vec!["silu"], "silu")] {
+        let mut r = Recorder { ops: ops.iter().map(|s| s.to_string()).collect(), ..Default::default() };
+        model.build(&config(1, false, false), &BuildOptions::default(), &mut r).unwrap();
+        assert_eq!(count(&r, want), 1, "{ops:?}: {:?}", r.calls);
+        assert_eq!(r.calls.len(), 2, "one op and the output: {:?}", r.calls);
+    }
 }
 
 #[test]

@@ -1,0 +1,296 @@
+//! Fusion, a pass over the plain graph an architecture writes (matmul, rope, silu_mul, add,
+//! rmsnorm): where a registered provider offers a fused op for the device, the nodes it covers
+//! become one node of that op. In priority order:
+//!
+//! 1. `qkv_rope_matmul`: three bias-free matmuls of one `x`, two of them read only by a `rope`
+//!    each (same positions, equal attributes), the third by no rope → q and k rotated, v;
+//! 2. `swiglu_matmul`: two bias-free matmuls of one `x` read only by one `silu_mul`, as its
+//!    gate and up inputs;
+//! 3. `grouped_matmul`: the 2 to 4 bias-free matmuls left that share an `x` (Q/K/V when the
+//!    rope could not be folded in, gate/up before a `silu_mul` that stays);
+//! 4. `fused_add_rmsnorm`: an `add` whose sum an `rmsnorm` normalizes; the fused op returns the
+//!    sum as its second output, so every other reader of the sum still has it.
+//!
+//! A rewrite happens only when the pattern is exact (matmuls and adds without attributes,
+//! every intermediate the fused op hides read by nothing else and not a graph output, every
+//! value it writes read only after the node it replaces them with) and a provider for the
+//! device takes the fused op: selection and inference run again for it, with the builder's
+//! quantized-weight fallback (weights read in the float fallback dtype when the provider cannot
+//! read them as stored), and must give exactly the metas of the values it replaces. Otherwise
+//! the plain nodes stay. Disabled ops are never chosen. The fused node writes the very values
+//! the plain nodes wrote (same ids), so no reader is rewired; it sits where the last node it
+//! replaces was.
+
+use super::graph::{Graph, Node, ProviderInfo, ValueSource, WeightIndex};
+use super::select::Selector;
+use rtllm_models::Value;
+use rtllm_plugin_api::{Attrs, TensorMeta};
+use std::collections::BTreeMap;
+
+#[cfg(test)]
+mod tests;
+
+/// What became of a node of the plain graph.
+enum Fate {
+    Kept,
+    /// Part of a fused node placed at another node's position.
+    Folded,
+    /// Replaced by this fused node (the last node of the pattern).
+    Fused(Box<Node>),
+}
+
+/// A rewrite to try: the nodes it covers and the fused call replacing them.
+struct Candidate {
+    op: &'static str,
+    members: Vec<usize>,
+    inputs: Vec<Value>,
+    attrs: Attrs,
+    /// The members' values the fused op writes, in its output order.
+    outputs: Vec<Value>,
+}
+
+struct Fuser<'a> {
+    graph: Graph,
+    weights: WeightIndex,
+    selector: Selector<'a>,
+    consumers: Vec<Vec<usize>>,
+    fate: Vec<Fate>,
+    /// Fused nodes made, per op.
+    made: BTreeMap<&'static str, usize>,
+}
+
+/// Rewrites `graph` into the fused ops `selector`'s registry offers for its device (see the
+/// module docs). Nodes covered by a fused op are gone from the result; values nothing reads
+/// any more stay in `values` until the graph is compacted (`Graph::with_nodes`).
+pub fn fuse(graph: Graph, selector: Selector<'_>) -> Result<Graph, String> {
+    let mut f = Fuser {
+        weights: WeightIndex::of(&graph),
+        consumers: graph.consumers(),
+        fate: graph.nodes.iter().map(|_| Fate::Kept).collect(),
+        made: BTreeMap::new(),
+        graph,
+        selector,
+    };
+    f.qkv_rope();
+    f.swiglu();
+    f.grouped();
+    f.add_rmsnorm();
+    if !f.made.is_empty() {
+        tracing::debug!(fused = ?f.made, "fusion pass");
+    }
+    let mut nodes = Vec::with_capacity(f.graph.nodes.len());
+    for (node, fate) in std::mem::take(&mut f.graph.nodes).into_iter().zip(f.fate) {
+        match fate {
+            Fate::Kept => nodes.push(node),
+            Fate::Folded => {}
+            Fate::Fused(fused) => nodes.push(*fused),
+        }
+    }
+    f.graph.with_nodes(nodes)
+}
+
+impl Fuser<'_> {
+    fn node(&self, i: usize) -> &Node {
+        &self.graph.nodes[i]
+    }
+
+    /// Node `i` is still in the graph as a plain `op` call with `inputs` inputs.
+    fn is(&self, i: usize, op: &str, inputs: usize) -> bool {
+        let n = self.node(i);
+        matches!(self.fate[i], Fate::Kept) && n.op == op && n.inputs.len() == inputs
+    }
+
+    /// Node `i` is a plain bias-free matmul (`x`, `w`, no attributes).
+    fn is_matmul(&self, i: usize) -> bool {
+        self.is(i, "matmul", 2) && self.node(i).attrs.is_empty()
+    }
+
+    /// The node writing `v`, if an op writes it.
+    fn producer(&self, v: Value) -> Option<usize> {
+        match self.graph.values[v.0].source {
+            ValueSource::Node { node, .. } => Some(node),
+            _ => None,
+        }
+    }
+
+    /// The one node reading `v`, when exactly one does and `v` is no graph output.
+    fn sole_reader(&self, v: Value) -> Option<usize> {
+        match self.consumers[v.0].as_slice() {
+            [one] if !self.graph.is_output(v) => Some(*one),
+            _ => None,
+        }
+    }
+
+    /// The plain matmuls reading `x` as their activation, in node order.
+    fn matmuls_of(&self, x: Value) -> Vec<usize> {
+        let mut ms: Vec<usize> =
+            self.consumers[x.0].iter().copied().filter(|&i| self.is_matmul(i) && self.node(i).inputs[0] == x).collect();
+        ms.dedup();
+        ms
+    }
+
+    /// The matmuls sharing an activation, once per activation (at its first plain matmul).
+    fn matmul_groups(&self) -> Vec<(Value, Vec<usize>)> {
+        let mut groups = Vec::new();
+        for i in 0..self.graph.nodes.len() {
+            if !self.is_matmul(i) {
+                continue;
+            }
+            let x = self.node(i).inputs[0];
+            let ms = self.matmuls_of(x);
+            if ms.first() == Some(&i) {
+                groups.push((x, ms));
+            }
+        }
+        groups
+    }
+
+    /// The `rope` that alone reads matmul `m`'s output.
+    fn rope_of(&self, m: usize) -> Option<usize> {
+        let out = self.node(m).outputs[0];
+        let r = self.sole_reader(out)?;
+        (self.is(r, "rope", 2) && self.node(r).inputs[0] == out).then_some(r)
+    }
+
+    /// Whether any `rope` reads matmul `m`'s output.
+    fn feeds_rope(&self, m: usize) -> bool {
+        self.consumers[self.node(m).outputs[0].0].iter().any(|&c| self.node(c).op == "rope")
+    }
+
+    fn weight_of(&self, m: usize) -> Value {
+        self.node(m).inputs[1]
+    }
+
+    fn out(&self, i: usize, k: usize) -> Value {
+        self.node(i).outputs[k]
+    }
+
+    fn qkv_rope(&mut self) {
+        for (x, ms) in self.matmul_groups() {
+            let roped: Vec<(usize, usize)> = ms.iter().filter_map(|&m| self.rope_of(m).map(|r| (m, r))).collect();
+            let plain: Vec<usize> = ms.iter().copied().filter(|&m| !self.feeds_rope(m)).collect();
+            let ([(mq, rq), (mk, rk), ..], [mv, ..]) = (roped.as_slice(), plain.as_slice()) else { continue };
+            let (q, k) = (self.node(*rq), self.node(*rk));
+            if q.attrs != k.attrs || q.inputs[1] != k.inputs[1] {
+                continue;
+            }
+            let candidate = Candidate {
+                op: "qkv_rope_matmul",
+                members: vec![*mq, *mk, *mv, *rq, *rk],
+                inputs: vec![x, self.weight_of(*mq), self.weight_of(*mk), self.weight_of(*mv), q.inputs[1]],
+                attrs: q.attrs.clone(),
+                outputs: vec![self.out(*rq, 0), self.out(*rk, 0), self.out(*mv, 0)],
+            };
+            self.try_rewrite(candidate);
+        }
+    }
+
+    fn swiglu(&mut self) {
+        for s in 0..self.graph.nodes.len() {
+            if !self.is(s, "silu_mul", 2) || !self.node(s).attrs.is_empty() {
+                continue;
+            }
+            let (g, u) = (self.node(s).inputs[0], self.node(s).inputs[1]);
+            let (Some(gm), Some(um)) = (self.producer(g), self.producer(u)) else { continue };
+            let x = self.node(gm).inputs[0];
+            let exact = gm != um
+                && self.is_matmul(gm)
+                && self.is_matmul(um)
+                && self.node(um).inputs[0] == x
+                && self.sole_reader(g) == Some(s)
+                && self.sole_reader(u) == Some(s);
+            if !exact {
+                continue;
+            }
+            let candidate = Candidate {
+                op: "swiglu_matmul",
+                members: vec![gm, um, s],
+                inputs: vec![x, self.weight_of(gm), self.weight_of(um)],
+                attrs: Attrs::new(),
+                outputs: vec![self.out(s, 0)],
+            };
+            self.try_rewrite(candidate);
+        }
+    }
+
+    fn grouped(&mut self) {
+        for (x, ms) in self.matmul_groups() {
+            if !(2..=4).contains(&ms.len()) {
+                continue;
+            }
+            let candidate = Candidate {
+                op: "grouped_matmul",
+                inputs: std::iter::once(x).chain(ms.iter().map(|&m| self.weight_of(m))).collect(),
+                attrs: Attrs::new(),
+                outputs: ms.iter().map(|&m| self.out(m, 0)).collect(),
+                members: ms,
+            };
+            self.try_rewrite(candidate);
+        }
+    }
+
+    fn add_rmsnorm(&mut self) {
+        for r in 0..self.graph.nodes.len() {
+            if !self.is(r, "rmsnorm", 2) {
+                continue;
+            }
+            let sum = self.node(r).inputs[0];
+            let Some(a) = self.producer(sum).filter(|&a| self.is(a, "add", 2) && self.node(a).attrs.is_empty()) else {
+                continue;
+            };
+            let add = self.node(a);
+            let candidate = Candidate {
+                op: "fused_add_rmsnorm",
+                members: vec![a, r],
+                inputs: vec![add.inputs[0], add.inputs[1], self.node(r).inputs[1]],
+                attrs: self.node(r).attrs.clone(),
+                outputs: vec![self.out(r, 0), sum],
+            };
+            self.try_rewrite(candidate);
+        }
+    }
+
+    /// Replaces `c.members` by one `c.op` node if a provider takes it (see the module docs).
+    fn try_rewrite(&mut self, c: Candidate) -> bool {
+        if !self.selector.has_op(c.op) {
+            return false;
+        }
+        let Some(&at) = c.members.iter().max() else { return false };
+        let first = c.members.iter().copied().min().unwrap_or(at);
+        let early = c.outputs.iter().any(|v| self.consumers[v.0].iter().any(|k| *k < at && !c.members.contains(k)));
+        if early {
+            tracing::debug!(
+                "{}: not fused into {}: a value it writes is read before node {at}",
+                self.node(first).scope,
+                c.op
+            );
+            return false;
+        }
+        let selected = match self.selector.select_in(&mut self.graph, &mut self.weights, c.op, &c.inputs, &c.attrs) {
+            Ok(s) => s,
+            Err(rejected) => {
+                tracing::debug!("{}: not fused into {}: {}", self.node(first).scope, c.op, rejected.message);
+                return false;
+            }
+        };
+        let want: Vec<&TensorMeta> = c.outputs.iter().map(|v| self.graph.meta(*v)).collect();
+        if selected.outputs.len() != want.len() || selected.outputs.iter().zip(&want).any(|(a, b)| a != *b) {
+            tracing::debug!("{}: not fused into {}: it infers other outputs", self.node(first).scope, c.op);
+            return false;
+        }
+        let fused = Node {
+            op: c.op.to_string(),
+            scope: self.node(first).scope.clone(),
+            attrs: c.attrs,
+            inputs: selected.inputs,
+            outputs: c.outputs,
+            provider: ProviderInfo::of(selected.provider),
+        };
+        for &m in &c.members {
+            self.fate[m] = Fate::Folded;
+        }
+        self.fate[at] = Fate::Fused(Box::new(fused));
+        *self.made.entry(c.op).or_default() += 1;
+        true
+    }
+}
