@@ -1,14 +1,12 @@
 #!/usr/bin/env bash
 # Builds the release binaries here and packs what scripts/gpu-check.sh needs on the GPU machine
 # into $GPU_DIR (default .gpu/; any .gpu*/ is git-ignored; carried by the device tool): the rtllm binary, the cuda_check
-# example, the benches, triton_e2e (tests/examples), every plugin .so, stripped. The GPU machine has no cargo.
+# tp_check and triton_e2e checks (tests/examples), the benches, every plugin .so, stripped. The GPU machine has no cargo.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 cargo build --release --workspace --lib --bins
-cargo build --release -p rtllm --example cuda_check
-cargo build --release -p rtllm --example tp_check
+cargo build --release -p rtllm-tests --example cuda_check --example tp_check --example triton_e2e
 cargo build --release -p rtllm-triton --example triton_bench
-cargo build --release -p rtllm-tests --example triton_e2e
 cargo build --release -p rtllm-cuda --example gemv_bench
 cargo build --release -p rtllm-cuda --example attention_bench
 cargo build --release -p rtllm-nccl --example nccl_bench

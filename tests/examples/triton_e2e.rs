@@ -12,12 +12,13 @@
 //!     RTLLM_PLUGIN_PATH=.gpu/plugins triton_e2e [CONFIG]   (default smollm2-135m)
 
 use rtllm::api::{Llm, Prompt};
-use rtllm::engine::{BuildConfig, StepBatch};
+use rtllm::engine::BuildConfig;
 use rtllm::model::Model;
 use rtllm::registry::{DiscoveryOptions, Registry};
 use rtllm::sampling::SamplingParams;
 use rtllm::weights::dummy::DummySpec;
 use rtllm_plugin_api::{DType, DeviceKind};
+use rtllm_tests::compare::{argmax, prefill_logits, random_prompts, rel_err};
 use std::collections::BTreeMap;
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -26,20 +27,7 @@ const TOKENS: usize = 32;
 const TRITON: &str = "rtllm-triton";
 
 fn prompts(vocab: usize) -> Vec<Vec<u32>> {
-    let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
-    [1usize, 7, 33, 100, 257]
-        .iter()
-        .map(|&n| {
-            (0..n)
-                .map(|_| {
-                    x ^= x << 13;
-                    x ^= x >> 7;
-                    x ^= x << 17;
-                    (x % vocab as u64) as u32
-                })
-                .collect()
-        })
-        .collect()
+    random_prompts(vocab, &[1, 7, 33, 100, 257], 0x9e37_79b9_7f4a_7c15)
 }
 
 fn build_config(device: DeviceKind, kv: DType, pins: &BTreeMap<String, String>) -> BuildConfig {
@@ -50,32 +38,6 @@ fn build_config(device: DeviceKind, kv: DType, pins: &BTreeMap<String, String>) 
     b.num_kv_blocks = Some(256);
     b.use_engine_cache = false;
     b
-}
-
-/// Last-position logits of every prompt, all prompts packed into one prefill step.
-fn prefill_logits(model: &mut Model, prompts: &[Vec<u32>]) -> anyhow::Result<Vec<Vec<f32>>> {
-    let mut batch = StepBatch::default();
-    let bs = model.engine.limits().tokens_per_block;
-    let mut next_block = 0u32;
-    for p in prompts {
-        let blocks: Vec<u32> = (0..p.len().div_ceil(bs) as u32).map(|i| next_block + i).collect();
-        next_block += blocks.len() as u32;
-        batch.push_sequence(p, 0, &blocks, true);
-    }
-    let vocab = model.engine.vocab_size();
-    let logits = model.engine.forward(&batch)?;
-    Ok(logits.chunks_exact(vocab).map(|r| r.to_vec()).collect())
-}
-
-fn argmax(v: &[f32]) -> usize {
-    v.iter().enumerate().fold(0, |best, (i, &x)| if x > v[best] { i } else { best })
-}
-
-/// max |a - b| / max |b| over every row.
-fn rel_err(a: &[Vec<f32>], b: &[Vec<f32>]) -> f64 {
-    let scale = b.iter().flatten().fold(0f64, |m, &x| m.max(x.abs() as f64)).max(1e-30);
-    let diff = a.iter().flatten().zip(b.iter().flatten()).fold(0f64, |m, (&x, &y)| m.max((x - y).abs() as f64));
-    diff / scale
 }
 
 fn same_argmax(a: &[Vec<f32>], b: &[Vec<f32>]) -> usize {
@@ -132,17 +94,17 @@ fn main() -> anyhow::Result<ExitCode> {
         let spec = DummySpec { config: config.clone(), dtype, seed: 7 };
         let mut cpu = Model::load_dummy(&spec, &registry, &build_config(DeviceKind::Cpu, DType::F32, &none))?;
         let prompts = prompts(cpu.config.vocab_size);
-        let want = prefill_logits(&mut cpu, &prompts)?;
+        let want = prefill_logits(&mut cpu.engine, &prompts)?;
         let params = SamplingParams { max_tokens: TOKENS, ignore_eos: true, ..SamplingParams::greedy(TOKENS) };
         let cpu_tokens: Vec<Vec<u32>> =
             prompts.iter().map(|p| cpu.generate_ids(p, &params, |_| {}).map(|o| o.tokens)).collect::<Result<_, _>>()?;
         drop(cpu);
         let mut cuda = Model::load_dummy(&spec, &registry, &build_config(DeviceKind::Cuda, dtype, &none))?;
-        let cuda_logits = prefill_logits(&mut cuda, &prompts)?;
+        let cuda_logits = prefill_logits(&mut cuda.engine, &prompts)?;
         let cuda_served = served(&cuda, &pins);
         drop(cuda);
         let mut tri = Model::load_dummy(&spec, &registry, &build_config(DeviceKind::Cuda, dtype, &pins))?;
-        let tri_logits = prefill_logits(&mut tri, &prompts)?;
+        let tri_logits = prefill_logits(&mut tri.engine, &prompts)?;
         let tri_served = served(&tri, &pins);
         drop(tri);
         println!("{} graph nodes per (op, plugin): default {cuda_served:?}", dtype.name());

@@ -5,6 +5,8 @@
 //! The dylibs come from `cargo build --workspace`; a test that needs them and finds none says
 //! so instead of failing obscurely.
 
+pub mod compare;
+
 use rtllm::registry::Registry;
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;

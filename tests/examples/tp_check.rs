@@ -6,36 +6,25 @@
 //!
 //! `tp_check [CONFIG] [TP] [DTYPE] [DEVICE]` (defaults: llama-3.2-1b, 2, f32, cuda; `cpu` runs
 //! the same check on CPU threads). Run by
-//! scripts/gpu-tp-check.sh; needs `RTLLM_PLUGIN_PATH` to hold the CUDA and NCCL plugins.
+//! scripts/gpu-tp-check.sh (built by scripts/gpu-pack.sh: `cargo build --release -p rtllm-tests
+//! --example tp_check`); needs `RTLLM_PLUGIN_PATH` to hold the CUDA and NCCL plugins.
 
 use rtllm::api::{Llm, Prompt};
-use rtllm::engine::{BuildConfig, StepBatch};
+use rtllm::engine::BuildConfig;
 use rtllm::model::Model;
-use rtllm::parallel::{self, ModelRunner, ModelSource};
+use rtllm::parallel::{self, ModelSource};
 use rtllm::registry::{DiscoveryOptions, Registry};
 use rtllm::sampling::SamplingParams;
 use rtllm::weights::dummy::DummySpec;
 use rtllm_plugin_api::{DType, DeviceKind};
+use rtllm_tests::compare::{prefill_logits, random_prompts};
 use std::process::ExitCode;
 use std::sync::Arc;
 
 const TOKENS: usize = 32;
 
 fn prompts(vocab: usize) -> Vec<Vec<u32>> {
-    let mut x: u64 = 0x2545_f491_4f6c_dd1d;
-    [1usize, 9, 40, 130]
-        .iter()
-        .map(|&n| {
-            (0..n)
-                .map(|_| {
-                    x ^= x << 13;
-                    x ^= x >> 7;
-                    x ^= x << 17;
-                    (x % vocab as u64) as u32
-                })
-                .collect()
-        })
-        .collect()
+    random_prompts(vocab, &[1, 9, 40, 130], 0x2545_f491_4f6c_dd1d)
 }
 
 /// The check's engine config. The KV cache has the weights' dtype: with f32 weights an f32
@@ -57,19 +46,6 @@ fn build_config(tp: usize, device: DeviceKind, dtype: DType) -> BuildConfig {
         b.selection.weight_fallback_dtype = Some(DType::BF16);
     }
     b
-}
-
-/// Last-position logits of every prompt, all packed into one prefill step.
-fn prefill_logits(engine: &mut dyn ModelRunner, prompts: &[Vec<u32>]) -> anyhow::Result<Vec<f32>> {
-    let mut batch = StepBatch::default();
-    let bs = engine.limits().tokens_per_block;
-    let mut next_block = 0u32;
-    for p in prompts {
-        let blocks: Vec<u32> = (0..p.len().div_ceil(bs) as u32).map(|i| next_block + i).collect();
-        next_block += blocks.len() as u32;
-        batch.push_sequence(p, 0, &blocks, true);
-    }
-    Ok(engine.forward(&batch)?.to_vec())
 }
 
 fn greedy_tokens(llm: &Llm, prompts: &[Vec<u32>]) -> anyhow::Result<Vec<Vec<u32>>> {
@@ -100,11 +76,11 @@ fn main() -> anyhow::Result<ExitCode> {
         let (vocab, prefill) = if ranks == 1 {
             let mut model = Model::load_dummy(&spec, &registry, &bc)?;
             let vocab = model.config.vocab_size;
-            (vocab, prefill_logits(&mut model.engine, &prompts(vocab))?)
+            (vocab, prefill_logits(&mut model.engine, &prompts(vocab))?.concat())
         } else {
             let mut model = parallel::load_model(ModelSource::Dummy(&spec), None, registry.clone(), &bc)?;
             let vocab = model.config.vocab_size;
-            (vocab, prefill_logits(&mut model.engine, &prompts(vocab))?)
+            (vocab, prefill_logits(&mut model.engine, &prompts(vocab))?.concat())
         };
         let prompts = prompts(vocab);
         logits.push(prefill);

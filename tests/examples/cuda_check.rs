@@ -4,16 +4,18 @@
 //! exits non-zero when f32 tokens differ or logits exceed the dtype's tolerance.
 //!
 //! `cuda_check [CONFIG]` (default smollm2-135m; a built-in dummy config or a config.json).
-//! Run by scripts/gpu-check.sh on the GPU machine; needs `RTLLM_PLUGIN_PATH` to hold the CPU
-//! and CUDA plugins.
+//! Run by scripts/gpu-check.sh on the GPU machine (built by scripts/gpu-pack.sh:
+//! `cargo build --release -p rtllm-tests --example cuda_check`); needs `RTLLM_PLUGIN_PATH` to
+//! hold the CPU and CUDA plugins.
 
 use rtllm::api::Llm;
-use rtllm::engine::{BuildConfig, StepBatch};
+use rtllm::engine::BuildConfig;
 use rtllm::model::Model;
 use rtllm::registry::{DiscoveryOptions, Registry};
 use rtllm::sampling::SamplingParams;
 use rtllm::weights::dummy::DummySpec;
 use rtllm_plugin_api::{DType, DeviceKind};
+use rtllm_tests::compare::{argmax, prefill_logits, random_prompts, rel_err};
 use std::process::ExitCode;
 use std::sync::Arc;
 
@@ -21,20 +23,7 @@ const TOKENS: usize = 32;
 
 fn prompts(vocab: usize) -> Vec<Vec<u32>> {
     // Deterministic pseudo-random prompts of several lengths (1 token up to a long prefill).
-    let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
-    [1usize, 7, 33, 100, 257]
-        .iter()
-        .map(|&n| {
-            (0..n)
-                .map(|_| {
-                    x ^= x << 13;
-                    x ^= x >> 7;
-                    x ^= x << 17;
-                    (x % vocab as u64) as u32
-                })
-                .collect()
-        })
-        .collect()
+    random_prompts(vocab, &[1, 7, 33, 100, 257], 0x9e37_79b9_7f4a_7c15)
 }
 
 fn build_config(device: DeviceKind, kv: DType) -> BuildConfig {
@@ -44,33 +33,6 @@ fn build_config(device: DeviceKind, kv: DType) -> BuildConfig {
     b.num_kv_blocks = Some(256);
     b.use_engine_cache = false;
     b
-}
-
-/// Last-position logits of every prompt, all prompts packed into one prefill step.
-fn prefill_logits(model: &mut Model, prompts: &[Vec<u32>]) -> anyhow::Result<Vec<Vec<f32>>> {
-    let mut batch = StepBatch::default();
-    batch.clear();
-    let bs = model.engine.limits().tokens_per_block;
-    let mut next_block = 0u32;
-    for p in prompts {
-        let blocks: Vec<u32> = (0..p.len().div_ceil(bs) as u32).map(|i| next_block + i).collect();
-        next_block += blocks.len() as u32;
-        batch.push_sequence(p, 0, &blocks, true);
-    }
-    let vocab = model.engine.vocab_size();
-    let logits = model.engine.forward(&batch)?;
-    Ok(logits.chunks_exact(vocab).map(|r| r.to_vec()).collect())
-}
-
-fn argmax(v: &[f32]) -> usize {
-    v.iter().enumerate().fold(0, |best, (i, &x)| if x > v[best] { i } else { best })
-}
-
-/// max |a - b| / max |b| over every row.
-fn rel_err(a: &[Vec<f32>], b: &[Vec<f32>]) -> f64 {
-    let scale = b.iter().flatten().fold(0f64, |m, &x| m.max(x.abs() as f64)).max(1e-30);
-    let diff = a.iter().flatten().zip(b.iter().flatten()).fold(0f64, |m, (&x, &y)| m.max((x - y).abs() as f64));
-    diff / scale
 }
 
 fn greedy_cpu(model: &mut Model, prompt: &[u32]) -> anyhow::Result<Vec<u32>> {
@@ -94,8 +56,8 @@ fn main() -> anyhow::Result<ExitCode> {
         let mut cpu = Model::load_dummy(&spec, &registry, &build_config(DeviceKind::Cpu, DType::F32))?;
         let mut gpu = Model::load_dummy(&spec, &registry, &build_config(DeviceKind::Cuda, dtype))?;
         let prompts = prompts(cpu.config.vocab_size);
-        let want = prefill_logits(&mut cpu, &prompts)?;
-        let got = prefill_logits(&mut gpu, &prompts)?;
+        let want = prefill_logits(&mut cpu.engine, &prompts)?;
+        let got = prefill_logits(&mut gpu.engine, &prompts)?;
         let err = rel_err(&got, &want);
         let same = want.iter().zip(&got).filter(|(w, g)| argmax(w) == argmax(g)).count();
         failed |= !(err <= tolerance);
