@@ -94,10 +94,10 @@ impl Fuser<'_> {
         &self.graph.nodes[i]
     }
 
-    /// Node `i` is still in the graph as a plain `op` call with `inputs` inputs.
+    /// Node `i` is still in the graph as a plain `op` call with `inputs` inputs and one output.
     fn is(&self, i: usize, op: &str, inputs: usize) -> bool {
         let n = self.node(i);
-        matches!(self.fate[i], Fate::Kept) && n.op == op && n.inputs.len() == inputs
+        matches!(self.fate[i], Fate::Kept) && n.op == op && n.inputs.len() == inputs && n.outputs.len() == 1
     }
 
     /// Node `i` is a plain bias-free matmul (`x`, `w`, no attributes).
@@ -147,22 +147,23 @@ impl Fuser<'_> {
 
     /// The `rope` that alone reads matmul `m`'s output.
     fn rope_of(&self, m: usize) -> Option<usize> {
-        let out = self.node(m).outputs[0];
+        let out = self.out(m);
         let r = self.sole_reader(out)?;
         (self.is(r, "rope", 2) && self.node(r).inputs[0] == out).then_some(r)
     }
 
     /// Whether any `rope` reads matmul `m`'s output.
     fn feeds_rope(&self, m: usize) -> bool {
-        self.consumers[self.node(m).outputs[0].0].iter().any(|&c| self.node(c).op == "rope")
+        self.consumers[self.out(m).0].iter().any(|&c| self.node(c).op == "rope")
     }
 
     fn weight_of(&self, m: usize) -> Value {
         self.node(m).inputs[1]
     }
 
-    fn out(&self, i: usize, k: usize) -> Value {
-        self.node(i).outputs[k]
+    /// The output of a node `is` accepted (it has exactly one).
+    fn out(&self, i: usize) -> Value {
+        self.node(i).outputs[0]
     }
 
     fn qkv_rope(&mut self) {
@@ -179,7 +180,7 @@ impl Fuser<'_> {
                 members: vec![*mq, *mk, *mv, *rq, *rk],
                 inputs: vec![x, self.weight_of(*mq), self.weight_of(*mk), self.weight_of(*mv), q.inputs[1]],
                 attrs: q.attrs.clone(),
-                outputs: vec![self.out(*rq, 0), self.out(*rk, 0), self.out(*mv, 0)],
+                outputs: vec![self.out(*rq), self.out(*rk), self.out(*mv)],
             };
             self.try_rewrite(candidate);
         }
@@ -207,7 +208,7 @@ impl Fuser<'_> {
                 members: vec![gm, um, s],
                 inputs: vec![x, self.weight_of(gm), self.weight_of(um)],
                 attrs: Attrs::new(),
-                outputs: vec![self.out(s, 0)],
+                outputs: vec![self.out(s)],
             };
             self.try_rewrite(candidate);
         }
@@ -222,7 +223,7 @@ impl Fuser<'_> {
                 op: "grouped_matmul",
                 inputs: std::iter::once(x).chain(ms.iter().map(|&m| self.weight_of(m))).collect(),
                 attrs: Attrs::new(),
-                outputs: ms.iter().map(|&m| self.out(m, 0)).collect(),
+                outputs: ms.iter().map(|&m| self.out(m)).collect(),
                 members: ms,
             };
             self.try_rewrite(candidate);
@@ -244,7 +245,7 @@ impl Fuser<'_> {
                 members: vec![a, r],
                 inputs: vec![add.inputs[0], add.inputs[1], self.node(r).inputs[1]],
                 attrs: self.node(r).attrs.clone(),
-                outputs: vec![self.out(r, 0), sum],
+                outputs: vec![self.out(r), sum],
             };
             self.try_rewrite(candidate);
         }
