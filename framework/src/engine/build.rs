@@ -240,12 +240,7 @@ impl GraphBuilder for EngineGraphBuilder<'_> {
             attrs,
             inputs,
             outputs: outputs.clone(),
-            provider: ProviderInfo {
-                plugin: provider.plugin.clone(),
-                plugin_version: provider.plugin_version.clone(),
-                op_version: provider.decl.version,
-                file: provider.path.clone(),
-            },
+            provider: ProviderInfo::of(provider),
             kernel,
         });
         Ok(outputs)

@@ -11,7 +11,7 @@ use super::step_io::{self, Region, RowSampling, StepIo};
 use crate::device::{CudaDevice, DeviceBuffer, Memory, PinnedBuffer};
 use crate::host_pool::HostPool;
 use rtllm_models::{io, Value};
-use rtllm_plugin_api::{DType, DeviceKind, KernelBox, LaunchContext, TensorArg, TensorMeta};
+use rtllm_plugin_api::{DType, DeviceKind, InputView, KernelBox, LaunchEnv, OutputView, TensorMeta};
 use std::sync::Arc;
 
 /// Limits an engine is built for (TensorRT-LLM's names).
@@ -152,11 +152,12 @@ struct SamplerState {
     args: Option<(usize, NodeArgs)>,
 }
 
-/// One node's launch arguments.
+/// One node's launch arguments: views of the engine's own buffers (hence `'static`: they live
+/// as long as the engine, which never moves or frees the memory they address).
 #[derive(Default)]
 struct NodeArgs {
-    inputs: Vec<TensorArg>,
-    outputs: Vec<TensorArg>,
+    inputs: Vec<InputView<'static>>,
+    outputs: Vec<OutputView<'static>>,
 }
 
 // SAFETY: the raw pointers inside are to buffers the engine owns (or 'static mappings).
@@ -248,6 +249,7 @@ impl Engine {
             };
         }
         let kv_meta = kv_meta.ok_or_else(|| EngineError::Setup("the graph declares no KV cache inputs".into()))?;
+        check_in_place(&graph, &slots)?;
         let kv_meta = TensorMeta { dtype: kv_dtype, ..kv_meta };
 
         let weights = match &device {
@@ -493,38 +495,54 @@ impl Engine {
             return;
         }
         let kind = self.device_kind();
-        let arg = |v: &Value| {
-            // SAFETY: the pointer is the engine's own buffer for this value, sized by the plan.
-            unsafe { TensorArg::new(symbols.resolve(self.graph.meta(*v)), self.ptr(*v), kind) }
-        };
+        let meta = |v: &Value| symbols.resolve(self.graph.meta(*v));
+        // SAFETY (every view below): the pointer is the engine's own buffer for this value,
+        // sized by the plan and alive as long as the engine. The plan gives every node's
+        // outputs memory disjoint from its inputs and from each other; `check_in_place` made
+        // sure an input written in place is a KV pool or activation, passed to the node once.
         let node_args = self
             .graph
             .nodes
             .iter()
             .map(|node| NodeArgs {
-                inputs: node.inputs.iter().map(arg).collect(),
-                outputs: node.outputs.iter().map(arg).collect(),
+                inputs: node
+                    .inputs
+                    .iter()
+                    .enumerate()
+                    .map(|(i, v)| unsafe {
+                        if node.provider.in_place.contains(&i) {
+                            InputView::new_in_place(meta(v), self.ptr(*v), kind)
+                        } else {
+                            InputView::new(meta(v), self.ptr(*v), kind)
+                        }
+                    })
+                    .collect(),
+                outputs: node.outputs.iter().map(|v| unsafe { OutputView::new(meta(v), self.ptr(*v), kind) }).collect(),
             })
             .collect();
         self.node_args = node_args;
         self.args_shape = Some(shape);
     }
 
-    fn launch_context(&self) -> LaunchContext {
-        LaunchContext {
-            device: self.device_kind(),
-            ordinal: self.device.as_ref().map_or(0, |d| d.ordinal as i32),
-            stream: self.device.as_ref().map_or(std::ptr::null_mut(), |d| d.stream()),
-            workspace: self.workspace.addr(),
-            workspace_bytes: self.workspace.len(),
-            host: self.pool.services(),
+    fn launch_env(&self) -> LaunchEnv<'static> {
+        // SAFETY: the workspace is the engine's, sized for every node, and the engine launches
+        // one node at a time; the stream is its device's.
+        unsafe {
+            LaunchEnv::new(
+                self.device_kind(),
+                self.device.as_ref().map_or(0, |d| d.ordinal as i32),
+                self.device.as_ref().map_or(std::ptr::null_mut(), |d| d.stream()),
+                self.workspace.addr(),
+                self.workspace.len(),
+                self.pool.services(),
+            )
         }
     }
 
-    fn launch_nodes(&self) -> Result<(), EngineError> {
-        let ctx = self.launch_context();
-        for (node, args) in self.graph.nodes.iter().zip(&self.node_args) {
-            node.kernel.launch(&ctx, &args.inputs, &args.outputs).map_err(|e| EngineError::Kernel {
+    fn launch_nodes(&mut self) -> Result<(), EngineError> {
+        let mut env = self.launch_env();
+        for (node, args) in self.graph.nodes.iter().zip(&mut self.node_args) {
+            node.kernel.launch(&mut env, &mut args.inputs, &mut args.outputs).map_err(|e| EngineError::Kernel {
                 scope: node.scope.clone(),
                 op: node.op.clone(),
                 plugin: node.provider.plugin.clone(),
@@ -539,14 +557,14 @@ impl Engine {
         let (Some(device), Some(mut profile)) = (self.device.clone(), self.profile.take()) else {
             return self.launch_nodes();
         };
-        let ctx = self.launch_context();
+        let mut env = self.launch_env();
         let mut result = Ok(());
-        for (i, (node, args)) in self.graph.nodes.iter().zip(&self.node_args).enumerate() {
+        for (i, (node, args)) in self.graph.nodes.iter().zip(&mut self.node_args).enumerate() {
             if let Err(e) = profile.event(&device, i).and_then(|ev| ev.record(&device)) {
-                result = Err(self.device_error("profile event", e));
+                result = Err(device_error("profile event", e));
                 break;
             }
-            if let Err(e) = node.kernel.launch(&ctx, &args.inputs, &args.outputs) {
+            if let Err(e) = node.kernel.launch(&mut env, &mut args.inputs, &mut args.outputs) {
                 result = Err(EngineError::Kernel {
                     scope: node.scope.clone(),
                     op: node.op.clone(),
@@ -567,7 +585,7 @@ impl Engine {
     }
 
     fn device_error(&self, what: &str, e: crate::device::CudaError) -> EngineError {
-        EngineError::Kernel { scope: "engine".into(), op: what.into(), plugin: "engine".into(), message: e.to_string() }
+        device_error(what, e)
     }
 
     /// Stages the batch and runs the graph (replaying a captured decode graph where one
@@ -626,8 +644,9 @@ impl Engine {
                 // On the CPU the whole step runs inside the host pool: each kernel's
                 // parallel_for then starts from a pool thread (~1.5 µs) instead of being
                 // injected from this one (~6 µs), some 400 times a decode step.
+                let pool = self.pool;
                 let this = PoolRef(self);
-                self.pool.install(move || this.engine().launch_nodes())?
+                pool.install(move || this.engine().launch_nodes())?
             }
             (None, _) => self.launch_nodes()?,
         }
@@ -700,27 +719,27 @@ impl Engine {
         let (logits_dtype, vocab) = (self.logits_dtype, self.vocab_size);
         let regions = [Region::Temperature, Region::TopK, Region::TopP, Region::Seeds].map(|r| self.io.addr(r));
         let tokens_out = self.io.addr(Region::Tokens);
-        let ctx = self.launch_context();
+        let mut env = self.launch_env();
         let sampler = self.sampler.as_mut().ok_or_else(|| EngineError::Setup("no device sampler".into()))?;
         if sampler.args.as_ref().map(|(l, _)| *l) != Some(computed) {
             let meta = |dtype: DType, dims: &[usize]| TensorMeta::of(dtype, dims);
-            // SAFETY: every address is an engine buffer sized for max_batch_size rows.
+            // SAFETY: every address is a distinct engine buffer sized for max_batch_size rows.
             let args = unsafe {
                 NodeArgs {
                     inputs: vec![
-                        TensorArg::new(meta(logits_dtype, &[computed, vocab]), logits, kind),
-                        TensorArg::new(meta(DType::F32, &[computed]), regions[0], kind),
-                        TensorArg::new(meta(DType::I32, &[computed]), regions[1], kind),
-                        TensorArg::new(meta(DType::F32, &[computed]), regions[2], kind),
-                        TensorArg::new(meta(DType::I64, &[computed]), regions[3], kind),
+                        InputView::new(meta(logits_dtype, &[computed, vocab]), logits, kind),
+                        InputView::new(meta(DType::F32, &[computed]), regions[0], kind),
+                        InputView::new(meta(DType::I32, &[computed]), regions[1], kind),
+                        InputView::new(meta(DType::F32, &[computed]), regions[2], kind),
+                        InputView::new(meta(DType::I64, &[computed]), regions[3], kind),
                     ],
-                    outputs: vec![TensorArg::new(meta(DType::I32, &[computed]), tokens_out, kind)],
+                    outputs: vec![OutputView::new(meta(DType::I32, &[computed]), tokens_out, kind)],
                 }
             };
             sampler.args = Some((computed, args));
         }
-        if let Some((_, args)) = &sampler.args {
-            sampler.kernel.launch(&ctx, &args.inputs, &args.outputs).map_err(|e| EngineError::Kernel {
+        if let Some((_, args)) = &mut sampler.args {
+            sampler.kernel.launch(&mut env, &mut args.inputs, &mut args.outputs).map_err(|e| EngineError::Kernel {
                 scope: "output".into(),
                 op: "sample".into(),
                 plugin: "sampler".into(),
@@ -758,17 +777,60 @@ impl Engine {
 
 /// Uploads every weight to the device (host copies are dropped as they go).
 /// The engine, handed to a host-pool thread for the duration of one CPU step.
-struct PoolRef<'a>(&'a Engine);
+struct PoolRef<'a>(&'a mut Engine);
 
 // SAFETY: while `install` runs the closure the calling thread waits and touches nothing; the
-// kernels' buffers (raw pointers in `node_args`) are plain host memory, usable from any thread.
+// kernels' buffers (views in `node_args`) are plain host memory, usable from any thread.
 unsafe impl Send for PoolRef<'_> {}
 
-impl PoolRef<'_> {
+impl<'a> PoolRef<'a> {
     /// The engine (a method, so closures capture the whole `PoolRef`, which is Send).
-    fn engine(&self) -> &Engine {
+    fn engine(self) -> &'a mut Engine {
         self.0
     }
+}
+
+fn device_error(what: &str, e: crate::device::CudaError) -> EngineError {
+    EngineError::Kernel { scope: "engine".into(), op: what.into(), plugin: "engine".into(), message: e.to_string() }
+}
+
+/// Checks that every input a node's provider writes in place is memory the engine may let it
+/// write (a KV pool or an activation, not a weight or a per-step input) and is passed to that
+/// node once (no other view of it in the same launch).
+fn check_in_place(graph: &Graph, slots: &[Slot]) -> Result<(), EngineError> {
+    for node in &graph.nodes {
+        for &i in &node.provider.in_place {
+            let Some(&v) = node.inputs.get(i) else {
+                return Err(EngineError::Setup(format!(
+                    "{} '{}': plugin {} declares input {i} in place, but the node has {} inputs",
+                    node.scope,
+                    node.op,
+                    node.provider.plugin,
+                    node.inputs.len()
+                )));
+            };
+            let what = match (&slots[v.0], &graph.values[v.0].source) {
+                (Slot::Kv(_) | Slot::Arena(_), _) => None,
+                (_, ValueSource::Weight { name, .. }) => Some(format!("weight '{name}'")),
+                (_, ValueSource::Input(name)) => Some(format!("step input '{name}'")),
+                _ => Some("an unbound value".to_string()),
+            };
+            if let Some(what) = what {
+                return Err(EngineError::Setup(format!(
+                    "{} '{}': plugin {} writes input {i} in place, which is {what}: only KV caches and \
+                     activations may be written",
+                    node.scope, node.op, node.provider.plugin
+                )));
+            }
+            if node.inputs.iter().filter(|&&u| u == v).count() > 1 {
+                return Err(EngineError::Setup(format!(
+                    "{} '{}': input {i} is written in place and also passed as another input",
+                    node.scope, node.op
+                )));
+            }
+        }
+    }
+    Ok(())
 }
 
 fn upload_weights(device: &Arc<CudaDevice>, weights: Vec<WeightBytes>) -> Result<Vec<WeightBytes>, EngineError> {

@@ -334,12 +334,7 @@ fn rebuild_graph(plan: &PlanRecord, registry: &Registry, path: &Path) -> Result<
             attrs,
             inputs,
             outputs,
-            provider: ProviderInfo {
-                plugin: provider.plugin.clone(),
-                plugin_version: provider.plugin_version.clone(),
-                op_version: provider.decl.version,
-                file: provider.path.clone(),
-            },
+            provider: ProviderInfo::of(provider),
             kernel,
         });
     }
