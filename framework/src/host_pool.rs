@@ -3,7 +3,7 @@
 //! Size: `RTLLM_NUM_THREADS`, or every core.
 
 use rayon::prelude::*;
-use rtllm_plugin_api::{DeviceKind, HostServices, LaunchContext, TaskFn};
+use rtllm_plugin_api::{HostServices, LaunchEnv, TaskFn};
 use std::ffi::c_void;
 use std::sync::OnceLock;
 
@@ -32,9 +32,13 @@ impl std::fmt::Debug for HostPool {
 }
 
 /// Runs `run(task, i)` for `i in 0..n` on the pool `pool` points at (a [`HostPool`]).
-extern "C" fn pool_parallel_for(pool: *const c_void, n: usize, task: *const c_void, run: TaskFn) {
+///
+/// # Safety
+/// `pool` is null or a live `HostPool`; `task` is valid for `run` until this returns.
+unsafe extern "C" fn pool_parallel_for(pool: *const c_void, n: usize, task: *const c_void, run: TaskFn) {
     let task = task as usize;
-    let body = move |i: usize| (run.run)(task as *const c_void, i);
+    // SAFETY: the caller keeps `task` valid until every index ran (rayon joins before returning).
+    let body = move |i: usize| unsafe { (run.run)(task as *const c_void, i) };
     if pool.is_null() {
         (0..n).for_each(body);
         return;
@@ -87,24 +91,15 @@ impl HostPool {
     /// The services table kernels see. It points at `self`: the pool must outlive every
     /// launch that uses it.
     pub fn services(&self) -> HostServices {
-        HostServices {
-            pool: self as *const HostPool as *const c_void,
-            num_threads: self.num_threads,
-            parallel_for: pool_parallel_for,
-        }
+        // SAFETY: `pool_parallel_for` runs every index once on this pool (or inline) and
+        // returns after all ran; callers keep the pool alive while the services are used.
+        unsafe { HostServices::new(self as *const HostPool as *const c_void, self.num_threads, pool_parallel_for) }
     }
 
-    /// A CPU launch context over `workspace` that runs kernels' parallel loops on this pool.
-    /// `workspace` and the pool must stay alive while the context is used.
-    pub fn cpu_context(&self, workspace: &mut [u8]) -> LaunchContext {
-        LaunchContext {
-            device: DeviceKind::Cpu,
-            ordinal: 0,
-            stream: std::ptr::null_mut(),
-            workspace: if workspace.is_empty() { std::ptr::null_mut() } else { workspace.as_mut_ptr() },
-            workspace_bytes: workspace.len(),
-            host: self.services(),
-        }
+    /// A CPU launch environment over `workspace` that runs kernels' parallel loops on this
+    /// pool. The pool must stay alive while the environment is used.
+    pub fn cpu_env<'a>(&self, workspace: &'a mut [u8]) -> LaunchEnv<'a> {
+        LaunchEnv::cpu(self.services(), workspace)
     }
 
     /// Runs `f` inside the pool (so rayon calls in `f` use these threads).
@@ -144,9 +139,10 @@ mod tests {
     fn parallel_for_runs_every_index_once() {
         let pool = HostPool::new(Some(3)).unwrap();
         let mut ws = vec![0u8; 16];
-        let ctx = pool.cpu_context(&mut ws);
+        let mut env = pool.cpu_env(&mut ws);
+        let ctx = env.context();
         assert_eq!(ctx.num_threads(), 3);
-        assert_eq!(ctx.workspace_bytes, 16);
+        assert_eq!(ctx.workspace_bytes(), 16);
         let hits: Vec<AtomicUsize> = (0..1000).map(|_| AtomicUsize::new(0)).collect();
         ctx.parallel_for(1000, |i| {
             hits[i].fetch_add(1, Ordering::Relaxed);
@@ -163,7 +159,8 @@ mod tests {
 
     #[test]
     fn a_panicking_task_is_an_error_and_the_pool_survives() {
-        let ctx = HostPool::global().cpu_context(&mut []);
+        let mut env = HostPool::global().cpu_env(&mut []);
+        let ctx = env.context();
         let err = ctx.parallel_for(64, |i| assert!(i != 13, "task {i} failed")).unwrap_err();
         assert!(err.message().contains("panicked"), "{err}");
         let count = AtomicUsize::new(0);

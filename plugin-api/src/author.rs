@@ -4,13 +4,14 @@
 
 use crate::{
     attrs::Attrs,
-    context::{DeviceKind, LaunchContext},
+    context::{DeviceKind, LaunchContext, LaunchEnv},
     dtype::DType,
     error::PluginError,
     op::{KernelBox, KernelVTable, OpDecl, OpExample},
-    tensor::{TensorArg, TensorMeta},
+    tensor::TensorMeta,
+    view::{InputView, OutputView},
 };
-use abi_stable::std_types::{RResult, RSlice, RVec};
+use abi_stable::std_types::{RResult, RSlice, RSliceMut, RVec};
 use linkme::distributed_slice;
 use std::any::Any;
 use std::ffi::c_void;
@@ -34,6 +35,9 @@ pub trait Op: 'static {
     const DEVICE: DeviceKind = DeviceKind::Cpu;
     const PRIORITY: i32 = 0;
     const SUMMARY: &'static str = "";
+    /// Indices of the inputs a launch writes in place (e.g. a KV cache); the host passes them
+    /// writable ([`InputView::slice_mut`]) and every other input read-only.
+    const IN_PLACE: &'static [usize] = &[];
     type Kernel: Kernel;
 
     /// The dtypes this provider handles.
@@ -53,8 +57,14 @@ pub trait Kernel: Send + Sync + 'static {
     fn workspace_bytes(&self, _inputs: &[TensorMeta]) -> Result<usize, PluginError> {
         Ok(0)
     }
-    /// Reads `inputs`, writes `outputs`. Allocates no device memory and never synchronizes.
-    fn launch(&self, ctx: &LaunchContext, inputs: &[TensorArg], outputs: &[TensorArg]) -> Result<(), PluginError>;
+    /// Reads `inputs` (and writes those the op declares in place), writes `outputs`. Allocates
+    /// no device memory and never synchronizes.
+    fn launch(
+        &self,
+        ctx: &LaunchContext<'_>,
+        inputs: &mut [InputView<'_>],
+        outputs: &mut [OutputView<'_>],
+    ) -> Result<(), PluginError>;
 }
 
 /// Text of a panic payload.
@@ -87,14 +97,14 @@ extern "C" fn infer_shim<O: Op>(
 extern "C" fn create_shim<O: Op>(inputs: RSlice<'_, TensorMeta>, attrs: &Attrs) -> RResult<KernelBox, PluginError> {
     guarded(O::NAME, "create", || {
         let kernel = O::create(inputs.as_slice(), attrs)?;
-        Ok(KernelBox {
-            state: Box::into_raw(Box::new(kernel)) as *mut c_void,
-            vtable: KernelVTable {
-                workspace_bytes: workspace_shim::<O>,
-                launch: launch_shim::<O>,
-                drop: drop_shim::<O::Kernel>,
-            },
-        })
+        let vtable = KernelVTable {
+            workspace_bytes: workspace_shim::<O>,
+            launch: launch_shim::<O>,
+            drop: drop_shim::<O::Kernel>,
+        };
+        // SAFETY: the state is a freshly boxed `O::Kernel`, owned by this box alone, and every
+        // shim of the table reads it as exactly that type.
+        Ok(unsafe { KernelBox::from_raw(Box::into_raw(Box::new(kernel)) as *mut c_void, vtable) })
     })
 }
 
@@ -102,28 +112,37 @@ extern "C" fn examples_shim<O: Op>() -> RVec<OpExample> {
     catch_unwind(O::examples).map(RVec::from).unwrap_or_default()
 }
 
-extern "C" fn workspace_shim<O: Op>(
+/// # Safety
+/// `state` must be the `O::Kernel` that `create_shim::<O>` boxed, not yet dropped.
+unsafe extern "C" fn workspace_shim<O: Op>(
     state: *const c_void,
     inputs: RSlice<'_, TensorMeta>,
 ) -> RResult<usize, PluginError> {
-    // SAFETY: `state` is the `O::Kernel` that `create_shim` boxed.
+    // SAFETY: the caller's contract.
     let kernel = unsafe { &*(state as *const O::Kernel) };
     guarded(O::NAME, "workspace_bytes", || kernel.workspace_bytes(inputs.as_slice()))
 }
 
-extern "C" fn launch_shim<O: Op>(
+/// # Safety
+/// As [`workspace_shim`].
+unsafe extern "C" fn launch_shim<O: Op>(
     state: *const c_void,
-    ctx: &LaunchContext,
-    inputs: RSlice<'_, TensorArg>,
-    outputs: RSlice<'_, TensorArg>,
+    env: &mut LaunchEnv<'_>,
+    mut inputs: RSliceMut<'_, InputView<'_>>,
+    mut outputs: RSliceMut<'_, OutputView<'_>>,
 ) -> RResult<(), PluginError> {
-    // SAFETY: as in `workspace_shim`.
+    // SAFETY: the caller's contract.
     let kernel = unsafe { &*(state as *const O::Kernel) };
-    guarded(O::NAME, "launch", || kernel.launch(ctx, inputs.as_slice(), outputs.as_slice()))
+    guarded(O::NAME, "launch", || {
+        let ctx = env.context();
+        kernel.launch(&ctx, inputs.as_mut_slice(), outputs.as_mut_slice())
+    })
 }
 
-extern "C" fn drop_shim<K: Kernel>(state: *mut c_void) {
-    // SAFETY: `state` came from `Box::into_raw` in `create_shim` and is dropped once.
+/// # Safety
+/// `state` must come from `Box::into_raw` of a `K` in `create_shim`, dropped once.
+unsafe extern "C" fn drop_shim<K: Kernel>(state: *mut c_void) {
+    // SAFETY: the caller's contract.
     let _ = catch_unwind(AssertUnwindSafe(|| drop(unsafe { Box::from_raw(state as *mut K) })));
 }
 
@@ -136,6 +155,7 @@ pub fn declare<O: Op>() -> OpDecl {
         dtypes: O::dtypes().into(),
         priority: O::PRIORITY,
         summary: O::SUMMARY.into(),
+        in_place: O::IN_PLACE.iter().map(|&i| i as u32).collect(),
         infer: infer_shim::<O>,
         create: create_shim::<O>,
         examples: examples_shim::<O>,

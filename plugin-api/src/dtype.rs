@@ -113,8 +113,9 @@ impl fmt::Display for DType {
     }
 }
 
-/// A plain (non-quantized) element type that kernels can view tensors as.
-pub trait Element: Copy + Send + Sync + 'static {
+/// A plain (non-quantized) element type that kernels can view tensors as: plain data
+/// (`bytemuck::Pod`: no padding, every bit pattern valid), so any tensor bytes are valid values.
+pub trait Element: bytemuck::Pod + Send + Sync + 'static {
     const DTYPE: DType;
 }
 

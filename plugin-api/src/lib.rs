@@ -11,23 +11,28 @@ pub mod context;
 pub mod dtype;
 pub mod error;
 pub mod op;
+pub mod parallel;
 pub mod quant;
 pub mod root;
 pub mod shapes;
 pub mod tensor;
 pub mod testing;
+pub mod view;
 
 pub use abi_stable;
+pub use bytemuck;
 pub use linkme;
 
 pub use attrs::{AttrValue, Attrs};
 pub use author::{declare, Kernel, Op, OPS};
-pub use context::{DeviceKind, HostServices, LaunchContext, TaskFn};
+pub use context::{DeviceKind, HostServices, LaunchContext, LaunchEnv, TaskFn};
 pub use dtype::{DType, Element};
 pub use error::PluginError;
 pub use op::{KernelBox, OpDecl, OpExample};
+pub use parallel::DisjointMut;
 pub use root::{PluginMod, PluginModRef, PLUGIN_ABI_VERSION};
-pub use tensor::{Dim, TensorArg, TensorMeta};
+pub use tensor::{Dim, TensorMeta};
+pub use view::{InputView, OutputView, TensorView};
 
 /// `Result` with the ABI's error type, for kernel authors.
 pub type PluginResult<T> = Result<T, PluginError>;

@@ -1,15 +1,17 @@
-//! The FFI form of an op: its declaration (identity, dtypes, priority, hooks) and the kernel
-//! instance that `create` returns. Plugin authors never touch these directly (see `author`).
+//! The FFI form of an op: its declaration (identity, dtypes, priority, the inputs it updates
+//! in place, hooks) and the kernel instance that `create` returns. Plugin authors never touch
+//! these directly (see `author`).
 
 use crate::{
     attrs::Attrs,
-    context::{DeviceKind, LaunchContext},
+    context::{DeviceKind, LaunchEnv},
     dtype::DType,
     error::PluginError,
-    tensor::{TensorArg, TensorMeta},
+    tensor::TensorMeta,
+    view::{InputView, OutputView},
 };
 use abi_stable::{
-    std_types::{RResult, RSlice, RString, RVec},
+    std_types::{RResult, RSlice, RSliceMut, RString, RVec},
     StableAbi,
 };
 use std::ffi::c_void;
@@ -34,6 +36,9 @@ pub struct OpDecl {
     /// Higher wins among providers that match a request.
     pub priority: i32,
     pub summary: RString,
+    /// Indices of the inputs a launch writes in place (e.g. a KV cache). The host passes these
+    /// as writable views, and refuses to bind a weight or a value used twice by the node there.
+    pub in_place: RVec<u32>,
     /// See [`InferFn`] (written out: abi_stable reads fn pointer types only inline).
     pub infer: extern "C" fn(inputs: RSlice<'_, TensorMeta>, attrs: &Attrs) -> RResult<RVec<TensorMeta>, PluginError>,
     /// See [`CreateFn`].
@@ -50,46 +55,70 @@ pub struct OpExample {
     pub attrs: Attrs,
 }
 
-/// The function table of a kernel instance.
+/// The function table of a kernel instance. Every entry dereferences `state`, so each is an
+/// `unsafe fn`: `state` must be the pointer `create` returned alongside this table.
 #[repr(C)]
 #[derive(StableAbi, Clone, Copy)]
 pub struct KernelVTable {
     pub workspace_bytes:
-        extern "C" fn(state: *const c_void, inputs: RSlice<'_, TensorMeta>) -> RResult<usize, PluginError>,
-    pub launch: extern "C" fn(
+        unsafe extern "C" fn(state: *const c_void, inputs: RSlice<'_, TensorMeta>) -> RResult<usize, PluginError>,
+    pub launch: unsafe extern "C" fn(
         state: *const c_void,
-        ctx: &LaunchContext,
-        inputs: RSlice<'_, TensorArg>,
-        outputs: RSlice<'_, TensorArg>,
+        env: &mut LaunchEnv<'_>,
+        inputs: RSliceMut<'_, InputView<'_>>,
+        outputs: RSliceMut<'_, OutputView<'_>>,
     ) -> RResult<(), PluginError>,
-    pub drop: extern "C" fn(state: *mut c_void),
+    /// Frees `state`; called once.
+    pub drop: unsafe extern "C" fn(state: *mut c_void),
 }
 
-/// A kernel instance owned by the host and freed by the plugin that made it.
+/// A kernel instance owned by the host and freed by the plugin that made it. Its fields are
+/// private: only `create` (through `author`'s shims) makes one, so no two boxes share a state.
 #[repr(C)]
 #[derive(StableAbi)]
 pub struct KernelBox {
-    pub state: *mut c_void,
-    pub vtable: KernelVTable,
+    state: *mut c_void,
+    vtable: KernelVTable,
 }
 
+// SAFETY: the state is a `Kernel`, which is `Send + Sync`.
 unsafe impl Send for KernelBox {}
 unsafe impl Sync for KernelBox {}
 
 impl KernelBox {
+    /// Takes ownership of `state` with the functions that use and free it.
+    ///
+    /// # Safety
+    /// `state` must be valid for every function of `vtable` until `vtable.drop` frees it, and
+    /// owned by no other box.
+    pub(crate) unsafe fn from_raw(state: *mut c_void, vtable: KernelVTable) -> KernelBox {
+        KernelBox { state, vtable }
+    }
+
     /// Workspace bytes the kernel needs for inputs of these (concrete, maximal) shapes.
     pub fn workspace_bytes(&self, inputs: &[TensorMeta]) -> Result<usize, PluginError> {
-        (self.vtable.workspace_bytes)(self.state, RSlice::from_slice(inputs)).into_result()
+        // SAFETY: `state` belongs to this box's vtable (see `from_raw`).
+        unsafe { (self.vtable.workspace_bytes)(self.state, RSlice::from_slice(inputs)) }.into_result()
     }
 
     /// Runs the kernel. Allocates nothing and never synchronizes.
-    pub fn launch(&self, ctx: &LaunchContext, inputs: &[TensorArg], outputs: &[TensorArg]) -> Result<(), PluginError> {
-        (self.vtable.launch)(self.state, ctx, RSlice::from_slice(inputs), RSlice::from_slice(outputs)).into_result()
+    pub fn launch(
+        &self,
+        env: &mut LaunchEnv<'_>,
+        inputs: &mut [InputView<'_>],
+        outputs: &mut [OutputView<'_>],
+    ) -> Result<(), PluginError> {
+        // SAFETY: as in `workspace_bytes`.
+        unsafe {
+            (self.vtable.launch)(self.state, env, RSliceMut::from_mut_slice(inputs), RSliceMut::from_mut_slice(outputs))
+        }
+        .into_result()
     }
 }
 
 impl Drop for KernelBox {
     fn drop(&mut self) {
-        (self.vtable.drop)(self.state);
+        // SAFETY: the box owns `state` (see `from_raw`) and drops it once, here.
+        unsafe { (self.vtable.drop)(self.state) }
     }
 }

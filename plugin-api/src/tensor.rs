@@ -1,7 +1,7 @@
-//! Tensor metadata (dtype, dims that may be symbolic at build time, strides) and tensor
-//! arguments (metadata plus a host or device pointer) as they cross the ABI.
+//! Tensor metadata (dtype, dims that may be symbolic at build time, strides) as it crosses the
+//! ABI. The launch-time views over tensor memory are in `view`.
 
-use crate::{context::DeviceKind, dtype::DType, dtype::Element, error::PluginError};
+use crate::{dtype::DType, error::PluginError};
 use abi_stable::{
     std_types::{RString, RVec},
     StableAbi,
@@ -147,110 +147,6 @@ impl fmt::Display for TensorMeta {
     }
 }
 
-/// A tensor argument of a launch: metadata with concrete dims plus a pointer to its data.
-/// The host owns the memory; a kernel only reads inputs and writes outputs (and the inputs the
-/// op documents as updated in place, such as a KV cache).
-#[repr(C)]
-#[derive(StableAbi, Clone, Debug)]
-pub struct TensorArg {
-    pub meta: TensorMeta,
-    pub data: *mut u8,
-    pub device: DeviceKind,
-}
-
-unsafe impl Send for TensorArg {}
-unsafe impl Sync for TensorArg {}
-
-impl TensorArg {
-    /// # Safety
-    /// `data` must point to at least `meta.byte_size()` bytes that stay valid while the
-    /// argument is used, and nothing else may write them during a launch.
-    pub unsafe fn new(meta: TensorMeta, data: *mut u8, device: DeviceKind) -> Self {
-        TensorArg { meta, data, device }
-    }
-
-    pub fn shape(&self) -> Result<Vec<usize>, PluginError> {
-        self.meta.concrete_shape()
-    }
-
-    pub fn numel(&self) -> usize {
-        self.meta.numel().unwrap_or(0)
-    }
-
-    /// Size of dim `i` (0 for a symbolic dim, which a launch never receives).
-    pub fn dim(&self, i: usize) -> usize {
-        self.meta.dims.get(i).and_then(Dim::known).unwrap_or(0)
-    }
-
-    fn check_host(&self) -> Result<(), PluginError> {
-        if self.device != DeviceKind::Cpu {
-            return Err(PluginError::new(format!(
-                "tensor {} is on {:?}, a host view needs CPU memory",
-                self.meta, self.device
-            )));
-        }
-        if !self.meta.is_contiguous() {
-            return Err(PluginError::new(format!("tensor {} is not contiguous", self.meta)));
-        }
-        Ok(())
-    }
-
-    fn check_elem<T: Element>(&self) -> Result<usize, PluginError> {
-        self.check_host()?;
-        if self.meta.dtype != T::DTYPE {
-            return Err(PluginError::new(format!("tensor {} viewed as {}", self.meta, T::DTYPE)));
-        }
-        if self.data.is_null() && self.numel() > 0 {
-            return Err(PluginError::new(format!("tensor {} has a null data pointer", self.meta)));
-        }
-        if (self.data as usize) % std::mem::align_of::<T>() != 0 {
-            return Err(PluginError::new(format!("tensor {} is misaligned for {}", self.meta, T::DTYPE)));
-        }
-        self.meta.numel().ok_or_else(|| {
-            PluginError::new(format!("tensor {} has an unknown or overflowing element count", self.meta))
-        })
-    }
-
-    /// A host view of the elements.
-    pub fn slice<T: Element>(&self) -> Result<&[T], PluginError> {
-        let n = self.check_elem::<T>()?;
-        if n == 0 {
-            return Ok(&[]);
-        }
-        // SAFETY: the host guarantees `data` covers the tensor for the launch (see `new`).
-        Ok(unsafe { std::slice::from_raw_parts(self.data as *const T, n) })
-    }
-
-    /// A mutable host view of the elements. The host hands each output (and each in-place
-    /// input) to exactly one argument, so views of distinct arguments never alias.
-    #[allow(clippy::mut_from_ref)]
-    pub fn slice_mut<T: Element>(&self) -> Result<&mut [T], PluginError> {
-        let n = self.check_elem::<T>()?;
-        if n == 0 {
-            return Ok(&mut []);
-        }
-        // SAFETY: as in `slice`; exclusivity is the host's contract for writable arguments.
-        Ok(unsafe { std::slice::from_raw_parts_mut(self.data as *mut T, n) })
-    }
-
-    /// The raw bytes (for quantized tensors).
-    pub fn bytes(&self) -> Result<&[u8], PluginError> {
-        self.check_host()?;
-        let n = self
-            .meta
-            .byte_size()
-            .ok_or_else(|| PluginError::new(format!("tensor {} has no whole-block byte size", self.meta)))?;
-        if n == 0 {
-            return Ok(&[]);
-        }
-        if self.data.is_null() {
-            return Err(PluginError::new(format!("tensor {} has a null data pointer", self.meta)));
-        }
-        // SAFETY: as in `slice`.
-        Ok(unsafe { std::slice::from_raw_parts(self.data as *const u8, n) })
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -275,17 +171,5 @@ mod tests {
         let wide = TensorMeta::of(DType::F32, &[usize::MAX / 2]);
         assert_eq!(wide.numel(), Some(usize::MAX / 2));
         assert_eq!(wide.byte_size(), None);
-        let mut data = [0f32; 1];
-        let arg = unsafe { TensorArg::new(huge, data.as_mut_ptr() as *mut u8, DeviceKind::Cpu) };
-        assert!(arg.slice::<f32>().is_err(), "an overflowing tensor is no view");
-    }
-
-    #[test]
-    fn views_check_dtype() {
-        let mut data = vec![1.0f32, 2.0, 3.0];
-        let arg =
-            unsafe { TensorArg::new(TensorMeta::of(DType::F32, &[3]), data.as_mut_ptr() as *mut u8, DeviceKind::Cpu) };
-        assert_eq!(arg.slice::<f32>().unwrap(), &[1.0, 2.0, 3.0]);
-        assert!(arg.slice::<i32>().is_err());
     }
 }

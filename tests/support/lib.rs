@@ -17,6 +17,8 @@ pub const BUILTIN_PLUGINS: &[&str] = &["rtllm-attention", "rtllm-elementwise", "
 /// The test fixture plugins.
 pub const FIXTURE_FAULTY: &str = "rtllm-fixture-faulty";
 pub const FIXTURE_ABI_MISMATCH: &str = "rtllm-fixture-abi-mismatch";
+/// The ABI-mismatch fixture built with its `abi1` feature: a plugin of ABI 1 (0.1.0).
+pub const FIXTURE_ABI_V1: &str = "rtllm-fixture-abi-mismatch+abi1";
 
 /// target/<profile> (or target/<triple>/<profile>): the parent of the test executable's `deps/`.
 pub fn target_dir() -> PathBuf {
@@ -86,19 +88,25 @@ pub fn repo_root() -> PathBuf {
 /// author would, into target/out-of-tree, and returns the path of its cdylib `package`.
 /// Repeated calls are cheap (cargo finds it fresh).
 pub fn build_out_of_tree(crate_dir: &Path, package: &str) -> PathBuf {
-    let target =
-        target_dir().parent().map(|t| t.join("out-of-tree")).unwrap_or_else(|| PathBuf::from("target/out-of-tree"));
+    build_out_of_tree_with(crate_dir, package, None)
+}
+
+/// [`build_out_of_tree`] with a cargo feature enabled (into a target dir of its own, so both
+/// variants of one crate can exist at once).
+fn build_out_of_tree_with(crate_dir: &Path, package: &str, feature: Option<&str>) -> PathBuf {
+    let dir = match feature {
+        Some(f) => format!("out-of-tree-{f}"),
+        None => "out-of-tree".to_string(),
+    };
+    let target = target_dir().parent().map(|t| t.join(&dir)).unwrap_or_else(|| PathBuf::from("target").join(&dir));
     let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
     let manifest = crate_dir.join("Cargo.toml");
-    let status = std::process::Command::new(cargo)
-        .arg("build")
-        .arg("--quiet")
-        .arg("--manifest-path")
-        .arg(&manifest)
-        .arg("--target-dir")
-        .arg(&target)
-        .status()
-        .unwrap_or_else(|e| panic!("cannot run cargo to build {}: {e}", manifest.display()));
+    let mut command = std::process::Command::new(cargo);
+    command.arg("build").arg("--quiet").arg("--manifest-path").arg(&manifest).arg("--target-dir").arg(&target);
+    if let Some(f) = feature {
+        command.arg("--features").arg(f);
+    }
+    let status = command.status().unwrap_or_else(|e| panic!("cannot run cargo to build {}: {e}", manifest.display()));
     assert!(status.success(), "building {} failed ({status})", manifest.display());
     let path = target.join("debug").join(dylib_file_name(package));
     assert!(path.is_file(), "{} built but {} is missing", manifest.display(), path.display());
@@ -107,12 +115,13 @@ pub fn build_out_of_tree(crate_dir: &Path, package: &str) -> PathBuf {
 
 /// A test fixture plugin (tests/fixtures/plugins/*), built on demand.
 pub fn fixture_dylib(package: &str) -> PathBuf {
-    let dir = match package {
-        FIXTURE_FAULTY => "faulty",
-        FIXTURE_ABI_MISMATCH => "abi-mismatch",
+    let (dir, crate_name, feature) = match package {
+        FIXTURE_FAULTY => ("faulty", FIXTURE_FAULTY, None),
+        FIXTURE_ABI_MISMATCH => ("abi-mismatch", FIXTURE_ABI_MISMATCH, None),
+        FIXTURE_ABI_V1 => ("abi-mismatch", FIXTURE_ABI_MISMATCH, Some("abi1")),
         other => panic!("unknown fixture plugin {other}"),
     };
-    build_out_of_tree(&repo_root().join("tests/fixtures/plugins").join(dir), package)
+    build_out_of_tree_with(&repo_root().join("tests/fixtures/plugins").join(dir), crate_name, feature)
 }
 
 /// The built `rtllm` binary (panics with instructions if it is not built).

@@ -1,13 +1,15 @@
-//! Plugin ABI tests: a plugin built against another ABI version is refused with a clear
-//! error while the others load; a panicking kernel is an error, not a crash; priority and
-//! pinning pick the right provider; a missing op names what is registered.
+//! Plugin ABI tests: a plugin built against another ABI version (a future one, or ABI 1) is
+//! refused with a clear error while the others load; a panicking kernel is an error, not a
+//! crash; a kernel cannot write an input it did not declare in place, nor take its workspace
+//! twice; priority and pinning pick the right provider; a missing op names what is registered.
 
 use rtllm::host_pool::HostPool;
 use rtllm::reference::HostTensor;
 use rtllm::registry::{run_on_host, LoadErrorKind, OpRequest, Registry, ResolveError};
 use rtllm_plugin_api::{Attrs, DType, DeviceKind};
 use rtllm_tests::{
-    dylib_file_name, fixture_dylib, plugin_dir, registry, BUILTIN_PLUGINS, FIXTURE_ABI_MISMATCH, FIXTURE_FAULTY,
+    dylib_file_name, fixture_dylib, plugin_dir, registry, BUILTIN_PLUGINS, FIXTURE_ABI_MISMATCH, FIXTURE_ABI_V1,
+    FIXTURE_FAULTY,
 };
 
 /// The built-ins plus the faulty fixture.
@@ -54,6 +56,54 @@ fn abi_mismatch_is_reported_and_the_real_plugins_still_load() {
         assert!(r.plugins().iter().any(|p| p.name == *name), "plugin {name} not loaded");
     }
     assert!(!r.op_names().is_empty());
+}
+
+#[test]
+fn a_plugin_built_for_abi_1_is_refused_naming_both_versions() {
+    assert_eq!(rtllm_plugin_api::PLUGIN_ABI_VERSION, "0.2.0", "this test describes ABI 2");
+    let old = fixture_dylib(FIXTURE_ABI_V1);
+    let r = Registry::load_paths([plugin_dir(), old.clone()]);
+    let errors: Vec<_> = r.load_errors().iter().filter(|e| e.path == old).collect();
+    assert_eq!(errors.len(), 1, "{:#?}", r.load_errors());
+    let msg = errors[0].to_string();
+    assert!(msg.contains("0.1.0") && msg.contains("0.2.0") && msg.contains("rebuild"), "{msg}");
+    assert!(
+        matches!(&errors[0].kind, LoadErrorKind::AbiVersion { expected, found } if expected == "0.2.0" && found == "0.1.0"),
+        "{:?}",
+        errors[0].kind
+    );
+    for name in BUILTIN_PLUGINS {
+        assert!(r.plugins().iter().any(|p| p.name == *name), "plugin {name} not loaded next to an ABI 1 plugin");
+    }
+}
+
+#[test]
+fn inputs_are_read_only_unless_the_op_declares_them_in_place() {
+    let r = with_faulty();
+    let pool = HostPool::global();
+    let undeclared = r.resolve(&OpRequest::new("fixture_write_input", DeviceKind::Cpu, [DType::F32])).unwrap();
+    assert!(undeclared.in_place().is_empty());
+    let mut inputs = [vec_tensor(&[1.0, 2.0])];
+    let err = run_on_host(undeclared, &mut inputs, &Attrs::new(), pool).unwrap_err();
+    assert!(err.to_string().contains("read-only") && err.to_string().contains("fixture_write_input"), "{err}");
+    assert_eq!(inputs[0].to_f32().unwrap(), vec![1.0, 2.0], "the input is untouched");
+
+    let declared = r.resolve(&OpRequest::new("fixture_scale_in_place", DeviceKind::Cpu, [DType::F32])).unwrap();
+    assert_eq!(declared.in_place(), vec![0]);
+    run_on_host(declared, &mut inputs, &Attrs::new(), pool).unwrap();
+    assert_eq!(inputs[0].to_f32().unwrap(), vec![2.0, 4.0], "a declared in-place input is written");
+
+    // The built-in paged attention declares its KV caches (inputs 3 and 4), nothing else.
+    let attn = registry().resolve(&OpRequest::new("paged_attention", DeviceKind::Cpu, [DType::F32])).unwrap();
+    assert_eq!(attn.in_place(), vec![3, 4]);
+}
+
+#[test]
+fn the_workspace_is_handed_out_once_per_launch() {
+    let r = with_faulty();
+    let p = r.resolve(&OpRequest::new("fixture_workspace_twice", DeviceKind::Cpu, [DType::F32])).unwrap();
+    let err = run_on_host(p, &mut [vec_tensor(&[1.0])], &Attrs::new(), HostPool::global()).unwrap_err();
+    assert!(err.to_string().contains("already taken"), "{err}");
 }
 
 #[test]

@@ -1,10 +1,13 @@
 //! The fast `gelu_tanh` provider: shape/dtype inference (an f32 tensor of any rank gives an
 //! f32 tensor of the same shape), conformance examples, and a kernel that runs the
-//! vectorisable formula of `fast_math` over contiguous chunks on the host's thread pool.
+//! vectorisable formula of `fast_math` over disjoint chunks of the output on the host's
+//! thread pool (`parallel_chunks_mut`: no unsafe code).
 
 use crate::fast_math;
 use rtllm_plugin_api::author::{expect_dtype, expect_inputs};
-use rtllm_plugin_api::{Attrs, DType, Kernel, LaunchContext, Op, OpExample, PluginError, TensorArg, TensorMeta};
+use rtllm_plugin_api::{
+    Attrs, DType, InputView, Kernel, LaunchContext, Op, OpExample, OutputView, PluginError, TensorMeta, TensorView,
+};
 
 // docs:start:infer
 /// Inference shared by both providers: one f32 input of any rank; the output has its dims
@@ -15,24 +18,22 @@ pub fn infer_same_shape(op: &str, inputs: &[TensorMeta]) -> Result<Vec<TensorMet
     Ok(vec![TensorMeta::new(DType::F32, inputs[0].dims.iter().cloned())])
 }
 
-/// The two tensors of a launch, checked: `x` and `y` of the same concrete shape.
+/// The two tensors of a launch, checked: `x` (read-only) and `y` (writable) of the same
+/// concrete shape.
 pub fn launch_args<'a>(
     op: &str,
-    inputs: &'a [TensorArg],
-    outputs: &'a [TensorArg],
+    inputs: &'a [InputView<'_>],
+    outputs: &'a mut [OutputView<'_>],
 ) -> Result<(&'a [f32], &'a mut [f32]), PluginError> {
+    let counts = (inputs.len(), outputs.len());
     let ([x], [y]) = (inputs, outputs) else {
         return Err(PluginError::new(format!(
             "{op}: launch takes 1 input and 1 output, got {} and {}",
-            inputs.len(),
-            outputs.len()
+            counts.0, counts.1
         )));
     };
     if x.shape()? != y.shape()? {
-        return Err(PluginError::new(format!(
-            "{op}: y {} does not match x {}",
-            y.meta, x.meta
-        )));
+        return Err(PluginError::new(format!("{op}: y {} does not match x {}", y.meta(), x.meta())));
     }
     Ok((x.slice::<f32>()?, y.slice_mut::<f32>()?))
 }
@@ -64,10 +65,7 @@ impl Op for GeluTanh {
     fn examples() -> Vec<OpExample> {
         [&[1usize][..], &[7, 33], &[3, 5, 129], &[64, 1536], &[100_003]]
             .iter()
-            .map(|dims| OpExample {
-                inputs: vec![TensorMeta::of(DType::F32, dims)].into(),
-                attrs: Attrs::new(),
-            })
+            .map(|dims| OpExample { inputs: vec![TensorMeta::of(DType::F32, dims)].into(), attrs: Attrs::new() })
             .collect()
     }
 }
@@ -79,33 +77,18 @@ const MIN_CHUNK: usize = 16 * 1024;
 /// A `gelu_tanh` instance (stateless: the op has no attributes).
 pub struct GeluTanhKernel;
 
-/// The output pointer tasks share; each task writes a disjoint range of it.
-#[derive(Clone, Copy)]
-struct OutPtr(*mut f32);
-// SAFETY: tasks write disjoint ranges (see `launch`).
-unsafe impl Send for OutPtr {}
-unsafe impl Sync for OutPtr {}
-
-impl OutPtr {
-    /// Elements `range` of the output.
-    ///
-    /// # Safety
-    /// The output must cover `range`, and no other task may touch it meanwhile.
-    #[allow(clippy::mut_from_ref)]
-    unsafe fn range(&self, range: std::ops::Range<usize>) -> &mut [f32] {
-        std::slice::from_raw_parts_mut(self.0.add(range.start), range.len())
-    }
-}
-
 // docs:start:kernel
 impl Kernel for GeluTanhKernel {
-    fn launch(&self, ctx: &LaunchContext, inputs: &[TensorArg], outputs: &[TensorArg]) -> Result<(), PluginError> {
+    fn launch(
+        &self,
+        ctx: &LaunchContext<'_>,
+        inputs: &mut [InputView<'_>],
+        outputs: &mut [OutputView<'_>],
+    ) -> Result<(), PluginError> {
         let (x, y) = launch_args(GeluTanh::NAME, inputs, outputs)?;
-        let out = OutPtr(y.as_mut_ptr());
-        // Contiguous ranges on the host's pool; each task owns its range of `y`.
-        ctx.parallel_chunks(x.len(), MIN_CHUNK, |range| {
-            // SAFETY: `y` holds `x.len()` elements and the ranges are disjoint.
-            let y = unsafe { out.range(range.clone()) };
+        // Disjoint chunks of `y` (rows of one element) on the host's pool: each task gets
+        // its own `&mut` chunk and the matching range of `x`.
+        ctx.parallel_chunks_mut([y], 1, MIN_CHUNK, |range, [y]| {
             for (o, &v) in y.iter_mut().zip(&x[range]) {
                 *o = fast_math::gelu_tanh(v);
             }

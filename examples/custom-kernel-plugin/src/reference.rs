@@ -9,7 +9,9 @@
 //! user pins it.
 
 use crate::gelu::{infer_same_shape, launch_args};
-use rtllm_plugin_api::{Attrs, DType, Kernel, LaunchContext, Op, OpExample, PluginError, TensorArg, TensorMeta};
+use rtllm_plugin_api::{
+    Attrs, DType, InputView, Kernel, LaunchContext, Op, OpExample, OutputView, PluginError, TensorMeta,
+};
 
 // docs:start:reference
 /// The reference provider of `gelu_tanh`.
@@ -38,10 +40,7 @@ impl Op for GeluTanhReference {
     fn examples() -> Vec<OpExample> {
         [&[1usize][..], &[7, 33], &[3, 5, 129]]
             .iter()
-            .map(|dims| OpExample {
-                inputs: vec![TensorMeta::of(DType::F32, dims)].into(),
-                attrs: Attrs::new(),
-            })
+            .map(|dims| OpExample { inputs: vec![TensorMeta::of(DType::F32, dims)].into(), attrs: Attrs::new() })
             .collect()
     }
 }
@@ -56,7 +55,12 @@ pub fn gelu_tanh_f64(x: f64) -> f64 {
 pub struct GeluTanhReferenceKernel;
 
 impl Kernel for GeluTanhReferenceKernel {
-    fn launch(&self, _ctx: &LaunchContext, inputs: &[TensorArg], outputs: &[TensorArg]) -> Result<(), PluginError> {
+    fn launch(
+        &self,
+        _ctx: &LaunchContext<'_>,
+        inputs: &mut [InputView<'_>],
+        outputs: &mut [OutputView<'_>],
+    ) -> Result<(), PluginError> {
         let (x, y) = launch_args(GeluTanhReference::NAME, inputs, outputs)?;
         for (o, &v) in y.iter_mut().zip(x) {
             *o = gelu_tanh_f64(v as f64) as f32;

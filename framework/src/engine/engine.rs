@@ -250,8 +250,9 @@ impl Engine {
         // weight, KV pool or staging region), sized by the plan for the engine's limits and
         // fixed for the engine's life.
         unsafe { self.exe.prepare(shape, || limits.step_symbols(batch), kind, |v| memory.addr(v, io)) };
-        let ctx = self.launcher.context(self.memory.workspace());
-        self.launcher.run(&self.exe, &ctx, bucket)?;
+        // SAFETY: the engine's workspace, sized for every node, used by one launch at a time.
+        let mut env = unsafe { self.launcher.env(self.memory.workspace()) };
+        self.launcher.run(&mut self.exe, &mut env, bucket)?;
         Ok(batch.logits_indices.len())
     }
 
@@ -286,10 +287,11 @@ impl Engine {
         let computed = self.run(batch, Some(rows))?;
         let logits =
             Logits { addr: self.logits_addr()?, dtype: self.logits_dtype, vocab: self.vocab_size, rows: computed };
-        let ctx = self.launcher.context(self.memory.workspace());
+        // SAFETY: as in `run_effective`.
+        let mut env = unsafe { self.launcher.env(self.memory.workspace()) };
         let kind = self.device_kind();
         let sampler = self.sampler.as_mut().ok_or_else(|| EngineError::Setup("no device sampler".into()))?;
-        sampler.launch(&ctx, &logits, &self.io, kind)?;
+        sampler.launch(&mut env, &logits, &self.io, kind)?;
         self.launcher.end_step()?;
         let rows_out = batch.logits_indices.len();
         let tokens = self.readback.tokens(self.device.as_ref(), self.io.addr(Region::Tokens), rows_out)?;

@@ -2,35 +2,62 @@
 //! launch arguments (tensor views at the engine's fixed addresses, with metas resolved for one
 //! step shape and kept while the shape repeats). `launch` runs every node in order.
 //!
-//! This is the one place that makes kernel arguments ([`tensor_arg`]) and the one that calls a
-//! kernel ([`launch_kernel`]); the device sampler uses both too.
+//! This is the one place that makes kernel arguments ([`input_view`], [`output_view`]: read-only
+//! inputs, writable outputs, and writable inputs only where the provider declares them in
+//! place) and the one that calls a kernel ([`launch_kernel`]); the device sampler uses both too.
 
 use super::error::EngineError;
 use super::graph::Graph;
 use super::plan::Symbols;
 use rtllm_models::Value;
-use rtllm_plugin_api::{DeviceKind, KernelBox, LaunchContext, PluginError, TensorArg, TensorMeta};
+use rtllm_plugin_api::{DeviceKind, InputView, KernelBox, LaunchEnv, OutputView, PluginError, TensorMeta};
 
-/// One kernel call's arguments.
+/// One kernel call's arguments: views of the engine's own buffers, hence `'static` (they live as
+/// long as the engine, which neither moves nor frees the memory they address).
 #[derive(Default)]
 pub(super) struct KernelArgs {
-    pub inputs: Vec<TensorArg>,
-    pub outputs: Vec<TensorArg>,
+    pub inputs: Vec<InputView<'static>>,
+    pub outputs: Vec<OutputView<'static>>,
 }
 
-/// A tensor argument: `meta` (concrete) at `ptr` on `device`.
+/// An input view: `meta` (concrete) at `ptr` on `device`, writable when `in_place`.
 ///
 /// # Safety
 /// `ptr` must address a buffer of at least `meta`'s bytes that stays valid (and is not moved)
-/// for as long as the argument is launched with.
-pub(super) unsafe fn tensor_arg(meta: TensorMeta, ptr: *mut u8, device: DeviceKind) -> TensorArg {
-    // SAFETY: the caller's contract is TensorArg::new's.
-    unsafe { TensorArg::new(meta, ptr, device) }
+/// for as long as the argument is launched with; nothing writes it during a launch unless
+/// `in_place`, and then no other view of the launch reaches it.
+pub(super) unsafe fn input_view(
+    meta: TensorMeta,
+    ptr: *mut u8,
+    device: DeviceKind,
+    in_place: bool,
+) -> InputView<'static> {
+    // SAFETY: the caller's contract is the constructors'.
+    unsafe {
+        if in_place {
+            InputView::new_in_place(meta, ptr, device)
+        } else {
+            InputView::new(meta, ptr, device)
+        }
+    }
 }
 
-/// Launches `kernel` on `ctx` with `args`.
-pub(super) fn launch_kernel(kernel: &KernelBox, ctx: &LaunchContext, args: &KernelArgs) -> Result<(), PluginError> {
-    kernel.launch(ctx, &args.inputs, &args.outputs)
+/// An output view: `meta` (concrete) at `ptr` on `device`.
+///
+/// # Safety
+/// As [`input_view`] with `in_place`: the launch writes it and no other view reaches it.
+pub(super) unsafe fn output_view(meta: TensorMeta, ptr: *mut u8, device: DeviceKind) -> OutputView<'static> {
+    // SAFETY: the caller's contract is OutputView::new's.
+    unsafe { OutputView::new(meta, ptr, device) }
+}
+
+/// Launches `kernel` in `env` with `args`.
+pub(super) fn launch_kernel(
+    kernel: &KernelBox,
+    env: &mut LaunchEnv<'_>,
+    args: &mut KernelArgs,
+) -> Result<(), PluginError> {
+    kernel.launch(env, &mut args.inputs, &mut args.outputs)
 }
 
 /// The graph's nodes with their kernels and launch arguments.
@@ -81,7 +108,9 @@ impl ExecutableGraph {
     ///
     /// # Safety
     /// `addr(v)` must be the address of a buffer holding value `v` at its largest (planned)
-    /// size, valid and unmoved while this graph launches with these arguments.
+    /// size, valid and unmoved while this graph launches with these arguments; a node's
+    /// outputs must not overlap each other or its inputs, and an input its provider writes in
+    /// place must be writable memory no other input of the node shares (`check_in_place`).
     pub unsafe fn prepare(
         &mut self,
         shape: [usize; 4],
@@ -94,26 +123,31 @@ impl ExecutableGraph {
         }
         let symbols = symbols();
         let graph = &self.graph;
-        // SAFETY: the caller's contract on `addr`.
-        let arg = |v: &Value| unsafe { tensor_arg(symbols.resolve(graph.meta(*v)), addr(*v), device) };
+        let meta = |v: &Value| symbols.resolve(graph.meta(*v));
+        // SAFETY (both closures): the caller's contract on `addr`.
+        let input = |(i, v): (usize, &Value), in_place: &[usize]| unsafe {
+            input_view(meta(v), addr(*v), device, in_place.contains(&i))
+        };
+        let output = |v: &Value| unsafe { output_view(meta(v), addr(*v), device) };
         self.args = graph
             .nodes
             .iter()
             .map(|node| KernelArgs {
-                inputs: node.inputs.iter().map(arg).collect(),
-                outputs: node.outputs.iter().map(arg).collect(),
+                inputs: node.inputs.iter().enumerate().map(|a| input(a, &node.provider.in_place)).collect(),
+                outputs: node.outputs.iter().map(output).collect(),
             })
             .collect();
         self.args_shape = Some(shape);
     }
 
     /// Launches node `i` (after `prepare`).
-    pub fn launch_node(&self, i: usize, ctx: &LaunchContext) -> Result<(), EngineError> {
-        let (Some(node), Some(kernel), Some(args)) = (self.graph.nodes.get(i), self.kernels.get(i), self.args.get(i))
+    pub fn launch_node(&mut self, i: usize, env: &mut LaunchEnv<'_>) -> Result<(), EngineError> {
+        let (Some(node), Some(kernel), Some(args)) =
+            (self.graph.nodes.get(i), self.kernels.get(i), self.args.get_mut(i))
         else {
             return Err(EngineError::Setup(format!("node {i} has no prepared launch")));
         };
-        launch_kernel(kernel, ctx, args).map_err(|e| EngineError::Kernel {
+        launch_kernel(kernel, env, args).map_err(|e| EngineError::Kernel {
             scope: node.scope.clone(),
             op: node.op.clone(),
             plugin: node.provider.plugin.clone(),
@@ -122,7 +156,7 @@ impl ExecutableGraph {
     }
 
     /// Launches every node in order (after `prepare`).
-    pub fn launch(&self, ctx: &LaunchContext) -> Result<(), EngineError> {
-        (0..self.graph.nodes.len()).try_for_each(|i| self.launch_node(i, ctx))
+    pub fn launch(&mut self, env: &mut LaunchEnv<'_>) -> Result<(), EngineError> {
+        (0..self.graph.nodes.len()).try_for_each(|i| self.launch_node(i, env))
     }
 }

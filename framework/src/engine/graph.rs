@@ -25,22 +25,24 @@ pub struct ValueInfo {
     pub source: ValueSource,
 }
 
-/// Which plugin serves a node.
+/// Which plugin serves a node, and the inputs its kernel writes in place.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ProviderInfo {
     pub plugin: String,
     pub plugin_version: String,
     pub op_version: u32,
     pub file: std::path::PathBuf,
+    pub in_place: Vec<usize>,
 }
 
 impl ProviderInfo {
-    pub fn of(p: &crate::registry::Provider) -> ProviderInfo {
+    pub fn of(provider: &crate::registry::Provider) -> ProviderInfo {
         ProviderInfo {
-            plugin: p.plugin.clone(),
-            plugin_version: p.plugin_version.clone(),
-            op_version: p.decl.version,
-            file: p.path.clone(),
+            plugin: provider.plugin.clone(),
+            plugin_version: provider.plugin_version.clone(),
+            op_version: provider.decl.version,
+            file: provider.path.clone(),
+            in_place: provider.in_place(),
         }
     }
 }

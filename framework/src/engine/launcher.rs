@@ -10,7 +10,7 @@ use super::op_profile::OpProfile;
 use super::step_profile::StepProfile;
 use crate::device::CudaDevice;
 use crate::host_pool::HostPool;
-use rtllm_plugin_api::{DeviceKind, LaunchContext};
+use rtllm_plugin_api::{DeviceKind, LaunchEnv};
 use std::sync::Arc;
 
 pub(super) struct Launcher {
@@ -56,46 +56,47 @@ impl Launcher {
         self.graphs = None;
     }
 
-    /// The context every kernel of a step launches with.
-    pub fn context(&self, workspace: (*mut u8, usize)) -> LaunchContext {
-        LaunchContext {
-            device: if self.device.is_some() { DeviceKind::Cuda } else { DeviceKind::Cpu },
-            ordinal: self.device.as_ref().map_or(0, |d| d.ordinal as i32),
-            stream: self.device.as_ref().map_or(std::ptr::null_mut(), |d| d.stream()),
-            workspace: workspace.0,
-            workspace_bytes: workspace.1,
-            host: self.pool.services(),
-        }
+    /// The environment every kernel of a step launches in.
+    ///
+    /// # Safety
+    /// `workspace` must address that many bytes (host or device memory, as the launcher's
+    /// device), valid while the environment is used, and used by no one else meanwhile.
+    pub unsafe fn env(&self, workspace: (*mut u8, usize)) -> LaunchEnv<'static> {
+        let device = if self.device.is_some() { DeviceKind::Cuda } else { DeviceKind::Cpu };
+        let ordinal = self.device.as_ref().map_or(0, |d| d.ordinal as i32);
+        let stream = self.device.as_ref().map_or(std::ptr::null_mut(), |d| d.stream());
+        // SAFETY: the caller's contract on the workspace; the stream is this device's.
+        unsafe { LaunchEnv::new(device, ordinal, stream, workspace.0, workspace.1, self.pool.services()) }
     }
 
     /// Runs the prepared `exe` once: replays (or first captures) `bucket`'s decode graph,
     /// profiles it op by op, or launches it eagerly (on the CPU inside the host pool).
     pub fn run(
         &mut self,
-        exe: &ExecutableGraph,
-        ctx: &LaunchContext,
+        exe: &mut ExecutableGraph,
+        env: &mut LaunchEnv<'_>,
         bucket: Option<usize>,
     ) -> Result<(), EngineError> {
         match (bucket, self.graphs.as_ref().and_then(|g| bucket.and_then(|b| g.get(b)))) {
             (Some(_), Some(graph)) => graph.launch().map_err(|e| EngineError::device("graph launch", e)),
-            (Some(b), None) => self.capture(exe, ctx, b),
-            (None, _) if self.profile.is_some() => self.launch_profiled(exe, ctx),
+            (Some(b), None) => self.capture(exe, env, b),
+            (None, _) if self.profile.is_some() => self.launch_profiled(exe, env),
             (None, _) if self.device.is_none() && self.step_in_pool => {
                 // On the CPU the whole step runs inside the host pool: each kernel's
                 // parallel_for then starts from a pool thread (~1.5 µs) instead of being
                 // injected from this one (~6 µs), some 400 times a decode step.
-                self.pool.install(|| exe.launch(ctx))
+                self.pool.install(|| exe.launch(env))
             }
-            (None, _) => exe.launch(ctx),
+            (None, _) => exe.launch(env),
         }
     }
 
     /// The first run of decode bucket `b`: runs it, then records the same launches for replay.
-    fn capture(&mut self, exe: &ExecutableGraph, ctx: &LaunchContext, b: usize) -> Result<(), EngineError> {
-        exe.launch(ctx)?;
+    fn capture(&mut self, exe: &mut ExecutableGraph, env: &mut LaunchEnv<'_>, b: usize) -> Result<(), EngineError> {
+        exe.launch(env)?;
         let device = self.device.clone().ok_or_else(|| EngineError::Setup("graphs need a GPU".into()))?;
         device.begin_capture().map_err(|e| EngineError::device("begin capture", e))?;
-        let recorded = exe.launch(ctx);
+        let recorded = exe.launch(env);
         let graph = device.end_capture();
         recorded?;
         let graph = graph.map_err(|e| EngineError::device("end capture", e))?;
@@ -107,23 +108,24 @@ impl Launcher {
     }
 
     /// `exe.launch` with an event before each node and after the last (RTLLM_PROFILE_OPS).
-    fn launch_profiled(&mut self, exe: &ExecutableGraph, ctx: &LaunchContext) -> Result<(), EngineError> {
+    fn launch_profiled(&mut self, exe: &mut ExecutableGraph, env: &mut LaunchEnv<'_>) -> Result<(), EngineError> {
         let (Some(device), Some(mut profile)) = (self.device.clone(), self.profile.take()) else {
-            return exe.launch(ctx);
+            return exe.launch(env);
         };
-        let nodes = &exe.graph().nodes;
+        let count = exe.graph().nodes.len();
         let mut result = Ok(());
-        for i in 0..nodes.len() {
+        for i in 0..count {
             if let Err(e) = profile.event(&device, i).and_then(|ev| ev.record(&device)) {
                 result = Err(EngineError::device("profile event", e));
                 break;
             }
-            if let Err(e) = exe.launch_node(i, ctx) {
+            if let Err(e) = exe.launch_node(i, env) {
                 result = Err(e);
                 break;
             }
         }
         if result.is_ok() {
+            let nodes = &exe.graph().nodes;
             let end = profile.event(&device, nodes.len()).and_then(|ev| ev.record(&device));
             let collected = end.and_then(|_| profile.collect(&device, nodes.iter().map(|n| n.op.as_str())));
             result = collected.map_err(|e| EngineError::device("profile", e));

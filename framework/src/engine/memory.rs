@@ -24,6 +24,43 @@ enum Slot {
     Unbound,
 }
 
+/// Checks that every input a node's provider writes in place is memory the engine may let it
+/// write (a KV pool or an activation, never a weight or a staged step input) and is passed to
+/// that node once, so the writable view is the only view of it in the launch.
+fn check_in_place(graph: &Graph, slots: &[Slot]) -> Result<(), EngineError> {
+    for node in &graph.nodes {
+        let at = || format!("{} '{}' (plugin {})", node.scope, node.op, node.provider.plugin);
+        for &i in &node.provider.in_place {
+            let Some(&v) = node.inputs.get(i) else {
+                return Err(EngineError::Setup(format!(
+                    "{}: declares input {i} in place, but the node has {} inputs",
+                    at(),
+                    node.inputs.len()
+                )));
+            };
+            let what = match (slots.get(v.0), &graph.values[v.0].source) {
+                (Some(Slot::Kv(_) | Slot::Arena(_)), _) => None,
+                (_, ValueSource::Weight { name, .. }) => Some(format!("weight '{name}'")),
+                (_, ValueSource::Input(name)) => Some(format!("step input '{name}'")),
+                _ => Some("an unbound value".to_string()),
+            };
+            if let Some(what) = what {
+                return Err(EngineError::Setup(format!(
+                    "{}: writes input {i} in place, which is {what}; only KV caches and activations may be written",
+                    at()
+                )));
+            }
+            if node.inputs.iter().filter(|&&u| u == v).count() > 1 {
+                return Err(EngineError::Setup(format!(
+                    "{}: input {i} is written in place and also passed as another input",
+                    at()
+                )));
+            }
+        }
+    }
+    Ok(())
+}
+
 /// What the engine's memory is made for.
 pub(super) struct MemorySetup<'a> {
     pub graph: &'a Graph,
@@ -104,6 +141,7 @@ impl EngineMemory {
         }
         let kv_meta = kv_meta.ok_or_else(|| EngineError::Setup("the graph declares no KV cache inputs".into()))?;
         let kv_meta = TensorMeta { dtype: s.kv_dtype, ..kv_meta };
+        check_in_place(graph, &slots)?;
 
         let device = s.device;
         let weights = match device {
@@ -206,5 +244,56 @@ impl EngineMemory {
             }
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::engine::graph::{Node, ProviderInfo, ValueInfo};
+    use rtllm_plugin_api::{Attrs, DType};
+
+    /// A graph of a weight, a KV pool and one node reading `inputs` that writes input 0 in place.
+    fn graph(inputs: &[usize]) -> (Graph, Vec<Slot>) {
+        let meta = TensorMeta::of(DType::F32, &[4]);
+        let value = |source| ValueInfo { meta: meta.clone(), source };
+        let values = vec![
+            value(ValueSource::Weight { name: "w".into(), dtype: DType::F32 }),
+            value(ValueSource::Input("kv_cache.0.k".into())),
+            value(ValueSource::Node { node: 0, index: 0 }),
+        ];
+        let provider = ProviderInfo {
+            plugin: "p".into(),
+            plugin_version: "1".into(),
+            op_version: 1,
+            file: "p.so".into(),
+            in_place: vec![0],
+        };
+        let node = Node {
+            op: "writer".into(),
+            scope: "layer 0".into(),
+            attrs: Attrs::new(),
+            inputs: inputs.iter().map(|&i| Value(i)).collect(),
+            outputs: vec![Value(2)],
+            provider,
+        };
+        let graph = Graph { values, nodes: vec![node], inputs: Vec::new(), outputs: Vec::new() };
+        (graph, vec![Slot::Weight(0), Slot::Kv(0), Slot::Arena(0)])
+    }
+
+    #[test]
+    fn in_place_inputs_must_be_writable_and_passed_once() {
+        let (g, slots) = graph(&[1]);
+        check_in_place(&g, &slots).expect("a KV pool may be written in place");
+        let (g, slots) = graph(&[0]);
+        let e = check_in_place(&g, &slots).unwrap_err().to_string();
+        assert!(e.contains("weight 'w'") && e.contains("layer 0 'writer'"), "{e}");
+        let (g, slots) = graph(&[1, 1]);
+        let e = check_in_place(&g, &slots).unwrap_err().to_string();
+        assert!(e.contains("also passed as another input"), "{e}");
+        let (mut g, slots) = graph(&[1]);
+        g.nodes[0].provider.in_place = vec![3];
+        let e = check_in_place(&g, &slots).unwrap_err().to_string();
+        assert!(e.contains("declares input 3 in place"), "{e}");
     }
 }

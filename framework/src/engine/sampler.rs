@@ -3,9 +3,9 @@
 //! arguments are rebuilt only when the number of rows changes.
 
 use super::error::EngineError;
-use super::executable::{launch_kernel, tensor_arg, KernelArgs};
+use super::executable::{input_view, launch_kernel, output_view, KernelArgs};
 use super::step_io::{Region, StepIo};
-use rtllm_plugin_api::{DType, DeviceKind, KernelBox, LaunchContext, TensorMeta};
+use rtllm_plugin_api::{DType, DeviceKind, KernelBox, LaunchEnv, TensorMeta};
 
 pub(super) struct DeviceSampler {
     kernel: KernelBox,
@@ -30,7 +30,7 @@ impl DeviceSampler {
     /// Samples one token per logits row into `io`'s token region.
     pub fn launch(
         &mut self,
-        ctx: &LaunchContext,
+        env: &mut LaunchEnv<'_>,
         logits: &Logits,
         io: &StepIo,
         device: DeviceKind,
@@ -39,23 +39,24 @@ impl DeviceSampler {
         if self.args.as_ref().map(|(l, _)| *l) != Some(rows) {
             let meta = |dtype: DType, dims: &[usize]| TensorMeta::of(dtype, dims);
             let at = |r: Region| io.addr(r);
-            // SAFETY: every address is an engine buffer sized for max_batch_size rows.
+            // SAFETY: every address is a distinct engine buffer sized for max_batch_size rows;
+            // the sampler only writes the token region.
             let args = unsafe {
                 KernelArgs {
                     inputs: vec![
-                        tensor_arg(meta(logits.dtype, &[rows, logits.vocab]), logits.addr, device),
-                        tensor_arg(meta(DType::F32, &[rows]), at(Region::Temperature), device),
-                        tensor_arg(meta(DType::I32, &[rows]), at(Region::TopK), device),
-                        tensor_arg(meta(DType::F32, &[rows]), at(Region::TopP), device),
-                        tensor_arg(meta(DType::I64, &[rows]), at(Region::Seeds), device),
+                        input_view(meta(logits.dtype, &[rows, logits.vocab]), logits.addr, device, false),
+                        input_view(meta(DType::F32, &[rows]), at(Region::Temperature), device, false),
+                        input_view(meta(DType::I32, &[rows]), at(Region::TopK), device, false),
+                        input_view(meta(DType::F32, &[rows]), at(Region::TopP), device, false),
+                        input_view(meta(DType::I64, &[rows]), at(Region::Seeds), device, false),
                     ],
-                    outputs: vec![tensor_arg(meta(DType::I32, &[rows]), at(Region::Tokens), device)],
+                    outputs: vec![output_view(meta(DType::I32, &[rows]), at(Region::Tokens), device)],
                 }
             };
             self.args = Some((rows, args));
         }
-        let Some((_, args)) = &self.args else { return Ok(()) };
-        launch_kernel(&self.kernel, ctx, args).map_err(|e| EngineError::Kernel {
+        let Some((_, args)) = &mut self.args else { return Ok(()) };
+        launch_kernel(&self.kernel, env, args).map_err(|e| EngineError::Kernel {
             scope: "output".into(),
             op: "sample".into(),
             plugin: "sampler".into(),

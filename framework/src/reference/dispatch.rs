@@ -28,14 +28,6 @@ pub fn has_reference(op: &str) -> bool {
     BUILTIN_OPS.contains(&op) || FUSED_OPS.contains(&op)
 }
 
-/// The inputs an op updates in place (the KV caches of paged_attention).
-pub fn in_place_inputs(op: &str) -> &'static [usize] {
-    match op {
-        "paged_attention" => &[3, 4],
-        _ => &[],
-    }
-}
-
 fn counts(op: &str, inputs: &[HostTensor], allowed: &[usize]) -> RefResult<()> {
     if allowed.contains(&inputs.len()) {
         return Ok(());
@@ -62,8 +54,8 @@ fn f32_out(shape: &[usize], v: &[f32]) -> RefResult<HostTensor> {
     Ok(HostTensor::from_f32(DType::F32, shape, v)?)
 }
 
-/// Runs the reference of `op`. `inputs` that the op updates in place (see
-/// [`in_place_inputs`]) are updated here too.
+/// Runs the reference of `op`. Inputs the op updates in place (the KV caches of
+/// `paged_attention`, as its providers declare in `OpDecl::in_place`) are updated here too.
 pub fn run_reference(op: &str, inputs: &mut [HostTensor], attrs: &Attrs) -> RefResult<Vec<HostTensor>> {
     match op {
         "matmul" => {

@@ -11,7 +11,7 @@ pub mod sample;
 pub mod tensor;
 
 pub use attention::{paged_attention, AttentionParams, PagedBatch};
-pub use dispatch::{has_reference, in_place_inputs, run_reference, BUILTIN_OPS};
+pub use dispatch::{has_reference, run_reference, BUILTIN_OPS};
 pub use rope::{rope, RopeParams, RopeScaling, RopeStyle};
 pub use tensor::{HostTensor, TensorError};
 

@@ -1,10 +1,12 @@
 //! A host tensor for checks and references: a concrete contiguous shape, a dtype and 8-byte
 //! aligned bytes, with conversions to and from f32 (dequantizing GGUF blocks row by row).
 
-use rtllm_plugin_api::{quant, DType, DeviceKind, Element, TensorArg, TensorMeta};
+use rtllm_plugin_api::{quant, DType, Element, InputView, OutputView, TensorMeta};
 
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
 pub enum TensorError {
+    #[error("launch view: {0}")]
+    View(String),
     #[error("tensor {meta} has symbolic dims; a concrete shape is needed")]
     Symbolic { meta: String },
     #[error("{dtype}{shape:?} is not a whole number of {block}-element blocks per row")]
@@ -161,12 +163,21 @@ impl HostTensor {
         Ok(())
     }
 
-    /// A launch argument viewing this tensor's memory (valid while `self` is alive and unmoved).
-    pub fn arg(&mut self) -> TensorArg {
+    /// A read-only launch input viewing this tensor's memory.
+    pub fn input(&self) -> Result<InputView<'_>, TensorError> {
+        InputView::from_bytes(self.meta(), self.bytes()).map_err(|e| TensorError::View(e.to_string()))
+    }
+
+    /// A launch input the op writes in place, viewing this tensor's memory.
+    pub fn input_in_place(&mut self) -> Result<InputView<'_>, TensorError> {
         let meta = self.meta();
-        // SAFETY: the pointer covers `nbytes` bytes owned by `self`; the caller keeps `self`
-        // alive and does not touch it while the argument is in use.
-        unsafe { TensorArg::new(meta, self.words.as_mut_ptr() as *mut u8, DeviceKind::Cpu) }
+        InputView::from_bytes_mut(meta, self.bytes_mut()).map_err(|e| TensorError::View(e.to_string()))
+    }
+
+    /// A launch output viewing this tensor's memory.
+    pub fn output(&mut self) -> Result<OutputView<'_>, TensorError> {
+        let meta = self.meta();
+        OutputView::from_bytes(meta, self.bytes_mut()).map_err(|e| TensorError::View(e.to_string()))
     }
 }
 

@@ -6,7 +6,7 @@ use super::Provider;
 use crate::host_pool::HostPool;
 use crate::reference::HostTensor;
 use abi_stable::std_types::RSlice;
-use rtllm_plugin_api::{Attrs, KernelBox, LaunchContext, TensorArg, TensorMeta};
+use rtllm_plugin_api::{Attrs, InputView, KernelBox, LaunchEnv, OutputView, TensorMeta};
 use std::path::PathBuf;
 
 /// Which hook failed.
@@ -76,15 +76,15 @@ pub fn workspace_with(provider: &Provider, kernel: &KernelBox, inputs: &[TensorM
 pub fn launch_with(
     provider: &Provider,
     kernel: &KernelBox,
-    ctx: &LaunchContext,
-    inputs: &[TensorArg],
-    outputs: &[TensorArg],
+    env: &mut LaunchEnv<'_>,
+    inputs: &mut [InputView<'_>],
+    outputs: &mut [OutputView<'_>],
 ) -> Result<(), OpError> {
-    kernel.launch(ctx, inputs, outputs).map_err(|e| OpError::new(provider, OpStage::Launch, e.message()))
+    kernel.launch(env, inputs, outputs).map_err(|e| OpError::new(provider, OpStage::Launch, e.message()))
 }
 
 /// Infers, creates and launches `provider` on host `inputs` (updated in place where the op
-/// writes an input) with the pool's threads and a 64-byte aligned workspace, and returns the
+/// declares it writes an input; the others are passed read-only) with the pool's threads and a 64-byte aligned workspace, and returns the
 /// outputs. Outputs start as all-ones bytes (NaN for floats) so unwritten elements show.
 pub fn run_on_host(
     provider: &Provider,
@@ -108,9 +108,17 @@ pub fn run_on_host(
     const ALIGN: usize = 64;
     let mut ws = vec![0u8; ws_bytes + ALIGN];
     let off = ws.as_ptr().align_offset(ALIGN).min(ALIGN);
-    let ctx = pool.cpu_context(&mut ws[off..off + ws_bytes]);
-    let in_args: Vec<TensorArg> = inputs.iter_mut().map(HostTensor::arg).collect();
-    let out_args: Vec<TensorArg> = outputs.iter_mut().map(HostTensor::arg).collect();
-    launch_with(provider, &kernel, &ctx, &in_args, &out_args)?;
+    let mut env = pool.cpu_env(&mut ws[off..off + ws_bytes]);
+    let in_place = provider.in_place();
+    let view_err = |e: crate::reference::TensorError| OpError::new(provider, OpStage::Launch, e.to_string());
+    let mut in_args = inputs
+        .iter_mut()
+        .enumerate()
+        .map(|(i, t)| if in_place.contains(&i) { t.input_in_place() } else { t.input() })
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(view_err)?;
+    let mut out_args = outputs.iter_mut().map(HostTensor::output).collect::<Result<Vec<_>, _>>().map_err(view_err)?;
+    launch_with(provider, &kernel, &mut env, &mut in_args, &mut out_args)?;
+    drop((in_args, out_args));
     Ok(outputs)
 }

@@ -50,6 +50,10 @@ impl Provider {
     pub fn priority(&self) -> i32 {
         self.decl.priority
     }
+    /// The inputs a launch writes in place (declared by the provider).
+    pub fn in_place(&self) -> Vec<usize> {
+        self.decl.in_place.iter().map(|&i| i as usize).collect()
+    }
     /// Whether this provider handles `device` and every dtype in `dtypes`.
     pub fn supports(&self, device: DeviceKind, dtypes: &[DType]) -> bool {
         self.decl.device == device && dtypes.iter().all(|d| self.decl.dtypes.contains(d))

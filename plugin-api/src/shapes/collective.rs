@@ -14,7 +14,7 @@
 //! all_reduce may run in place (output == x); the other two need distinct buffers.
 
 use super::dtype_list;
-use crate::{Attrs, DType, Dim, OpExample, PluginError, TensorArg, TensorMeta};
+use crate::{Attrs, DType, Dim, OpExample, PluginError, TensorMeta, TensorView};
 
 /// The dtypes every collective provider accepts.
 pub const DTYPES: [DType; 3] = DType::FLOATS;
@@ -184,33 +184,36 @@ pub fn check_launch(
     kind: Collective,
     spec: &CollectiveAttrs,
     dtype: DType,
-    inputs: &[TensorArg],
-    outputs: &[TensorArg],
+    inputs: &[impl TensorView],
+    outputs: &[impl TensorView],
 ) -> Result<Split, PluginError> {
     let op = kind.name();
     super::expect_args(op, inputs, &[1], outputs, 1)?;
     let (x, y) = (&inputs[0], &outputs[0]);
-    if x.meta.dtype != dtype || y.meta.dtype != dtype {
+    if x.meta().dtype != dtype || y.meta().dtype != dtype {
         return Err(PluginError::new(format!(
             "{op}: the kernel was created for {dtype}, got x {} and output {}",
-            x.meta, y.meta
+            x.meta(),
+            y.meta()
         )));
     }
-    if !x.meta.is_contiguous() || !y.meta.is_contiguous() {
+    if !x.meta().is_contiguous() || !y.meta().is_contiguous() {
         return Err(PluginError::new(format!(
             "{op}: x and the output must be contiguous, got x {} and output {}",
-            x.meta, y.meta
+            x.meta(),
+            y.meta()
         )));
     }
     let shape = x.shape().map_err(|e| e.context(format_args!("{op}: x")))?;
     if shape.len() <= spec.axis {
         return Err(PluginError::new(format!(
             "{op}: x {} has no axis {} (the kernel was created for it)",
-            x.meta, spec.axis
+            x.meta(),
+            spec.axis
         )));
     }
     let split = Split::of(&shape, spec.axis)
-        .ok_or_else(|| PluginError::new(format!("{op}: the element count of x {} overflows", x.meta)))?;
+        .ok_or_else(|| PluginError::new(format!("{op}: the element count of x {} overflows", x.meta())))?;
     let mut want = shape.clone();
     want[spec.axis] = out_axis_len(kind, op, shape[spec.axis], spec)?;
     super::expect_shape(op, "output", y, &want)?;

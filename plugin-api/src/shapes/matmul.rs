@@ -3,7 +3,7 @@
 //! output has x's dtype. Also the launch-time check of the concrete (T, K, N).
 
 use super::dtype_list;
-use crate::{DType, PluginError, TensorArg, TensorMeta};
+use crate::{DType, PluginError, TensorMeta, TensorView};
 
 /// The dtypes a matmul provider accepts.
 #[derive(Clone, Copy, Debug)]
@@ -63,16 +63,19 @@ pub fn infer_matmul(inputs: &[TensorMeta], dtypes: &MatmulDtypes) -> Result<Tens
 }
 
 /// Concrete (rows, cols) of a rank-2 argument.
-fn dims2(arg: &TensorArg, what: &str) -> Result<(usize, usize), PluginError> {
+fn dims2(arg: &impl TensorView, what: &str) -> Result<(usize, usize), PluginError> {
     match arg.shape()?.as_slice() {
         &[a, b] => Ok((a, b)),
-        _ => Err(err(format!("{what} must have rank 2, got {what} {}", arg.meta))),
+        _ => Err(err(format!("{what} must have rank 2, got {what} {}", arg.meta()))),
     }
 }
 
 /// Checks the argument counts and concrete shapes of a launch and returns `(T, K, N)`; the
 /// bias (when given) must be `[N]`.
-pub fn launch_dims(inputs: &[TensorArg], outputs: &[TensorArg]) -> Result<(usize, usize, usize), PluginError> {
+pub fn launch_dims(
+    inputs: &[impl TensorView],
+    outputs: &[impl TensorView],
+) -> Result<(usize, usize, usize), PluginError> {
     if !(2..=3).contains(&inputs.len()) || outputs.len() != 1 {
         return Err(err(format!(
             "launch takes 2 or 3 inputs and 1 output, got {} and {}",
@@ -85,11 +88,11 @@ pub fn launch_dims(inputs: &[TensorArg], outputs: &[TensorArg]) -> Result<(usize
     let (n, kw) = dims2(w, "w")?;
     let (ty, ny) = dims2(y, "y")?;
     if kw != k || ty != t || ny != n {
-        return Err(err(format!("launch shapes disagree: x {}, w {}, y {}", x.meta, w.meta, y.meta)));
+        return Err(err(format!("launch shapes disagree: x {}, w {}, y {}", x.meta(), w.meta(), y.meta())));
     }
     if let Some(b) = inputs.get(2) {
         if b.shape()? != [n] {
-            return Err(err(format!("bias must be [{n}], got bias {}", b.meta)));
+            return Err(err(format!("bias must be [{n}], got bias {}", b.meta())));
         }
     }
     Ok((t, k, n))
@@ -148,8 +151,8 @@ pub fn infer_grouped_matmul(inputs: &[TensorMeta], x_dtypes: &[DType]) -> Result
 /// The concrete shapes of a `grouped_matmul` launch: `(T, K, [N_0, .., N_{n-1}, 0, ..])` and n.
 /// Each output must be `[T, N_i]`.
 pub fn grouped_launch_dims(
-    inputs: &[TensorArg],
-    outputs: &[TensorArg],
+    inputs: &[impl TensorView],
+    outputs: &[impl TensorView],
 ) -> Result<(usize, usize, [usize; 4], usize), PluginError> {
     let weights = inputs.len().saturating_sub(1);
     if !GROUPED_WEIGHTS.contains(&weights) || outputs.len() != weights {
@@ -167,7 +170,9 @@ pub fn grouped_launch_dims(
         if kw != k || ty != t || ny != n {
             return Err(grouped_err(format!(
                 "launch shapes disagree: x {}, w_{i} {}, y_{i} {}",
-                inputs[0].meta, w.meta, y.meta
+                inputs[0].meta(),
+                w.meta(),
+                y.meta()
             )));
         }
         ns[i] = n;
@@ -192,7 +197,10 @@ pub fn infer_swiglu_matmul(inputs: &[TensorMeta], x_dtypes: &[DType]) -> Result<
 }
 
 /// The concrete shapes of a `swiglu_matmul` launch: `(T, K, N)`; the output must be `[T, N]`.
-pub fn swiglu_launch_dims(inputs: &[TensorArg], outputs: &[TensorArg]) -> Result<(usize, usize, usize), PluginError> {
+pub fn swiglu_launch_dims(
+    inputs: &[impl TensorView],
+    outputs: &[impl TensorView],
+) -> Result<(usize, usize, usize), PluginError> {
     let err = |msg: String| PluginError::new(format!("swiglu_matmul: {msg}"));
     if inputs.len() != 3 || outputs.len() != 1 {
         return Err(err(format!(
@@ -208,7 +216,10 @@ pub fn swiglu_launch_dims(inputs: &[TensorArg], outputs: &[TensorArg]) -> Result
     if (kg, ku, nu, ty, ny) != (k, k, n, t, n) {
         return Err(err(format!(
             "launch shapes disagree: x {}, w_gate {}, w_up {}, y {}",
-            inputs[0].meta, inputs[1].meta, inputs[2].meta, outputs[0].meta
+            inputs[0].meta(),
+            inputs[1].meta(),
+            inputs[2].meta(),
+            outputs[0].meta()
         )));
     }
     Ok((t, k, n))

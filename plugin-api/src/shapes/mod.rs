@@ -10,14 +10,14 @@ pub mod matmul;
 pub mod norm;
 pub mod sampling;
 
-use crate::{DType, PluginError, TensorArg};
+use crate::{DType, PluginError, TensorView};
 
 /// Checks the number of launch inputs (one of `in_counts`) and outputs.
 pub fn expect_args(
     op: &str,
-    inputs: &[TensorArg],
+    inputs: &[impl TensorView],
     in_counts: &[usize],
-    outputs: &[TensorArg],
+    outputs: &[impl TensorView],
     out_count: usize,
 ) -> Result<(), PluginError> {
     if !in_counts.contains(&inputs.len()) {
@@ -31,7 +31,7 @@ pub fn expect_args(
 }
 
 /// The concrete shape of a launch argument, checked against `want`.
-pub fn expect_shape(op: &str, what: &str, arg: &TensorArg, want: &[usize]) -> Result<(), PluginError> {
+pub fn expect_shape(op: &str, what: &str, arg: &impl TensorView, want: &[usize]) -> Result<(), PluginError> {
     let got = arg.shape().map_err(|e| e.context(format_args!("{op}: {what}")))?;
     if got != want {
         return Err(PluginError::new(format!("{op}: {what} has shape {got:?}, expected {want:?}")));
@@ -40,10 +40,10 @@ pub fn expect_shape(op: &str, what: &str, arg: &TensorArg, want: &[usize]) -> Re
 }
 
 /// The concrete shape of a launch argument with a required rank.
-pub fn shape_of_rank(op: &str, what: &str, arg: &TensorArg, rank: usize) -> Result<Vec<usize>, PluginError> {
+pub fn shape_of_rank(op: &str, what: &str, arg: &impl TensorView, rank: usize) -> Result<Vec<usize>, PluginError> {
     let shape = arg.shape().map_err(|e| e.context(format_args!("{op}: {what}")))?;
     if shape.len() != rank {
-        return Err(PluginError::new(format!("{op}: {what} must have rank {rank}, got {}", arg.meta)));
+        return Err(PluginError::new(format!("{op}: {what} must have rank {rank}, got {}", arg.meta())));
     }
     Ok(shape)
 }

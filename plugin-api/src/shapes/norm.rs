@@ -3,7 +3,7 @@
 //! concrete `[T, H]` of launch arguments. Providers pass the activation dtypes they accept.
 
 use super::dtype_list;
-use crate::{Attrs, DType, PluginError, TensorArg, TensorMeta};
+use crate::{Attrs, DType, PluginError, TensorMeta, TensorView};
 
 /// Weight dtypes the norms accept (any of them with any accepted activation dtype).
 pub const WEIGHT_DTYPES: [DType; 3] = [DType::F32, DType::BF16, DType::F16];
@@ -81,7 +81,7 @@ pub fn infer_fused_add_rmsnorm(
 pub fn rows_of(
     op: &str,
     what: &str,
-    arg: &TensorArg,
+    arg: &impl TensorView,
     want: Option<(usize, usize)>,
 ) -> Result<(usize, usize), PluginError> {
     let shape = arg.shape().map_err(|e| e.context(format_args!("{op}: {what}")))?;
@@ -90,15 +90,15 @@ pub fn rows_of(
         (&[t, h], Some(w)) if (t, h) == w => Ok((t, h)),
         _ => {
             let want = want.map_or("[T, H]".to_string(), |(t, h)| format!("[{t}, {h}]"));
-            Err(PluginError::new(format!("{op}: {what} must be {want}, got {what} {}", arg.meta)))
+            Err(PluginError::new(format!("{op}: {what} must be {want}, got {what} {}", arg.meta())))
         }
     }
 }
 
 /// The weight `[H]` of a launch, checked against the rows' `h`.
-pub fn check_weight_arg(op: &str, w: &TensorArg, h: usize) -> Result<(), PluginError> {
+pub fn check_weight_arg(op: &str, w: &impl TensorView, h: usize) -> Result<(), PluginError> {
     if w.shape()? != [h] {
-        return Err(PluginError::new(format!("{op}: w must be [{h}], got w {}", w.meta)));
+        return Err(PluginError::new(format!("{op}: w must be [{h}], got w {}", w.meta())));
     }
     Ok(())
 }

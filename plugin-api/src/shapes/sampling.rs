@@ -22,7 +22,7 @@
 use super::{expect_args, expect_shape, shape_of_rank};
 use crate::{
     author::{expect_dtype, expect_inputs, expect_rank, same_dim},
-    DType, PluginError, TensorArg, TensorMeta,
+    DType, PluginError, TensorMeta, TensorView,
 };
 
 pub const OP: &str = "sample";
@@ -80,7 +80,7 @@ pub fn infer(inputs: &[TensorMeta], logits_dtypes: &[DType]) -> Result<Vec<Tenso
 }
 
 /// Checks a launch's arguments; returns `(rows, vocab)`.
-pub fn check_launch(inputs: &[TensorArg], outputs: &[TensorArg]) -> Result<(usize, usize), PluginError> {
+pub fn check_launch(inputs: &[impl TensorView], outputs: &[impl TensorView]) -> Result<(usize, usize), PluginError> {
     expect_args(OP, inputs, &[NUM_INPUTS], outputs, 1)?;
     let shape = shape_of_rank(OP, "logits", &inputs[LOGITS], 2)?;
     let (l, v) = (shape[0], shape[1]);
@@ -91,14 +91,14 @@ pub fn check_launch(inputs: &[TensorArg], outputs: &[TensorArg]) -> Result<(usiz
         expect_shape(OP, name, &inputs[i], &[l])?;
     }
     expect_shape(OP, "tokens", &outputs[0], &[l])?;
-    let want = [(LOGITS, inputs[LOGITS].meta.dtype), (TEMPERATURE, DType::F32), (TOP_K, DType::I32)];
+    let want = [(LOGITS, inputs[LOGITS].meta().dtype), (TEMPERATURE, DType::F32), (TOP_K, DType::I32)];
     for (i, dtype) in want.into_iter().chain([(TOP_P, DType::F32), (SEEDS, DType::I64)]) {
-        if inputs[i].meta.dtype != dtype {
-            return Err(PluginError::new(format!("{OP}: input {i} is {}, expected {dtype}", inputs[i].meta)));
+        if inputs[i].meta().dtype != dtype {
+            return Err(PluginError::new(format!("{OP}: input {i} is {}, expected {dtype}", inputs[i].meta())));
         }
     }
-    if outputs[0].meta.dtype != DType::I32 {
-        return Err(PluginError::new(format!("{OP}: tokens must be i32, got {}", outputs[0].meta)));
+    if outputs[0].meta().dtype != DType::I32 {
+        return Err(PluginError::new(format!("{OP}: tokens must be i32, got {}", outputs[0].meta())));
     }
     Ok((l, v))
 }

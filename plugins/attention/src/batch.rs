@@ -2,8 +2,8 @@
 //! attributes, and the int inputs (query offsets, sequence lengths, block tables) validated
 //! up front so the kernels can index the cache without reading out of bounds.
 
-use crate::params::{AttnParams, BLOCK_TABLES, K, K_CACHE, OP, Q, QUERY_START, SEQ_LENS, V, V_CACHE};
-use rtllm_plugin_api::{PluginError, TensorArg};
+use crate::params::{AttnParams, OP};
+use rtllm_plugin_api::{InputView, OutputView, PluginError, TensorView};
 use std::ops::Range;
 
 /// A validated batch.
@@ -28,10 +28,35 @@ fn err(msg: String) -> PluginError {
     PluginError::new(format!("{OP}: {msg}"))
 }
 
-fn shape(arg: &TensorArg, what: &str, rank: usize) -> Result<Vec<usize>, PluginError> {
+/// A launch's arguments by name: the caches writable (the op declares them in place).
+pub struct Args<'s, 'v, 'o> {
+    pub q: &'s InputView<'v>,
+    pub k: &'s InputView<'v>,
+    pub v: &'s InputView<'v>,
+    pub k_cache: &'s mut InputView<'v>,
+    pub v_cache: &'s mut InputView<'v>,
+    pub block_tables: &'s InputView<'v>,
+    pub seq_lens: &'s InputView<'v>,
+    pub query_start: &'s InputView<'v>,
+    pub out: &'s mut OutputView<'o>,
+}
+
+impl<'s, 'v, 'o> Args<'s, 'v, 'o> {
+    /// Names the launch's inputs and output, or says what is missing.
+    pub fn split(inputs: &'s mut [InputView<'v>], outputs: &'s mut [OutputView<'o>]) -> Result<Self, PluginError> {
+        match (inputs, outputs) {
+            ([q, k, v, k_cache, v_cache, block_tables, seq_lens, query_start], [out]) => {
+                Ok(Args { q, k, v, k_cache, v_cache, block_tables, seq_lens, query_start, out })
+            }
+            (i, o) => Err(err(format!("launch takes 8 inputs and 1 output, got {} and {}", i.len(), o.len()))),
+        }
+    }
+}
+
+fn shape(arg: &impl TensorView, what: &str, rank: usize) -> Result<Vec<usize>, PluginError> {
     let s = arg.shape().map_err(|e| e.context(format_args!("{OP}: {what}")))?;
     if s.len() != rank {
-        return Err(err(format!("{what} must have rank {rank}, got {}", arg.meta)));
+        return Err(err(format!("{what} must have rank {rank}, got {}", arg.meta())));
     }
     Ok(s)
 }
@@ -45,39 +70,43 @@ fn expect(what: &str, got: &[usize], want: &[usize]) -> Result<(), PluginError> 
 
 impl<'a> Batch<'a> {
     /// Checks every shape and int input of a launch.
-    pub fn new(p: &AttnParams, inputs: &'a [TensorArg], out: &TensorArg) -> Result<Batch<'a>, PluginError> {
+    /// Checks every shape and int input of a launch: `[q, k, v, k_cache, v_cache]`, the int
+    /// inputs `[block_tables, seq_lens, query_start]` (which the batch keeps) and the output.
+    pub fn new(
+        p: &AttnParams,
+        [q, k, v, k_cache, v_cache]: [&InputView<'_>; 5],
+        [block_tables, seq_lens, query_start]: [&'a InputView<'_>; 3],
+        out: &OutputView<'_>,
+    ) -> Result<Batch<'a>, PluginError> {
         let (hd, kvd) = (p.num_heads * p.head_dim, p.num_kv_heads * p.head_dim);
-        let t = shape(&inputs[Q], "q", 2)?[0];
-        expect("q", &shape(&inputs[Q], "q", 2)?, &[t, hd])?;
-        expect("k", &shape(&inputs[K], "k", 2)?, &[t, kvd])?;
-        expect("v", &shape(&inputs[V], "v", 2)?, &[t, kvd])?;
+        let t = shape(q, "q", 2)?[0];
+        expect("q", &shape(q, "q", 2)?, &[t, hd])?;
+        expect("k", &shape(k, "k", 2)?, &[t, kvd])?;
+        expect("v", &shape(v, "v", 2)?, &[t, kvd])?;
         expect("out", &shape(out, "out", 2)?, &[t, hd])?;
-        let kc = shape(&inputs[K_CACHE], "k_cache", 4)?;
+        let kc = shape(k_cache, "k_cache", 4)?;
         let (nb, bs) = (kc[0], kc[1]);
         expect("k_cache", &kc, &[nb, bs, p.num_kv_heads, p.head_dim])?;
-        expect("v_cache", &shape(&inputs[V_CACHE], "v_cache", 4)?, &kc)?;
-        if inputs[K_CACHE].meta.dtype != inputs[V_CACHE].meta.dtype {
-            return Err(err(format!(
-                "k_cache {} and v_cache {} differ in dtype",
-                inputs[K_CACHE].meta, inputs[V_CACHE].meta
-            )));
+        expect("v_cache", &shape(v_cache, "v_cache", 4)?, &kc)?;
+        if k_cache.meta().dtype != v_cache.meta().dtype {
+            return Err(err(format!("k_cache {} and v_cache {} differ in dtype", k_cache.meta(), v_cache.meta())));
         }
         if bs == 0 {
             return Err(err("the cache's block size is 0".into()));
         }
-        let bt = shape(&inputs[BLOCK_TABLES], "block_tables", 2)?;
+        let bt = shape(block_tables, "block_tables", 2)?;
         let (s, mb) = (bt[0], bt[1]);
-        expect("seq_lens", &shape(&inputs[SEQ_LENS], "seq_lens", 1)?, &[s])?;
-        expect("query_start", &shape(&inputs[QUERY_START], "query_start", 1)?, &[s + 1])?;
+        expect("seq_lens", &shape(seq_lens, "seq_lens", 1)?, &[s])?;
+        expect("query_start", &shape(query_start, "query_start", 1)?, &[s + 1])?;
         let batch = Batch {
             t,
             s,
             nb,
             bs,
             mb,
-            query_start: inputs[QUERY_START].slice::<i32>()?,
-            seq_lens: inputs[SEQ_LENS].slice::<i32>()?,
-            block_tables: inputs[BLOCK_TABLES].slice::<i32>()?,
+            query_start: query_start.slice::<i32>()?,
+            seq_lens: seq_lens.slice::<i32>()?,
+            block_tables: block_tables.slice::<i32>()?,
         };
         batch.validate(p)?;
         Ok(batch)

@@ -3,7 +3,7 @@
 
 use crate::batch::Batch;
 use half::{bf16, f16, slice::HalfFloatSliceExt};
-use rtllm_plugin_api::{Element, LaunchContext, PluginError};
+use rtllm_plugin_api::{DisjointMut, Element, LaunchContext, PluginError};
 
 /// Tokens per pool task when writing the cache.
 const WRITE_CHUNK: usize = 16;
@@ -78,26 +78,6 @@ macro_rules! half_cache_elem {
 half_cache_elem!(f16);
 half_cache_elem!(bf16);
 
-/// A base pointer that pool tasks share to write disjoint parts of one buffer.
-pub struct SharedMut<T>(*mut T);
-
-// SAFETY: users only write disjoint elements through it while the buffer stays borrowed.
-unsafe impl<T: Send> Send for SharedMut<T> {}
-unsafe impl<T: Send> Sync for SharedMut<T> {}
-
-impl<T> SharedMut<T> {
-    pub fn new(s: &mut [T]) -> Self {
-        SharedMut(s.as_mut_ptr())
-    }
-
-    /// # Safety
-    /// `at..at + len` must lie in the buffer, and no other live slice may overlap it.
-    #[allow(clippy::mut_from_ref)]
-    pub unsafe fn slice(&self, at: usize, len: usize) -> &mut [T] {
-        std::slice::from_raw_parts_mut(self.0.add(at), len)
-    }
-}
-
 /// Writes each new token's k and v rows (`[T, KVH * D]`) into its block slot of the caches.
 /// Distinct new tokens must map to distinct slots (the block manager's contract).
 pub fn write_new_tokens<E: CacheElem>(
@@ -113,7 +93,7 @@ pub fn write_new_tokens<E: CacheElem>(
     if k_cache.len() != slots * row || v_cache.len() != slots * row || k.len() != batch.t * row || v.len() != k.len() {
         return Err(PluginError::new("paged_attention: cache or k/v sizes disagree with the batch geometry"));
     }
-    let (kc, vc) = (SharedMut::new(k_cache), SharedMut::new(v_cache));
+    let (kc, vc) = (DisjointMut::new(k_cache), DisjointMut::new(v_cache));
     ctx.parallel_chunks(batch.t, WRITE_CHUNK, |tokens| {
         let mut s = batch.seq_of(tokens.start);
         for t in tokens {
@@ -125,8 +105,8 @@ pub fn write_new_tokens<E: CacheElem>(
             // SAFETY: `Batch::new` checked the block id is below NB, so `at + row` lies in the
             // caches, and distinct tokens write distinct slots.
             unsafe {
-                E::store(&k[t * row..(t + 1) * row], kc.slice(at, row));
-                E::store(&v[t * row..(t + 1) * row], vc.slice(at, row));
+                E::store(&k[t * row..(t + 1) * row], kc.slice_mut(at..at + row));
+                E::store(&v[t * row..(t + 1) * row], vc.slice_mut(at..at + row));
             }
         }
     })

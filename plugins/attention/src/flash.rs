@@ -5,8 +5,9 @@
 //! block of K and V converted to f32.
 
 use crate::batch::Batch;
-use crate::cache::{CacheElem, SharedMut};
+use crate::cache::CacheElem;
 use crate::params::AttnParams;
+use rtllm_plugin_api::DisjointMut;
 use std::ops::Range;
 
 /// Query rows (tokens x heads of one KV group) an item handles at most.
@@ -119,7 +120,7 @@ pub struct AttnJob<'a, E> {
     pub k_cache: &'a [E],
     pub v_cache: &'a [E],
     /// The output `[T, H * D]`; each item writes its own tokens' columns of one KV group.
-    pub out: SharedMut<f32>,
+    pub out: DisjointMut<'a, f32>,
     /// Tokens per tile.
     pub tile: usize,
 }
@@ -151,7 +152,7 @@ impl<E: CacheElem> AttnJob<'_, E> {
         let d = self.p.head_dim;
         // SAFETY: `t < T` and `h < H`, so the row lies in the `[T, H * D]` output; each (t, h)
         // belongs to exactly one item, and an item holds at most one row slice at a time.
-        unsafe { self.out.slice((t * self.p.num_heads + h) * d, d) }
+        unsafe { self.out.slice_mut((t * self.p.num_heads + h) * d..(t * self.p.num_heads + h + 1) * d) }
     }
 
     /// Tokens `toks` (all of sequence `s`) against the cache, query heads of KV head `kh`.

@@ -3,13 +3,14 @@
 //! tokens' K/V into the cache (updated in place), then runs the flash-style loop of
 //! [`crate::flash`] over (token tile, KV head) items pulled dynamically by the pool's workers.
 
-use crate::batch::Batch;
-use crate::cache::{write_new_tokens, CacheElem, SharedMut};
+use crate::batch::{Args, Batch};
+use crate::cache::{write_new_tokens, CacheElem};
 use crate::flash::{max_tile, scratch_len, AttnJob, Scratch};
-use crate::params::{check_metas, AttnParams, K, K_CACHE, NUM_INPUTS, OP, Q, V, V_CACHE};
+use crate::params::{check_metas, AttnParams, K_CACHE, NUM_INPUTS, OP, V_CACHE};
 use half::{bf16, f16};
 use rtllm_plugin_api::{
-    register_op, Attrs, DType, Kernel, LaunchContext, Op, OpExample, PluginError, TensorArg, TensorMeta,
+    register_op, Attrs, DType, DisjointMut, InputView, Kernel, LaunchContext, Op, OpExample, OutputView, PluginError,
+    TensorMeta, TensorView,
 };
 use std::sync::atomic::{AtomicUsize, Ordering};
 
@@ -36,6 +37,7 @@ impl Op for PagedAttention {
         -> out [T, H*D] f32. Attrs num_heads, num_kv_heads, head_dim, scale (1/sqrt(D)), sliding_window (0 = none). \
         The int inputs need valid content: query_start runs non-decreasing from 0 to T; q_len <= seq_len <= MB*BS per \
         sequence; block_tables[s][0..ceil(seq_len/BS)] are distinct cache block ids below NB.";
+    const IN_PLACE: &'static [usize] = &[K_CACHE, V_CACHE];
     type Kernel = PagedAttentionKernel;
 
     fn dtypes() -> Vec<DType> {
@@ -91,14 +93,13 @@ impl PagedAttentionKernel {
         scratch_len(&self.p, bs, cache != DType::F32)
     }
 
-    fn run<E: CacheElem>(&self, ctx: &LaunchContext, inputs: &[TensorArg], out: &TensorArg) -> Result<(), PluginError> {
-        let batch = Batch::new(&self.p, inputs, out)?;
-        let (q, k, v) = (inputs[Q].slice::<f32>()?, inputs[K].slice::<f32>()?, inputs[V].slice::<f32>()?);
-        if inputs[K_CACHE].data == inputs[V_CACHE].data && !inputs[K_CACHE].data.is_null() {
-            return Err(PluginError::new(format!("{OP}: k_cache and v_cache are the same buffer")));
-        }
+    fn run<E: CacheElem>(&self, ctx: &LaunchContext<'_>, args: Args<'_, '_, '_>) -> Result<(), PluginError> {
+        let Args { q, k, v, k_cache, v_cache, block_tables, seq_lens, query_start, out } = args;
+        let batch =
+            Batch::new(&self.p, [&*q, &*k, &*v, &*k_cache, &*v_cache], [block_tables, seq_lens, query_start], out)?;
+        let (q, k, v) = (q.slice::<f32>()?, k.slice::<f32>()?, v.slice::<f32>()?);
         let row = self.p.num_kv_heads * self.p.head_dim;
-        write_new_tokens(ctx, &batch, row, k, v, inputs[K_CACHE].slice_mut::<E>()?, inputs[V_CACHE].slice_mut::<E>()?)?;
+        write_new_tokens(ctx, &batch, row, k, v, k_cache.slice_mut::<E>()?, v_cache.slice_mut::<E>()?)?;
         if batch.t == 0 {
             return Ok(());
         }
@@ -110,27 +111,27 @@ impl PagedAttentionKernel {
             p: self.p,
             batch: &batch,
             q,
-            k_cache: inputs[K_CACHE].slice::<E>()?,
-            v_cache: inputs[V_CACHE].slice::<E>()?,
-            out: SharedMut::new(out),
+            k_cache: k_cache.slice::<E>()?,
+            v_cache: v_cache.slice::<E>()?,
+            out: DisjointMut::new(out),
             tile,
         };
         let items = job.items();
         let per = scratch_len(&self.p, batch.bs, E::CONVERTS);
-        let fit = ctx.workspace_bytes / (per * std::mem::size_of::<f32>());
+        let fit = ctx.workspace_bytes() / (per * std::mem::size_of::<f32>());
         let workers = items.min(ctx.num_threads()).min(MAX_WORKERS).min(fit);
         if workers == 0 {
             return Err(PluginError::new(format!(
                 "{OP}: workspace of {} bytes holds no worker's {} bytes of scratch",
-                ctx.workspace_bytes,
+                ctx.workspace_bytes(),
                 per * std::mem::size_of::<f32>()
             )));
         }
-        let scratch = SharedMut::new(ctx.workspace::<f32>(workers * per)?);
+        let scratch = DisjointMut::new(ctx.workspace::<f32>(workers * per)?);
         let next = AtomicUsize::new(0);
         ctx.parallel_for(workers, |w| {
             // SAFETY: worker `w < workers` owns scratch `w * per..(w + 1) * per` alone.
-            let buf = unsafe { scratch.slice(w * per, per) };
+            let buf = unsafe { scratch.slice_mut(w * per..(w + 1) * per) };
             let mut sc = Scratch::new(buf, &self.p, batch.bs, E::CONVERTS);
             loop {
                 let item = next.fetch_add(1, Ordering::Relaxed);
@@ -152,7 +153,12 @@ impl Kernel for PagedAttentionKernel {
         Ok(MAX_WORKERS * self.scratch_for(cache.dtype, bs) * std::mem::size_of::<f32>())
     }
 
-    fn launch(&self, ctx: &LaunchContext, inputs: &[TensorArg], outputs: &[TensorArg]) -> Result<(), PluginError> {
+    fn launch(
+        &self,
+        ctx: &LaunchContext<'_>,
+        inputs: &mut [InputView<'_>],
+        outputs: &mut [OutputView<'_>],
+    ) -> Result<(), PluginError> {
         if inputs.len() != NUM_INPUTS || outputs.len() != 1 {
             return Err(PluginError::new(format!(
                 "{OP}: launch takes {NUM_INPUTS} inputs and 1 output, got {} and {}",
@@ -160,10 +166,12 @@ impl Kernel for PagedAttentionKernel {
                 outputs.len()
             )));
         }
-        match inputs[K_CACHE].meta.dtype {
-            DType::F32 => self.run::<f32>(ctx, inputs, &outputs[0]),
-            DType::F16 => self.run::<f16>(ctx, inputs, &outputs[0]),
-            DType::BF16 => self.run::<bf16>(ctx, inputs, &outputs[0]),
+        let dtype = inputs[K_CACHE].meta().dtype;
+        let args = Args::split(inputs, outputs)?;
+        match dtype {
+            DType::F32 => self.run::<f32>(ctx, args),
+            DType::F16 => self.run::<f16>(ctx, args),
+            DType::BF16 => self.run::<bf16>(ctx, args),
             other => Err(PluginError::new(format!("{OP}: cache dtype {other} is not f32, f16 or bf16"))),
         }
     }

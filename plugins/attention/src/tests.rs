@@ -32,9 +32,9 @@ fn round(dtype: DType, x: f32) -> f32 {
 fn cache_buf(dtype: DType, dims: &[usize]) -> Buf {
     let n = dims.iter().product();
     match dtype {
-        DType::F16 => Buf::of(dims, &vec![f16::ZERO; n]),
-        DType::BF16 => Buf::of(dims, &vec![bf16::ZERO; n]),
-        _ => Buf::of(dims, &vec![0f32; n]),
+        DType::F16 => Buf::from_slice(dims, &vec![f16::ZERO; n]),
+        DType::BF16 => Buf::from_slice(dims, &vec![bf16::ZERO; n]),
+        _ => Buf::from_slice(dims, &vec![0f32; n]),
     }
 }
 
@@ -88,16 +88,16 @@ impl Harness {
         for &(_, n) in steps {
             qs.push(qs.last().unwrap() + n as i32);
         }
-        let placeholder = || Buf::of::<f32>(&[0], &[]);
+        let placeholder = || Buf::from_slice::<f32>(&[0], &[]);
         let mut ins = [
-            Buf::of(&[t, hd], q),
-            Buf::of(&[t, kvd], k),
-            Buf::of(&[t, kvd], v),
+            Buf::from_slice(&[t, hd], q),
+            Buf::from_slice(&[t, kvd], k),
+            Buf::from_slice(&[t, kvd], v),
             std::mem::replace(&mut self.k_cache, placeholder()),
             std::mem::replace(&mut self.v_cache, placeholder()),
-            Buf::of(&[steps.len(), mb], &bt),
-            Buf::of(&[steps.len()], &lens),
-            Buf::of(&[steps.len() + 1], &qs),
+            Buf::from_slice(&[steps.len(), mb], &bt),
+            Buf::from_slice(&[steps.len()], &lens),
+            Buf::from_slice(&[steps.len() + 1], &qs),
         ];
         let res = run::<PagedAttention>(&self.attrs, &mut ins);
         let [_, _, _, kc, vc, ..] = ins;
@@ -265,14 +265,14 @@ fn invalid_batches_are_errors() {
     let ins = |lens: &[i32], qs: &[i32]| {
         let t = 2;
         vec![
-            Buf::of(&[t, 16], &vec![0.1f32; t * 16]),
-            Buf::of(&[t, 8], &vec![0.1f32; t * 8]),
-            Buf::of(&[t, 8], &vec![0.1f32; t * 8]),
-            Buf::of(&[4, 4, 1, 8], &[0f32; 128]),
-            Buf::of(&[4, 4, 1, 8], &[0f32; 128]),
-            Buf::of(&[2, 2], &[0i32, 1, 2, 3]),
-            Buf::of(&[2], lens),
-            Buf::of(&[3], qs),
+            Buf::from_slice(&[t, 16], &vec![0.1f32; t * 16]),
+            Buf::from_slice(&[t, 8], &vec![0.1f32; t * 8]),
+            Buf::from_slice(&[t, 8], &vec![0.1f32; t * 8]),
+            Buf::from_slice(&[4, 4, 1, 8], &[0f32; 128]),
+            Buf::from_slice(&[4, 4, 1, 8], &[0f32; 128]),
+            Buf::from_slice(&[2, 2], &[0i32, 1, 2, 3]),
+            Buf::from_slice(&[2], lens),
+            Buf::from_slice(&[3], qs),
         ]
     };
     let cases: [(&[i32], &[i32], &str); 3] = [

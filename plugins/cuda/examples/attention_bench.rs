@@ -13,7 +13,9 @@
 use cudarc::driver::{result as drv, sys};
 use rtllm_cuda::attention::PagedAttention;
 use rtllm_cuda::runtime;
-use rtllm_plugin_api::{Attrs, DType, DeviceKind, HostServices, Kernel, LaunchContext, Op, TensorArg, TensorMeta};
+use rtllm_plugin_api::{
+    Attrs, DType, DeviceKind, HostServices, InputView, Kernel, LaunchEnv, Op, OutputView, TensorMeta,
+};
 use std::error::Error;
 
 type Res<T> = Result<T, Box<dyn Error>>;
@@ -115,21 +117,36 @@ fn time_case(case: &Case, caches: (&Buf, &Buf), stream: sys::CUstream, iters: us
     );
     let (bt, sl, qs) = (Buf::from_i32(&tables)?, Buf::from_i32(&lens)?, Buf::from_i32(&starts)?);
     let ptrs = [q.ptr(), k.ptr(), v.ptr(), caches.0.ptr(), caches.1.ptr(), bt.ptr(), sl.ptr(), qs.ptr()];
-    // SAFETY: every pointer is a device buffer of at least its meta's bytes.
-    let inputs: Vec<TensorArg> =
-        metas.iter().zip(ptrs).map(|(m, p)| unsafe { TensorArg::new(m.clone(), p, DeviceKind::Cuda) }).collect();
-    let outputs = [unsafe { TensorArg::new(TensorMeta::of(act, &[t, h * d]), out.ptr(), DeviceKind::Cuda) }];
-    let ctx = LaunchContext {
-        device: DeviceKind::Cuda,
-        ordinal: 0,
-        stream: stream as *mut std::ffi::c_void,
-        workspace: ws.ptr(),
-        workspace_bytes: kernel.workspace_bytes(&metas)?,
-        host: HostServices::sequential(),
+    // SAFETY: every pointer is a device buffer of at least its meta's bytes, distinct from
+    // the others; the caches (inputs 3 and 4) are the ones the op writes in place.
+    let mut inputs: Vec<InputView<'_>> = metas
+        .iter()
+        .zip(ptrs)
+        .enumerate()
+        .map(|(i, (m, p))| unsafe {
+            if PagedAttention::IN_PLACE.contains(&i) {
+                InputView::new_in_place(m.clone(), p, DeviceKind::Cuda)
+            } else {
+                InputView::new(m.clone(), p, DeviceKind::Cuda)
+            }
+        })
+        .collect();
+    // SAFETY: as above.
+    let mut outputs = [unsafe { OutputView::new(TensorMeta::of(act, &[t, h * d]), out.ptr(), DeviceKind::Cuda) }];
+    // SAFETY: the workspace is a device buffer of the kernel's size, used by one launch at a time.
+    let mut env = unsafe {
+        LaunchEnv::new(
+            DeviceKind::Cuda,
+            0,
+            stream as *mut std::ffi::c_void,
+            ws.ptr(),
+            kernel.workspace_bytes(&metas)?,
+            HostServices::sequential(),
+        )
     };
-    let run = |n: usize| -> Res<()> {
+    let mut run = |n: usize| -> Res<()> {
         for _ in 0..n {
-            kernel.launch(&ctx, &inputs, &outputs)?;
+            kernel.launch(&env.context(), &mut inputs, &mut outputs)?;
         }
         Ok(())
     };

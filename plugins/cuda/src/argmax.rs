@@ -2,12 +2,12 @@
 //! f32/bf16/f16 → [S] i32, the first index of each row's maximum where NaN never wins (0 for an
 //! all-NaN row), as the CPU provider. One block per row.
 
-use crate::devargs::{check_ctx, device_ptr, grid_dim, to_i32, MAX_GRID_X};
+use crate::devargs::{check_ctx, device_ptr, device_ptr_mut, grid_dim, to_i32, MAX_GRID_X};
 use crate::elementwise::{function, ACT};
 use crate::runtime::{self, Dims, Function, KernelArgs};
 use rtllm_plugin_api::shapes::{elementwise as shapes, expect_args, expect_shape, shape_of_rank};
 use rtllm_plugin_api::{
-    Attrs, DType, DeviceKind, Kernel, LaunchContext, Op, OpExample, PluginError, TensorArg, TensorMeta,
+    Attrs, DType, DeviceKind, InputView, Kernel, LaunchContext, Op, OpExample, OutputView, PluginError, TensorMeta,
 };
 
 /// Threads per row: a multiple of 32 up to 1024, no more than the row needs.
@@ -64,7 +64,12 @@ impl Op for Argmax {
 }
 
 impl Kernel for ArgmaxKernel {
-    fn launch(&self, ctx: &LaunchContext, inputs: &[TensorArg], outputs: &[TensorArg]) -> Result<(), PluginError> {
+    fn launch(
+        &self,
+        ctx: &LaunchContext<'_>,
+        inputs: &mut [InputView<'_>],
+        outputs: &mut [OutputView<'_>],
+    ) -> Result<(), PluginError> {
         const OP: &str = Argmax::NAME;
         check_ctx(OP, ctx)?;
         expect_args(OP, inputs, &[1], outputs, 1)?;
@@ -73,7 +78,7 @@ impl Kernel for ArgmaxKernel {
         let (s, v) = (shape[0], shape[1]);
         let args = KernelArgs::new()
             .u64(device_ptr(OP, "logits", &inputs[0], self.dtype)?)
-            .u64(device_ptr(OP, "out", &outputs[0], DType::I32)?)
+            .u64(device_ptr_mut(OP, "out", &mut outputs[0], DType::I32)?)
             .i32(to_i32(OP, "rows", s)?)
             .i32(to_i32(OP, "vocabulary", v)?);
         if s == 0 {
@@ -82,7 +87,7 @@ impl Kernel for ArgmaxKernel {
         let dims = Dims::linear(grid_dim(OP, "rows", s, MAX_GRID_X)?, threads_for_vocab(v));
         // SAFETY: the arguments match argmax_<T>(logits, out, count, v): s rows of v logits in,
         // s i32 out.
-        unsafe { runtime::launch(self.f, dims, ctx.stream, &args) }
+        unsafe { runtime::launch(self.f, dims, ctx.stream(), &args) }
     }
 }
 

@@ -9,15 +9,17 @@
 use crate::attention_plan::{
     check_head_dim, decode_shared_bytes, head_tile, shared_bytes, Geometry, MAX_CLUSTER, THREADS,
 };
+use crate::devargs::{device_ptr, device_ptr_mut, in_place_ptr};
 use crate::kernel_source;
 use crate::runtime::{self, Dims, Function, KernelArgs, KernelSource};
 use cudarc::driver::sys::CUdevice_attribute as Attr;
 use rtllm_plugin_api::shapes::attention::{
-    check_metas, AttnParams, BLOCK_TABLES, K, K_CACHE, NUM_INPUTS, OP, Q, QUERY_START, SEQ_LENS, V, V_CACHE,
+    check_metas, AttnParams, K, K_CACHE, NUM_INPUTS, OP, Q, QUERY_START, SEQ_LENS, V, V_CACHE,
 };
 use rtllm_plugin_api::shapes::expect_args;
 use rtllm_plugin_api::{
-    Attrs, DType, DeviceKind, Kernel, LaunchContext, Op, OpExample, PluginError, TensorArg, TensorMeta,
+    Attrs, DType, DeviceKind, InputView, Kernel, LaunchContext, Op, OpExample, OutputView, PluginError, TensorMeta,
+    TensorView,
 };
 
 static SRC: KernelSource = kernel_source!("attention.cu");
@@ -82,6 +84,7 @@ impl Op for PagedAttention {
         seq_lens [S] i32, query_start [S+1] i32 -> out [T, H*D] of q's dtype. Attrs num_heads, num_kv_heads, \
         head_dim (a multiple of 8 up to 256), scale (1/sqrt(D)), sliding_window (0 = none). No workspace. \
         The caches must be 16-byte aligned. The int inputs need valid content (as the CPU provider's).";
+    const IN_PLACE: &'static [usize] = &[K_CACHE, V_CACHE];
     type Kernel = PagedAttentionKernel;
 
     fn dtypes() -> Vec<DType> {
@@ -171,14 +174,17 @@ impl Op for PagedAttention {
 }
 
 impl PagedAttentionKernel {
-    fn check(&self, inputs: &[TensorArg], outputs: &[TensorArg]) -> Result<Geometry, PluginError> {
+    fn check(&self, inputs: &[InputView<'_>], outputs: &[OutputView<'_>]) -> Result<Geometry, PluginError> {
         expect_args(OP, inputs, &[NUM_INPUTS], outputs, 1)?;
-        let metas: Vec<TensorMeta> = inputs.iter().map(|a| a.meta.clone()).collect();
+        let metas: Vec<TensorMeta> = inputs.iter().map(|a| a.meta().clone()).collect();
         let out = check_metas(&metas, &self.p, &DType::FLOATS, &DType::FLOATS)?;
-        if inputs[Q].meta.dtype != self.act || inputs[K_CACHE].meta.dtype != self.cache {
+        if inputs[Q].meta().dtype != self.act || inputs[K_CACHE].meta().dtype != self.cache {
             return Err(PluginError::new(format!(
                 "{OP} (cuda): created for {} activations and {} caches, launched with {} and {}",
-                self.act, self.cache, inputs[Q].meta, inputs[K_CACHE].meta
+                self.act,
+                self.cache,
+                inputs[Q].meta(),
+                inputs[K_CACHE].meta()
             )));
         }
         let g = Geometry::new(&self.p, &metas)?;
@@ -195,20 +201,12 @@ impl PagedAttentionKernel {
         }
         rtllm_plugin_api::shapes::expect_shape(OP, "query_start", &inputs[QUERY_START], &[g.s + 1])?;
         rtllm_plugin_api::shapes::expect_shape(OP, "out", &outputs[0], &[g.t, g.h * g.d])?;
-        if outputs[0].meta.dtype != out.dtype {
-            return Err(PluginError::new(format!("{OP} (cuda): out must be {}, got {}", out.dtype, outputs[0].meta)));
+        if outputs[0].meta().dtype != out.dtype {
+            return Err(PluginError::new(format!("{OP} (cuda): out must be {}, got {}", out.dtype, outputs[0].meta())));
         }
-        if inputs[K_CACHE].data == inputs[V_CACHE].data && !inputs[K_CACHE].data.is_null() {
-            return Err(PluginError::new(format!("{OP} (cuda): k_cache and v_cache are the same buffer")));
-        }
-        if let Some(a) = inputs.iter().chain(outputs).find(|a| a.device != DeviceKind::Cuda) {
-            return Err(PluginError::new(format!("{OP} (cuda): tensor {} is not on the GPU", a.meta)));
-        }
-        // The decode kernel reads cache rows with 16-byte loads.
-        for (name, i) in [("k_cache", K_CACHE), ("v_cache", V_CACHE)] {
-            if !(inputs[i].data as usize).is_multiple_of(16) {
-                return Err(PluginError::new(format!("{OP} (cuda): {name} is not 16-byte aligned")));
-            }
+        let metas = inputs.iter().map(|a| (a.meta(), a.device())).chain(outputs.iter().map(|a| (a.meta(), a.device())));
+        if let Some((meta, _)) = metas.into_iter().find(|(_, device)| *device != DeviceKind::Cuda) {
+            return Err(PluginError::new(format!("{OP} (cuda): tensor {meta} is not on the GPU")));
         }
         Ok(g)
     }
@@ -237,24 +235,39 @@ impl Kernel for PagedAttentionKernel {
         Ok(0)
     }
 
-    fn launch(&self, ctx: &LaunchContext, inputs: &[TensorArg], outputs: &[TensorArg]) -> Result<(), PluginError> {
+    fn launch(
+        &self,
+        ctx: &LaunchContext<'_>,
+        inputs: &mut [InputView<'_>],
+        outputs: &mut [OutputView<'_>],
+    ) -> Result<(), PluginError> {
         let g = self.check(inputs, outputs)?;
         if g.t == 0 || g.s == 0 {
             return Ok(());
         }
-        let ptr = |i: usize| inputs[i].data as *const u8;
-        let args = || {
-            KernelArgs::new()
-                .ptr(ptr(Q))
-                .ptr(ptr(K))
-                .ptr(ptr(V))
-                .ptr(ptr(K_CACHE))
-                .ptr(ptr(V_CACHE))
-                .ptr(ptr(BLOCK_TABLES))
-                .ptr(ptr(SEQ_LENS))
-                .ptr(ptr(QUERY_START))
-                .ptr(outputs[0].data as *const u8)
+        let out_dtype = outputs[0].meta().dtype;
+        let ([q, k, v, k_cache, v_cache, block_tables, seq_lens, query_start], [out]) = (inputs, outputs) else {
+            return Err(PluginError::new(format!("{OP} (cuda): launch takes {NUM_INPUTS} inputs and 1 output")));
         };
+        let act = self.act;
+        let caches =
+            [in_place_ptr(OP, "k_cache", k_cache, self.cache)?, in_place_ptr(OP, "v_cache", v_cache, self.cache)?];
+        // The decode kernel reads cache rows with 16-byte loads.
+        if let Some(name) = ["k_cache", "v_cache"].iter().zip(caches).find_map(|(n, a)| (a % 16 != 0).then_some(n)) {
+            return Err(PluginError::new(format!("{OP} (cuda): {name} is not 16-byte aligned")));
+        }
+        let addrs = [
+            device_ptr(OP, "q", q, act)?,
+            device_ptr(OP, "k", k, act)?,
+            device_ptr(OP, "v", v, act)?,
+            caches[0],
+            caches[1],
+            device_ptr(OP, "block_tables", block_tables, DType::I32)?,
+            device_ptr(OP, "seq_lens", seq_lens, DType::I32)?,
+            device_ptr(OP, "query_start", query_start, DType::I32)?,
+            device_ptr_mut(OP, "out", out, out_dtype)?,
+        ];
+        let args = || addrs.iter().fold(KernelArgs::new(), |a, &p| a.u64(p));
         let block = (THREADS, 1, 1);
         let plan = g.decode_plan(self.sms, self.max_cluster);
         let decode = Dims {
@@ -271,14 +284,14 @@ impl Kernel for PagedAttentionKernel {
                 runtime::launch(
                     self.prefill,
                     Dims { grid: g.prefill_grid(), block, shared_bytes: shared_bytes(g.d) },
-                    ctx.stream,
+                    ctx.stream(),
                     &self.geom_args(args(), &g),
                 )?;
             }
             if plan.cluster > 1 {
-                runtime::launch_clustered(self.decode, decode, plan.cluster as u32, ctx.stream, &decode_args)
+                runtime::launch_clustered(self.decode, decode, plan.cluster as u32, ctx.stream(), &decode_args)
             } else {
-                runtime::launch(self.decode, decode, ctx.stream, &decode_args)
+                runtime::launch(self.decode, decode, ctx.stream(), &decode_args)
             }
         }
     }
@@ -287,6 +300,7 @@ impl Kernel for PagedAttentionKernel {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use rtllm_plugin_api::shapes::attention::BLOCK_TABLES;
 
     #[test]
     fn examples_infer_with_q_dtype_outputs() {
@@ -346,14 +360,13 @@ mod tests {
             sms: 132,
             max_cluster: MAX_CLUSTER,
         };
-        let args: Vec<TensorArg> = ex
-            .inputs
-            .iter()
-            .map(|m| unsafe { TensorArg::new(m.clone(), std::ptr::null_mut(), DeviceKind::Cpu) })
-            .collect();
+        // SAFETY: the views are never dereferenced: the launch refuses them first.
+        let mut args: Vec<InputView<'_>> =
+            ex.inputs.iter().map(|m| unsafe { InputView::new(m.clone(), std::ptr::null(), DeviceKind::Cpu) }).collect();
+        // SAFETY: as above.
         let out =
-            unsafe { TensorArg::new(TensorMeta::of(DType::F32, &[7, 512]), std::ptr::null_mut(), DeviceKind::Cuda) };
-        let e = k.launch(&LaunchContext::cpu_sequential(), &args, &[out]).unwrap_err();
+            unsafe { OutputView::new(TensorMeta::of(DType::F32, &[7, 512]), std::ptr::null_mut(), DeviceKind::Cuda) };
+        let e = k.launch(&rtllm_plugin_api::LaunchEnv::cpu_sequential().context(), &mut args, &mut [out]).unwrap_err();
         assert!(e.message().contains("not on the GPU"), "{e}");
         assert_eq!(k.workspace_bytes(&ex.inputs).unwrap(), 0);
     }

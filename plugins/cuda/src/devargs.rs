@@ -3,7 +3,7 @@
 //! dtype as at create), dtype suffixes of kernel entry points, and the i32 / grid-size
 //! conversions with overflow checks. Nothing here touches device memory.
 
-use rtllm_plugin_api::{DType, DeviceKind, LaunchContext, PluginError, TensorArg};
+use rtllm_plugin_api::{DType, DeviceKind, InputView, LaunchContext, OutputView, PluginError};
 
 /// Threads per block of the row/column kernels.
 pub const THREADS: u32 = 256;
@@ -25,28 +25,26 @@ pub fn pack_elems(dtype: DType) -> usize {
 
 /// Checks that a launch runs on a CUDA context.
 pub fn check_ctx(op: &str, ctx: &LaunchContext) -> Result<(), PluginError> {
-    if ctx.device != DeviceKind::Cuda {
-        return Err(PluginError::new(format!("{op}: a CUDA kernel was launched with a {} context", ctx.device)));
+    if ctx.device() != DeviceKind::Cuda {
+        return Err(PluginError::new(format!("{op}: a CUDA kernel was launched with a {} context", ctx.device())));
     }
     Ok(())
 }
 
-/// The device pointer of a launch argument: on CUDA, contiguous, of dtype `dtype` (as at
-/// create) and non-null unless empty.
-pub fn device_ptr(op: &str, what: &str, arg: &TensorArg, dtype: DType) -> Result<u64, PluginError> {
-    if arg.device != DeviceKind::Cuda {
-        return Err(PluginError::new(format!("{op}: {what} {} is in {} memory, not on the GPU", arg.meta, arg.device)));
-    }
-    if arg.meta.dtype != dtype {
-        return Err(PluginError::new(format!("{op}: {what} is {} but the kernel was created for {dtype}", arg.meta)));
-    }
-    if !arg.meta.is_contiguous() {
-        return Err(PluginError::new(format!("{op}: {what} {} is not contiguous", arg.meta)));
-    }
-    if arg.data.is_null() && arg.numel() > 0 {
-        return Err(PluginError::new(format!("{op}: {what} {} has a null device pointer", arg.meta)));
-    }
-    Ok(arg.data as usize as u64)
+/// The device address of an input: on CUDA, contiguous, of dtype `dtype` (as at create) and
+/// non-null unless empty.
+pub fn device_ptr(op: &str, what: &str, arg: &InputView<'_>, dtype: DType) -> Result<u64, PluginError> {
+    arg.device_ptr(DeviceKind::Cuda, dtype).map_err(|e| e.context(format_args!("{op}: {what}")))
+}
+
+/// The device address of an output, checked as [`device_ptr`].
+pub fn device_ptr_mut(op: &str, what: &str, arg: &mut OutputView<'_>, dtype: DType) -> Result<u64, PluginError> {
+    arg.device_ptr(DeviceKind::Cuda, dtype).map_err(|e| e.context(format_args!("{op}: {what}")))
+}
+
+/// The device address of an input the op updates in place (declared in `Op::IN_PLACE`).
+pub fn in_place_ptr(op: &str, what: &str, arg: &mut InputView<'_>, dtype: DType) -> Result<u64, PluginError> {
+    arg.device_ptr_mut(DeviceKind::Cuda, dtype).map_err(|e| e.context(format_args!("{op}: {what}")))
 }
 
 /// `v` as a kernel's i32 argument.
@@ -92,17 +90,20 @@ mod tests {
 
     #[test]
     fn host_tensors_and_contexts_are_refused() {
-        let mut data = [0f32; 4];
-        let arg = rtllm_plugin_api::testing::arg(TensorMeta::of(DType::F32, &[4]), &mut data);
+        let data = [0f32; 4];
+        let arg = rtllm_plugin_api::testing::input(TensorMeta::of(DType::F32, &[4]), &data);
         let e = device_ptr("rmsnorm", "x", &arg, DType::F32).unwrap_err();
-        assert!(e.message().contains("not on the GPU"), "{e}");
-        let e = check_ctx("rmsnorm", &LaunchContext::cpu_sequential()).unwrap_err();
+        assert!(e.message().contains("rmsnorm: x") && e.message().contains("not cuda"), "{e}");
+        let e = check_ctx("rmsnorm", &rtllm_plugin_api::LaunchEnv::cpu_sequential().context()).unwrap_err();
         assert!(e.message().contains("cpu context"), "{e}");
-        let mut dev = arg.clone();
-        dev.device = DeviceKind::Cuda;
-        assert!(device_ptr("rmsnorm", "x", &dev, DType::F32).is_ok());
-        assert!(device_ptr("rmsnorm", "x", &dev, DType::BF16).unwrap_err().message().contains("created for bf16"));
-        dev.data = std::ptr::null_mut();
-        assert!(device_ptr("rmsnorm", "x", &dev, DType::F32).unwrap_err().message().contains("null"));
+        // SAFETY: device views are never dereferenced on the host.
+        let mut dev = unsafe { InputView::new(TensorMeta::of(DType::F32, &[4]), 0x100 as *const u8, DeviceKind::Cuda) };
+        assert_eq!(device_ptr("rmsnorm", "x", &dev, DType::F32).unwrap(), 0x100);
+        assert!(device_ptr("rmsnorm", "x", &dev, DType::BF16).unwrap_err().message().contains("not bf16"));
+        let e = in_place_ptr("paged_attention", "k_cache", &mut dev, DType::F32).unwrap_err();
+        assert!(e.message().contains("read-only"), "{e}");
+        // SAFETY: as above.
+        let null = unsafe { InputView::new(TensorMeta::of(DType::F32, &[4]), std::ptr::null(), DeviceKind::Cuda) };
+        assert!(device_ptr("rmsnorm", "x", &null, DType::F32).unwrap_err().message().contains("null"));
     }
 }

@@ -3,12 +3,14 @@
 //! plugin-api's shared `shapes::elementwise`, as the CPU providers do.
 
 use crate::devargs::{
-    check_ctx, column_chunks, device_ptr, grid_dim, pack_elems, suffix, to_i32, MAX_GRID_X, MAX_GRID_YZ, THREADS,
+    check_ctx, column_chunks, device_ptr, device_ptr_mut, grid_dim, pack_elems, suffix, to_i32, MAX_GRID_X,
+    MAX_GRID_YZ, THREADS,
 };
 use crate::runtime::{self, Dims, Function, KernelArgs, KernelSource};
 use rtllm_plugin_api::shapes::{elementwise as shapes, expect_args, expect_shape, shape_of_rank};
 use rtllm_plugin_api::{
-    Attrs, DType, DeviceKind, Kernel, LaunchContext, Op, OpExample, PluginError, TensorArg, TensorMeta,
+    Attrs, DType, DeviceKind, InputView, Kernel, LaunchContext, Op, OpExample, OutputView, PluginError, TensorMeta,
+    TensorView,
 };
 
 pub(crate) static SRC: KernelSource = crate::kernel_source!("elementwise.cu");
@@ -71,7 +73,12 @@ impl Op for Add {
 }
 
 impl Kernel for AddKernel {
-    fn launch(&self, ctx: &LaunchContext, inputs: &[TensorArg], outputs: &[TensorArg]) -> Result<(), PluginError> {
+    fn launch(
+        &self,
+        ctx: &LaunchContext<'_>,
+        inputs: &mut [InputView<'_>],
+        outputs: &mut [OutputView<'_>],
+    ) -> Result<(), PluginError> {
         const OP: &str = Add::NAME;
         check_ctx(OP, ctx)?;
         expect_args(OP, inputs, &[2], outputs, 1)?;
@@ -82,13 +89,13 @@ impl Kernel for AddKernel {
         let args = KernelArgs::new()
             .u64(device_ptr(OP, "a", &inputs[0], self.dtype)?)
             .u64(device_ptr(OP, "b", &inputs[1], self.dtype)?)
-            .u64(device_ptr(OP, "out", &outputs[0], self.dtype)?)
+            .u64(device_ptr_mut(OP, "out", &mut outputs[0], self.dtype)?)
             .i64(n as i64);
         if n == 0 {
             return Ok(());
         }
         // SAFETY: the arguments match add_<T>(a, b, out, n) over n elements of each tensor.
-        unsafe { runtime::launch(self.f, Dims::linear(stride_blocks(n, self.dtype), THREADS), ctx.stream, &args) }
+        unsafe { runtime::launch(self.f, Dims::linear(stride_blocks(n, self.dtype), THREADS), ctx.stream(), &args) }
     }
 }
 
@@ -142,7 +149,12 @@ impl Op for SiluMul {
 }
 
 impl Kernel for SiluMulKernel {
-    fn launch(&self, ctx: &LaunchContext, inputs: &[TensorArg], outputs: &[TensorArg]) -> Result<(), PluginError> {
+    fn launch(
+        &self,
+        ctx: &LaunchContext<'_>,
+        inputs: &mut [InputView<'_>],
+        outputs: &mut [OutputView<'_>],
+    ) -> Result<(), PluginError> {
         const OP: &str = SiluMul::NAME;
         check_ctx(OP, ctx)?;
         expect_args(OP, inputs, &[1, 2], outputs, 1)?;
@@ -162,10 +174,10 @@ impl Kernel for SiluMulKernel {
             Some(up) => device_ptr(OP, "up", up, self.dtype)?,
             None => gate + (width * self.dtype.block_bytes()) as u64,
         };
-        let out = device_ptr(OP, "out", &outputs[0], self.dtype)?;
+        let out = device_ptr_mut(OP, "out", &mut outputs[0], self.dtype)?;
         // SAFETY: checked device tensors; gate and up rows are shape[1] elements apart inside
         // the input tensor(s).
-        unsafe { launch_silu_mul(OP, self.f, self.dtype, gate, up, out, rows, width, shape[1], ctx.stream) }
+        unsafe { launch_silu_mul(OP, self.f, self.dtype, gate, up, out, rows, width, shape[1], ctx.stream()) }
     }
 }
 

@@ -4,31 +4,33 @@
 //! table's / x's dtype (f32/bf16/f16). The kernel cannot report an index outside the table
 //! without a host sync, so such a row comes out as zeros (the CPU providers return an error).
 
-use crate::devargs::{check_ctx, column_chunks, device_ptr, grid_dim, to_i32, MAX_GRID_X, MAX_GRID_YZ, THREADS};
+use crate::devargs::{
+    check_ctx, column_chunks, device_ptr, device_ptr_mut, grid_dim, to_i32, MAX_GRID_X, MAX_GRID_YZ, THREADS,
+};
 use crate::elementwise::{function, ACT};
 use crate::runtime::{self, Dims, Function, KernelArgs};
 use rtllm_plugin_api::shapes::{elementwise as shapes, expect_args, expect_shape, shape_of_rank};
 use rtllm_plugin_api::{
-    Attrs, DType, DeviceKind, Kernel, LaunchContext, Op, OpExample, PluginError, TensorArg, TensorMeta,
+    Attrs, DType, DeviceKind, InputView, Kernel, LaunchContext, Op, OpExample, OutputView, PluginError, TensorMeta,
 };
 
 /// One gather: `out[s] = table[index[s]]` for `count` rows of `h` out of `rows`.
-struct Gather<'a> {
+struct Gather<'a, 'v, 'o> {
     op: &'static str,
-    table: (&'static str, &'a TensorArg),
-    index: (&'static str, &'a TensorArg),
-    out: &'a TensorArg,
+    table: (&'static str, &'a InputView<'v>),
+    index: (&'static str, &'a InputView<'v>),
+    out: &'a mut OutputView<'o>,
     rows: usize,
     h: usize,
     count: usize,
 }
 
-fn launch_gather(f: Function, dtype: DType, ctx: &LaunchContext, g: Gather<'_>) -> Result<(), PluginError> {
+fn launch_gather(f: Function, dtype: DType, ctx: &LaunchContext, g: Gather<'_, '_, '_>) -> Result<(), PluginError> {
     let op = g.op;
     let args = KernelArgs::new()
         .u64(device_ptr(op, g.table.0, g.table.1, dtype)?)
         .u64(device_ptr(op, g.index.0, g.index.1, DType::I32)?)
-        .u64(device_ptr(op, "out", g.out, dtype)?)
+        .u64(device_ptr_mut(op, "out", g.out, dtype)?)
         .i32(to_i32(op, "table rows", g.rows)?)
         .i32(to_i32(op, "row width", g.h)?)
         .i32(to_i32(op, "gathered rows", g.count)?);
@@ -42,7 +44,7 @@ fn launch_gather(f: Function, dtype: DType, ctx: &LaunchContext, g: Gather<'_>) 
     );
     // SAFETY: the arguments match gather_rows_<T>(x, index, out, rows, h, count); the kernel
     // reads only rows in 0..rows (others give zeros) and writes count rows of h.
-    unsafe { runtime::launch(f, Dims { grid, block: (THREADS, 1, 1), shared_bytes: 0 }, ctx.stream, &args) }
+    unsafe { runtime::launch(f, Dims { grid, block: (THREADS, 1, 1), shared_bytes: 0 }, ctx.stream(), &args) }
 }
 
 /// Provider of `embedding` (float tables) on CUDA.
@@ -97,7 +99,12 @@ impl Op for Embedding {
 }
 
 impl Kernel for EmbeddingKernel {
-    fn launch(&self, ctx: &LaunchContext, inputs: &[TensorArg], outputs: &[TensorArg]) -> Result<(), PluginError> {
+    fn launch(
+        &self,
+        ctx: &LaunchContext<'_>,
+        inputs: &mut [InputView<'_>],
+        outputs: &mut [OutputView<'_>],
+    ) -> Result<(), PluginError> {
         const OP: &str = Embedding::NAME;
         check_ctx(OP, ctx)?;
         expect_args(OP, inputs, &[2], outputs, 1)?;
@@ -108,7 +115,7 @@ impl Kernel for EmbeddingKernel {
             op: OP,
             table: ("table", &inputs[1]),
             index: ("ids", &inputs[0]),
-            out: &outputs[0],
+            out: &mut outputs[0],
             rows: ts[0],
             h: ts[1],
             count: t,
@@ -169,7 +176,12 @@ impl Op for GatherRows {
 }
 
 impl Kernel for GatherRowsKernel {
-    fn launch(&self, ctx: &LaunchContext, inputs: &[TensorArg], outputs: &[TensorArg]) -> Result<(), PluginError> {
+    fn launch(
+        &self,
+        ctx: &LaunchContext<'_>,
+        inputs: &mut [InputView<'_>],
+        outputs: &mut [OutputView<'_>],
+    ) -> Result<(), PluginError> {
         const OP: &str = GatherRows::NAME;
         check_ctx(OP, ctx)?;
         expect_args(OP, inputs, &[2], outputs, 1)?;
@@ -180,7 +192,7 @@ impl Kernel for GatherRowsKernel {
             op: OP,
             table: ("x", &inputs[0]),
             index: ("index", &inputs[1]),
-            out: &outputs[0],
+            out: &mut outputs[0],
             rows: xs[0],
             h: xs[1],
             count: s,

@@ -3,12 +3,13 @@
 //! (framework/src/weights/fill.rs): `kind = "uniform"` with `base` (u64 bit-cast to i64) and
 //! `scale`, or `kind = "ones"`. The engine uses it to generate dummy weights on the GPU.
 
-use crate::devargs::{check_ctx, device_ptr, suffix, THREADS};
+use crate::devargs::{check_ctx, device_ptr_mut, suffix, THREADS};
 use crate::elementwise::ACT;
 use crate::runtime::{self, Dims, Function, KernelArgs, KernelSource};
 use rtllm_plugin_api::shapes::expect_args;
 use rtllm_plugin_api::{
-    Attrs, DType, DeviceKind, Kernel, LaunchContext, Op, OpExample, PluginError, TensorArg, TensorMeta,
+    Attrs, DType, DeviceKind, InputView, Kernel, LaunchContext, Op, OpExample, OutputView, PluginError, TensorMeta,
+    TensorView,
 };
 
 static SRC: KernelSource = crate::kernel_source!("fill.cu");
@@ -114,24 +115,29 @@ impl Op for DummyFill {
 }
 
 impl Kernel for DummyFillKernel {
-    fn launch(&self, ctx: &LaunchContext, inputs: &[TensorArg], outputs: &[TensorArg]) -> Result<(), PluginError> {
+    fn launch(
+        &self,
+        ctx: &LaunchContext<'_>,
+        inputs: &mut [InputView<'_>],
+        outputs: &mut [OutputView<'_>],
+    ) -> Result<(), PluginError> {
         const OP: &str = DummyFill::NAME;
         check_ctx(OP, ctx)?;
         expect_args(OP, inputs, &[0], outputs, 1)?;
-        let n: usize = outputs[0].meta.concrete_shape()?.iter().product();
+        let n: usize = outputs[0].meta().concrete_shape()?.iter().product();
         if n == 0 {
             return Ok(());
         }
         let blocks = n.div_ceil(THREADS as usize).clamp(1, MAX_BLOCKS) as u32;
         let p = self.params;
         let args = KernelArgs::new()
-            .u64(device_ptr(OP, "out", &outputs[0], self.dtype)?)
+            .u64(device_ptr_mut(OP, "out", &mut outputs[0], self.dtype)?)
             .u64(n as u64)
             .u64(p.base)
             .f32(p.scale)
             .i32(i32::from(p.ones));
         // SAFETY: the arguments match dummy_fill_<T>(out, n, base, scale, ones); out holds n elements.
-        unsafe { runtime::launch(self.f, Dims::linear(blocks, THREADS), ctx.stream, &args) }
+        unsafe { runtime::launch(self.f, Dims::linear(blocks, THREADS), ctx.stream(), &args) }
     }
 }
 

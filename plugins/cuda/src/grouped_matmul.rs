@@ -5,12 +5,12 @@
 //! together; otherwise one cuBLASLt matmul per weight on the stream. Shapes and dtypes are checked by plugin-api's `shapes::matmul`.
 
 use crate::blaslt::{self, Operands, PlanKey, WORKSPACE_BYTES};
-use crate::devargs::{check_ctx, device_ptr, to_i32};
+use crate::devargs::{check_ctx, device_ptr, device_ptr_mut, to_i32};
 use crate::gemv::{self, Gemv, Segment};
 use crate::runtime;
 use rtllm_plugin_api::shapes::matmul::{grouped_launch_dims, infer_grouped_matmul};
 use rtllm_plugin_api::{
-    Attrs, DType, DeviceKind, Dim, Kernel, LaunchContext, Op, OpExample, PluginError, TensorArg, TensorMeta,
+    Attrs, DType, DeviceKind, Dim, InputView, Kernel, LaunchContext, Op, OpExample, OutputView, PluginError, TensorMeta,
 };
 
 const DTYPES: [DType; 3] = [DType::F32, DType::BF16, DType::F16];
@@ -80,7 +80,12 @@ impl Kernel for GroupedMatmulKernel {
         Ok(WORKSPACE_BYTES)
     }
 
-    fn launch(&self, ctx: &LaunchContext, inputs: &[TensorArg], outputs: &[TensorArg]) -> Result<(), PluginError> {
+    fn launch(
+        &self,
+        ctx: &LaunchContext<'_>,
+        inputs: &mut [InputView<'_>],
+        outputs: &mut [OutputView<'_>],
+    ) -> Result<(), PluginError> {
         const OP: &str = GroupedMatmul::NAME;
         check_ctx(OP, ctx)?;
         let (t, k, ns, count) = grouped_launch_dims(inputs, outputs)?;
@@ -88,7 +93,7 @@ impl Kernel for GroupedMatmulKernel {
         let mut segs = [Segment { w: 0, y: 0, n: 0 }; gemv::MAX_SEGMENTS];
         for (i, seg) in segs.iter_mut().enumerate().take(count) {
             seg.w = device_ptr(OP, "w", &inputs[i + 1], self.dtype)?;
-            seg.y = device_ptr(OP, "y", &outputs[i], self.dtype)?;
+            seg.y = device_ptr_mut(OP, "y", &mut outputs[i], self.dtype)?;
             seg.n = ns[i];
             to_i32(OP, "T·N", t.saturating_mul(ns[i]))?;
         }
@@ -102,14 +107,26 @@ impl Kernel for GroupedMatmulKernel {
             return unsafe {
                 self.gemv.launch(
                     OP,
-                    ctx.stream,
+                    ctx.stream(),
                     &gemv::Problem { x, m: t, k, segs, bias: None, epilogue: gemv::Epilogue::Plain },
                 )
             };
         }
         // SAFETY: checked device tensors x [t, k], w_i [n_i, k], y_i [t, n_i] of the kernel's
         // dtype, and the host's workspace and stream.
-        unsafe { blaslt_segments(OP, self.dtype, ctx.workspace, ctx.workspace_bytes, ctx.stream, x, t, k, segs) }
+        unsafe {
+            blaslt_segments(
+                OP,
+                self.dtype,
+                ctx.device_workspace(ctx.workspace_bytes())? as usize as *mut u8,
+                ctx.workspace_bytes(),
+                ctx.stream(),
+                x,
+                t,
+                k,
+                segs,
+            )
+        }
     }
 }
 

@@ -8,13 +8,13 @@
 //! dtypes are checked by plugin-api's shared `shapes::matmul`, as the CPU provider does.
 
 use crate::blaslt::{self, Operands, PlanKey, WORKSPACE_BYTES};
-use crate::devargs::{check_ctx, device_ptr, suffix, to_i32, THREADS};
+use crate::devargs::{check_ctx, device_ptr, device_ptr_mut, suffix, to_i32, THREADS};
 use crate::elementwise::{stride_blocks, SRC};
 use crate::gemv::{self, Gemv, Segment};
 use crate::runtime::{self, Dims, Function, KernelArgs};
 use rtllm_plugin_api::shapes::matmul::{infer_matmul, launch_dims, same_float, MatmulDtypes};
 use rtllm_plugin_api::{
-    Attrs, DType, DeviceKind, Dim, Kernel, LaunchContext, Op, OpExample, PluginError, TensorArg, TensorMeta,
+    Attrs, DType, DeviceKind, Dim, InputView, Kernel, LaunchContext, Op, OpExample, OutputView, PluginError, TensorMeta,
 };
 
 /// Bias dtypes for an activation dtype: the activation's own, or f32.
@@ -116,13 +116,18 @@ impl Kernel for MatmulKernel {
         Ok(WORKSPACE_BYTES)
     }
 
-    fn launch(&self, ctx: &LaunchContext, inputs: &[TensorArg], outputs: &[TensorArg]) -> Result<(), PluginError> {
+    fn launch(
+        &self,
+        ctx: &LaunchContext<'_>,
+        inputs: &mut [InputView<'_>],
+        outputs: &mut [OutputView<'_>],
+    ) -> Result<(), PluginError> {
         const OP: &str = Matmul::NAME;
         check_ctx(OP, ctx)?;
         let (t, k, n) = launch_dims(inputs, outputs)?;
         let x = device_ptr(OP, "x", &inputs[0], self.dtype)?;
         let w = device_ptr(OP, "w", &inputs[1], self.dtype)?;
-        let y = device_ptr(OP, "y", &outputs[0], self.dtype)?;
+        let y = device_ptr_mut(OP, "y", &mut outputs[0], self.dtype)?;
         let bias = match (inputs.get(2), &self.bias) {
             (Some(b), Some((bdt, f))) => Some((device_ptr(OP, "bias", b, *bdt)?, *bdt, *f)),
             (None, None) => None,
@@ -142,7 +147,7 @@ impl Kernel for MatmulKernel {
             return unsafe {
                 self.gemv.launch(
                     OP,
-                    ctx.stream,
+                    ctx.stream(),
                     &gemv::Problem { x, m: t, k, segs: &seg, bias, epilogue: gemv::Epilogue::Plain },
                 )
             };
@@ -158,9 +163,9 @@ impl Kernel for MatmulKernel {
             x,
             y,
             bias: bias.map(|b| b.0),
-            workspace: ctx.workspace,
-            workspace_bytes: ctx.workspace_bytes,
-            stream: ctx.stream,
+            workspace: ctx.device_workspace(ctx.workspace_bytes())? as usize as *mut u8,
+            workspace_bytes: ctx.workspace_bytes(),
+            stream: ctx.stream(),
         };
         let fused = {
             let plan = plan.lock().map_err(|_| PluginError::new("matmul: plan poisoned"))?;
@@ -174,7 +179,7 @@ impl Kernel for MatmulKernel {
                 let dims = Dims::linear(stride_blocks(t * n, self.dtype), THREADS);
                 // SAFETY: bias_add_<T>_<B>(y, bias, rows, n) over the t·n outputs just written,
                 // on the same stream (ordered after the matmul).
-                unsafe { runtime::launch(f, dims, ctx.stream, &args) }
+                unsafe { runtime::launch(f, dims, ctx.stream(), &args) }
             }
             _ => Ok(()),
         }

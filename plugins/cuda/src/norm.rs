@@ -3,11 +3,11 @@
 //! outputs take x's dtype), weights any of f32/bf16/f16; shapes, dtypes and `eps` are checked
 //! by plugin-api's shared `shapes::norm`, as the CPU providers do.
 
-use crate::devargs::{check_ctx, device_ptr, grid_dim, pack_elems, suffix, to_i32, MAX_GRID_X};
+use crate::devargs::{check_ctx, device_ptr, device_ptr_mut, grid_dim, pack_elems, suffix, to_i32, MAX_GRID_X};
 use crate::runtime::{self, Dims, Function, KernelArgs, KernelSource};
 use rtllm_plugin_api::shapes::norm::{check_weight_arg, eps, infer_fused_add_rmsnorm, infer_rmsnorm, rows_of};
 use rtllm_plugin_api::{
-    Attrs, DType, DeviceKind, Kernel, LaunchContext, Op, OpExample, PluginError, TensorArg, TensorMeta,
+    Attrs, DType, DeviceKind, InputView, Kernel, LaunchContext, Op, OpExample, OutputView, PluginError, TensorMeta,
 };
 
 static SRC: KernelSource = crate::kernel_source!("norm.cu");
@@ -97,14 +97,19 @@ impl Op for RmsNorm {
 }
 
 impl Kernel for RmsNormKernel {
-    fn launch(&self, ctx: &LaunchContext, inputs: &[TensorArg], outputs: &[TensorArg]) -> Result<(), PluginError> {
+    fn launch(
+        &self,
+        ctx: &LaunchContext<'_>,
+        inputs: &mut [InputView<'_>],
+        outputs: &mut [OutputView<'_>],
+    ) -> Result<(), PluginError> {
         const OP: &str = RmsNorm::NAME;
         check_ctx(OP, ctx)?;
+        let (num_inputs, num_outputs) = (inputs.len(), outputs.len());
         let ([x, w], [y]) = (inputs, outputs) else {
             return Err(PluginError::new(format!(
                 "{OP}: launch takes 2 inputs and 1 output, got {} and {}",
-                inputs.len(),
-                outputs.len()
+                num_inputs, num_outputs
             )));
         };
         let (t, h) = rows_of(OP, "x", x, None)?;
@@ -113,7 +118,7 @@ impl Kernel for RmsNormKernel {
         let args = KernelArgs::new()
             .u64(device_ptr(OP, "x", x, self.x_dtype)?)
             .u64(device_ptr(OP, "w", w, self.w_dtype)?)
-            .u64(device_ptr(OP, "y", y, self.x_dtype)?)
+            .u64(device_ptr_mut(OP, "y", y, self.x_dtype)?)
             .i32(to_i32(OP, "T", t)?)
             .i32(to_i32(OP, "H", h)?)
             .f32(self.eps);
@@ -123,7 +128,7 @@ impl Kernel for RmsNormKernel {
         let dims = Dims::linear(grid_dim(OP, "T", t, MAX_GRID_X)?, threads_for_row(h, self.x_dtype));
         // SAFETY: the arguments match rmsnorm_<T>_<W>(x, w, y, rows, h, eps) and the pointers
         // are the host's device tensors of the checked shapes.
-        unsafe { runtime::launch(self.f, dims, ctx.stream, &args) }
+        unsafe { runtime::launch(self.f, dims, ctx.stream(), &args) }
     }
 }
 
@@ -165,14 +170,19 @@ impl Op for FusedAddRmsNorm {
 }
 
 impl Kernel for FusedAddRmsNormKernel {
-    fn launch(&self, ctx: &LaunchContext, inputs: &[TensorArg], outputs: &[TensorArg]) -> Result<(), PluginError> {
+    fn launch(
+        &self,
+        ctx: &LaunchContext<'_>,
+        inputs: &mut [InputView<'_>],
+        outputs: &mut [OutputView<'_>],
+    ) -> Result<(), PluginError> {
         const OP: &str = FusedAddRmsNorm::NAME;
         check_ctx(OP, ctx)?;
+        let (num_inputs, num_outputs) = (inputs.len(), outputs.len());
         let ([x, residual, w], [y, r_out]) = (inputs, outputs) else {
             return Err(PluginError::new(format!(
                 "{OP}: launch takes 3 inputs and 2 outputs, got {} and {}",
-                inputs.len(),
-                outputs.len()
+                num_inputs, num_outputs
             )));
         };
         let (t, h) = rows_of(OP, "x", x, None)?;
@@ -184,8 +194,8 @@ impl Kernel for FusedAddRmsNormKernel {
             .u64(device_ptr(OP, "x", x, self.x_dtype)?)
             .u64(device_ptr(OP, "residual", residual, self.x_dtype)?)
             .u64(device_ptr(OP, "w", w, self.w_dtype)?)
-            .u64(device_ptr(OP, "y", y, self.x_dtype)?)
-            .u64(device_ptr(OP, "residual_out", r_out, self.x_dtype)?)
+            .u64(device_ptr_mut(OP, "y", y, self.x_dtype)?)
+            .u64(device_ptr_mut(OP, "residual_out", r_out, self.x_dtype)?)
             .i32(to_i32(OP, "T", t)?)
             .i32(to_i32(OP, "H", h)?)
             .f32(self.eps);
@@ -195,7 +205,7 @@ impl Kernel for FusedAddRmsNormKernel {
         let dims = Dims::linear(grid_dim(OP, "T", t, MAX_GRID_X)?, threads_for_row(h, self.x_dtype));
         // SAFETY: the arguments match fused_add_rmsnorm_<T>_<W>(x, residual, w, y, residual_out,
         // rows, h, eps) and the pointers are the host's device tensors of the checked shapes.
-        unsafe { runtime::launch(self.f, dims, ctx.stream, &args) }
+        unsafe { runtime::launch(self.f, dims, ctx.stream(), &args) }
     }
 }
 

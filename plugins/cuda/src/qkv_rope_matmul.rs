@@ -8,7 +8,7 @@
 //! do.
 
 use crate::blaslt;
-use crate::devargs::{check_ctx, device_ptr, to_i32};
+use crate::devargs::{check_ctx, device_ptr, device_ptr_mut, to_i32};
 use crate::elementwise;
 use crate::gemv::{self, Epilogue, Gemv, RopeEpilogue, Segment};
 use crate::grouped_matmul::blaslt_segments;
@@ -18,7 +18,7 @@ use rtllm_plugin_api::shapes::elementwise::{check_rope_width, RopeAttrs, RopeSty
 use rtllm_plugin_api::shapes::matmul::{grouped_launch_dims, infer_grouped_matmul};
 use rtllm_plugin_api::shapes::{expect_shape, shape_of_rank};
 use rtllm_plugin_api::{
-    Attrs, DType, DeviceKind, Dim, Kernel, LaunchContext, Op, OpExample, PluginError, TensorArg, TensorMeta,
+    Attrs, DType, DeviceKind, Dim, InputView, Kernel, LaunchContext, Op, OpExample, OutputView, PluginError, TensorMeta,
 };
 
 const DTYPES: [DType; 3] = [DType::F32, DType::BF16, DType::F16];
@@ -130,7 +130,12 @@ impl Kernel for QkvRopeMatmulKernel {
         Ok(blaslt::WORKSPACE_BYTES)
     }
 
-    fn launch(&self, ctx: &LaunchContext, inputs: &[TensorArg], outputs: &[TensorArg]) -> Result<(), PluginError> {
+    fn launch(
+        &self,
+        ctx: &LaunchContext<'_>,
+        inputs: &mut [InputView<'_>],
+        outputs: &mut [OutputView<'_>],
+    ) -> Result<(), PluginError> {
         check_ctx(OP, ctx)?;
         if inputs.len() != 5 {
             return Err(err(format!("launch takes 5 inputs, got {}", inputs.len())));
@@ -146,7 +151,7 @@ impl Kernel for QkvRopeMatmulKernel {
         let mut segs = [Segment { w: 0, y: 0, n: 0 }; 3];
         for (i, seg) in segs.iter_mut().enumerate() {
             seg.w = device_ptr(OP, "w", &inputs[i + 1], self.dtype)?;
-            seg.y = device_ptr(OP, "y", &outputs[i], self.dtype)?;
+            seg.y = device_ptr_mut(OP, "y", &mut outputs[i], self.dtype)?;
             seg.n = ns[i];
             to_i32(OP, "T·N", t.saturating_mul(ns[i]))?;
         }
@@ -166,14 +171,24 @@ impl Kernel for QkvRopeMatmulKernel {
             let p = gemv::Problem { x, m: t, k, segs: &segs, bias: None, epilogue: Epilogue::Rope(rope) };
             // SAFETY: checked device tensors x [t, k], w_i [n_i, k], y_i [t, n_i] of the dtype
             // given at create, positions [t] i32, on the host's stream.
-            return unsafe { self.gemv.launch(OP, ctx.stream, &p) };
+            return unsafe { self.gemv.launch(OP, ctx.stream(), &p) };
         }
         // SAFETY: as above; the rope kernel rotates q and k in place (it reads each pair before
         // writing it), all in order on the host's stream.
         unsafe {
-            blaslt_segments(OP, self.dtype, ctx.workspace, ctx.workspace_bytes, ctx.stream, x, t, k, &segs)?;
+            blaslt_segments(
+                OP,
+                self.dtype,
+                ctx.device_workspace(ctx.workspace_bytes())? as usize as *mut u8,
+                ctx.workspace_bytes(),
+                ctx.stream(),
+                x,
+                t,
+                k,
+                &segs,
+            )?;
             for s in &segs[..2] {
-                launch_rope(OP, self.rope, a, s.y, positions, s.y, t, s.n, ctx.stream)?;
+                launch_rope(OP, self.rope, a, s.y, positions, s.y, t, s.n, ctx.stream())?;
             }
         }
         Ok(())

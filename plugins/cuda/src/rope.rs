@@ -5,13 +5,13 @@
 //! pair's frequency from them exactly as the CPU's rope_freqs.rs does (nothing is uploaded).
 //! Negative positions (an error on the CPU, which reads them) rotate backwards here.
 
-use crate::devargs::{check_ctx, device_ptr, grid_dim, to_i32, MAX_GRID_X, MAX_GRID_YZ};
+use crate::devargs::{check_ctx, device_ptr, device_ptr_mut, grid_dim, to_i32, MAX_GRID_X, MAX_GRID_YZ};
 use crate::elementwise::{function, ACT};
 use crate::runtime::{self, Dims, Function, KernelArgs};
 use rtllm_plugin_api::shapes::elementwise::{self as shapes, RopeAttrs, RopeScaling, RopeStyle};
 use rtllm_plugin_api::shapes::{expect_args, expect_shape, shape_of_rank};
 use rtllm_plugin_api::{
-    Attrs, DType, DeviceKind, Dim, Kernel, LaunchContext, Op, OpExample, PluginError, TensorArg, TensorMeta,
+    Attrs, DType, DeviceKind, Dim, InputView, Kernel, LaunchContext, Op, OpExample, OutputView, PluginError, TensorMeta,
 };
 
 /// Threads per block.
@@ -114,7 +114,12 @@ impl Op for Rope {
 }
 
 impl Kernel for RopeKernel {
-    fn launch(&self, ctx: &LaunchContext, inputs: &[TensorArg], outputs: &[TensorArg]) -> Result<(), PluginError> {
+    fn launch(
+        &self,
+        ctx: &LaunchContext<'_>,
+        inputs: &mut [InputView<'_>],
+        outputs: &mut [OutputView<'_>],
+    ) -> Result<(), PluginError> {
         const OP: &str = Rope::NAME;
         check_ctx(OP, ctx)?;
         expect_args(OP, inputs, &[2], outputs, 1)?;
@@ -125,9 +130,9 @@ impl Kernel for RopeKernel {
         expect_shape(OP, "out", &outputs[0], &shape)?;
         let x = device_ptr(OP, "x", &inputs[0], self.dtype)?;
         let positions = device_ptr(OP, "positions", &inputs[1], DType::I32)?;
-        let out = device_ptr(OP, "out", &outputs[0], self.dtype)?;
+        let out = device_ptr_mut(OP, "out", &mut outputs[0], self.dtype)?;
         // SAFETY: x and out hold t rows of width (checked above), positions t ints.
-        unsafe { launch_rope(OP, self.f, &self.attrs, x, positions, out, t, width, ctx.stream) }
+        unsafe { launch_rope(OP, self.f, &self.attrs, x, positions, out, t, width, ctx.stream()) }
     }
 }
 

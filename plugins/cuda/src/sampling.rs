@@ -5,12 +5,14 @@
 //! select of the threshold over the weights' f32 bit patterns, then a block prefix scan for
 //! the drawn token. No workspace; the grid is the row count.
 
+use crate::devargs::{device_ptr, device_ptr_mut};
 use crate::kernel_source;
 use crate::runtime::{self, Dims, Function, KernelArgs, KernelSource};
 use cudarc::driver::sys::CUdevice_attribute;
 use rtllm_plugin_api::shapes::sampling::{self, LOGITS, OP, SEEDS, TEMPERATURE, TOP_K, TOP_P};
 use rtllm_plugin_api::{
-    Attrs, DType, DeviceKind, Kernel, LaunchContext, Op, OpExample, PluginError, TensorArg, TensorMeta,
+    Attrs, DType, DeviceKind, InputView, Kernel, LaunchContext, Op, OpExample, OutputView, PluginError, TensorMeta,
+    TensorView,
 };
 
 static SRC: KernelSource = kernel_source!("sampling.cu");
@@ -102,45 +104,48 @@ impl Op for Sample {
 }
 
 impl Kernel for SampleKernel {
-    fn launch(&self, ctx: &LaunchContext, inputs: &[TensorArg], outputs: &[TensorArg]) -> Result<(), PluginError> {
+    fn launch(
+        &self,
+        ctx: &LaunchContext<'_>,
+        inputs: &mut [InputView<'_>],
+        outputs: &mut [OutputView<'_>],
+    ) -> Result<(), PluginError> {
         let (l, v) = sampling::check_launch(inputs, outputs)?;
-        if inputs[LOGITS].meta.dtype != self.dtype {
+        if inputs[LOGITS].meta().dtype != self.dtype {
             return Err(PluginError::new(format!(
                 "{OP} (cuda): created for {} logits, launched with {}",
-                self.dtype, inputs[LOGITS].meta
+                self.dtype,
+                inputs[LOGITS].meta()
             )));
         }
-        if let Some(a) = inputs.iter().chain(outputs).find(|a| a.device != DeviceKind::Cuda) {
-            return Err(PluginError::new(format!("{OP} (cuda): tensor {} is not on the GPU", a.meta)));
-        }
+        let addr = |i: usize, what: &str, dtype: DType| device_ptr(OP, what, &inputs[i], dtype);
+        let ins = [
+            addr(LOGITS, "logits", self.dtype)?,
+            addr(TEMPERATURE, "temperature", DType::F32)?,
+            addr(TOP_K, "top_k", DType::I32)?,
+            addr(TOP_P, "top_p", DType::F32)?,
+            addr(SEEDS, "seeds", DType::I64)?,
+        ];
+        let tokens = device_ptr_mut(OP, "tokens", &mut outputs[0], DType::I32)?;
         if l == 0 {
             return Ok(());
         }
         if l > i32::MAX as usize {
             return Err(PluginError::new(format!("{OP} (cuda): {l} rows exceed the grid")));
         }
-        let p = |i: usize| inputs[i].data as *const u8;
         let cl = argmax_cluster(l, self.sms, self.clusters);
-        let args = KernelArgs::new()
-            .ptr(p(LOGITS))
-            .ptr(p(TEMPERATURE))
-            .ptr(p(TOP_K))
-            .ptr(p(TOP_P))
-            .ptr(p(SEEDS))
-            .ptr(outputs[0].data as *const u8)
-            .i32(l as i32)
-            .i32(v as i32)
-            .i32(cl as i32);
+        let args =
+            ins.iter().fold(KernelArgs::new(), |a, &p| a.u64(p)).u64(tokens).i32(l as i32).i32(v as i32).i32(cl as i32);
         let blocks = l.checked_mul(cl).filter(|&b| b <= i32::MAX as usize);
         let blocks = blocks.ok_or_else(|| PluginError::new(format!("{OP} (cuda): {l} rows exceed the grid")))?;
         let dims = Dims { grid: (blocks as u32, 1, 1), block: (THREADS, 1, 1), shared_bytes: shared_bytes() };
         if cl > 1 {
             // SAFETY: as below; the grid is whole clusters of `cl` blocks (one row each).
-            return unsafe { runtime::launch_clustered(self.f, dims, cl as u32, ctx.stream, &args) };
+            return unsafe { runtime::launch_clustered(self.f, dims, cl as u32, ctx.stream(), &args) };
         }
         // SAFETY: the arguments match sample_<dtype>'s parameters; the pointers are device
         // tensors of the checked shapes; the kernel reads row r < L of V logits.
-        unsafe { runtime::launch(self.f, dims, ctx.stream, &args) }
+        unsafe { runtime::launch(self.f, dims, ctx.stream(), &args) }
     }
 }
 

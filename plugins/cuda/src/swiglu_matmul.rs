@@ -7,14 +7,14 @@
 //! `grouped_matmul` + `silu_mul` graph rounds them.
 
 use crate::blaslt::{self, WORKSPACE_BYTES};
-use crate::devargs::{check_ctx, device_ptr, to_i32};
+use crate::devargs::{check_ctx, device_ptr, device_ptr_mut, to_i32};
 use crate::elementwise::{self, launch_silu_mul};
 use crate::gemv::{self, Gemv, Segment};
 use crate::grouped_matmul::blaslt_segments;
 use crate::runtime::Function;
 use rtllm_plugin_api::shapes::matmul::{infer_swiglu_matmul, swiglu_launch_dims};
 use rtllm_plugin_api::{
-    Attrs, DType, DeviceKind, Dim, Kernel, LaunchContext, Op, OpExample, PluginError, TensorArg, TensorMeta,
+    Attrs, DType, DeviceKind, Dim, InputView, Kernel, LaunchContext, Op, OpExample, OutputView, PluginError, TensorMeta,
 };
 
 const DTYPES: [DType; 3] = [DType::F32, DType::BF16, DType::F16];
@@ -99,7 +99,12 @@ impl Kernel for SwigluMatmulKernel {
         Ok(WORKSPACE_BYTES + 2 * chunk_bytes(t.min(CHUNK_ROWS), n, self.dtype))
     }
 
-    fn launch(&self, ctx: &LaunchContext, inputs: &[TensorArg], outputs: &[TensorArg]) -> Result<(), PluginError> {
+    fn launch(
+        &self,
+        ctx: &LaunchContext<'_>,
+        inputs: &mut [InputView<'_>],
+        outputs: &mut [OutputView<'_>],
+    ) -> Result<(), PluginError> {
         const OP: &str = SwigluMatmul::NAME;
         check_ctx(OP, ctx)?;
         let (t, k, n) = swiglu_launch_dims(inputs, outputs)?;
@@ -107,7 +112,7 @@ impl Kernel for SwigluMatmulKernel {
         let x = device_ptr(OP, "x", &inputs[0], self.dtype)?;
         let wg = device_ptr(OP, "w_gate", &inputs[1], self.dtype)?;
         let wu = device_ptr(OP, "w_up", &inputs[2], self.dtype)?;
-        let y = device_ptr(OP, "y", &outputs[0], self.dtype)?;
+        let y = device_ptr_mut(OP, "y", &mut outputs[0], self.dtype)?;
         if t == 0 || n == 0 {
             return Ok(());
         }
@@ -116,20 +121,14 @@ impl Kernel for SwigluMatmulKernel {
             let p = gemv::Problem { x, m: t, k, segs: &segs, bias: None, epilogue: gemv::Epilogue::Gated };
             // SAFETY: checked device tensors x [t, k], w_gate/w_up [n, k], y [t, n] of the
             // dtype given at create, on the host's stream.
-            return unsafe { self.gemv.launch(OP, ctx.stream, &p) };
+            return unsafe { self.gemv.launch(OP, ctx.stream(), &p) };
         }
         let e = self.dtype.block_bytes();
         let rows = t.min(CHUNK_ROWS);
         let half = chunk_bytes(rows, n, self.dtype);
-        if ctx.workspace.is_null() || ctx.workspace_bytes < WORKSPACE_BYTES + 2 * half {
-            return Err(PluginError::new(format!(
-                "{OP}: the workspace of {} bytes is smaller than the {} bytes the kernel asked for",
-                ctx.workspace_bytes,
-                WORKSPACE_BYTES + 2 * half
-            )));
-        }
+        let workspace = ctx.device_workspace(WORKSPACE_BYTES + 2 * half).map_err(|e| e.context(OP))?;
         // Workspace: [cuBLASLt | gate chunk | up chunk].
-        let gate = ctx.workspace as u64 + WORKSPACE_BYTES as u64;
+        let gate = workspace + WORKSPACE_BYTES as u64;
         let up = gate + half as u64;
         for r0 in (0..t).step_by(CHUNK_ROWS) {
             let c = (t - r0).min(CHUNK_ROWS);
@@ -139,9 +138,19 @@ impl Kernel for SwigluMatmulKernel {
             // are device memory of the dtype; the cuBLASLt part is the workspace's first
             // WORKSPACE_BYTES; everything is ordered on the host's stream.
             unsafe {
-                blaslt_segments(OP, self.dtype, ctx.workspace, WORKSPACE_BYTES, ctx.stream, xc, c, k, &segs)?;
+                blaslt_segments(
+                    OP,
+                    self.dtype,
+                    workspace as usize as *mut u8,
+                    WORKSPACE_BYTES,
+                    ctx.stream(),
+                    xc,
+                    c,
+                    k,
+                    &segs,
+                )?;
                 let yc = y + (r0 * n * e) as u64;
-                launch_silu_mul(OP, self.silu_mul, self.dtype, gate, up, yc, c, n, n, ctx.stream)?;
+                launch_silu_mul(OP, self.silu_mul, self.dtype, gate, up, yc, c, n, n, ctx.stream())?;
             }
         }
         Ok(())

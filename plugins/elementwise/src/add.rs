@@ -2,7 +2,8 @@
 
 use crate::util::{expect_args, expect_shape, par_rows};
 use rtllm_plugin_api::{
-    register_op, shapes, Attrs, DType, Kernel, LaunchContext, Op, OpExample, PluginError, TensorArg, TensorMeta,
+    register_op, shapes, Attrs, DType, InputView, Kernel, LaunchContext, Op, OpExample, OutputView, PluginError,
+    TensorMeta, TensorView,
 };
 
 /// Elements per pool task below which the sum runs on one thread.
@@ -42,7 +43,12 @@ impl Op for Add {
 }
 
 impl Kernel for AddKernel {
-    fn launch(&self, ctx: &LaunchContext, inputs: &[TensorArg], outputs: &[TensorArg]) -> Result<(), PluginError> {
+    fn launch(
+        &self,
+        ctx: &LaunchContext<'_>,
+        inputs: &mut [InputView<'_>],
+        outputs: &mut [OutputView<'_>],
+    ) -> Result<(), PluginError> {
         expect_args(Add::NAME, inputs, &[2], outputs, 1)?;
         let shape = inputs[0].shape()?;
         expect_shape(Add::NAME, "b", &inputs[1], &shape)?;
@@ -68,7 +74,7 @@ mod tests {
     fn adds_small_and_large() {
         for n in [1usize, 7, 100_003] {
             let (a, b) = (rand_f32(n, 1), rand_f32(n, 2));
-            let mut ins = [Buf::of(&[n], &a), Buf::of(&[n], &b)];
+            let mut ins = [Buf::from_slice(&[n], &a), Buf::from_slice(&[n], &b)];
             let out = run::<Add>(&Attrs::new(), &mut ins).unwrap()[0].to_vec::<f32>();
             let want: Vec<f32> = a.iter().zip(&b).map(|(x, y)| x + y).collect();
             assert_eq!(out, want);

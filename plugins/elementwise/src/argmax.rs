@@ -2,7 +2,8 @@
 
 use crate::util::{expect_args, expect_shape, par_rows, shape_of_rank};
 use rtllm_plugin_api::{
-    register_op, shapes, Attrs, DType, Kernel, LaunchContext, Op, OpExample, PluginError, TensorArg, TensorMeta,
+    register_op, shapes, Attrs, DType, InputView, Kernel, LaunchContext, Op, OpExample, OutputView, PluginError,
+    TensorMeta,
 };
 
 /// Logits per pool task below which the kernel runs on one thread.
@@ -53,7 +54,12 @@ impl Op for Argmax {
 }
 
 impl Kernel for ArgmaxKernel {
-    fn launch(&self, ctx: &LaunchContext, inputs: &[TensorArg], outputs: &[TensorArg]) -> Result<(), PluginError> {
+    fn launch(
+        &self,
+        ctx: &LaunchContext<'_>,
+        inputs: &mut [InputView<'_>],
+        outputs: &mut [OutputView<'_>],
+    ) -> Result<(), PluginError> {
         expect_args(Argmax::NAME, inputs, &[1], outputs, 1)?;
         let shape = shape_of_rank(Argmax::NAME, "logits", &inputs[0], 2)?;
         expect_shape(Argmax::NAME, "out", &outputs[0], &shape[..1])?;
@@ -94,7 +100,7 @@ mod tests {
             logits[row * v + (row * 997) % v] = 5.0;
             logits[row * v + 13] = f32::NAN;
         }
-        let out = run::<Argmax>(&Attrs::new(), &mut [Buf::of(&[s, v], &logits)]).unwrap()[0].to_vec::<i32>();
+        let out = run::<Argmax>(&Attrs::new(), &mut [Buf::from_slice(&[s, v], &logits)]).unwrap()[0].to_vec::<i32>();
         let want: Vec<i32> = (0..s).map(|row| ((row * 997) % v) as i32).collect();
         assert_eq!(out, want);
     }

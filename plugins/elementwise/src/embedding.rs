@@ -4,7 +4,8 @@
 use crate::util::{expect_args, expect_shape, par_rows, shape_of_rank};
 use half::{bf16, f16, slice::HalfFloatSliceExt};
 use rtllm_plugin_api::{
-    quant, register_op, shapes, Attrs, DType, Kernel, LaunchContext, Op, OpExample, PluginError, TensorArg, TensorMeta,
+    quant, register_op, shapes, Attrs, DType, InputView, Kernel, LaunchContext, Op, OpExample, OutputView, PluginError,
+    TensorMeta, TensorView,
 };
 
 /// Output elements per pool task below which the lookup runs on one thread.
@@ -72,8 +73,8 @@ enum Table<'a> {
 }
 
 impl<'a> Table<'a> {
-    fn new(arg: &'a TensorArg, h: usize) -> Result<Table<'a>, PluginError> {
-        Ok(match arg.meta.dtype {
+    fn new(arg: &'a InputView<'_>, h: usize) -> Result<Table<'a>, PluginError> {
+        Ok(match arg.meta().dtype {
             DType::F32 => Table::F32(arg.slice()?),
             DType::F16 => Table::F16(arg.slice()?),
             DType::BF16 => Table::BF16(arg.slice()?),
@@ -100,7 +101,12 @@ impl<'a> Table<'a> {
 }
 
 impl Kernel for EmbeddingKernel {
-    fn launch(&self, ctx: &LaunchContext, inputs: &[TensorArg], outputs: &[TensorArg]) -> Result<(), PluginError> {
+    fn launch(
+        &self,
+        ctx: &LaunchContext<'_>,
+        inputs: &mut [InputView<'_>],
+        outputs: &mut [OutputView<'_>],
+    ) -> Result<(), PluginError> {
         let op = Embedding::NAME;
         expect_args(op, inputs, &[2], outputs, 1)?;
         let t = shape_of_rank(op, "ids", &inputs[0], 1)?[0];
@@ -149,14 +155,16 @@ mod tests {
         let (v, h) = (10usize, 67usize);
         let table = rand_f32(v * h, 11);
         let want: Vec<f32> = ids().iter().flat_map(|&i| table[i as usize * h..(i as usize + 1) * h].to_vec()).collect();
-        let out = |b: Buf| run::<Embedding>(&Attrs::new(), &mut [Buf::of(&[7], &ids()), b]).unwrap()[0].to_vec::<f32>();
-        assert_eq!(out(Buf::of(&[v, h], &table)), want);
+        let out = |b: Buf| {
+            run::<Embedding>(&Attrs::new(), &mut [Buf::from_slice(&[7], &ids()), b]).unwrap()[0].to_vec::<f32>()
+        };
+        assert_eq!(out(Buf::from_slice(&[v, h], &table)), want);
         let t16: Vec<f16> = table.iter().map(|&x| f16::from_f32(x)).collect();
         let w16: Vec<f32> = want.iter().map(|&x| f16::from_f32(x).to_f32()).collect();
-        assert_eq!(out(Buf::of(&[v, h], &t16)), w16);
+        assert_eq!(out(Buf::from_slice(&[v, h], &t16)), w16);
         let tb: Vec<bf16> = table.iter().map(|&x| bf16::from_f32(x)).collect();
         let wb: Vec<f32> = want.iter().map(|&x| bf16::from_f32(x).to_f32()).collect();
-        assert_eq!(out(Buf::of(&[v, h], &tb)), wb);
+        assert_eq!(out(Buf::from_slice(&[v, h], &tb)), wb);
     }
 
     #[test]
@@ -167,7 +175,7 @@ mod tests {
             let bytes: Vec<u8> =
                 table.chunks(h).flat_map(|row| quant::quantize_row_to_vec(dtype, row).unwrap()).collect();
             let rb = quant::row_bytes(dtype, h).unwrap();
-            let mut ins = [Buf::of(&[7], &ids()), Buf::raw(dtype, &[v, h], &bytes)];
+            let mut ins = [Buf::from_slice(&[7], &ids()), Buf::from_bytes(TensorMeta::of(dtype, &[v, h]), &bytes)];
             let out = run::<Embedding>(&Attrs::new(), &mut ins).unwrap()[0].to_vec::<f32>();
             for (k, &id) in ids().iter().enumerate() {
                 let row = &bytes[id as usize * rb..(id as usize + 1) * rb];
@@ -182,7 +190,8 @@ mod tests {
         let (t, v, h) = (300usize, 64usize, 129usize);
         let ids: Vec<i32> = (0..t as i32).map(|i| (i * 7) % v as i32).collect();
         let table = rand_f32(v * h, 13);
-        let out = run::<Embedding>(&Attrs::new(), &mut [Buf::of(&[t], &ids), Buf::of(&[v, h], &table)]).unwrap()[0]
+        let out = run::<Embedding>(&Attrs::new(), &mut [Buf::from_slice(&[t], &ids), Buf::from_slice(&[v, h], &table)])
+            .unwrap()[0]
             .to_vec::<f32>();
         for (k, &id) in ids.iter().enumerate() {
             assert_eq!(&out[k * h..(k + 1) * h], &table[id as usize * h..(id as usize + 1) * h]);
@@ -191,10 +200,10 @@ mod tests {
 
     #[test]
     fn out_of_range_id_names_id_and_vocab() {
-        let mut ins = [Buf::of(&[2], &[1i32, 10]), Buf::of(&[10, 4], &[0.0f32; 40])];
+        let mut ins = [Buf::from_slice(&[2], &[1i32, 10]), Buf::from_slice(&[10, 4], &[0.0f32; 40])];
         let err = run::<Embedding>(&Attrs::new(), &mut ins).unwrap_err();
         assert!(err.message().contains("token id 10") && err.message().contains("vocabulary of 10"), "{err}");
-        let mut ins = [Buf::of(&[1], &[-3i32]), Buf::of(&[10, 4], &[0.0f32; 40])];
+        let mut ins = [Buf::from_slice(&[1], &[-3i32]), Buf::from_slice(&[10, 4], &[0.0f32; 40])];
         assert!(run::<Embedding>(&Attrs::new(), &mut ins).unwrap_err().message().contains("token id -3"));
     }
 

@@ -3,7 +3,8 @@
 
 use crate::util::{expect_args, expect_shape, par_rows, shape_of_rank};
 use rtllm_plugin_api::{
-    register_op, shapes, Attrs, DType, Kernel, LaunchContext, Op, OpExample, PluginError, TensorArg, TensorMeta,
+    register_op, shapes, Attrs, DType, InputView, Kernel, LaunchContext, Op, OpExample, OutputView, PluginError,
+    TensorMeta,
 };
 
 /// Copied elements per pool task below which the kernel runs on one thread.
@@ -44,7 +45,12 @@ impl Op for GatherRows {
 }
 
 impl Kernel for GatherRowsKernel {
-    fn launch(&self, ctx: &LaunchContext, inputs: &[TensorArg], outputs: &[TensorArg]) -> Result<(), PluginError> {
+    fn launch(
+        &self,
+        ctx: &LaunchContext<'_>,
+        inputs: &mut [InputView<'_>],
+        outputs: &mut [OutputView<'_>],
+    ) -> Result<(), PluginError> {
         expect_args(GatherRows::NAME, inputs, &[2], outputs, 1)?;
         let xs = shape_of_rank(GatherRows::NAME, "x", &inputs[0], 2)?;
         let is = shape_of_rank(GatherRows::NAME, "index", &inputs[1], 1)?;
@@ -81,7 +87,8 @@ mod tests {
         let mut index: Vec<i32> = vec![299, 0, 17, 17, 150];
         index.extend((0..400).map(|i| (i * 7919) % t as i32));
         let s = index.len();
-        let out = run::<GatherRows>(&Attrs::new(), &mut [Buf::of(&[t, h], &x), Buf::of(&[s], &index)]).unwrap()[0]
+        let out = run::<GatherRows>(&Attrs::new(), &mut [Buf::from_slice(&[t, h], &x), Buf::from_slice(&[s], &index)])
+            .unwrap()[0]
             .to_vec::<f32>();
         let want: Vec<f32> = index.iter().flat_map(|&i| x[i as usize * h..(i as usize + 1) * h].to_vec()).collect();
         assert_eq!(out, want);
@@ -90,7 +97,7 @@ mod tests {
     #[test]
     fn out_of_range_index_is_an_error() {
         for bad in [3i32, -1] {
-            let mut ins = [Buf::of(&[3, 2], &[0.0f32; 6]), Buf::of(&[2], &[0, bad])];
+            let mut ins = [Buf::from_slice(&[3, 2], &[0.0f32; 6]), Buf::from_slice(&[2], &[0, bad])];
             let err = run::<GatherRows>(&Attrs::new(), &mut ins).unwrap_err();
             assert!(err.message().contains(&format!("index[1] = {bad} is out of range for 3 rows")), "{err}");
         }

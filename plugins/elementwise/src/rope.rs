@@ -5,7 +5,8 @@
 use crate::rope_freqs::{RopeConfig, RopeStyle};
 use crate::util::{expect_args, expect_shape, par_rows, shape_of_rank};
 use rtllm_plugin_api::{
-    register_op, shapes, Attrs, DType, Dim, Kernel, LaunchContext, Op, OpExample, PluginError, TensorArg, TensorMeta,
+    register_op, shapes, Attrs, DType, Dim, InputView, Kernel, LaunchContext, Op, OpExample, OutputView, PluginError,
+    TensorMeta,
 };
 
 /// Output elements per pool task below which the kernel runs on one thread.
@@ -108,7 +109,12 @@ fn rope_row(cfg: &RopeConfig, pos: f32, x: &[f32], out: &mut [f32]) {
 }
 
 impl Kernel for RopeKernel {
-    fn launch(&self, ctx: &LaunchContext, inputs: &[TensorArg], outputs: &[TensorArg]) -> Result<(), PluginError> {
+    fn launch(
+        &self,
+        ctx: &LaunchContext<'_>,
+        inputs: &mut [InputView<'_>],
+        outputs: &mut [OutputView<'_>],
+    ) -> Result<(), PluginError> {
         expect_args(Rope::NAME, inputs, &[2], outputs, 1)?;
         let shape = shape_of_rank(Rope::NAME, "x", &inputs[0], 2)?;
         let (t, width) = (shape[0], shape[1]);
@@ -158,7 +164,7 @@ mod tests {
         let hd = attrs.usize("head_dim").unwrap();
         let x = rand_f32(t * heads * hd, 21);
         let positions: Vec<i32> = (0..t as i32).map(|i| i * 37 + 3).collect();
-        let mut ins = [Buf::of(&[t, heads * hd], &x), Buf::of(&[t], &positions)];
+        let mut ins = [Buf::from_slice(&[t, heads * hd], &x), Buf::from_slice(&[t], &positions)];
         let out = run::<Rope>(attrs, &mut ins).unwrap()[0].to_vec::<f32>();
         (x, positions, out)
     }
@@ -189,11 +195,11 @@ mod tests {
     fn position_zero_is_identity_and_linear_scaling_divides_positions() {
         let attrs = Attrs::new().with("head_dim", 32usize);
         let x = rand_f32(2 * 64, 22);
-        let mut ins = [Buf::of(&[2, 64], &x), Buf::of(&[2], &[0i32, 8])];
+        let mut ins = [Buf::from_slice(&[2, 64], &x), Buf::from_slice(&[2], &[0i32, 8])];
         let plain = run::<Rope>(&attrs, &mut ins).unwrap()[0].to_vec::<f32>();
         assert_eq!(&plain[..64], &x[..64]);
         let scaled = attrs.with("scaling_type", "linear").with("scaling_factor", 4.0);
-        let mut ins = [Buf::of(&[2, 64], &x), Buf::of(&[2], &[0i32, 32])];
+        let mut ins = [Buf::from_slice(&[2, 64], &x), Buf::from_slice(&[2], &[0i32, 32])];
         let lin = run::<Rope>(&scaled, &mut ins).unwrap()[0].to_vec::<f32>();
         assert_close(&lin, &plain, 1e-5);
     }
@@ -204,7 +210,7 @@ mod tests {
         let err = Rope::infer(&[TensorMeta::of(DType::F32, &[2, 100]), TensorMeta::of(DType::I32, &[2])], &attrs)
             .unwrap_err();
         assert!(err.message().contains("multiple of head_dim"), "{err}");
-        let mut ins = [Buf::of(&[1, 64], &[0.5f32; 64]), Buf::of(&[1], &[-1i32])];
+        let mut ins = [Buf::from_slice(&[1, 64], &[0.5f32; 64]), Buf::from_slice(&[1], &[-1i32])];
         assert!(run::<Rope>(&attrs, &mut ins).unwrap_err().message().contains("negative"));
     }
 }

@@ -9,7 +9,8 @@ use crate::util::par_rows;
 use half::{bf16, f16, slice::HalfFloatSliceExt};
 use rtllm_plugin_api::shapes::sampling::{self, is_greedy, uniform, LOGITS, OP, SEEDS, TEMPERATURE, TOP_K, TOP_P};
 use rtllm_plugin_api::{
-    register_op, Attrs, DType, Kernel, LaunchContext, Op, OpExample, PluginError, TensorArg, TensorMeta,
+    register_op, Attrs, DType, InputView, Kernel, LaunchContext, Op, OpExample, OutputView, PluginError, TensorMeta,
+    TensorView,
 };
 
 /// Logits per pool task below which the kernel runs on one thread.
@@ -146,9 +147,9 @@ impl Op for Sample {
 }
 
 /// Row `r` of the logits as f32 in `buf` (or borrowed when already f32).
-fn row_f32<'a>(logits: &'a TensorArg, r: usize, v: usize, buf: &'a mut Vec<f32>) -> Result<&'a [f32], PluginError> {
+fn row_f32<'a>(logits: &'a InputView<'_>, r: usize, v: usize, buf: &'a mut Vec<f32>) -> Result<&'a [f32], PluginError> {
     let range = r * v..(r + 1) * v;
-    match logits.meta.dtype {
+    match logits.meta().dtype {
         DType::F32 => Ok(&logits.slice::<f32>()?[range]),
         DType::BF16 => {
             buf.resize(v, 0.0);
@@ -165,7 +166,12 @@ fn row_f32<'a>(logits: &'a TensorArg, r: usize, v: usize, buf: &'a mut Vec<f32>)
 }
 
 impl Kernel for SampleKernel {
-    fn launch(&self, ctx: &LaunchContext, inputs: &[TensorArg], outputs: &[TensorArg]) -> Result<(), PluginError> {
+    fn launch(
+        &self,
+        ctx: &LaunchContext<'_>,
+        inputs: &mut [InputView<'_>],
+        outputs: &mut [OutputView<'_>],
+    ) -> Result<(), PluginError> {
         let (_, v) = sampling::check_launch(inputs, outputs)?;
         let logits = &inputs[LOGITS];
         let (temp, top_k) = (inputs[TEMPERATURE].slice::<f32>()?, inputs[TOP_K].slice::<i32>()?);

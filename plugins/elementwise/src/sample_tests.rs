@@ -134,11 +134,11 @@ fn rows_through_the_kernel_match_the_row_sampler() {
     let top_p = [1.0f32, 0.9, 1.0, 0.8, 1.0, 0.5];
     let seeds = [1i64, -7, 99, 1 << 40, 5, i64::MIN];
     let mut ins = [
-        Buf::of(&[l, v], &halves),
-        Buf::of(&[l], &temps),
-        Buf::of(&[l], &top_k),
-        Buf::of(&[l], &top_p),
-        Buf::of(&[l], &seeds),
+        Buf::from_slice(&[l, v], &halves),
+        Buf::from_slice(&[l], &temps),
+        Buf::from_slice(&[l], &top_k),
+        Buf::from_slice(&[l], &top_p),
+        Buf::from_slice(&[l], &seeds),
     ];
     let got = run::<Sample>(&Attrs::new(), &mut ins).unwrap()[0].to_vec::<i32>();
     let mut w = Vec::new();
@@ -153,11 +153,11 @@ fn rows_through_the_kernel_match_the_row_sampler() {
 #[test]
 fn bad_launches_are_errors() {
     let mut ins = [
-        Buf::of(&[2, 3], &[0f32; 6]),
-        Buf::of(&[2], &[1f32; 2]),
-        Buf::of(&[2], &[0i32; 2]),
-        Buf::of(&[3], &[1f32; 3]),
-        Buf::of(&[2], &[0i64; 2]),
+        Buf::from_slice(&[2, 3], &[0f32; 6]),
+        Buf::from_slice(&[2], &[1f32; 2]),
+        Buf::from_slice(&[2], &[0i32; 2]),
+        Buf::from_slice(&[3], &[1f32; 3]),
+        Buf::from_slice(&[2], &[0i64; 2]),
     ];
     let e = run::<Sample>(&Attrs::new(), &mut ins).unwrap_err();
     assert!(e.message().contains("top_p"), "{e}");

@@ -3,7 +3,8 @@
 
 use crate::util::{expect_args, expect_shape, par_rows};
 use rtllm_plugin_api::{
-    register_op, shapes, Attrs, DType, Kernel, LaunchContext, Op, OpExample, PluginError, TensorArg, TensorMeta,
+    register_op, shapes, Attrs, DType, InputView, Kernel, LaunchContext, Op, OpExample, OutputView, PluginError,
+    TensorMeta, TensorView,
 };
 
 /// Output elements per pool task below which the kernel runs on one thread.
@@ -55,11 +56,20 @@ impl Op for SiluMul {
 }
 
 impl Kernel for SiluMulKernel {
-    fn launch(&self, ctx: &LaunchContext, inputs: &[TensorArg], outputs: &[TensorArg]) -> Result<(), PluginError> {
+    fn launch(
+        &self,
+        ctx: &LaunchContext<'_>,
+        inputs: &mut [InputView<'_>],
+        outputs: &mut [OutputView<'_>],
+    ) -> Result<(), PluginError> {
         expect_args(SiluMul::NAME, inputs, &[1, 2], outputs, 1)?;
         let shape = inputs[0].shape()?;
         if shape.len() != 2 {
-            return Err(PluginError::new(format!("{}: input must have rank 2, got {}", SiluMul::NAME, inputs[0].meta)));
+            return Err(PluginError::new(format!(
+                "{}: input must have rank 2, got {}",
+                SiluMul::NAME,
+                inputs[0].meta()
+            )));
         }
         let (rows, width) = (shape[0], if inputs.len() == 2 { shape[1] } else { shape[1] / 2 });
         if inputs.len() == 2 {
@@ -103,7 +113,7 @@ mod tests {
         for (t, i) in [(1usize, 1), (3, 37), (40, 1000)] {
             let (g, u) = (rand_f32(t * i, 3), rand_f32(t * i, 4));
             let g: Vec<f32> = g.iter().map(|x| x * 12.0).collect();
-            let mut ins = [Buf::of(&[t, i], &g), Buf::of(&[t, i], &u)];
+            let mut ins = [Buf::from_slice(&[t, i], &g), Buf::from_slice(&[t, i], &u)];
             let out = run::<SiluMul>(&Attrs::new(), &mut ins).unwrap()[0].to_vec::<f32>();
             let want: Vec<f32> = g.iter().zip(&u).map(|(g, u)| naive(*g, *u)).collect();
             assert_close(&out, &want, 1e-6);
@@ -119,8 +129,9 @@ mod tests {
             g.extend_from_slice(&row[..i]);
             u.extend_from_slice(&row[i..]);
         }
-        let fused = run::<SiluMul>(&Attrs::new(), &mut [Buf::of(&[t, 2 * i], &x)]).unwrap()[0].to_vec::<f32>();
-        let split = run::<SiluMul>(&Attrs::new(), &mut [Buf::of(&[t, i], &g), Buf::of(&[t, i], &u)]).unwrap()[0]
+        let fused = run::<SiluMul>(&Attrs::new(), &mut [Buf::from_slice(&[t, 2 * i], &x)]).unwrap()[0].to_vec::<f32>();
+        let split = run::<SiluMul>(&Attrs::new(), &mut [Buf::from_slice(&[t, i], &g), Buf::from_slice(&[t, i], &u)])
+            .unwrap()[0]
             .to_vec::<f32>();
         assert_eq!(fused, split);
     }
@@ -128,9 +139,10 @@ mod tests {
     #[test]
     fn extremes_stay_finite() {
         let g = [-1000.0f32, -90.0, 0.0, 90.0, 1000.0];
-        let out = run::<SiluMul>(&Attrs::new(), &mut [Buf::of(&[1, 5], &g), Buf::of(&[1, 5], &[1.0f32; 5])]).unwrap()
-            [0]
-        .to_vec::<f32>();
+        let out =
+            run::<SiluMul>(&Attrs::new(), &mut [Buf::from_slice(&[1, 5], &g), Buf::from_slice(&[1, 5], &[1.0f32; 5])])
+                .unwrap()[0]
+                .to_vec::<f32>();
         assert_eq!(out, vec![-0.0, -0.0, 0.0, 90.0, 1000.0]);
     }
 

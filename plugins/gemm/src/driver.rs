@@ -15,7 +15,7 @@
 use crate::packed::{pack, packed_fn, PackedBlock, PANEL};
 use crate::simd::{Isa, WeightElem};
 use crate::tile::{block_fn, Block, Tile};
-use rtllm_plugin_api::{DType, Element, LaunchContext, PluginError};
+use rtllm_plugin_api::{DType, DisjointMut, Element, LaunchContext, PluginError};
 
 /// Weight rows (output columns) per cache block.
 pub const NB: usize = 64;
@@ -75,12 +75,6 @@ pub struct Problem<'a, W> {
     pub n: usize,
 }
 
-/// A pointer that tasks share; each task touches a disjoint part of what it points to.
-#[derive(Clone, Copy)]
-struct Shared<T>(*mut T);
-unsafe impl<T> Send for Shared<T> {}
-unsafe impl<T> Sync for Shared<T> {}
-
 /// The task grid of a launch.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 struct Grid {
@@ -123,11 +117,11 @@ pub fn run<W: WeightElem + Element>(ctx: &LaunchContext, isa: Isa, p: Problem<'_
     let tasks = g.row_chunks * g.col_chunks;
     let slot = slot_len(n, k);
     // Pack into the workspace when the host gave enough; otherwise read the weights in place.
-    let panels = if prefill { ctx.workspace::<f32>(tasks * slot).ok().map(|ws| Shared(ws.as_mut_ptr())) } else { None };
+    let panels = if prefill { ctx.workspace::<f32>(tasks * slot).ok().map(DisjointMut::new) } else { None };
     let direct = block_fn::<W>(isa, tile);
     let packed = packed_fn(isa);
     let (k_count, k_len) = k_blocking(k);
-    let y_ptr = Shared(y.as_mut_ptr());
+    let y_ptr = DisjointMut::new(y);
 
     ctx.parallel_for(tasks, |task| {
         let (r0, r1) = split(t, row_unit, g.row_chunks, task / g.col_chunks);
@@ -135,7 +129,7 @@ pub fn run<W: WeightElem + Element>(ctx: &LaunchContext, isa: Isa, p: Problem<'_
         if r0 >= r1 || c0 >= c1 {
             return;
         }
-        let y = y_ptr;
+        let y = &y_ptr;
         for nb0 in (c0..c1).step_by(NB) {
             let cols = NB.min(c1 - nb0);
             for kb in 0..k_count {
@@ -144,18 +138,18 @@ pub fn run<W: WeightElem + Element>(ctx: &LaunchContext, isa: Isa, p: Problem<'_
                 let x_blk = x[r0 * k + k0..].as_ptr();
                 // SAFETY: `y` has t*n elements (checked above) and this task alone writes rows
                 // r0..r1 × columns nb0..nb0+cols.
-                let y_blk = unsafe { y.0.add(r0 * n + nb0) };
+                let y_blk = unsafe { y.as_mut_ptr().add(r0 * n + nb0) };
                 let bias_blk = match bias {
                     Some(b) if kb == 0 => b[nb0..].as_ptr(),
                     _ => std::ptr::null(),
                 };
                 let w_rows = &w[nb0 * k..(nb0 + cols) * k];
-                match panels {
+                match &panels {
                     Some(ws) => {
                         let len = cols.div_ceil(PANEL) * PANEL * depth;
                         // SAFETY: slot `task` (< tasks) of the workspace, which holds tasks*slot
                         // f32s, belongs to this task alone; len <= slot (see `slot_len`).
-                        let panels = unsafe { std::slice::from_raw_parts_mut(ws.0.add(task * slot), len) };
+                        let panels = unsafe { ws.slice_mut(task * slot..task * slot + len) };
                         pack(isa, w_rows, k, k0, depth, cols, panels);
                         let b = PackedBlock {
                             x: x_blk,

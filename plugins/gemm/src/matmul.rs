@@ -8,7 +8,8 @@ use crate::simd::{Isa, WeightElem};
 use half::{bf16, f16};
 use rtllm_plugin_api::shapes::matmul::{infer_matmul, launch_dims, MatmulDtypes};
 use rtllm_plugin_api::{
-    Attrs, DType, Element, Kernel, LaunchContext, Op, OpExample, PluginError, TensorArg, TensorMeta,
+    Attrs, DType, Element, InputView, Kernel, LaunchContext, Op, OpExample, OutputView, PluginError, TensorMeta,
+    TensorView,
 };
 
 /// Provider of `matmul` on the CPU.
@@ -107,9 +108,14 @@ impl Kernel for MatmulKernel {
         Ok(driver::workspace_bytes(n, k))
     }
 
-    fn launch(&self, ctx: &LaunchContext, inputs: &[TensorArg], outputs: &[TensorArg]) -> Result<(), PluginError> {
+    fn launch(
+        &self,
+        ctx: &LaunchContext<'_>,
+        inputs: &mut [InputView<'_>],
+        outputs: &mut [OutputView<'_>],
+    ) -> Result<(), PluginError> {
         let (t, k, n) = launch_dims(inputs, outputs)?;
-        let (x, w, y) = (&inputs[0], &inputs[1], &outputs[0]);
+        let (x, w, y) = (&inputs[0], &inputs[1], &mut outputs[0]);
         let bias = match inputs.get(2) {
             Some(b) => Some(b.slice::<f32>().map_err(|e| e.context("matmul: bias"))?),
             None => None,
@@ -120,7 +126,7 @@ impl Kernel for MatmulKernel {
         fn go<W: WeightElem + Element>(
             ctx: &LaunchContext,
             isa: Isa,
-            w: &TensorArg,
+            w: &InputView<'_>,
             x: &[f32],
             bias: Option<&[f32]>,
             y: &mut [f32],
@@ -130,11 +136,11 @@ impl Kernel for MatmulKernel {
             driver::run(ctx, isa, Problem { x, w, bias, y, t, k, n })
         }
         let dims = (t, k, n);
-        match w.meta.dtype {
+        match w.meta().dtype {
             DType::F32 => go::<f32>(ctx, isa, w, x, bias, y, dims),
             DType::BF16 => go::<bf16>(ctx, isa, w, x, bias, y, dims),
             DType::F16 => go::<f16>(ctx, isa, w, x, bias, y, dims),
-            other => Err(err(format!("w must be f32, bf16 or f16, got {other} (w {})", w.meta))),
+            other => Err(err(format!("w must be f32, bf16 or f16, got {other} (w {})", w.meta()))),
         }
     }
 }

@@ -5,8 +5,8 @@
 use crate::test_pool::pooled;
 use crate::{driver, Isa, Matmul, MatmulKernel};
 use half::{bf16, f16};
-use rtllm_plugin_api::testing::{arg, data, threaded};
-use rtllm_plugin_api::{Attrs, DType, Dim, Kernel, LaunchContext, Op, TensorArg, TensorMeta};
+use rtllm_plugin_api::testing::{data, input, output, threaded_env};
+use rtllm_plugin_api::{Attrs, DType, Dim, InputView, Kernel, LaunchContext, LaunchEnv, Op, TensorMeta};
 
 /// Weights in every dtype, plus their exact f32 values (what the kernel computes with).
 struct Weights {
@@ -28,12 +28,12 @@ impl Weights {
         Weights { dtype, f32s, bf16s, f16s }
     }
 
-    fn arg(&mut self, n: usize, k: usize) -> TensorArg {
+    fn arg(&self, n: usize, k: usize) -> InputView<'_> {
         let meta = TensorMeta::of(self.dtype, &[n, k]);
         match self.dtype {
-            DType::BF16 => arg(meta, &mut self.bf16s),
-            DType::F16 => arg(meta, &mut self.f16s),
-            _ => arg(meta, &mut self.f32s),
+            DType::BF16 => input(meta, &self.bf16s),
+            DType::F16 => input(meta, &self.f16s),
+            _ => input(meta, &self.f32s),
         }
     }
 }
@@ -58,17 +58,16 @@ fn check_case(
     with_bias: bool,
 ) {
     let seed = (t * 1_000_003 + k * 1009 + n) as u64;
-    let mut x = data(t * k, seed);
-    let mut w = Weights::new(dtype, &data(n * k, seed + 1));
-    let mut bias = data(n, seed + 2);
+    let x = data(t * k, seed);
+    let w = Weights::new(dtype, &data(n * k, seed + 1));
+    let bias = data(n, seed + 2);
     let want = naive(&x, &w.f32s, with_bias.then_some(&bias[..]), t, k, n);
     let mut y = vec![f32::NAN; t * n];
-    let mut inputs = vec![arg(TensorMeta::of(DType::F32, &[t, k]), &mut x), w.arg(n, k)];
+    let mut inputs = vec![input(TensorMeta::of(DType::F32, &[t, k]), &x), w.arg(n, k)];
     if with_bias {
-        inputs.push(arg(TensorMeta::of(DType::F32, &[n]), &mut bias));
+        inputs.push(input(TensorMeta::of(DType::F32, &[n]), &bias));
     }
-    let out = [arg(TensorMeta::of(DType::F32, &[t, n]), &mut y)];
-    kernel.launch(ctx, &inputs, &out).unwrap();
+    kernel.launch(ctx, &mut inputs, &mut [output(TensorMeta::of(DType::F32, &[t, n]), &mut y)]).unwrap();
     let tol = 1e-5 * (k as f32).sqrt().max(1.0) + 1e-6;
     for (i, (g, e)) in y.iter().zip(&want).enumerate() {
         assert!(
@@ -111,9 +110,9 @@ fn matches_naive_sequential_and_threaded() {
             for dtype in [DType::F32, DType::BF16, DType::F16] {
                 let mut ws = vec![0.0f32; driver::workspace_bytes(n, k) / 4];
                 let bias = (t + k + n) % 2 == 0;
-                check_case(&kernel, &LaunchContext::cpu_sequential(), (t, k, n), dtype, bias);
-                check_case(&kernel, &threaded(&mut ws), (t, k, n), dtype, !bias);
-                check_case(&kernel, &threaded(&mut []), (t, k, n), dtype, bias);
+                check_case(&kernel, &LaunchEnv::cpu_sequential().context(), (t, k, n), dtype, bias);
+                check_case(&kernel, &threaded_env(&mut ws).context(), (t, k, n), dtype, !bias);
+                check_case(&kernel, &threaded_env::<u8>(&mut []).context(), (t, k, n), dtype, bias);
             }
         }
     }
@@ -131,7 +130,7 @@ fn examples_infer_and_run() {
         let (t, k, n) = (shape(&inputs[0])[0], shape(&inputs[0])[1], shape(&inputs[1])[0]);
         assert_eq!(shape(&out[0]), vec![t, n]);
         let mut ws = vec![0.0f32; kernel.workspace_bytes(&inputs).unwrap() / 4];
-        check_case(&kernel, &threaded(&mut ws), (t, k, n), inputs[1].dtype, inputs.len() == 3);
+        check_case(&kernel, &threaded_env(&mut ws).context(), (t, k, n), inputs[1].dtype, inputs.len() == 3);
     }
 }
 
@@ -140,16 +139,17 @@ fn zero_depth_gives_bias() {
     let kernel = MatmulKernel::with_isa(Isa::detect()).unwrap();
     // 2 rows run the dot-product tiles, 64 rows the packed kernel (workspace given).
     for t in [2usize, 64] {
-        let (mut x, mut w, mut b) = (Vec::<f32>::new(), Vec::<f32>::new(), vec![1.5f32, -2.0, 0.25]);
+        let (x, w, b) = (Vec::<f32>::new(), Vec::<f32>::new(), vec![1.5f32, -2.0, 0.25]);
         let mut y = vec![9.0f32; t * 3];
         let mut ws = vec![0.0f32; 1024];
-        let inputs = [
-            arg(TensorMeta::of(DType::F32, &[t, 0]), &mut x),
-            arg(TensorMeta::of(DType::F32, &[3, 0]), &mut w),
-            arg(TensorMeta::of(DType::F32, &[3]), &mut b),
+        let mut inputs = [
+            input(TensorMeta::of(DType::F32, &[t, 0]), &x),
+            input(TensorMeta::of(DType::F32, &[3, 0]), &w),
+            input(TensorMeta::of(DType::F32, &[3]), &b),
         ];
-        let out = [arg(TensorMeta::of(DType::F32, &[t, 3]), &mut y)];
-        kernel.launch(&threaded(&mut ws), &inputs, &out).unwrap();
+        let mut out = [output(TensorMeta::of(DType::F32, &[t, 3]), &mut y)];
+        kernel.launch(&threaded_env(&mut ws).context(), &mut inputs, &mut out).unwrap();
+        drop(out);
         assert_eq!(y, [1.5, -2.0, 0.25].repeat(t), "T={t}");
     }
 }
@@ -196,28 +196,28 @@ fn infer_errors_name_op_and_shapes() {
 #[test]
 fn launch_rejects_bad_tensors() {
     let kernel = MatmulKernel::with_isa(Isa::Portable).unwrap();
-    let ctx = LaunchContext::cpu_sequential();
-    let (mut x, mut w, mut y, mut b) = (vec![0.0f32; 6], vec![0.0f32; 12], vec![0.0f32; 8], vec![0.0f32; 3]);
-    let mut xi = vec![0i32; 6];
+    let mut env = LaunchEnv::cpu_sequential();
+    let (x, w, mut y, b) = (vec![0.0f32; 6], vec![0.0f32; 12], vec![0.0f32; 8], vec![0.0f32; 3]);
+    let xi = vec![0i32; 6];
     let f = |dims: &[usize]| TensorMeta::of(DType::F32, dims);
-    let bad_k = kernel.launch(&ctx, &[arg(f(&[2, 3]), &mut x), arg(f(&[3, 4]), &mut w)], &[arg(f(&[2, 3]), &mut y)]);
-    assert!(bad_k.unwrap_err().message().contains("launch shapes disagree"));
-    let bad_y = kernel.launch(&ctx, &[arg(f(&[2, 3]), &mut x), arg(f(&[4, 3]), &mut w)], &[arg(f(&[2, 3]), &mut y)]);
-    assert!(bad_y.unwrap_err().message().contains("y f32[2, 3]"));
-    let bad_bias = kernel.launch(
-        &ctx,
-        &[arg(f(&[2, 3]), &mut x), arg(f(&[4, 3]), &mut w), arg(f(&[3]), &mut b)],
-        &[arg(f(&[2, 4]), &mut y)],
-    );
-    assert!(bad_bias.unwrap_err().message().contains("bias must be [4]"));
-    let bad_dtype = kernel.launch(
-        &ctx,
-        &[arg(TensorMeta::of(DType::I32, &[2, 3]), &mut xi), arg(f(&[4, 3]), &mut w)],
-        &[arg(f(&[2, 4]), &mut y)],
-    );
-    assert!(bad_dtype.unwrap_err().message().contains("matmul: x"));
-    let no_out = kernel.launch(&ctx, &[arg(f(&[2, 3]), &mut x), arg(f(&[4, 3]), &mut w)], &[]);
-    assert!(no_out.unwrap_err().message().contains("1 output"));
+    let mut launch = |inputs: &mut [InputView<'_>], out: Option<&[usize]>| {
+        let mut outs = match out {
+            Some(d) => vec![output(f(d), &mut y)],
+            None => Vec::new(),
+        };
+        kernel.launch(&env.context(), inputs, &mut outs).unwrap_err().message().to_string()
+    };
+    let bad_k = launch(&mut [input(f(&[2, 3]), &x), input(f(&[3, 4]), &w)], Some(&[2, 3]));
+    assert!(bad_k.contains("launch shapes disagree"), "{bad_k}");
+    let bad_y = launch(&mut [input(f(&[2, 3]), &x), input(f(&[4, 3]), &w)], Some(&[2, 3]));
+    assert!(bad_y.contains("y f32[2, 3]"), "{bad_y}");
+    let bad_bias = launch(&mut [input(f(&[2, 3]), &x), input(f(&[4, 3]), &w), input(f(&[3]), &b)], Some(&[2, 4]));
+    assert!(bad_bias.contains("bias must be [4]"), "{bad_bias}");
+    let bad_dtype =
+        launch(&mut [input(TensorMeta::of(DType::I32, &[2, 3]), &xi), input(f(&[4, 3]), &w)], Some(&[2, 4]));
+    assert!(bad_dtype.contains("matmul: x"), "{bad_dtype}");
+    let no_out = launch(&mut [input(f(&[2, 3]), &x), input(f(&[4, 3]), &w)], None);
+    assert!(no_out.contains("1 output"), "{no_out}");
 }
 
 #[test]
@@ -251,13 +251,12 @@ fn thread_cpu_secs() -> Option<f64> {
 fn bench_matmul() {
     let threads: usize = std::env::var("BENCH_THREADS").ok().and_then(|v| v.parse().ok()).unwrap_or(2);
     let pool = rayon::ThreadPoolBuilder::new().num_threads(threads).build().unwrap();
-    let pool_ctx = |ws: &mut [f32]| {
-        let mut ctx = pooled(&pool, ws);
-        if threads == 1 {
-            ctx.host = rtllm_plugin_api::HostServices::sequential();
+    fn pool_env<'a>(pool: &'a rayon::ThreadPool, ws: &'a mut [f32]) -> LaunchEnv<'a> {
+        match pool.current_num_threads() {
+            1 => rtllm_plugin_api::testing::sequential_env(ws),
+            _ => pooled(pool, ws),
         }
-        ctx
-    };
+    }
     let shapes: Vec<(usize, usize, usize)> = match std::env::var("BENCH_SHAPES") {
         Ok(v) => v
             .split(';')
@@ -271,24 +270,25 @@ fn bench_matmul() {
     let kernel = MatmulKernel::with_isa(Isa::detect()).unwrap();
     for (t, k, n) in shapes {
         for dtype in [DType::F32, DType::BF16] {
-            let mut x = data(t * k, 1);
-            let mut w = Weights::new(dtype, &data(n * k, 2));
+            let x = data(t * k, 1);
+            let w = Weights::new(dtype, &data(n * k, 2));
             let mut y = vec![0.0f32; t * n];
             // BENCH_NO_WORKSPACE=1 measures the in-place (unpacked) path.
             let ws_len =
                 if std::env::var_os("BENCH_NO_WORKSPACE").is_some() { 0 } else { driver::workspace_bytes(n, k) / 4 };
             let mut ws = vec![0.0f32; ws_len];
-            let ctx = pool_ctx(&mut ws);
-            let inputs = [arg(TensorMeta::of(DType::F32, &[t, k]), &mut x), w.arg(n, k)];
-            let out = [arg(TensorMeta::of(DType::F32, &[t, n]), &mut y)];
+            let mut env = pool_env(&pool, &mut ws);
+            let ctx = env.context();
+            let mut inputs = [input(TensorMeta::of(DType::F32, &[t, k]), &x), w.arg(n, k)];
+            let mut out = [output(TensorMeta::of(DType::F32, &[t, n]), &mut y)];
             let flops = 2.0 * (t * k * n) as f64;
             let iters = (1e10 / flops).clamp(20.0, 200_000.0) as usize;
             for _ in 0..iters / 10 + 1 {
-                kernel.launch(&ctx, &inputs, &out).unwrap();
+                kernel.launch(&ctx, &mut inputs, &mut out).unwrap();
             }
             let (start, cpu0) = (std::time::Instant::now(), thread_cpu_secs());
             for _ in 0..iters {
-                kernel.launch(&ctx, &inputs, &out).unwrap();
+                kernel.launch(&ctx, &mut inputs, &mut out).unwrap();
             }
             let secs = start.elapsed().as_secs_f64() / iters as f64;
             let cpu = match (cpu0, thread_cpu_secs()) {

@@ -29,6 +29,12 @@ pub struct ActBlock {
     pub qr: [i8; 32],
 }
 
+// SAFETY: `repr(C)` of four 4-byte fields and two 32-byte arrays is 80 bytes with no padding
+// (80 is a multiple of the 16-byte alignment), and every field accepts any bit pattern.
+unsafe impl rtllm_plugin_api::bytemuck::Zeroable for ActBlock {}
+unsafe impl rtllm_plugin_api::bytemuck::Pod for ActBlock {}
+const _: () = assert!(std::mem::size_of::<ActBlock>() == 80);
+
 impl ActBlock {
     /// Element `l` as the kernels see it: `128·qs[l] + qr[l]` (times `d`).
     pub fn level(&self, l: usize) -> i32 {

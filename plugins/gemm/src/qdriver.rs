@@ -23,7 +23,7 @@ use crate::qf32::{fblock_fn, half_sums, FBlock};
 use crate::qformat::Format;
 use crate::qpanel;
 use crate::simd::Isa;
-use rtllm_plugin_api::{quant, DType, LaunchContext, PluginError};
+use rtllm_plugin_api::{quant, DType, DisjointMut, LaunchContext, PluginError};
 
 /// The method of one launch.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -123,19 +123,6 @@ pub fn workspace_bytes(t: usize, k: usize, path: QPath) -> usize {
     }
 }
 
-/// A pointer tasks share; each touches a disjoint part.
-#[derive(Clone, Copy)]
-struct Shared<T>(*mut T);
-unsafe impl<T> Send for Shared<T> {}
-unsafe impl<T> Sync for Shared<T> {}
-
-impl<T> Shared<T> {
-    /// The pointer (a method, so closures capture the whole `Shared`, which is Sync).
-    fn get(self) -> *mut T {
-        self.0
-    }
-}
-
 /// Part `i` of `parts` of `0..len` in whole `unit`s.
 fn split(len: usize, unit: usize, parts: usize, i: usize) -> (usize, usize) {
     let units = len.div_ceil(unit);
@@ -191,7 +178,7 @@ fn run_int<F: Format>(ctx: &LaunchContext, isa: QIsa, p: QProblem<'_>) -> Result
     let tasks = if panel {
         n.div_ceil(GC).min((ctx.num_threads() * 2).min(PANEL_MAX_TASKS)).max(1)
     } else {
-        task_count(ctx, t, k, n)
+        task_count(ctx.num_threads(), t, k, n)
     };
     // Panel slots follow the activations, in whole blocks.
     let slot_blocks = panel_slot_bytes(nsub) / std::mem::size_of::<ActBlock>();
@@ -203,19 +190,16 @@ fn run_int<F: Format>(ctx: &LaunchContext, isa: QIsa, p: QProblem<'_>) -> Result
     if t == 1 {
         quantize_row(x, acts, simd);
     } else {
-        let a = Shared(acts.as_mut_ptr());
-        ctx.parallel_chunks(t, 8, |rows| {
-            for r in rows {
-                // SAFETY: row r's blocks belong to this chunk alone; `acts` holds t*nsub blocks.
-                let out = unsafe { std::slice::from_raw_parts_mut(a.get().add(r * nsub), nsub) };
+        ctx.parallel_chunks_mut([&mut *acts], nsub, 8, |rows, [out]| {
+            for (r, out) in rows.zip(out.chunks_exact_mut(nsub)) {
                 quantize_row(&x[r * k..(r + 1) * k], out, simd);
             }
         })?;
     }
     let row_bytes = k / F::BLOCK * F::BYTES;
     let block = qblock_fn::<F>(isa);
-    let (acts, slots, y_ptr) =
-        (Shared(acts.as_mut_ptr()), Shared(slots.as_mut_ptr() as *mut u8), Shared(y.as_mut_ptr()));
+    let slots: &mut [u8] = rtllm_plugin_api::bytemuck::cast_slice_mut(slots);
+    let (acts, slots, y_ptr) = (&*acts, DisjointMut::new(slots), DisjointMut::new(y));
     let slot_bytes = slot_blocks * std::mem::size_of::<ActBlock>();
     ctx.parallel_for(tasks, |task| {
         let (c0, c1) = split(n, GC, tasks, task);
@@ -223,13 +207,13 @@ fn run_int<F: Format>(ctx: &LaunchContext, isa: QIsa, p: QProblem<'_>) -> Result
             return;
         }
         let b = QBlock {
-            acts: acts.get(),
+            acts: acts.as_ptr(),
             lda: nsub,
             w: w[c0 * row_bytes..].as_ptr(),
             row_bytes,
             nsub,
             // SAFETY: columns c0..c1 of every row of y belong to this task alone.
-            y: unsafe { y_ptr.get().add(c0) },
+            y: unsafe { y_ptr.as_mut_ptr().add(c0) },
             ldy: n,
             bias: bias.map_or(std::ptr::null(), |b| b[c0..].as_ptr()),
             rows: t,
@@ -239,10 +223,10 @@ fn run_int<F: Format>(ctx: &LaunchContext, isa: QIsa, p: QProblem<'_>) -> Result
         if panel {
             // SAFETY: as below; slot `task` (slot_bytes ≥ qpanel::slot_bytes(nsub)) of the
             // workspace belongs to this task alone, and `panel` implies VNNI on this CPU.
-            unsafe { qpanel::block_panel::<F>(&b, slots.get().add(task * slot_bytes)) };
+            unsafe { qpanel::block_panel::<F>(&b, slots.as_mut_ptr().add(task * slot_bytes)) };
             return;
         }
-        let _ = (panel, slots, slot_bytes);
+        let _ = (panel, &slots, slot_bytes);
         // SAFETY: the block lies inside acts (t*nsub blocks), w (n rows) and y (checked in
         // `check`); `isa` was detected on this CPU.
         unsafe { block(&b) }
@@ -252,9 +236,8 @@ fn run_int<F: Format>(ctx: &LaunchContext, isa: QIsa, p: QProblem<'_>) -> Result
 /// Tasks of the row-splitting methods: enough work each, a few per thread, and a whole
 /// multiple of the thread count once there is work for every thread (5 equal tasks on 2
 /// threads leave one thread 3/5 of the work: a 20% longer launch for decode's 576×576).
-fn task_count(ctx: &LaunchContext, t: usize, k: usize, n: usize) -> usize {
+fn task_count(threads: usize, t: usize, k: usize, n: usize) -> usize {
     let macs = t.saturating_mul(k).saturating_mul(n);
-    let threads = ctx.num_threads();
     let goal = if threads <= 1 {
         1
     } else {
@@ -278,9 +261,9 @@ fn run_rows<F: Format>(ctx: &LaunchContext, isa: QIsa, p: QProblem<'_>) -> Resul
         half_sums(row, out);
     }
     let row_bytes = k / F::BLOCK * F::BYTES;
-    let tasks = task_count(ctx, t, k, n);
+    let tasks = task_count(ctx.num_threads(), t, k, n);
     let block = fblock_fn::<F>(isa);
-    let (xs, y_ptr) = (Shared(xs.as_mut_ptr()), Shared(y.as_mut_ptr()));
+    let (xs, y_ptr) = (DisjointMut::new(xs), DisjointMut::new(y));
     ctx.parallel_for(tasks, |task| {
         let (c0, c1) = split(n, 4, tasks, task);
         if c0 >= c1 {
@@ -289,12 +272,12 @@ fn run_rows<F: Format>(ctx: &LaunchContext, isa: QIsa, p: QProblem<'_>) -> Resul
         let b = FBlock {
             x: x.as_ptr(),
             ldx: k,
-            xs: xs.get(),
+            xs: xs.as_mut_ptr(),
             w: w[c0 * row_bytes..].as_ptr(),
             row_bytes,
             nsub,
             // SAFETY: columns c0..c1 of every row of y belong to this task alone.
-            y: unsafe { y_ptr.get().add(c0) },
+            y: unsafe { y_ptr.as_mut_ptr().add(c0) },
             ldy: n,
             bias: bias.map_or(std::ptr::null(), |b| b[c0..].as_ptr()),
             rows: t,
@@ -317,12 +300,12 @@ fn run_tiles<F: Format>(ctx: &LaunchContext, isa: QIsa, p: QProblem<'_>) -> Resu
         .map_err(|e| e.context(format_args!("matmul {}: dequantized tiles", F::DTYPE)))?;
     let fisa = if isa.has_avx2() { Isa::Avx2Fma } else { Isa::Portable };
     let kernel = packed_fn(fisa);
-    let (ws, y_ptr) = (Shared(ws.as_mut_ptr()), Shared(y.as_mut_ptr()));
+    let (ws, y_ptr) = (DisjointMut::new(ws), DisjointMut::new(y));
     let failed = std::sync::atomic::AtomicBool::new(false);
     ctx.parallel_for(tasks, |task| {
         let (c0, c1) = split(n, PANEL, tasks, task);
         // SAFETY: slot `task` of the workspace (tasks*slot f32s) belongs to this task alone.
-        let panels = unsafe { std::slice::from_raw_parts_mut(ws.get().add(task * slot), slot) };
+        let panels = unsafe { ws.slice_mut(task * slot..(task + 1) * slot) };
         let mut line = [0f32; DQ_KC + 256];
         for nb0 in (c0..c1).step_by(DQ_NB) {
             let cols = DQ_NB.min(c1 - nb0);
@@ -353,7 +336,7 @@ fn run_tiles<F: Format>(ctx: &LaunchContext, isa: QIsa, p: QProblem<'_>) -> Resu
                     ldx: k,
                     panels: panels.as_ptr(),
                     // SAFETY: columns nb0..nb0+cols of every row of y belong to this task.
-                    y: unsafe { y_ptr.get().add(nb0) },
+                    y: unsafe { y_ptr.as_mut_ptr().add(nb0) },
                     ldy: n,
                     bias: match bias {
                         Some(b) if kb == 0 => b[nb0..].as_ptr(),
@@ -381,20 +364,17 @@ mod tests {
 
     #[test]
     fn row_tasks_are_a_multiple_of_the_threads() {
-        let mut ctx = LaunchContext::cpu_sequential();
         for threads in [2usize, 3, 4] {
-            ctx.host.num_threads = threads;
             // SmolLM2 decode shapes (T, K, N): q/o, k/v, gate/up, down, lm_head.
             for (t, k, n) in [(1, 576, 576), (1, 576, 192), (1, 576, 1536), (1, 1536, 576), (1, 576, 49152)] {
-                let tasks = task_count(&ctx, t, k, n);
+                let tasks = task_count(threads, t, k, n);
                 assert!(tasks >= 1 && tasks <= threads * 4, "{t}x{k}x{n}: {tasks}");
                 if t * k * n / MIN_TASK_MACS >= threads {
                     assert_eq!(tasks % threads, 0, "{threads} threads, {t}x{k}x{n}: {tasks} tasks");
                 }
             }
         }
-        ctx.host.num_threads = 1;
-        assert_eq!(task_count(&ctx, 1, 576, 49152), 1);
+        assert_eq!(task_count(1, 1, 576, 49152), 1);
     }
 
     #[test]

@@ -9,7 +9,9 @@ use crate::matmul::{Matmul, MatmulKernel};
 use crate::qdot::QIsa;
 use crate::qdriver::{self, QPath, QProblem};
 use crate::qformat::{Format, Q4K, Q4_0, Q4_1, Q6K, Q8_0};
-use rtllm_plugin_api::{Attrs, DType, Kernel, LaunchContext, Op, OpExample, PluginError, TensorArg, TensorMeta};
+use rtllm_plugin_api::{
+    Attrs, DType, InputView, Kernel, LaunchContext, Op, OpExample, OutputView, PluginError, TensorMeta, TensorView,
+};
 
 /// Provider of `matmul` on the CPU for quantized weights.
 pub struct QMatmul;
@@ -129,10 +131,10 @@ impl QMatmulKernel {
     }
 }
 
-fn dims2(arg: &TensorArg, what: &str) -> Result<(usize, usize), PluginError> {
+fn dims2(arg: &impl TensorView, what: &str) -> Result<(usize, usize), PluginError> {
     match arg.shape()?.as_slice() {
         &[a, b] => Ok((a, b)),
-        _ => Err(err(format!("{what} must have rank 2, got {what} {}", arg.meta))),
+        _ => Err(err(format!("{what} must have rank 2, got {what} {}", arg.meta()))),
     }
 }
 
@@ -153,7 +155,12 @@ impl Kernel for QMatmulKernel {
         })
     }
 
-    fn launch(&self, ctx: &LaunchContext, inputs: &[TensorArg], outputs: &[TensorArg]) -> Result<(), PluginError> {
+    fn launch(
+        &self,
+        ctx: &LaunchContext<'_>,
+        inputs: &mut [InputView<'_>],
+        outputs: &mut [OutputView<'_>],
+    ) -> Result<(), PluginError> {
         if let Some(f) = &self.float {
             return f.launch(ctx, inputs, outputs);
         }
@@ -164,17 +171,17 @@ impl Kernel for QMatmulKernel {
                 outputs.len()
             )));
         }
-        let (x, w, y) = (&inputs[0], &inputs[1], &outputs[0]);
+        let (x, w, y) = (&inputs[0], &inputs[1], &mut outputs[0]);
         let (t, k) = dims2(x, "x")?;
         let (n, kw) = dims2(w, "w")?;
         let (ty, ny) = dims2(y, "y")?;
         if kw != k || ty != t || ny != n {
-            return Err(err(format!("launch shapes disagree: x {}, w {}, y {}", x.meta, w.meta, y.meta)));
+            return Err(err(format!("launch shapes disagree: x {}, w {}, y {}", x.meta(), w.meta(), y.meta())));
         }
         let bias = match inputs.get(2) {
             Some(b) => {
                 if b.shape()? != [n] {
-                    return Err(err(format!("bias must be [{n}], got bias {}", b.meta)));
+                    return Err(err(format!("bias must be [{n}], got bias {}", b.meta())));
                 }
                 Some(b.slice::<f32>().map_err(|e| e.context("matmul: bias"))?)
             }
@@ -189,8 +196,8 @@ impl Kernel for QMatmulKernel {
             k,
             n,
         };
-        let path = self.path.unwrap_or_else(|| qdriver::path_for(t, w.meta.dtype, self.isa));
-        run_dtype(ctx, self.isa, path, w.meta.dtype, p)
+        let path = self.path.unwrap_or_else(|| qdriver::path_for(t, w.meta().dtype, self.isa));
+        run_dtype(ctx, self.isa, path, w.meta().dtype, p)
     }
 }
 

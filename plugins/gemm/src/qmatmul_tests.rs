@@ -8,8 +8,8 @@ use crate::qdot::QIsa;
 use crate::qdriver::{self, QPath, QProblem};
 use crate::qmatmul::{run_dtype, QMatmul, QMatmulKernel};
 use rtllm_plugin_api::quant::{dequantize_row_to_vec, quantize_row_to_vec};
-use rtllm_plugin_api::testing::{arg, data, threaded};
-use rtllm_plugin_api::{Attrs, DType, Kernel, LaunchContext, Op, TensorMeta};
+use rtllm_plugin_api::testing::{data, input, output, sequential_env, threaded_env};
+use rtllm_plugin_api::{Attrs, DType, Kernel, LaunchEnv, Op, TensorMeta};
 
 /// Quantized weight rows and their dequantized values.
 struct QWeights {
@@ -66,7 +66,7 @@ fn isas() -> Vec<QIsa> {
 
 #[allow(clippy::too_many_arguments)]
 fn run(
-    ctx: &LaunchContext,
+    env: &mut LaunchEnv<'_>,
     isa: QIsa,
     path: QPath,
     dtype: DType,
@@ -77,7 +77,7 @@ fn run(
 ) -> Vec<f32> {
     let mut y = vec![f32::NAN; t * n];
     let p = QProblem { x, w: &w.bytes, bias, y: &mut y, t, k, n };
-    run_dtype(ctx, isa, path, dtype, p).unwrap();
+    run_dtype(&env.context(), isa, path, dtype, p).unwrap();
     y
 }
 
@@ -102,10 +102,10 @@ fn both_methods_match_references_on_every_isa() {
                     / 4
                     + 16
             ];
-            let ctx = threaded(&mut ws);
+            let mut env = threaded_env(&mut ws);
             for isa in isas() {
                 let what = format!("{dtype} {isa:?} T={t} K={k} N={n}");
-                let y = run(&ctx, isa, QPath::Int, dtype, &w, &x, Some(&bias), (t, k, n));
+                let y = run(&mut env, isa, QPath::Int, dtype, &w, &x, Some(&bias), (t, k, n));
                 // The formats' offsets take the exact activation sums, the reference x̃'s.
                 let e = rel_err(&y, &with_qx);
                 assert!(e < 1e-4, "{what} int vs quantized-x reference: {e}");
@@ -113,7 +113,7 @@ fn both_methods_match_references_on_every_isa() {
                 // ~15-bit activations: far closer than ggml's 8-bit ones (~1e-2 here).
                 assert!(e < 2e-4, "{what} int vs exact reference: {e}");
                 for path in [QPath::Tiles, QPath::Rows] {
-                    let y = run(&ctx, isa, path, dtype, &w, &x, Some(&bias), (t, k, n));
+                    let y = run(&mut env, isa, path, dtype, &w, &x, Some(&bias), (t, k, n));
                     let e = rel_err(&y, &exact);
                     assert!(e < 1e-5, "{what} {path:?} vs exact reference: {e}");
                 }
@@ -139,18 +139,17 @@ fn int_rows_are_bit_identical_in_any_batch_on_any_isa() {
         let mut alone = Vec::with_capacity(tmax * n);
         for r in 0..tmax {
             let mut ws1 = vec![0f32; qdriver::workspace_bytes(1, k, QPath::Int) / 4 + 16];
-            let mut ctx = threaded(&mut ws1);
-            ctx.host = LaunchContext::cpu_sequential().host;
+            let mut env = sequential_env(&mut ws1);
             let row = &x[r * k..(r + 1) * k];
-            alone.extend(run(&ctx, QIsa::Portable, QPath::Int, dtype, &w, row, Some(&bias), (1, k, n)));
+            alone.extend(run(&mut env, QIsa::Portable, QPath::Int, dtype, &w, row, Some(&bias), (1, k, n)));
         }
-        let ctx = threaded(&mut ws);
+        let mut env = threaded_env(&mut ws);
         for isa in isas() {
             for &t in &batches {
                 // Rows 5.. of x as the batch, so row positions differ from the single runs.
                 let off = (tmax - t).min(5);
                 let xb = &x[off * k..(off + t) * k];
-                let y = run(&ctx, isa, QPath::Int, dtype, &w, xb, Some(&bias), (t, k, n));
+                let y = run(&mut env, isa, QPath::Int, dtype, &w, xb, Some(&bias), (t, k, n));
                 for r in 0..t {
                     let (got, want) = (&y[r * n..(r + 1) * n], &alone[(off + r) * n..(off + r + 1) * n]);
                     let same = got.iter().zip(want).all(|(a, b)| a.to_bits() == b.to_bits());
@@ -171,19 +170,18 @@ fn examples_run_through_the_kernel_with_their_workspace() {
         let dtype = metas[1].dtype;
         let kernel = QMatmul::create(&metas, &Attrs::new()).unwrap();
         let mut ws = vec![0f32; kernel.workspace_bytes(&metas).unwrap().div_ceil(4)];
-        let ctx = threaded(&mut ws);
+        let mut env = threaded_env(&mut ws);
         let w = qweights(dtype, n, k, 5);
-        let mut x = data(t * k, 9);
-        let mut bias = data(n, 4);
+        let x = data(t * k, 9);
+        let bias = data(n, 4);
         let has_bias = metas.len() == 3;
         let want = reference(&x, &w.deq, has_bias.then_some(&bias[..]), t, k, n);
         let mut y = vec![f32::NAN; t * n];
-        let mut wb = w.bytes.clone();
-        let mut args = vec![arg(metas[0].clone(), &mut x), arg(metas[1].clone(), &mut wb)];
+        let mut args = vec![input(metas[0].clone(), &x), input(metas[1].clone(), &w.bytes)];
         if has_bias {
-            args.push(arg(metas[2].clone(), &mut bias));
+            args.push(input(metas[2].clone(), &bias));
         }
-        kernel.launch(&ctx, &args, &[arg(out, &mut y)]).unwrap();
+        kernel.launch(&env.context(), &mut args, &mut [output(out, &mut y)]).unwrap();
         // The integer method quantizes the activations (~15 bits); the others are exact.
         let tol = if qdriver::path_for(t, dtype, QIsa::detect()) == QPath::Int { 2e-4 } else { 1e-5 };
         let e = rel_err(&y, &want);
@@ -202,14 +200,14 @@ fn bad_inputs_are_errors() {
     let w = qweights(DType::Q4_1, 4, 64, 1);
     let x = data(2 * 64, 2);
     let mut y = vec![0f32; 8];
-    let ctx = LaunchContext::cpu_sequential();
+    let mut env = LaunchEnv::cpu_sequential();
     let p = QProblem { x: &x, w: &w.bytes, bias: None, y: &mut y, t: 2, k: 64, n: 4 };
-    assert!(run_dtype(&ctx, QIsa::Portable, QPath::Int, DType::Q4_1, p).is_err());
+    assert!(run_dtype(&env.context(), QIsa::Portable, QPath::Int, DType::Q4_1, p).is_err());
     // Weight bytes that do not match the shape.
     let mut ws = vec![0f32; 1024];
-    let ctx = threaded(&mut ws);
+    let mut env = threaded_env(&mut ws);
     let p = QProblem { x: &x, w: &w.bytes[..40], bias: None, y: &mut y, t: 2, k: 64, n: 4 };
-    assert!(run_dtype(&ctx, QIsa::Portable, QPath::Int, DType::Q4_1, p).is_err());
+    assert!(run_dtype(&env.context(), QIsa::Portable, QPath::Int, DType::Q4_1, p).is_err());
     // f32 weights go to the float kernel.
     let metas = [m(DType::F32, &[2, 8]), m(DType::F32, &[3, 8])];
     assert!(QMatmul::create(&metas, &Attrs::new()).is_ok());
@@ -250,7 +248,7 @@ fn bench_quantized() {
                     / 4
                     + 16
             ];
-            let ctx = crate::test_pool::pooled(&pool, &mut ws);
+            let mut env = crate::test_pool::pooled(&pool, &mut ws);
             let mut line = format!("{dtype} K={k:5} N={n:5} T={t:4}:");
             for path in [QPath::Rows, QPath::Int, QPath::Tiles] {
                 let mut y = vec![0f32; t * n];
@@ -260,7 +258,7 @@ fn bench_quantized() {
                     let start = std::time::Instant::now();
                     for _ in 0..iters {
                         let p = QProblem { x: &x, w: &w.bytes, bias: None, y: &mut y, t, k, n };
-                        run_dtype(&ctx, isa, path, dtype, p).unwrap();
+                        run_dtype(&env.context(), isa, path, dtype, p).unwrap();
                     }
                     times.push(start.elapsed().as_secs_f64() / iters as f64);
                 }

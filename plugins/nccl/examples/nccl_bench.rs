@@ -9,7 +9,7 @@
 use cudarc::driver::{result as drv, sys};
 use rtllm_nccl::cuda::{CudaAllGather, CudaAllReduce, CudaReduceScatter};
 use rtllm_plugin_api::{
-    declare, Attrs, DType, DeviceKind, HostServices, KernelBox, LaunchContext, OpDecl, TensorArg, TensorMeta,
+    declare, Attrs, DType, DeviceKind, HostServices, InputView, KernelBox, LaunchEnv, OpDecl, OutputView, TensorMeta,
 };
 use std::ffi::c_void;
 use std::sync::{Arc, Barrier};
@@ -49,6 +49,17 @@ impl Drop for DevBuf {
     }
 }
 
+/// Device views of an input and an output buffer.
+///
+/// # Safety
+/// Both buffers must hold their metas' bytes, be distinct, and outlive the views' launches.
+unsafe fn views(x: TensorMeta, xb: &DevBuf, y: TensorMeta, yb: &DevBuf) -> (InputView<'static>, OutputView<'static>) {
+    // SAFETY: the caller's contract.
+    unsafe {
+        (InputView::new(x, xb.0 as *const u8, DeviceKind::Cuda), OutputView::new(y, yb.0 as *mut u8, DeviceKind::Cuda))
+    }
+}
+
 struct Rank {
     rank: usize,
     world: usize,
@@ -57,14 +68,18 @@ struct Rank {
 }
 
 impl Rank {
-    fn ctx(&self, ws: &DevBuf, ws_bytes: usize) -> LaunchContext {
-        LaunchContext {
-            device: DeviceKind::Cuda,
-            ordinal: self.rank as i32,
-            stream: self.stream as *mut c_void,
-            workspace: ws.0 as *mut u8,
-            workspace_bytes: ws_bytes,
-            host: HostServices::sequential(),
+    fn env(&self, ws: &DevBuf, ws_bytes: usize) -> LaunchEnv<'static> {
+        // SAFETY: `ws` is a device buffer of at least `ws_bytes` that outlives the launches,
+        // which run one at a time on this rank's stream.
+        unsafe {
+            LaunchEnv::new(
+                DeviceKind::Cuda,
+                self.rank as i32,
+                self.stream as *mut c_void,
+                ws.0 as *mut u8,
+                ws_bytes,
+                HostServices::sequential(),
+            )
         }
     }
 
@@ -90,13 +105,8 @@ impl Rank {
         let (xb, yb, ws) = (DevBuf::new(x.len() * 4)?, DevBuf::new(n_out * 4)?, DevBuf::new(ws_bytes)?);
         xb.upload(x)?;
         // SAFETY: device buffers of the metas' sizes, alive until after the synchronize below.
-        let (xa, ya) = unsafe {
-            (
-                TensorArg::new(meta, xb.0 as *mut u8, DeviceKind::Cuda),
-                TensorArg::new(out_meta, yb.0 as *mut u8, DeviceKind::Cuda),
-            )
-        };
-        kernel.launch(&self.ctx(&ws, ws_bytes), &[xa], &[ya]).map_err(|err| err.to_string())?;
+        let (xa, ya) = unsafe { views(meta, &xb, out_meta, &yb) };
+        kernel.launch(&mut self.env(&ws, ws_bytes), &mut [xa], &mut [ya]).map_err(|err| err.to_string())?;
         // SAFETY: our stream.
         unsafe { drv::stream::synchronize(self.stream) }.map_err(e("cuStreamSynchronize"))?;
         yb.download(n_out)
@@ -122,13 +132,8 @@ impl Rank {
         let (xb, yb, ws) = (DevBuf::new(n * 2)?, DevBuf::new(n * 2)?, DevBuf::new(0)?);
         xb.upload(&x)?;
         // SAFETY: as in `run_f32`.
-        let (xa, ya) = unsafe {
-            (
-                TensorArg::new(meta.clone(), xb.0 as *mut u8, DeviceKind::Cuda),
-                TensorArg::new(meta, yb.0 as *mut u8, DeviceKind::Cuda),
-            )
-        };
-        kernel.launch(&self.ctx(&ws, 0), &[xa], &[ya]).map_err(|err| err.to_string())?;
+        let (xa, ya) = unsafe { views(meta.clone(), &xb, meta, &yb) };
+        kernel.launch(&mut self.env(&ws, 0), &mut [xa], &mut [ya]).map_err(|err| err.to_string())?;
         // SAFETY: our stream.
         unsafe { drv::stream::synchronize(self.stream) }.map_err(e("cuStreamSynchronize"))?;
         let y: Vec<half::bf16> = yb.download(n)?;
@@ -164,7 +169,7 @@ impl Rank {
         // SAFETY: the buffer holds `max` bytes.
         unsafe { drv::memset_d8_async(xb.0, 0, max, self.stream) }.map_err(e("cuMemsetD8Async"))?;
         let kernel = self.create(&declare::<CudaAllReduce>(), &TensorMeta::of(DType::BF16, &[max / 2]), 0)?;
-        let ctx = self.ctx(&ws, 0);
+        let mut env = self.env(&ws, 0);
         let flags = sys::CUevent_flags::CU_EVENT_DEFAULT;
         let (start, end) = (
             drv::event::create(flags).map_err(e("cuEventCreate"))?,
@@ -174,14 +179,10 @@ impl Rank {
         for &bytes in sizes {
             let meta = TensorMeta::of(DType::BF16, &[bytes / 2]);
             // SAFETY: both buffers hold at least `bytes` bytes.
-            let args = unsafe {
-                [
-                    TensorArg::new(meta.clone(), xb.0 as *mut u8, DeviceKind::Cuda),
-                    TensorArg::new(meta, yb.0 as *mut u8, DeviceKind::Cuda),
-                ]
-            };
+            let (xa, ya) = unsafe { views(meta.clone(), &xb, meta, &yb) };
+            let (mut xs, mut ys) = ([xa], [ya]);
             let iters = ((4usize << 30) / bytes).clamp(10, 500);
-            let launch = || kernel.launch(&ctx, &args[..1], &args[1..]).map_err(|err| err.to_string());
+            let mut launch = || kernel.launch(&mut env, &mut xs, &mut ys).map_err(|err| err.to_string());
             for _ in 0..5 {
                 launch()?;
             }

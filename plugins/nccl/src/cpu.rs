@@ -6,7 +6,9 @@ use crate::host::{self, Float};
 use crate::ops::collective_ops;
 use crate::rendezvous::{self, Member, Signature, Slot};
 use rtllm_plugin_api::shapes::collective::{self, Collective, CollectiveAttrs};
-use rtllm_plugin_api::{Attrs, DType, DeviceKind, Kernel, LaunchContext, PluginError, TensorArg, TensorMeta};
+use rtllm_plugin_api::{
+    Attrs, DType, DeviceKind, InputView, Kernel, LaunchContext, OutputView, PluginError, TensorMeta, TensorView,
+};
 use std::time::Duration;
 
 collective_ops! {
@@ -59,28 +61,36 @@ impl CpuCollective {
 }
 
 impl Kernel for CpuCollective {
-    fn launch(&self, ctx: &LaunchContext, inputs: &[TensorArg], outputs: &[TensorArg]) -> Result<(), PluginError> {
+    fn launch(
+        &self,
+        ctx: &LaunchContext<'_>,
+        inputs: &mut [InputView<'_>],
+        outputs: &mut [OutputView<'_>],
+    ) -> Result<(), PluginError> {
         let op = self.kind.name();
         let split = collective::check_launch(self.kind, &self.spec, self.dtype, inputs, outputs)?;
-        let (x, y) = (&inputs[0], &outputs[0]);
-        if x.device != DeviceKind::Cpu || y.device != DeviceKind::Cpu {
+        let (x, y) = (&inputs[0], &mut outputs[0]);
+        if x.device() != DeviceKind::Cpu || y.device() != DeviceKind::Cpu {
             return Err(PluginError::new(format!(
                 "{op}: the CPU provider needs host tensors, got x on {} and output on {}",
-                x.device, y.device
+                x.device(),
+                y.device()
             )));
         }
         let numel = split.numel().unwrap_or(0);
-        if numel > 0 && (x.data.is_null() || y.data.is_null()) {
-            return Err(PluginError::new(format!("{op}: null data pointer for x {} or output {}", x.meta, y.meta)));
+        // Raw addresses: the ranks (threads) of a collective read each other's buffers.
+        let (src, dst) = (x.as_ptr(), y.as_mut_ptr());
+        if numel > 0 && (src.is_null() || dst.is_null()) {
+            return Err(PluginError::new(format!("{op}: null data pointer for x {} or output {}", x.meta(), y.meta())));
         }
         let Some(member) = &self.member else {
             // SAFETY: x and the output both hold `numel` elements of the kernel's dtype.
-            unsafe { host::identity(x.data, y.data, numel * self.dtype.block_bytes()) };
+            unsafe { host::identity(src, dst, numel * self.dtype.block_bytes()) };
             return Ok(());
         };
         let slot = Slot {
-            input: x.data as usize,
-            output: y.data as usize,
+            input: src as usize,
+            output: dst as usize,
             sig: Signature { what: op, dtype: self.dtype, dims: [split.outer, split.len, split.inner] },
         };
         let result = member.collective(slot, self.timeout, |slots| match self.dtype {

@@ -10,7 +10,9 @@ use crate::nccl_lib::dtype_code;
 use crate::ops::collective_ops;
 use crate::rendezvous::{self, Member, Signature, Slot};
 use rtllm_plugin_api::shapes::collective::{self, Collective, CollectiveAttrs, Split};
-use rtllm_plugin_api::{Attrs, DType, DeviceKind, Kernel, LaunchContext, PluginError, TensorArg, TensorMeta};
+use rtllm_plugin_api::{
+    Attrs, DType, DeviceKind, InputView, Kernel, LaunchContext, OutputView, PluginError, TensorMeta, TensorView,
+};
 use std::ffi::c_int;
 
 collective_ops! {
@@ -96,14 +98,19 @@ impl Kernel for CudaCollective {
             .ok_or_else(|| PluginError::new(format!("{op}: the workspace for x {x} overflows")))
     }
 
-    fn launch(&self, ctx: &LaunchContext, inputs: &[TensorArg], outputs: &[TensorArg]) -> Result<(), PluginError> {
+    fn launch(
+        &self,
+        ctx: &LaunchContext<'_>,
+        inputs: &mut [InputView<'_>],
+        outputs: &mut [OutputView<'_>],
+    ) -> Result<(), PluginError> {
         let op = self.kind.name();
         let split = collective::check_launch(self.kind, &self.spec, self.dtype, inputs, outputs)?;
-        let (x, y) = (&inputs[0], &outputs[0]);
-        if ctx.device != DeviceKind::Cuda || x.device != DeviceKind::Cuda || y.device != DeviceKind::Cuda {
+        let (x, y) = (&inputs[0], &mut outputs[0]);
+        if ctx.device() != DeviceKind::Cuda || x.device() != DeviceKind::Cuda || y.device() != DeviceKind::Cuda {
             return Err(PluginError::new(format!(
                 "{op}: the CUDA provider needs a CUDA launch and device tensors, got a {} launch, x on {}, output on {}",
-                ctx.device, x.device, y.device
+                ctx.device(), x.device(), y.device()
             )));
         }
         let numel = split.numel().unwrap_or(0);
@@ -111,19 +118,13 @@ impl Kernel for CudaCollective {
             return Ok(());
         }
         let e = self.dtype.block_bytes();
-        let (src, dst, stream) = (x.data as u64, y.data as u64, ctx.stream);
+        let (src, dst, stream) = (x.as_ptr() as u64, y.as_mut_ptr() as u64, ctx.stream());
         if self.lease.is_none() {
             // SAFETY: x and the output are device buffers of `numel` elements.
             return Ok(unsafe { driver::copy(dst, src, numel * e, stream) }?);
         }
         let staging = self.staging_bytes(&split).unwrap_or(0);
-        if staging > 0 && (ctx.workspace.is_null() || ctx.workspace_bytes < staging) {
-            return Err(PluginError::new(format!(
-                "{op}: the workspace of {} bytes is smaller than the {staging} bytes the kernel asked for",
-                ctx.workspace_bytes
-            )));
-        }
-        let ws = ctx.workspace as u64;
+        let ws = ctx.device_workspace(staging).map_err(|e| e.context(op))?;
         let enqueue = || -> Result<(), PluginError> {
             // SAFETY: the host passes device buffers of the checked shapes, a workspace of at
             // least `staging` bytes, and its stream on this rank's device; the communicator is

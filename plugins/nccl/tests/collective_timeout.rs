@@ -16,11 +16,11 @@ fn kernel(group: &str, rank: usize, world: usize) -> <AllReduce as Op>::Kernel {
 }
 
 fn launch(k: &<AllReduce as Op>::Kernel) -> Result<Vec<f32>, String> {
-    let mut x = vec![1.0f32; 8];
+    let x = vec![1.0f32; 8];
     let mut y = vec![0.0f32; 8];
-    let xa = testing::arg(TensorMeta::of(DType::F32, &[8]), &mut x);
-    let ya = testing::arg(TensorMeta::of(DType::F32, &[8]), &mut y);
-    k.launch(&testing::threaded(&mut []), &[xa], &[ya]).map_err(|e| e.to_string())?;
+    let xa = testing::input(TensorMeta::of(DType::F32, &[8]), &x);
+    let ya = testing::output(TensorMeta::of(DType::F32, &[8]), &mut y);
+    k.launch(&testing::threaded_env::<u8>(&mut []).context(), &mut [xa], &mut [ya]).map_err(|e| e.to_string())?;
     Ok(y)
 }
 

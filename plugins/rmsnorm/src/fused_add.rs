@@ -4,7 +4,9 @@
 
 use crate::row::{add_rms_row, eps, for_row_chunks, rows_of, NormWeight, ACT_DTYPES, WEIGHT_DTYPES};
 use half::{bf16, f16};
-use rtllm_plugin_api::{Attrs, DType, Kernel, LaunchContext, Op, OpExample, PluginError, TensorArg, TensorMeta};
+use rtllm_plugin_api::{
+    Attrs, DType, InputView, Kernel, LaunchContext, Op, OpExample, OutputView, PluginError, TensorMeta, TensorView,
+};
 
 /// Provider of `fused_add_rmsnorm` on the CPU.
 pub struct FusedAddRmsNorm;
@@ -66,7 +68,7 @@ struct Bufs<'a> {
 fn run<W: NormWeight>(
     ctx: &LaunchContext,
     eps: f32,
-    w: &TensorArg,
+    w: &InputView<'_>,
     b: Bufs<'_>,
     (t, h): (usize, usize),
 ) -> Result<(), PluginError> {
@@ -83,13 +85,18 @@ fn run<W: NormWeight>(
 }
 
 impl Kernel for FusedAddRmsNormKernel {
-    fn launch(&self, ctx: &LaunchContext, inputs: &[TensorArg], outputs: &[TensorArg]) -> Result<(), PluginError> {
+    fn launch(
+        &self,
+        ctx: &LaunchContext<'_>,
+        inputs: &mut [InputView<'_>],
+        outputs: &mut [OutputView<'_>],
+    ) -> Result<(), PluginError> {
         const OP: &str = FusedAddRmsNorm::NAME;
+        let (num_inputs, num_outputs) = (inputs.len(), outputs.len());
         let ([x, residual, w], [y, r_out]) = (inputs, outputs) else {
             return Err(PluginError::new(format!(
                 "{OP}: launch takes 3 inputs and 2 outputs, got {} and {}",
-                inputs.len(),
-                outputs.len()
+                num_inputs, num_outputs
             )));
         };
         let (t, h) = rows_of(OP, "x", x, None)?;
@@ -104,11 +111,11 @@ impl Kernel for FusedAddRmsNormKernel {
             y: y.slice_mut::<f32>().map_err(ctx_err("y"))?,
             r_out: r_out.slice_mut::<f32>().map_err(ctx_err("residual_out"))?,
         };
-        match w.meta.dtype {
+        match w.meta().dtype {
             DType::F32 => run::<f32>(ctx, self.eps, w, b, (t, h)),
             DType::BF16 => run::<bf16>(ctx, self.eps, w, b, (t, h)),
             DType::F16 => run::<f16>(ctx, self.eps, w, b, (t, h)),
-            other => Err(PluginError::new(format!("{OP}: w must be f32, bf16 or f16, got {other} (w {})", w.meta))),
+            other => Err(PluginError::new(format!("{OP}: w must be f32, bf16 or f16, got {other} (w {})", w.meta()))),
         }
     }
 }

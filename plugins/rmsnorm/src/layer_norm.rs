@@ -4,7 +4,9 @@
 
 use crate::row::{check_metas, eps_or, for_row_chunks, rows_of, NormWeight, WEIGHT_DTYPES};
 use half::{bf16, f16};
-use rtllm_plugin_api::{Attrs, DType, Kernel, LaunchContext, Op, OpExample, PluginError, TensorArg, TensorMeta};
+use rtllm_plugin_api::{
+    Attrs, DType, InputView, Kernel, LaunchContext, Op, OpExample, OutputView, PluginError, TensorMeta, TensorView,
+};
 
 /// Default of the `eps` attribute (PyTorch's).
 pub const DEFAULT_LAYER_NORM_EPS: f64 = 1e-5;
@@ -133,7 +135,7 @@ fn run<W: NormWeight>(
     ctx: &LaunchContext,
     eps: f32,
     x: &[f32],
-    (w, b): (&TensorArg, Option<&TensorArg>),
+    (w, b): (&InputView<'_>, Option<&InputView<'_>>),
     y: &mut [f32],
     (t, h): (usize, usize),
 ) -> Result<(), PluginError> {
@@ -148,16 +150,21 @@ fn run<W: NormWeight>(
 }
 
 impl Kernel for LayerNormKernel {
-    fn launch(&self, ctx: &LaunchContext, inputs: &[TensorArg], outputs: &[TensorArg]) -> Result<(), PluginError> {
+    fn launch(
+        &self,
+        ctx: &LaunchContext<'_>,
+        inputs: &mut [InputView<'_>],
+        outputs: &mut [OutputView<'_>],
+    ) -> Result<(), PluginError> {
         const OP: &str = LayerNorm::NAME;
+        let (num_inputs, num_outputs) = (inputs.len(), outputs.len());
         let (x, w, b, y) = match (inputs, outputs) {
-            ([x, w], [y]) => (x, w, None, y),
-            ([x, w, b], [y]) => (x, w, Some(b), y),
+            ([x, w], [y]) => (&*x, &*w, None, y),
+            ([x, w, b], [y]) => (&*x, &*w, Some(&*b), y),
             _ => {
                 return Err(PluginError::new(format!(
                     "{OP}: launch takes 2 or 3 inputs and 1 output, got {} and {}",
-                    inputs.len(),
-                    outputs.len()
+                    num_inputs, num_outputs
                 )))
             }
         };
@@ -165,21 +172,22 @@ impl Kernel for LayerNormKernel {
         rows_of(OP, "y", y, Some((t, h)))?;
         for (what, arg) in [("w", Some(w)), ("b", b)] {
             if let Some(arg) = arg {
-                if arg.shape()? != [h] || arg.meta.dtype != w.meta.dtype {
+                if arg.shape()? != [h] || arg.meta().dtype != w.meta().dtype {
                     return Err(PluginError::new(format!(
                         "{OP}: {what} must be {}[{h}], got {what} {}",
-                        w.meta.dtype, arg.meta
+                        w.meta().dtype,
+                        arg.meta()
                     )));
                 }
             }
         }
         let xs = x.slice::<f32>().map_err(|e| e.context("layer_norm: x"))?;
         let ys = y.slice_mut::<f32>().map_err(|e| e.context("layer_norm: y"))?;
-        match w.meta.dtype {
+        match w.meta().dtype {
             DType::F32 => run::<f32>(ctx, self.eps, xs, (w, b), ys, (t, h)),
             DType::BF16 => run::<bf16>(ctx, self.eps, xs, (w, b), ys, (t, h)),
             DType::F16 => run::<f16>(ctx, self.eps, xs, (w, b), ys, (t, h)),
-            other => Err(PluginError::new(format!("{OP}: w must be f32, bf16 or f16, got {other} (w {})", w.meta))),
+            other => Err(PluginError::new(format!("{OP}: w must be f32, bf16 or f16, got {other} (w {})", w.meta()))),
         }
     }
 }

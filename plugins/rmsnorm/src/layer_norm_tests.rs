@@ -3,8 +3,8 @@
 
 use crate::LayerNorm;
 use half::{bf16, f16};
-use rtllm_plugin_api::testing::{arg, data, threaded};
-use rtllm_plugin_api::{Attrs, DType, Dim, Kernel, LaunchContext, Op, TensorArg, TensorMeta};
+use rtllm_plugin_api::testing::{data, input, output, threaded_env};
+use rtllm_plugin_api::{Attrs, DType, Dim, InputView, Kernel, LaunchEnv, Op, TensorMeta};
 
 /// `[H]` parameters stored in `dtype`, with the f32 values the kernel sees.
 struct Param {
@@ -26,12 +26,12 @@ impl Param {
         Param { dtype, f32s, bf16s, f16s }
     }
 
-    fn arg(&mut self) -> TensorArg {
+    fn input(&self) -> InputView<'_> {
         let meta = TensorMeta::of(self.dtype, &[self.f32s.len()]);
         match self.dtype {
-            DType::BF16 => arg(meta, &mut self.bf16s),
-            DType::F16 => arg(meta, &mut self.f16s),
-            _ => arg(meta, &mut self.f32s),
+            DType::BF16 => input(meta, &self.bf16s),
+            DType::F16 => input(meta, &self.f16s),
+            _ => input(meta, &self.f32s),
         }
     }
 }
@@ -55,24 +55,25 @@ fn layer_norm_matches_reference() {
     for &(t, h) in &[(1usize, 1usize), (5, 7), (33, 64), (1, 576), (300, 128), (2, 1000)] {
         for dtype in [DType::F32, DType::BF16, DType::F16] {
             for with_bias in [false, true] {
-                let ctxs = [("sequential", LaunchContext::cpu_sequential()), ("threaded", threaded(&mut []))];
-                for (name, ctx) in ctxs {
+                let envs = [("sequential", LaunchEnv::cpu_sequential()), ("threaded", threaded_env::<u8>(&mut []))];
+                for (name, mut env) in envs {
+                    let ctx = env.context();
                     let mut metas = vec![TensorMeta::of(DType::F32, &[t, h]), TensorMeta::of(dtype, &[h])];
                     if with_bias {
                         metas.push(TensorMeta::of(dtype, &[h]));
                     }
                     let kernel = LayerNorm::create(&metas, &Attrs::new()).unwrap();
                     // A large offset: the two-pass variance must not lose the spread.
-                    let mut x: Vec<f32> = data(t * h, (t * 31 + h) as u64).iter().map(|v| 3.0 * v + 50.0).collect();
-                    let mut w = Param::new(dtype, data(h, h as u64).iter().map(|v| 1.0 + 0.5 * v).collect());
-                    let mut b = Param::new(dtype, data(h, h as u64 + 9));
+                    let x: Vec<f32> = data(t * h, (t * 31 + h) as u64).iter().map(|v| 3.0 * v + 50.0).collect();
+                    let w = Param::new(dtype, data(h, h as u64).iter().map(|v| 1.0 + 0.5 * v).collect());
+                    let b = Param::new(dtype, data(h, h as u64 + 9));
                     let want = reference(&x, &w.f32s, with_bias.then_some(&b.f32s[..]), h, 1e-5);
                     let mut y = vec![f32::NAN; t * h];
-                    let mut inputs = vec![arg(metas[0].clone(), &mut x), w.arg()];
+                    let mut inputs = vec![input(metas[0].clone(), &x), w.input()];
                     if with_bias {
-                        inputs.push(b.arg());
+                        inputs.push(b.input());
                     }
-                    kernel.launch(&ctx, &inputs, &[arg(metas[0].clone(), &mut y)]).unwrap();
+                    kernel.launch(&ctx, &mut inputs, &mut [output(metas[0].clone(), &mut y)]).unwrap();
                     let what = format!("layer_norm T={t} H={h} {dtype} bias={with_bias} {name}");
                     for (i, (g, e)) in y.iter().zip(&want).enumerate() {
                         assert!((g - e).abs() <= 1e-4 * e.abs().max(1.0), "{what}: [{i}] = {g}, want {e}");
@@ -110,36 +111,37 @@ fn infer_keeps_symbolic_rows_and_rejects_bad_inputs() {
 
 #[test]
 fn launch_rejects_bad_tensors_and_handles_empty_ones() {
-    let ctx = LaunchContext::cpu_sequential();
+    let mut env = LaunchEnv::cpu_sequential();
+    let ctx = env.context();
     let f = |d: &[usize]| TensorMeta::of(DType::F32, d);
     let kernel = LayerNorm::create(&[f(&[2, 4]), f(&[4]), f(&[4])], &Attrs::new()).unwrap();
-    let (mut x, mut w, mut b, mut y) = (vec![1.0f32; 8], vec![1.0f32; 4], vec![0.0f32; 3], vec![0.0f32; 8]);
+    let (x, w, b, mut y) = (vec![1.0f32; 8], vec![1.0f32; 4], vec![0.0f32; 3], vec![0.0f32; 8]);
     let e = kernel
         .launch(
             &ctx,
-            &[arg(f(&[2, 4]), &mut x), arg(f(&[4]), &mut w), arg(f(&[3]), &mut b)],
-            &[arg(f(&[2, 4]), &mut y)],
+            &mut [input(f(&[2, 4]), &x), input(f(&[4]), &w), input(f(&[3]), &b)],
+            &mut [output(f(&[2, 4]), &mut y)],
         )
         .unwrap_err();
     assert!(e.message().contains("b must be f32[4]"), "{e}");
-    let e = kernel.launch(&ctx, &[arg(f(&[2, 4]), &mut x)], &[arg(f(&[2, 4]), &mut y)]).unwrap_err();
+    let e = kernel.launch(&ctx, &mut [input(f(&[2, 4]), &x)], &mut [output(f(&[2, 4]), &mut y)]).unwrap_err();
     assert!(e.message().contains("2 or 3 inputs and 1 output"), "{e}");
     // A constant row has zero variance: y = b, finite.
-    let (mut x, mut w, mut b, mut y) = (vec![7.0f32; 4], vec![2.0f32; 4], vec![0.5f32; 4], vec![f32::NAN; 4]);
+    let (x, w, b, mut y) = (vec![7.0f32; 4], vec![2.0f32; 4], vec![0.5f32; 4], vec![f32::NAN; 4]);
     kernel
         .launch(
             &ctx,
-            &[arg(f(&[1, 4]), &mut x), arg(f(&[4]), &mut w), arg(f(&[4]), &mut b)],
-            &[arg(f(&[1, 4]), &mut y)],
+            &mut [input(f(&[1, 4]), &x), input(f(&[4]), &w), input(f(&[4]), &b)],
+            &mut [output(f(&[1, 4]), &mut y)],
         )
         .unwrap();
     assert_eq!(y, vec![0.5; 4]);
-    let (mut x, mut y) = (vec![0.0f32; 0], vec![0.0f32; 0]);
+    let (x, mut y) = (vec![0.0f32; 0], vec![0.0f32; 0]);
     kernel
         .launch(
-            &threaded(&mut []),
-            &[arg(f(&[0, 4]), &mut x), arg(f(&[4]), &mut w), arg(f(&[4]), &mut b)],
-            &[arg(f(&[0, 4]), &mut y)],
+            &threaded_env::<u8>(&mut []).context(),
+            &mut [input(f(&[0, 4]), &x), input(f(&[4]), &w), input(f(&[4]), &b)],
+            &mut [output(f(&[0, 4]), &mut y)],
         )
         .unwrap();
 }

@@ -3,8 +3,8 @@
 
 use crate::{FusedAddRmsNorm, RmsNorm};
 use half::{bf16, f16};
-use rtllm_plugin_api::testing::{arg, data, threaded};
-use rtllm_plugin_api::{Attrs, DType, Dim, Kernel, LaunchContext, Op, TensorArg, TensorMeta};
+use rtllm_plugin_api::testing::{data, input, output, threaded_env};
+use rtllm_plugin_api::{Attrs, DType, Dim, InputView, Kernel, LaunchEnv, Op, TensorMeta};
 
 /// A weight in one dtype plus the exact f32 values the kernel sees.
 struct Weight {
@@ -27,12 +27,12 @@ impl Weight {
         Weight { dtype, f32s, bf16s, f16s }
     }
 
-    fn arg(&mut self) -> TensorArg {
+    fn input(&self) -> InputView<'_> {
         let meta = TensorMeta::of(self.dtype, &[self.f32s.len()]);
         match self.dtype {
-            DType::BF16 => arg(meta, &mut self.bf16s),
-            DType::F16 => arg(meta, &mut self.f16s),
-            _ => arg(meta, &mut self.f32s),
+            DType::BF16 => input(meta, &self.bf16s),
+            DType::F16 => input(meta, &self.f16s),
+            _ => input(meta, &self.f32s),
         }
     }
 }
@@ -54,8 +54,8 @@ fn assert_close(got: &[f32], want: &[f32], what: &str) {
     }
 }
 
-fn contexts() -> Vec<(&'static str, LaunchContext)> {
-    vec![("sequential", LaunchContext::cpu_sequential()), ("threaded", threaded(&mut []))]
+fn contexts() -> Vec<(&'static str, LaunchEnv<'static>)> {
+    vec![("sequential", LaunchEnv::cpu_sequential()), ("threaded", threaded_env::<u8>(&mut []))]
 }
 
 const SHAPES: [(usize, usize); 9] =
@@ -65,19 +65,20 @@ const SHAPES: [(usize, usize); 9] =
 fn rmsnorm_matches_reference() {
     for &(t, h) in &SHAPES {
         for dtype in [DType::F32, DType::BF16, DType::F16] {
-            for (name, ctx) in contexts() {
+            for (name, mut env) in contexts() {
+                let ctx = env.context();
                 let eps = 1e-5;
                 let kernel = RmsNorm::create(
                     &[TensorMeta::of(DType::F32, &[t, h]), TensorMeta::of(dtype, &[h])],
                     &Attrs::new().with("eps", eps as f64),
                 )
                 .unwrap();
-                let mut x = data(t * h, (t * 31 + h) as u64);
-                let mut w = Weight::new(dtype, h, h as u64);
+                let x = data(t * h, (t * 31 + h) as u64);
+                let w = Weight::new(dtype, h, h as u64);
                 let want = reference(&x, &w.f32s, h, eps);
                 let mut y = vec![f32::NAN; t * h];
-                let inputs = [arg(TensorMeta::of(DType::F32, &[t, h]), &mut x), w.arg()];
-                kernel.launch(&ctx, &inputs, &[arg(TensorMeta::of(DType::F32, &[t, h]), &mut y)]).unwrap();
+                let mut inputs = [input(TensorMeta::of(DType::F32, &[t, h]), &x), w.input()];
+                kernel.launch(&ctx, &mut inputs, &mut [output(TensorMeta::of(DType::F32, &[t, h]), &mut y)]).unwrap();
                 assert_close(&y, &want, &format!("rmsnorm T={t} H={h} {dtype} {name}"));
             }
         }
@@ -88,22 +89,23 @@ fn rmsnorm_matches_reference() {
 fn fused_add_matches_reference() {
     for &(t, h) in &SHAPES {
         for dtype in [DType::F32, DType::BF16, DType::F16] {
-            for (name, ctx) in contexts() {
+            for (name, mut env) in contexts() {
+                let ctx = env.context();
                 let metas = [
                     TensorMeta::of(DType::F32, &[t, h]),
                     TensorMeta::of(DType::F32, &[t, h]),
                     TensorMeta::of(dtype, &[h]),
                 ];
                 let kernel = FusedAddRmsNorm::create(&metas, &Attrs::new()).unwrap();
-                let mut x = data(t * h, (t * 7 + h) as u64);
-                let mut res = data(t * h, (t * 13 + h + 5) as u64);
-                let mut w = Weight::new(dtype, h, h as u64 + 1);
+                let x = data(t * h, (t * 7 + h) as u64);
+                let res = data(t * h, (t * 13 + h + 5) as u64);
+                let w = Weight::new(dtype, h, h as u64 + 1);
                 let sum: Vec<f32> = x.iter().zip(&res).map(|(a, b)| a + b).collect();
                 let want = reference(&sum, &w.f32s, h, 1e-6);
                 let (mut y, mut r_out) = (vec![f32::NAN; t * h], vec![f32::NAN; t * h]);
-                let inputs = [arg(metas[0].clone(), &mut x), arg(metas[1].clone(), &mut res), w.arg()];
-                let outputs = [arg(metas[0].clone(), &mut y), arg(metas[0].clone(), &mut r_out)];
-                kernel.launch(&ctx, &inputs, &outputs).unwrap();
+                let mut inputs = [input(metas[0].clone(), &x), input(metas[1].clone(), &res), w.input()];
+                let mut outputs = [output(metas[0].clone(), &mut y), output(metas[0].clone(), &mut r_out)];
+                kernel.launch(&ctx, &mut inputs, &mut outputs).unwrap();
                 assert_eq!(r_out, sum, "residual_out T={t} H={h} {name}");
                 assert_close(&y, &want, &format!("fused_add_rmsnorm T={t} H={h} {dtype} {name}"));
             }
@@ -153,54 +155,60 @@ fn infer_keeps_symbolic_rows_and_names_shapes_in_errors() {
 
 #[test]
 fn launch_rejects_bad_tensors() {
-    let ctx = LaunchContext::cpu_sequential();
+    let mut env = LaunchEnv::cpu_sequential();
+    let ctx = env.context();
     let f = |d: &[usize]| TensorMeta::of(DType::F32, d);
     let kernel = RmsNorm::create(&[f(&[2, 4]), f(&[4])], &Attrs::new()).unwrap();
-    let (mut x, mut w, mut y) = (vec![1.0f32; 8], vec![1.0f32; 4], vec![0.0f32; 8]);
-    let e =
-        kernel.launch(&ctx, &[arg(f(&[2, 4]), &mut x), arg(f(&[3]), &mut w)], &[arg(f(&[2, 4]), &mut y)]).unwrap_err();
+    let (x, w, mut y) = (vec![1.0f32; 8], vec![1.0f32; 4], vec![0.0f32; 8]);
+    let e = kernel
+        .launch(&ctx, &mut [input(f(&[2, 4]), &x), input(f(&[3]), &w)], &mut [output(f(&[2, 4]), &mut y)])
+        .unwrap_err();
     assert!(e.message().contains("w must be [4]"), "{e}");
-    let e =
-        kernel.launch(&ctx, &[arg(f(&[2, 4]), &mut x), arg(f(&[4]), &mut w)], &[arg(f(&[4, 2]), &mut y)]).unwrap_err();
+    let e = kernel
+        .launch(&ctx, &mut [input(f(&[2, 4]), &x), input(f(&[4]), &w)], &mut [output(f(&[4, 2]), &mut y)])
+        .unwrap_err();
     assert!(e.message().contains("y must be [2, 4]"), "{e}");
-    let e = kernel.launch(&ctx, &[arg(f(&[2, 4]), &mut x)], &[arg(f(&[2, 4]), &mut y)]).unwrap_err();
+    let e = kernel.launch(&ctx, &mut [input(f(&[2, 4]), &x)], &mut [output(f(&[2, 4]), &mut y)]).unwrap_err();
     assert!(e.message().contains("2 inputs and 1 output"), "{e}");
-    let mut xi = vec![0i32; 8];
+    let xi = vec![0i32; 8];
     let e = kernel
         .launch(
             &ctx,
-            &[arg(TensorMeta::of(DType::I32, &[2, 4]), &mut xi), arg(f(&[4]), &mut w)],
-            &[arg(f(&[2, 4]), &mut y)],
+            &mut [input(TensorMeta::of(DType::I32, &[2, 4]), &xi), input(f(&[4]), &w)],
+            &mut [output(f(&[2, 4]), &mut y)],
         )
         .unwrap_err();
     assert!(e.message().contains("rmsnorm: x"), "{e}");
 
     let fused = FusedAddRmsNorm::create(&[f(&[2, 4]), f(&[2, 4]), f(&[4])], &Attrs::new()).unwrap();
-    let (mut r, mut ro) = (vec![0.0f32; 8], vec![0.0f32; 8]);
+    let (r, mut ro) = (vec![0.0f32; 8], vec![0.0f32; 8]);
     let e = fused
         .launch(
             &ctx,
-            &[arg(f(&[2, 4]), &mut x), arg(f(&[1, 4]), &mut r), arg(f(&[4]), &mut w)],
-            &[arg(f(&[2, 4]), &mut y), arg(f(&[2, 4]), &mut ro)],
+            &mut [input(f(&[2, 4]), &x), input(f(&[1, 4]), &r), input(f(&[4]), &w)],
+            &mut [output(f(&[2, 4]), &mut y), output(f(&[2, 4]), &mut ro)],
         )
         .unwrap_err();
     assert!(e.message().contains("residual must be [2, 4]"), "{e}");
     let e = fused.launch(
         &ctx,
-        &[arg(f(&[2, 4]), &mut x), arg(f(&[2, 4]), &mut r), arg(f(&[4]), &mut w)],
-        &[arg(f(&[2, 4]), &mut y)],
+        &mut [input(f(&[2, 4]), &x), input(f(&[2, 4]), &r), input(f(&[4]), &w)],
+        &mut [output(f(&[2, 4]), &mut y)],
     );
     assert!(e.unwrap_err().message().contains("3 inputs and 2 outputs"));
 }
 
 #[test]
 fn empty_tensors_are_fine() {
-    let ctx = threaded(&mut []);
+    let mut env = threaded_env::<u8>(&mut []);
+    let ctx = env.context();
     let f = |d: &[usize]| TensorMeta::of(DType::F32, d);
     for (t, h) in [(0usize, 8usize), (3, 0)] {
         let kernel = RmsNorm::create(&[f(&[t, h]), f(&[h])], &Attrs::new()).unwrap();
-        let (mut x, mut w, mut y) = (vec![0.0f32; t * h], vec![1.0f32; h], vec![0.0f32; t * h]);
-        kernel.launch(&ctx, &[arg(f(&[t, h]), &mut x), arg(f(&[h]), &mut w)], &[arg(f(&[t, h]), &mut y)]).unwrap();
+        let (x, w, mut y) = (vec![0.0f32; t * h], vec![1.0f32; h], vec![0.0f32; t * h]);
+        kernel
+            .launch(&ctx, &mut [input(f(&[t, h]), &x), input(f(&[h]), &w)], &mut [output(f(&[t, h]), &mut y)])
+            .unwrap();
     }
 }
 
@@ -208,8 +216,9 @@ fn empty_tensors_are_fine() {
 fn zero_row_stays_finite() {
     let f = |d: &[usize]| TensorMeta::of(DType::F32, d);
     let kernel = RmsNorm::create(&[f(&[1, 4]), f(&[4])], &Attrs::new()).unwrap();
-    let (mut x, mut w, mut y) = (vec![0.0f32; 4], vec![1.0f32; 4], vec![f32::NAN; 4]);
-    let ctx = LaunchContext::cpu_sequential();
-    kernel.launch(&ctx, &[arg(f(&[1, 4]), &mut x), arg(f(&[4]), &mut w)], &[arg(f(&[1, 4]), &mut y)]).unwrap();
+    let (x, w, mut y) = (vec![0.0f32; 4], vec![1.0f32; 4], vec![f32::NAN; 4]);
+    let mut env = LaunchEnv::cpu_sequential();
+    let ctx = env.context();
+    kernel.launch(&ctx, &mut [input(f(&[1, 4]), &x), input(f(&[4]), &w)], &mut [output(f(&[1, 4]), &mut y)]).unwrap();
     assert_eq!(y, vec![0.0; 4]);
 }

@@ -3,7 +3,9 @@
 
 use crate::row::{eps, for_row_chunks, rms_row, rows_of, NormWeight, ACT_DTYPES, WEIGHT_DTYPES};
 use half::{bf16, f16};
-use rtllm_plugin_api::{Attrs, DType, Kernel, LaunchContext, Op, OpExample, PluginError, TensorArg, TensorMeta};
+use rtllm_plugin_api::{
+    Attrs, DType, InputView, Kernel, LaunchContext, Op, OpExample, OutputView, PluginError, TensorMeta, TensorView,
+};
 
 /// Provider of `rmsnorm` on the CPU.
 pub struct RmsNorm;
@@ -66,7 +68,7 @@ fn run<W: NormWeight>(
     ctx: &LaunchContext,
     eps: f32,
     x: &[f32],
-    w: &TensorArg,
+    w: &InputView<'_>,
     y: &mut [f32],
     (t, h): (usize, usize),
 ) -> Result<(), PluginError> {
@@ -80,13 +82,18 @@ fn run<W: NormWeight>(
 }
 
 impl Kernel for RmsNormKernel {
-    fn launch(&self, ctx: &LaunchContext, inputs: &[TensorArg], outputs: &[TensorArg]) -> Result<(), PluginError> {
+    fn launch(
+        &self,
+        ctx: &LaunchContext<'_>,
+        inputs: &mut [InputView<'_>],
+        outputs: &mut [OutputView<'_>],
+    ) -> Result<(), PluginError> {
         const OP: &str = RmsNorm::NAME;
+        let (num_inputs, num_outputs) = (inputs.len(), outputs.len());
         let ([x, w], [y]) = (inputs, outputs) else {
             return Err(PluginError::new(format!(
                 "{OP}: launch takes 2 inputs and 1 output, got {} and {}",
-                inputs.len(),
-                outputs.len()
+                num_inputs, num_outputs
             )));
         };
         let (t, h) = rows_of(OP, "x", x, None)?;
@@ -94,11 +101,11 @@ impl Kernel for RmsNormKernel {
         rtllm_plugin_api::shapes::norm::check_weight_arg(OP, w, h)?;
         let xs = x.slice::<f32>().map_err(|e| e.context("rmsnorm: x"))?;
         let ys = y.slice_mut::<f32>().map_err(|e| e.context("rmsnorm: y"))?;
-        match w.meta.dtype {
+        match w.meta().dtype {
             DType::F32 => run::<f32>(ctx, self.eps, xs, w, ys, (t, h)),
             DType::BF16 => run::<bf16>(ctx, self.eps, xs, w, ys, (t, h)),
             DType::F16 => run::<f16>(ctx, self.eps, xs, w, ys, (t, h)),
-            other => Err(PluginError::new(format!("{OP}: w must be f32, bf16 or f16, got {other} (w {})", w.meta))),
+            other => Err(PluginError::new(format!("{OP}: w must be f32, bf16 or f16, got {other} (w {})", w.meta()))),
         }
     }
 }

@@ -105,24 +105,10 @@ pub fn add_rms_row<W: NormWeight>(x: &[f32], residual: &[f32], w: &[W], eps: f32
     scale(r_out, w, inv, y);
 }
 
-/// A pointer tasks share; each task touches disjoint rows of what it points to.
-#[derive(Clone, Copy)]
-struct Shared(*mut f32);
-unsafe impl Send for Shared {}
-unsafe impl Sync for Shared {}
-
-/// Rows `rows` of a `[T, H]` output as a mutable slice.
-///
-/// # Safety
-/// `out` must cover `T * h` elements and no other task may touch these rows meanwhile.
-unsafe fn rows_mut<'a>(out: Shared, rows: &std::ops::Range<usize>, h: usize) -> &'a mut [f32] {
-    std::slice::from_raw_parts_mut(out.0.add(rows.start * h), rows.len() * h)
-}
-
 /// Runs `f(rows, outs)` over row chunks of `t` rows of `h` elements on the host's pool, where
 /// `outs[i]` is the chunk's rows of `outputs[i]` (each `t * h` long).
 pub fn for_row_chunks<const N: usize>(
-    ctx: &LaunchContext,
+    ctx: &LaunchContext<'_>,
     t: usize,
     h: usize,
     outputs: [&mut [f32]; N],
@@ -134,18 +120,7 @@ pub fn for_row_chunks<const N: usize>(
     if t == 0 || h == 0 {
         return Ok(());
     }
-    let ptrs = outputs.map(|o| Shared(o.as_mut_ptr()));
-    let min_rows = (MIN_CHUNK_ELEMS / h).max(1);
-    let run = |rows: std::ops::Range<usize>| {
-        // SAFETY: every output holds t*h elements (checked above); chunks are disjoint rows.
-        let outs = ptrs.map(|p| unsafe { rows_mut(p, &rows, h) });
-        f(rows, outs)
-    };
-    if t <= min_rows {
-        run(0..t);
-        return Ok(());
-    }
-    ctx.parallel_chunks(t, min_rows, run)
+    ctx.parallel_chunks_mut(outputs, h, (MIN_CHUNK_ELEMS / h).max(1), f)
 }
 
 #[cfg(test)]

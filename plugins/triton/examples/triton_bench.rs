@@ -11,8 +11,8 @@
 use abi_stable::library::lib_header_from_path;
 use cudarc::driver::{result as drv, sys};
 use half::{bf16, f16};
-use rtllm_plugin_api::{Attrs, DType, DeviceKind, HostServices, KernelBox, LaunchContext, OpDecl, PluginModRef};
-use rtllm_plugin_api::{TensorArg, TensorMeta};
+use rtllm_plugin_api::{Attrs, DType, DeviceKind, HostServices, KernelBox, LaunchEnv, OpDecl, PluginModRef};
+use rtllm_plugin_api::{InputView, OutputView, TensorMeta};
 use std::path::{Path, PathBuf};
 
 type Res<T> = Result<T, String>;
@@ -65,24 +65,46 @@ fn download(meta: &TensorMeta, p: u64) -> Res<Vec<f32>> {
     })
 }
 
-fn args(metas: &[TensorMeta], ptrs: &[u64]) -> Vec<TensorArg> {
-    metas.iter().zip(ptrs).map(|(m, p)| unsafe { TensorArg::new(m.clone(), *p as *mut u8, DeviceKind::Cuda) }).collect()
+/// Device views of the buffers at `ptrs` (each at least its meta's bytes, all distinct, alive
+/// while the views are used).
+fn inputs(metas: &[TensorMeta], ptrs: &[u64]) -> Vec<InputView<'static>> {
+    // SAFETY: see above; the bench keeps every buffer until after its launches synchronize.
+    metas
+        .iter()
+        .zip(ptrs)
+        .map(|(m, p)| unsafe { InputView::new(m.clone(), *p as *const u8, DeviceKind::Cuda) })
+        .collect()
+}
+
+fn outputs(metas: &[TensorMeta], ptrs: &[u64]) -> Vec<OutputView<'static>> {
+    // SAFETY: as in `inputs`.
+    metas
+        .iter()
+        .zip(ptrs)
+        .map(|(m, p)| unsafe { OutputView::new(m.clone(), *p as *mut u8, DeviceKind::Cuda) })
+        .collect()
 }
 
 /// Milliseconds per launch of `k` over `ITERS` launches, and its outputs.
-fn time(k: &KernelBox, ctx: &LaunchContext, ins: &[TensorArg], outs: &[TensorArg]) -> Res<f64> {
-    let launch = || k.launch(ctx, ins, outs).map_err(|e| e.to_string());
+fn time(
+    k: &KernelBox,
+    env: &mut LaunchEnv<'_>,
+    stream: sys::CUstream,
+    mut ins: Vec<InputView<'_>>,
+    mut outs: Vec<OutputView<'_>>,
+) -> Res<f64> {
+    let mut launch = || k.launch(env, &mut ins, &mut outs).map_err(|e| e.to_string());
     launch()?;
     unsafe {
         let (a, b) = (
             ck("event", drv::event::create(sys::CUevent_flags::CU_EVENT_DEFAULT))?,
             ck("event", drv::event::create(sys::CUevent_flags::CU_EVENT_DEFAULT))?,
         );
-        ck("record", drv::event::record(a, ctx.stream as sys::CUstream))?;
+        ck("record", drv::event::record(a, stream))?;
         for _ in 0..ITERS {
             launch()?;
         }
-        ck("record", drv::event::record(b, ctx.stream as sys::CUstream))?;
+        ck("record", drv::event::record(b, stream))?;
         ck("sync", drv::event::synchronize(b))?;
         Ok(ck("elapsed", drv::event::elapsed(a, b))? as f64 / ITERS as f64)
     }
@@ -195,13 +217,9 @@ fn run() -> Res<()> {
         println!("device: {}", std::ffi::CStr::from_ptr(name.as_ptr()).to_string_lossy());
     }
     let stream = ck("stream", drv::stream::create(drv::stream::StreamKind::NonBlocking))?;
-    let lctx = LaunchContext {
-        device: DeviceKind::Cuda,
-        ordinal: 0,
-        stream: stream as *mut _,
-        workspace: std::ptr::null_mut(),
-        workspace_bytes: 0,
-        host: HostServices::sequential(),
+    // SAFETY: a CUDA stream of device 0 and no workspace.
+    let mut env = unsafe {
+        LaunchEnv::new(DeviceKind::Cuda, 0, stream as *mut _, std::ptr::null_mut(), 0, HostServices::sequential())
     };
     let copy = copy_bandwidth(stream)?;
     println!("device-to-device copy: {copy:.0} GB/s (read + write)\n");
@@ -221,7 +239,7 @@ fn run() -> Res<()> {
         for decl in [t, cu] {
             let k = (decl.create)(c.inputs.as_slice().into(), &c.attrs).into_result().map_err(|e| e.to_string())?;
             let out_ptrs: Vec<u64> = outs.iter().map(|m| upload(m, 99)).collect::<Res<_>>()?;
-            let ms = time(&k, &lctx, &args(&c.inputs, &in_ptrs), &args(&outs, &out_ptrs))?;
+            let ms = time(&k, &mut env, stream, inputs(&c.inputs, &in_ptrs), outputs(&outs, &out_ptrs))?;
             let data: Vec<Vec<f32>> = outs.iter().zip(&out_ptrs).map(|(m, p)| download(m, *p)).collect::<Res<_>>()?;
             for p in out_ptrs {
                 let _ = unsafe { drv::free_sync(p) };

@@ -8,7 +8,9 @@ use crate::expr::Value;
 use crate::manifest::{ArgType, KernelEntry, Variant};
 use crate::registry::Registry;
 use crate::rules::{self, Binding};
-use rtllm_plugin_api::{Attrs, DeviceKind, Kernel, LaunchContext, PluginError, TensorArg, TensorMeta};
+use rtllm_plugin_api::{
+    Attrs, DeviceKind, InputView, Kernel, LaunchContext, OutputView, PluginError, TensorMeta, TensorView,
+};
 
 /// Largest grid along x, and along y or z.
 const MAX_GRID: [i64; 3] = [i32::MAX as i64, 65535, 65535];
@@ -91,37 +93,41 @@ pub fn pack(entry: &KernelEntry, name: &str, ty: ArgType, v: Value) -> Result<u6
 }
 
 impl Kernel for TritonKernel {
-    fn launch(&self, ctx: &LaunchContext, inputs: &[TensorArg], outputs: &[TensorArg]) -> Result<(), PluginError> {
+    fn launch(
+        &self,
+        ctx: &LaunchContext<'_>,
+        inputs: &mut [InputView<'_>],
+        outputs: &mut [OutputView<'_>],
+    ) -> Result<(), PluginError> {
         let e = &self.entry;
-        if ctx.device != DeviceKind::Cuda {
-            return Err(fail(e, format!("launched with a {} context; Triton kernels run on CUDA", ctx.device)));
+        if ctx.device() != DeviceKind::Cuda {
+            return Err(fail(e, format!("launched with a {} context; Triton kernels run on CUDA", ctx.device())));
         }
         if outputs.len() != e.outputs.len() {
             return Err(fail(e, format!("launch takes {} outputs, got {}", e.outputs.len(), outputs.len())));
         }
-        let in_metas: Vec<TensorMeta> = inputs.iter().map(|a| a.meta.clone()).collect();
+        let in_metas: Vec<TensorMeta> = inputs.iter().map(|a| a.meta().clone()).collect();
         if rules::bind(e, &in_metas)? != self.binding {
             return Err(fail(e, "input dtypes differ from the ones the kernel was created for"));
         }
         let want = rules::infer_entry(e, &in_metas, &self.attrs)?;
-        for ((spec, got), want) in e.outputs.iter().zip(outputs).zip(&want) {
-            if got.meta.dtype != want.dtype || got.meta.dims != want.dims || !got.meta.is_contiguous() {
-                return Err(fail(e, format!("output {} is {}, expected contiguous {want}", spec.name, got.meta)));
+        for ((spec, got), want) in e.outputs.iter().zip(outputs.iter()).zip(&want) {
+            if got.meta().dtype != want.dtype || got.meta().dims != want.dims || !got.meta().is_contiguous() {
+                return Err(fail(e, format!("output {} is {}, expected contiguous {want}", spec.name, got.meta())));
             }
         }
-        for (spec, a) in e.inputs.iter().zip(inputs) {
-            if !a.meta.is_contiguous() {
-                return Err(fail(e, format!("input {} {} is not contiguous", spec.name, a.meta)));
+        for (spec, a) in e.inputs.iter().zip(inputs.iter()) {
+            if !a.meta().is_contiguous() {
+                return Err(fail(e, format!("input {} {} is not contiguous", spec.name, a.meta())));
             }
         }
-        let tensors = e
-            .inputs
-            .iter()
-            .map(|s| s.name.as_str())
-            .zip(inputs)
-            .chain(e.outputs.iter().map(|s| s.name.as_str()).zip(outputs))
-            .map(|(n, a)| (n, &a.meta, Some(a.data as u64)))
-            .collect();
+        // Addresses only: the compiled kernel reads the inputs and writes the outputs.
+        let ins = e.inputs.iter().zip(inputs.iter()).map(|(s, a)| (s.name.as_str(), a.meta(), Some(a.as_ptr() as u64)));
+        let outs = e.outputs.iter().zip(outputs.iter_mut()).map(|(s, a)| {
+            let addr = a.as_mut_ptr() as u64;
+            (s.name.as_str(), &*a.meta(), Some(addr))
+        });
+        let tensors = ins.chain(outs).collect();
         let scope = rules::scope(e, tensors, &self.attrs)?;
         let mut grid = [1u32; 3];
         for (k, (src, expr)) in e.grid.iter().enumerate() {
@@ -157,7 +163,9 @@ impl Kernel for TritonKernel {
         // SAFETY: the slots follow the compiled signature (manifest args in order, then the
         // trailing scratch pointers), and the pointers are the host's device tensors whose
         // shapes were checked against the entry's rules above.
-        unsafe { driver::launch(chosen.f, (grid[0], grid[1], grid[2]), v.num_warps * 32, v.shared, ctx.stream, &slots) }
-            .map_err(|err| err.context(format_args!("{} (triton kernel '{}')", e.op, e.name)))
+        unsafe {
+            driver::launch(chosen.f, (grid[0], grid[1], grid[2]), v.num_warps * 32, v.shared, ctx.stream(), &slots)
+        }
+        .map_err(|err| err.context(format_args!("{} (triton kernel '{}')", e.op, e.name)))
     }
 }

@@ -8,14 +8,19 @@ use crate::engine::{EngineGraphBuilder, Graph, SelectionConfig, Selector, Weight
 use crate::registry::Registry;
 use rtllm_models::{BuildError, GraphBuilder, Value};
 use rtllm_plugin_api::{declare, Attrs, DType, Dim, Kernel, LaunchContext, Op, OpDecl, PluginError};
-use rtllm_plugin_api::{TensorArg, TensorMeta};
+use rtllm_plugin_api::{InputView, OutputView, TensorMeta};
 use std::collections::BTreeMap;
 
 /// The kernel of every fake op: never created by the pass.
 struct NoKernel;
 
 impl Kernel for NoKernel {
-    fn launch(&self, _: &LaunchContext, _: &[TensorArg], _: &[TensorArg]) -> Result<(), PluginError> {
+    fn launch(
+        &self,
+        _: &LaunchContext<'_>,
+        _: &mut [InputView<'_>],
+        _: &mut [OutputView<'_>],
+    ) -> Result<(), PluginError> {
         Err(PluginError::new("fake op"))
     }
 }

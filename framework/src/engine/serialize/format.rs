@@ -156,12 +156,15 @@ impl From<&ProviderInfo> for ProviderRecord {
 }
 
 impl From<&ProviderRecord> for ProviderInfo {
+    /// The recorded provider; which inputs it writes in place comes from the plugin when its
+    /// graph is rebuilt (the node takes `ProviderInfo::of` the provider found again), not from the file.
     fn from(p: &ProviderRecord) -> Self {
         ProviderInfo {
             plugin: p.plugin.clone(),
             plugin_version: p.plugin_version.clone(),
             op_version: p.op_version,
             file: p.file.clone(),
+            in_place: Vec::new(),
         }
     }
 }

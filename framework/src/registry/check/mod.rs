@@ -191,7 +191,7 @@ fn check_example(
     let mut want_inputs = inputs;
     let (reference, want, compared_inputs): (String, Vec<HostTensor>, Vec<usize>) = if reference::has_reference(op) {
         let want = reference::run_reference(op, &mut want_inputs, &ex.attrs).map_err(|e| format!("reference: {e}"))?;
-        ("built-in".into(), want, reference::in_place_inputs(op).to_vec())
+        ("built-in".into(), want, p.in_place())
     } else if let Some(other) = reference_provider(registry, p, metas) {
         let want = run_on_host(other, &mut want_inputs, &ex.attrs, pool).map_err(|e| format!("reference: {e}"))?;
         (format!("{} {}", other.plugin, other.plugin_version), want, (0..metas.len()).collect())
