@@ -1,16 +1,19 @@
 //! End-to-end parity of the CUDA engine with the CPU engine on the same (dummy) weights:
 //! last-position logits of several prompts through one packed prefill batch, and greedy tokens
-//! through the `Llm` executor (device sampling, CUDA graphs) against the CPU. Prints a table;
+//! through the `Llm` executor (device sampling, CUDA graphs) against the CPU's (the same
+//! executor path on the CPU engine). Prints a table;
 //! exits non-zero when f32 tokens differ or logits exceed the dtype's tolerance.
 //!
 //! `cuda_check [CONFIG]` (default smollm2-135m; a built-in dummy config or a config.json).
 //! Run by scripts/gpu-check.sh on the GPU machine; needs `RTLLM_PLUGIN_PATH` to hold the CPU
 //! and CUDA plugins.
 
-use rtllm::api::Llm;
+use rtllm::api::{Llm, Prompt};
 use rtllm::engine::{BuildConfig, StepBatch};
-use rtllm::model::Model;
+use rtllm::model::{Model, ModelSpec};
+use rtllm::parallel::ModelRunner;
 use rtllm::registry::{DiscoveryOptions, Registry};
+use rtllm::runtime::ExecutorConfig;
 use rtllm::sampling::SamplingParams;
 use rtllm::weights::dummy::DummySpec;
 use rtllm_plugin_api::{DType, DeviceKind};
@@ -73,9 +76,12 @@ fn rel_err(a: &[Vec<f32>], b: &[Vec<f32>]) -> f64 {
     diff / scale
 }
 
-fn greedy_cpu(model: &mut Model, prompt: &[u32]) -> anyhow::Result<Vec<u32>> {
-    let params = SamplingParams { max_tokens: TOKENS, ignore_eos: true, ..SamplingParams::greedy(TOKENS) };
-    Ok(model.generate_ids(prompt, &params, |_| {})?.tokens)
+/// Greedy tokens of every prompt through `llm`'s executor.
+fn greedy(llm: &Llm, prompts: &[Vec<u32>]) -> anyhow::Result<Vec<Vec<u32>>> {
+    let params = SamplingParams { ignore_eos: true, ..SamplingParams::greedy(TOKENS) };
+    // All prompts at once: the executor batches them (prefill, then decode steps or graphs).
+    let outs = llm.generate(prompts.iter().map(|p| Prompt::Tokens(p.clone())), &params)?;
+    Ok(outs.into_iter().map(|mut o| o.outputs.remove(0).token_ids).collect())
 }
 
 fn main() -> anyhow::Result<ExitCode> {
@@ -91,8 +97,9 @@ fn main() -> anyhow::Result<ExitCode> {
     );
     for (dtype, tolerance) in [(DType::F32, 1e-3), (DType::BF16, 5e-2)] {
         let spec = DummySpec { config: config.clone(), dtype, seed: 7 };
-        let mut cpu = Model::load_dummy(&spec, &registry, &build_config(DeviceKind::Cpu, DType::F32))?;
-        let mut gpu = Model::load_dummy(&spec, &registry, &build_config(DeviceKind::Cuda, dtype))?;
+        let model = ModelSpec::dummy(spec.clone());
+        let mut cpu = Model::load(&model, &registry, &build_config(DeviceKind::Cpu, DType::F32))?;
+        let mut gpu = Model::load(&model, &registry, &build_config(DeviceKind::Cuda, dtype))?;
         let prompts = prompts(cpu.config.vocab_size);
         let want = prefill_logits(&mut cpu, &prompts)?;
         let got = prefill_logits(&mut gpu, &prompts)?;
@@ -111,17 +118,16 @@ fn main() -> anyhow::Result<ExitCode> {
         );
         drop(gpu);
 
-        let mut build = build_config(DeviceKind::Cuda, dtype);
-        build.num_kv_blocks = Some(256);
-        let llm = Llm::builder().registry(registry.clone()).build_config(build).dummy_weights(spec.clone()).build()?;
-        let params = SamplingParams { ignore_eos: true, ..SamplingParams::greedy(TOKENS) };
+        let cpu = Llm::start(cpu, ExecutorConfig::default())?;
+        let wants = greedy(&cpu, &prompts)?;
+        cpu.shutdown()?;
+        let llm = Llm::start(
+            Model::load(&model, &registry, &build_config(DeviceKind::Cuda, dtype))?,
+            ExecutorConfig::default(),
+        )?;
         let mut agree = Vec::new();
-        // All prompts at once: the executor batches them (prefill, then decode graphs).
-        let outs = llm.generate(prompts.iter().map(|p| rtllm::api::Prompt::Tokens(p.clone())), &params)?;
-        for (p, out) in prompts.iter().zip(&outs) {
-            let want = greedy_cpu(&mut cpu, p)?;
-            let got = &out.outputs[0].token_ids;
-            let n = want.iter().zip(got).take_while(|(a, b)| a == b).count();
+        for (want, got) in wants.iter().zip(greedy(&llm, &prompts)?) {
+            let n = want.iter().zip(&got).take_while(|(a, b)| a == b).count();
             agree.push(n);
             if dtype == DType::F32 && n < TOKENS {
                 failed = true;
