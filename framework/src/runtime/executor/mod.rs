@@ -186,7 +186,7 @@ impl Executor {
             return Err(SubmitError::TokenOutOfRange { token, vocab_size: l.vocab_size });
         }
         request.params.validate()?;
-        if !l.detokenizes && request.params.stop.iter().any(|s| !s.is_empty()) {
+        if !l.detokenizes && !request.params.stop.is_empty() {
             return Err(SubmitError::StopStringsNeedTokenizer);
         }
         if request.n == 0 || request.n > l.max_batch_size {
