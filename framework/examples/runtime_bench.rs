@@ -3,7 +3,7 @@
 //!
 //! cargo build --release --workspace && cargo run --release --example runtime_bench [-- MAX_TOKENS [LEVELS...]]
 
-use rtllm::model::Model;
+use rtllm::model::{Model, ModelSpec};
 use rtllm::registry::{DiscoveryOptions, Registry};
 use rtllm::runtime::{Executor, ExecutorConfig, Request};
 use rtllm::sampling::SamplingParams;
@@ -31,10 +31,10 @@ fn main() -> anyhow::Result<()> {
     // Plugins sit next to the example's parent directory (target/<profile>/).
     let exe = std::env::current_exe()?;
     let profile_dir = exe.parent().and_then(|p| p.parent()).map(|p| p.to_path_buf());
-    let registry = Registry::load(&DiscoveryOptions::default().with_paths(profile_dir));
+    let registry = std::sync::Arc::new(Registry::load(&DiscoveryOptions::default().with_paths(profile_dir)));
     let config = ExecutorConfig::with_max_batch_size(top.max(1));
     let t = Instant::now();
-    let model = Model::load_default(&registry, &config.build)?;
+    let model = Model::load(&ModelSpec::default_model(), &registry, &config.build)?;
     eprintln!("model loaded in {:.2}s", t.elapsed().as_secs_f64());
     let prompts: Vec<Vec<u32>> = (0..top)
         .map(|i| {

@@ -8,10 +8,11 @@
 //! `cargo build --release -p rtllm-tests --example cuda_check`); needs `RTLLM_PLUGIN_PATH` to
 //! hold the CPU and CUDA plugins.
 
-use rtllm::api::Llm;
+use rtllm::api::{Llm, Prompt};
 use rtllm::engine::BuildConfig;
-use rtllm::model::Model;
+use rtllm::model::{Model, ModelSpec};
 use rtllm::registry::{DiscoveryOptions, Registry};
+use rtllm::runtime::ExecutorConfig;
 use rtllm::sampling::SamplingParams;
 use rtllm::weights::dummy::DummySpec;
 use rtllm_plugin_api::{DType, DeviceKind};
@@ -35,9 +36,12 @@ fn build_config(device: DeviceKind, kv: DType) -> BuildConfig {
     b
 }
 
-fn greedy_cpu(model: &mut Model, prompt: &[u32]) -> anyhow::Result<Vec<u32>> {
-    let params = SamplingParams { max_tokens: TOKENS, ignore_eos: true, ..SamplingParams::greedy(TOKENS) };
-    Ok(model.generate_ids(prompt, &params, |_| {})?.tokens)
+/// Greedy tokens of every prompt through `llm`'s executor.
+fn greedy(llm: &Llm, prompts: &[Vec<u32>]) -> anyhow::Result<Vec<Vec<u32>>> {
+    let params = SamplingParams { ignore_eos: true, ..SamplingParams::greedy(TOKENS) };
+    // All prompts at once: the executor batches them (prefill, then decode steps or graphs).
+    let outs = llm.generate(prompts.iter().map(|p| Prompt::Tokens(p.clone())), &params)?;
+    Ok(outs.into_iter().map(|mut o| o.outputs.remove(0).token_ids).collect())
 }
 
 fn main() -> anyhow::Result<ExitCode> {
@@ -53,8 +57,9 @@ fn main() -> anyhow::Result<ExitCode> {
     );
     for (dtype, tolerance) in [(DType::F32, 1e-3), (DType::BF16, 5e-2)] {
         let spec = DummySpec { config: config.clone(), dtype, seed: 7 };
-        let mut cpu = Model::load_dummy(&spec, &registry, &build_config(DeviceKind::Cpu, DType::F32))?;
-        let mut gpu = Model::load_dummy(&spec, &registry, &build_config(DeviceKind::Cuda, dtype))?;
+        let model = ModelSpec::dummy(spec);
+        let mut cpu = Model::load(&model, &registry, &build_config(DeviceKind::Cpu, DType::F32))?;
+        let mut gpu = Model::load(&model, &registry, &build_config(DeviceKind::Cuda, dtype))?;
         let prompts = prompts(cpu.config.vocab_size);
         let want = prefill_logits(&mut cpu.engine, &prompts)?;
         let got = prefill_logits(&mut gpu.engine, &prompts)?;
@@ -73,17 +78,14 @@ fn main() -> anyhow::Result<ExitCode> {
         );
         drop(gpu);
 
-        let mut build = build_config(DeviceKind::Cuda, dtype);
-        build.num_kv_blocks = Some(256);
-        let llm = Llm::builder().registry(registry.clone()).build_config(build).dummy_weights(spec.clone()).build()?;
-        let params = SamplingParams { ignore_eos: true, ..SamplingParams::greedy(TOKENS) };
+        let cpu = Llm::start(cpu, ExecutorConfig::default())?;
+        let wants = greedy(&cpu, &prompts)?;
+        cpu.shutdown()?;
+        let gpu = Model::load(&model, &registry, &build_config(DeviceKind::Cuda, dtype))?;
+        let llm = Llm::start(gpu, ExecutorConfig::default())?;
         let mut agree = Vec::new();
-        // All prompts at once: the executor batches them (prefill, then decode graphs).
-        let outs = llm.generate(prompts.iter().map(|p| rtllm::api::Prompt::Tokens(p.clone())), &params)?;
-        for (p, out) in prompts.iter().zip(&outs) {
-            let want = greedy_cpu(&mut cpu, p)?;
-            let got = &out.outputs[0].token_ids;
-            let n = want.iter().zip(got).take_while(|(a, b)| a == b).count();
+        for (want, got) in wants.iter().zip(greedy(&llm, &prompts)?) {
+            let n = want.iter().zip(&got).take_while(|(a, b)| a == b).count();
             agree.push(n);
             if dtype == DType::F32 && n < TOKENS {
                 failed = true;

@@ -11,9 +11,9 @@
 
 use rtllm::api::{Llm, Prompt};
 use rtllm::engine::BuildConfig;
-use rtllm::model::Model;
-use rtllm::parallel::{self, ModelSource};
+use rtllm::model::{Model, ModelSpec};
 use rtllm::registry::{DiscoveryOptions, Registry};
+use rtllm::runtime::ExecutorConfig;
 use rtllm::sampling::SamplingParams;
 use rtllm::weights::dummy::DummySpec;
 use rtllm_plugin_api::{DType, DeviceKind};
@@ -73,20 +73,12 @@ fn main() -> anyhow::Result<ExitCode> {
         let mark = |what: &str| eprintln!("TP={ranks}: {what} at {:.1}s", start.elapsed().as_secs_f64());
         mark("loading");
         // TP=1 is the plain single-engine path; TP=N the ranks.
-        let (vocab, prefill) = if ranks == 1 {
-            let mut model = Model::load_dummy(&spec, &registry, &bc)?;
-            let vocab = model.config.vocab_size;
-            (vocab, prefill_logits(&mut model.engine, &prompts(vocab))?.concat())
-        } else {
-            let mut model = parallel::load_model(ModelSource::Dummy(&spec), None, registry.clone(), &bc)?;
-            let vocab = model.config.vocab_size;
-            (vocab, prefill_logits(&mut model.engine, &prompts(vocab))?.concat())
-        };
-        let prompts = prompts(vocab);
-        logits.push(prefill);
+        let mut model = Model::load(&ModelSpec::dummy(spec.clone()), &registry, &bc)?;
+        let prompts = prompts(model.config.vocab_size);
+        logits.push(prefill_logits(&mut model.engine, &prompts)?.concat());
         mark("prefill logits done; starting Llm");
-        let llm = Llm::builder().registry(registry.clone()).build_config(bc).dummy_weights(spec.clone()).build()?;
-        mark("Llm built; generating");
+        let llm = Llm::start(model, ExecutorConfig::default())?;
+        mark("Llm started; generating");
         tokens.push(greedy_tokens(&llm, &prompts)?);
         mark("greedy tokens done");
     }

@@ -2,7 +2,8 @@
 //! CPU engine, the CUDA engine with its default providers, and the CUDA engine with every op
 //! the Triton plugin provides pinned to `rtllm-triton` (`BuildConfig.selection.pins`). Compares
 //! last-position prefill logits of several prompts (one packed batch) and greedy tokens through
-//! the `Llm` executor (device sampling, CUDA graphs, so the Triton launches are captured too).
+//! the `Llm` executor (on the GPU: device sampling, CUDA graphs, so the Triton launches are
+//! captured too).
 //! Prints how many graph nodes each plugin serves, then a table; exits non-zero when the pinned
 //! engine serves no op from rtllm-triton, its f32 logits are off, or its f32 tokens differ from
 //! the CPU's. The ops pinned are those the loaded `rtllm-triton` plugin provides on CUDA (this
@@ -13,8 +14,9 @@
 
 use rtllm::api::{Llm, Prompt};
 use rtllm::engine::BuildConfig;
-use rtllm::model::Model;
+use rtllm::model::{Model, ModelSpec};
 use rtllm::registry::{DiscoveryOptions, Registry};
+use rtllm::runtime::ExecutorConfig;
 use rtllm::sampling::SamplingParams;
 use rtllm::weights::dummy::DummySpec;
 use rtllm_plugin_api::{DType, DeviceKind};
@@ -54,19 +56,15 @@ fn agreement(a: &[Vec<u32>], b: &[Vec<u32>]) -> (String, bool) {
 /// Nodes of the model's graph per (op, plugin) for the ops in `pins`.
 fn served(model: &Model, pins: &BTreeMap<String, String>) -> BTreeMap<(String, String), usize> {
     let mut out = BTreeMap::new();
-    for n in model.engine.graph().nodes.iter().filter(|n| pins.contains_key(&n.op)) {
+    let nodes = model.engine.single().map(|e| e.graph().nodes.as_slice()).unwrap_or_default();
+    for n in nodes.iter().filter(|n| pins.contains_key(&n.op)) {
         *out.entry((n.op.clone(), n.provider.plugin.clone())).or_insert(0) += 1;
     }
     out
 }
 
-fn greedy_gpu(
-    registry: &Arc<Registry>,
-    spec: &DummySpec,
-    build: BuildConfig,
-    prompts: &[Vec<u32>],
-) -> anyhow::Result<Vec<Vec<u32>>> {
-    let llm = Llm::builder().registry(registry.clone()).build_config(build).dummy_weights(spec.clone()).build()?;
+/// Greedy tokens of every prompt through `llm`'s executor (all prompts batched together).
+fn greedy(llm: Llm, prompts: &[Vec<u32>]) -> anyhow::Result<Vec<Vec<u32>>> {
     let params = SamplingParams { ignore_eos: true, ..SamplingParams::greedy(TOKENS) };
     let outs = llm.generate(prompts.iter().map(|p| Prompt::Tokens(p.clone())), &params)?;
     llm.shutdown()?;
@@ -92,28 +90,25 @@ fn main() -> anyhow::Result<ExitCode> {
     let mut rows = Vec::new();
     for (dtype, tolerance) in [(DType::F32, 1e-3), (DType::BF16, 5e-2)] {
         let spec = DummySpec { config: config.clone(), dtype, seed: 7 };
-        let mut cpu = Model::load_dummy(&spec, &registry, &build_config(DeviceKind::Cpu, DType::F32, &none))?;
+        let model = ModelSpec::dummy(spec);
+        let load = |device, kv, pins| Model::load(&model, &registry, &build_config(device, kv, pins));
+        let mut cpu = load(DeviceKind::Cpu, DType::F32, &none)?;
         let prompts = prompts(cpu.config.vocab_size);
         let want = prefill_logits(&mut cpu.engine, &prompts)?;
-        let params = SamplingParams { max_tokens: TOKENS, ignore_eos: true, ..SamplingParams::greedy(TOKENS) };
-        let cpu_tokens: Vec<Vec<u32>> =
-            prompts.iter().map(|p| cpu.generate_ids(p, &params, |_| {}).map(|o| o.tokens)).collect::<Result<_, _>>()?;
-        drop(cpu);
-        let mut cuda = Model::load_dummy(&spec, &registry, &build_config(DeviceKind::Cuda, dtype, &none))?;
+        let cpu_tokens = greedy(Llm::start(cpu, ExecutorConfig::default())?, &prompts)?;
+        let mut cuda = load(DeviceKind::Cuda, dtype, &none)?;
         let cuda_logits = prefill_logits(&mut cuda.engine, &prompts)?;
         let cuda_served = served(&cuda, &pins);
-        drop(cuda);
-        let mut tri = Model::load_dummy(&spec, &registry, &build_config(DeviceKind::Cuda, dtype, &pins))?;
+        let cuda_tokens = greedy(Llm::start(cuda, ExecutorConfig::default())?, &prompts)?;
+        let mut tri = load(DeviceKind::Cuda, dtype, &pins)?;
         let tri_logits = prefill_logits(&mut tri.engine, &prompts)?;
         let tri_served = served(&tri, &pins);
-        drop(tri);
+        let tri_tokens = greedy(Llm::start(tri, ExecutorConfig::default())?, &prompts)?;
         println!("{} graph nodes per (op, plugin): default {cuda_served:?}", dtype.name());
         println!("{} graph nodes per (op, plugin): pinned  {tri_served:?}", dtype.name());
         let triton_nodes: usize = tri_served.iter().filter(|((_, p), _)| p == TRITON).map(|(_, n)| n).sum();
         let others: usize = tri_served.iter().filter(|((_, p), _)| p != TRITON).map(|(_, n)| n).sum();
         failed |= triton_nodes == 0 || others != 0;
-        let cuda_tokens = greedy_gpu(&registry, &spec, build_config(DeviceKind::Cuda, dtype, &none), &prompts)?;
-        let tri_tokens = greedy_gpu(&registry, &spec, build_config(DeviceKind::Cuda, dtype, &pins), &prompts)?;
         let (tri_cpu, tri_cpu_all) = agreement(&tri_tokens, &cpu_tokens);
         let (cuda_cpu, _) = agreement(&cuda_tokens, &cpu_tokens);
         let (tri_cuda, _) = agreement(&tri_tokens, &cuda_tokens);

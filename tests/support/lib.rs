@@ -1,15 +1,19 @@
 //! Shared helpers for the workspace integration tests: where the built plugin dylibs and the
-//! `rtllm` binary are (target/<profile>/, next to the test executable's `deps/` folder), and a
-//! registry of the built-in plugins.
+//! `rtllm` binary are (target/<profile>/, next to the test executable's `deps/` folder), a
+//! registry of the built-in plugins, and (`generation`) generating through the `Llm` API and
+//! reading an engine's logits directly.
 //!
 //! The dylibs come from `cargo build --workspace`; a test that needs them and finds none says
 //! so instead of failing obscurely.
 
 pub mod compare;
+mod generation;
+
+pub use generation::{greedy, greedy_ids, last_logits, start, LogitsProbe};
 
 use rtllm::registry::Registry;
 use std::path::{Path, PathBuf};
-use std::sync::OnceLock;
+use std::sync::{Arc, OnceLock};
 
 /// The built-in kernel plugins (package names; the dylib is `lib<name with _>.so`).
 pub const BUILTIN_PLUGINS: &[&str] = &["rtllm-attention", "rtllm-elementwise", "rtllm-gemm", "rtllm-rmsnorm"];
@@ -64,13 +68,13 @@ pub fn builtin_plugin_files() -> Vec<PathBuf> {
 
 /// A registry of exactly the built-in plugins (no environment, no executable-dir scan),
 /// loaded once per test binary. Panics if any of them fails to load.
-pub fn registry() -> &'static Registry {
-    static REGISTRY: OnceLock<Registry> = OnceLock::new();
+pub fn registry() -> &'static Arc<Registry> {
+    static REGISTRY: OnceLock<Arc<Registry>> = OnceLock::new();
     REGISTRY.get_or_init(|| {
         let registry = Registry::load_paths(builtin_plugin_files());
         let errors: Vec<String> = registry.load_errors().iter().map(|e| e.to_string()).collect();
         assert!(errors.is_empty(), "built-in plugins failed to load:\n{}", errors.join("\n"));
-        registry
+        Arc::new(registry)
     })
 }
 

@@ -7,7 +7,7 @@ mod runtime_support;
 
 use rtllm::api::Llm;
 use rtllm::model::Model;
-use rtllm::runtime::{Executor, ExecutorConfig, FinishReason, Request, RequestHandle, SequenceRunner, SubmitError};
+use rtllm::runtime::{Executor, ExecutorConfig, FinishReason, Request, RequestHandle, SubmitError};
 use rtllm::sampling::{beam_search, BeamConfig, Hypothesis, SamplingParams};
 use runtime_support::*;
 use std::sync::Arc;
@@ -44,9 +44,8 @@ fn submit_beam(ex: &Executor, prompt: &[u32], params: &SamplingParams) -> Reques
 /// The pure driver over the model, each call feeding the whole history to a fresh sequence.
 fn reference(model: &mut Model, prompt: &[u32], params: &SamplingParams) -> Vec<Hypothesis> {
     let config = BeamConfig::from_params(params, &model.eos_ids());
-    let (engine, blocks) = (&mut model.engine, &mut model.blocks);
-    beam_search(prompt, |history| SequenceRunner::new(engine, blocks).feed(history).expect("forward"), &config)
-        .expect("beam search runs")
+    let engine = &mut model.engine;
+    beam_search(prompt, |history| rtllm_tests::last_logits(engine, history), &config).expect("beam search runs")
 }
 
 fn assert_matches_reference(got: &[Hyp], want: &[Hypothesis], params: &SamplingParams, what: &str) {
@@ -58,7 +57,7 @@ fn assert_matches_reference(got: &[Hyp], want: &[Hypothesis], params: &SamplingP
             "{what}: hypothesis {rank} cumulative log-probability {cum} vs reference {}",
             w.cum_logprob
         );
-        let eos_end = matches!(finish, Some(FinishReason::Stop));
+        let eos_end = matches!(finish, Some(FinishReason::Stop(_)));
         assert_eq!(eos_end, tokens.len() < params.max_tokens, "{what}: hypothesis {rank} finish {finish:?}");
     }
     let scores: Vec<f64> =
@@ -69,11 +68,11 @@ fn assert_matches_reference(got: &[Hyp], want: &[Hypothesis], params: &SamplingP
 #[test]
 fn beam_width_one_equals_greedy() {
     let config = ExecutorConfig::with_max_batch_size(4);
-    let Some(mut model) = load(&config) else { return };
+    let Some(model) = load(&config) else { return };
     let ps: Vec<Vec<u32>> = prompts(3);
     let jobs: Vec<_> = ps.iter().map(|p| (p.clone(), SamplingParams::greedy(10))).collect();
-    let want = one_at_a_time(&mut model, &jobs);
     let ex = executor(model, config);
+    let want = one_at_a_time(&ex, &jobs);
     let handles: Vec<_> = ps.iter().map(|p| submit_beam(&ex, p, &beam_params(1, 1, 10))).collect();
     for (i, (h, want)) in handles.into_iter().zip(&want).enumerate() {
         let got = hypotheses(h);

@@ -2,7 +2,7 @@
 //! (no Rust) on the default model's weights generates HF transformers' greedy tokens.
 
 use rtllm::engine::BuildConfig;
-use rtllm::model::{default_model_path, Model};
+use rtllm::model::{default_model_path, Model, ModelSpec};
 use rtllm::sampling::SamplingParams;
 use rtllm_models::toml::ModelDefinition;
 use serde_json::Value;
@@ -19,10 +19,13 @@ fn config_model_generates_hf_tokens() {
         .expect("the TOML model parses");
     let mut build = BuildConfig::default();
     build.selection.dequantize_weights = true;
-    let mut model = Model::load_with_definition(&gguf, &definition, rtllm_tests::registry(), &build).expect("builds");
+    let spec = ModelSpec::path(&gguf).with_definition(definition);
+    let model = Model::load(&spec, rtllm_tests::registry(), &build).expect("builds");
+    let graph = model.engine.single().expect("one engine").graph();
+    let ops: Vec<&str> = graph.nodes.iter().map(|n| n.op.as_str()).collect();
     // The file writes add + rmsnorm; the fusion pass made them the CPU's fused_add_rmsnorm.
-    let ops: Vec<&str> = model.engine.graph().nodes.iter().map(|n| n.op.as_str()).collect();
     assert!(ops.contains(&"fused_add_rmsnorm") && !ops.contains(&"add"), "the file's graph, fused, is what ran");
+    let llm = rtllm_tests::start(model);
 
     let fixture: Value = serde_json::from_str(
         &std::fs::read_to_string(root.join("tests/fixtures/parity/smollm2_greedy.json")).expect("fixture"),
@@ -34,8 +37,8 @@ fn config_model_generates_hf_tokens() {
         };
         let (prompt, want) = (ids(&case["prompt_ids"]), ids(&case["continuation_ids"]));
         let params = SamplingParams { ignore_eos: true, ..SamplingParams::greedy(want.len()) };
-        let got = model.generate_ids(&prompt, &params, |_| {}).expect("generates");
-        assert_eq!(got.tokens, want, "{}: the TOML-defined model matches HF", case["name"]);
+        let got = rtllm_tests::greedy_ids(&llm, &[prompt], &params).remove(0);
+        assert_eq!(got, want, "{}: the TOML-defined model matches HF", case["name"]);
     }
 }
 

@@ -2,16 +2,17 @@
 //! greedy tokens as its source; a second load hits the cache; a config change misses; a
 //! corrupt entry is detected, removed and rebuilt; a missing plugin is a clear error.
 
-use rtllm::cli::build::{BuildArgs, ModelArgs};
+use rtllm::cli::build::BuildArgs;
+use rtllm::cli::ModelArgs;
 use rtllm::engine::cache;
 use rtllm::engine::BuildConfig;
-use rtllm::model::{default_model_path, Model};
-use rtllm::sampling::SamplingParams;
+use rtllm::model::{default_model_path, Model, ModelSpec};
+use rtllm::parallel::ModelRunner;
 use rtllm::weights::dummy::DummySpec;
 use rtllm_plugin_api::DType;
 use rtllm_tests::{builtin_plugin_files, registry, registry_with};
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 /// Tests share the process-wide cache counters and RTLLM_CACHE_DIR.
 static LOCK: Mutex<()> = Mutex::new(());
@@ -26,17 +27,17 @@ fn model_args(model: Option<PathBuf>, dummy: Option<&str>) -> ModelArgs {
         max_batch_size: Some(4),
         max_num_tokens: Some(256),
         max_seq_len: Some(256),
-        kv_cache_bytes: None,
-        dequantize: false,
-        device: Default::default(),
+        ..ModelArgs::default()
     }
 }
 
-fn greedy(model: &mut Model, prompt: &[u32]) -> Vec<u32> {
-    model
-        .generate_ids(prompt, &SamplingParams { ignore_eos: true, ..SamplingParams::greedy(12) }, |_| {})
-        .unwrap()
-        .tokens
+/// 12 greedy tokens through the model's executor.
+fn greedy(model: Model, prompt: &[u32]) -> Vec<u32> {
+    rtllm_tests::greedy_ids(&rtllm_tests::start(model), &[prompt.to_vec()], &rtllm_tests::greedy(12)).remove(0)
+}
+
+fn load(path: &Path, build: &BuildConfig) -> Model {
+    Model::load(&ModelSpec::path(path), registry(), build).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
 }
 
 fn default_model() -> Option<PathBuf> {
@@ -49,13 +50,7 @@ fn default_model() -> Option<PathBuf> {
 }
 
 fn build_dir(args: ModelArgs, out: &Path) {
-    let args = BuildArgs {
-        model: args,
-        output: Some(out.to_path_buf()),
-        model_def: None,
-        explain: false,
-        disable_ops: vec![],
-    };
+    let args = BuildArgs { model: args, output: Some(out.to_path_buf()), explain: false, disable_ops: vec![] };
     rtllm::cli::build::run(&args, registry()).unwrap();
     for f in ["plan.json", "model.safetensors"] {
         assert!(out.join(f).is_file(), "{f} missing");
@@ -75,11 +70,11 @@ fn built_dummy_engine_dir_generates_like_its_source() {
     assert!(plan["memory"]["arena_bytes"].as_u64().unwrap() > 0);
 
     let bc = args.build_config();
-    let mut source = Model::load_dummy(&args.dummy_spec().unwrap(), registry(), &bc).unwrap();
-    let mut built = Model::load(&out, registry(), &BuildConfig::default()).unwrap();
+    let source = Model::load(&args.spec(), registry(), &bc).unwrap();
+    let built = load(&out, &BuildConfig::default());
     assert_eq!(built.engine.limits(), source.engine.limits());
     let prompt = [5u32, 77, 300, 12, 9];
-    assert_eq!(greedy(&mut built, &prompt), greedy(&mut source, &prompt));
+    assert_eq!(greedy(built, &prompt), greedy(source, &prompt));
 }
 
 #[test]
@@ -90,8 +85,9 @@ fn missing_plugin_names_the_op_and_plugin() {
     build_dir(model_args(None, Some("tiny-llama")), &out);
     let without_rmsnorm: Vec<PathBuf> =
         builtin_plugin_files().into_iter().filter(|p| !p.to_string_lossy().contains("rmsnorm")).collect();
-    let partial = registry_with(without_rmsnorm);
-    let err = Model::load(&out, &partial, &BuildConfig::default()).err().expect("must fail").to_string();
+    let partial = Arc::new(registry_with(without_rmsnorm));
+    let err =
+        Model::load(&ModelSpec::path(&out), &partial, &BuildConfig::default()).err().expect("must fail").to_string();
     assert!(err.contains("rtllm-rmsnorm") && err.contains("op '"), "{err}");
 }
 
@@ -107,27 +103,25 @@ fn default_model_engine_dir_and_cache() {
     let out = tmp.path().join("engine");
     build_dir(model_args(Some(gguf.clone()), None), &out);
     let bc = model_args(None, None).build_config();
-    let mut source = Model::load(&gguf, registry(), &bc).unwrap();
-    let want = greedy(&mut source, &prompt);
-    let mut built = Model::load(&out, registry(), &BuildConfig::default()).unwrap();
-    assert_eq!(greedy(&mut built, &prompt), want);
+    let want = greedy(load(&gguf, &bc), &prompt);
+    assert_eq!(greedy(load(&out, &BuildConfig::default()), &prompt), want);
 
     // First load stores, second hits.
     let cached = BuildConfig { use_engine_cache: true, ..bc.clone() };
     let before = cache::counters();
-    let mut first = Model::load(&gguf, registry(), &cached).unwrap();
+    let first = load(&gguf, &cached);
     let mid = cache::counters();
     assert_eq!((mid.misses - before.misses, mid.stores - before.stores), (1, 1));
-    let mut second = Model::load(&gguf, registry(), &cached).unwrap();
+    let second = load(&gguf, &cached);
     let after = cache::counters();
     assert_eq!(after.hits - mid.hits, 1, "second load must hit");
-    assert_eq!(greedy(&mut first, &prompt), want);
-    assert_eq!(greedy(&mut second, &prompt), want);
     eprintln!("load from GGUF {:?}, from the cache {:?}", first.load_time, second.load_time);
+    assert_eq!(greedy(first, &prompt), want);
+    assert_eq!(greedy(second, &prompt), want);
 
     // A changed build config is a different key: a miss and a second entry.
     let other = BuildConfig { max_batch_size: 2, ..cached.clone() };
-    let _ = Model::load(&gguf, registry(), &other).unwrap();
+    let _ = load(&gguf, &other);
     let c = cache::counters();
     assert_eq!((c.misses - after.misses, c.hits - after.hits), (1, 0));
     let engines = tmp.path().join("cache").join("engines");
@@ -145,18 +139,18 @@ fn default_model_engine_dir_and_cache() {
             std::fs::write(&path, b"{ not json").unwrap();
         }
         let before = cache::counters();
-        let mut rebuilt = Model::load(&gguf, registry(), &cached).unwrap();
+        let rebuilt = load(&gguf, &cached);
         let after = cache::counters();
         assert_eq!(
             (after.corrupt - before.corrupt, after.stores - before.stores, after.hits - before.hits),
             (1, 1, 0),
             "{file}"
         );
-        assert_eq!(greedy(&mut rebuilt, &prompt), want);
+        assert_eq!(greedy(rebuilt, &prompt), want);
     }
     // The rebuilt entry is trusted again.
     let before = cache::counters();
-    let _ = Model::load(&gguf, registry(), &cached).unwrap();
+    let _ = load(&gguf, &cached);
     assert_eq!(cache::counters().hits - before.hits, 1);
     let _ = DummySpec::new("tiny-llama");
 }
@@ -195,7 +189,7 @@ fn corrupt_plan_structure_and_limits_are_refused() {
         let mut plan = pristine.clone();
         damage(&mut plan);
         std::fs::write(&plan_path, serde_json::to_vec(&plan).unwrap()).unwrap();
-        let err = Model::load(&out, registry(), &BuildConfig::default())
+        let err = Model::load(&ModelSpec::path(&out), registry(), &BuildConfig::default())
             .err()
             .unwrap_or_else(|| panic!("{what}: the corrupt plan loaded"))
             .to_string();

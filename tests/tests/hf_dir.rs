@@ -3,7 +3,7 @@
 //! tokenizer_config.json) loads through the same API and greedily generates HF's tokens.
 
 use rtllm::engine::BuildConfig;
-use rtllm::model::{default_model_path, Model};
+use rtllm::model::{default_model_path, Model, ModelSpec};
 use rtllm::sampling::SamplingParams;
 use rtllm::weights::{load_model_source, write_safetensors, LoadedModel};
 use rtllm_plugin_api::DType;
@@ -104,9 +104,13 @@ fn default_model_as_an_hf_directory_generates_hf_tokens() {
     export_hf_dir(&source, dir.path());
     drop(source);
 
-    let mut model = Model::load(dir.path(), rtllm_tests::registry(), &BuildConfig::default()).expect("HF dir loads");
+    let model = Model::load(&ModelSpec::path(dir.path()), rtllm_tests::registry(), &BuildConfig::default())
+        .expect("HF dir loads");
     assert_eq!(model.config.num_hidden_layers, 30);
-    assert!(model.engine.graph().weight_uses().iter().all(|(_, d)| *d == DType::F32), "f32 weights used as stored");
+    let graph = model.engine.single().expect("one engine").graph();
+    assert!(graph.weight_uses().iter().all(|(_, d)| *d == DType::F32), "f32 weights used as stored");
+    let tokenizer = model.tokenizer.clone();
+    let llm = rtllm_tests::start(model);
 
     let fixture: Value = serde_json::from_str(
         &std::fs::read_to_string(rtllm_tests::repo_root().join("tests/fixtures/parity/smollm2_greedy.json"))
@@ -115,7 +119,7 @@ fn default_model_as_an_hf_directory_generates_hf_tokens() {
     .expect("json");
     for case in fixture["cases"].as_array().expect("cases").iter().filter(|c| c["is_chat"] == false).take(3) {
         let prompt = case["prompt"].as_str().expect("prompt");
-        let ids = model.tokenizer.encode(prompt, true).expect("encodes");
+        let ids = tokenizer.encode(prompt, true).expect("encodes");
         let want: Vec<u32> =
             case["prompt_ids"].as_array().expect("ids").iter().map(|x| x.as_u64().unwrap_or(0) as u32).collect();
         assert_eq!(ids, want, "{prompt:?}: tokenizer.json tokenizes like HF");
@@ -127,7 +131,7 @@ fn default_model_as_an_hf_directory_generates_hf_tokens() {
             .map(|x| x.as_u64().unwrap_or(0) as u32)
             .collect();
         let params = SamplingParams { ignore_eos: true, ..SamplingParams::greedy(cont.len()) };
-        let got = model.generate_ids(&ids, &params, |_| {}).expect("generates");
-        assert_eq!(got.tokens, cont, "{prompt:?}: continuation");
+        let got = rtllm_tests::greedy_ids(&llm, &[ids], &params).remove(0);
+        assert_eq!(got, cont, "{prompt:?}: continuation");
     }
 }

@@ -4,7 +4,7 @@
 //! scripts/reference/make_parity_fixtures.py. Also: the fused and unfused norm paths agree.
 
 use rtllm::engine::BuildConfig;
-use rtllm::model::{default_model_path, Model};
+use rtllm::model::{default_model_path, Model, ModelSpec};
 use rtllm::sampling::SamplingParams;
 use rtllm::tokenizer::ChatMessage;
 use serde_json::Value;
@@ -38,7 +38,7 @@ fn load(build: &BuildConfig) -> Option<Model> {
         eprintln!("skipping: {} is missing; run scripts/fetch-default-model.sh", path.display());
         return None;
     }
-    Some(Model::load(&path, rtllm_tests::registry(), build).expect("default model loads"))
+    Some(Model::load(&ModelSpec::default_model(), rtllm_tests::registry(), build).expect("default model loads"))
 }
 
 fn greedy(max_tokens: usize) -> SamplingParams {
@@ -59,6 +59,7 @@ fn greedy_tokens_and_logits_match_transformers() {
     let cases = fixture["cases"].as_array().expect("cases");
     assert!(cases.len() >= 8, "the fixture has at least 8 prompts");
     let mut report = Vec::new();
+    let mut continuations = Vec::new();
     for case in cases {
         let name = case["name"].as_str().unwrap_or("?");
         let prompt_ids = ids(&case["prompt_ids"]);
@@ -78,11 +79,10 @@ fn greedy_tokens_and_logits_match_transformers() {
         assert_eq!(ours, prompt_ids, "{name}: prompt token ids differ from HF's");
 
         let want = ids(&case["continuation_ids"]);
-        let got = model.generate_ids(&prompt_ids, &greedy(want.len()), |_| {}).expect("generates");
-        assert_eq!(got.tokens, want, "{name}: greedy continuation differs from HF's");
+        continuations.push((name, prompt_ids.clone(), want));
 
         // Last-prompt-position logits: the full vector where the fixture has it, else the top 20.
-        let logits = &got.prompt_logits;
+        let logits = &rtllm_tests::last_logits(&mut model.engine, &prompt_ids);
         let full_case = full["cases"].as_array().and_then(|c| c.iter().find(|c| c["name"] == case["name"]));
         let err = if let Some(fc) = full_case {
             let reference: Vec<f32> = fc["logits"]
@@ -106,7 +106,14 @@ fn greedy_tokens_and_logits_match_transformers() {
         };
         // The fixture rounds to 5 significant digits (≤ 5e-5 relative of the largest logit).
         assert!(err <= 1e-3, "{name}: last-position logits differ by {err:e} relative (limit 1e-3)");
-        report.push(format!("{name}: {} tokens equal, logits rel err {err:.2e}", want.len()));
+        report.push(format!("{name}: logits rel err {err:.2e}"));
+    }
+    // Greedy continuations through the executor, each prompt alone.
+    let llm = rtllm_tests::start(model);
+    for (name, prompt_ids, want) in continuations {
+        let got = rtllm_tests::greedy_ids(&llm, &[prompt_ids], &greedy(want.len())).remove(0);
+        assert_eq!(got, want, "{name}: greedy continuation differs from HF's");
+        report.push(format!("{name}: {} tokens equal", want.len()));
     }
     eprintln!("{}", report.join("\n"));
 }
@@ -115,17 +122,20 @@ fn greedy_tokens_and_logits_match_transformers() {
 fn fused_and_unfused_norms_give_the_same_tokens() {
     let mut unfused_build = dequantized();
     unfused_build.selection.disabled_ops.push("fused_add_rmsnorm".into());
-    let Some(mut fused) = load(&dequantized()) else { return };
-    let mut unfused = load(&unfused_build).expect("loads when the fused one did");
-    let count = |m: &Model, op: &str| m.engine.graph().nodes.iter().filter(|n| n.op == op).count();
+    let Some(fused) = load(&dequantized()) else { return };
+    let unfused = load(&unfused_build).expect("loads when the fused one did");
+    let count = |m: &Model, op: &str| {
+        m.engine.single().expect("one engine").graph().nodes.iter().filter(|n| n.op == op).count()
+    };
     assert!(count(&fused, "fused_add_rmsnorm") > 0, "the fused build uses fused_add_rmsnorm");
     assert_eq!(count(&unfused, "fused_add_rmsnorm"), 0, "the unfused build does not");
     assert!(count(&unfused, "add") > 0);
+    let (fused, unfused) = (rtllm_tests::start(fused), rtllm_tests::start(unfused));
     let fixture = read_json("smollm2_greedy.json");
     for case in fixture["cases"].as_array().expect("cases").iter().take(3) {
-        let prompt = ids(&case["prompt_ids"]);
-        let a = fused.generate_ids(&prompt, &greedy(16), |_| {}).expect("fused generates");
-        let b = unfused.generate_ids(&prompt, &greedy(16), |_| {}).expect("unfused generates");
-        assert_eq!(a.tokens, b.tokens, "{}: fused and unfused paths disagree", case["name"]);
+        let prompt = vec![ids(&case["prompt_ids"])];
+        let a = rtllm_tests::greedy_ids(&fused, &prompt, &greedy(16));
+        let b = rtllm_tests::greedy_ids(&unfused, &prompt, &greedy(16));
+        assert_eq!(a, b, "{}: fused and unfused paths disagree", case["name"]);
     }
 }

@@ -8,7 +8,7 @@
 
 use rtllm::engine::BuildConfig;
 use rtllm::engine::ValueSource;
-use rtllm::model::{default_model_path, Model};
+use rtllm::model::{default_model_path, Model, ModelSpec};
 use rtllm::sampling::SamplingParams;
 use rtllm_plugin_api::DType;
 use serde_json::Value;
@@ -35,7 +35,7 @@ fn load(build: &BuildConfig) -> Option<Model> {
         eprintln!("skipping: {} is missing; run scripts/fetch-default-model.sh", path.display());
         return None;
     }
-    Some(Model::load(&path, rtllm_tests::registry(), build).expect("default model loads"))
+    Some(Model::load(&ModelSpec::default_model(), rtllm_tests::registry(), build).expect("default model loads"))
 }
 
 /// Length of the common prefix.
@@ -45,7 +45,7 @@ fn agree(a: &[u32], b: &[u32]) -> usize {
 
 /// Dtypes of the weights that `matmul` nodes read.
 fn matmul_weight_dtypes(model: &Model) -> Vec<DType> {
-    let graph = model.engine.graph();
+    let graph = model.engine.single().expect("one engine").graph();
     graph
         .nodes
         .iter()
@@ -59,12 +59,12 @@ fn matmul_weight_dtypes(model: &Model) -> Vec<DType> {
 
 #[test]
 fn quantized_path_matches_the_dequantized_path() {
-    let Some(mut quantized) = load(&BuildConfig::default()) else {
+    let Some(quantized) = load(&BuildConfig::default()) else {
         return;
     };
     let mut reference_build = BuildConfig::default();
     reference_build.selection.dequantize_weights = true;
-    let mut reference = load(&reference_build).expect("loads when the quantized build did");
+    let reference = load(&reference_build).expect("loads when the quantized build did");
 
     // The quantized build reads the GGUF blocks; the reference reads f32.
     let q = matmul_weight_dtypes(&quantized);
@@ -72,6 +72,7 @@ fn quantized_path_matches_the_dequantized_path() {
     assert!(q.iter().all(|d| matches!(d, DType::Q4_1 | DType::Q8_0)), "quantized build matmul weights: {q:?}");
     assert!(q.contains(&DType::Q4_1) && q.contains(&DType::Q8_0), "Q4_1 linears and the Q8_0 head: {q:?}");
     assert!(matmul_weight_dtypes(&reference).iter().all(|d| *d == DType::F32));
+    let (quantized, reference) = (rtllm_tests::start(quantized), rtllm_tests::start(reference));
 
     let fixture = fixture();
     let cases = fixture["cases"].as_array().expect("cases");
@@ -81,8 +82,9 @@ fn quantized_path_matches_the_dequantized_path() {
         let prompt = ids(&case["prompt_ids"]);
         let hf = ids(&case["continuation_ids"]);
         let params = SamplingParams { ignore_eos: true, ..SamplingParams::greedy(hf.len()) };
-        let ours = quantized.generate_ids(&prompt, &params, |_| {}).expect("quantized generates").tokens;
-        let refs = reference.generate_ids(&prompt, &params, |_| {}).expect("reference generates").tokens;
+        let prompt = [prompt];
+        let ours = rtllm_tests::greedy_ids(&quantized, &prompt, &params).remove(0);
+        let refs = rtllm_tests::greedy_ids(&reference, &prompt, &params).remove(0);
         let with_ref = agree(&ours, &refs);
         let with_hf = agree(&ours, &hf);
         if with_ref < MUST_AGREE {

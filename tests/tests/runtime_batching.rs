@@ -6,13 +6,14 @@ mod runtime_support;
 
 use rtllm::runtime::{ExecutorConfig, FinishReason, Request, SubmitError};
 use rtllm::sampling::SamplingParams;
+use rtllm::sampling::StopKind;
 use runtime_support::*;
 use std::time::Instant;
 
 #[test]
 fn concurrent_greedy_requests_equal_one_at_a_time() {
     let config = ExecutorConfig::with_max_batch_size(16);
-    let Some(mut model) = load(&config) else { return };
+    let Some(model) = load(&config) else { return };
     let eos = model.eos_ids();
     // Half ignore eos, half stop on it: both stop paths must agree.
     let jobs: Vec<_> = prompts(18)
@@ -20,25 +21,24 @@ fn concurrent_greedy_requests_equal_one_at_a_time() {
         .enumerate()
         .map(|(i, p)| (p, SamplingParams { ignore_eos: i % 2 == 0, ..SamplingParams::greedy(max_tokens_for(i)) }))
         .collect();
-    let t = Instant::now();
-    let want = one_at_a_time(&mut model, &jobs);
-    eprintln!("one at a time: {:.1}s", t.elapsed().as_secs_f64());
     let ex = executor(model, ExecutorConfig { eos_token_ids: eos.clone(), ..config });
+    let t = Instant::now();
+    let want = one_at_a_time(&ex, &jobs);
+    eprintln!("one at a time: {:.1}s", t.elapsed().as_secs_f64());
     let t = Instant::now();
     let got = run_concurrently(&ex, &jobs);
     eprintln!("concurrent: {:.1}s, stats {:?}", t.elapsed().as_secs_f64(), ex.stats());
     for (i, ((tokens, finish), want)) in got.iter().zip(&want).enumerate() {
         assert_eq!(tokens, want, "request {i}: batched output differs from the one-at-a-time one");
-        let expect = if want.last().is_some_and(|t| eos.contains(t)) && !jobs[i].1.ignore_eos {
-            FinishReason::Stop
-        } else {
-            FinishReason::Length
-        };
-        assert_eq!(*finish, Some(expect), "request {i}");
+        let eos_end = want.last().is_some_and(|t| eos.contains(t)) && !jobs[i].1.ignore_eos;
+        match finish {
+            Some(FinishReason::Stop(StopKind::Eos(t))) => assert!(eos_end && eos.contains(t), "request {i}"),
+            other => assert!(!eos_end && *other == Some(FinishReason::Length), "request {i}: {other:?}"),
+        }
     }
     let stats = wait_idle(&ex);
     assert!(stats.peak_running_requests >= 16, "requests ran together: {stats:?}");
-    assert_eq!(stats.completed_requests, 18);
+    assert_eq!(stats.completed_requests, 2 * 18, "each job alone, then all together");
     ex.shutdown().expect("joins");
 }
 
@@ -50,12 +50,17 @@ fn chunked_prefill_gives_the_same_tokens_as_unchunked() {
         enable_chunked_prefill: true,
         ..ExecutorConfig::with_max_batch_size(4)
     };
-    let Some(mut model) = load(&config) else { return };
+    let unchunked = ExecutorConfig::with_max_batch_size(4);
+    let Some(model) = load(&unchunked) else { return };
     // The longest fixture prompts (53..68 tokens) need 4-5 chunks of 16.
     let mut ps = fixture_prompts();
     ps.sort_by_key(|p| std::cmp::Reverse(p.len()));
     let jobs: Vec<_> = ps.into_iter().take(4).map(|p| (p, greedy(8))).collect();
-    let want = one_at_a_time(&mut model, &jobs);
+    let reference = executor(model, unchunked);
+    let want = one_at_a_time(&reference, &jobs);
+    assert!(reference.stats().steps <= 4 * 8, "the reference prefills each prompt in one step");
+    reference.shutdown().expect("joins");
+    let Some(model) = load(&config) else { return };
     let ex = executor(model, config);
     let got = run_concurrently(&ex, &jobs);
     for (i, ((tokens, _), want)) in got.iter().zip(&want).enumerate() {

@@ -12,7 +12,7 @@ use runtime_support::*;
 #[test]
 fn shared_prompt_prefix_is_reused() {
     let config = ExecutorConfig::with_max_batch_size(4);
-    let Some(mut model) = load(&config) else { return };
+    let Some(model) = load(&config) else { return };
     let base = fixture_prompts();
     let prefix = base.iter().max_by_key(|p| p.len()).expect("prompts").clone(); // 68 tokens: 2 full blocks
     let jobs: Vec<_> = (0..4)
@@ -22,7 +22,13 @@ fn shared_prompt_prefix_is_reused() {
             (p, greedy(8))
         })
         .collect();
-    let want = one_at_a_time(&mut model, &jobs);
+    let mut no_reuse = config.clone();
+    no_reuse.kv_cache.enable_block_reuse = false;
+    let reference = executor(model, no_reuse);
+    let want = one_at_a_time(&reference, &jobs);
+    assert_eq!(wait_idle(&reference).kv.reused_blocks, 0, "the reference reuses nothing");
+    reference.shutdown().expect("joins");
+    let Some(model) = load(&config) else { return };
     let ex = executor(model, config);
     // The first computes the prefix; the others find its blocks.
     let first = run_concurrently(&ex, &jobs[..1]);
@@ -60,18 +66,17 @@ fn capacity_policies_on_a_tiny_cache() {
     let mut config = ExecutorConfig::with_max_batch_size(8);
     config.kv_cache.max_tokens = Some(8 * 32);
     config.kv_cache.enable_block_reuse = false;
-    let Some(mut model) = load(&config) else { return };
+    let Some(model) = load(&config) else { return };
     // Prompts of 41..=63 tokens: 2 blocks at admission, a third once generation passes 64.
     let jobs: Vec<_> =
         prompts(40).into_iter().filter(|p| (41..=63).contains(&p.len())).take(6).map(|p| (p, greedy(24))).collect();
     assert_eq!(jobs.len(), 6, "enough prompts of the right length");
-    let want = one_at_a_time(&mut model, &jobs);
-    let mut model = Some(model);
-    let mut run = |policy| {
-        let m = match model.take() {
-            Some(m) => m,
-            None => load(&config).expect("loaded before"),
-        };
+    let reference = executor(model, config.clone());
+    let want = one_at_a_time(&reference, &jobs);
+    assert_eq!(wait_idle(&reference).preemptions, 0, "one request at a time fits the cache");
+    reference.shutdown().expect("joins");
+    let run = |policy| {
+        let m = load(&config).expect("loaded before");
         let ex = executor(m, ExecutorConfig { capacity_scheduler_policy: policy, ..config.clone() });
         let out = run_with_steps(&ex, &jobs);
         for (i, (tokens, _, _)) in out.iter().enumerate() {

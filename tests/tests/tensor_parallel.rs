@@ -1,16 +1,14 @@
 //! Tensor parallelism on CPU threads (the nccl plugin's in-process collectives): a Llama split
 //! over 2 and 4 ranks (4 ranks replicate the tiny model's 2 KV heads) computes the same logits
-//! as one engine, within float reordering, and the same greedy tokens, through the sequence
-//! runner and through the `Llm` API's executor (batched requests, n > 1 forks, device
+//! as one engine, within float reordering (prefill and decode steps fed directly), and the same
+//! greedy tokens through the `Llm` API's executor (batched requests, n > 1 forks, device
 //! sampling). Impossible layouts are clear errors. With the default model present, a 3-way
 //! split of its Q4_1 weights (whole-block column slices) matches too.
 
 use rtllm::api::{Llm, Prompt};
 use rtllm::engine::{build_parts, registered_definition, BuildConfig, WeightSource};
-use rtllm::model::{default_model_path, Model};
-use rtllm::parallel::{self, ModelRunner, ModelSource};
+use rtllm::model::{default_model_path, Model, ModelSpec};
 use rtllm::registry::Registry;
-use rtllm::runtime::{generate, BlockPool, SequenceRunner};
 use rtllm::sampling::SamplingParams;
 use rtllm::weights::dummy::{dummy_model, DummySpec};
 use rtllm_models::toml::ModelDefinition;
@@ -56,19 +54,20 @@ fn greedy(n: usize) -> SamplingParams {
 }
 
 /// Logits after the prompt, then after two fed tokens (prefill and decode), and the greedy
-/// continuation.
-fn run(engine: &mut dyn ModelRunner, prompt: &[u32], tokens: usize) -> (Vec<f32>, Vec<u32>) {
-    let mut pool = BlockPool::new(engine.limits().num_kv_blocks);
-    let mut logits = {
-        let mut seq = SequenceRunner::new(&mut *engine, &mut pool);
-        let mut all = seq.feed(prompt).expect("prefill runs");
-        all.extend(seq.feed(&[5]).expect("decode runs"));
-        all.extend(seq.feed(&[6]).expect("decode runs"));
-        all
-    };
-    let generation = generate(engine, &mut pool, prompt, &greedy(tokens), &[], |_| {}).expect("generates");
-    logits.extend(generation.prompt_logits);
-    (logits, generation.tokens)
+/// continuation through the model's executor.
+fn run(mut model: Model, prompt: &[u32], tokens: usize) -> (Vec<f32>, Vec<u32>) {
+    let mut probe = rtllm_tests::LogitsProbe::new();
+    let mut logits = probe.feed(&mut model.engine, prompt);
+    logits.extend(probe.feed(&mut model.engine, &[5]));
+    logits.extend(probe.feed(&mut model.engine, &[6]));
+    let llm = rtllm_tests::start(model);
+    let generated = rtllm_tests::greedy_ids(&llm, &[prompt.to_vec()], &greedy(tokens)).remove(0);
+    (logits, generated)
+}
+
+fn load(spec: &ModelSpec, build: &BuildConfig) -> Model {
+    let tp = build.tensor_parallel_size;
+    Model::load(spec, &registry(), build).unwrap_or_else(|e| panic!("tp {tp} builds: {e}"))
 }
 
 fn max_abs_diff(a: &[f32], b: &[f32]) -> f32 {
@@ -78,15 +77,12 @@ fn max_abs_diff(a: &[f32], b: &[f32]) -> f32 {
 
 #[test]
 fn tp2_and_tp4_match_one_rank() {
-    let registry = registry();
-    let mut one = Model::load_dummy(&tiny(), &registry, &build(1)).expect("one rank builds");
-    let (want_logits, want_tokens) = run(&mut one.engine, &prompt(), 24);
+    let (want_logits, want_tokens) = run(load(&ModelSpec::dummy(tiny()), &build(1)), &prompt(), 24);
     assert_eq!(want_tokens.len(), 24);
     for tp in [2, 4] {
-        let mut split = parallel::load_model(ModelSource::Dummy(&tiny()), None, registry.clone(), &build(tp))
-            .unwrap_or_else(|e| panic!("tp {tp} builds: {e}"));
+        let split = load(&ModelSpec::dummy(tiny()), &build(tp));
         assert_eq!(split.engine.tensor_parallel_size(), tp);
-        let (logits, tokens) = run(&mut split.engine, &prompt(), 24);
+        let (logits, tokens) = run(split, &prompt(), 24);
         let diff = max_abs_diff(&logits, &want_logits);
         eprintln!("tp {tp}: max |logit diff| vs one rank = {diff:e} over {} logits", logits.len());
         assert!(diff < 1e-4, "tp {tp}: logits differ by {diff}");
@@ -129,7 +125,11 @@ fn executor_drives_the_ranks_in_lockstep() {
 
 fn tp_error(tp: usize, build_config: BuildConfig, definition: Option<&ModelDefinition>) -> String {
     let build_config = BuildConfig { tensor_parallel_size: tp, ..build_config };
-    match parallel::load_model(ModelSource::Dummy(&tiny()), definition, registry(), &build_config) {
+    let mut spec = ModelSpec::dummy(tiny());
+    if let Some(d) = definition {
+        spec = spec.with_definition(d.clone());
+    }
+    match Model::load(&spec, &registry(), &build_config) {
         Ok(_) => panic!("tp {tp} built"),
         Err(e) => e.to_string(),
     }
@@ -171,14 +171,11 @@ fn default_model_q4_1_splits_three_ways() {
         eprintln!("skipping: {} is missing; run scripts/fetch-default-model.sh", path.display());
         return;
     }
-    let registry = registry();
-    let mut one = Model::load(&path, &registry, &build(1)).expect("default model loads");
+    let one = load(&ModelSpec::default_model(), &build(1));
     let prompt = one.tokenizer.encode("The capital of France is", true).expect("encodes");
-    let (want_logits, want_tokens) = run(&mut one.engine, &prompt, 8);
-    drop(one);
+    let (want_logits, want_tokens) = run(one, &prompt, 8);
     // SmolLM2-135M: 9 heads, 3 KV heads; its Q4_1 column splits are whole 32-element blocks.
-    let mut split = parallel::load_model(ModelSource::Path(&path), None, registry, &build(3)).expect("tp 3 builds");
-    let (logits, tokens) = run(&mut split.engine, &prompt, 8);
+    let (logits, tokens) = run(load(&ModelSpec::default_model(), &build(3)), &prompt, 8);
     let scale = want_logits.iter().fold(0f32, |m, x| m.max(x.abs()));
     let diff = max_abs_diff(&logits, &want_logits);
     eprintln!("default model tp 3: max |logit diff| = {diff:e} (max |logit| {scale})");

@@ -5,8 +5,8 @@
 //! `rtllm generate --model-def --weights` prints what the default path prints.
 
 use rtllm::engine::{build_engine, build_engine_with, BuildConfig, Engine, WeightMetas, WeightSource};
-use rtllm::model::{default_model_path, Model};
-use rtllm::runtime::{generate, BlockPool};
+use rtllm::model::{default_model_path, Model, ModelSpec};
+use rtllm::runtime::{Executor, ExecutorConfig, Request};
 use rtllm::sampling::SamplingParams;
 use rtllm_models::toml::{ModelDefinition, TomlModel};
 use rtllm_models::ModelConfig;
@@ -111,10 +111,16 @@ fn ops_and_scopes(engine: &Engine) -> Vec<(String, String)> {
     engine.graph().nodes.iter().map(|n| (n.op.clone(), n.scope.clone())).collect()
 }
 
-fn run(engine: &mut Engine, prompt: &[u32], n: usize) -> (Vec<u32>, Vec<f32>) {
-    let mut blocks = BlockPool::new(engine.limits().num_kv_blocks);
-    let g = generate(engine, &mut blocks, prompt, &greedy(n), &[], |_| {}).expect("generates");
-    (g.tokens, g.prompt_logits)
+/// `n` greedy tokens through an executor over `engine`, and the logits after the prompt.
+fn run(mut engine: Engine, prompt: &[u32], n: usize) -> (Vec<u32>, Vec<f32>) {
+    let logits = rtllm_tests::last_logits(&mut engine, prompt);
+    let ex = Executor::new(engine, ExecutorConfig::default()).expect("the executor starts");
+    let mut samples = ex.submit(Request::new(prompt.to_vec(), greedy(n))).expect("submits").wait().expect("generates");
+    (samples.remove(0).token_ids, logits)
+}
+
+fn graph_of(model: &Model) -> Vec<(String, String)> {
+    ops_and_scopes(model.engine.single().expect("one engine"))
 }
 
 #[test]
@@ -130,15 +136,14 @@ fn tiny_llama_from_toml_equals_the_rust_definition() {
             let config = tiny_config(tied, bias);
             let weights: Arc<dyn WeightSource> = Arc::new(tiny_weights(lm_head, bias));
             let case = format!("tied={tied} lm_head={lm_head} bias={bias} fused={fused}");
-            let mut rust =
-                build_engine(&config, weights.clone(), registry, &bc).unwrap_or_else(|e| panic!("{case}: {e}"));
-            let mut toml =
+            let rust = build_engine(&config, weights.clone(), registry, &bc).unwrap_or_else(|e| panic!("{case}: {e}"));
+            let toml =
                 build_engine_with(&def, &config, weights, registry, &bc).unwrap_or_else(|e| panic!("{case}: {e}"));
             assert_eq!(ops_and_scopes(&toml), ops_and_scopes(&rust), "{case}: graphs differ");
             assert_eq!(toml.graph().nodes.iter().any(|n| n.op == "fused_add_rmsnorm"), fused, "{case}");
             let prompt = [1, 7, 19, 3, 42, 5];
-            let (rt, rl) = run(&mut rust, &prompt, 12);
-            let (tt, tl) = run(&mut toml, &prompt, 12);
+            let (rt, rl) = run(rust, &prompt, 12);
+            let (tt, tl) = run(toml, &prompt, 12);
             assert_eq!(tt, rt, "{case}: tokens differ");
             assert_eq!(tl, rl, "{case}: prompt logits differ");
         }
@@ -160,18 +165,19 @@ fn smollm2_from_toml_generates_the_rust_definitions_tokens() {
     }
     let registry = rtllm_tests::registry();
     let bc = BuildConfig::default();
-    let mut rust = Model::load(&path, registry, &bc).expect("default model loads");
-    let mut toml =
-        Model::load_with_definition(&path, &llama_toml(), registry, &bc).expect("default model loads with llama.toml");
-    assert_eq!(ops_and_scopes(&toml.engine), ops_and_scopes(&rust.engine), "graphs differ");
+    let rust = Model::load(&ModelSpec::default_model(), registry, &bc).expect("default model loads");
+    let toml = Model::load(&ModelSpec::default_model().with_definition(llama_toml()), registry, &bc)
+        .expect("default model loads with llama.toml");
+    assert_eq!(graph_of(&toml), graph_of(&rust), "graphs differ");
+    let (rust, toml) = (rtllm_tests::start(rust), rtllm_tests::start(toml));
     let fixture = read_fixture();
     for case in fixture["cases"].as_array().expect("cases").iter().take(3) {
         let prompt: Vec<u32> =
             case["prompt_ids"].as_array().expect("ids").iter().map(|x| x.as_u64().expect("id") as u32).collect();
-        let a = rust.generate_ids(&prompt, &greedy(16), |_| {}).expect("rust generates");
-        let b = toml.generate_ids(&prompt, &greedy(16), |_| {}).expect("toml generates");
-        assert_eq!(b.tokens, a.tokens, "{}: TOML and Rust definitions disagree", case["name"]);
-        assert_eq!(b.tokens.len(), 16);
+        let a = rtllm_tests::greedy_ids(&rust, &[prompt.clone()], &greedy(16)).remove(0);
+        let b = rtllm_tests::greedy_ids(&toml, &[prompt], &greedy(16)).remove(0);
+        assert_eq!(b, a, "{}: TOML and Rust definitions disagree", case["name"]);
+        assert_eq!(b.len(), 16);
     }
 }
 

@@ -1,13 +1,14 @@
-//! `Llm` and its builder: loads a model (the built-in default, a GGUF file, an HF directory,
-//! optionally with a TOML model definition), starts an executor, and generates.
+//! `Llm` and its builder: loads a model through the one loader (`Model::load`: the built-in
+//! default, a GGUF file, an HF or engine directory, dummy weights, optionally with a TOML model
+//! definition, on one engine or tensor-parallel ranks), starts an executor, and generates.
 
 use super::output::RequestOutput;
 use super::prompt::Prompt;
 use super::stream::{OutputStream, OutputStreamAsync};
 use super::tracker::RequestTracker;
 use crate::engine::BuildConfig;
-use crate::model::{default_model_path, Model, ModelError};
-use crate::parallel::{self, ModelRunner, ModelSource};
+use crate::model::{Definition, Model, ModelError, ModelSource, ModelSpec};
+use crate::parallel::ModelRunner;
 use crate::registry::{DiscoveryOptions, Registry};
 use crate::runtime::executor::{
     Executor, ExecutorConfig, ExecutorError, ExecutorStats, Request, RequestError, SubmitError,
@@ -16,17 +17,15 @@ use crate::runtime::kv_cache::KvCacheConfig;
 use crate::runtime::scheduler::CapacitySchedulerPolicy;
 use crate::sampling::{SamplingError, SamplingParams};
 use crate::tokenizer::{ChatMessage, Tokenizer, TokenizerError};
-use rtllm_models::toml::{ModelDefinition, TomlError};
 use rtllm_models::ModelConfig;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::time::Duration;
 
 #[derive(Debug, thiserror::Error)]
 pub enum LlmError {
     #[error(transparent)]
     Model(#[from] ModelError),
-    #[error("model definition: {0}")]
-    Definition(#[from] TomlError),
     #[error(transparent)]
     Executor(#[from] ExecutorError),
     #[error(transparent)]
@@ -46,24 +45,34 @@ pub enum LlmError {
 /// Configures and loads an [`Llm`].
 #[derive(Clone, Debug, Default)]
 pub struct LlmBuilder {
-    model: Option<PathBuf>,
-    definition: Option<PathBuf>,
+    spec: ModelSpec,
     executor: ExecutorConfig,
     plugin_paths: Vec<PathBuf>,
     registry: Option<Arc<Registry>>,
-    dummy: Option<crate::weights::dummy::DummySpec>,
 }
 
 impl LlmBuilder {
-    /// A GGUF file or an HF directory (default: the built-in default model).
+    /// A GGUF file, an HF directory or an engine directory (default: the built-in default model).
     pub fn model(mut self, path: impl Into<PathBuf>) -> Self {
-        self.model = Some(path.into());
+        self.spec.source = ModelSource::Path(path.into());
         self
     }
 
     /// A TOML model definition to assemble the model from instead of its registered architecture.
     pub fn model_definition(mut self, path: impl Into<PathBuf>) -> Self {
-        self.definition = Some(path.into());
+        self.spec.definition = Some(Definition::File(path.into()));
+        self
+    }
+
+    /// Random weights for a config instead of a model file (see `weights::dummy`).
+    pub fn dummy_weights(mut self, spec: crate::weights::dummy::DummySpec) -> Self {
+        self.spec.source = ModelSource::Dummy(spec);
+        self
+    }
+
+    /// The whole model choice at once (source and definition).
+    pub fn model_spec(mut self, spec: ModelSpec) -> Self {
+        self.spec = spec;
         self
     }
 
@@ -107,18 +116,13 @@ impl LlmBuilder {
         self
     }
 
-    /// Random weights for a config instead of a model file (see `weights::dummy`).
-    pub fn dummy_weights(mut self, spec: crate::weights::dummy::DummySpec) -> Self {
-        self.dummy = Some(spec);
-        self
-    }
-
     /// Uses this registry instead of discovering plugins.
     pub fn registry(mut self, registry: Arc<Registry>) -> Self {
         self.registry = Some(registry);
         self
     }
 
+    /// Loads the model (see [`Model::load`]) and starts its executor.
     pub fn build(self) -> Result<Llm, LlmError> {
         let registry = match self.registry {
             Some(r) => r,
@@ -128,45 +132,24 @@ impl LlmBuilder {
                     .for_device(self.executor.build.selection.device),
             )),
         };
-        let path = self.model.unwrap_or_else(default_model_path);
-        if self.dummy.is_none() && !path.exists() && path == default_model_path() {
-            return Err(ModelError::NoDefaultModel(path).into());
-        }
-        let build = &self.executor.build;
-        if build.tensor_parallel_size != 1 {
-            let source = match &self.dummy {
-                Some(spec) => ModelSource::Dummy(spec),
-                None => ModelSource::Path(&path),
-            };
-            let definition = self.definition.as_deref().map(ModelDefinition::from_toml_file).transpose()?;
-            let model = parallel::load_model(source, definition.as_ref(), registry.clone(), build)?;
-            return Llm::start(model, self.executor, registry);
-        }
-        let model = match (&self.dummy, &self.definition) {
-            (Some(spec), _) => Model::load_dummy(spec, &registry, build)?,
-            (None, Some(def)) => {
-                Model::load_with_definition(&path, &ModelDefinition::from_toml_file(def)?, &registry, build)?
-            }
-            (None, None) => Model::load(&path, &registry, build)?,
-        };
-        Llm::start(model, self.executor, registry)
+        let model = Model::load(&self.spec, &registry, &self.executor.build)?;
+        Llm::start(model, self.executor)
     }
 }
 
 impl Llm {
-    /// Starts the executor over a loaded model (one engine or several ranks).
-    fn start<R: ModelRunner + 'static>(
-        model: Model<R>,
-        executor: ExecutorConfig,
-        registry: Arc<Registry>,
-    ) -> Result<Llm, LlmError> {
+    /// Starts an executor over a loaded model (one engine or several ranks); `executor.build`
+    /// is not used (the model is built already).
+    pub fn start(model: Model, executor: ExecutorConfig) -> Result<Llm, LlmError> {
         let eos_ids = model.eos_ids();
-        let Model { path, config, tokenizer, engine, .. } = model;
+        let Model { path, config, tokenizer, engine, load_time, registry } = model;
+        let tokenizer = Arc::new(tokenizer);
         let max_seq_len = engine.limits().max_seq_len;
         let mut executor_config = executor;
         executor_config.eos_token_ids = eos_ids.clone();
+        executor_config.tokenizer = Some(tokenizer.clone());
         let executor = Executor::new(engine, executor_config)?;
-        Ok(Llm { executor, tokenizer: Arc::new(tokenizer), config, eos_ids, path, max_seq_len, _registry: registry })
+        Ok(Llm { executor, tokenizer, config, eos_ids, path, max_seq_len, load_time, _registry: registry })
     }
 }
 
@@ -179,6 +162,7 @@ pub struct Llm {
     eos_ids: Vec<u32>,
     path: PathBuf,
     max_seq_len: usize,
+    load_time: Duration,
     _registry: Arc<Registry>,
 }
 
@@ -211,6 +195,11 @@ impl Llm {
 
     pub fn max_seq_len(&self) -> usize {
         self.max_seq_len
+    }
+
+    /// How long loading the model took (reading, building or the engine cache).
+    pub fn load_time(&self) -> Duration {
+        self.load_time
     }
 
     /// Token ids that end generation.
@@ -254,8 +243,8 @@ impl Llm {
         let mut request = Request::new(ids.clone(), params.clone());
         request.n = samples;
         let handle = self.executor.submit(request)?;
-        let tracker = RequestTracker::new(handle.id(), text, ids, params, samples, &self.eos_ids, &self.tokenizer);
-        Ok(OutputStream::new(handle, tracker, self.tokenizer.clone()))
+        let tracker = RequestTracker::new(handle.id(), text, ids, params, samples);
+        Ok(OutputStream::new(handle, tracker))
     }
 
     /// Generates for every prompt; all are submitted before any is awaited, so they run

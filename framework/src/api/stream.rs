@@ -5,9 +5,7 @@ use super::llm::LlmError;
 use super::output::RequestOutput;
 use super::tracker::RequestTracker;
 use crate::runtime::executor::RequestHandle;
-use crate::tokenizer::Tokenizer;
 use std::pin::Pin;
-use std::sync::Arc;
 use std::task::{Context, Poll};
 use tokio::sync::mpsc::{unbounded_channel, UnboundedReceiver};
 
@@ -16,13 +14,12 @@ use tokio::sync::mpsc::{unbounded_channel, UnboundedReceiver};
 pub struct OutputStream {
     handle: RequestHandle,
     tracker: RequestTracker,
-    tokenizer: Arc<Tokenizer>,
     done: bool,
 }
 
 impl OutputStream {
-    pub(crate) fn new(handle: RequestHandle, tracker: RequestTracker, tokenizer: Arc<Tokenizer>) -> OutputStream {
-        OutputStream { handle, tracker, tokenizer, done: false }
+    pub(crate) fn new(handle: RequestHandle, tracker: RequestTracker) -> OutputStream {
+        OutputStream { handle, tracker, done: false }
     }
 
     pub fn request_id(&self) -> u64 {
@@ -52,23 +49,21 @@ impl Iterator for OutputStream {
             return None;
         }
         loop {
-            let Some(update) = self.handle.recv() else {
+            let Some(mut update) = self.handle.recv() else {
                 self.done = true;
-                self.tracker.close(&self.tokenizer);
+                self.tracker.close();
                 return Some(Ok(self.tracker.snapshot()));
             };
-            if let Some(e) = &update.error {
+            if let Some(e) = update.error.take() {
                 self.done = true;
-                return Some(Err(LlmError::Request(e.clone())));
+                return Some(Err(LlmError::Request(e)));
             }
-            let applied = self.tracker.apply(&self.tokenizer, &update);
-            if applied.all_finished {
-                // A stop string can end the request before the executor knows.
-                self.handle.cancel();
+            let changed = self.tracker.apply(update);
+            if self.tracker.all_finished() {
                 self.done = true;
                 return Some(Ok(self.tracker.snapshot()));
             }
-            if applied.changed {
+            if changed {
                 return Some(Ok(self.tracker.snapshot()));
             }
         }

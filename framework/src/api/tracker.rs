@@ -1,33 +1,20 @@
-//! Turns one request's executor updates (token ids per sample) into `RequestOutput`s: the
-//! incremental detokenization, stop strings, finish reasons and log-probabilities of each
-//! sample, and the best `n` of `best_of` once all are done.
+//! Turns one request's executor updates into `RequestOutput`s. The executor has already
+//! decided everything (tokens, text with stop strings trimmed, finish reasons, see
+//! `runtime::executor`); this only accumulates each sample's tokens, text and
+//! log-probabilities, and picks the best `n` of `best_of` once all are done.
 
 use super::output::{CompletionOutput, RequestOutput, TokenLogprob};
-use crate::runtime::{executor::OutputUpdate, FinishReason as ExecutorFinish};
-use crate::sampling::stop::{FinishReason, StopChecker, StopKind};
-use crate::sampling::SamplingParams;
-use crate::tokenizer::Tokenizer;
-
-struct SampleState {
-    checker: StopChecker,
-    output: CompletionOutput,
-}
+use crate::runtime::executor::OutputUpdate;
+use crate::sampling::{FinishReason, SamplingParams};
 
 /// The state of one request seen by the API.
 pub(crate) struct RequestTracker {
     request_id: u64,
     prompt: Option<String>,
     prompt_token_ids: Vec<u32>,
-    params: SamplingParams,
-    samples: Vec<SampleState>,
-}
-
-/// What applying an update did.
-pub(crate) struct Applied {
-    /// Some sample got new text, tokens or a finish reason.
-    pub changed: bool,
-    /// Every sample has finished (the request can be cancelled if the executor still runs it).
-    pub all_finished: bool,
+    /// Outputs returned once finished (`n` of the `best_of` samples).
+    n: usize,
+    samples: Vec<CompletionOutput>,
 }
 
 impl RequestTracker {
@@ -37,96 +24,63 @@ impl RequestTracker {
         prompt_token_ids: Vec<u32>,
         params: &SamplingParams,
         samples: usize,
-        eos_ids: &[u32],
-        tokenizer: &Tokenizer,
     ) -> RequestTracker {
         let samples = (0..samples)
-            .map(|index| SampleState {
-                checker: StopChecker::new(params, eos_ids, tokenizer),
-                output: CompletionOutput {
-                    index,
-                    text: String::new(),
-                    token_ids: Vec::new(),
-                    text_diff: String::new(),
-                    token_ids_diff: Vec::new(),
-                    cumulative_logprob: 0.0,
-                    logprobs: params.logprobs.map(|_| Vec::new()),
-                    finish_reason: None,
-                },
+            .map(|index| CompletionOutput {
+                index,
+                text: String::new(),
+                token_ids: Vec::new(),
+                text_diff: String::new(),
+                token_ids_diff: Vec::new(),
+                cumulative_logprob: 0.0,
+                logprobs: params.logprobs.map(|_| Vec::new()),
+                finish_reason: None,
             })
             .collect();
-        RequestTracker { request_id, prompt, prompt_token_ids, params: params.clone(), samples }
+        RequestTracker { request_id, prompt, prompt_token_ids, n: params.n, samples }
     }
 
-    /// Applies one executor update. Tokens after a sample finished (the executor runs one
-    /// step behind a stop string) are dropped.
-    pub fn apply(&mut self, tokenizer: &Tokenizer, update: &OutputUpdate) -> Applied {
-        let mut changed = false;
-        if let Some(s) = self.samples.get_mut(update.sample) {
-            for (i, &id) in update.token_ids.iter().enumerate() {
-                if s.output.finish_reason.is_some() {
-                    break;
-                }
-                s.output.token_ids.push(id);
-                s.output.token_ids_diff.push(id);
-                if let Some(lp) = update.logprobs.get(i) {
-                    s.output.cumulative_logprob += lp.logprob as f64;
-                    if let Some(list) = s.output.logprobs.as_mut() {
-                        list.push(TokenLogprob {
-                            token_id: id,
-                            logprob: lp.logprob,
-                            top_logprobs: lp.top_logprobs.clone(),
-                        });
-                    }
-                }
-                match s.checker.step(tokenizer, id) {
-                    Ok(step) => {
-                        s.output.text_diff.push_str(&step.text_diff);
-                        s.output.finish_reason = step.finish_reason;
-                    }
-                    Err(e) => {
-                        tracing::warn!("request {}: detokenizing token {id}: {e}", self.request_id);
-                        s.output.finish_reason = Some(FinishReason::Length);
-                    }
-                }
-                changed = true;
-            }
-            if let Some(cum) = update.cumulative_logprob {
-                s.output.cumulative_logprob = cum;
-            }
-            if s.output.finish_reason.is_none() {
-                if let Some(reason) = update.finish_reason {
-                    let tail = s.checker.flush(tokenizer);
-                    s.output.text_diff.push_str(&tail);
-                    s.output.finish_reason = Some(match reason {
-                        ExecutorFinish::Length | ExecutorFinish::Cancelled => FinishReason::Length,
-                        ExecutorFinish::Stop => {
-                            let last = s.output.token_ids.last().copied().unwrap_or(0);
-                            FinishReason::Stop(StopKind::StopTokenId(last))
-                        }
+    /// Applies one executor update; returns whether some sample got new text, tokens or a
+    /// finish reason.
+    pub fn apply(&mut self, update: OutputUpdate) -> bool {
+        let Some(s) = self.samples.get_mut(update.sample) else {
+            return false;
+        };
+        let changed = !update.token_ids.is_empty() || !update.text_diff.is_empty() || update.finish_reason.is_some();
+        for (i, &id) in update.token_ids.iter().enumerate() {
+            s.token_ids.push(id);
+            s.token_ids_diff.push(id);
+            if let Some(lp) = update.logprobs.get(i) {
+                s.cumulative_logprob += lp.logprob as f64;
+                if let Some(list) = s.logprobs.as_mut() {
+                    list.push(TokenLogprob {
+                        token_id: id,
+                        logprob: lp.logprob,
+                        top_logprobs: lp.top_logprobs.clone(),
                     });
-                    changed = true;
                 }
             }
-            s.output.text = s.checker.text().to_string();
         }
-        Applied { changed, all_finished: self.samples.iter().all(|s| s.output.finish_reason.is_some()) }
+        s.text.push_str(&update.text_diff);
+        s.text_diff.push_str(&update.text_diff);
+        if let Some(cum) = update.cumulative_logprob {
+            s.cumulative_logprob = cum;
+        }
+        if s.finish_reason.is_none() {
+            s.finish_reason = update.finish_reason;
+        }
+        changed
     }
 
     /// Ends every unfinished sample (the executor closed the stream, e.g. on shutdown).
-    pub fn close(&mut self, tokenizer: &Tokenizer) {
+    pub fn close(&mut self) {
         for s in &mut self.samples {
-            if s.output.finish_reason.is_none() {
-                let tail = s.checker.flush(tokenizer);
-                s.output.text_diff.push_str(&tail);
-                s.output.text = s.checker.text().to_string();
-                s.output.finish_reason = Some(FinishReason::Length);
-            }
+            s.finish_reason.get_or_insert(FinishReason::Cancelled);
         }
     }
 
     pub fn all_finished(&self) -> bool {
-        self.samples.iter().all(|s| s.output.finish_reason.is_some())
+        self.samples.iter().all(|s| s.finish_reason.is_some())
     }
 
     /// The current output; takes (clears) the diffs. Once finished with `best_of > n`, only
@@ -137,15 +91,15 @@ impl RequestTracker {
             .samples
             .iter_mut()
             .map(|s| {
-                let out = s.output.clone();
-                s.output.text_diff.clear();
-                s.output.token_ids_diff.clear();
+                let out = s.clone();
+                s.text_diff.clear();
+                s.token_ids_diff.clear();
                 out
             })
             .collect();
-        if finished && outputs.len() > self.params.n {
+        if finished && outputs.len() > self.n {
             outputs.sort_by(|a, b| b.cumulative_logprob.total_cmp(&a.cumulative_logprob).then(a.index.cmp(&b.index)));
-            outputs.truncate(self.params.n);
+            outputs.truncate(self.n);
             for (i, o) in outputs.iter_mut().enumerate() {
                 o.index = i;
             }

@@ -1,8 +1,7 @@
 //! `rtllm bench`: measures a model (or dummy weights) under load in throughput or latency
 //! mode on a synthetic or JSONL dataset, and prints the report (or `--json`).
 
-use super::build::ModelArgs;
-use crate::api::Llm;
+use super::{Hooks, ModelArgs};
 use crate::bench::{self, BenchConfigInfo, BenchMode, BenchReport, SyntheticSpec};
 use crate::host_pool::HostPool;
 use crate::registry::Registry;
@@ -10,7 +9,6 @@ use crate::runtime::executor::ExecutorConfig;
 use crate::runtime::CapacitySchedulerPolicy;
 use anyhow::{bail, Result};
 use std::path::PathBuf;
-use std::sync::Arc;
 
 #[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Mode {
@@ -81,7 +79,7 @@ fn mode_of(args: &BenchArgs) -> Result<BenchMode> {
     })
 }
 
-pub fn run(args: &BenchArgs, registry: Registry) -> Result<()> {
+pub fn run(args: &BenchArgs, registry: Registry, hooks: &Hooks) -> Result<()> {
     let mode = mode_of(args)?;
     let policy = match args.policy {
         Policy::MaxUtilization => CapacitySchedulerPolicy::MaxUtilization,
@@ -93,22 +91,14 @@ pub fn run(args: &BenchArgs, registry: Registry) -> Result<()> {
         capacity_scheduler_policy: policy,
         ..ExecutorConfig::default()
     };
-    let mut builder = Llm::builder().registry(Arc::new(registry)).executor_config(config.clone());
-    let (model_name, weights) = match args.model.dummy_spec() {
-        Some(spec) => {
-            let (label, dtype) = (spec.label(), spec.dtype);
-            builder = builder.dummy_weights(spec);
-            (label, format!("dummy {dtype}"))
-        }
-        None => {
-            let path = args.model.model_path();
-            builder = builder.model(&path);
-            (path, if args.model.dequantize { "f32 (dequantized)".into() } else { "as stored".into() })
-        }
+    let model_name = args.model.spec().label();
+    let weights = match args.model.dummy_spec() {
+        Some(spec) => format!("dummy {}", spec.dtype),
+        None if args.model.dequantize => "f32 (dequantized)".into(),
+        None => "as stored".into(),
     };
-    let start = std::time::Instant::now();
-    let llm = builder.build()?;
-    let load_seconds = start.elapsed().as_secs_f64();
+    let llm = args.model.start(registry, config.clone(), hooks)?;
+    let load_seconds = llm.load_time().as_secs_f64();
     let requests = match &args.dataset {
         Some(path) => bench::from_jsonl(path, llm.tokenizer(), args.output_len)?,
         None => bench::synthetic(&SyntheticSpec {

@@ -1,33 +1,22 @@
-//! `rtllm generate`: runs a model (the built-in default unless `--model`) on a prompt and
-//! streams the text to the terminal as tokens come.
+//! `rtllm generate`: runs a model (the built-in default unless `--model`) on a prompt through
+//! the `Llm` API (the executor every front end uses: chunked prefill, prefix reuse, device
+//! sampling on a GPU) and streams the text to the terminal as tokens come. `--stats` prints
+//! load time, prefill and decode speed, measured from the stream's arrival times.
 
-use crate::engine::BuildConfig;
-use crate::model::{default_model_path, Model, ModelError};
-use crate::parallel::{self, ModelRunner, ModelSource};
+use super::{Hooks, ModelArgs};
+use crate::api::{Prompt, RequestOutput};
 use crate::registry::Registry;
-use crate::runtime::generate;
-use crate::sampling::SamplingParams;
-use crate::tokenizer::{ChatMessage, DecodeStream};
+use crate::runtime::executor::ExecutorConfig;
+use crate::sampling::{FinishReason, SamplingParams};
+use crate::tokenizer::ChatMessage;
 use anyhow::{Context, Result};
-use rtllm_models::toml::ModelDefinition;
 use std::io::Write;
-use std::path::PathBuf;
-use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 #[derive(clap::Args, Debug, Clone)]
 pub struct GenerateArgs {
     /// The prompt.
     pub prompt: String,
-    /// A GGUF file or an HF model directory (default: the built-in SmolLM2-135M-Instruct).
-    #[arg(long, conflicts_with = "weights")]
-    pub model: Option<PathBuf>,
-    /// A TOML model definition (e.g. models/configs/llama.toml) to build instead of the
-    /// registered architecture; needs --weights.
-    #[arg(long, requires = "weights")]
-    pub model_def: Option<PathBuf>,
-    /// The weights (a GGUF file or an HF directory) for --model-def.
-    #[arg(long, requires = "model_def")]
-    pub weights: Option<PathBuf>,
     /// Most tokens to generate.
     #[arg(long, default_value_t = 64)]
     pub max_tokens: usize,
@@ -47,7 +36,7 @@ pub struct GenerateArgs {
     #[arg(long)]
     pub chat: bool,
     /// Optional system message (with --chat).
-    #[arg(long)]
+    #[arg(long, requires = "chat")]
     pub system: Option<String>,
     /// Keep generating past end-of-sequence tokens.
     #[arg(long)]
@@ -55,24 +44,11 @@ pub struct GenerateArgs {
     /// Print load time and tokens/s to stderr at the end.
     #[arg(long)]
     pub stats: bool,
-    /// Host bytes reserved for the KV cache (default: the build config's).
-    #[arg(long)]
-    pub kv_cache_bytes: Option<usize>,
-    /// Most tokens one forward pass takes (sizes the activation arena; longer prompts are
-    /// prefilled in chunks). Default: the build config's.
-    #[arg(long)]
-    pub max_num_tokens: Option<usize>,
-    /// Random weights for a config (built-in name, config.json or its directory) instead of a model.
-    #[arg(long, value_name = "CONFIG", conflicts_with_all = ["model", "model_def"])]
-    pub dummy_weights: Option<String>,
-    /// Neither read nor write the engine cache.
-    #[arg(long)]
-    pub no_build_cache: bool,
     #[command(flatten)]
-    pub device: super::device::DeviceArgs,
+    pub model: ModelArgs,
 }
 
-pub fn run(args: &GenerateArgs, registry: Registry) -> Result<()> {
+pub fn run(args: &GenerateArgs, registry: Registry, hooks: &Hooks) -> Result<()> {
     let params = SamplingParams {
         max_tokens: args.max_tokens,
         temperature: args.temperature,
@@ -83,108 +59,81 @@ pub fn run(args: &GenerateArgs, registry: Registry) -> Result<()> {
         ..Default::default()
     };
     params.validate()?;
-    let mut build = BuildConfig::default();
-    if let Some(bytes) = args.kv_cache_bytes {
-        build.kv_cache_bytes = bytes;
-    }
-    if let Some(tokens) = args.max_num_tokens {
-        build.max_num_tokens = tokens;
-    }
-    build.use_engine_cache = !args.no_build_cache;
-    args.device.apply(&mut build);
-    if build.tensor_parallel_size != 1 {
-        let mut model = load_tensor_parallel(args, Arc::new(registry), &build)?;
-        return stream_generation(args, &params, &mut model);
-    }
-    let registry = &registry;
-    let mut model = match (&args.model_def, &args.weights, &args.model) {
-        _ if args.dummy_weights.is_some() => {
-            let spec = crate::weights::dummy::DummySpec::new(args.dummy_weights.clone().unwrap_or_default());
-            Model::load_dummy(&spec, registry, &build)?
-        }
-        (Some(def), Some(weights), _) => {
-            let definition = ModelDefinition::from_toml_file(def)?;
-            Model::load_with_definition(weights, &definition, registry, &build)?
-        }
-        (_, _, Some(path)) => Model::load(path, registry, &build)?,
-        _ => Model::load_default(registry, &build)?,
-    };
-    stream_generation(args, &params, &mut model)
-}
-
-/// Loads the model of `args` split across `build.tensor_parallel_size` ranks.
-fn load_tensor_parallel(
-    args: &GenerateArgs,
-    registry: Arc<Registry>,
-    build: &BuildConfig,
-) -> Result<Model<parallel::TensorParallelEngine>> {
-    let spec = args.dummy_weights.as_ref().map(|c| crate::weights::dummy::DummySpec::new(c.clone()));
-    let default = default_model_path();
-    let source = match (&spec, &args.weights, &args.model) {
-        (Some(spec), _, _) => ModelSource::Dummy(spec),
-        (None, Some(weights), _) => ModelSource::Path(weights),
-        (None, None, Some(path)) => ModelSource::Path(path),
-        (None, None, None) if default.exists() => ModelSource::Path(&default),
-        (None, None, None) => return Err(ModelError::NoDefaultModel(default).into()),
-    };
-    let definition = args.model_def.as_deref().map(ModelDefinition::from_toml_file).transpose()?;
-    Ok(parallel::load_model(source, definition.as_ref(), registry, build)?)
-}
-
-/// Generates from the prompt of `args`, streaming the text to stdout.
-fn stream_generation<R: ModelRunner>(args: &GenerateArgs, params: &SamplingParams, model: &mut Model<R>) -> Result<()> {
-    let prompt_ids = if args.chat {
+    let llm = args.model.start(registry, ExecutorConfig::default(), hooks)?;
+    let prompt = if args.chat {
         let mut messages = Vec::new();
         if let Some(system) = &args.system {
             messages.push(ChatMessage::new("system", system));
         }
         messages.push(ChatMessage::new("user", &args.prompt));
-        let text = model.tokenizer.apply_chat_template(&messages, true).context("applying the chat template")?;
-        model.tokenizer.encode(&text, false)?
+        llm.chat_prompt(&messages).context("applying the chat template")?
     } else {
-        model.tokenizer.encode(&args.prompt, true)?
+        Prompt::Text(args.prompt.clone())
     };
-    let mut stream = DecodeStream::new(&model.tokenizer, true);
+    let prompt_ids = llm.encode_prompt(&prompt)?;
     let mut out = std::io::stdout().lock();
     if !args.chat {
         write!(out, "{}", args.prompt)?;
     }
     out.flush()?;
-    let start = std::time::Instant::now();
-    let mut first_token = None;
-    let mut write_err = None;
-    let eos = model.eos_ids();
-    let Model { tokenizer, engine, blocks, .. } = &mut *model;
-    let generation = generate(engine, blocks, &prompt_ids, params, &eos, |id| {
-        first_token.get_or_insert_with(|| start.elapsed());
-        let written = match stream.step(tokenizer, id) {
-            Ok(Some(text)) => write!(out, "{text}").and_then(|_| out.flush()).map_err(anyhow::Error::from),
-            Ok(None) => Ok(()),
-            Err(e) => Err(e.into()),
-        };
-        if let Err(e) = written {
-            write_err.get_or_insert(e);
+    let start = Instant::now();
+    let mut arrivals = Arrivals::default();
+    let mut last = None;
+    for output in llm.generate_stream(prompt_ids, &params)? {
+        let output = output?;
+        arrivals.record(&output, start.elapsed());
+        if let Some(sample) = output.outputs.first() {
+            write!(out, "{}", sample.text_diff)?;
+            out.flush()?;
         }
-    })?;
-    if let Some(e) = write_err {
-        return Err(e);
+        last = Some(output);
     }
     writeln!(out)?;
+    drop(out);
     if args.stats {
-        let total = start.elapsed();
-        let prefill = first_token.unwrap_or(total);
-        let decode_tokens = generation.tokens.len().saturating_sub(1);
-        let decode_secs = (total - prefill).as_secs_f64();
-        eprintln!(
-            "load {:.2}s | prompt {} tokens in {:.3}s ({:.1} tok/s) | {} tokens decoded at {:.1} tok/s | finish: {:?}",
-            model.load_time.as_secs_f64(),
-            prompt_ids.len(),
-            prefill.as_secs_f64(),
-            prompt_ids.len() as f64 / prefill.as_secs_f64().max(1e-9),
-            decode_tokens,
-            decode_tokens as f64 / decode_secs.max(1e-9),
-            generation.finish_reason
-        );
+        let finish = last.as_ref().and_then(|o| o.outputs.first()).and_then(|s| s.finish_reason.clone());
+        eprintln!("{}", arrivals.stats_line(llm.load_time(), finish.as_ref()));
     }
+    llm.shutdown()?;
     Ok(())
+}
+
+/// When the stream's outputs arrived (since the request was submitted).
+#[derive(Debug, Default)]
+struct Arrivals {
+    prompt_tokens: usize,
+    tokens: usize,
+    /// The first generated token: the end of prefill.
+    first: Option<Duration>,
+    last: Duration,
+}
+
+impl Arrivals {
+    fn record(&mut self, output: &RequestOutput, at: Duration) {
+        self.prompt_tokens = output.prompt_token_ids.len();
+        if let Some(sample) = output.outputs.first() {
+            self.tokens = sample.token_ids.len();
+            if !sample.token_ids_diff.is_empty() {
+                self.first.get_or_insert(at);
+            }
+        }
+        self.last = at;
+    }
+
+    /// `load 0.06s | prompt 6 tokens in 0.054s (110.4 tok/s) | 63 tokens decoded at 28.2 tok/s | finish: length`
+    fn stats_line(&self, load: Duration, finish: Option<&FinishReason>) -> String {
+        let prefill = self.first.unwrap_or(self.last);
+        let decoded = self.tokens.saturating_sub(1);
+        let decode_secs = self.last.saturating_sub(prefill).as_secs_f64();
+        let finish = finish.map_or_else(|| "none".to_string(), |f| f.to_string());
+        format!(
+            "load {:.2}s | prompt {} tokens in {:.3}s ({:.1} tok/s) | {} tokens decoded at {:.1} tok/s | finish: {finish}",
+            load.as_secs_f64(),
+            self.prompt_tokens,
+            prefill.as_secs_f64(),
+            self.prompt_tokens as f64 / prefill.as_secs_f64().max(1e-9),
+            decoded,
+            decoded as f64 / decode_secs.max(1e-9),
+        )
+    }
 }

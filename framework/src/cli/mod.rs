@@ -1,13 +1,17 @@
-//! The `rtllm` command line: global flags (`--plugin-path`), logging from `RTLLM_LOG`, and
-//! one module per subcommand. Adding a subcommand: one `Command` variant, one arm in `run`,
-//! one module.
+//! The `rtllm` command line: global flags (`--plugin-path`), logging from `RTLLM_LOG`, the
+//! model flags the model-running subcommands share (`model_args`), the binary's [`Hooks`],
+//! and one module per subcommand. Adding a subcommand: one `Command` variant, one arm in
+//! `run`, one module.
 
 pub mod bench;
 pub mod build;
 pub mod device;
 pub mod generate;
+pub mod model_args;
 pub mod plugins;
 pub mod serve;
+
+pub use model_args::ModelArgs;
 
 use crate::registry::{DiscoveryOptions, Registry};
 use clap::{Args, Parser, Subcommand};
@@ -77,28 +81,48 @@ pub fn init_logging() {
     let _ = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_ansi(ansi).try_init();
 }
 
+/// What the binary does around the library's work (process-wide settings a library must not
+/// make, such as allocator tuning).
+#[derive(Clone, Copy, Debug)]
+pub struct Hooks {
+    /// Runs once a subcommand has loaded its model (before it generates or serves).
+    pub after_model_load: fn(),
+}
+
+impl Default for Hooks {
+    fn default() -> Self {
+        Hooks { after_model_load: || {} }
+    }
+}
+
 /// Runs a parsed command line.
-pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+pub fn run(cli: Cli, hooks: &Hooks) -> anyhow::Result<ExitCode> {
+    let device = |m: &ModelArgs| m.device.device;
     match cli.command {
         Command::Plugins(cmd) => plugins::run(&cli.global, cmd),
         Command::Generate(args) => {
-            generate::run(&args, cli.global.registry_for(args.device.device)).map(|_| ExitCode::SUCCESS)
+            generate::run(&args, cli.global.registry_for(device(&args.model)), hooks).map(|_| ExitCode::SUCCESS)
         }
-        Command::Bench(args) => bench::run(&args, cli.global.registry()).map(|_| ExitCode::SUCCESS),
+        Command::Bench(args) => bench::run(&args, cli.global.registry(), hooks).map(|_| ExitCode::SUCCESS),
         Command::Build(args) => {
-            build::run(&args, &cli.global.registry_for(args.model.device.device)).map(|_| ExitCode::SUCCESS)
+            build::run(&args, &cli.global.registry_for(device(&args.model))).map(|_| ExitCode::SUCCESS)
         }
         Command::Serve(args) => {
-            serve::run(&args, cli.global.registry_for(args.device.device)).map(|_| ExitCode::SUCCESS)
+            serve::run(&args, cli.global.registry_for(device(&args.model)), hooks).map(|_| ExitCode::SUCCESS)
         }
     }
 }
 
-/// The binary's entry point: parse, set up logging, run, report errors.
+/// The binary's entry point with no hooks.
 pub fn main() -> ExitCode {
+    main_with(Hooks::default())
+}
+
+/// The binary's entry point: parse, set up logging, run with `hooks`, report errors.
+pub fn main_with(hooks: Hooks) -> ExitCode {
     let cli = Cli::parse();
     init_logging();
-    match run(cli) {
+    match run(cli, &hooks) {
         Ok(code) => code,
         Err(e) => {
             eprintln!("error: {e:#}");

@@ -1,41 +1,17 @@
-//! Loading a model split across ranks: reads the weights once (shared by every rank), checks
+//! Starting a model split across ranks over weights read once (shared by every rank): checks
 //! the layout before any worker starts (the architecture shards itself, the heads divide, a
-//! GPU per rank), then starts one worker per rank that builds its own engine. Engine
-//! directories and the engine cache hold single-rank engines and are not used here.
+//! GPU per rank), then starts one worker per rank that builds its own engine. Reading the
+//! source is the model loader's (`crate::model::load`); engine directories and the engine
+//! cache hold single-rank engines and are not used here.
 
 use super::engine::{new_group_id, TensorParallelEngine};
 use super::rank::RankBuild;
-use crate::engine::serialize;
-use crate::engine::{registered_definition, BuildConfig, LoadError, WeightSource};
-use crate::model::{tokenizer_of, Model, ModelError};
+use crate::engine::{BuildConfig, LoadError, WeightSource};
 use crate::registry::Registry;
-use crate::runtime::BlockPool;
-use crate::weights::dummy::{dummy_model, DummySpec};
-use crate::weights::load_model_source;
 use rtllm_models::toml::ModelDefinition;
 use rtllm_models::{ModelConfig, Parallel};
 use rtllm_plugin_api::DeviceKind;
-use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::Instant;
-
-/// Where a tensor-parallel model's weights come from.
-#[derive(Clone, Copy, Debug)]
-pub enum ModelSource<'a> {
-    /// A GGUF file or an HF directory.
-    Path(&'a Path),
-    /// Random weights for a config (see `weights::dummy`).
-    Dummy(&'a DummySpec),
-}
-
-impl ModelSource<'_> {
-    fn label(&self) -> PathBuf {
-        match self {
-            ModelSource::Path(p) => p.to_path_buf(),
-            ModelSource::Dummy(spec) => spec.label(),
-        }
-    }
-}
 
 /// The parallel coordinates of every rank of a `tp`-way group with a fresh communicator id.
 pub fn tensor_parallel_ranks(tp: usize) -> Result<Vec<Parallel>, LoadError> {
@@ -104,39 +80,4 @@ pub fn start_engine(
         })
         .collect();
     TensorParallelEngine::start(builds)
-}
-
-/// Loads a model split across `build.tensor_parallel_size` ranks, assembled from
-/// `definition` (default: the architecture registered for its config).
-pub fn load_model(
-    source: ModelSource<'_>,
-    definition: Option<&ModelDefinition>,
-    registry: Arc<Registry>,
-    build: &BuildConfig,
-) -> Result<Model<TensorParallelEngine>, ModelError> {
-    let start = Instant::now();
-    let path = source.label();
-    let build_err = |error| ModelError::Build { path: path.clone(), error };
-    let loaded = match source {
-        ModelSource::Path(p) if serialize::is_engine_dir(p) => {
-            return Err(build_err(LoadError::Config(format!(
-                "{} is an engine directory, which holds a single-rank engine; tensor parallelism builds each rank \
-                 from the model's weights (GGUF file or HF directory)",
-                p.display()
-            ))))
-        }
-        ModelSource::Path(p) => load_model_source(p),
-        ModelSource::Dummy(spec) => dummy_model(spec),
-    }
-    .map_err(|error| ModelError::Weights { path: path.clone(), error })?;
-    let (tokenizer, _) = tokenizer_of(&path, &loaded)?;
-    let definition = match definition {
-        Some(d) => d.clone(),
-        None => registered_definition(&loaded.config).map_err(build_err)?,
-    };
-    let config = loaded.config;
-    let weights: Arc<dyn WeightSource> = Arc::new(loaded.weights);
-    let engine = start_engine(&definition, &config, weights, registry, build).map_err(build_err)?;
-    let blocks = BlockPool::new(crate::parallel::ModelRunner::limits(&engine).num_kv_blocks);
-    Ok(Model { path, config, tokenizer, engine, blocks, load_time: start.elapsed() })
 }

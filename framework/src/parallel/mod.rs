@@ -4,10 +4,10 @@
 //! (`rtllm_models::Parallel`) carry a pipeline axis fixed to one stage, for pipeline
 //! parallelism to slot in later.
 //!
-//! - `runner`: [`ModelRunner`], what the runtime calls per step.
+//! - `runner`: [`ModelRunner`], what the runtime calls per step, and [`ModelEngine`] (one engine or the ranks).
 //! - `rank`: a rank's worker thread (build its engine, run steps).
 //! - `engine`: [`TensorParallelEngine`], the ranks as one runner.
-//! - `load`: [`load_model`] and the layout checks.
+//! - `load`: [`start_engine`] and the layout checks.
 
 mod engine;
 mod load;
@@ -15,6 +15,6 @@ mod rank;
 mod runner;
 
 pub use engine::TensorParallelEngine;
-pub use load::{check_layout, load_model, start_engine, tensor_parallel_ranks, ModelSource};
+pub use load::{check_layout, start_engine, tensor_parallel_ranks};
 pub use rtllm_models::{AttentionSplit, Parallel, ParallelError};
-pub use runner::ModelRunner;
+pub use runner::{ModelEngine, ModelRunner};

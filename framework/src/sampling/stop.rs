@@ -1,8 +1,11 @@
 //! Stop handling for one output sequence: end-of-sequence ids (unless `ignore_eos`),
 //! `stop_token_ids`, stop strings matched in the detokenized text across token boundaries, and
-//! `max_tokens`. Produces the streaming text deltas: text that could still turn out to be the
-//! start of a stop string is held back, so the deltas never contain text later trimmed, and
-//! they concatenate to exactly the final text.
+//! `max_tokens`; and [`FinishReason`], why a sequence ended, the one type the executor, the API
+//! and the server report. Produces the streaming text deltas: text that could still turn out
+//! to be the start of a stop string is held back, so the deltas never contain text later
+//! trimmed, and they concatenate to exactly the final text. The executor runs one checker per
+//! output sequence, so a stop string ends the sequence (and frees its KV blocks) in the step
+//! that completed it.
 //!
 //! Semantics (vLLM's): nothing stops before `min_tokens` tokens were generated (a stop string
 //! counts only if it ends in text produced by the `min_tokens`-th token or later); the text of
@@ -13,6 +16,7 @@
 use super::SamplingParams;
 use crate::tokenizer::{DecodeStream, Tokenizer, TokenizerError};
 use serde::{Deserialize, Serialize};
+use std::sync::Arc;
 
 /// What stopped a sequence that did not run into `max_tokens`.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -30,17 +34,40 @@ pub enum StopKind {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum FinishReason {
+    /// An end-of-sequence token, a stop token id or a stop string.
     Stop(StopKind),
-    /// `max_tokens` were generated.
+    /// `max_tokens` were generated (or the sequence reached max_seq_len).
     Length,
+    /// The request was stopped before it finished: cancelled by its client, or the executor
+    /// shut down.
+    Cancelled,
 }
 
 impl FinishReason {
-    /// OpenAI's `finish_reason`: "stop" (eos, stop ids, stop strings) or "length".
+    /// OpenAI's `finish_reason`: "stop" (eos, stop ids, stop strings), "length", or vLLM's
+    /// "abort" for a cancelled request.
     pub fn as_openai_str(&self) -> &'static str {
         match self {
             FinishReason::Stop(_) => "stop",
             FinishReason::Length => "length",
+            FinishReason::Cancelled => "abort",
+        }
+    }
+
+    /// Whether this is a `Stop` (not a length limit or a cancellation).
+    pub fn is_stop(&self) -> bool {
+        matches!(self, FinishReason::Stop(_))
+    }
+}
+
+impl std::fmt::Display for FinishReason {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            FinishReason::Stop(StopKind::Eos(id)) => write!(f, "stop (eos token {id})"),
+            FinishReason::Stop(StopKind::StopTokenId(id)) => write!(f, "stop (stop token {id})"),
+            FinishReason::Stop(StopKind::StopString(s)) => write!(f, "stop (stop string {s:?})"),
+            FinishReason::Length => f.write_str("length"),
+            FinishReason::Cancelled => f.write_str("cancelled"),
         }
     }
 }
@@ -161,11 +188,14 @@ pub struct StopUpdate {
     pub finish_reason: Option<FinishReason>,
 }
 
-/// Detokenizes one output sequence incrementally and decides when it stops.
+/// Detokenizes one output sequence incrementally and decides when it stops. Without a
+/// tokenizer it produces no text and checks only token ids and lengths (stop strings need the
+/// text: `SamplingParams::stop` is then ignored, so callers refuse it).
 #[derive(Clone, Debug)]
 pub struct StopChecker {
     strings: StopStrings,
-    stream: DecodeStream,
+    /// The detokenizer and its tokenizer, when there is one.
+    text: Option<(DecodeStream, Arc<Tokenizer>)>,
     stop_token_ids: Vec<u32>,
     eos_ids: Vec<u32>,
     max_tokens: usize,
@@ -176,11 +206,13 @@ pub struct StopChecker {
 
 impl StopChecker {
     /// A checker for `params` (its stop, stop_token_ids, ignore_eos, min/max_tokens,
-    /// skip_special_tokens, include_stop_str_in_output) and the model's `eos_ids`.
-    pub fn new(params: &SamplingParams, eos_ids: &[u32], tok: &Tokenizer) -> StopChecker {
+    /// skip_special_tokens, include_stop_str_in_output) and the model's `eos_ids`; with no
+    /// tokenizer, token ids and lengths only.
+    pub fn new(params: &SamplingParams, eos_ids: &[u32], tok: Option<Arc<Tokenizer>>) -> StopChecker {
+        let stops = if tok.is_some() { params.stop.as_slice() } else { &[] };
         StopChecker {
-            strings: StopStrings::new(&params.stop, params.include_stop_str_in_output),
-            stream: tok.decode_stream(params.skip_special_tokens),
+            strings: StopStrings::new(stops, params.include_stop_str_in_output),
+            text: tok.map(|t| (t.decode_stream(params.skip_special_tokens), t)),
             stop_token_ids: params.stop_token_ids.clone(),
             eos_ids: if params.ignore_eos { Vec::new() } else { eos_ids.to_vec() },
             max_tokens: params.max_tokens,
@@ -204,7 +236,7 @@ impl StopChecker {
     }
 
     /// Adds the next generated token.
-    pub fn step(&mut self, tok: &Tokenizer, token: u32) -> Result<StopUpdate, StopError> {
+    pub fn step(&mut self, token: u32) -> Result<StopUpdate, StopError> {
         if let Some(reason) = &self.finished {
             return Err(StopError::AlreadyFinished(reason.clone()));
         }
@@ -220,7 +252,10 @@ impl StopChecker {
         };
         let mut text_diff = String::new();
         if token_stop.is_none() {
-            let delta = self.stream.step(tok, token)?.unwrap_or_default();
+            let delta = match &mut self.text {
+                Some((stream, tok)) => stream.step(tok, token)?.unwrap_or_default(),
+                None => String::new(),
+            };
             let (out, matched) = self.strings.push(&delta, can_stop);
             text_diff = out;
             if let Some(idx) = matched {
@@ -233,10 +268,25 @@ impl StopChecker {
             None if self.generated >= self.max_tokens => FinishReason::Length,
             None => return Ok(StopUpdate { text_diff, finish_reason: None }),
         };
-        // The end: the decoder's held bytes may still complete a stop string.
-        let tail = self.stream.finish(tok).unwrap_or_default();
-        let (out, matched) = self.strings.push(&tail, true);
-        text_diff.push_str(&out);
+        let end = self.finish(reason);
+        text_diff.push_str(&end.text_diff);
+        Ok(StopUpdate { text_diff, finish_reason: end.finish_reason })
+    }
+
+    /// Ends the sequence with `reason` (from outside: cancelled, out of context, or a step
+    /// that ended it): releases the held text. The decoder's held bytes may still complete a
+    /// stop string (once `min_tokens` were generated): the text is then trimmed and the reason
+    /// is that stop string. Finishing twice returns nothing new.
+    pub fn finish(&mut self, reason: FinishReason) -> StopUpdate {
+        if let Some(done) = &self.finished {
+            return StopUpdate { text_diff: String::new(), finish_reason: Some(done.clone()) };
+        }
+        let tail = match &mut self.text {
+            Some((stream, tok)) => stream.finish(tok).unwrap_or_default(),
+            None => String::new(),
+        };
+        let can_stop = self.generated >= self.min_tokens;
+        let (mut text_diff, matched) = self.strings.push(&tail, can_stop);
         let reason = match matched {
             Some(idx) => FinishReason::Stop(self.stop_string(idx)),
             None => {
@@ -244,22 +294,7 @@ impl StopChecker {
                 reason
             }
         };
-        Ok(self.finish_with(text_diff, reason))
-    }
-
-    /// Ends the sequence from outside (cancelled, or out of context): returns the held text.
-    pub fn flush(&mut self, tok: &Tokenizer) -> String {
-        if self.finished.is_some() {
-            return String::new();
-        }
-        let tail = self.stream.finish(tok).unwrap_or_default();
-        // A stop string completed by the tail counts only once min_tokens were generated.
-        let can_stop = self.generated >= self.min_tokens;
-        let (mut out, matched) = self.strings.push(&tail, can_stop);
-        if matched.is_none() {
-            out.push_str(&self.strings.flush());
-        }
-        out
+        self.finish_with(text_diff, reason)
     }
 
     fn stop_string(&self, idx: usize) -> StopKind {

@@ -3,7 +3,7 @@
 
 use super::*;
 use crate::tokenizer::Tokenizer;
-use std::sync::OnceLock;
+use std::sync::{Arc, OnceLock};
 
 /// Pushes `pieces`, checking that every delta extends a prefix of the final text.
 fn stream(stops: &[&str], include: bool, pieces: &[&str]) -> (String, Option<usize>, String) {
@@ -64,8 +64,8 @@ fn every_split_streams_exactly_the_trimmed_text() {
     }
 }
 
-fn tokenizer() -> Option<&'static Tokenizer> {
-    static TOK: OnceLock<Option<Tokenizer>> = OnceLock::new();
+fn tokenizer() -> Option<&'static Arc<Tokenizer>> {
+    static TOK: OnceLock<Option<Arc<Tokenizer>>> = OnceLock::new();
     TOK.get_or_init(|| {
         let path = crate::model::default_model_path();
         if !path.exists() {
@@ -74,26 +74,28 @@ fn tokenizer() -> Option<&'static Tokenizer> {
         }
         let loaded = crate::weights::load_model_source(&path).expect("default model loads");
         let spec = loaded.tokenizer.expect("the default GGUF carries a tokenizer");
-        Some(Tokenizer::from_spec(spec).expect("tokenizer builds"))
+        Some(Arc::new(Tokenizer::from_spec(spec).expect("tokenizer builds")))
     })
     .as_ref()
 }
 
 /// Feeds `ids` until the checker finishes; returns the deltas, the reason and tokens used.
-fn check(tok: &Tokenizer, params: &SamplingParams, ids: &[u32]) -> (Vec<String>, Option<FinishReason>, usize) {
+fn check(tok: &Arc<Tokenizer>, params: &SamplingParams, ids: &[u32]) -> (Vec<String>, Option<FinishReason>, usize) {
     let eos = tok.eos_token_ids();
-    let mut c = StopChecker::new(params, &eos, tok);
+    let mut c = StopChecker::new(params, &eos, Some(tok.clone()));
     let mut deltas = Vec::new();
     for (n, &id) in ids.iter().enumerate() {
-        let u = c.step(tok, id).unwrap();
+        let u = c.step(id).unwrap();
         deltas.push(u.text_diff);
         if let Some(r) = u.finish_reason {
             assert_eq!(deltas.concat(), c.text(), "deltas concatenate to the final text");
-            assert!(matches!(c.step(tok, id), Err(StopError::AlreadyFinished(_))));
+            assert!(matches!(c.step(id), Err(StopError::AlreadyFinished(_))));
             return (deltas, Some(r), n + 1);
         }
     }
-    deltas.push(c.flush(tok));
+    let end = c.finish(FinishReason::Cancelled);
+    assert_eq!(end.finish_reason, Some(FinishReason::Cancelled));
+    deltas.push(end.text_diff);
     (deltas, None, ids.len())
 }
 
@@ -175,13 +177,35 @@ fn flush_respects_min_tokens() {
     let base = SamplingParams { stop: vec!["\u{FFFD}".into()], ..SamplingParams::greedy(16) };
     // Below min_tokens the tail is no stop: all of it is returned.
     let p = SamplingParams { min_tokens: 5, ..base.clone() };
-    let mut c = StopChecker::new(&p, &eos, tok);
-    let first = c.step(tok, ids[0]).unwrap();
+    let mut c = StopChecker::new(&p, &eos, Some(tok.clone()));
+    let first = c.step(ids[0]).unwrap();
     assert_eq!(first.finish_reason, None);
-    let text = first.text_diff + &c.flush(tok);
-    assert_eq!(text, "\u{FFFD}", "a stop string before min_tokens must not trim the flushed tail");
-    // Past min_tokens the same tail is a stop string and is trimmed.
-    let mut c = StopChecker::new(&base, &eos, tok);
-    let first = c.step(tok, ids[0]).unwrap();
-    assert_eq!(first.text_diff + &c.flush(tok), "");
+    let end = c.finish(FinishReason::Cancelled);
+    assert_eq!(
+        first.text_diff + &end.text_diff,
+        "\u{FFFD}",
+        "a stop string before min_tokens must not trim the flushed tail"
+    );
+    assert_eq!(end.finish_reason, Some(FinishReason::Cancelled));
+    // Past min_tokens the same tail is a stop string and is trimmed, and is the reason.
+    let mut c = StopChecker::new(&base, &eos, Some(tok.clone()));
+    let first = c.step(ids[0]).unwrap();
+    let end = c.finish(FinishReason::Length);
+    assert_eq!(first.text_diff + &end.text_diff, "");
+    assert_eq!(end.finish_reason, Some(FinishReason::Stop(StopKind::StopString("\u{FFFD}".into()))));
+}
+
+#[test]
+fn without_a_tokenizer_only_ids_and_lengths_stop() {
+    let params =
+        SamplingParams { stop: vec!["x".into()], stop_token_ids: vec![7], max_tokens: 3, ..Default::default() };
+    let mut c = StopChecker::new(&params, &[2], None);
+    let u = c.step(5).unwrap();
+    assert_eq!((u.text_diff.as_str(), u.finish_reason), ("", None));
+    assert_eq!(c.step(2).unwrap().finish_reason, Some(FinishReason::Stop(StopKind::Eos(2))));
+    let mut c = StopChecker::new(&params, &[2], None);
+    assert_eq!(c.step(7).unwrap().finish_reason, Some(FinishReason::Stop(StopKind::StopTokenId(7))));
+    let mut c = StopChecker::new(&params, &[2], None);
+    let reasons: Vec<_> = [4, 4, 4].iter().map(|&t| c.step(t).unwrap().finish_reason).collect();
+    assert_eq!(reasons, vec![None, None, Some(FinishReason::Length)]);
 }

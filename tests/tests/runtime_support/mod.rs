@@ -4,10 +4,11 @@
 
 #![allow(dead_code)]
 
-use rtllm::model::{default_model_path, Model};
+use rtllm::model::{default_model_path, Model, ModelSpec};
 use rtllm::runtime::{Executor, ExecutorConfig, ExecutorStats, FinishReason, Request};
 use rtllm::sampling::SamplingParams;
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 /// The default model built for `config.build`, or `None` with the reason printed.
@@ -17,7 +18,7 @@ pub fn load(config: &ExecutorConfig) -> Option<Model> {
         eprintln!("skipping: {} is missing; run scripts/fetch-default-model.sh", path.display());
         return None;
     }
-    Some(Model::load(&path, rtllm_tests::registry(), &config.build).expect("default model loads"))
+    Some(Model::load(&ModelSpec::default_model(), rtllm_tests::registry(), &config.build).expect("default model loads"))
 }
 
 /// The parity fixture's prompt ids (13 prompts of 3..68 tokens).
@@ -57,9 +58,9 @@ pub fn max_tokens_for(i: usize) -> usize {
     8 + (i * 5) % 17
 }
 
-/// Each prompt generated alone with the single-sequence runner.
-pub fn one_at_a_time(model: &mut Model, jobs: &[(Vec<u32>, SamplingParams)]) -> Vec<Vec<u32>> {
-    jobs.iter().map(|(p, params)| model.generate_ids(p, params, |_| {}).expect("generates").tokens).collect()
+/// Each job run alone: submitted once the previous one has finished.
+pub fn one_at_a_time(ex: &Executor, jobs: &[(Vec<u32>, SamplingParams)]) -> Vec<Vec<u32>> {
+    jobs.iter().map(|job| run_concurrently(ex, std::slice::from_ref(job)).remove(0).0).collect()
 }
 
 /// Submits every job at once and waits for all; each result is (tokens, finish reason).
@@ -76,12 +77,13 @@ pub fn run_concurrently(ex: &Executor, jobs: &[(Vec<u32>, SamplingParams)]) -> V
         .collect()
 }
 
-/// Moves the model's engine into a new executor.
+/// Moves the model's engine into a new executor (with the model's eos ids and tokenizer).
 pub fn executor(model: Model, config: ExecutorConfig) -> Executor {
     let mut config = config;
     if config.eos_token_ids.is_empty() {
         config.eos_token_ids = model.eos_ids();
     }
+    config.tokenizer = Some(Arc::new(model.tokenizer));
     Executor::new(model.engine, config).expect("executor starts")
 }
 

@@ -4,7 +4,8 @@
 //! request's sequences to the new beams — the first child of a parent reuses the parent's
 //! sequence, further children fork it in the KV cache (full blocks shared, the partial block
 //! copied on first write), parents without children are freed. When the search ends it frees
-//! every beam and yields one final [`OutputUpdate`] per returned hypothesis.
+//! every beam and yields one final [`OutputUpdate`] per returned hypothesis (its text and the
+//! exact stop reason are the client's stop checker's to add).
 //!
 //! Processing per beam: repetition, presence and frequency penalties over the beam's own tokens
 //! and the `min_tokens` mask apply before the log-softmax (so the hypotheses' log-probabilities
@@ -15,11 +16,11 @@
 use super::request::OutputUpdate;
 use crate::runtime::kv_cache::{KvCacheManager, SeqId};
 use crate::runtime::scheduler::{LlmRequest, SeqState};
-use crate::runtime::FinishReason;
 use crate::sampling::processors::{
     apply_presence_frequency_penalties, apply_repetition_penalty, log_softmax_in_place, mask_tokens,
 };
 use crate::sampling::{BeamChild, BeamConfig, BeamSearch, SamplingParams};
+use crate::sampling::{FinishReason, StopKind};
 use std::collections::HashMap;
 
 /// What feeding one beam's logits did.
@@ -129,8 +130,8 @@ impl BeamState {
             .map(|rank| {
                 let (token_ids, cum, finish) = match hyps.get(rank) {
                     Some(h) => {
-                        let stop = h.tokens.last().is_some_and(|t| self.eos_ids.contains(t));
-                        let reason = if stop { FinishReason::Stop } else { FinishReason::Length };
+                        let stop = h.tokens.last().filter(|t| self.eos_ids.contains(t));
+                        let reason = stop.map_or(FinishReason::Length, |&t| FinishReason::Stop(StopKind::Eos(t)));
                         (h.tokens.clone(), Some(h.cum_logprob), reason)
                     }
                     None => (Vec::new(), None, FinishReason::Length),
@@ -138,6 +139,7 @@ impl BeamState {
                 OutputUpdate {
                     sample: rank,
                     token_ids,
+                    text_diff: String::new(),
                     logprobs: Vec::new(),
                     finish_reason: Some(finish),
                     error: None,

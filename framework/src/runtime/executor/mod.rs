@@ -1,8 +1,10 @@
 //! The executor (TensorRT-LLM's `Executor`): a background thread that owns the engine and
-//! runs the in-flight batching loop (see `worker`), with `submit` → `RequestHandle` for
-//! clients, stats, and `shutdown`.
+//! runs the in-flight batching loop (see `worker`; each request's samplers, stop checks and
+//! streamed text are its `client`), with `submit` → `RequestHandle` for clients, stats, and
+//! `shutdown`.
 
 mod beam;
+mod client;
 mod request;
 mod worker;
 
@@ -12,6 +14,7 @@ use super::kv_cache::{KvCacheConfig, KvCacheManager, KvCacheStats};
 use super::scheduler::{CapacitySchedulerPolicy, Scheduler, SchedulerConfig};
 use crate::engine::BuildConfig;
 use crate::parallel::ModelRunner;
+use crate::tokenizer::Tokenizer;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::mpsc::{channel, Sender};
 use std::sync::{Arc, Mutex};
@@ -31,6 +34,9 @@ pub struct ExecutorConfig {
     pub enable_chunked_prefill: bool,
     /// Tokens that end a sample unless `ignore_eos` (usually `Model::eos_ids()`).
     pub eos_token_ids: Vec<u32>,
+    /// Detokenizes outputs: the updates then carry text, and requests may have stop strings
+    /// (usually the model's tokenizer; `Llm` sets it).
+    pub tokenizer: Option<Arc<Tokenizer>>,
 }
 
 impl Default for ExecutorConfig {
@@ -43,6 +49,7 @@ impl Default for ExecutorConfig {
             max_num_tokens: None,
             enable_chunked_prefill: true,
             eos_token_ids: Vec::new(),
+            tokenizer: None,
         }
     }
 }
@@ -96,6 +103,7 @@ struct Limits {
     max_seq_len: usize,
     tokens_per_block: usize,
     total_blocks: usize,
+    detokenizes: bool,
 }
 
 /// A running executor; dropping it shuts the loop down.
@@ -146,6 +154,7 @@ impl Executor {
             max_seq_len: lim.max_seq_len,
             tokens_per_block: lim.tokens_per_block,
             total_blocks: kv.total_blocks(),
+            detokenizes: config.tokenizer.is_some(),
         };
         let scheduler = Scheduler::new(SchedulerConfig {
             capacity_scheduler_policy: config.capacity_scheduler_policy,
@@ -156,7 +165,8 @@ impl Executor {
         });
         let stats = Arc::new(Mutex::new(ExecutorStats { kv: kv.stats(), ..Default::default() }));
         let (tx, rx) = channel();
-        let mut w = worker::Worker::new(engine, kv, scheduler, config.eos_token_ids, rx, stats.clone());
+        let mut w =
+            worker::Worker::new(engine, kv, scheduler, config.eos_token_ids, config.tokenizer, rx, stats.clone());
         let thread = std::thread::Builder::new()
             .name("rtllm-executor".into())
             .spawn(move || w.run())
@@ -176,6 +186,9 @@ impl Executor {
             return Err(SubmitError::TokenOutOfRange { token, vocab_size: l.vocab_size });
         }
         request.params.validate()?;
+        if !l.detokenizes && !request.params.stop.is_empty() {
+            return Err(SubmitError::StopStringsNeedTokenizer);
+        }
         if request.n == 0 || request.n > l.max_batch_size {
             return Err(SubmitError::BadSampleCount { n: request.n, max_batch_size: l.max_batch_size });
         }
@@ -208,7 +221,8 @@ impl Executor {
         self.stats.lock().map(|s| s.clone()).unwrap_or_else(|p| p.into_inner().clone())
     }
 
-    /// Stops the loop (running requests end without a finish reason) and joins its thread.
+    /// Stops the loop (running requests end without a final update; the `Llm` API reports
+    /// them `Cancelled`) and joins its thread.
     pub fn shutdown(mut self) -> Result<(), ExecutorError> {
         self.stop()
     }

@@ -2,8 +2,7 @@
 //! `OutputUpdate`s and `cancel()`), and the errors of submission and of a running request.
 
 use super::Command;
-use crate::runtime::FinishReason;
-use crate::sampling::{SampledToken, SamplingError, SamplingParams};
+use crate::sampling::{FinishReason, SampledToken, SamplingError, SamplingParams};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{Receiver, Sender};
 use std::sync::Arc;
@@ -43,6 +42,8 @@ pub enum SubmitError {
     TooLong { prompt: usize, max_seq_len: usize },
     #[error("prompt needs {needed} KV cache blocks but the whole cache has {total}")]
     ExceedsKvCache { needed: usize, total: usize },
+    #[error("stop strings need the executor to detokenize, but it was started without a tokenizer")]
+    StopStringsNeedTokenizer,
     #[error("the executor has shut down")]
     ShutDown,
 }
@@ -67,6 +68,10 @@ pub struct OutputUpdate {
     pub sample: usize,
     /// Tokens generated since the previous update.
     pub token_ids: Vec<u32>,
+    /// Text they completed (empty without a tokenizer): text that might still become a stop
+    /// string is held back, a matched stop string is trimmed, so the diffs of a sample
+    /// concatenate to its final text.
+    pub text_diff: String,
     /// Each token's log-probability (and the top alternatives when `logprobs` was asked).
     pub logprobs: Vec<SampledToken>,
     /// Set on the sample's last update.
@@ -86,6 +91,7 @@ impl OutputUpdate {
         OutputUpdate {
             sample: 0,
             token_ids: Vec::new(),
+            text_diff: String::new(),
             logprobs: Vec::new(),
             finish_reason: None,
             error: Some(error),
@@ -103,10 +109,11 @@ pub struct RequestHandle {
     pub(super) commands: Sender<Command>,
 }
 
-/// A finished sample's tokens.
-#[derive(Clone, Debug, PartialEq)]
+/// A finished sample's tokens and text.
+#[derive(Clone, Debug, Default, PartialEq)]
 pub struct SampleOutput {
     pub token_ids: Vec<u32>,
+    pub text: String,
     pub finish_reason: Option<FinishReason>,
 }
 
@@ -127,7 +134,7 @@ impl RequestHandle {
         self.updates.recv().ok()
     }
 
-    /// Blocks until done and gathers each sample's tokens (the first error ends it).
+    /// Blocks until done and gathers each sample's tokens and text (the first error ends it).
     pub fn wait(self) -> Result<Vec<SampleOutput>, RequestError> {
         let mut samples: Vec<SampleOutput> = Vec::new();
         for u in self {
@@ -135,9 +142,10 @@ impl RequestHandle {
                 return Err(e);
             }
             if samples.len() <= u.sample {
-                samples.resize(u.sample + 1, SampleOutput { token_ids: Vec::new(), finish_reason: None });
+                samples.resize(u.sample + 1, SampleOutput::default());
             }
             samples[u.sample].token_ids.extend(&u.token_ids);
+            samples[u.sample].text.push_str(&u.text_diff);
             if u.finish_reason.is_some() {
                 samples[u.sample].finish_reason = u.finish_reason;
             }

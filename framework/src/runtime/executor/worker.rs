@@ -1,18 +1,19 @@
 //! The executor loop: fetch new requests, drop cancelled ones, schedule (capacity, then
 //! micro-batch), pack one `StepBatch` of decode tokens and prefill chunks, forward, sample each
 //! sequence that reached its last token (forking `n > 1` samples after the prompt), apply the
-//! stop checks, stream updates, and free finished requests' blocks. Beam-search requests take
-//! their steps through `beam::BeamState` instead of the per-sample samplers.
+//! stop checks (eos, stop ids, stop strings, lengths: see `client`), stream updates, and free
+//! a finished sequence's blocks in the step that finished it. Beam-search requests take their
+//! steps through `beam::BeamState` instead of the per-sample samplers.
 
-use super::beam::{BeamProgress, BeamState};
+use super::beam::BeamProgress;
+use super::client::Client;
 use super::request::{OutputUpdate, Request, RequestError};
 use super::{Command, ExecutorStats};
 use crate::engine::{RowSampling, StepBatch};
 use crate::parallel::ModelRunner;
 use crate::runtime::kv_cache::KvCacheManager;
 use crate::runtime::scheduler::{schedule_micro_batch, LlmRequest, ScheduledChunk, Scheduler, SeqState};
-use crate::runtime::FinishReason;
-use crate::sampling::{SamplingParams, SequenceSampler};
+use crate::tokenizer::Tokenizer;
 use std::collections::HashMap;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -27,31 +28,13 @@ pub(crate) struct NewRequest {
     pub cancelled: Arc<AtomicBool>,
 }
 
-/// The client side of a request the loop holds: how to sample and where to stream.
-struct Client {
-    params: SamplingParams,
-    /// One per sample: its random stream, penalty state and log-probabilities.
-    samplers: Vec<SequenceSampler>,
-    /// The beam search of a `use_beam_search` request (then `samplers` is empty).
-    beam: Option<BeamState>,
-    updates: Sender<OutputUpdate>,
-    cancelled: Arc<AtomicBool>,
-}
-
-impl Client {
-    /// Sends an update; a dropped handle counts as a cancellation.
-    fn send(&self, update: OutputUpdate) {
-        if self.updates.send(update).is_err() {
-            self.cancelled.store(true, Ordering::Release);
-        }
-    }
-}
-
 pub(super) struct Worker<R> {
     engine: R,
     kv: KvCacheManager,
     scheduler: Scheduler,
     eos: Vec<u32>,
+    /// Detokenizes outputs for their text and stop strings (None: token ids only).
+    tokenizer: Option<Arc<Tokenizer>>,
     commands: Receiver<Command>,
     stats: Arc<Mutex<ExecutorStats>>,
     clients: HashMap<u64, Client>,
@@ -76,6 +59,7 @@ impl<R: ModelRunner> Worker<R> {
         kv: KvCacheManager,
         scheduler: Scheduler,
         eos: Vec<u32>,
+        tokenizer: Option<Arc<Tokenizer>>,
         commands: Receiver<Command>,
         stats: Arc<Mutex<ExecutorStats>>,
     ) -> Worker<R> {
@@ -84,6 +68,7 @@ impl<R: ModelRunner> Worker<R> {
             kv,
             scheduler,
             eos,
+            tokenizer,
             commands,
             stats,
             clients: HashMap::new(),
@@ -144,31 +129,23 @@ impl<R: ModelRunner> Worker<R> {
                 let NewRequest { id, request, updates, cancelled } = *new;
                 let seq = self.next_seq;
                 self.next_seq += 1;
-                let params = &request.params;
-                let (samplers, beam) = if params.use_beam_search {
-                    let max_seq_len = self.scheduler.config.max_seq_len;
-                    let beam = BeamState::new(params, &self.eos, request.n, request.prompt_ids.len(), max_seq_len);
-                    (Ok(Vec::new()), beam.map(Some))
-                } else {
-                    let samplers = (0..request.n)
-                        .map(|i| SequenceSampler::for_output(params, &request.prompt_ids, &self.eos, i))
-                        .collect::<Result<Vec<_>, _>>()
-                        .map_err(|e| e.to_string());
-                    (samplers, Ok(None))
-                };
-                let (samplers, beam) = match (samplers, beam) {
-                    (Ok(s), Ok(b)) => (s, b),
-                    (Err(e), _) | (_, Err(e)) => {
+                let max_seq_len = self.scheduler.config.max_seq_len;
+                let tx = updates.clone();
+                let client = match Client::new(&request, &self.eos, self.tokenizer.clone(), max_seq_len, tx, cancelled)
+                {
+                    Ok(client) => client,
+                    Err(e) => {
                         // `submit` validated the params, so this is a bug, not bad input.
                         let _ = updates.send(OutputUpdate::failed(RequestError::Unschedulable(e), self.step));
                         return true;
                     }
                 };
+                let params = &request.params;
                 // A beam request holds `beam_width` sequences once past its prompt.
                 let seqs = if params.use_beam_search { params.beam_width } else { request.n };
                 let max_tokens = params.max_tokens;
                 self.scheduler.enqueue(LlmRequest::new(id, seq, request.prompt_ids, seqs, max_tokens));
-                self.clients.insert(id, Client { params: request.params, samplers, beam, updates, cancelled });
+                self.clients.insert(id, client);
                 true
             }
             Command::Wake => true,
@@ -182,24 +159,13 @@ impl<R: ModelRunner> Worker<R> {
             self.clients.iter().filter(|(_, c)| c.cancelled.load(Ordering::Acquire)).map(|(&id, _)| id).collect();
         for id in ids {
             let req = self.scheduler.remove(id, &mut self.kv);
-            if let Some(client) = self.clients.remove(&id) {
+            if let Some(mut client) = self.clients.remove(&id) {
                 let samples: Vec<usize> = match (&client.beam, &req) {
                     (Some(b), _) => (0..b.num_outputs()).collect(),
                     (None, Some(r)) => r.live_seqs().map(|s| s.index).collect(),
                     (None, None) => vec![0],
                 };
-                for sample in samples {
-                    let update = OutputUpdate {
-                        sample,
-                        token_ids: Vec::new(),
-                        logprobs: Vec::new(),
-                        finish_reason: Some(FinishReason::Cancelled),
-                        error: None,
-                        step: self.step,
-                        cumulative_logprob: None,
-                    };
-                    let _ = client.updates.send(update);
-                }
+                client.send_cancelled(samples.into_iter(), self.step);
             }
         }
     }
@@ -371,9 +337,7 @@ impl<R: ModelRunner> Worker<R> {
                     Ok(BeamProgress::Stepped { tokens }) => self.generated += tokens as u64,
                     Ok(BeamProgress::Done { tokens, updates }) => {
                         self.generated += tokens as u64;
-                        for u in updates {
-                            client.send(u);
-                        }
+                        client.send_beam_results(updates);
                     }
                     Err(e) => failed.push((req.id, RequestError::Unschedulable(format!("beam search: {e}")))),
                 }
@@ -413,22 +377,12 @@ impl<R: ModelRunner> Worker<R> {
                         sampler.sample(&mut self.row_scratch)
                     }
                 };
-                let token = sampled.id;
-                let finish = advance(seq, token, &client.params, &self.eos, max_seq_len);
+                seq.tokens.push(sampled.id);
                 self.generated += 1;
-                if finish.is_some() {
+                if client.send_token(seq.index, sampled, seq.tokens.len() >= max_seq_len, self.step) {
                     seq.finished = true;
                     self.kv.free_sequence(seq.id);
                 }
-                client.send(OutputUpdate {
-                    sample: seq.index,
-                    token_ids: vec![token],
-                    logprobs: vec![sampled],
-                    finish_reason: finish,
-                    error: None,
-                    step: self.step,
-                    cumulative_logprob: None,
-                });
             }
         }
         for (id, error) in failed {
@@ -458,25 +412,6 @@ impl<R: ModelRunner> Worker<R> {
             Ok(mut g) => *g = s,
             Err(p) => *p.into_inner() = s,
         }
-    }
-}
-
-/// Appends `token` and applies the stop checks (eos unless ignored, stop ids, max_tokens,
-/// max_seq_len).
-fn advance(
-    seq: &mut SeqState,
-    token: u32,
-    params: &SamplingParams,
-    eos: &[u32],
-    max_seq_len: usize,
-) -> Option<FinishReason> {
-    seq.tokens.push(token);
-    if (!params.ignore_eos && eos.contains(&token)) || params.stop_token_ids.contains(&token) {
-        Some(FinishReason::Stop)
-    } else if seq.generated() >= params.max_tokens || seq.tokens.len() >= max_seq_len {
-        Some(FinishReason::Length)
-    } else {
-        None
     }
 }
 
