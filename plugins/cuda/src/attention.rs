@@ -1,6 +1,6 @@
 //! CUDA `paged_attention`: the same op as the CPU attention plugin (inputs, attributes, causal
 //! sliding-window GQA semantics, caches updated in place), for f32/bf16/f16 activations and any
-//! f32/bf16/f16 cache dtype. At most two launches on the host's stream (kernels/cuda/attention.cu):
+//! f32/bf16/f16 cache dtype. At most two launches on the host's stream (kernels/cuda/attention_prefill.cu, attention_decode.cu):
 //! prefill tiles (sequences with >= 2 new tokens; only when T >= 2), then GQA decode (sequences
 //! with one new token), split-K through thread-block clusters when the batch is too small to
 //! fill the GPU. Each kernel writes its own tokens' K/V into the cache. No workspace; grids come
@@ -22,7 +22,8 @@ use rtllm_plugin_api::{
     TensorView,
 };
 
-static SRC: KernelSource = kernel_source!("attention.cu");
+static PREFILL: KernelSource = kernel_source!("attention_prefill.cu");
+static DECODE: KernelSource = kernel_source!("attention_decode.cu");
 
 pub struct PagedAttention;
 
@@ -103,8 +104,8 @@ impl Op for PagedAttention {
         check_metas(inputs, &p, &DType::FLOATS, &DType::FLOATS)?;
         let (act, cache) = (inputs[Q].dtype, inputs[K_CACHE].dtype);
         let pair = format!("{}_{}", suffix(act)?, suffix(cache)?);
-        let prefill = runtime::function(&SRC, &format!("pa_prefill_{pair}"))?;
-        let decode = runtime::function(&SRC, &format!("pa_decode{}_{pair}", head_tile(p.group())))?;
+        let prefill = runtime::function(&PREFILL, &format!("pa_prefill_{pair}"))?;
+        let decode = runtime::function(&DECODE, &format!("pa_decode{}_{pair}", head_tile(p.group())))?;
         runtime::set_max_dynamic_shared(prefill, shared_bytes(p.head_dim))?;
         let sms = runtime::device_attribute(Attr::CU_DEVICE_ATTRIBUTE_MULTIPROCESSOR_COUNT)?.max(1) as usize;
         // Thread-block clusters (the decode kernel's split-K) need sm_90.

@@ -1,4 +1,4 @@
-//! Host-side geometry of the CUDA `paged_attention` launches (kernels/cuda/attention.cu): the
+//! Host-side geometry of the CUDA `paged_attention` launches (kernels/cuda/attention_*.cu): the
 //! concrete batch dims from the metas, the supported head sizes, the prefill grid, and the
 //! decode plan (query heads per block, split-K cluster size, grid, shared memory). Everything
 //! here is derived from metas only (never from tensor contents), so a launch can be captured in

@@ -14,6 +14,33 @@ use std::sync::{Mutex, OnceLock};
 /// The header every kernel source is compiled with (dtype helpers, reductions).
 pub const COMMON_HEADER: &str = include_str!(concat!(env!("CARGO_MANIFEST_DIR"), "/../../kernels/cuda/common.cuh"));
 
+/// Headers of kernels/cuda that sources may `#include "name.cuh"`: inlined when a source is
+/// compiled (NVRTC gets one translation unit), and part of the cache key.
+const HEADERS: &[(&str, &str)] =
+    &[("attention.cuh", include_str!(concat!(env!("CARGO_MANIFEST_DIR"), "/../../kernels/cuda/attention.cuh")))];
+
+/// `source`'s text with each `#include "X.cuh"` of [`HEADERS`] replaced by the header, `#line`
+/// directives keeping file names and line numbers in NVRTC's messages right.
+fn expand_includes(source: &KernelSource) -> Result<String, PluginError> {
+    let mut out = format!("#line 1 \"{}\"\n", source.name);
+    for (i, line) in source.text.lines().enumerate() {
+        let included = line.trim().strip_prefix("#include \"").and_then(|r| r.strip_suffix('"'));
+        match included {
+            Some(name) => {
+                let (_, text) = HEADERS.iter().find(|(n, _)| *n == name).ok_or_else(|| {
+                    PluginError::new(format!("kernels/cuda/{}: unknown header \"{name}\"", source.name))
+                })?;
+                out += &format!("#line 1 \"{name}\"\n{text}\n#line {} \"{}\"\n", i + 2, source.name);
+            }
+            None => {
+                out += line;
+                out.push('\n');
+            }
+        }
+    }
+    Ok(out)
+}
+
 /// A CUDA C source from kernels/cuda: its file name and text.
 #[derive(Clone, Copy, Debug)]
 pub struct KernelSource {
@@ -108,7 +135,7 @@ pub fn compile(source: &KernelSource, arch: &str) -> Result<Vec<u8>, PluginError
             source.name
         )));
     }
-    let full = format!("{COMMON_HEADER}\n#line 1 \"{}\"\n{}", source.name, source.text);
+    let full = format!("{COMMON_HEADER}\n{}", expand_includes(source)?);
     let src = CString::new(full).map_err(|e| err("kernel source", e))?;
     let name = CString::new(source.name).map_err(|e| err("kernel name", e))?;
     let prog = nvrtc::create_program(&src, Some(&name)).map_err(|e| err("nvrtcCreateProgram", e))?;
@@ -176,7 +203,7 @@ fn fnv1a(parts: &[&str]) -> u64 {
 /// The cubin for `source` on `arch`: from the disk cache, or compiled and written there.
 fn cubin(source: &KernelSource, arch: &str) -> Result<Vec<u8>, PluginError> {
     let version = if nvrtc_present() { nvrtc_version() } else { "none".into() };
-    let key = fnv1a(&[COMMON_HEADER, source.text, arch, &version, "v1"]);
+    let key = fnv1a(&[COMMON_HEADER, &expand_includes(source)?, arch, &version, "v1"]);
     let stem = source.name.trim_end_matches(".cu");
     let path = cache_dir().map(|d| d.join(format!("{stem}-{arch}-{key:016x}.cubin")));
     if let Some(p) = &path {
@@ -410,6 +437,16 @@ mod tests {
     fn cache_key_is_stable_and_sensitive() {
         assert_eq!(fnv1a(&["a", "b"]), fnv1a(&["a", "b"]));
         assert_ne!(fnv1a(&["ab", ""]), fnv1a(&["a", "b"]));
+    }
+
+    #[test]
+    fn includes_are_inlined_with_line_directives() {
+        let src = KernelSource { name: "x.cu", text: "int a;\n#include \"attention.cuh\"\nint b;\n" };
+        let full = expand_includes(&src).unwrap();
+        assert!(full.starts_with("#line 1 \"x.cu\"\nint a;\n#line 1 \"attention.cuh\"\n"), "{full}");
+        assert!(full.contains("struct PaGeom") && full.ends_with("#line 3 \"x.cu\"\nint b;\n"), "{full}");
+        let bad = KernelSource { name: "y.cu", text: "#include \"nope.cuh\"\n" };
+        assert!(expand_includes(&bad).unwrap_err().message().contains("unknown header \"nope.cuh\""));
     }
 
     #[test]
