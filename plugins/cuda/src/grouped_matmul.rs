@@ -114,20 +114,26 @@ impl Kernel for GroupedMatmulKernel {
         }
         // SAFETY: checked device tensors x [t, k], w_i [n_i, k], y_i [t, n_i] of the kernel's
         // dtype, and the host's workspace and stream.
-        unsafe {
-            blaslt_segments(
-                OP,
-                self.dtype,
-                ctx.device_workspace(ctx.workspace_bytes())? as usize as *mut u8,
-                ctx.workspace_bytes(),
-                ctx.stream(),
-                x,
-                t,
-                k,
-                segs,
-            )
-        }
+        unsafe { blaslt_segments_in(OP, self.dtype, ctx, x, t, k, segs) }
     }
+}
+
+/// [`blaslt_segments`] with the launch's whole workspace and stream.
+///
+/// # Safety
+/// As [`blaslt_segments`] for `x` and the segments.
+pub(crate) unsafe fn blaslt_segments_in(
+    op: &str,
+    dtype: DType,
+    ctx: &LaunchContext<'_>,
+    x: u64,
+    t: usize,
+    k: usize,
+    segs: &[Segment],
+) -> Result<(), PluginError> {
+    let workspace = ctx.device_workspace(ctx.workspace_bytes())? as usize as *mut u8;
+    // SAFETY: the caller's contract; the workspace is this launch's, `workspace_bytes` long.
+    unsafe { blaslt_segments(op, dtype, workspace, ctx.workspace_bytes(), ctx.stream(), x, t, k, segs) }
 }
 
 /// y_s = x · W_sᵀ with one cuBLASLt matmul per segment, in order on `stream`, sharing the

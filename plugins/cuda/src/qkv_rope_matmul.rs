@@ -11,7 +11,7 @@ use crate::blaslt;
 use crate::devargs::{check_ctx, device_ptr, device_ptr_mut, to_i32};
 use crate::elementwise;
 use crate::gemv::{self, Epilogue, Gemv, RopeEpilogue, Segment};
-use crate::grouped_matmul::blaslt_segments;
+use crate::grouped_matmul::blaslt_segments_in;
 use crate::rope::{launch_rope, scaling_args};
 use crate::runtime::Function;
 use rtllm_plugin_api::shapes::elementwise::{check_rope_width, RopeAttrs, RopeStyle};
@@ -176,17 +176,7 @@ impl Kernel for QkvRopeMatmulKernel {
         // SAFETY: as above; the rope kernel rotates q and k in place (it reads each pair before
         // writing it), all in order on the host's stream.
         unsafe {
-            blaslt_segments(
-                OP,
-                self.dtype,
-                ctx.device_workspace(ctx.workspace_bytes())? as usize as *mut u8,
-                ctx.workspace_bytes(),
-                ctx.stream(),
-                x,
-                t,
-                k,
-                &segs,
-            )?;
+            blaslt_segments_in(OP, self.dtype, ctx, x, t, k, &segs)?;
             for s in &segs[..2] {
                 launch_rope(OP, self.rope, a, s.y, positions, s.y, t, s.n, ctx.stream())?;
             }
