@@ -2,12 +2,12 @@
 # Before/after on one GPU machine, in one run (same card): a baseline pack ($BASE_DIR, e.g. main
 # before a change, packed by scripts/gpu-pack.sh with GPU_DIR=.gpu-base; needs only rtllm and
 # plugins/) and the new pack ($NEW_DIR, default .gpu). Prints:
-#   1. per-op parity of the new CUDA plugins against the CPU references (`plugins check`);
-#   2. end to end: the new cuda_check (CUDA vs CPU engines, dummy weights);
-#   3. `rtllm generate` on CUDA: baseline vs new greedy text, device vs host sampling, seeded
+#   1. `rtllm generate` on CUDA: baseline vs new greedy text, device vs host sampling, seeded
 #      reproduction, and the per-op / per-step profilers running;
-#   4. speed: batch-1 decode (Llama-3.2-1B shape, bf16 dummy weights, 128 in / 128 out), the two
-#      packs alternating three times each, then 256-request throughput once each.
+#   2. speed: batch-1 decode (Llama-3.2-1B shape, bf16 dummy weights, 128 in / 128 out), the two
+#      packs alternating three times each, then 256-request throughput once each;
+#   3. per-op parity of the new CUDA plugins against the CPU references (`plugins check`);
+#   4. end to end: the new cuda_check (CUDA vs CPU engines, dummy weights).
 # Usage: BASE_DIR=.gpu-base NEW_DIR=.gpu scripts/gpu-compare.sh   (logs in $OUT)
 set -uo pipefail
 cd "$(dirname "$0")/.."
@@ -33,15 +33,7 @@ same() { cmp -s "$OUT/$1.txt" "$OUT/$2.txt" && echo "$3: identical" || { echo "$
 
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader || true
 
-step "1. per-op parity: new CUDA providers vs the CPU references"
-RTLLM_PLUGIN_PATH=$NEW/plugins timeout 240 "$NEW/rtllm" plugins check --device cuda --seed 1 > "$OUT/ops.txt" 2>&1 || status=1
-tail -4 "$OUT/ops.txt"
-
-step "2. end to end: CUDA vs CPU engines (smollm2-135m shape, dummy weights)"
-RTLLM_PLUGIN_PATH=$NEW/plugins timeout 300 "$NEW/cuda_check" smollm2-135m > "$OUT/e2e.txt" 2>&1 || status=1
-cat "$OUT/e2e.txt"
-
-step "3. rtllm generate on CUDA (dummy weights): baseline vs new"
+step "1. rtllm generate on CUDA (dummy weights): baseline vs new"
 P="The quick brown fox jumps over the lazy dog"
 G=(generate --device cuda "$P" --max-tokens 64 --ignore-eos)
 for cfg in smollm2-135m llama-3.2-1b; do
@@ -59,7 +51,7 @@ RTLLM_PROFILE_OPS=1 run "$NEW" profile-ops "${G[@]}" --dummy-weights smollm2-135
 RTLLM_PROFILE_STEPS=1 run "$NEW" profile-steps "${G[@]}" --dummy-weights smollm2-135m --dummy-dtype bf16 \
   && grep -i -m3 "step\|gpu" "$OUT/profile-steps.err"
 
-step "4. speed: batch-1 decode, Llama-3.2-1B shape bf16 (alternating baseline / new)"
+step "2. speed: batch-1 decode, Llama-3.2-1B shape bf16 (alternating baseline / new)"
 M=(--device cuda --dummy-weights scripts/bench/configs/llama-3.2-1b.json --dummy-dtype bf16 --no-progress)
 L=(bench latency "${M[@]}" --concurrency 1 --num-requests 4 --input-len 128 --output-len 128 --max-batch-size 8
   --max-seq-len 512 --json)
@@ -73,6 +65,14 @@ T=(bench throughput "${M[@]}" --num-requests 256 --input-len 128 --output-len 12
   --max-num-tokens 8192 --max-seq-len 512 --json)
 run "$BASE" thr-base "${T[@]}"
 run "$NEW" thr-new "${T[@]}"
+
+step "3. per-op parity: new CUDA providers vs the CPU references"
+RTLLM_PLUGIN_PATH=$NEW/plugins timeout 240 "$NEW/rtllm" plugins check --device cuda --seed 1 > "$OUT/ops.txt" 2>&1 || status=1
+tail -4 "$OUT/ops.txt"
+
+step "4. end to end: CUDA vs CPU engines (smollm2-135m shape, dummy weights)"
+RTLLM_PLUGIN_PATH=$NEW/plugins timeout 300 "$NEW/cuda_check" smollm2-135m > "$OUT/e2e.txt" 2>&1 || status=1
+cat "$OUT/e2e.txt"
 
 step "summary"
 python3 - "$OUT" <<'PY' || true
