@@ -5,7 +5,7 @@
 #   1. `rtllm generate` on CUDA: baseline vs new greedy text, device vs host sampling, seeded
 #      reproduction, and the per-op / per-step profilers running;
 #   2. speed: batch-1 decode (Llama-3.2-1B shape, bf16 dummy weights, 128 in / 128 out), the two
-#      packs alternating three times each, then 256-request throughput once each;
+#      packs alternating twice each, then 256-request throughput once each;
 #   3. per-op parity of the new CUDA plugins against the CPU references (`plugins check`);
 #   4. end to end: the new cuda_check (CUDA vs CPU engines, dummy weights).
 # Usage: BASE_DIR=.gpu-base NEW_DIR=.gpu scripts/gpu-compare.sh   (logs in $OUT)
@@ -55,7 +55,7 @@ step "2. speed: batch-1 decode, Llama-3.2-1B shape bf16 (alternating baseline / 
 M=(--device cuda --dummy-weights scripts/bench/configs/llama-3.2-1b.json --dummy-dtype bf16 --no-progress)
 L=(bench latency "${M[@]}" --concurrency 1 --num-requests 4 --input-len 128 --output-len 128 --max-batch-size 8
   --max-seq-len 512 --json)
-for i in 1 2 3; do
+for i in 1 2; do
   for which in base new; do
     dir=$BASE; [ $which = new ] && dir=$NEW
     run "$dir" "lat-$which-$i" "${L[@]}"
@@ -85,7 +85,7 @@ def load(n):
         return None
 print("| run | baseline TPOT p50 ms | new TPOT p50 ms |")
 print("|---|---|---|")
-for i in (1, 2, 3):
+for i in (1, 2):
     b, n = load(f"lat-base-{i}"), load(f"lat-new-{i}")
     f = lambda r: f"{r['tpot_ms']['p50']:.4f}" if r else "-"
     print(f"| latency {i} | {f(b)} | {f(n)} |")
