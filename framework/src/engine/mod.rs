@@ -12,6 +12,7 @@ mod bind;
 mod buffer;
 mod build;
 pub mod cache;
+mod checksum;
 mod convert;
 mod decode_graphs;
 #[allow(clippy::module_inception)]

@@ -6,6 +6,7 @@
 use super::ast::{Action, AttrSpec, Block, Compiled, Cond, DTypeSpec, DimSpec, Step, ValueRef, ValueSpec};
 use super::error::{did_you_mean, locate_build_error, Loc};
 use super::expr::{Expr, Scalar, Scope};
+use super::limits::MAX_VALUE_CHAIN;
 use crate::arch::BuildOptions;
 use crate::builder::{BuildError, GraphBuilder, Value};
 use crate::config::ModelConfig;
@@ -102,6 +103,12 @@ impl Scope for std::cell::RefCell<ValueEval<'_>> {
         if self.borrow().active.iter().any(|a| a == name) {
             return Err(format!(
                 "[values] '{name}' depends on itself ({} -> {name})",
+                self.borrow().active.join(" -> ")
+            ));
+        }
+        if self.borrow().active.len() >= MAX_VALUE_CHAIN {
+            return Err(format!(
+                "[values] entries name each other more than {MAX_VALUE_CHAIN} deep ({} -> {name})",
                 self.borrow().active.join(" -> ")
             ));
         }

@@ -81,6 +81,7 @@ mod definition;
 mod error;
 mod exec;
 mod expr;
+mod limits;
 mod raw;
 #[cfg(test)]
 mod tests;
@@ -103,8 +104,12 @@ pub struct TomlModel {
 impl TomlModel {
     /// Reads and checks a model file; errors name the file and line.
     pub fn from_file(path: &Path) -> Result<TomlModel, TomlError> {
-        let text =
-            std::fs::read_to_string(path).map_err(|source| TomlError::Io { path: path.to_path_buf(), source })?;
+        let io = |source| TomlError::Io { path: path.to_path_buf(), source };
+        // A FIFO or device would block or stream forever: only regular files are read.
+        if !std::fs::metadata(path).map_err(io)?.is_file() {
+            return Err(io(std::io::Error::new(std::io::ErrorKind::InvalidInput, "not a regular file")));
+        }
+        let text = std::fs::read_to_string(path).map_err(io)?;
         TomlModel::from_str(&text, &path.display().to_string())
     }
 
