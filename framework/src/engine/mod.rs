@@ -9,6 +9,7 @@
 
 mod batch;
 mod bind;
+mod budget;
 mod buffer;
 mod build;
 pub mod cache;
