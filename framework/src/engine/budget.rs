@@ -117,7 +117,7 @@ mod tests {
 
     #[test]
     fn oversized_and_overflowing_parts_name_their_setting() {
-        let kv = Part::host("KV cache", product(&[1 << 20, 1 << 20, 1 << 20]), "num_kv_blocks (--num-kv-blocks)");
+        let kv = Part::host("KV cache", product(&[1 << 20, 1 << 20, 1 << 4]), "num_kv_blocks (--num-kv-blocks)");
         let small = Part::host("activation arena", Some(1 << 20), "max_num_tokens (--max-num-tokens)");
         let e = check(&[small, kv], None).unwrap_err().to_string();
         assert!(e.contains("host memory but") && e.contains("the largest part is the KV cache (16384.00 GiB)"), "{e}");

@@ -25,11 +25,9 @@ impl WeightFile {
         let io = |e| WeightError::io(path, e);
         let (mut file, size) = input_file::open_regular(path).map_err(io)?;
         let len = usize::try_from(size).map_err(|_| io(std::io::Error::other("file too large")))?;
-        let mut words = Vec::new();
-        words.try_reserve_exact(len.div_ceil(8)).map_err(|_| {
+        let words = zeroed_words(len.div_ceil(8)).ok_or_else(|| {
             io(std::io::Error::new(std::io::ErrorKind::OutOfMemory, format!("no memory to read {len} bytes")))
         })?;
-        words.resize(len.div_ceil(8), 0u64);
         let mut out = WeightFile { path: path.to_path_buf(), words, len };
         input_file::read_exactly(&mut file, out.bytes_mut()).map_err(io)?;
         Ok(Arc::new(out))
@@ -52,6 +50,22 @@ impl WeightFile {
         // SAFETY: as in `bytes`, and we hold `&mut self`.
         unsafe { std::slice::from_raw_parts_mut(self.words.as_mut_ptr() as *mut u8, self.len) }
     }
+}
+
+/// `n` zero words, or None if the allocator has none. `alloc_zeroed` (calloc) leaves a fresh
+/// mapping's pages untouched, so reading the file into them is the only pass over the memory.
+fn zeroed_words(n: usize) -> Option<Vec<u64>> {
+    if n == 0 {
+        return Some(Vec::new());
+    }
+    let layout = std::alloc::Layout::array::<u64>(n).ok()?;
+    // SAFETY: the layout has a non-zero size.
+    let ptr = unsafe { std::alloc::alloc_zeroed(layout) } as *mut u64;
+    if ptr.is_null() {
+        return None;
+    }
+    // SAFETY: allocated by the global allocator with the layout of `n` u64s, all initialised (zero).
+    Some(unsafe { Vec::from_raw_parts(ptr, n, n) })
 }
 
 impl fmt::Debug for WeightFile {
