@@ -148,7 +148,8 @@ def seed_safetensors(out):
 
 # ---------------------------------------------------------------- TOML model definitions
 def seed_toml(out):
-    for rel in ["models/configs"] + [os.path.join("examples", d) for d in os.listdir(os.path.join(ROOT, "examples"))]:
+    examples = [os.path.join("examples", d) for d in sorted(os.listdir(os.path.join(ROOT, "examples")))]
+    for rel in ["models/configs", "examples/custom-kernel-plugin/models"] + examples:
         d = os.path.join(ROOT, rel)
         if os.path.isdir(d):
             for name in sorted(os.listdir(d)):

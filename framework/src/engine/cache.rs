@@ -66,8 +66,7 @@ pub struct CacheKey(pub String);
 /// Identity of a model source: each file's path, size and content checksum (a directory: its
 /// files, sorted). The content, not the modification time, so weights edited in place (even
 /// with the mtime put back) never serve the engine built from the old ones; hashing costs a
-/// read of the source (measured in docs/hostile-inputs.md), a fraction of a cache hit's own
-/// verification of the entry's files.
+/// streamed read of the source (measured in docs/hostile-inputs.md).
 pub fn model_identity(path: &Path) -> std::io::Result<String> {
     let mut out = String::new();
     for f in source_files(path)? {

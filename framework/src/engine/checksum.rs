@@ -72,40 +72,27 @@ fn mix(mut x: u64) -> u64 {
     x ^ (x >> 33)
 }
 
+/// Little-endian word `i` of a 32-byte group.
+fn word(group: &[u8], i: usize) -> u64 {
+    let mut w = [0u8; 8];
+    w.copy_from_slice(&group[i * 8..i * 8 + 8]);
+    u64::from_le_bytes(w)
+}
+
 fn hash_chunk(chunk: &[u8]) -> (u64, u64) {
     const K: [u64; 4] = [0x9E37_79B9_7F4A_7C15, 0xC2B2_AE3D_27D4_EB4F, 0x1656_67B1_9E37_79F9, 0x27D4_EB2F_1656_67C5];
     let mut h = [1u64, 2, 3, 4];
-    let mut words = chunk.chunks_exact(32);
-    for w in &mut words {
+    let mut groups = chunk.chunks_exact(32);
+    for g in &mut groups {
         for i in 0..4 {
-            let v = u64::from_le_bytes([
-                w[i * 8],
-                w[i * 8 + 1],
-                w[i * 8 + 2],
-                w[i * 8 + 3],
-                w[i * 8 + 4],
-                w[i * 8 + 5],
-                w[i * 8 + 6],
-                w[i * 8 + 7],
-            ]);
-            h[i] = (h[i] ^ v).wrapping_mul(K[i]).rotate_left(31);
+            h[i] = (h[i] ^ word(g, i)).wrapping_mul(K[i]).rotate_left(31);
         }
     }
     let mut tail = [0u8; 32];
-    let rest = words.remainder();
+    let rest = groups.remainder();
     tail[..rest.len()].copy_from_slice(rest);
     for i in 0..4 {
-        let v = u64::from_le_bytes([
-            tail[i * 8],
-            tail[i * 8 + 1],
-            tail[i * 8 + 2],
-            tail[i * 8 + 3],
-            tail[i * 8 + 4],
-            tail[i * 8 + 5],
-            tail[i * 8 + 6],
-            tail[i * 8 + 7],
-        ]);
-        h[i] = mix(h[i] ^ v ^ rest.len() as u64);
+        h[i] = mix(h[i] ^ word(&tail, i) ^ rest.len() as u64);
     }
     (mix(h[0] ^ h[1].rotate_left(23)), mix(h[2] ^ h[3].rotate_left(41)))
 }

@@ -112,8 +112,9 @@ pub struct EngineMemory {
     kv: Vec<Memory>,
     kv_meta: TensorMeta,
     slots: Vec<Slot>,
-    /// Owner of the memory `WeightBytes::Borrowed` points into.
-    _weight_source: Arc<dyn WeightSource>,
+    /// Owner of the memory `WeightBytes::Borrowed` points into (None once every weight is on
+    /// the device: a GPU engine then holds no host copy of its weights).
+    _weight_source: Option<Arc<dyn WeightSource>>,
 }
 
 impl EngineMemory {
@@ -217,7 +218,9 @@ impl EngineMemory {
             kv_bytes = kv_pool_bytes * kv_layers,
             "engine memory"
         );
-        Ok(EngineMemory { plan, arena, workspace, weights, kv, kv_meta, slots, _weight_source: s.weight_source })
+        let borrows = weights.iter().any(|w| matches!(w, WeightBytes::Borrowed { .. }));
+        let _weight_source = borrows.then_some(s.weight_source);
+        Ok(EngineMemory { plan, arena, workspace, weights, kv, kv_meta, slots, _weight_source })
     }
 
     pub fn plan(&self) -> &MemoryPlan {

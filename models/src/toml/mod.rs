@@ -69,6 +69,11 @@
 //! `if_defined = "name"`, `unless_defined = "name"`, `if_config = "<expression>"` (non-zero,
 //! true). `scope = "layer {layer}"` names the scope that build errors report.
 //!
+//! **Limits** keep any file from exhausting the stack: blocks may not call themselves (directly
+//! or through others) and chain at most 32 calls deep, expressions nest at most 64 levels
+//! (parentheses, unary minus, `sqrt`, operator chains), `[values]` entries name each other at
+//! most 64 deep, and tables nest only as deep as the TOML parser allows.
+//!
 //! **Errors** name the file, the line and the key: syntax and format errors at load
 //! ([`TomlError`]); unknown config references, unknown ops (with similar registered ops), shape
 //! or dtype mismatches (layer, op, shapes) and missing weights (with the nearest present) at
