@@ -2,7 +2,8 @@
 //! compiles, checks or runs it: block calls form no cycle and chain at most
 //! [`MAX_CALL_DEPTH`] blocks deep (checked at load, here); expressions nest at most
 //! [`MAX_EXPR_DEPTH`] levels (checked by the expression parser); `[values]` entries name each
-//! other at most [`MAX_VALUE_CHAIN`] deep (checked as they are evaluated). Step bodies and TOML
+//! other at most [`MAX_VALUE_CHAIN`] deep (checked as they are evaluated); a build runs at most
+//! [`MAX_STEPS_RUN`] steps and loop iterations (checked as it runs). Step bodies and TOML
 //! tables nest only as deep as the TOML parser allows (it has a recursion limit of its own).
 
 use super::ast::{Action, Compiled, Step};
@@ -15,6 +16,9 @@ pub const MAX_CALL_DEPTH: usize = 32;
 pub const MAX_EXPR_DEPTH: usize = 64;
 /// The longest chain of `[values]` entries naming each other.
 pub const MAX_VALUE_CHAIN: usize = 64;
+/// The most steps and loop iterations one build runs (a 200-layer model runs a few thousand),
+/// so a huge or nested `repeat` ends with an error instead of running for hours.
+pub const MAX_STEPS_RUN: usize = 1 << 20;
 
 /// Every `call` in `steps` (any branch, any nesting): block name and where it is called.
 fn calls_in<'a>(steps: &'a [Step], out: &mut Vec<(&'a str, &'a Loc)>) {

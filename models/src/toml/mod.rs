@@ -72,7 +72,8 @@
 //! **Limits** keep any file from exhausting the stack: blocks may not call themselves (directly
 //! or through others) and chain at most 32 calls deep, expressions nest at most 64 levels
 //! (parentheses, unary minus, `sqrt`, operator chains), `[values]` entries name each other at
-//! most 64 deep, and tables nest only as deep as the TOML parser allows.
+//! most 64 deep, a build runs at most 2^20 steps and loop iterations, and tables nest only as
+//! deep as the TOML parser allows.
 //!
 //! **Errors** name the file, the line and the key: syntax and format errors at load
 //! ([`TomlError`]); unknown config references, unknown ops (with similar registered ops), shape

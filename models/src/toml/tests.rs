@@ -292,4 +292,12 @@ fn value_chains_deeper_than_the_limit_are_refused_at_build() {
     let text = format!("[model]\nname = \"x\"\n[values]\n{values}[inputs]\nids = {{ dtype = \"i32\", dims = [\"T\"] }}\n[outputs]\ny = \"ids\"\n");
     let e = record(&text, &config(1, false, false), Vec::new(), &[]).err().expect("fails").to_string();
     assert!(e.contains("[values] entries name each other more than 64 deep"), "{e}");
+
+    // Nested loops of a billion iterations each end with an error, not after hours.
+    let loops = "[[graph]]\nrepeat = \"1000000000\"\n  [[graph.body]]\n  repeat = \"1000000000\"\n  body = []\n";
+    let text = format!(
+        "[model]\nname = \"x\"\n[inputs]\nids = {{ dtype = \"i32\", dims = [\"T\"] }}\n{loops}[outputs]\ny = \"ids\"\n"
+    );
+    let e = record(&text, &config(1, false, false), Vec::new(), &[]).err().expect("fails").to_string();
+    assert!(e.contains("the model runs more than 1048576 steps"), "{e}");
 }
