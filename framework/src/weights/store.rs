@@ -3,6 +3,7 @@
 
 use super::fill::FillRule;
 use super::WeightError;
+use crate::engine::AlignedBuf;
 use crate::input_file;
 use rtllm_plugin_api::{quant, DType, TensorMeta};
 use std::collections::BTreeMap;
@@ -11,12 +12,11 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, OnceLock};
 
 /// A weight file read into memory (see `crate::input_file` for why it is read rather than
-/// mapped), shared by the tensors that live in it. The bytes sit in 8-byte words, so a tensor
-/// at an 8-aligned offset is aligned for any element type.
+/// mapped), shared by the tensors that live in it. The buffer is 64-byte aligned, so a tensor
+/// at an aligned offset is aligned for any element type and SIMD loads.
 pub struct WeightFile {
     pub path: PathBuf,
-    words: Vec<u64>,
-    len: usize,
+    buf: AlignedBuf,
 }
 
 impl WeightFile {
@@ -25,52 +25,27 @@ impl WeightFile {
         let io = |e| WeightError::io(path, e);
         let (mut file, size) = input_file::open_regular(path).map_err(io)?;
         let len = usize::try_from(size).map_err(|_| io(std::io::Error::other("file too large")))?;
-        let words = zeroed_words(len.div_ceil(8)).ok_or_else(|| {
+        // Zeroed lazily (calloc): reading the file into it is the only pass over the pages.
+        let mut buf = AlignedBuf::try_zeroed(len).ok_or_else(|| {
             io(std::io::Error::new(std::io::ErrorKind::OutOfMemory, format!("no memory to read {len} bytes")))
         })?;
-        let mut out = WeightFile { path: path.to_path_buf(), words, len };
-        input_file::read_exactly(&mut file, out.bytes_mut()).map_err(io)?;
-        Ok(Arc::new(out))
+        input_file::read_exactly(&mut file, buf.as_bytes_mut()).map_err(io)?;
+        Ok(Arc::new(WeightFile { path: path.to_path_buf(), buf }))
     }
 
     /// A weight file over bytes already in memory (`path` names it in errors).
     pub fn from_bytes(path: &Path, bytes: &[u8]) -> Arc<WeightFile> {
-        let mut out =
-            WeightFile { path: path.to_path_buf(), words: vec![0u64; bytes.len().div_ceil(8)], len: bytes.len() };
-        out.bytes_mut().copy_from_slice(bytes);
-        Arc::new(out)
+        Arc::new(WeightFile { path: path.to_path_buf(), buf: AlignedBuf::from_bytes(bytes) })
     }
 
     pub fn bytes(&self) -> &[u8] {
-        // SAFETY: `words` holds at least `len` initialised bytes; u8 has no alignment needs.
-        unsafe { std::slice::from_raw_parts(self.words.as_ptr() as *const u8, self.len) }
+        self.buf.as_bytes()
     }
-
-    fn bytes_mut(&mut self) -> &mut [u8] {
-        // SAFETY: as in `bytes`, and we hold `&mut self`.
-        unsafe { std::slice::from_raw_parts_mut(self.words.as_mut_ptr() as *mut u8, self.len) }
-    }
-}
-
-/// `n` zero words, or None if the allocator has none. `alloc_zeroed` (calloc) leaves a fresh
-/// mapping's pages untouched, so reading the file into them is the only pass over the memory.
-fn zeroed_words(n: usize) -> Option<Vec<u64>> {
-    if n == 0 {
-        return Some(Vec::new());
-    }
-    let layout = std::alloc::Layout::array::<u64>(n).ok()?;
-    // SAFETY: the layout has a non-zero size.
-    let ptr = unsafe { std::alloc::alloc_zeroed(layout) } as *mut u64;
-    if ptr.is_null() {
-        return None;
-    }
-    // SAFETY: allocated by the global allocator with the layout of `n` u64s, all initialised (zero).
-    Some(unsafe { Vec::from_raw_parts(ptr, n, n) })
 }
 
 impl fmt::Debug for WeightFile {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "WeightFile({}, {} bytes)", self.path.display(), self.len)
+        write!(f, "WeightFile({}, {} bytes)", self.path.display(), self.buf.len())
     }
 }
 
