@@ -116,6 +116,17 @@ fn a_fifo_as_model_or_definition_fails_at_once() {
     .expect("a FIFO is no model");
     assert!(e.contains("a FIFO, not a regular file"), "{e}");
 
+    // A FIFO named as a plugin: a load error, never opened (in a scanned directory: skipped).
+    let plugin = tmp.path().join(rtllm_tests::dylib_file_name("rtllm-fifo"));
+    mkfifo(&plugin);
+    let errors = within_deadline("loading a FIFO plugin", move || {
+        let dir = Registry::load_paths([plugin.parent().unwrap().to_path_buf()]).load_errors().len();
+        let named = Registry::load_paths([plugin]).load_errors().iter().map(|e| e.to_string()).collect::<Vec<_>>();
+        (dir, named)
+    });
+    assert_eq!(errors.0, 0, "a FIFO in a plugin directory is not a candidate");
+    assert!(errors.1.len() == 1 && errors.1[0].contains("a FIFO, not a regular file"), "{:?}", errors.1);
+
     let def = tmp.path().join("model.toml");
     mkfifo(&def);
     let e = within_deadline("loading a FIFO definition", move || {

@@ -171,7 +171,12 @@ pub(crate) fn candidates(opts: &DiscoveryOptions) -> (Vec<Candidate>, Vec<Discov
                 Err(e) => tracing::debug!("skipping plugin directory {}: {e}", root.display()),
             }
         } else if origin == Origin::Explicit {
-            problems.push(DiscoveryProblem { path: root, reason: "no such file or directory".into() });
+            // Neither a file nor a directory: missing, or a FIFO, socket or device (never opened).
+            let reason = match crate::input_file::check_regular(&root) {
+                Err(e) if root.exists() => e.to_string(),
+                _ => "no such file or directory".into(),
+            };
+            problems.push(DiscoveryProblem { path: root, reason });
         }
     }
     (out, problems)
