@@ -62,27 +62,28 @@ fn check_in_place(graph: &Graph, slots: &[Slot]) -> Result<(), EngineError> {
     Ok(())
 }
 
-const KV_CACHE: &str = "KV cache";
-
 /// The parts of the engine's own memory: arena, workspace, KV pools (on the device for a GPU
-/// engine) and the KV manager's entries (host).
+/// engine; left out when they are sized from the free memory later) and the KV manager's
+/// entries (host).
 fn planned_parts(
     on_device: bool,
     plan: &MemoryPlan,
     workspace_bytes: usize,
     limits: &EngineLimits,
-    kv_layers: usize,
-    block_bytes: usize,
-) -> [Part; 4] {
+    kv_pools: Option<(usize, usize)>,
+) -> Vec<Part> {
     let tokens = "max_num_tokens and max_batch_size (--max-num-tokens, --max-batch-size)";
     let blocks = "num_kv_blocks (--num-kv-blocks, or --kv-cache-bytes)";
-    let kv = limits.num_kv_blocks.checked_add(1).and_then(|n| product(&[block_bytes, n, kv_layers]));
-    [
+    let mut parts = vec![
         Part { what: "activation arena", bytes: Some(plan.arena_bytes), sized_by: tokens, on_device },
         Part { what: "kernel workspace", bytes: Some(workspace_bytes), sized_by: tokens, on_device },
-        Part { what: KV_CACHE, bytes: kv, sized_by: blocks, on_device },
         Part::host("KV block table", product(&[limits.num_kv_blocks, KV_BLOCK_ENTRY_BYTES]), blocks),
-    ]
+    ];
+    if let Some((layers, block_bytes)) = kv_pools {
+        let kv = limits.num_kv_blocks.checked_add(1).and_then(|n| product(&[block_bytes, n, layers]));
+        parts.push(Part { what: "KV cache", bytes: kv, sized_by: blocks, on_device });
+    }
+    parts
 }
 
 /// What the engine's memory is made for.
@@ -182,9 +183,9 @@ impl EngineMemory {
             Some(d) => upload_all(d, s.weights)?,
         };
         let kv_sized_by_fraction = device.is_some() && s.free_gpu_memory_fraction.is_some();
+        let kv_pools = (!kv_sized_by_fraction).then_some((kv_layers, block_bytes));
         let mut parts = s.other_parts;
-        parts.extend(planned_parts(device.is_some(), &plan, s.workspace_bytes, limits, kv_layers, block_bytes));
-        parts.retain(|p| !(kv_sized_by_fraction && p.what == KV_CACHE));
+        parts.extend(planned_parts(device.is_some(), &plan, s.workspace_bytes, limits, kv_pools));
         budget::check(&parts, device)?;
         let arena = Memory::zeroed(device, plan.arena_bytes).map_err(setup("activation arena"))?;
         let workspace = Memory::zeroed(device, s.workspace_bytes).map_err(setup("workspace"))?;
