@@ -7,6 +7,7 @@ pub mod cli;
 pub mod device;
 pub mod engine;
 pub mod host_pool;
+pub mod input_file;
 pub mod model;
 pub mod parallel;
 pub mod reference;

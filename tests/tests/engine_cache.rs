@@ -152,6 +152,25 @@ fn default_model_engine_dir_and_cache() {
     let before = cache::counters();
     let _ = load(&gguf, &cached);
     assert_eq!(cache::counters().hits - before.hits, 1);
+
+    // Issue 20 item 9: weights edited in place, same size, mtime put back: a miss, not the
+    // stale engine.
+    let copy = tmp.path().join("edited.gguf");
+    std::fs::copy(&gguf, &copy).unwrap();
+    let _ = load(&copy, &cached);
+    let mtime = std::fs::metadata(&copy).unwrap().modified().unwrap();
+    {
+        use std::io::{Seek, SeekFrom, Write};
+        let mut f = std::fs::OpenOptions::new().write(true).open(&copy).unwrap();
+        f.seek(SeekFrom::End(-1000)).unwrap();
+        f.write_all(&[0x55; 4]).unwrap();
+        f.set_modified(mtime).unwrap();
+    }
+    assert_eq!(std::fs::metadata(&copy).unwrap().modified().unwrap(), mtime);
+    let before = cache::counters();
+    let _ = load(&copy, &cached);
+    let after = cache::counters();
+    assert_eq!((after.hits - before.hits, after.stores - before.stores), (0, 1), "edited weights must rebuild");
     let _ = DummySpec::new("tiny-llama");
 }
 
@@ -178,6 +197,27 @@ fn corrupt_plan_structure_and_limits_are_refused() {
         ),
         ("tokens_per_block 0", Box::new(|p| p["limits"]["tokens_per_block"] = 0.into()), "tokens_per_block"),
         ("max_seq_len 0", Box::new(|p| p["limits"]["max_seq_len"] = 0.into()), "max_seq_len"),
+        // Issue 20 item 6: sizes no host has are errors naming the limit, not allocator aborts.
+        (
+            "num_kv_blocks 1e8",
+            Box::new(|p| p["limits"]["num_kv_blocks"] = 100_000_000u64.into()),
+            "the largest part is the KV cache",
+        ),
+        (
+            "max_num_tokens 1e12",
+            Box::new(|p| p["limits"]["max_num_tokens"] = 1_000_000_000_000u64.into()),
+            "limits.max_num_tokens (--max-num-tokens) is 1000000000000; it must be between 1 and 2147483647",
+        ),
+        (
+            "max_batch_size 1e9",
+            Box::new(|p| p["limits"]["max_batch_size"] = 1_000_000_000u64.into()),
+            "of host memory but",
+        ),
+        (
+            "max_seq_len 1e12",
+            Box::new(|p| p["limits"]["max_seq_len"] = 1_000_000_000_000u64.into()),
+            "limits.max_seq_len (--max-seq-len) is 1000000000000",
+        ),
         (
             "the first node reading the last node's output",
             Box::new(move |p| p["nodes"][0]["inputs"][0] = last_output.clone()),

@@ -11,10 +11,14 @@ pub enum Memory {
 }
 
 impl Memory {
-    /// `len` zeroed bytes on the host, or on `device` when given.
+    /// `len` zeroed bytes on the host, or on `device` when given. Running out of host memory
+    /// is an error here, not an abort.
     pub fn zeroed(device: Option<&Arc<CudaDevice>>, len: usize) -> Result<Memory, CudaError> {
         Ok(match device {
-            None => Memory::Host(AlignedBuf::zeroed(len)),
+            None => Memory::Host(AlignedBuf::try_zeroed(len).ok_or_else(|| CudaError::Driver {
+                what: format!("allocating {len} bytes of host memory"),
+                message: "out of memory".into(),
+            })?),
             Some(d) => Memory::Device(d.alloc_zeroed(len)?),
         })
     }

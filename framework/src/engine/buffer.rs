@@ -24,27 +24,36 @@ unsafe impl Sync for AlignedBuf {}
 impl AlignedBuf {
     /// The allocation: `len` rounded up to the alignment, plus room to align the start, at the
     /// allocator's minimum alignment (so `alloc_zeroed` is a calloc).
-    fn layout(len: usize) -> Layout {
+    fn try_layout(len: usize) -> Option<Layout> {
         // `from_size_align` checks that the size fits isize.
         len.max(1)
             .div_ceil(ALIGN)
             .checked_mul(ALIGN)
             .and_then(|n| n.checked_add(ALIGN))
             .and_then(|n| Layout::from_size_align(n, 16).ok())
-            .unwrap_or_else(|| handle_alloc_error(Layout::new::<u8>()))
     }
 
+    fn layout(len: usize) -> Layout {
+        Self::try_layout(len).unwrap_or_else(|| handle_alloc_error(Layout::new::<u8>()))
+    }
+
+    /// `len` zeroed bytes; aborts if the allocator has none (as `Vec` does).
     pub fn zeroed(len: usize) -> AlignedBuf {
-        let layout = Self::layout(len);
+        Self::try_zeroed(len).unwrap_or_else(|| handle_alloc_error(Self::layout(len)))
+    }
+
+    /// `len` zeroed bytes, or `None` if the size is impossible or the allocator has none.
+    pub fn try_zeroed(len: usize) -> Option<AlignedBuf> {
+        let layout = Self::try_layout(len)?;
         // SAFETY: the layout has a non-zero size.
         let raw = unsafe { alloc_zeroed(layout) };
         if raw.is_null() {
-            handle_alloc_error(layout);
+            return None;
         }
         let offset = raw.align_offset(ALIGN);
         // SAFETY: offset < ALIGN, and the allocation holds ALIGN bytes past the rounded length.
-        let ptr = NonNull::new(unsafe { raw.add(offset) }).unwrap_or_else(|| handle_alloc_error(layout));
-        AlignedBuf { ptr, len, offset }
+        let ptr = NonNull::new(unsafe { raw.add(offset) })?;
+        Some(AlignedBuf { ptr, len, offset })
     }
 
     pub fn len(&self) -> usize {

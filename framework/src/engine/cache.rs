@@ -1,6 +1,6 @@
 //! The automatic engine cache: engine directories (see `serialize`) under
 //! `RTLLM_CACHE_DIR/engines/<key>/`, keyed by a hash of the model files' identity (path, size,
-//! mtime), the build config, the model definition, the plugin set (names, versions, every op's
+//! content checksum), the build config, the model definition, the plugin set (names, versions, every op's
 //! provider with its version, dtypes and priority, the pins) and the rtllm binary.
 //!
 //! Entries are written to a temporary directory and renamed into place, with a
@@ -9,8 +9,9 @@
 //! logged, removed and reported as a miss, never trusted. The oldest entries beyond
 //! [`MAX_ENTRIES_ENV`] (default 8) are pruned after a store.
 
+pub use super::checksum::checksum;
+use super::checksum::checksum_file;
 use crate::registry::Registry;
-use rayon::prelude::*;
 use rtllm_models::toml::ModelDefinition;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
@@ -58,73 +59,26 @@ pub fn disabled_by_env() -> bool {
     std::env::var(DISABLE_ENV).is_ok_and(|v| matches!(v.as_str(), "1" | "true" | "yes"))
 }
 
-/// A 128-bit checksum (hex) of `bytes`: a word-wise multiply-rotate hash over 1 MiB chunks in
-/// parallel, combined in order. Detects corruption; not cryptographic.
-pub fn checksum(bytes: &[u8]) -> String {
-    const CHUNK: usize = 1 << 20;
-    let parts: Vec<(u64, u64)> = bytes.par_chunks(CHUNK).map(hash_chunk).collect();
-    let mut a = 0x243F_6A88_85A3_08D3u64 ^ bytes.len() as u64;
-    let mut b = 0x1319_8A2E_0370_7344u64;
-    for (x, y) in parts {
-        a = mix(a ^ x);
-        b = mix(b ^ y).rotate_left(17);
-    }
-    format!("{a:016x}{b:016x}")
-}
-
-fn mix(mut x: u64) -> u64 {
-    x ^= x >> 33;
-    x = x.wrapping_mul(0xff51_afd7_ed55_8ccd);
-    x ^= x >> 33;
-    x = x.wrapping_mul(0xc4ce_b9fe_1a85_ec53);
-    x ^ (x >> 33)
-}
-
-fn hash_chunk(chunk: &[u8]) -> (u64, u64) {
-    const K: [u64; 4] = [0x9E37_79B9_7F4A_7C15, 0xC2B2_AE3D_27D4_EB4F, 0x1656_67B1_9E37_79F9, 0x27D4_EB2F_1656_67C5];
-    let mut h = [1u64, 2, 3, 4];
-    let mut words = chunk.chunks_exact(32);
-    for w in &mut words {
-        for i in 0..4 {
-            let v = u64::from_le_bytes([
-                w[i * 8],
-                w[i * 8 + 1],
-                w[i * 8 + 2],
-                w[i * 8 + 3],
-                w[i * 8 + 4],
-                w[i * 8 + 5],
-                w[i * 8 + 6],
-                w[i * 8 + 7],
-            ]);
-            h[i] = (h[i] ^ v).wrapping_mul(K[i]).rotate_left(31);
-        }
-    }
-    let mut tail = [0u8; 32];
-    let rest = words.remainder();
-    tail[..rest.len()].copy_from_slice(rest);
-    for i in 0..4 {
-        let v = u64::from_le_bytes([
-            tail[i * 8],
-            tail[i * 8 + 1],
-            tail[i * 8 + 2],
-            tail[i * 8 + 3],
-            tail[i * 8 + 4],
-            tail[i * 8 + 5],
-            tail[i * 8 + 6],
-            tail[i * 8 + 7],
-        ]);
-        h[i] = mix(h[i] ^ v ^ rest.len() as u64);
-    }
-    (mix(h[0] ^ h[1].rotate_left(23)), mix(h[2] ^ h[3].rotate_left(41)))
-}
-
 /// A cache key (32 hex digits).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct CacheKey(pub String);
 
-/// Identity of a model source: each file's path, size and modification time (a directory:
-/// its files, sorted).
+/// Identity of a model source: each file's path, size and content checksum (a directory: its
+/// files, sorted). The content, not the modification time, so weights edited in place (even
+/// with the mtime put back) never serve the engine built from the old ones; hashing costs a
+/// streamed read of the source (measured in docs/hostile-inputs.md).
 pub fn model_identity(path: &Path) -> std::io::Result<String> {
+    let mut out = String::new();
+    for f in source_files(path)? {
+        let (size, sum) =
+            checksum_file(&f).map_err(|e| std::io::Error::new(e.kind(), format!("{}: {e}", f.display())))?;
+        out.push_str(&format!("{}|{size}|{sum}\n", f.display()));
+    }
+    Ok(out)
+}
+
+/// The files of a model source: the file itself, or a directory's regular files (sorted).
+fn source_files(path: &Path) -> std::io::Result<Vec<PathBuf>> {
     let path = std::fs::canonicalize(path)?;
     let mut files = Vec::new();
     if path.is_dir() {
@@ -138,13 +92,14 @@ pub fn model_identity(path: &Path) -> std::io::Result<String> {
     } else {
         files.push(path);
     }
-    let mut out = String::new();
-    for f in files {
-        let m = std::fs::metadata(&f)?;
-        let mtime = m.modified()?.duration_since(UNIX_EPOCH).map(|d| d.as_nanos()).unwrap_or(0);
-        out.push_str(&format!("{}|{}|{}\n", f.display(), m.len(), mtime));
-    }
-    Ok(out)
+    Ok(files)
+}
+
+/// A file's path, size and modification time (the running binary's identity: not an input).
+fn stat_identity(path: &Path) -> std::io::Result<String> {
+    let m = std::fs::metadata(path)?;
+    let mtime = m.modified()?.duration_since(UNIX_EPOCH).map(|d| d.as_nanos()).unwrap_or(0);
+    Ok(format!("{}|{}|{}", path.display(), m.len(), mtime))
 }
 
 /// The plugin set as it bears on a build: plugins (name, version) and every op's providers in
@@ -180,15 +135,15 @@ fn definition_identity(definition: Option<&ModelDefinition>) -> String {
         None => format!("registered {:?}", rtllm_models::known_architecture_names()),
         Some(ModelDefinition::Registered(a)) => format!("registered {}", a.name()),
         Some(ModelDefinition::Toml(t)) => {
-            let text = std::fs::read(t.file()).unwrap_or_default();
-            format!("toml {} {} {}", t.name(), t.file(), checksum(&text))
+            let sum = checksum_file(Path::new(t.file())).map(|(_, sum)| sum).unwrap_or_default();
+            format!("toml {} {} {sum}", t.name(), t.file())
         }
     }
 }
 
 /// The running binary's identity, so a rebuilt rtllm never trusts an older one's engines.
 fn binary_identity() -> String {
-    std::env::current_exe().ok().and_then(|p| model_identity(&p).ok()).unwrap_or_default()
+    std::env::current_exe().ok().and_then(|p| stat_identity(&p).ok()).unwrap_or_default()
 }
 
 /// The key of a build of `model_path` with `build` and `definition` (None: the architecture
@@ -226,14 +181,8 @@ struct Manifest {
 }
 
 fn file_record(path: &Path) -> Result<FileRecord, String> {
-    let f = std::fs::File::open(path).map_err(|e| format!("{}: {e}", path.display()))?;
-    let size = f.metadata().map_err(|e| format!("{}: {e}", path.display()))?.len();
-    if size == 0 {
-        return Ok(FileRecord { size, checksum: checksum(&[]) });
-    }
-    // SAFETY: read-only map of a file in our cache directory, dropped before returning.
-    let map = unsafe { memmap2::Mmap::map(&f) }.map_err(|e| format!("{}: {e}", path.display()))?;
-    Ok(FileRecord { size, checksum: checksum(&map) })
+    let (size, checksum) = checksum_file(path).map_err(|e| format!("{}: {e}", path.display()))?;
+    Ok(FileRecord { size, checksum })
 }
 
 /// The engine cache at a root directory.
@@ -373,18 +322,6 @@ fn verify(dir: &Path, key: &CacheKey) -> Result<(), String> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn checksum_sees_every_byte() {
-        let mut data: Vec<u8> = (0..3_000_001u32).map(|i| (i * 7 % 251) as u8).collect();
-        let a = checksum(&data);
-        assert_eq!(a, checksum(&data));
-        data[2_500_000] ^= 1;
-        assert_ne!(a, checksum(&data));
-        data[2_500_000] ^= 1;
-        data.pop();
-        assert_ne!(a, checksum(&data));
-    }
 
     #[test]
     fn store_lookup_and_corruption() {

@@ -5,6 +5,7 @@
 //! them on the device.
 
 use super::batch::StepBatch;
+use super::budget::Part;
 use super::error::{EngineError, LoadError};
 use super::executable::ExecutableGraph;
 use super::graph::Graph;
@@ -63,6 +64,19 @@ impl BuiltParts {
     }
 }
 
+/// The step inputs (pinned and mirrored on a GPU) and the logits readback, as budget parts.
+fn io_parts(limits: &EngineLimits, on_gpu: bool, readback_bytes: Option<usize>) -> Vec<Part> {
+    let sized_by = "max_num_tokens, max_batch_size and max_seq_len (--max-num-tokens, --max-batch-size, --max-seq-len)";
+    let staged = step_io::staged_bytes(limits);
+    let mut parts = vec![Part::host("step inputs", staged, sized_by)];
+    if on_gpu {
+        parts.push(Part { on_device: true, ..Part::host("step inputs", staged, sized_by) });
+    }
+    // Logits come back at most max_batch_size rows at a time (pinned on a GPU, as f32 on the host).
+    parts.push(Part::host("logits readback", readback_bytes, "max_batch_size (--max-batch-size)"));
+    parts
+}
+
 pub struct Engine {
     exe: ExecutableGraph,
     memory: EngineMemory,
@@ -107,6 +121,7 @@ impl Engine {
         kv_dtype: DType,
         placement: Placement,
     ) -> Result<Engine, EngineError> {
+        limits.check().map_err(EngineError::Setup)?;
         let device = placement.device.clone();
         if let Some(d) = &device {
             d.bind().map_err(super::error::setup("binding the GPU"))?;
@@ -124,7 +139,8 @@ impl Engine {
             return Err(EngineError::Setup(format!("logits are {}, not a float dtype", logits_meta.dtype)));
         }
         let workspace_bytes = exe.workspace_bytes(&limits.max_symbols())?;
-        let io = StepIo::new(&limits, device.as_ref())?;
+        let row_bytes = vocab_size.checked_mul(logits_meta.dtype.block_bytes());
+        let readback_bytes = row_bytes.and_then(|r| r.checked_mul(limits.max_batch_size));
         let setup = MemorySetup {
             graph,
             weight_source,
@@ -133,10 +149,11 @@ impl Engine {
             workspace_bytes,
             device: device.as_ref(),
             free_gpu_memory_fraction: placement.free_gpu_memory_fraction,
+            other_parts: io_parts(&limits, device.is_some(), readback_bytes),
         };
         let memory = EngineMemory::new(setup, &mut limits)?;
-        let row_bytes = vocab_size * logits_meta.dtype.block_bytes();
-        let readback = Readback::new(device.as_ref(), limits.max_batch_size * row_bytes)?;
+        let io = StepIo::new(&limits, device.as_ref())?;
+        let readback = Readback::new(device.as_ref(), readback_bytes.unwrap_or(0))?;
         let launcher = Launcher::new(
             device.clone(),
             placement.cuda_graphs,

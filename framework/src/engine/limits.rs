@@ -1,6 +1,6 @@
-//! The limits an engine is built for (TensorRT-LLM's names), the symbol values they give the
-//! graph's symbolic dims (at the maximum, and for one step's batch), and the check that a
-//! batch fits them.
+//! The limits an engine is built for (TensorRT-LLM's names), the check that each is in range
+//! (before anything is sized from them), the symbol values they give the graph's symbolic dims
+//! (at the maximum, and for one step's batch), and the check that a batch fits them.
 
 use super::batch::StepBatch;
 use super::error::EngineError;
@@ -17,7 +17,37 @@ pub struct EngineLimits {
     pub num_kv_blocks: usize,
 }
 
+/// The largest value a limit may take: the step inputs that carry token counts, positions and
+/// block ids are 32-bit.
+pub const MAX_LIMIT: usize = i32::MAX as usize;
+
 impl EngineLimits {
+    /// Each limit with the setting that sets it: the build config field (and plan.json's
+    /// `limits` key) and the command-line flag.
+    fn named(&self) -> [(&'static str, &'static str, usize); 5] {
+        [
+            ("max_batch_size", "--max-batch-size", self.max_batch_size),
+            ("max_num_tokens", "--max-num-tokens", self.max_num_tokens),
+            ("max_seq_len", "--max-seq-len", self.max_seq_len),
+            ("tokens_per_block", "tokens_per_block", self.tokens_per_block),
+            ("num_kv_blocks", "--num-kv-blocks", self.num_kv_blocks),
+        ]
+    }
+
+    /// Checks every limit is between 1 and [`MAX_LIMIT`]; the message names the limit and its
+    /// flag. What the limits add up to in memory is `budget`'s to check.
+    pub fn check(&self) -> Result<(), String> {
+        for (name, flag, value) in self.named() {
+            if value == 0 || value > MAX_LIMIT {
+                let flag = if flag.starts_with("--") { format!(" ({flag})") } else { String::new() };
+                return Err(format!(
+                    "{name}{flag} is {value}; it must be between 1 and {MAX_LIMIT} (step inputs are 32-bit)"
+                ));
+            }
+        }
+        Ok(())
+    }
+
     pub fn max_blocks_per_seq(&self) -> usize {
         self.max_seq_len.div_ceil(self.tokens_per_block)
     }

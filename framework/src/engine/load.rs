@@ -74,34 +74,28 @@ pub(crate) fn limits_for(
     kv_bytes_per_token: usize,
 ) -> Result<EngineLimits, LoadError> {
     let bad = |m: String| Err(LoadError::Config(m));
-    if bc.max_batch_size == 0 || bc.max_num_tokens == 0 || bc.tokens_per_block == 0 {
-        return bad("max_batch_size, max_num_tokens and tokens_per_block must be >= 1".into());
-    }
     let max_seq_len = bc.max_seq_len.unwrap_or_else(|| config.max_position_embeddings.clamp(1, 4096));
-    if max_seq_len == 0 {
-        return bad("max_seq_len must be >= 1".into());
-    }
-    let blocks_per_seq = max_seq_len.div_ceil(bc.tokens_per_block);
-    let num_kv_blocks = match bc.num_kv_blocks {
-        Some(n) => n,
-        None => {
-            let per_block = kv_bytes_per_token.max(1) * bc.tokens_per_block;
-            (bc.kv_cache_bytes / per_block).min(blocks_per_seq * bc.max_batch_size)
-        }
+    // Checked with a placeholder block count first, so the arithmetic below is on sane values.
+    let mut limits = EngineLimits {
+        max_batch_size: bc.max_batch_size,
+        max_num_tokens: bc.max_num_tokens,
+        max_seq_len,
+        tokens_per_block: bc.tokens_per_block,
+        num_kv_blocks: bc.num_kv_blocks.unwrap_or(1),
     };
-    if num_kv_blocks == 0 {
+    limits.check().map_err(LoadError::Config)?;
+    if bc.num_kv_blocks.is_none() {
+        let per_block = kv_bytes_per_token.max(1).saturating_mul(bc.tokens_per_block);
+        let most = limits.max_blocks_per_seq().saturating_mul(bc.max_batch_size);
+        limits.num_kv_blocks = (bc.kv_cache_bytes / per_block).min(most).min(super::limits::MAX_LIMIT);
+    }
+    if limits.num_kv_blocks == 0 {
         return bad(format!(
             "the KV cache budget of {} bytes holds no block of {} tokens ({} bytes per token)",
             bc.kv_cache_bytes, bc.tokens_per_block, kv_bytes_per_token
         ));
     }
-    Ok(EngineLimits {
-        max_batch_size: bc.max_batch_size,
-        max_num_tokens: bc.max_num_tokens,
-        max_seq_len,
-        tokens_per_block: bc.tokens_per_block,
-        num_kv_blocks,
-    })
+    Ok(limits)
 }
 
 /// Builds an engine for `config` over `weights` with the ops of `registry`, using the
@@ -266,8 +260,12 @@ pub fn build_rank_parts(
     parallel: &Parallel,
 ) -> Result<BuiltParts, LoadError> {
     let kv_heads = rank_kv_heads(definition, config, parallel)?;
-    let kv_bytes_per_token =
-        2 * config.num_hidden_layers * kv_heads * config.head_dim * bc.kv_cache_dtype.block_bytes();
+    let kv_bytes_per_token = [config.num_hidden_layers, kv_heads, config.head_dim, bc.kv_cache_dtype.block_bytes()]
+        .into_iter()
+        .try_fold(2usize, usize::checked_mul)
+        .ok_or_else(|| {
+            LoadError::Config("the KV cache's bytes per token overflow (layers x heads x head_dim)".into())
+        })?;
     let limits = limits_for(config, bc, kv_bytes_per_token)?;
     let device = open_device(bc)?;
     let graph = plan_graph(definition, config, weights.as_ref(), registry, bc, parallel)?;

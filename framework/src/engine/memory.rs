@@ -2,6 +2,7 @@
 //! bound weights, the KV cache pools (one per layer and K/V, each with a scratch block past
 //! the ones the KV manager hands out) and where each graph value lives (`addr`).
 
+use super::budget::{self, product, Part, KV_BLOCK_ENTRY_BYTES};
 use super::error::{setup, EngineError};
 use super::graph::{Graph, ValueSource};
 use super::limits::EngineLimits;
@@ -61,6 +62,30 @@ fn check_in_place(graph: &Graph, slots: &[Slot]) -> Result<(), EngineError> {
     Ok(())
 }
 
+/// The parts of the engine's own memory: arena, workspace, KV pools (on the device for a GPU
+/// engine; left out when they are sized from the free memory later) and the KV manager's
+/// entries (host).
+fn planned_parts(
+    on_device: bool,
+    plan: &MemoryPlan,
+    workspace_bytes: usize,
+    limits: &EngineLimits,
+    kv_pools: Option<(usize, usize)>,
+) -> Vec<Part> {
+    let tokens = "max_num_tokens and max_batch_size (--max-num-tokens, --max-batch-size)";
+    let blocks = "num_kv_blocks (--num-kv-blocks, or --kv-cache-bytes)";
+    let mut parts = vec![
+        Part { what: "activation arena", bytes: Some(plan.arena_bytes), sized_by: tokens, on_device },
+        Part { what: "kernel workspace", bytes: Some(workspace_bytes), sized_by: tokens, on_device },
+        Part::host("KV block table", product(&[limits.num_kv_blocks, KV_BLOCK_ENTRY_BYTES]), blocks),
+    ];
+    if let Some((layers, block_bytes)) = kv_pools {
+        let kv = limits.num_kv_blocks.checked_add(1).and_then(|n| product(&[block_bytes, n, layers]));
+        parts.push(Part { what: "KV cache", bytes: kv, sized_by: blocks, on_device });
+    }
+    parts
+}
+
 /// What the engine's memory is made for.
 pub(super) struct MemorySetup<'a> {
     pub graph: &'a Graph,
@@ -74,6 +99,8 @@ pub(super) struct MemorySetup<'a> {
     /// On a GPU: size the KV pools to this share of the memory still free (overrides
     /// `limits.num_kv_blocks`).
     pub free_gpu_memory_fraction: Option<f64>,
+    /// What the engine allocates besides this memory (step inputs, readback), checked with it.
+    pub other_parts: Vec<Part>,
 }
 
 pub struct EngineMemory {
@@ -86,8 +113,9 @@ pub struct EngineMemory {
     kv: Vec<Memory>,
     kv_meta: TensorMeta,
     slots: Vec<Slot>,
-    /// Owner of the memory `WeightBytes::Borrowed` points into.
-    _weight_source: Arc<dyn WeightSource>,
+    /// Owner of the memory `WeightBytes::Borrowed` points into (None once every weight is on
+    /// the device: a GPU engine then holds no host copy of its weights).
+    _weight_source: Option<Arc<dyn WeightSource>>,
 }
 
 impl EngineMemory {
@@ -144,23 +172,29 @@ impl EngineMemory {
         check_in_place(graph, &slots)?;
 
         let device = s.device;
-        let weights = match device {
-            None => s.weights,
-            Some(d) => upload_all(d, s.weights)?,
-        };
-        let arena = Memory::zeroed(device, plan.arena_bytes).map_err(setup("activation arena"))?;
-        let workspace = Memory::zeroed(device, s.workspace_bytes).map_err(setup("workspace"))?;
-
         // One block per layer pool (K or V) across all layers, plus the scratch block.
         let block_bytes = {
             let mut one = limits.max_symbols();
             one.set(io::SYM_NUM_BLOCKS, 1);
             one.bytes(&kv_meta).map_err(EngineError::Setup)?
         };
+        let weights = match device {
+            None => s.weights,
+            Some(d) => upload_all(d, s.weights)?,
+        };
+        let kv_sized_by_fraction = device.is_some() && s.free_gpu_memory_fraction.is_some();
+        let kv_pools = (!kv_sized_by_fraction).then_some((kv_layers, block_bytes));
+        let mut parts = s.other_parts;
+        parts.extend(planned_parts(device.is_some(), &plan, s.workspace_bytes, limits, kv_pools));
+        budget::check(&parts, device)?;
+        let arena = Memory::zeroed(device, plan.arena_bytes).map_err(setup("activation arena"))?;
+        let workspace = Memory::zeroed(device, s.workspace_bytes).map_err(setup("workspace"))?;
+
         if let (Some(d), Some(fraction)) = (device, s.free_gpu_memory_fraction) {
             let (free, total) = d.mem_info().map_err(setup("reading free GPU memory"))?;
             let budget = (free as f64 * fraction) as usize;
-            let blocks = (budget / (block_bytes * kv_layers).max(1)).saturating_sub(1);
+            let blocks =
+                (budget / block_bytes.saturating_mul(kv_layers).max(1)).saturating_sub(1).min(super::limits::MAX_LIMIT);
             if blocks == 0 {
                 return Err(EngineError::Setup(format!(
                     "free_gpu_memory_fraction {fraction} of {free} free bytes (of {total}) holds no KV block of {} bytes",
@@ -169,7 +203,9 @@ impl EngineMemory {
             }
             limits.num_kv_blocks = blocks;
         }
-        let kv_pool_bytes = block_bytes * (limits.num_kv_blocks + 1);
+        let kv_pool_bytes = block_bytes
+            .checked_mul(limits.num_kv_blocks + 1)
+            .ok_or_else(|| EngineError::Setup("the KV cache pool size overflows".into()))?;
         let kv = (0..kv_layers)
             .map(|_| Memory::zeroed(device, kv_pool_bytes))
             .collect::<Result<Vec<_>, _>>()
@@ -183,7 +219,9 @@ impl EngineMemory {
             kv_bytes = kv_pool_bytes * kv_layers,
             "engine memory"
         );
-        Ok(EngineMemory { plan, arena, workspace, weights, kv, kv_meta, slots, _weight_source: s.weight_source })
+        let borrows = weights.iter().any(|w| matches!(w, WeightBytes::Borrowed { .. }));
+        let _weight_source = borrows.then_some(s.weight_source);
+        Ok(EngineMemory { plan, arena, workspace, weights, kv, kv_meta, slots, _weight_source })
     }
 
     pub fn plan(&self) -> &MemoryPlan {

@@ -9,9 +9,11 @@
 
 mod batch;
 mod bind;
+mod budget;
 mod buffer;
 mod build;
 pub mod cache;
+mod checksum;
 mod convert;
 mod decode_graphs;
 #[allow(clippy::module_inception)]

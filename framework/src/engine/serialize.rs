@@ -235,8 +235,19 @@ pub fn write_tokenizer(dir: &Path, source: &TokenizerSource) -> Result<(), Seria
 /// Reads and checks `dir/plan.json`.
 pub fn read_plan(dir: &Path) -> Result<PlanRecord, SerializeError> {
     let path = dir.join(PLAN_FILE);
-    let text = std::fs::read(&path).map_err(io_err(&path))?;
-    let plan: PlanRecord = serde_json::from_slice(&text)
+    let text = read_file(&path)?;
+    parse_plan(&text, &path)
+}
+
+/// A regular file of an engine directory, read whole.
+fn read_file(path: &Path) -> Result<Vec<u8>, SerializeError> {
+    crate::input_file::read_regular(path, crate::input_file::TEXT_LIMIT).map_err(io_err(path))
+}
+
+/// Parses and checks the text of a `plan.json` (`path` names it in errors).
+pub fn parse_plan(text: &[u8], path: &Path) -> Result<PlanRecord, SerializeError> {
+    let path = path.to_path_buf();
+    let plan: PlanRecord = serde_json::from_slice(text)
         .map_err(|e| SerializeError::Format { path: path.clone(), message: format!("not a valid plan: {e}") })?;
     if plan.format_version != FORMAT_VERSION {
         return Err(SerializeError::Format {
@@ -256,7 +267,7 @@ pub fn read_tokenizer(dir: &Path) -> Result<Tokenizer, SerializeError> {
         return Ok(Tokenizer::from_hf_file(&hf, config.as_deref())?);
     }
     let path = dir.join(SPEC_FILE);
-    let text = std::fs::read(&path).map_err(io_err(&path))?;
+    let text = read_file(&path)?;
     let record: tokenizer::SpecRecord = serde_json::from_slice(&text)
         .map_err(|e| SerializeError::Format { path: path.clone(), message: e.to_string() })?;
     let spec = record.into_spec().map_err(|message| SerializeError::Format { path, message })?;
@@ -338,7 +349,7 @@ fn rebuild_graph(plan: &PlanRecord, registry: &Registry, path: &Path) -> Result<
 }
 
 /// Loads an engine directory: the plan, its kernels through `registry`, the weights from the
-/// memory-mapped safetensors file.
+/// safetensors file (read into memory).
 pub fn load_engine(dir: &Path, registry: &Registry) -> Result<(PlanRecord, Engine), SerializeError> {
     let plan = read_plan(dir)?;
     let plan_path = dir.join(PLAN_FILE);

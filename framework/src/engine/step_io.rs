@@ -62,23 +62,41 @@ pub(super) struct StepIo {
     used: usize,
 }
 
-fn align(n: usize) -> usize {
-    n.div_ceil(ALIGN) * ALIGN
+/// Each region's offset and capacity, and the staging area's size, for `limits` (None: the
+/// sizes overflow).
+fn layout(limits: &EngineLimits) -> Option<([(usize, usize); REGIONS], usize)> {
+    let (t, s, mb) =
+        (limits.max_num_tokens.max(limits.max_batch_size), limits.max_batch_size, limits.max_blocks_per_seq());
+    let elems = [t, t, s.checked_mul(mb)?, s, s.checked_add(1)?, s, s, s, s, s.checked_mul(2)?, s];
+    let mut regions = [(0, 0); REGIONS];
+    let mut off = 0usize;
+    for (r, n) in regions.iter_mut().zip(elems) {
+        let bytes = n.checked_mul(4)?;
+        *r = (off, bytes);
+        off = off.checked_add(bytes.checked_next_multiple_of(ALIGN)?)?;
+    }
+    Some((regions, off))
+}
+
+/// The bytes of the staging area for `limits` (None: they overflow); on a GPU, twice: pinned
+/// on the host and mirrored on the device.
+pub(super) fn staged_bytes(limits: &EngineLimits) -> Option<usize> {
+    layout(limits).map(|(_, bytes)| bytes)
 }
 
 impl StepIo {
     pub fn new(limits: &EngineLimits, device: Option<&Arc<CudaDevice>>) -> Result<StepIo, EngineError> {
-        let (t, s, mb) =
-            (limits.max_num_tokens.max(limits.max_batch_size), limits.max_batch_size, limits.max_blocks_per_seq());
-        let elems = [t, t, s * mb, s, s + 1, s, s, s, s, 2 * s, s];
-        let mut regions = [(0, 0); REGIONS];
-        let mut off = 0;
-        for (r, n) in regions.iter_mut().zip(elems) {
-            *r = (off, n * 4);
-            off += align(n * 4);
-        }
+        let (regions, off) =
+            layout(limits).ok_or_else(|| EngineError::Setup("the step inputs' size overflows".into()))?;
         let staging = match device {
-            None => Staging::Host(vec![0u64; off.div_ceil(8)]),
+            None => {
+                let mut words = Vec::new();
+                words
+                    .try_reserve_exact(off.div_ceil(8))
+                    .map_err(|_| EngineError::Setup(format!("step inputs: no memory for {off} bytes")))?;
+                words.resize(off.div_ceil(8), 0u64);
+                Staging::Host(words)
+            }
             Some(d) => {
                 let err = |e: crate::device::CudaError| EngineError::Setup(format!("step inputs: {e}"));
                 Staging::Device { pinned: d.alloc_pinned(off).map_err(err)?, device: d.alloc_zeroed(off).map_err(err)? }

@@ -61,7 +61,7 @@ pub(super) fn upload_all(device: &Arc<CudaDevice>, weights: Vec<WeightBytes>) ->
 }
 
 /// Binds stored weight bytes of `dtype` without a copy when their address suits the dtype's
-/// element (kernels view them as `&[T]`); a misaligned mmapped tensor (safetensors only aligns
+/// element (kernels view them as `&[T]`); a misaligned tensor (safetensors only aligns
 /// its data section to 8 bytes by convention, not by rule) is copied into an aligned buffer.
 pub(crate) fn bind_weight(bytes: &[u8], dtype: DType) -> WeightBytes {
     // Quantized blocks are read as bytes; plain dtypes as elements of their own size.

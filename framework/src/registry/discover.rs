@@ -105,17 +105,23 @@ pub(crate) struct FileScan {
     /// The devices the plugin declares (`export_plugin!`'s `devices:`); `None` if it declares
     /// none. Unknown names are kept out; a declaration naming none known counts as none.
     pub devices: Option<Vec<DeviceKind>>,
+    /// Why the file is no sound ELF file (truncated, headers pointing outside it): it must
+    /// not be `dlopen`ed (see `elf`). Checked only for files that export the root module.
+    pub malformed: Option<String>,
 }
 
-/// Reads the file (mapped, never `dlopen`ed, so arbitrary libraries next to the executable
-/// are not run) for the root-module symbol and the devices marker.
+/// The most bytes a plugin file may have (a debug build of the CUDA plugin is well under it).
+const MAX_PLUGIN_BYTES: u64 = 4 << 30;
+
+/// Reads the file (with `read`, never mapped or `dlopen`ed, so arbitrary libraries next to the
+/// executable are not run and a truncated one cannot fault) for the root-module symbol, the
+/// devices marker and, on Linux, the soundness of its ELF structure.
 pub(crate) fn scan_file(path: &Path) -> std::io::Result<FileScan> {
-    let file = std::fs::File::open(path)?;
-    // SAFETY: read-only mapping; a concurrent truncation could fault, as with any mmap reader.
-    let map = unsafe { memmap2::Mmap::map(&file)? };
-    let exports_root = memchr::memmem::find(&map, ROOT_SYMBOL).is_some();
-    let devices = if exports_root { declared_devices(&map) } else { None };
-    Ok(FileScan { exports_root, devices })
+    let bytes = crate::input_file::read_regular(path, MAX_PLUGIN_BYTES)?;
+    let exports_root = memchr::memmem::find(&bytes, ROOT_SYMBOL).is_some();
+    let devices = if exports_root { declared_devices(&bytes) } else { None };
+    let malformed = if exports_root && cfg!(target_os = "linux") { super::elf::check_elf(&bytes).err() } else { None };
+    Ok(FileScan { exports_root, devices, malformed })
 }
 
 /// Parses the first devices marker in `bytes`: `rtllm-plugin-devices:cuda,cpu,;`.
@@ -165,7 +171,12 @@ pub(crate) fn candidates(opts: &DiscoveryOptions) -> (Vec<Candidate>, Vec<Discov
                 Err(e) => tracing::debug!("skipping plugin directory {}: {e}", root.display()),
             }
         } else if origin == Origin::Explicit {
-            problems.push(DiscoveryProblem { path: root, reason: "no such file or directory".into() });
+            // Neither a file nor a directory: missing, or a FIFO, socket or device (never opened).
+            let reason = match crate::input_file::check_regular(&root) {
+                Err(e) if root.exists() => e.to_string(),
+                _ => "no such file or directory".into(),
+            };
+            problems.push(DiscoveryProblem { path: root, reason });
         }
     }
     (out, problems)
@@ -232,7 +243,8 @@ mod tests {
             scan_file(&path).unwrap()
         };
         let root = |tail: &[u8]| [b"xx".as_slice(), ROOT_SYMBOL, b"yy", tail].concat();
-        assert_eq!(scan(&root(b"")), FileScan { exports_root: true, devices: None });
+        let not_elf = Some("not an ELF file (43 bytes, no ELF magic)".to_string());
+        assert_eq!(scan(&root(b"")), FileScan { exports_root: true, devices: None, malformed: not_elf });
         assert!(!scan(&ROOT_SYMBOL[..ROOT_SYMBOL.len() - 1]).exports_root);
         assert!(!scan(b"").exports_root);
         let cuda = scan(&root(b"\0rtllm-plugin-devices:cuda,;\0"));

@@ -3,7 +3,7 @@
 //! plugin's identity and op list. Failures become a [`LoadError`] naming the file and the
 //! reason, with the expected and found ABI versions spelled out. Libraries are never unloaded.
 
-use super::discover::{scan_file, Candidate, Origin};
+use super::discover::{scan_file, Candidate, FileScan, Origin};
 use abi_stable::library::{lib_header_from_path, LibraryError, RootModule};
 use rtllm_plugin_api::{DeviceKind, OpDecl, PluginModRef, PLUGIN_ABI_VERSION};
 use std::panic::{catch_unwind, AssertUnwindSafe};
@@ -85,6 +85,9 @@ pub(crate) fn load_candidate(c: &Candidate, device: Option<DeviceKind>) -> LoadO
     };
     match scan_file(path) {
         Ok(scan) if !scan.exports_root => return skip_or_fail("it does not export abi_stable's root module".into()),
+        Ok(FileScan { malformed: Some(why), .. }) => {
+            return LoadOutcome::Failed(LoadError::new(path, LoadErrorKind::Open(why)))
+        }
         Ok(scan) => match (device, scan.devices) {
             (Some(want), Some(declared)) if !declared.contains(&want) => {
                 let names: Vec<String> = declared.iter().map(|d| d.to_string()).collect();

@@ -15,6 +15,7 @@ pub mod call;
 pub mod check;
 pub mod device_call;
 pub mod discover;
+mod elf;
 pub mod load;
 pub mod resolve;
 

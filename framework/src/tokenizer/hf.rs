@@ -14,7 +14,8 @@ use super::{Parts, TokenizerError};
 
 pub(crate) fn parts_from_files(json: &Path, config: Option<&Path>) -> Result<Parts, TokenizerError> {
     let read = |p: &Path| -> Result<Value, TokenizerError> {
-        let text = std::fs::read_to_string(p).map_err(|source| TokenizerError::Io { path: p.to_owned(), source })?;
+        let text = crate::input_file::read_regular_string(p, crate::input_file::TEXT_LIMIT)
+            .map_err(|source| TokenizerError::Io { path: p.to_owned(), source })?;
         serde_json::from_str(&text).map_err(|source| TokenizerError::Json { path: p.to_owned(), source })
     };
     let config = config.map(read).transpose()?;

@@ -63,7 +63,8 @@ fn config_text(name: &str) -> Result<(String, PathBuf), WeightError> {
             format!("no config.json here and not a built-in dummy config (built-in: {})", known.join(", ")),
         ));
     }
-    let text = std::fs::read_to_string(&file).map_err(|e| WeightError::io(&file, e))?;
+    let text = crate::input_file::read_regular_string(&file, crate::input_file::TEXT_LIMIT)
+        .map_err(|e| WeightError::io(&file, e))?;
     Ok((text, file))
 }
 

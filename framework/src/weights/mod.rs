@@ -1,5 +1,5 @@
 //! Weights: reading model sources into a [`WeightStore`] (HF names, HF-order shapes, bytes
-//! memory-mapped where possible) together with their [`ModelConfig`] and tokenizer.
+//! read into memory, see `crate::input_file`) together with their [`ModelConfig`] and tokenizer.
 //!
 //! - [`gguf`]: the GGUF v2/v3 parser, GGUF → config/HF names, the tokenizer spec.
 //! - [`safetensors`]: safetensors reader (sharded via the index) and writer.
@@ -25,5 +25,5 @@ pub use fill::FillRule;
 pub use gguf::{GgufFile, GgufMetadata, GgufValue};
 pub use gguf_writer::GgufWriter;
 pub use safetensors::write_safetensors;
-pub use source::{load_gguf, load_hf_dir, load_model_source, LoadedModel};
-pub use store::{Generated, MappedFile, Tensor, TensorData, WeightStore};
+pub use source::{gguf_model, load_gguf, load_hf_dir, load_model_source, LoadedModel};
+pub use store::{Generated, Tensor, TensorData, WeightFile, WeightStore};

@@ -1,17 +1,18 @@
 //! safetensors files: a header parser of our own (8-byte little-endian header length, JSON
-//! header, every offset checked), a memory-mapped reader into a [`WeightStore`] (sharded
+//! header, every offset checked), a reader (the file read into memory) into a [`WeightStore`] (sharded
 //! models through `model.safetensors.index.json`), and a small writer.
 //!
 //! Besides the standard dtypes, the reader and writer accept the GGUF block formats under
 //! their ggml names (`Q8_0`, `Q4_0`, `Q4_1`, `Q4_K`, `Q6_K`, row-major blocks along the last
 //! dimension): an rtllm extension for caching quantized weights.
 
-use super::store::{MappedFile, Tensor, WeightStore};
+use super::store::{Tensor, WeightFile, WeightStore};
 use super::WeightError;
 use rtllm_plugin_api::DType;
 use serde_json::{Map, Value};
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 /// The largest header the format allows (the reference implementation's limit).
 pub const MAX_HEADER_BYTES: u64 = 100_000_000;
@@ -163,9 +164,14 @@ fn parse_entry(name: &str, value: &Value, data_len: usize) -> Result<Safetensors
     Ok(SafetensorsEntry { name: name.to_string(), dtype_name: dtype_name.to_string(), dtype, shape, start, end })
 }
 
-/// Memory-maps one safetensors file and adds its tensors to `store`.
+/// Reads one safetensors file and adds its tensors to `store`.
 pub fn load_safetensors(path: &Path, store: &mut WeightStore) -> Result<SafetensorsHeader, WeightError> {
-    let map = MappedFile::open(path)?;
+    add_safetensors(WeightFile::read(path)?, store)
+}
+
+/// Adds the tensors of a safetensors file already in memory to `store`.
+pub fn add_safetensors(map: Arc<WeightFile>, store: &mut WeightStore) -> Result<SafetensorsHeader, WeightError> {
+    let path = map.path.as_path();
     let header =
         parse_header(map.bytes()).map_err(|message| WeightError::Safetensors { path: path.to_path_buf(), message })?;
     for t in &header.tensors {
@@ -175,7 +181,7 @@ pub fn load_safetensors(path: &Path, store: &mut WeightStore) -> Result<Safetens
             dtype: t.dtype_name.clone(),
             supported: SUPPORTED_DTYPES,
         })?;
-        let tensor = Tensor::mapped(map.clone(), &t.name, dtype, t.shape.clone(), t.start, t.end - t.start)?;
+        let tensor = Tensor::in_file(map.clone(), &t.name, dtype, t.shape.clone(), t.start, t.end - t.start)?;
         if store.insert(t.name.clone(), tensor).is_some() {
             return Err(WeightError::Duplicate { path: path.to_path_buf(), tensor: t.name.clone() });
         }
@@ -191,7 +197,8 @@ pub type WeightMap = BTreeMap<String, String>;
 pub fn safetensors_files(dir: &Path) -> Result<(Vec<PathBuf>, Option<WeightMap>), WeightError> {
     let index_path = dir.join("model.safetensors.index.json");
     if index_path.is_file() {
-        let text = std::fs::read_to_string(&index_path).map_err(|e| WeightError::io(&index_path, e))?;
+        let text = crate::input_file::read_regular_string(&index_path, crate::input_file::TEXT_LIMIT)
+            .map_err(|e| WeightError::io(&index_path, e))?;
         let bad = |message: String| WeightError::Safetensors { path: index_path.clone(), message };
         let json: Value = serde_json::from_str(&text).map_err(|e| bad(format!("not valid JSON: {e}")))?;
         let map =

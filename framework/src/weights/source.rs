@@ -3,11 +3,13 @@
 
 use super::gguf::{model, tokenizer, GgufFile, GGUF_MAGIC};
 use super::safetensors::{load_safetensors, safetensors_files};
-use super::store::{MappedFile, WeightStore};
+use super::store::{WeightFile, WeightStore};
 use super::WeightError;
+use crate::input_file;
 use crate::tokenizer::spec::TokenizerSpec;
 use rtllm_models::ModelConfig;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 /// A model source, loaded.
 #[derive(Debug)]
@@ -28,6 +30,11 @@ pub fn load_model_source(path: &Path) -> Result<LoadedModel, WeightError> {
     if !path.exists() {
         return Err(WeightError::NotAModel { path: path.into(), message: "no such file or directory".into() });
     }
+    // A FIFO or device would block or stream forever: refused before anything opens it.
+    input_file::check_regular(path).map_err(|e| WeightError::NotAModel {
+        path: path.into(),
+        message: format!("{e}; expected a .gguf file or a directory with config.json and *.safetensors"),
+    })?;
     if path.file_name().is_some_and(|n| n == "config.json") {
         if let Some(dir) = path.parent() {
             return load_hf_dir(if dir.as_os_str().is_empty() { Path::new(".") } else { dir });
@@ -45,7 +52,7 @@ pub fn load_model_source(path: &Path) -> Result<LoadedModel, WeightError> {
 fn has_gguf_magic(path: &Path) -> Result<bool, WeightError> {
     use std::io::Read;
     let mut magic = [0u8; 4];
-    let mut file = std::fs::File::open(path).map_err(|e| WeightError::io(path, e))?;
+    let (mut file, _) = input_file::open_regular(path).map_err(|e| WeightError::io(path, e))?;
     match file.read_exact(&mut magic) {
         Ok(()) => Ok(u32::from_le_bytes(magic) == GGUF_MAGIC),
         Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => Ok(false),
@@ -56,7 +63,12 @@ fn has_gguf_magic(path: &Path) -> Result<bool, WeightError> {
 /// Loads a GGUF file: config from its metadata, tensors under HF names (Llama Q/K rows
 /// un-permuted), the tokenizer spec.
 pub fn load_gguf(path: &Path) -> Result<LoadedModel, WeightError> {
-    let map = MappedFile::open(path)?;
+    gguf_model(WeightFile::read(path)?)
+}
+
+/// A GGUF file already in memory → config, weights (over `map`) and tokenizer spec.
+pub fn gguf_model(map: Arc<WeightFile>) -> Result<LoadedModel, WeightError> {
+    let path = map.path.as_path();
     let file = GgufFile::parse(map.bytes()).map_err(|source| WeightError::Gguf { path: path.into(), source })?;
     let config = model::config_from_gguf(&file, path)?;
     let weights = model::weights_from_gguf(&file, &map, &config)?;
@@ -79,7 +91,8 @@ pub fn load_hf_dir(dir: &Path) -> Result<LoadedModel, WeightError> {
     if !config_path.is_file() {
         return Err(WeightError::NotAModel { path: dir.into(), message: "no config.json in this directory".into() });
     }
-    let text = std::fs::read_to_string(&config_path).map_err(|e| WeightError::io(&config_path, e))?;
+    let text = input_file::read_regular_string(&config_path, input_file::TEXT_LIMIT)
+        .map_err(|e| WeightError::io(&config_path, e))?;
     let config =
         ModelConfig::from_hf_json(&text).map_err(|source| WeightError::Config { path: config_path, source })?;
 

@@ -1,48 +1,60 @@
-//! `WeightStore`: named tensors (dtype, HF-order shape, bytes backed by a file's memory map or
-//! by owned memory), lookup with "did you mean" suggestions, and dequantization helpers.
+//! `WeightStore`: named tensors (dtype, HF-order shape, bytes backed by a weight file read into
+//! memory or by owned memory), lookup with "did you mean" suggestions, and dequantization helpers.
 
 use super::fill::FillRule;
 use super::WeightError;
-use memmap2::Mmap;
+use crate::engine::AlignedBuf;
+use crate::input_file;
 use rtllm_plugin_api::{quant, DType, TensorMeta};
 use std::collections::BTreeMap;
 use std::fmt;
-use std::fs::File;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, OnceLock};
 
-/// A read-only memory map of a weight file, shared by the tensors that live in it.
-pub struct MappedFile {
+/// A weight file read into memory (see `crate::input_file` for why it is read rather than
+/// mapped), shared by the tensors that live in it. The buffer is 64-byte aligned, so a tensor
+/// at an aligned offset is aligned for any element type and SIMD loads.
+pub struct WeightFile {
     pub path: PathBuf,
-    map: Mmap,
+    buf: AlignedBuf,
 }
 
-impl MappedFile {
-    pub fn open(path: &Path) -> Result<Arc<MappedFile>, WeightError> {
-        let file = File::open(path).map_err(|e| WeightError::io(path, e))?;
-        // SAFETY: the map is read-only; like every mmap-based loader (llama.cpp, safetensors)
-        // we rely on the weight file not being truncated or rewritten while it is in use.
-        let map = unsafe { Mmap::map(&file) }.map_err(|e| WeightError::io(path, e))?;
-        Ok(Arc::new(MappedFile { path: path.to_path_buf(), map }))
+impl WeightFile {
+    /// Reads a regular file whole; a file that changes size while it is read is an error.
+    pub fn read(path: &Path) -> Result<Arc<WeightFile>, WeightError> {
+        let io = |e| WeightError::io(path, e);
+        let (mut file, size) = input_file::open_regular(path).map_err(io)?;
+        let len = usize::try_from(size).map_err(|_| io(std::io::Error::other("file too large")))?;
+        // Zeroed lazily (calloc): reading the file into it is the only pass over the pages.
+        let mut buf = AlignedBuf::try_zeroed(len).ok_or_else(|| {
+            io(std::io::Error::new(std::io::ErrorKind::OutOfMemory, format!("no memory to read {len} bytes")))
+        })?;
+        input_file::read_exactly(&mut file, buf.as_bytes_mut()).map_err(io)?;
+        Ok(Arc::new(WeightFile { path: path.to_path_buf(), buf }))
+    }
+
+    /// A weight file over bytes already in memory (`path` names it in errors).
+    pub fn from_bytes(path: &Path, bytes: &[u8]) -> Arc<WeightFile> {
+        Arc::new(WeightFile { path: path.to_path_buf(), buf: AlignedBuf::from_bytes(bytes) })
     }
 
     pub fn bytes(&self) -> &[u8] {
-        &self.map
+        self.buf.as_bytes()
     }
 }
 
-impl fmt::Debug for MappedFile {
+impl fmt::Debug for WeightFile {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "MappedFile({}, {} bytes)", self.path.display(), self.map.len())
+        write!(f, "WeightFile({}, {} bytes)", self.path.display(), self.buf.len())
     }
 }
 
 /// Where a tensor's bytes live.
 #[derive(Clone, Debug)]
 pub enum TensorData {
-    /// `len` bytes at `offset` of a memory-mapped file.
-    Mapped {
-        file: Arc<MappedFile>,
+    /// `len` bytes at `offset` of a weight file.
+    File {
+        file: Arc<WeightFile>,
         offset: usize,
         len: usize,
     },
@@ -68,10 +80,10 @@ pub struct Tensor {
 }
 
 impl Tensor {
-    /// A tensor over a range of a mapped file; checks the range and that the byte count
+    /// A tensor over a range of a weight file; checks the range and that the byte count
     /// matches the dtype and shape.
-    pub fn mapped(
-        file: Arc<MappedFile>,
+    pub fn in_file(
+        file: Arc<WeightFile>,
         name: &str,
         dtype: DType,
         shape: Vec<usize>,
@@ -83,7 +95,7 @@ impl Tensor {
             return Err(WeightError::tensor(&file.path, name, format!("bytes {offset}+{len} lie outside the file")));
         }
         check_size(dtype, &shape, len).map_err(|m| WeightError::tensor(&file.path, name, m))?;
-        Ok(Tensor { dtype, shape, data: TensorData::Mapped { file, offset, len } })
+        Ok(Tensor { dtype, shape, data: TensorData::File { file, offset, len } })
     }
 
     /// A tensor over owned bytes; checks the byte count matches the dtype and shape.
@@ -116,7 +128,7 @@ impl Tensor {
     /// The byte count (without making a generated tensor's bytes).
     pub fn byte_len(&self) -> usize {
         match &self.data {
-            TensorData::Mapped { len, .. } => *len,
+            TensorData::File { len, .. } => *len,
             TensorData::Owned(b) => b.len(),
             TensorData::Generated(_) => self.dtype.bytes_for(self.num_elements()).unwrap_or(0),
         }
@@ -130,7 +142,7 @@ impl Tensor {
     /// The raw little-endian bytes (block-quantized layout for quantized dtypes).
     pub fn bytes(&self) -> &[u8] {
         match &self.data {
-            TensorData::Mapped { file, offset, len } => &file.bytes()[*offset..*offset + *len],
+            TensorData::File { file, offset, len } => &file.bytes()[*offset..*offset + *len],
             TensorData::Owned(b) => b,
             TensorData::Generated(g) => g.bytes.get_or_init(|| {
                 // The dtype was checked when the tensor was made.

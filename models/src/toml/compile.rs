@@ -395,6 +395,7 @@ pub fn compile(text: &str, file: &str) -> R<Compiled> {
         outputs,
     };
     super::check::check_names(&model, &cx_err(file))?;
+    super::limits::check_calls(&model, &cx_err(file))?;
     Ok(model)
 }
 

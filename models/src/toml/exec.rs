@@ -6,6 +6,7 @@
 use super::ast::{Action, AttrSpec, Block, Compiled, Cond, DTypeSpec, DimSpec, Step, ValueRef, ValueSpec};
 use super::error::{did_you_mean, locate_build_error, Loc};
 use super::expr::{Expr, Scalar, Scope};
+use super::limits::{MAX_STEPS_RUN, MAX_VALUE_CHAIN};
 use crate::arch::BuildOptions;
 use crate::builder::{BuildError, GraphBuilder, Value};
 use crate::config::ModelConfig;
@@ -105,6 +106,12 @@ impl Scope for std::cell::RefCell<ValueEval<'_>> {
                 self.borrow().active.join(" -> ")
             ));
         }
+        if self.borrow().active.len() >= MAX_VALUE_CHAIN {
+            return Err(format!(
+                "[values] entries name each other more than {MAX_VALUE_CHAIN} deep ({} -> {name})",
+                self.borrow().active.join(" -> ")
+            ));
+        }
         self.borrow_mut().active.push(name.to_string());
         let v = match spec {
             ValueSpec::Lit(s) => Ok(s),
@@ -126,6 +133,8 @@ pub struct Run<'a> {
     options: &'a BuildOptions,
     b: &'a mut dyn GraphBuilder,
     scope: String,
+    /// Steps and loop iterations run so far (bounded by `MAX_STEPS_RUN`).
+    steps_run: usize,
 }
 
 type Env = HashMap<String, Value>;
@@ -319,7 +328,19 @@ impl<'a> Run<'a> {
         Ok(())
     }
 
+    /// Counts one step or loop iteration against [`MAX_STEPS_RUN`].
+    fn tick(&mut self, loc: &Loc) -> R<()> {
+        self.steps_run += 1;
+        if self.steps_run > MAX_STEPS_RUN {
+            return Err(
+                self.invalid(loc, format!("the model runs more than {MAX_STEPS_RUN} steps (a `repeat` too large?)"))
+            );
+        }
+        Ok(())
+    }
+
     fn action(&mut self, env: &mut Env, s: &Step) -> R<()> {
+        self.tick(&s.loc)?;
         match &s.action {
             Action::Op { op, inputs, outputs, attrs } => {
                 let ins: Vec<Value> = self.read_all(env, inputs)?.into_iter().flatten().collect();
@@ -345,6 +366,7 @@ impl<'a> Run<'a> {
             Action::Repeat { count, var, body } => {
                 let n = self.int(count, &s.loc, "`repeat`")?;
                 for i in 0..n {
+                    self.tick(&s.loc)?;
                     self.vars.push((var.clone(), i));
                     self.scope = match &s.scope {
                         Some(sc) => self.pattern(sc, &s.loc)?,
@@ -405,7 +427,8 @@ pub fn run(
             .map_err(|m| locate_build_error(file, loc, BuildError::Invalid { scope: String::new(), message: m }))?;
     }
     let values = eval.into_inner().done;
-    let mut run = Run { model, file, config: view, values, vars: Vec::new(), options, b, scope: "inputs".into() };
+    let mut run =
+        Run { model, file, config: view, values, vars: Vec::new(), options, b, scope: "inputs".into(), steps_run: 0 };
     run.b.set_scope("inputs");
     // Inputs without placeholders are declared up front, in file order.
     for decl in &model.inputs {

@@ -2,6 +2,7 @@
 //! `[values]` entries and loop variables, `+ - * /`, unary minus, parentheses and `sqrt(...)`.
 //! Parsed once at load time; evaluated per build against a [`Scope`].
 
+use super::limits::MAX_EXPR_DEPTH;
 use std::fmt;
 
 /// A scalar an expression evaluates to. `Absent` is a config key that is present but unset
@@ -130,12 +131,48 @@ fn lex(src: &str) -> Result<Vec<Tok>, String> {
     Ok(out)
 }
 
+/// A recursive-descent parser that keeps count of how deep it is: each nested parenthesis,
+/// `sqrt`, unary minus or operator of a chain adds a level of the tree (or of the parser's own
+/// recursion), and past [`MAX_EXPR_DEPTH`] the expression is refused, so neither parsing nor
+/// walking the tree later can exhaust the stack.
 struct Parser {
     toks: Vec<Tok>,
     pos: usize,
+    depth: usize,
+}
+
+/// A parsed subexpression and the height of its tree.
+type Parsed = Result<(Expr, usize), String>;
+
+fn too_deep() -> String {
+    format!("expression nested more than {MAX_EXPR_DEPTH} levels deep")
+}
+
+/// `Bin(op, lhs, rhs)`, one level above the taller of the two.
+fn join(op: BinOp, (lhs, hl): (Expr, usize), (rhs, hr): (Expr, usize)) -> Parsed {
+    let height = hl.max(hr) + 1;
+    if height > MAX_EXPR_DEPTH {
+        return Err(too_deep());
+    }
+    Ok((Expr::Bin(op, Box::new(lhs), Box::new(rhs)), height))
 }
 
 impl Parser {
+    /// Runs `f` one recursion level deeper.
+    fn nested(&mut self, f: impl FnOnce(&mut Self) -> Parsed) -> Parsed {
+        if self.depth >= MAX_EXPR_DEPTH {
+            return Err(too_deep());
+        }
+        self.depth += 1;
+        let r = f(self);
+        self.depth -= 1;
+        let (e, h) = r?;
+        if h + 1 > MAX_EXPR_DEPTH {
+            return Err(too_deep());
+        }
+        Ok((e, h + 1))
+    }
+
     fn peek(&self) -> Option<&Tok> {
         self.toks.get(self.pos)
     }
@@ -148,7 +185,7 @@ impl Parser {
         false
     }
 
-    fn expr(&mut self) -> Result<Expr, String> {
+    fn expr(&mut self) -> Parsed {
         let mut lhs = self.term()?;
         loop {
             let op = if self.eat_op('+') {
@@ -158,11 +195,12 @@ impl Parser {
             } else {
                 return Ok(lhs);
             };
-            lhs = Expr::Bin(op, Box::new(lhs), Box::new(self.term()?));
+            let rhs = self.term()?;
+            lhs = join(op, lhs, rhs)?;
         }
     }
 
-    fn term(&mut self) -> Result<Expr, String> {
+    fn term(&mut self) -> Parsed {
         let mut lhs = self.unary()?;
         loop {
             let op = if self.eat_op('*') {
@@ -172,24 +210,27 @@ impl Parser {
             } else {
                 return Ok(lhs);
             };
-            lhs = Expr::Bin(op, Box::new(lhs), Box::new(self.unary()?));
+            let rhs = self.unary()?;
+            lhs = join(op, lhs, rhs)?;
         }
     }
 
-    fn unary(&mut self) -> Result<Expr, String> {
+    fn unary(&mut self) -> Parsed {
         if self.eat_op('-') {
-            return Ok(Expr::Neg(Box::new(self.unary()?)));
+            let (e, h) = self.nested(Self::unary)?;
+            return Ok((Expr::Neg(Box::new(e)), h));
         }
         self.atom()
     }
 
-    fn atom(&mut self) -> Result<Expr, String> {
+    fn atom(&mut self) -> Parsed {
         let tok = self.peek().cloned().ok_or("unexpected end of expression")?;
         self.pos += 1;
+        let leaf = |e: Result<Expr, String>| e.map(|e| (e, 1));
         match tok {
-            Tok::Num(text) => parse_number(&text),
+            Tok::Num(text) => leaf(parse_number(&text)),
             Tok::Op('(') => {
-                let e = self.expr()?;
+                let e = self.nested(Self::expr)?;
                 if !self.eat_op(')') {
                     return Err("missing ')'".into());
                 }
@@ -200,13 +241,13 @@ impl Parser {
                 if !self.eat_op('(') {
                     return Err("sqrt must be called as sqrt(...)".into());
                 }
-                let e = self.expr()?;
+                let (e, h) = self.nested(Self::expr)?;
                 if !self.eat_op(')') {
                     return Err("missing ')' after sqrt's argument".into());
                 }
-                Ok(Expr::Sqrt(Box::new(e)))
+                Ok((Expr::Sqrt(Box::new(e)), h))
             }
-            Tok::Ident(name) => {
+            Tok::Ident(name) => leaf({
                 let parts: Vec<&str> = name.split('.').collect();
                 if parts.iter().any(|p| p.is_empty()) {
                     return Err(format!("malformed name '{name}'"));
@@ -217,7 +258,7 @@ impl Parser {
                     [_] => Ok(Expr::Name(name)),
                     _ => Err(format!("unknown reference '{name}' (config keys are written config.<key>)")),
                 }
-            }
+            }),
         }
     }
 }
@@ -232,11 +273,11 @@ fn parse_number(text: &str) -> Result<Expr, String> {
 impl Expr {
     /// Parses a whole expression.
     pub fn parse(src: &str) -> Result<Expr, String> {
-        let mut p = Parser { toks: lex(src)?, pos: 0 };
+        let mut p = Parser { toks: lex(src)?, pos: 0, depth: 0 };
         if p.toks.is_empty() {
             return Err("empty expression".into());
         }
-        let e = p.expr()?;
+        let (e, _) = p.expr()?;
         match p.peek() {
             None => Ok(e),
             Some(t) => Err(format!("unexpected {} after a complete expression", describe(t))),
@@ -259,7 +300,7 @@ impl Expr {
             Expr::Config(path) => scope.config(path),
             Expr::Name(n) => scope.name(n)?.ok_or_else(|| format!("unknown name '{n}' (not a [values] entry or loop variable; literal strings are written {{ string = \"{n}\" }})")),
             Expr::Neg(e) => match e.eval(scope)? {
-                Scalar::Int(v) => Ok(Scalar::Int(-v)),
+                Scalar::Int(v) => v.checked_neg().map(Scalar::Int).ok_or_else(|| format!("integer overflow in -({v})")),
                 Scalar::Float(v) => Ok(Scalar::Float(-v)),
                 other => Err(format!("cannot negate {} ({other})", other.kind())),
             },

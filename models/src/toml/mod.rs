@@ -69,6 +69,12 @@
 //! `if_defined = "name"`, `unless_defined = "name"`, `if_config = "<expression>"` (non-zero,
 //! true). `scope = "layer {layer}"` names the scope that build errors report.
 //!
+//! **Limits** keep any file from exhausting the stack: blocks may not call themselves (directly
+//! or through others) and chain at most 32 calls deep, expressions nest at most 64 levels
+//! (parentheses, unary minus, `sqrt`, operator chains), `[values]` entries name each other at
+//! most 64 deep, a build runs at most 2^20 steps and loop iterations, and tables nest only as
+//! deep as the TOML parser allows.
+//!
 //! **Errors** name the file, the line and the key: syntax and format errors at load
 //! ([`TomlError`]); unknown config references, unknown ops (with similar registered ops), shape
 //! or dtype mismatches (layer, op, shapes) and missing weights (with the nearest present) at
@@ -81,6 +87,7 @@ mod definition;
 mod error;
 mod exec;
 mod expr;
+mod limits;
 mod raw;
 #[cfg(test)]
 mod tests;
@@ -103,8 +110,12 @@ pub struct TomlModel {
 impl TomlModel {
     /// Reads and checks a model file; errors name the file and line.
     pub fn from_file(path: &Path) -> Result<TomlModel, TomlError> {
-        let text =
-            std::fs::read_to_string(path).map_err(|source| TomlError::Io { path: path.to_path_buf(), source })?;
+        let io = |source| TomlError::Io { path: path.to_path_buf(), source };
+        // A FIFO or device would block or stream forever: only regular files are read.
+        if !std::fs::metadata(path).map_err(io)?.is_file() {
+            return Err(io(std::io::Error::new(std::io::ErrorKind::InvalidInput, "not a regular file")));
+        }
+        let text = std::fs::read_to_string(path).map_err(io)?;
         TomlModel::from_str(&text, &path.display().to_string())
     }
 

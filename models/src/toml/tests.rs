@@ -245,3 +245,59 @@ fn build_errors_name_file_line_and_key() {
     assert!(e.contains("`graph[0].inputs[1]`: embedding: missing weight 'model.embed_tokens.weight'"), "{e}");
     assert!(e.contains("`weights.embed` is declared at line"), "{e}");
 }
+
+/// Issue 20 item 7: files that would have overflowed the stack are refused with a message.
+#[test]
+fn recursion_and_deep_nesting_are_refused() {
+    // A block that calls itself (through another), anywhere in the file, even if never called.
+    let blocks = "[blocks.a]\nparams = [\"x\"]\nresults = [\"y\"]\n[[blocks.a.body]]\ncall = \"b\"\ninputs = [\"x\"]\noutputs = [\"y\"]\n\
+                  [blocks.b]\nparams = [\"x\"]\nresults = [\"y\"]\n[[blocks.b.body]]\ncall = \"a\"\ninputs = [\"x\"]\noutputs = [\"y\"]\n";
+    let e = load_err(&format!("[model]\nname = \"x\"\n[inputs]\nids = {{ dtype = \"i32\", dims = [\"T\"] }}\n{blocks}[outputs]\ny = \"ids\"\n"));
+    assert!(e.contains("block 'a' calls itself (a -> b -> a); blocks may not recurse"), "{e}");
+
+    // A chain of distinct blocks deeper than the limit.
+    let mut chain = String::new();
+    for i in 0..40 {
+        chain += &format!("[blocks.b{i}]\nparams = [\"x\"]\nresults = [\"x\"]\n[[blocks.b{i}.body]]\ncall = \"b{}\"\ninputs = [\"x\"]\noutputs = [\"x\"]\n", i + 1);
+    }
+    chain += "[blocks.b40]\nparams = [\"x\"]\nresults = [\"x\"]\nbody = []\n";
+    let e = load_err(&format!(
+        "[model]\nname = \"x\"\n[inputs]\nids = {{ dtype = \"i32\", dims = [\"T\"] }}\n{chain}[outputs]\ny = \"ids\"\n"
+    ));
+    assert!(e.contains("block calls nest more than 32 deep (b0 -> b1 ->"), "{e}");
+
+    // Expressions: 20k nested parentheses, a 20k-term chain, 20k unary minuses.
+    let value = |expr: String| {
+        format!("[model]\nname = \"x\"\n[values]\nv = \"{expr}\"\n[inputs]\nids = {{ dtype = \"i32\", dims = [\"T\"] }}\n[outputs]\ny = \"ids\"\n")
+    };
+    for expr in [
+        "(".repeat(20_000) + "1" + &")".repeat(20_000),
+        "1".to_string() + &"+1".repeat(20_000),
+        "-".repeat(20_000) + "1",
+    ] {
+        let e = load_err(&value(expr));
+        assert!(e.starts_with("bad.toml:4: `values.v`") && e.contains("nested more than 64 levels deep"), "{e}");
+    }
+    // Within the limits, expressions still work.
+    TomlModel::from_str(&value("(".repeat(30) + "1" + &")".repeat(30)), "ok.toml").expect("30 levels parse");
+}
+
+#[test]
+fn value_chains_deeper_than_the_limit_are_refused_at_build() {
+    // Evaluated in name order: v00 first, which names v01, which names v02, ...
+    let mut values = String::from("v99 = \"1\"\n");
+    for i in 0..99 {
+        values += &format!("v{i:02} = \"v{:02} + 1\"\n", i + 1);
+    }
+    let text = format!("[model]\nname = \"x\"\n[values]\n{values}[inputs]\nids = {{ dtype = \"i32\", dims = [\"T\"] }}\n[outputs]\ny = \"ids\"\n");
+    let e = record(&text, &config(1, false, false), Vec::new(), &[]).err().expect("fails").to_string();
+    assert!(e.contains("[values] entries name each other more than 64 deep"), "{e}");
+
+    // Nested loops of a billion iterations each end with an error, not after hours.
+    let loops = "[[graph]]\nrepeat = \"1000000000\"\n  [[graph.body]]\n  repeat = \"1000000000\"\n  body = []\n";
+    let text = format!(
+        "[model]\nname = \"x\"\n[inputs]\nids = {{ dtype = \"i32\", dims = [\"T\"] }}\n{loops}[outputs]\ny = \"ids\"\n"
+    );
+    let e = record(&text, &config(1, false, false), Vec::new(), &[]).err().expect("fails").to_string();
+    assert!(e.contains("the model runs more than 1048576 steps"), "{e}");
+}

@@ -12,19 +12,7 @@ pub(super) fn check_plan(plan: &PlanRecord) -> Result<(), String> {
 }
 
 fn check_limits(l: &LimitsRecord) -> Result<(), String> {
-    let fields = [
-        ("max_batch_size", l.max_batch_size),
-        ("max_num_tokens", l.max_num_tokens),
-        ("max_seq_len", l.max_seq_len),
-        ("tokens_per_block", l.tokens_per_block),
-        ("num_kv_blocks", l.num_kv_blocks),
-    ];
-    for (name, value) in fields {
-        if value == 0 {
-            return Err(format!("limits.{name} is 0; it must be >= 1"));
-        }
-    }
-    Ok(())
+    crate::engine::EngineLimits::from(l).check().map_err(|e| format!("limits.{e}"))
 }
 
 fn check_graph(plan: &PlanRecord) -> Result<(), String> {

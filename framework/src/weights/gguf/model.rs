@@ -3,7 +3,7 @@
 //! projections of Llama models (whole rows, so quantized bytes survive unchanged).
 
 use super::{GgufError, GgufFile, GgufTensorInfo};
-use crate::weights::store::{MappedFile, Tensor, WeightStore};
+use crate::weights::store::{Tensor, WeightFile, WeightStore};
 use crate::weights::WeightError;
 use rtllm_models::{ModelConfig, RopeScaling};
 use std::collections::BTreeMap;
@@ -236,7 +236,7 @@ fn permuted_heads(arch: &str, gguf_name: &str, config: &ModelConfig) -> Option<u
 /// un-permuted Q/K projections of Llama models (owned copies).
 pub fn weights_from_gguf(
     file: &GgufFile,
-    map: &Arc<MappedFile>,
+    map: &Arc<WeightFile>,
     config: &ModelConfig,
 ) -> Result<WeightStore, WeightError> {
     let path = &map.path;
@@ -257,7 +257,7 @@ pub fn weights_from_gguf(
                 })?;
                 Tensor::owned(&name, dtype, info.hf_shape(), data)?
             }
-            None => Tensor::mapped(map.clone(), &name, dtype, info.hf_shape(), offset, len)?,
+            None => Tensor::in_file(map.clone(), &name, dtype, info.hf_shape(), offset, len)?,
         };
         if store.insert(name.clone(), tensor).is_some() {
             return Err(WeightError::Duplicate { path: path.clone(), tensor: name });
