@@ -11,7 +11,7 @@ use crate::model::{Definition, Model, ModelError, ModelSource, ModelSpec};
 use crate::parallel::ModelRunner;
 use crate::registry::{DiscoveryOptions, Registry};
 use crate::runtime::executor::{
-    Executor, ExecutorConfig, ExecutorError, ExecutorStats, Request, RequestError, SubmitError,
+    Executor, ExecutorConfig, ExecutorError, ExecutorStats, Request, RequestError, RequestHandle, SubmitError,
 };
 use crate::runtime::kv_cache::KvCacheConfig;
 use crate::runtime::scheduler::CapacitySchedulerPolicy;
@@ -232,8 +232,51 @@ impl Llm {
         prompt: impl Into<Prompt>,
         params: &SamplingParams,
     ) -> Result<OutputStream, LlmError> {
+        let (request, job) = self.prepare(prompt.into(), params)?;
+        Ok(job.stream(self.executor.submit(request)?))
+    }
+
+    /// Submits one request per prompt (`params[i]` for `prompts[i]`), all or none: the
+    /// executor's queue takes every one of them or refuses the call (`SubmitError::QueueFull`).
+    pub fn generate_async_batch(
+        &self,
+        prompts: Vec<Prompt>,
+        params: &[SamplingParams],
+    ) -> Result<Vec<OutputStreamAsync>, LlmError> {
+        if prompts.len() != params.len() {
+            return Err(LlmError::Unsupported("a batch whose prompt and parameter counts differ"));
+        }
+        let (requests, jobs): (Vec<Request>, Vec<Job>) = prompts
+            .into_iter()
+            .zip(params)
+            .map(|(p, params)| self.prepare(p, params))
+            .collect::<Result<Vec<_>, _>>()?
+            .into_iter()
+            .unzip();
+        let handles = self.executor.submit_all(requests)?;
+        Ok(jobs.into_iter().zip(handles).map(|(job, handle)| job.stream(handle).into_async()).collect())
+    }
+
+    /// A one-token greedy generation that jumps the executor's queue and may take the batch
+    /// slot reserved for it, so it answers quickly on a busy executor: a health probe.
+    pub async fn probe(&self) -> Result<RequestOutput, LlmError> {
+        let token = self.tokenizer.bos_token_id().or_else(|| self.eos_ids.first().copied()).unwrap_or(0);
+        let (mut request, job) = self.prepare(Prompt::Tokens(vec![token]), &SamplingParams::greedy(1))?;
+        request.priority = true;
+        job.stream(self.executor.submit(request)?).into_async().finish().await
+    }
+
+    /// Whether `requests` more requests of `tokens` prompt tokens would find room in the
+    /// executor's queue now (`SubmitError::QueueFull` or `ExceedsQueue` when not); a check
+    /// before the work of preparing them.
+    pub fn check_queue(&self, requests: usize, tokens: usize) -> Result<(), LlmError> {
+        Ok(self.executor.check_queue(requests, tokens)?)
+    }
+
+    /// Checks the parameters, tokenizes the prompt and makes the executor request (and what
+    /// its stream will need).
+    fn prepare(&self, prompt: Prompt, params: &SamplingParams) -> Result<(Request, Job), LlmError> {
         params.validate()?;
-        let prompt = prompt.into();
         let ids = self.encode_prompt(&prompt)?;
         let text = match prompt {
             Prompt::Text(t) => Some(t),
@@ -242,9 +285,7 @@ impl Llm {
         let samples = params.best_of.unwrap_or(params.n).max(params.n);
         let mut request = Request::new(ids.clone(), params.clone());
         request.n = samples;
-        let handle = self.executor.submit(request)?;
-        let tracker = RequestTracker::new(handle.id(), text, ids, params, samples);
-        Ok(OutputStream::new(handle, tracker))
+        Ok((request, Job { ids, params: params.clone(), text, samples }))
     }
 
     /// Generates for every prompt; all are submitted before any is awaited, so they run
@@ -264,16 +305,16 @@ impl Llm {
         self.generate_stream(self.chat_prompt(messages)?, params)?.finish()
     }
 
-    /// Async stream of outputs (call within a tokio runtime).
+    /// Async stream of outputs (on any async executor; no thread is taken).
     pub fn generate_async_stream(
         &self,
         prompt: impl Into<Prompt>,
         params: &SamplingParams,
     ) -> Result<OutputStreamAsync, LlmError> {
-        Ok(OutputStreamAsync::spawn(self.generate_stream(prompt, params)?))
+        Ok(self.generate_stream(prompt, params)?.into_async())
     }
 
-    /// Async generation of one prompt (call within a tokio runtime).
+    /// Async generation of one prompt.
     pub async fn generate_async(
         &self,
         prompt: impl Into<Prompt>,
@@ -285,5 +326,20 @@ impl Llm {
     /// Stops the executor (running requests end) and joins its thread.
     pub fn shutdown(self) -> Result<(), LlmError> {
         Ok(self.executor.shutdown()?)
+    }
+}
+
+/// What the output stream of a prepared request needs.
+struct Job {
+    ids: Vec<u32>,
+    params: SamplingParams,
+    text: Option<String>,
+    samples: usize,
+}
+
+impl Job {
+    fn stream(self, handle: RequestHandle) -> OutputStream {
+        let tracker = RequestTracker::new(handle.id(), self.text, self.ids, &self.params, self.samples);
+        OutputStream::new(handle, tracker)
     }
 }
