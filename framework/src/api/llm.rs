@@ -16,7 +16,7 @@ use crate::runtime::executor::{
 use crate::runtime::kv_cache::KvCacheConfig;
 use crate::runtime::scheduler::CapacitySchedulerPolicy;
 use crate::sampling::{SamplingError, SamplingParams};
-use crate::tokenizer::{ChatMessage, Tokenizer, TokenizerError};
+use crate::tokenizer::{ChatMessage, ContentSpecialTokens, Tokenizer, TokenizerError};
 use rtllm_models::ModelConfig;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -220,10 +220,20 @@ impl Llm {
     }
 
     /// Renders messages with the model's chat template (with the generation prompt) and
-    /// tokenizes the result.
+    /// tokenizes the result; special-token text typed inside a message stays text.
     pub fn chat_prompt(&self, messages: &[ChatMessage]) -> Result<Prompt, LlmError> {
-        let text = self.tokenizer.apply_chat_template(messages, true)?;
-        Ok(Prompt::Tokens(self.tokenizer.encode(&text, false)?))
+        Ok(Prompt::Tokens(self.chat_prompt_with(messages, ContentSpecialTokens::Text, usize::MAX)?))
+    }
+
+    /// [`Llm::chat_prompt`] with the choice of how special-token text inside messages is
+    /// encoded, giving up (`TokenizerError::TooLong`) past `max_tokens`.
+    pub fn chat_prompt_with(
+        &self,
+        messages: &[ChatMessage],
+        content: ContentSpecialTokens,
+        max_tokens: usize,
+    ) -> Result<Vec<u32>, LlmError> {
+        Ok(self.tokenizer.encode_chat(messages, true, content, max_tokens)?)
     }
 
     /// Submits one request and returns its output stream.
