@@ -1,10 +1,12 @@
-//! POST /v1/chat/completions: messages rendered with the model's chat template
-//! (`Llm::chat_prompt`), streamed as `chat.completion.chunk`s or answered whole, with usage and
-//! chat log-probabilities.
+//! POST /v1/chat/completions: messages rendered with the model's chat template and tokenized
+//! off the async runtime (`Llm::chat_prompt_with`; special-token text inside a message stays
+//! text unless configured otherwise), streamed as `chat.completion.chunk`s or answered whole,
+//! with usage and chat log-probabilities.
 
 use super::error::ApiError;
+use super::fields::refuse_unsupported;
 use super::generation::{submit, ChunkFormat};
-use super::http::read_json;
+use super::http::{admitting, parse_json, read_body};
 use super::logprobs::chat_logprobs;
 use super::params::{check_model, ParamsSpec};
 use super::protocol::{
@@ -12,7 +14,8 @@ use super::protocol::{
     MessageContent, Usage,
 };
 use super::{unix_time, AppState};
-use crate::api::{Prompt, RequestOutput};
+use crate::api::RequestOutput;
+use crate::sampling::SamplingParams;
 use crate::tokenizer::ChatMessage;
 use axum::extract::{Request, State};
 use axum::response::{IntoResponse, Response};
@@ -59,8 +62,18 @@ fn messages(input: Vec<ChatMessageIn>) -> Result<Vec<ChatMessage>, ApiError> {
         .collect()
 }
 
-async fn handle(state: Arc<AppState>, req: Request) -> Result<Response, ApiError> {
-    let body: ChatRequest = read_json(req, &state.config).await?;
+/// A chat request checked and tokenized, ready to submit.
+struct Prepared {
+    prompt: Vec<u32>,
+    params: SamplingParams,
+    stream: bool,
+    include_usage: bool,
+}
+
+/// Everything before submission (run off the async runtime).
+fn prepare(state: &AppState, bytes: &[u8]) -> Result<Prepared, ApiError> {
+    let body: ChatRequest = parse_json(bytes)?;
+    refuse_unsupported(&body.extra)?;
     check_model(body.common.model.as_deref(), &state.config.served_model_name)?;
     let logprobs = match (body.logprobs, body.top_logprobs) {
         (Some(true), top) => Some(top.unwrap_or(0)),
@@ -75,10 +88,12 @@ async fn handle(state: Arc<AppState>, req: Request) -> Result<Response, ApiError
         (None, None) => None,
     };
     let messages = messages(body.messages)?;
-    let prompt = match state.llm.chat_prompt(&messages).map_err(|e| ApiError::from_llm(&e, "messages"))? {
-        Prompt::Tokens(ids) => ids,
-        text @ Prompt::Text(_) => state.llm.encode_prompt(&text).map_err(|e| ApiError::from_llm(&e, "messages"))?,
-    };
+    state.llm.check_queue(1, 0).map_err(|e| ApiError::from_llm(&e, "messages"))?;
+    // Longer than the context is refused anyway: stop tokenizing there.
+    let prompt = state
+        .llm
+        .chat_prompt_with(&messages, state.config.content_special_tokens, state.llm.max_seq_len())
+        .map_err(|e| ApiError::from_llm(&e, "messages"))?;
     let spec = ParamsSpec {
         common: &body.common,
         max_tokens,
@@ -88,12 +103,22 @@ async fn handle(state: Arc<AppState>, req: Request) -> Result<Response, ApiError
         prompt_param: "messages",
     };
     let params = spec.build(prompt.len(), state.llm.max_seq_len())?;
+    let stream = body.common.stream == Some(true);
+    let include_usage = body.common.stream_options.as_ref().is_some_and(|o| o.include_usage);
+    Ok(Prepared { prompt, params, stream, include_usage })
+}
+
+async fn handle(state: Arc<AppState>, req: Request) -> Result<Response, ApiError> {
+    admitting(&state)?;
+    let bytes = read_body(req, &state.config).await?;
+    let for_work = state.clone();
+    let Prepared { prompt, params, stream, include_usage } =
+        state.preprocess.run(move || prepare(&for_work, &bytes)).await?;
     let submitted = submit(&state, vec![prompt], std::slice::from_ref(&params), "messages")?;
     let id = format!("chatcmpl-{:032x}", rand::random::<u128>());
     let model = state.config.served_model_name.clone();
     let created = unix_time();
-    if body.common.stream == Some(true) {
-        let include_usage = body.common.stream_options.is_some_and(|o| o.include_usage);
+    if stream {
         let format = ChatChunks { id, model, created, state: state.clone(), sent: HashMap::new() };
         return Ok(submitted.into_sse(format, include_usage, "messages"));
     }

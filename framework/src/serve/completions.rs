@@ -1,14 +1,17 @@
-//! POST /v1/completions: one or several prompts (text or token ids), streamed as
-//! `text_completion` chunks or answered whole, with usage and legacy log-probabilities.
+//! POST /v1/completions: one or several prompts (text or token ids), checked and tokenized
+//! off the async runtime, streamed as `text_completion` chunks or answered whole, with usage
+//! and legacy log-probabilities.
 
 use super::error::ApiError;
+use super::fields::refuse_unsupported;
 use super::generation::{submit, ChunkFormat};
-use super::http::read_json;
+use super::http::{admitting, parse_json, read_body};
 use super::logprobs::completion_logprobs;
 use super::params::{check_model, ParamsSpec};
 use super::protocol::{CompletionChoice, CompletionRequest, CompletionResponse, PromptInput, Usage};
 use super::{unix_time, AppState};
-use crate::api::{Prompt, RequestOutput};
+use crate::api::{LlmError, RequestOutput};
+use crate::sampling::SamplingParams;
 use crate::tokenizer::Tokenizer;
 use axum::extract::{Request, State};
 use axum::response::{IntoResponse, Response};
@@ -20,22 +23,49 @@ pub async fn completions(State(state): State<Arc<AppState>>, req: Request) -> Re
     handle(state, req).await.unwrap_or_else(IntoResponse::into_response)
 }
 
-/// The prompts as token ids (text gets BOS as the model configures).
-fn tokenize(state: &AppState, prompt: PromptInput) -> Result<Vec<Vec<u32>>, ApiError> {
-    let prompts: Vec<Prompt> = match prompt {
-        PromptInput::Text(t) => vec![Prompt::Text(t)],
-        PromptInput::Texts(ts) => ts.into_iter().map(Prompt::Text).collect(),
-        PromptInput::Tokens(ids) => vec![Prompt::Tokens(ids)],
-        PromptInput::TokenLists(ls) => ls.into_iter().map(Prompt::Tokens).collect(),
-    };
-    if prompts.is_empty() {
-        return Err(ApiError::bad_request("the prompt list is empty", Some("prompt")));
-    }
-    prompts.iter().map(|p| state.llm.encode_prompt(p).map_err(|e| ApiError::from_llm(&e, "prompt"))).collect()
+/// A request checked and tokenized, ready to submit.
+struct Prepared {
+    prompts: Vec<Vec<u32>>,
+    params: Vec<SamplingParams>,
+    stream: bool,
+    include_usage: bool,
 }
 
-async fn handle(state: Arc<AppState>, req: Request) -> Result<Response, ApiError> {
-    let body: CompletionRequest = read_json(req, &state.config).await?;
+/// The prompts as token ids (text gets BOS as the model configures), after the admission
+/// checks that need no tokenizing: how many prompts, and room in the queue for them.
+fn tokenize(state: &AppState, prompt: PromptInput) -> Result<Vec<Vec<u32>>, ApiError> {
+    let count = match &prompt {
+        PromptInput::Text(_) | PromptInput::Tokens(_) => 1,
+        PromptInput::Texts(v) => v.len(),
+        PromptInput::TokenLists(v) => v.len(),
+    };
+    let max = state.config.max_prompts_per_request;
+    if count == 0 {
+        return Err(ApiError::bad_request("the prompt list is empty", Some("prompt")));
+    }
+    if count > max {
+        return Err(ApiError::bad_request(
+            format!("{count} prompts in one request; at most {max} (--max-prompts-per-request)"),
+            Some("prompt"),
+        ));
+    }
+    state.llm.check_queue(count, 0).map_err(|e| ApiError::from_llm(&e, "prompt"))?;
+    // Longer than the context is refused anyway: stop tokenizing there.
+    let limit = state.llm.max_seq_len();
+    let encode = |t: &str| state.llm.tokenizer().encode_at_most(t, true, limit).map_err(LlmError::from);
+    let prompts = match prompt {
+        PromptInput::Text(t) => vec![encode(&t)],
+        PromptInput::Texts(ts) => ts.iter().map(|t| encode(t)).collect(),
+        PromptInput::Tokens(ids) => vec![Ok(ids)],
+        PromptInput::TokenLists(ls) => ls.into_iter().map(Ok).collect(),
+    };
+    prompts.into_iter().map(|p| p.map_err(|e| ApiError::from_llm(&e, "prompt"))).collect()
+}
+
+/// Everything before submission (run off the async runtime).
+fn prepare(state: &AppState, bytes: &[u8]) -> Result<Prepared, ApiError> {
+    let body: CompletionRequest = parse_json(bytes)?;
+    refuse_unsupported(&body.extra)?;
     check_model(body.common.model.as_deref(), &state.config.served_model_name)?;
     if body.echo == Some(true) {
         return Err(ApiError::bad_request("echo is not supported", Some("echo")));
@@ -43,7 +73,7 @@ async fn handle(state: Arc<AppState>, req: Request) -> Result<Response, ApiError
     if body.suffix.as_deref().is_some_and(|s| !s.is_empty()) {
         return Err(ApiError::bad_request("suffix is not supported", Some("suffix")));
     }
-    let prompts = tokenize(&state, body.prompt)?;
+    let prompts = tokenize(state, body.prompt)?;
     let spec = ParamsSpec {
         common: &body.common,
         max_tokens: body.max_tokens.map(|m| (m, "max_tokens")),
@@ -54,13 +84,23 @@ async fn handle(state: Arc<AppState>, req: Request) -> Result<Response, ApiError
     };
     let max_seq_len = state.llm.max_seq_len();
     let params = prompts.iter().map(|p| spec.build(p.len(), max_seq_len)).collect::<Result<Vec<_>, _>>()?;
+    let stream = body.common.stream == Some(true);
+    let include_usage = body.common.stream_options.as_ref().is_some_and(|o| o.include_usage);
+    Ok(Prepared { prompts, params, stream, include_usage })
+}
+
+async fn handle(state: Arc<AppState>, req: Request) -> Result<Response, ApiError> {
+    admitting(&state)?;
+    let bytes = read_body(req, &state.config).await?;
+    let for_work = state.clone();
+    let Prepared { prompts, params, stream, include_usage } =
+        state.preprocess.run(move || prepare(&for_work, &bytes)).await?;
     let n = params.first().map_or(1, |p| p.n);
     let submitted = submit(&state, prompts, &params, "prompt")?;
     let id = format!("cmpl-{:032x}", rand::random::<u128>());
     let model = state.config.served_model_name.clone();
     let created = unix_time();
-    if body.common.stream == Some(true) {
-        let include_usage = body.common.stream_options.is_some_and(|o| o.include_usage);
+    if stream {
         let format = CompletionChunks { id, model, created, n, state: state.clone(), sent: HashMap::new() };
         return Ok(submitted.into_sse(format, include_usage, "prompt"));
     }

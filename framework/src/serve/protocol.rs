@@ -1,7 +1,9 @@
 //! OpenAI's wire format: the request bodies of /v1/completions and /v1/chat/completions (with
-//! vLLM's extra sampling fields) and the response, stream-chunk, usage and model-list bodies.
+//! vLLM's extra sampling fields; any other field is kept in `extra` for `fields` to judge) and
+//! the response, stream-chunk, usage and model-list bodies.
 
 use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
 
 /// `prompt`: a string, a list of strings, token ids, or a list of token-id lists.
 #[derive(Clone, Debug, Deserialize, PartialEq)]
@@ -72,6 +74,9 @@ pub struct CompletionRequest {
     pub suffix: Option<String>,
     #[serde(flatten)]
     pub common: CommonFields,
+    /// Every field not read above.
+    #[serde(flatten)]
+    pub extra: Map<String, Value>,
 }
 
 /// A part of a message's content; only text parts are supported.
@@ -105,6 +110,9 @@ pub struct ChatRequest {
     pub top_logprobs: Option<usize>,
     #[serde(flatten)]
     pub common: CommonFields,
+    /// Every field not read above.
+    #[serde(flatten)]
+    pub extra: Map<String, Value>,
 }
 
 #[derive(Clone, Copy, Debug, Default, Serialize, PartialEq)]
@@ -265,6 +273,7 @@ mod tests {
         assert_eq!(r.common.top_k, Some(-1));
         assert!(r.common.stream_options.unwrap().include_usage);
         assert_eq!(r.max_completion_tokens, Some(5));
+        assert_eq!(r.extra.keys().collect::<Vec<_>>(), ["unknown_field"], "only the fields nothing read");
         let parts: ChatMessageIn =
             serde_json::from_str(r#"{"role": "user", "content": [{"type": "text", "text": "a"}]}"#).unwrap();
         assert!(matches!(parts.content, Some(MessageContent::Parts(_))));
