@@ -211,6 +211,12 @@ impl Llm {
         self.executor.stats()
     }
 
+    /// Requests and prompt tokens waiting for admission to the executor's batch now (a
+    /// cancelled request leaves this count at once).
+    pub fn queued(&self) -> (usize, usize) {
+        self.executor.queued()
+    }
+
     /// Tokenizes a prompt (text gets BOS as the model configures it).
     pub fn encode_prompt(&self, prompt: &Prompt) -> Result<Vec<u32>, LlmError> {
         match prompt {

@@ -57,7 +57,7 @@ pub async fn serve(
         .timer(TokioTimer::new())
         .header_read_timeout(limits.header_read_timeout)
         .keep_alive(true)
-        .max_buf_size(MAX_HEAD_BYTES);
+        .max_header_size(MAX_HEAD_BYTES);
     let connection = builder.serve_connection(TokioIo::new(JsonErrorIo::new(stream)), service);
     tokio::pin!(connection);
     let mut closing = false;

@@ -41,3 +41,37 @@ impl Preprocess {
         })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test(flavor = "current_thread")]
+    async fn work_runs_off_the_runtime_thread_a_bounded_number_at_once() {
+        let pool = Arc::new(Preprocess::new(2));
+        let runtime_thread = std::thread::current().id();
+        let running = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let most = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let jobs: Vec<_> = (0..6)
+            .map(|_| {
+                let (pool, running, most) = (pool.clone(), running.clone(), most.clone());
+                tokio::spawn(async move {
+                    pool.run(move || {
+                        use std::sync::atomic::Ordering::SeqCst;
+                        let now = running.fetch_add(1, SeqCst) + 1;
+                        most.fetch_max(now, SeqCst);
+                        std::thread::sleep(std::time::Duration::from_millis(20));
+                        running.fetch_sub(1, SeqCst);
+                        Ok(std::thread::current().id())
+                    })
+                    .await
+                })
+            })
+            .collect();
+        for job in jobs {
+            let thread = job.await.unwrap().unwrap();
+            assert_ne!(thread, runtime_thread);
+        }
+        assert!(most.load(std::sync::atomic::Ordering::SeqCst) <= 2);
+    }
+}
