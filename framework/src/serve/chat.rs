@@ -5,17 +5,17 @@
 
 use super::error::ApiError;
 use super::fields::refuse_unsupported;
-use super::generation::{submit, ChunkFormat};
-use super::http::{admitting, parse_json, read_body};
+use super::generation::{submit, ChunkFormat, Prepared};
+use super::http::parse_json;
 use super::logprobs::chat_logprobs;
 use super::params::{check_model, ParamsSpec};
+use super::preprocess::read_and_prepare;
 use super::protocol::{
     ChatChoice, ChatChunk, ChatChunkChoice, ChatDelta, ChatMessageIn, ChatMessageOut, ChatRequest, ChatResponse,
     MessageContent, Usage,
 };
 use super::{unix_time, AppState};
 use crate::api::RequestOutput;
-use crate::sampling::SamplingParams;
 use crate::tokenizer::ChatMessage;
 use axum::extract::{Request, State};
 use axum::response::{IntoResponse, Response};
@@ -62,14 +62,6 @@ fn messages(input: Vec<ChatMessageIn>) -> Result<Vec<ChatMessage>, ApiError> {
         .collect()
 }
 
-/// A chat request checked and tokenized, ready to submit.
-struct Prepared {
-    prompt: Vec<u32>,
-    params: SamplingParams,
-    stream: bool,
-    include_usage: bool,
-}
-
 /// Everything before submission (run off the async runtime).
 fn prepare(state: &AppState, bytes: &[u8]) -> Result<Prepared, ApiError> {
     let body: ChatRequest = parse_json(bytes)?;
@@ -103,18 +95,12 @@ fn prepare(state: &AppState, bytes: &[u8]) -> Result<Prepared, ApiError> {
         prompt_param: "messages",
     };
     let params = spec.build(prompt.len(), state.llm.max_seq_len())?;
-    let stream = body.common.stream == Some(true);
-    let include_usage = body.common.stream_options.as_ref().is_some_and(|o| o.include_usage);
-    Ok(Prepared { prompt, params, stream, include_usage })
+    Ok(Prepared::new(vec![prompt], vec![params], &body.common))
 }
 
 async fn handle(state: Arc<AppState>, req: Request) -> Result<Response, ApiError> {
-    admitting(&state)?;
-    let bytes = read_body(req, &state.config).await?;
-    let for_work = state.clone();
-    let Prepared { prompt, params, stream, include_usage } =
-        state.preprocess.run(move || prepare(&for_work, &bytes)).await?;
-    let submitted = submit(&state, vec![prompt], std::slice::from_ref(&params), "messages")?;
+    let Prepared { prompts, params, stream, include_usage } = read_and_prepare(&state, req, prepare).await?;
+    let submitted = submit(&state, prompts, &params, "messages")?;
     let id = format!("chatcmpl-{:032x}", rand::random::<u128>());
     let model = state.config.served_model_name.clone();
     let created = unix_time();

@@ -4,14 +4,14 @@
 
 use super::error::ApiError;
 use super::fields::refuse_unsupported;
-use super::generation::{submit, ChunkFormat};
-use super::http::{admitting, parse_json, read_body};
+use super::generation::{submit, ChunkFormat, Prepared};
+use super::http::parse_json;
 use super::logprobs::completion_logprobs;
 use super::params::{check_model, ParamsSpec};
+use super::preprocess::read_and_prepare;
 use super::protocol::{CompletionChoice, CompletionRequest, CompletionResponse, PromptInput, Usage};
 use super::{unix_time, AppState};
 use crate::api::{LlmError, RequestOutput};
-use crate::sampling::SamplingParams;
 use crate::tokenizer::Tokenizer;
 use axum::extract::{Request, State};
 use axum::response::{IntoResponse, Response};
@@ -21,14 +21,6 @@ use std::sync::Arc;
 
 pub async fn completions(State(state): State<Arc<AppState>>, req: Request) -> Response {
     handle(state, req).await.unwrap_or_else(IntoResponse::into_response)
-}
-
-/// A request checked and tokenized, ready to submit.
-struct Prepared {
-    prompts: Vec<Vec<u32>>,
-    params: Vec<SamplingParams>,
-    stream: bool,
-    include_usage: bool,
 }
 
 /// The prompts as token ids (text gets BOS as the model configures), after the admission
@@ -84,17 +76,11 @@ fn prepare(state: &AppState, bytes: &[u8]) -> Result<Prepared, ApiError> {
     };
     let max_seq_len = state.llm.max_seq_len();
     let params = prompts.iter().map(|p| spec.build(p.len(), max_seq_len)).collect::<Result<Vec<_>, _>>()?;
-    let stream = body.common.stream == Some(true);
-    let include_usage = body.common.stream_options.as_ref().is_some_and(|o| o.include_usage);
-    Ok(Prepared { prompts, params, stream, include_usage })
+    Ok(Prepared::new(prompts, params, &body.common))
 }
 
 async fn handle(state: Arc<AppState>, req: Request) -> Result<Response, ApiError> {
-    admitting(&state)?;
-    let bytes = read_body(req, &state.config).await?;
-    let for_work = state.clone();
-    let Prepared { prompts, params, stream, include_usage } =
-        state.preprocess.run(move || prepare(&for_work, &bytes)).await?;
+    let Prepared { prompts, params, stream, include_usage } = read_and_prepare(&state, req, prepare).await?;
     let n = params.first().map_or(1, |p| p.n);
     let submitted = submit(&state, prompts, &params, "prompt")?;
     let id = format!("cmpl-{:032x}", rand::random::<u128>());

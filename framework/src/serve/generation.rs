@@ -8,7 +8,7 @@
 use super::error::ApiError;
 use super::http::admitting;
 use super::metrics::Metrics;
-use super::protocol::Usage;
+use super::protocol::{CommonFields, Usage};
 use super::shutdown::{reached, Phase};
 use super::AppState;
 use crate::api::{LlmError, OutputStreamAsync, Prompt, RequestOutput};
@@ -73,6 +73,22 @@ impl Stream for TimedStream {
 /// Outputs of all of a request's prompts, tagged with the prompt's index.
 pub type Merged = SelectAll<stream::Map<TimedStream, Box<dyn FnMut(Result<RequestOutput, LlmError>) -> Tagged + Send>>>;
 pub type Tagged = (usize, Result<RequestOutput, LlmError>);
+
+/// A request checked and tokenized off the async runtime, ready to submit.
+pub struct Prepared {
+    pub prompts: Vec<Vec<u32>>,
+    pub params: Vec<SamplingParams>,
+    pub stream: bool,
+    pub include_usage: bool,
+}
+
+impl Prepared {
+    pub fn new(prompts: Vec<Vec<u32>>, params: Vec<SamplingParams>, common: &CommonFields) -> Prepared {
+        let stream = common.stream == Some(true);
+        let include_usage = common.stream_options.as_ref().is_some_and(|o| o.include_usage);
+        Prepared { prompts, params, stream, include_usage }
+    }
+}
 
 /// A submitted request: its merged outputs and the prompt lengths.
 pub struct Submitted {

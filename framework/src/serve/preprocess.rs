@@ -3,9 +3,25 @@
 //! workers stay free for /health, streams and accepting connections however large the prompts.
 
 use super::error::ApiError;
+use super::http::{admitting, read_body};
+use super::AppState;
+use axum::extract::Request;
 use axum::http::StatusCode;
 use std::sync::Arc;
 use tokio::sync::Semaphore;
+
+/// The start of every generation route: refuses new work while draining, reads the body, and
+/// runs `prepare` over it on the pool.
+pub async fn read_and_prepare<T: Send + 'static>(
+    state: &Arc<AppState>,
+    req: Request,
+    prepare: fn(&AppState, &[u8]) -> Result<T, ApiError>,
+) -> Result<T, ApiError> {
+    admitting(state)?;
+    let bytes = read_body(req, &state.config).await?;
+    let for_work = state.clone();
+    state.preprocess.run(move || prepare(&for_work, &bytes)).await
+}
 
 /// A bound on the preparation work running at once.
 #[derive(Debug)]
