@@ -143,6 +143,7 @@ impl<R: ModelRunner> Worker<R> {
                     Ok(client) => client,
                     Err(e) => {
                         // `submit` validated the params, so this is a bug, not bad input.
+                        slot.release();
                         let _ = updates.send(OutputUpdate::failed(RequestError::Unschedulable(e), self.step));
                         return true;
                     }
