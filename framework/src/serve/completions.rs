@@ -9,13 +9,15 @@ use super::http::parse_json;
 use super::logprobs::completion_logprobs;
 use super::params::{check_model, ParamsSpec};
 use super::preprocess::read_and_prepare;
-use super::protocol::{CompletionChoice, CompletionRequest, CompletionResponse, PromptInput, Usage};
+use super::prompt::PromptInput;
+use super::protocol::{CompletionChoice, CompletionRequest, CompletionResponse, Usage};
 use super::{unix_time, AppState};
 use crate::api::{LlmError, RequestOutput};
 use crate::tokenizer::Tokenizer;
 use axum::extract::{Request, State};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
+use serde_json::value::RawValue;
 use std::collections::HashMap;
 use std::sync::Arc;
 
@@ -25,21 +27,11 @@ pub async fn completions(State(state): State<Arc<AppState>>, req: Request) -> Re
 
 /// The prompts as token ids (text gets BOS as the model configures), after the admission
 /// checks that need no tokenizing: how many prompts, and room in the queue for them.
-fn tokenize(state: &AppState, prompt: PromptInput) -> Result<Vec<Vec<u32>>, ApiError> {
-    let count = match &prompt {
-        PromptInput::Text(_) | PromptInput::Tokens(_) => 1,
-        PromptInput::Texts(v) => v.len(),
-        PromptInput::TokenLists(v) => v.len(),
-    };
-    let max = state.config.max_prompts_per_request;
+fn tokenize(state: &AppState, raw: &RawValue) -> Result<Vec<Vec<u32>>, ApiError> {
+    let prompt = PromptInput::parse(raw, state.config.max_prompts_per_request)?;
+    let count = prompt.count();
     if count == 0 {
         return Err(ApiError::bad_request("the prompt list is empty", Some("prompt")));
-    }
-    if count > max {
-        return Err(ApiError::bad_request(
-            format!("{count} prompts in one request; at most {max} (--max-prompts-per-request)"),
-            Some("prompt"),
-        ));
     }
     state.llm.check_queue(count, 0).map_err(|e| ApiError::from_llm(&e, "prompt"))?;
     // Longer than the context is refused anyway: stop tokenizing there.
@@ -65,7 +57,7 @@ fn prepare(state: &AppState, bytes: &[u8]) -> Result<Prepared, ApiError> {
     if body.suffix.as_deref().is_some_and(|s| !s.is_empty()) {
         return Err(ApiError::bad_request("suffix is not supported", Some("suffix")));
     }
-    let prompts = tokenize(state, body.prompt)?;
+    let prompts = tokenize(state, &body.prompt)?;
     let spec = ParamsSpec {
         common: &body.common,
         max_tokens: body.max_tokens.map(|m| (m, "max_tokens")),

@@ -27,6 +27,7 @@ mod logprobs;
 pub mod metrics;
 mod params;
 mod preprocess;
+mod prompt;
 pub mod protocol;
 mod routes;
 pub mod shutdown;
