@@ -9,7 +9,7 @@ Python 3.11 standard library only.
   1b  a client that sends the most prompts a request may carry (long generations, streamed) and
       leaves after --hold seconds, in a loop (its requests must be dropped at once)
   2   thousands of idle connections, half of them with half a header, kept up as the server
-      closes them (probes: a normal request and GET /health)
+      closes them; probed once that many were opened (a normal request and GET /health)
   5   the executor saturated with long streams (more than the batch holds); probe:
       GET /health_generate (a normal request queues behind that load by design)
 
@@ -82,6 +82,7 @@ class Attack:
         self.name = name
         self.stop = threading.Event()
         self.seen: dict[str, int] = {}
+        self.progress = 0
         self.lock = threading.Lock()
         self.threads = [threading.Thread(target=body, args=(self,), daemon=True) for _ in range(workers)]
 
@@ -170,6 +171,7 @@ def idle_connections(t: Target, count: int):
                 ep.register(s.fileno(), select.EPOLLIN | select.EPOLLRDHUP)
                 socks[s.fileno()] = s
                 opened += 1
+                a.progress = opened
             for fd, _ in ep.poll(0.1):
                 s = socks.pop(fd, None)
                 if s is not None:
@@ -228,6 +230,7 @@ def main() -> int:
     ap.add_argument("--hold", type=float, default=0.5, help="seconds attack 1b's client stays")
     ap.add_argument("--idle-connections", type=int, default=3000)
     ap.add_argument("--busy-streams", type=int, default=16, help="long streams of attack 5 (> max_batch_size)")
+    ap.add_argument("--attacks", default="1a,1b,2,5", help="which attacks to run (comma-separated)")
     args = ap.parse_args()
     t = Target(args.url, args.api_key)
 
@@ -242,31 +245,36 @@ def main() -> int:
     settle(t)
     record("baseline (no attack)", "chat", measure(t, "chat", args.seconds))
 
-    with Attack("1a", huge_prompt_lists(t), workers=4) as a:
-        time.sleep(1)
-        res = measure(t, "chat", args.seconds)
-    record("1a 100k/800k-prompt requests x4 clients", "chat", res, a.seen)
-    settle(t)
-
-    with Attack("1b", hit_and_run(t, args.prompts, args.hold)) as a:
-        time.sleep(1)
-        res = measure(t, "chat", args.seconds)
-    record(f"1b {args.prompts}-prompt stream, client leaves", "chat", res, a.seen)
-    settle(t)
-
-    with Attack("2", idle_connections(t, args.idle_connections)) as a:
-        time.sleep(2)
-        res_chat = measure(t, "chat", args.seconds / 2)
-        res_health = measure(t, "health", args.seconds / 2)
-    record(f"2  {args.idle_connections} idle/half-header conns", "chat", res_chat, a.seen)
-    record(f"2  {args.idle_connections} idle/half-header conns", "health", res_health)
-    settle(t)
-
-    with Attack("5", long_streams(t), workers=args.busy_streams) as a:
-        time.sleep(3)
-        res = measure(t, "health_generate", args.seconds)
-    record(f"5  busy: {args.busy_streams} long streams", "health_generate", res, a.seen)
-    settle(t)
+    chosen = set(args.attacks.split(","))
+    if "1a" in chosen:
+        with Attack("1a", huge_prompt_lists(t), workers=4) as a:
+            time.sleep(1)
+            res = measure(t, "chat", args.seconds)
+        record("1a 100k/800k-prompt requests x4 clients", "chat", res, a.seen)
+        settle(t)
+    if "1b" in chosen:
+        with Attack("1b", hit_and_run(t, args.prompts, args.hold)) as a:
+            time.sleep(1)
+            res = measure(t, "chat", args.seconds)
+        record(f"1b {args.prompts}-prompt stream, client leaves", "chat", res, a.seen)
+        settle(t)
+    if "2" in chosen:
+        with Attack("2", idle_connections(t, args.idle_connections)) as a:
+            # Probe once the attacker has opened as many connections as it keeps (or a minute).
+            end = time.monotonic() + 60
+            while a.progress < args.idle_connections and time.monotonic() < end:
+                time.sleep(0.2)
+            res_chat = measure(t, "chat", args.seconds / 2)
+            res_health = measure(t, "health", args.seconds / 2)
+        record(f"2  {args.idle_connections} idle/half-header conns", "chat", res_chat, a.seen)
+        record(f"2  {args.idle_connections} idle/half-header conns", "health", res_health)
+        settle(t)
+    if "5" in chosen:
+        with Attack("5", long_streams(t), workers=args.busy_streams) as a:
+            time.sleep(3)
+            res = measure(t, "health_generate", args.seconds)
+        record(f"5  busy: {args.busy_streams} long streams", "health_generate", res, a.seen)
+        settle(t)
 
     print(f"\n{'attack':<44} {'probe':<16} {'n':>4} {'p50 s':>7} {'max s':>7}  result")
     for attack, kind, n, p50, mx, good, _ in rows:
