@@ -36,14 +36,16 @@ fn tokenize(state: &AppState, raw: &RawValue) -> Result<Vec<Vec<u32>>, ApiError>
     state.llm.check_queue(count, 0).map_err(|e| ApiError::from_llm(&e, "prompt"))?;
     // Longer than the context is refused anyway: stop tokenizing there.
     let limit = state.llm.max_seq_len();
-    let encode = |t: &str| state.llm.tokenizer().encode_at_most(t, true, limit).map_err(LlmError::from);
-    let prompts = match prompt {
-        PromptInput::Text(t) => vec![encode(&t)],
-        PromptInput::Texts(ts) => ts.iter().map(|t| encode(t)).collect(),
-        PromptInput::Tokens(ids) => vec![Ok(ids)],
-        PromptInput::TokenLists(ls) => ls.into_iter().map(Ok).collect(),
+    let encode = |t: &str| {
+        let ids = state.llm.tokenizer().encode_at_most(t, true, limit);
+        ids.map_err(|e| ApiError::from_llm(&LlmError::from(e), "prompt"))
     };
-    prompts.into_iter().map(|p| p.map_err(|e| ApiError::from_llm(&e, "prompt"))).collect()
+    Ok(match prompt {
+        PromptInput::Text(t) => vec![encode(&t)?],
+        PromptInput::Texts(ts) => ts.iter().map(|t| encode(t)).collect::<Result<_, _>>()?,
+        PromptInput::Tokens(ids) => vec![ids],
+        PromptInput::TokenLists(ls) => ls,
+    })
 }
 
 /// Everything before submission (run off the async runtime).

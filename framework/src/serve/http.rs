@@ -76,7 +76,7 @@ pub fn authorized(headers: &HeaderMap, key: &str) -> bool {
     let Some(value) = headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok()) else {
         return false;
     };
-    let Some((scheme, given)) = value.trim_start().split_once(|c: char| c == ' ' || c == '\t') else {
+    let Some((scheme, given)) = value.trim_start().split_once([' ', '\t']) else {
         return false;
     };
     if !scheme.eq_ignore_ascii_case("bearer") || key.is_empty() {

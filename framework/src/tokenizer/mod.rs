@@ -103,6 +103,9 @@ pub struct Tokenizer {
     pub(crate) clean_up_spaces: bool,
 }
 
+/// A literal range that covers any text.
+static EVERYWHERE: Range<usize> = 0..usize::MAX;
+
 /// Tokens that end a turn in common chat formats (llama.cpp's end-of-generation heuristic).
 const END_OF_TURN_TOKENS: &[&str] = &[
     "<|eot_id|>",
@@ -233,7 +236,7 @@ impl Tokenizer {
                     // Normalized text has no offsets into the input: a piece that touches a
                     // literal range matches no special token at all.
                     let touches = literal.iter().any(|r| start < r.end && start + text.len() > r.start);
-                    let inner: &[Range<usize>] = if touches { &[0..usize::MAX] } else { &[] };
+                    let inner: &[Range<usize>] = if touches { std::slice::from_ref(&EVERYWHERE) } else { &[] };
                     for seg in self.normalized_added.split_with_literals(&normalized, start, inner) {
                         match seg {
                             Segment::Token(id) => ids.push(id),
