@@ -84,15 +84,14 @@ impl Scheduler {
 
     fn admit(&mut self, kv: &mut KvCacheManager, out: &mut CapacityOutcome) {
         let policy = self.config.capacity_scheduler_policy;
-        if policy == CapacitySchedulerPolicy::StaticBatch && !self.running.is_empty() {
-            return;
-        }
+        // A static batch admits nothing new while it runs, but a priority request.
+        let batch_closed = policy == CapacitySchedulerPolicy::StaticBatch && !self.running.is_empty();
         let mut slots: usize = self.running.iter().map(LlmRequest::batch_slots).sum();
         let mut priority_slots: usize = self.running.iter().filter(|r| r.priority).map(LlmRequest::batch_slots).sum();
         let mut reserved: usize = self.running.iter().map(|r| self.remaining_worst(r, kv)).sum();
         while let Some(head) = self.waiting.front() {
             let in_reserved_slot = head.priority && priority_slots + head.batch_slots() <= PRIORITY_SLOTS;
-            if slots + head.batch_slots() > self.config.max_batch_size && !in_reserved_slot {
+            if (batch_closed || slots + head.batch_slots() > self.config.max_batch_size) && !in_reserved_slot {
                 break;
             }
             let cost: usize = head.live_seqs().map(|s| kv.admission_cost(&s.tokens)).sum();

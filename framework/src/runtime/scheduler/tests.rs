@@ -192,3 +192,16 @@ fn a_priority_request_jumps_the_queue_into_its_reserved_slot_and_runs_first() {
     run_step(&mut s, &mut kv);
     assert_eq!(s.schedule_capacity(&mut kv).admitted, vec![101]);
 }
+
+#[test]
+fn a_static_batch_still_admits_a_priority_request() {
+    let mut s = Scheduler::new(config(CapacitySchedulerPolicy::StaticBatch, true));
+    let mut kv = kv(64);
+    s.enqueue(req(1, 1, 50));
+    s.schedule_capacity(&mut kv);
+    s.enqueue(req(2, 1, 50));
+    let mut probe = req(99, 1, 1);
+    probe.priority = true;
+    s.enqueue(probe);
+    assert_eq!(s.schedule_capacity(&mut kv).admitted, vec![99], "the probe, not request 2");
+}
