@@ -136,3 +136,14 @@ def test_errors_are_openai_errors(client):
     bad = openai.OpenAI(base_url=client.base_url, api_key="wrong", max_retries=0)
     with pytest.raises(openai.AuthenticationError):
         bad.models.list()
+
+
+def test_unsupported_fields_are_refused_by_name(client):
+    messages = [{"role": "user", "content": "Hi"}]
+    for field, value in [("response_format", {"type": "json_object"}), ("logit_bias", {"1": 5})]:
+        with pytest.raises(openai.BadRequestError) as e:
+            client.chat.completions.create(model=MODEL, messages=messages, max_tokens=2, **{field: value})
+        assert e.value.body["param"] == field
+    # What the server does anyway is accepted.
+    out = client.chat.completions.create(model=MODEL, messages=messages, max_tokens=2, response_format={"type": "text"})
+    assert out.choices[0].message.role == "assistant"

@@ -11,12 +11,12 @@ use crate::model::{Definition, Model, ModelError, ModelSource, ModelSpec};
 use crate::parallel::ModelRunner;
 use crate::registry::{DiscoveryOptions, Registry};
 use crate::runtime::executor::{
-    Executor, ExecutorConfig, ExecutorError, ExecutorStats, Request, RequestError, SubmitError,
+    Executor, ExecutorConfig, ExecutorError, ExecutorStats, Request, RequestError, RequestHandle, SubmitError,
 };
 use crate::runtime::kv_cache::KvCacheConfig;
 use crate::runtime::scheduler::CapacitySchedulerPolicy;
 use crate::sampling::{SamplingError, SamplingParams};
-use crate::tokenizer::{ChatMessage, Tokenizer, TokenizerError};
+use crate::tokenizer::{ChatMessage, ContentSpecialTokens, Tokenizer, TokenizerError};
 use rtllm_models::ModelConfig;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -211,6 +211,12 @@ impl Llm {
         self.executor.stats()
     }
 
+    /// Requests and prompt tokens waiting for admission to the executor's batch now (a
+    /// cancelled request leaves this count at once).
+    pub fn queued(&self) -> (usize, usize) {
+        self.executor.queued()
+    }
+
     /// Tokenizes a prompt (text gets BOS as the model configures it).
     pub fn encode_prompt(&self, prompt: &Prompt) -> Result<Vec<u32>, LlmError> {
         match prompt {
@@ -220,10 +226,20 @@ impl Llm {
     }
 
     /// Renders messages with the model's chat template (with the generation prompt) and
-    /// tokenizes the result.
+    /// tokenizes the result; special-token text typed inside a message stays text.
     pub fn chat_prompt(&self, messages: &[ChatMessage]) -> Result<Prompt, LlmError> {
-        let text = self.tokenizer.apply_chat_template(messages, true)?;
-        Ok(Prompt::Tokens(self.tokenizer.encode(&text, false)?))
+        Ok(Prompt::Tokens(self.chat_prompt_with(messages, ContentSpecialTokens::Text, usize::MAX)?))
+    }
+
+    /// [`Llm::chat_prompt`] with the choice of how special-token text inside messages is
+    /// encoded, giving up (`TokenizerError::TooLong`) past `max_tokens`.
+    pub fn chat_prompt_with(
+        &self,
+        messages: &[ChatMessage],
+        content: ContentSpecialTokens,
+        max_tokens: usize,
+    ) -> Result<Vec<u32>, LlmError> {
+        Ok(self.tokenizer.encode_chat(messages, true, content, max_tokens)?)
     }
 
     /// Submits one request and returns its output stream.
@@ -232,8 +248,51 @@ impl Llm {
         prompt: impl Into<Prompt>,
         params: &SamplingParams,
     ) -> Result<OutputStream, LlmError> {
+        let (request, job) = self.prepare(prompt.into(), params)?;
+        Ok(job.stream(self.executor.submit(request)?))
+    }
+
+    /// Submits one request per prompt (`params[i]` for `prompts[i]`), all or none: the
+    /// executor's queue takes every one of them or refuses the call (`SubmitError::QueueFull`).
+    pub fn generate_async_batch(
+        &self,
+        prompts: Vec<Prompt>,
+        params: &[SamplingParams],
+    ) -> Result<Vec<OutputStreamAsync>, LlmError> {
+        if prompts.len() != params.len() {
+            return Err(LlmError::Unsupported("a batch whose prompt and parameter counts differ"));
+        }
+        let (requests, jobs): (Vec<Request>, Vec<Job>) = prompts
+            .into_iter()
+            .zip(params)
+            .map(|(p, params)| self.prepare(p, params))
+            .collect::<Result<Vec<_>, _>>()?
+            .into_iter()
+            .unzip();
+        let handles = self.executor.submit_all(requests)?;
+        Ok(jobs.into_iter().zip(handles).map(|(job, handle)| job.stream(handle).into_async()).collect())
+    }
+
+    /// A one-token greedy generation that jumps the executor's queue and may take the batch
+    /// slot reserved for it, so it answers quickly on a busy executor: a health probe.
+    pub async fn probe(&self) -> Result<RequestOutput, LlmError> {
+        let token = self.tokenizer.bos_token_id().or_else(|| self.eos_ids.first().copied()).unwrap_or(0);
+        let (mut request, job) = self.prepare(Prompt::Tokens(vec![token]), &SamplingParams::greedy(1))?;
+        request.priority = true;
+        job.stream(self.executor.submit(request)?).into_async().finish().await
+    }
+
+    /// Whether `requests` more requests of `tokens` prompt tokens would find room in the
+    /// executor's queue now (`SubmitError::QueueFull` or `ExceedsQueue` when not); a check
+    /// before the work of preparing them.
+    pub fn check_queue(&self, requests: usize, tokens: usize) -> Result<(), LlmError> {
+        Ok(self.executor.check_queue(requests, tokens)?)
+    }
+
+    /// Checks the parameters, tokenizes the prompt and makes the executor request (and what
+    /// its stream will need).
+    fn prepare(&self, prompt: Prompt, params: &SamplingParams) -> Result<(Request, Job), LlmError> {
         params.validate()?;
-        let prompt = prompt.into();
         let ids = self.encode_prompt(&prompt)?;
         let text = match prompt {
             Prompt::Text(t) => Some(t),
@@ -242,9 +301,7 @@ impl Llm {
         let samples = params.best_of.unwrap_or(params.n).max(params.n);
         let mut request = Request::new(ids.clone(), params.clone());
         request.n = samples;
-        let handle = self.executor.submit(request)?;
-        let tracker = RequestTracker::new(handle.id(), text, ids, params, samples);
-        Ok(OutputStream::new(handle, tracker))
+        Ok((request, Job { ids, params: params.clone(), text, samples }))
     }
 
     /// Generates for every prompt; all are submitted before any is awaited, so they run
@@ -264,16 +321,16 @@ impl Llm {
         self.generate_stream(self.chat_prompt(messages)?, params)?.finish()
     }
 
-    /// Async stream of outputs (call within a tokio runtime).
+    /// Async stream of outputs (on any async executor; no thread is taken).
     pub fn generate_async_stream(
         &self,
         prompt: impl Into<Prompt>,
         params: &SamplingParams,
     ) -> Result<OutputStreamAsync, LlmError> {
-        Ok(OutputStreamAsync::spawn(self.generate_stream(prompt, params)?))
+        Ok(self.generate_stream(prompt, params)?.into_async())
     }
 
-    /// Async generation of one prompt (call within a tokio runtime).
+    /// Async generation of one prompt.
     pub async fn generate_async(
         &self,
         prompt: impl Into<Prompt>,
@@ -285,5 +342,20 @@ impl Llm {
     /// Stops the executor (running requests end) and joins its thread.
     pub fn shutdown(self) -> Result<(), LlmError> {
         Ok(self.executor.shutdown()?)
+    }
+}
+
+/// What the output stream of a prepared request needs.
+struct Job {
+    ids: Vec<u32>,
+    params: SamplingParams,
+    text: Option<String>,
+    samples: usize,
+}
+
+impl Job {
+    fn stream(self, handle: RequestHandle) -> OutputStream {
+        let tracker = RequestTracker::new(handle.id(), self.text, self.ids, &self.params, self.samples);
+        OutputStream::new(handle, tracker)
     }
 }

@@ -1,18 +1,21 @@
-//! POST /v1/chat/completions: messages rendered with the model's chat template
-//! (`Llm::chat_prompt`), streamed as `chat.completion.chunk`s or answered whole, with usage and
-//! chat log-probabilities.
+//! POST /v1/chat/completions: messages rendered with the model's chat template and tokenized
+//! off the async runtime (`Llm::chat_prompt_with`; special-token text inside a message stays
+//! text unless configured otherwise), streamed as `chat.completion.chunk`s or answered whole,
+//! with usage and chat log-probabilities.
 
 use super::error::ApiError;
-use super::generation::{submit, ChunkFormat};
-use super::http::read_json;
+use super::fields::refuse_unsupported;
+use super::generation::{submit, ChunkFormat, Prepared};
+use super::http::parse_json;
 use super::logprobs::chat_logprobs;
 use super::params::{check_model, ParamsSpec};
+use super::preprocess::read_and_prepare;
 use super::protocol::{
     ChatChoice, ChatChunk, ChatChunkChoice, ChatDelta, ChatMessageIn, ChatMessageOut, ChatRequest, ChatResponse,
     MessageContent, Usage,
 };
 use super::{unix_time, AppState};
-use crate::api::{Prompt, RequestOutput};
+use crate::api::RequestOutput;
 use crate::tokenizer::ChatMessage;
 use axum::extract::{Request, State};
 use axum::response::{IntoResponse, Response};
@@ -59,8 +62,10 @@ fn messages(input: Vec<ChatMessageIn>) -> Result<Vec<ChatMessage>, ApiError> {
         .collect()
 }
 
-async fn handle(state: Arc<AppState>, req: Request) -> Result<Response, ApiError> {
-    let body: ChatRequest = read_json(req, &state.config).await?;
+/// Everything before submission (run off the async runtime).
+fn prepare(state: &AppState, bytes: &[u8]) -> Result<Prepared, ApiError> {
+    let body: ChatRequest = parse_json(bytes)?;
+    refuse_unsupported(&body.extra)?;
     check_model(body.common.model.as_deref(), &state.config.served_model_name)?;
     let logprobs = match (body.logprobs, body.top_logprobs) {
         (Some(true), top) => Some(top.unwrap_or(0)),
@@ -75,10 +80,12 @@ async fn handle(state: Arc<AppState>, req: Request) -> Result<Response, ApiError
         (None, None) => None,
     };
     let messages = messages(body.messages)?;
-    let prompt = match state.llm.chat_prompt(&messages).map_err(|e| ApiError::from_llm(&e, "messages"))? {
-        Prompt::Tokens(ids) => ids,
-        text @ Prompt::Text(_) => state.llm.encode_prompt(&text).map_err(|e| ApiError::from_llm(&e, "messages"))?,
-    };
+    state.llm.check_queue(1, 0).map_err(|e| ApiError::from_llm(&e, "messages"))?;
+    // Longer than the context is refused anyway: stop tokenizing there.
+    let prompt = state
+        .llm
+        .chat_prompt_with(&messages, state.config.content_special_tokens, state.llm.max_seq_len())
+        .map_err(|e| ApiError::from_llm(&e, "messages"))?;
     let spec = ParamsSpec {
         common: &body.common,
         max_tokens,
@@ -88,12 +95,16 @@ async fn handle(state: Arc<AppState>, req: Request) -> Result<Response, ApiError
         prompt_param: "messages",
     };
     let params = spec.build(prompt.len(), state.llm.max_seq_len())?;
-    let submitted = submit(&state, vec![prompt], std::slice::from_ref(&params), "messages")?;
+    Ok(Prepared::new(vec![prompt], vec![params], &body.common))
+}
+
+async fn handle(state: Arc<AppState>, req: Request) -> Result<Response, ApiError> {
+    let Prepared { prompts, params, stream, include_usage } = read_and_prepare(&state, req, prepare).await?;
+    let submitted = submit(&state, prompts, &params, "messages")?;
     let id = format!("chatcmpl-{:032x}", rand::random::<u128>());
     let model = state.config.served_model_name.clone();
     let created = unix_time();
-    if body.common.stream == Some(true) {
-        let include_usage = body.common.stream_options.is_some_and(|o| o.include_usage);
+    if stream {
         let format = ChatChunks { id, model, created, state: state.clone(), sent: HashMap::new() };
         return Ok(submitted.into_sse(format, include_usage, "messages"));
     }

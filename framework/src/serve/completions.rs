@@ -1,18 +1,23 @@
-//! POST /v1/completions: one or several prompts (text or token ids), streamed as
-//! `text_completion` chunks or answered whole, with usage and legacy log-probabilities.
+//! POST /v1/completions: one or several prompts (text or token ids), checked and tokenized
+//! off the async runtime, streamed as `text_completion` chunks or answered whole, with usage
+//! and legacy log-probabilities.
 
 use super::error::ApiError;
-use super::generation::{submit, ChunkFormat};
-use super::http::read_json;
+use super::fields::refuse_unsupported;
+use super::generation::{submit, ChunkFormat, Prepared};
+use super::http::parse_json;
 use super::logprobs::completion_logprobs;
 use super::params::{check_model, ParamsSpec};
-use super::protocol::{CompletionChoice, CompletionRequest, CompletionResponse, PromptInput, Usage};
+use super::preprocess::read_and_prepare;
+use super::prompt::PromptInput;
+use super::protocol::{CompletionChoice, CompletionRequest, CompletionResponse, Usage};
 use super::{unix_time, AppState};
-use crate::api::{Prompt, RequestOutput};
+use crate::api::{LlmError, RequestOutput};
 use crate::tokenizer::Tokenizer;
 use axum::extract::{Request, State};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
+use serde_json::value::RawValue;
 use std::collections::HashMap;
 use std::sync::Arc;
 
@@ -20,22 +25,33 @@ pub async fn completions(State(state): State<Arc<AppState>>, req: Request) -> Re
     handle(state, req).await.unwrap_or_else(IntoResponse::into_response)
 }
 
-/// The prompts as token ids (text gets BOS as the model configures).
-fn tokenize(state: &AppState, prompt: PromptInput) -> Result<Vec<Vec<u32>>, ApiError> {
-    let prompts: Vec<Prompt> = match prompt {
-        PromptInput::Text(t) => vec![Prompt::Text(t)],
-        PromptInput::Texts(ts) => ts.into_iter().map(Prompt::Text).collect(),
-        PromptInput::Tokens(ids) => vec![Prompt::Tokens(ids)],
-        PromptInput::TokenLists(ls) => ls.into_iter().map(Prompt::Tokens).collect(),
-    };
-    if prompts.is_empty() {
+/// The prompts as token ids (text gets BOS as the model configures), after the admission
+/// checks that need no tokenizing: how many prompts, and room in the queue for them.
+fn tokenize(state: &AppState, raw: &RawValue) -> Result<Vec<Vec<u32>>, ApiError> {
+    let prompt = PromptInput::parse(raw, state.config.max_prompts_per_request)?;
+    let count = prompt.count();
+    if count == 0 {
         return Err(ApiError::bad_request("the prompt list is empty", Some("prompt")));
     }
-    prompts.iter().map(|p| state.llm.encode_prompt(p).map_err(|e| ApiError::from_llm(&e, "prompt"))).collect()
+    state.llm.check_queue(count, 0).map_err(|e| ApiError::from_llm(&e, "prompt"))?;
+    // Longer than the context is refused anyway: stop tokenizing there.
+    let limit = state.llm.max_seq_len();
+    let encode = |t: &str| {
+        let ids = state.llm.tokenizer().encode_at_most(t, true, limit);
+        ids.map_err(|e| ApiError::from_llm(&LlmError::from(e), "prompt"))
+    };
+    Ok(match prompt {
+        PromptInput::Text(t) => vec![encode(&t)?],
+        PromptInput::Texts(ts) => ts.iter().map(|t| encode(t)).collect::<Result<_, _>>()?,
+        PromptInput::Tokens(ids) => vec![ids],
+        PromptInput::TokenLists(ls) => ls,
+    })
 }
 
-async fn handle(state: Arc<AppState>, req: Request) -> Result<Response, ApiError> {
-    let body: CompletionRequest = read_json(req, &state.config).await?;
+/// Everything before submission (run off the async runtime).
+fn prepare(state: &AppState, bytes: &[u8]) -> Result<Prepared, ApiError> {
+    let body: CompletionRequest = parse_json(bytes)?;
+    refuse_unsupported(&body.extra)?;
     check_model(body.common.model.as_deref(), &state.config.served_model_name)?;
     if body.echo == Some(true) {
         return Err(ApiError::bad_request("echo is not supported", Some("echo")));
@@ -43,7 +59,7 @@ async fn handle(state: Arc<AppState>, req: Request) -> Result<Response, ApiError
     if body.suffix.as_deref().is_some_and(|s| !s.is_empty()) {
         return Err(ApiError::bad_request("suffix is not supported", Some("suffix")));
     }
-    let prompts = tokenize(&state, body.prompt)?;
+    let prompts = tokenize(state, &body.prompt)?;
     let spec = ParamsSpec {
         common: &body.common,
         max_tokens: body.max_tokens.map(|m| (m, "max_tokens")),
@@ -54,13 +70,17 @@ async fn handle(state: Arc<AppState>, req: Request) -> Result<Response, ApiError
     };
     let max_seq_len = state.llm.max_seq_len();
     let params = prompts.iter().map(|p| spec.build(p.len(), max_seq_len)).collect::<Result<Vec<_>, _>>()?;
+    Ok(Prepared::new(prompts, params, &body.common))
+}
+
+async fn handle(state: Arc<AppState>, req: Request) -> Result<Response, ApiError> {
+    let Prepared { prompts, params, stream, include_usage } = read_and_prepare(&state, req, prepare).await?;
     let n = params.first().map_or(1, |p| p.n);
     let submitted = submit(&state, prompts, &params, "prompt")?;
     let id = format!("cmpl-{:032x}", rand::random::<u128>());
     let model = state.config.served_model_name.clone();
     let created = unix_time();
-    if body.common.stream == Some(true) {
-        let include_usage = body.common.stream_options.is_some_and(|o| o.include_usage);
+    if stream {
         let format = CompletionChunks { id, model, created, n, state: state.clone(), sent: HashMap::new() };
         return Ok(submitted.into_sse(format, include_usage, "prompt"));
     }

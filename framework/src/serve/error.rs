@@ -1,10 +1,13 @@
 //! The server's errors as HTTP responses in OpenAI's shape:
-//! `{"error": {"message", "type", "param", "code"}}` with the matching status, and the mapping
-//! from the `Llm` API's errors (sampling, submission, tokenizer, request) onto them.
+//! `{"error": {"message", "type", "param", "code"}}` with the matching status (and
+//! `Retry-After` on a 429), and the mapping from the `Llm` API's errors (sampling, submission,
+//! tokenizer, request) onto them. Messages and field names are capped, so an absurd input is
+//! never echoed back whole.
 
 use crate::api::LlmError;
 use crate::runtime::executor::{RequestError, SubmitError};
-use axum::http::StatusCode;
+use crate::tokenizer::TokenizerError;
+use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde::Serialize;
@@ -19,6 +22,25 @@ pub struct ApiError {
     /// The request field at fault, when one is.
     pub param: Option<String>,
     pub code: Option<&'static str>,
+    /// Seconds a client should wait before retrying (sent as `Retry-After`).
+    pub retry_after: Option<u32>,
+}
+
+/// Longest message sent back (longer ones are cut, with an ellipsis).
+const MAX_MESSAGE_BYTES: usize = 1024;
+/// Longest field name sent back.
+const MAX_PARAM_BYTES: usize = 128;
+
+/// `text` cut to at most `max` bytes at a character boundary, marked with an ellipsis.
+pub fn capped(text: &str, max: usize) -> std::borrow::Cow<'_, str> {
+    if text.len() <= max {
+        return text.into();
+    }
+    let mut end = max.saturating_sub(3);
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}...", &text[..end]).into()
 }
 
 #[derive(Serialize)]
@@ -44,6 +66,7 @@ impl ApiError {
             kind: "invalid_request_error",
             param: param.map(str::to_string),
             code: None,
+            retry_after: None,
         }
     }
 
@@ -65,6 +88,7 @@ impl ApiError {
             kind: "invalid_request_error",
             param: None,
             code: Some("invalid_api_key"),
+            retry_after: None,
         }
     }
 
@@ -75,23 +99,33 @@ impl ApiError {
             kind: "invalid_request_error",
             param: None,
             code: Some("not_found"),
+            retry_after: None,
         }
     }
 
     /// A failure on the server's side (5xx).
     pub fn server(status: StatusCode, message: impl Into<String>) -> ApiError {
-        ApiError { status, message: message.into(), kind: "server_error", param: None, code: None }
+        ApiError { status, message: message.into(), kind: "server_error", param: None, code: None, retry_after: None }
+    }
+
+    /// 429: the server is busy now; retry after `seconds`.
+    pub fn busy(message: impl Into<String>, seconds: u32) -> ApiError {
+        ApiError {
+            status: StatusCode::TOO_MANY_REQUESTS,
+            message: message.into(),
+            kind: "rate_limit_error",
+            param: None,
+            code: Some("queue_full"),
+            retry_after: Some(seconds),
+        }
     }
 
     /// The JSON body (also sent as an SSE `data:` line when a stream fails midway).
     pub fn body(&self) -> serde_json::Value {
+        let message = capped(&self.message, MAX_MESSAGE_BYTES);
+        let param = self.param.as_deref().map(|p| capped(p, MAX_PARAM_BYTES));
         let body = ErrorBody {
-            error: ErrorDetail {
-                message: &self.message,
-                kind: self.kind,
-                param: self.param.as_deref(),
-                code: self.code,
-            },
+            error: ErrorDetail { message: &message, kind: self.kind, param: param.as_deref(), code: self.code },
         };
         serde_json::to_value(body).unwrap_or(serde_json::Value::Null)
     }
@@ -102,6 +136,10 @@ impl ApiError {
         match e {
             LlmError::Sampling(s) => ApiError::bad_request(s.to_string(), Some(s.field)),
             LlmError::Submit(s) => ApiError::from_submit(s, prompt_param),
+            LlmError::Tokenizer(t @ TokenizerError::TooLong { .. }) => {
+                ApiError::bad_request(format!("the prompt is too long: {t}"), Some(prompt_param))
+                    .with_code("context_length_exceeded")
+            }
             LlmError::Tokenizer(t) => ApiError::bad_request(t.to_string(), Some(prompt_param)),
             LlmError::Unsupported(_) => ApiError::bad_request(e.to_string(), None),
             LlmError::Request(RequestError::Unschedulable(m)) => {
@@ -118,6 +156,7 @@ impl ApiError {
             SubmitError::ShutDown => {
                 return ApiError::server(StatusCode::SERVICE_UNAVAILABLE, e.to_string());
             }
+            SubmitError::QueueFull { .. } => return ApiError::busy(e.to_string(), 1),
             _ => Some(prompt_param),
         };
         ApiError::bad_request(e.to_string(), param)
@@ -134,7 +173,11 @@ impl std::error::Error for ApiError {}
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        (self.status, Json(self.body())).into_response()
+        let mut response = (self.status, Json(self.body())).into_response();
+        if let Some(seconds) = self.retry_after {
+            response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(seconds));
+        }
+        response
     }
 }
 
@@ -160,5 +203,20 @@ mod tests {
         assert_eq!((e.status, e.param.as_deref()), (StatusCode::BAD_REQUEST, Some("messages")));
         let e = ApiError::from_llm(&LlmError::Submit(SubmitError::ShutDown), "prompt");
         assert_eq!(e.status, StatusCode::SERVICE_UNAVAILABLE);
+    }
+
+    #[test]
+    fn echoed_text_is_capped() {
+        let e = ApiError::bad_request(
+            format!("the model `{}` does not exist", "é".repeat(100_000)),
+            Some(&"p".repeat(999)),
+        );
+        let body = e.body();
+        assert!(body["error"]["message"].as_str().unwrap().len() <= MAX_MESSAGE_BYTES);
+        assert!(body["error"]["message"].as_str().unwrap().ends_with("..."));
+        assert!(body["error"]["param"].as_str().unwrap().len() <= MAX_PARAM_BYTES);
+        let busy = ApiError::busy("full", 1).into_response();
+        assert_eq!(busy.status(), StatusCode::TOO_MANY_REQUESTS);
+        assert_eq!(busy.headers()[header::RETRY_AFTER], "1");
     }
 }

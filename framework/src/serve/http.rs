@@ -1,17 +1,31 @@
-//! HTTP plumbing shared by the routes: reading a JSON body (size and time limits, OpenAI-style
-//! 400s for malformed JSON), the API-key check, per-route request counting, and the 404 fallback.
+//! HTTP plumbing shared by the routes: reading a body (size and time limits) and parsing it as
+//! JSON (OpenAI-style 400s for malformed JSON), the API-key check, per-route request counting,
+//! and the 404 and 405 fallbacks.
 
 use super::error::ApiError;
+use super::shutdown::Phase;
 use super::{AppState, ServeConfig};
+use axum::body::Bytes;
 use axum::extract::{Request, State};
-use axum::http::{header, HeaderMap, StatusCode, Uri};
+use axum::http::{header, HeaderMap, Method, StatusCode, Uri};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use serde::de::DeserializeOwned;
 use std::sync::Arc;
 
-/// Reads and parses a JSON request body within the configured size and time limits.
-pub async fn read_json<T: DeserializeOwned>(req: Request, config: &ServeConfig) -> Result<T, ApiError> {
+/// Refuses new work once the server drains (503).
+pub fn admitting(state: &AppState) -> Result<(), ApiError> {
+    match state.shutdown.phase() {
+        Phase::Serving => Ok(()),
+        _ => {
+            Err(ApiError::server(StatusCode::SERVICE_UNAVAILABLE, "the server is shutting down")
+                .with_code("shutting_down"))
+        }
+    }
+}
+
+/// Reads a request body within the configured size and time limits.
+pub async fn read_body(req: Request, config: &ServeConfig) -> Result<Bytes, ApiError> {
     let limit = config.max_body_bytes;
     let declared =
         req.headers().get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<usize>().ok());
@@ -35,7 +49,12 @@ pub async fn read_json<T: DeserializeOwned>(req: Request, config: &ServeConfig) 
         }
         Ok(Ok(b)) => b,
     };
-    serde_json::from_slice(&bytes).map_err(|e| {
+    Ok(bytes)
+}
+
+/// Parses a JSON request body.
+pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
+    serde_json::from_slice(bytes).map_err(|e| {
         let what = match e.classify() {
             serde_json::error::Category::Data => "invalid request",
             _ => "malformed JSON in the request body",
@@ -51,13 +70,18 @@ pub fn route_label(path: &str) -> &'static str {
     ROUTES.iter().find(|r| **r == path).copied().unwrap_or("other")
 }
 
-/// Whether `headers` carry `Authorization: Bearer <key>` (compared in constant time).
+/// Whether `headers` carry `Authorization: Bearer <key>` (the scheme in any case, as RFC 7235
+/// says; the key compared in constant time). An empty key matches nothing.
 pub fn authorized(headers: &HeaderMap, key: &str) -> bool {
-    let Some(given) =
-        headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok()).and_then(|v| v.strip_prefix("Bearer "))
-    else {
+    let Some(value) = headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok()) else {
         return false;
     };
+    let Some((scheme, given)) = value.trim_start().split_once([' ', '\t']) else {
+        return false;
+    };
+    if !scheme.eq_ignore_ascii_case("bearer") || key.is_empty() {
+        return false;
+    }
     let (a, b) = (given.trim().as_bytes(), key.as_bytes());
     a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
@@ -84,6 +108,12 @@ pub async fn not_found(uri: Uri) -> ApiError {
     ApiError::not_found(format!("no route for {}", uri.path()))
 }
 
+pub async fn method_not_allowed(method: Method, uri: Uri) -> ApiError {
+    ApiError::bad_request(format!("{method} is not allowed on {}", uri.path()), None)
+        .with_status(StatusCode::METHOD_NOT_ALLOWED)
+        .with_code("method_not_allowed")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -99,6 +129,14 @@ mod tests {
         assert!(!authorized(&h, "k11"));
         h.insert(header::AUTHORIZATION, HeaderValue::from_static("Basic k1"));
         assert!(!authorized(&h, "k1"));
+        for scheme in ["bearer k1", "BEARER k1", "BeArEr  k1"] {
+            h.insert(header::AUTHORIZATION, HeaderValue::from_static(scheme));
+            assert!(authorized(&h, "k1"), "{scheme}");
+        }
+        h.insert(header::AUTHORIZATION, HeaderValue::from_static("Bearerk1"));
+        assert!(!authorized(&h, "k1"));
+        h.insert(header::AUTHORIZATION, HeaderValue::from_static("Bearer "));
+        assert!(!authorized(&h, ""), "an empty key matches nothing");
     }
 
     #[test]

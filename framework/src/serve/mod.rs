@@ -1,71 +1,53 @@
-//! `rtllm serve`: an OpenAI-compatible HTTP server (axum + tokio) over one shared [`Llm`], so
-//! requests from every client are batched together in its executor. Owns the router
-//! ([`router`]), binding and running ([`bind`], [`Server`]) and the configuration
-//! ([`ServeConfig`]); the routes live in `completions`, `chat` and `routes`.
+//! `rtllm serve`: an OpenAI-compatible HTTP server (axum over hyper + tokio) over one shared
+//! [`Llm`], so requests from every client are batched together in its executor. Owns the
+//! router ([`router`]) and binding ([`bind`]); the configuration is `config`, serving
+//! connections is `listener` and `conn` (limits, timeouts, graceful shutdown on SIGINT or
+//! SIGTERM: `shutdown`), the routes live in `completions`, `chat` and `routes`.
 //!
 //! Routes: POST /v1/completions, POST /v1/chat/completions (both streaming over SSE or not),
 //! GET /v1/models, /health, /health_generate, /metrics. With an API key every route but
-//! /health needs `Authorization: Bearer <key>`. Errors are OpenAI-style JSON bodies.
+//! /health needs `Authorization: Bearer <key>`. Errors are OpenAI-style JSON bodies, those of
+//! the HTTP layer (404, 405, 413, 431, ...) included. Admission happens before any work is
+//! queued: prompts per request, the executor's queue (429 with `Retry-After` when full),
+//! unsupported fields; preparing a request (JSON, template, tokenizer) runs off the async
+//! runtime (`preprocess`).
 
 mod chat;
 mod completions;
+pub mod config;
+mod conn;
+mod connections;
 pub mod error;
+mod error_io;
+mod fields;
 mod generation;
 mod http;
+mod listener;
 mod logprobs;
 pub mod metrics;
 mod params;
+mod preprocess;
+mod prompt;
 pub mod protocol;
 mod routes;
+pub mod shutdown;
 
+pub use config::{ConnectionLimits, ServeConfig, API_KEY_ENV, MAX_MODEL_NAME_BYTES};
 pub use error::ApiError;
+pub use listener::Server;
 pub use metrics::Metrics;
+pub use shutdown::signal;
 
 use crate::api::Llm;
 use axum::middleware::from_fn_with_state;
 use axum::routing::{get, post};
 use axum::Router;
-use std::future::Future;
-use std::net::SocketAddr;
+use preprocess::Preprocess;
+use shutdown::Shutdown;
 use std::path::Path;
 use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
 use tokio::net::TcpListener;
-
-/// The environment variable that supplies the API key when `--api-key` is not given.
-pub const API_KEY_ENV: &str = "RTLLM_API_KEY";
-
-/// How the server answers.
-#[derive(Clone, Debug)]
-pub struct ServeConfig {
-    /// The model name clients send (and /v1/models lists).
-    pub served_model_name: String,
-    /// When set, every route but /health needs `Authorization: Bearer <key>`.
-    pub api_key: Option<String>,
-    /// Largest request body accepted.
-    pub max_body_bytes: usize,
-    /// How long a request body may take to arrive.
-    pub body_timeout: Duration,
-    /// How long /health_generate waits for its token.
-    pub health_generate_timeout: Duration,
-}
-
-impl ServeConfig {
-    pub fn new(served_model_name: impl Into<String>) -> ServeConfig {
-        ServeConfig {
-            served_model_name: served_model_name.into(),
-            api_key: None,
-            max_body_bytes: 4 << 20,
-            body_timeout: Duration::from_secs(30),
-            health_generate_timeout: Duration::from_secs(60),
-        }
-    }
-
-    pub fn with_api_key(mut self, key: Option<String>) -> ServeConfig {
-        self.api_key = key.filter(|k| !k.is_empty());
-        self
-    }
-}
 
 /// The model name served for a model file or directory: its file stem (`model.gguf` →
 /// `model`) or directory name.
@@ -78,11 +60,33 @@ pub struct AppState {
     llm: Arc<Llm>,
     config: ServeConfig,
     metrics: Arc<Metrics>,
+    shutdown: Shutdown,
+    preprocess: Preprocess,
+    /// The last health probe: when it finished and how (concurrent /health_generate calls
+    /// share one probe).
+    probe: tokio::sync::Mutex<Option<(Instant, Result<(), String>)>>,
 }
 
-/// The server's routes over `llm`.
+impl AppState {
+    fn new(llm: Arc<Llm>, config: ServeConfig) -> Arc<AppState> {
+        Arc::new(AppState {
+            llm,
+            preprocess: Preprocess::new(config.preprocess_threads),
+            config,
+            metrics: Arc::new(Metrics::default()),
+            shutdown: Shutdown::default(),
+            probe: tokio::sync::Mutex::new(None),
+        })
+    }
+}
+
+/// The server's routes over `llm` (the connection limits of `config` apply to [`bind`]'s
+/// server only).
 pub fn router(llm: Arc<Llm>, config: ServeConfig) -> Router {
-    let state = Arc::new(AppState { llm, config, metrics: Arc::new(Metrics::default()) });
+    app(AppState::new(llm, config))
+}
+
+fn app(state: Arc<AppState>) -> Router {
     Router::new()
         .route("/v1/completions", post(completions::completions))
         .route("/v1/chat/completions", post(chat::chat_completions))
@@ -91,6 +95,7 @@ pub fn router(llm: Arc<Llm>, config: ServeConfig) -> Router {
         .route("/health_generate", get(routes::health_generate))
         .route("/metrics", get(routes::metrics))
         .fallback(http::not_found)
+        .method_not_allowed_fallback(http::method_not_allowed)
         .layer(from_fn_with_state(state.clone(), http::require_api_key))
         .layer(from_fn_with_state(state.clone(), http::count_requests))
         .with_state(state)
@@ -104,36 +109,13 @@ pub enum ServeError {
     Io(#[from] std::io::Error),
 }
 
-/// A bound, not yet running server.
-pub struct Server {
-    listener: TcpListener,
-    app: Router,
-    addr: SocketAddr,
-}
-
 /// Binds `addr` (`host:port`; port 0 picks a free port) and builds the router; see [`Server::local_addr`].
 pub async fn bind(addr: &str, llm: Arc<Llm>, config: ServeConfig) -> Result<Server, ServeError> {
     let listener =
         TcpListener::bind(addr).await.map_err(|source| ServeError::Bind { addr: addr.to_string(), source })?;
     let addr = listener.local_addr()?;
-    Ok(Server { listener, app: router(llm, config), addr })
-}
-
-impl Server {
-    /// The address actually bound.
-    pub fn local_addr(&self) -> SocketAddr {
-        self.addr
-    }
-
-    /// Serves until the process ends.
-    pub async fn run(self) -> Result<(), ServeError> {
-        Ok(axum::serve(self.listener, self.app).await?)
-    }
-
-    /// Serves until `shutdown` completes, then lets open requests finish.
-    pub async fn run_until(self, shutdown: impl Future<Output = ()> + Send + 'static) -> Result<(), ServeError> {
-        Ok(axum::serve(self.listener, self.app).with_graceful_shutdown(shutdown).await?)
-    }
+    let state = AppState::new(llm, config);
+    Ok(Server { listener, app: app(state.clone()), state, addr })
 }
 
 /// Seconds since the Unix epoch (OpenAI's `created`).

@@ -2,7 +2,8 @@
 //! OpenAI/vLLM defaults (temperature 1, max_tokens up to the room left in `max_seq_len`), the
 //! length checks against `max_seq_len`, and 400s that name the request field at fault.
 
-use super::error::ApiError;
+use super::config::MAX_MODEL_NAME_BYTES;
+use super::error::{capped, ApiError};
 use super::protocol::{CommonFields, StopInput};
 use crate::sampling::SamplingParams;
 
@@ -100,13 +101,22 @@ impl ParamsSpec<'_> {
     }
 }
 
-/// Checks the request's `model` against the served name (absent = the served model).
+/// Checks the request's `model` against the served name (absent = the served model); an
+/// absurdly long name is refused without being echoed.
 pub fn check_model(model: Option<&str>, served: &str) -> Result<(), ApiError> {
     match model {
         None => Ok(()),
         Some(m) if m == served => Ok(()),
+        Some(m) if m.len() > MAX_MODEL_NAME_BYTES => Err(ApiError::bad_request(
+            format!(
+                "the model name is {} bytes long (at most {MAX_MODEL_NAME_BYTES}); this server serves `{served}`",
+                m.len()
+            ),
+            Some("model"),
+        )
+        .with_code("model_not_found")),
         Some(m) => Err(ApiError::bad_request(
-            format!("the model `{m}` does not exist; this server serves `{served}`"),
+            format!("the model `{}` does not exist; this server serves `{served}`", capped(m, 64)),
             Some("model"),
         )
         .with_code("model_not_found")),
@@ -159,5 +169,8 @@ mod tests {
         assert!(check_model(Some("m"), "m").is_ok());
         let e = check_model(Some("gpt-4"), "m").unwrap_err();
         assert_eq!((e.param.as_deref(), e.code), (Some("model"), Some("model_not_found")));
+        let huge = "x".repeat(1 << 20);
+        let e = check_model(Some(&huge), "m").unwrap_err();
+        assert!(e.message.len() < 200 && e.message.contains("1048576 bytes"), "{}", e.message);
     }
 }

@@ -1,17 +1,10 @@
 //! OpenAI's wire format: the request bodies of /v1/completions and /v1/chat/completions (with
-//! vLLM's extra sampling fields) and the response, stream-chunk, usage and model-list bodies.
+//! vLLM's extra sampling fields; any other field is kept in `extra` for `fields` to judge) and
+//! the response, stream-chunk, usage and model-list bodies.
 
 use serde::{Deserialize, Serialize};
-
-/// `prompt`: a string, a list of strings, token ids, or a list of token-id lists.
-#[derive(Clone, Debug, Deserialize, PartialEq)]
-#[serde(untagged)]
-pub enum PromptInput {
-    Text(String),
-    Texts(Vec<String>),
-    Tokens(Vec<u32>),
-    TokenLists(Vec<Vec<u32>>),
-}
+use serde_json::value::RawValue;
+use serde_json::{Map, Value};
 
 /// `stop`: one string or a list.
 #[derive(Clone, Debug, Deserialize, PartialEq)]
@@ -61,9 +54,10 @@ pub struct CommonFields {
 }
 
 /// POST /v1/completions.
-#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[derive(Debug, Deserialize)]
 pub struct CompletionRequest {
-    pub prompt: PromptInput,
+    /// Parsed by `prompt::PromptInput::parse`, with a bound on the number of prompts.
+    pub prompt: Box<RawValue>,
     pub max_tokens: Option<usize>,
     /// Top log-probabilities per token (0 = only the chosen token's).
     pub logprobs: Option<usize>,
@@ -72,6 +66,9 @@ pub struct CompletionRequest {
     pub suffix: Option<String>,
     #[serde(flatten)]
     pub common: CommonFields,
+    /// Every field not read above.
+    #[serde(flatten)]
+    pub extra: Map<String, Value>,
 }
 
 /// A part of a message's content; only text parts are supported.
@@ -105,6 +102,9 @@ pub struct ChatRequest {
     pub top_logprobs: Option<usize>,
     #[serde(flatten)]
     pub common: CommonFields,
+    /// Every field not read above.
+    #[serde(flatten)]
+    pub extra: Map<String, Value>,
 }
 
 #[derive(Clone, Copy, Debug, Default, Serialize, PartialEq)]
@@ -241,17 +241,6 @@ mod tests {
     use super::*;
 
     #[test]
-    fn prompts_in_every_openai_form() {
-        let p = |s: &str| serde_json::from_str::<CompletionRequest>(s).map(|r| r.prompt);
-        assert_eq!(p(r#"{"prompt": "hi"}"#).unwrap(), PromptInput::Text("hi".into()));
-        assert_eq!(p(r#"{"prompt": ["a", "b"]}"#).unwrap(), PromptInput::Texts(vec!["a".into(), "b".into()]));
-        assert_eq!(p(r#"{"prompt": [1, 2]}"#).unwrap(), PromptInput::Tokens(vec![1, 2]));
-        assert_eq!(p(r#"{"prompt": [[1], [2, 3]]}"#).unwrap(), PromptInput::TokenLists(vec![vec![1], vec![2, 3]]));
-        assert!(p(r#"{"prompt": 3}"#).is_err());
-        assert!(p(r#"{}"#).is_err());
-    }
-
-    #[test]
     fn flattened_common_fields_and_stop_forms() {
         let r: ChatRequest = serde_json::from_str(
             r#"{"model": "m", "messages": [{"role": "user", "content": "hi"}], "temperature": 0,
@@ -265,6 +254,7 @@ mod tests {
         assert_eq!(r.common.top_k, Some(-1));
         assert!(r.common.stream_options.unwrap().include_usage);
         assert_eq!(r.max_completion_tokens, Some(5));
+        assert_eq!(r.extra.keys().collect::<Vec<_>>(), ["unknown_field"], "only the fields nothing read");
         let parts: ChatMessageIn =
             serde_json::from_str(r#"{"role": "user", "content": [{"type": "text", "text": "a"}]}"#).unwrap();
         assert!(matches!(parts.content, Some(MessageContent::Parts(_))));

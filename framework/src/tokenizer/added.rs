@@ -2,6 +2,7 @@
 //! before normalization and pre-tokenization, with HF's lstrip/rstrip/single_word options.
 
 use std::collections::HashMap;
+use std::ops::Range;
 
 /// One added token and its matching options.
 #[derive(Debug, Clone)]
@@ -53,7 +54,15 @@ impl Matcher {
     }
 
     /// Splits `text` (whose first byte is at `base` in the original input) into text and tokens.
+    #[cfg(test)]
     pub fn split<'a>(&self, text: &'a str, base: usize) -> Vec<Segment<'a>> {
+        self.split_with_literals(text, base, &[])
+    }
+
+    /// Splits `text` (whose first byte is at `base` in the original input) into text and
+    /// tokens; no special token is matched where it overlaps one of `literal` (byte ranges of
+    /// the original input): its text stays text there.
+    pub fn split_with_literals<'a>(&self, text: &'a str, base: usize, literal: &[Range<usize>]) -> Vec<Segment<'a>> {
         let mut out = Vec::new();
         if self.tokens.is_empty() {
             if !text.is_empty() {
@@ -65,7 +74,10 @@ impl Matcher {
         let mut pos = 0;
         while pos < text.len() {
             let Some(c) = text[pos..].chars().next() else { break };
-            if let Some((tok, end)) = self.match_at(text, pos) {
+            let found = self.match_at(text, pos).filter(|(tok, end)| {
+                !tok.special || !literal.iter().any(|r| base + pos < r.end && base + end > r.start)
+            });
+            if let Some((tok, end)) = found {
                 let mut cut_start = pos;
                 if tok.lstrip {
                     cut_start = text_start + text[text_start..pos].trim_end().len();
@@ -86,6 +98,24 @@ impl Matcher {
         }
         if text_start < text.len() {
             out.push(Segment::Text { text: &text[text_start..], start: base + text_start });
+        }
+        out
+    }
+
+    /// Byte ranges of the special tokens `text` spells, as `split` would match them.
+    pub fn special_ranges(&self, text: &str) -> Vec<Range<usize>> {
+        let mut out = Vec::new();
+        let mut pos = 0;
+        while let Some(c) = text.get(pos..).and_then(|t| t.chars().next()) {
+            match self.match_at(text, pos) {
+                Some((tok, end)) => {
+                    if tok.special {
+                        out.push(pos..end);
+                    }
+                    pos = end;
+                }
+                None => pos += c.len_utf8(),
+            }
         }
         out
     }
@@ -139,6 +169,18 @@ mod tests {
         assert_eq!(texts(&segs), ["#1", "user\nhi", "#7", "x", "#9"]);
         assert_eq!(segs[1], Segment::Text { text: "user\nhi", start: 12 });
         assert_eq!(texts(&m.split("", 0)), Vec::<String>::new());
+    }
+
+    #[test]
+    fn special_tokens_inside_literal_ranges_stay_text() {
+        let m = Matcher::new(vec![
+            AddedToken::plain("<|end|>".into(), 7, true),
+            AddedToken::plain("<word>".into(), 8, false),
+        ]);
+        let text = "a<|end|>b<|end|><word>";
+        assert_eq!(m.special_ranges(text), [1..8, 9..16]);
+        let segs = m.split_with_literals(&text[1..], 1, &[9..16]);
+        assert_eq!(texts(&segs), ["#7", "b<|end|>", "#8"], "a non-special token is still matched");
     }
 
     #[test]

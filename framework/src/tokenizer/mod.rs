@@ -5,12 +5,14 @@
 //!
 //! Encoding follows HF `tokenizers`: added tokens are matched verbatim first (even with
 //! `add_special_tokens = false`, which only controls BOS/EOS), then each remaining piece is
-//! normalized, pre-tokenized and merged by BPE.
+//! normalized, pre-tokenized and merged by BPE. Chat prompts ([`chat_encode`]) can keep
+//! control-token text typed inside a message as text.
 
 mod added;
 mod bpe;
 mod bytelevel;
 pub mod chat;
+mod chat_encode;
 mod decode;
 mod from_spec;
 mod hf;
@@ -26,6 +28,7 @@ mod fixture_tests;
 mod hf_tests;
 
 use std::borrow::Cow;
+use std::ops::Range;
 use std::path::PathBuf;
 
 use added::{AddedToken, Matcher, Segment};
@@ -35,6 +38,7 @@ use normalize::Normalizer;
 use pretok::{Piece, PreTokenizer};
 
 pub use chat::{ChatMessage, ChatTemplate};
+pub use chat_encode::ContentSpecialTokens;
 pub use spec::{TokenType, TokenizerModel, TokenizerSpec};
 pub use stream::DecodeStream;
 
@@ -55,6 +59,8 @@ pub enum TokenizerError {
     Json { path: PathBuf, source: serde_json::Error },
     #[error("chat template: {0}")]
     Template(String),
+    #[error("the text is longer than {max_tokens} tokens")]
+    TooLong { max_tokens: usize },
 }
 
 /// The parts a builder (GGUF spec or HF json) assembles into a [`Tokenizer`].
@@ -96,6 +102,9 @@ pub struct Tokenizer {
     compiled_chat: Option<Result<std::sync::Arc<ChatTemplate>, String>>,
     pub(crate) clean_up_spaces: bool,
 }
+
+/// A literal range that covers any text.
+static EVERYWHERE: Range<usize> = 0..usize::MAX;
 
 /// Tokens that end a turn in common chat formats (llama.cpp's end-of-generation heuristic).
 const END_OF_TURN_TOKENS: &[&str] = &[
@@ -187,11 +196,36 @@ impl Tokenizer {
     /// Text → ids. Added/special tokens in the text are always recognised; `add_special_tokens`
     /// adds the model's BOS/EOS around the result as its configuration says.
     pub fn encode(&self, text: &str, add_special_tokens: bool) -> Result<Vec<u32>, TokenizerError> {
-        let mut ids = Vec::with_capacity(text.len() / 3 + 2);
+        self.encode_at_most(text, add_special_tokens, usize::MAX)
+    }
+
+    /// [`Tokenizer::encode`], giving up with `TooLong` as soon as the ids outgrow `max_tokens`
+    /// (so an absurdly long text costs little more than `max_tokens` worth of work).
+    pub fn encode_at_most(
+        &self,
+        text: &str,
+        add_special_tokens: bool,
+        max_tokens: usize,
+    ) -> Result<Vec<u32>, TokenizerError> {
+        self.encode_with_literals(text, add_special_tokens, &[], max_tokens)
+    }
+
+    /// Encodes with special tokens matched only outside `literal` (sorted byte ranges of
+    /// `text`); see [`Tokenizer::encode_at_most`] for `max_tokens`.
+    pub(crate) fn encode_with_literals(
+        &self,
+        text: &str,
+        add_special_tokens: bool,
+        literal: &[Range<usize>],
+        max_tokens: usize,
+    ) -> Result<Vec<u32>, TokenizerError> {
+        let mut ids = Vec::with_capacity((text.len() / 3 + 2).min(max_tokens.saturating_add(1)));
         if add_special_tokens {
             ids.extend_from_slice(&self.prefix);
         }
-        for seg in self.raw_added.split(text, 0) {
+        let too_long =
+            |ids: &Vec<u32>| if ids.len() > max_tokens { Err(TokenizerError::TooLong { max_tokens }) } else { Ok(()) };
+        for seg in self.raw_added.split_with_literals(text, 0, literal) {
             match seg {
                 Segment::Token(id) => ids.push(id),
                 Segment::Text { text, start } => {
@@ -199,27 +233,44 @@ impl Tokenizer {
                         Some(n) => Cow::Owned(n.apply(text)?),
                         None => Cow::Borrowed(text),
                     };
-                    for seg in self.normalized_added.split(&normalized, start) {
+                    // Normalized text has no offsets into the input: a piece that touches a
+                    // literal range matches no special token at all.
+                    let touches = literal.iter().any(|r| start < r.end && start + text.len() > r.start);
+                    let inner: &[Range<usize>] = if touches { std::slice::from_ref(&EVERYWHERE) } else { &[] };
+                    for seg in self.normalized_added.split_with_literals(&normalized, start, inner) {
                         match seg {
                             Segment::Token(id) => ids.push(id),
-                            Segment::Text { text, start } => self.encode_piece(text, start == 0, &mut ids)?,
+                            Segment::Text { text, start } => {
+                                self.encode_piece(text, start == 0, &mut ids, max_tokens)?
+                            }
                         }
                     }
                 }
             }
+            too_long(&ids)?;
         }
         if add_special_tokens {
             ids.extend_from_slice(&self.suffix);
         }
+        too_long(&ids)?;
         Ok(ids)
     }
 
-    fn encode_piece(&self, text: &str, at_origin: bool, ids: &mut Vec<u32>) -> Result<(), TokenizerError> {
+    fn encode_piece(
+        &self,
+        text: &str,
+        at_origin: bool,
+        ids: &mut Vec<u32>,
+        max_tokens: usize,
+    ) -> Result<(), TokenizerError> {
         match &self.pre {
             None => self.bpe.tokenize(&self.vocab, text, ids),
             Some(pre) => {
                 for piece in pre.apply(vec![Piece { text: text.to_owned(), at_origin }])? {
                     self.bpe.tokenize(&self.vocab, &piece.text, ids);
+                    if ids.len() > max_tokens {
+                        return Err(TokenizerError::TooLong { max_tokens });
+                    }
                 }
             }
         }

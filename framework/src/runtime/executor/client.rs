@@ -5,10 +5,10 @@
 
 use super::beam::BeamState;
 use super::request::{OutputUpdate, Request};
+use super::updates::UpdateSender;
 use crate::sampling::{FinishReason, SampledToken, SamplingParams, SequenceSampler, StopChecker, StopUpdate};
 use crate::tokenizer::Tokenizer;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::mpsc::Sender;
 use std::sync::Arc;
 
 pub(super) struct Client {
@@ -21,7 +21,7 @@ pub(super) struct Client {
     stops: Vec<StopChecker>,
     eos: Vec<u32>,
     tokenizer: Option<Arc<Tokenizer>>,
-    updates: Sender<OutputUpdate>,
+    updates: UpdateSender,
     pub cancelled: Arc<AtomicBool>,
 }
 
@@ -32,7 +32,7 @@ impl Client {
         eos: &[u32],
         tokenizer: Option<Arc<Tokenizer>>,
         max_seq_len: usize,
-        updates: Sender<OutputUpdate>,
+        updates: UpdateSender,
         cancelled: Arc<AtomicBool>,
     ) -> Result<Client, String> {
         let params = &request.params;

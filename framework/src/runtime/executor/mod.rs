@@ -1,13 +1,17 @@
 //! The executor (TensorRT-LLM's `Executor`): a background thread that owns the engine and
 //! runs the in-flight batching loop (see `worker`; each request's samplers, stop checks and
-//! streamed text are its `client`), with `submit` → `RequestHandle` for clients, stats, and
+//! streamed text are its `client`), with `submit` → `RequestHandle` for clients (its updates
+//! come over `updates`; its place in the bounded waiting queue is a `queue` slot), stats, and
 //! `shutdown`.
 
 mod beam;
 mod client;
+mod queue;
 mod request;
+mod updates;
 mod worker;
 
+pub use queue::QueueLimits;
 pub use request::{OutputUpdate, Request, RequestError, RequestHandle, SampleOutput, SubmitError};
 
 use super::kv_cache::{KvCacheConfig, KvCacheManager, KvCacheStats};
@@ -15,6 +19,7 @@ use super::scheduler::{CapacitySchedulerPolicy, Scheduler, SchedulerConfig};
 use crate::engine::BuildConfig;
 use crate::parallel::ModelRunner;
 use crate::tokenizer::Tokenizer;
+use queue::{QueueGauge, QueueSlot};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::mpsc::{channel, Sender};
 use std::sync::{Arc, Mutex};
@@ -37,6 +42,8 @@ pub struct ExecutorConfig {
     /// Detokenizes outputs: the updates then carry text, and requests may have stop strings
     /// (usually the model's tokenizer; `Llm` sets it).
     pub tokenizer: Option<Arc<Tokenizer>>,
+    /// How many requests and prompt tokens may wait for admission (default: unbounded).
+    pub queue: QueueLimits,
 }
 
 impl Default for ExecutorConfig {
@@ -50,6 +57,7 @@ impl Default for ExecutorConfig {
             enable_chunked_prefill: true,
             eos_token_ids: Vec::new(),
             tokenizer: None,
+            queue: QueueLimits::default(),
         }
     }
 }
@@ -113,6 +121,7 @@ pub struct Executor {
     stats: Arc<Mutex<ExecutorStats>>,
     next_id: AtomicU64,
     limits: Limits,
+    queue: Arc<QueueGauge>,
 }
 
 impl Executor {
@@ -171,12 +180,58 @@ impl Executor {
             .name("rtllm-executor".into())
             .spawn(move || w.run())
             .map_err(|e| ExecutorError::Spawn(e.to_string()))?;
-        Ok(Executor { commands: tx, thread: Some(thread), stats, next_id: AtomicU64::new(1), limits })
+        let queue = Arc::new(QueueGauge::new(config.queue));
+        Ok(Executor { commands: tx, thread: Some(thread), stats, next_id: AtomicU64::new(1), limits, queue })
     }
 
-    /// Queues a request; refuses one that can never run. The effective `max_tokens` is clamped
-    /// to `max_seq_len - prompt_len` (so `usize::MAX` means "until the context is full").
-    pub fn submit(&self, mut request: Request) -> Result<RequestHandle, SubmitError> {
+    /// Queues a request; refuses one that can never run, and one the queue has no room for
+    /// (`QueueFull`). The effective `max_tokens` is clamped to `max_seq_len - prompt_len` (so
+    /// `usize::MAX` means "until the context is full").
+    pub fn submit(&self, request: Request) -> Result<RequestHandle, SubmitError> {
+        let mut handles = self.submit_all(vec![request])?;
+        handles.pop().ok_or(SubmitError::ShutDown)
+    }
+
+    /// Queues several requests, all or none: each is checked, then the queue's room for all of
+    /// them is reserved at once, then they are sent to the loop.
+    pub fn submit_all(&self, mut requests: Vec<Request>) -> Result<Vec<RequestHandle>, SubmitError> {
+        for r in &mut requests {
+            self.check(r)?;
+        }
+        let counted = requests.iter().filter(|r| !r.priority);
+        let (count, tokens) = counted.fold((0, 0), |(n, t), r| (n + 1, t + r.prompt_ids.len()));
+        self.queue.reserve(count, tokens)?;
+        // From here each request's slot owns its share of the reservation.
+        let slots: Vec<Arc<QueueSlot>> = requests
+            .iter()
+            .map(|r| Arc::new(QueueSlot::reserved(self.queue.clone(), r.prompt_ids.len(), !r.priority)))
+            .collect();
+        let mut handles = Vec::with_capacity(requests.len());
+        for (request, slot) in requests.into_iter().zip(slots) {
+            let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+            let cancelled = Arc::new(AtomicBool::new(false));
+            let (tx, rx) = updates::update_channel();
+            let new = worker::NewRequest { id, request, updates: tx, cancelled: cancelled.clone(), slot: slot.clone() };
+            // On failure the handles made so far drop, which cancels their requests.
+            self.commands.send(Command::Submit(Box::new(new))).map_err(|_| SubmitError::ShutDown)?;
+            handles.push(RequestHandle { id, updates: rx, cancelled, commands: self.commands.clone(), slot });
+        }
+        Ok(handles)
+    }
+
+    /// Whether `requests` more requests of `tokens` prompt tokens in all would find room in the
+    /// queue now (a check before the work of preparing them; `submit` reserves the room).
+    pub fn check_queue(&self, requests: usize, tokens: usize) -> Result<(), SubmitError> {
+        self.queue.check(requests, tokens)
+    }
+
+    /// Requests and prompt tokens waiting for admission now.
+    pub fn queued(&self) -> (usize, usize) {
+        self.queue.queued()
+    }
+
+    /// Refuses a request that can never run; clamps its `max_tokens` to the context left.
+    fn check(&self, request: &mut Request) -> Result<(), SubmitError> {
         let l = &self.limits;
         let prompt = request.prompt_ids.len();
         if prompt == 0 {
@@ -208,12 +263,7 @@ impl Executor {
             return Err(SubmitError::ExceedsKvCache { needed, total: l.total_blocks });
         }
         request.params.max_tokens = request.params.max_tokens.min(l.max_seq_len - prompt);
-        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
-        let cancelled = Arc::new(AtomicBool::new(false));
-        let (tx, rx) = channel();
-        let new = worker::NewRequest { id, request, updates: tx, cancelled: cancelled.clone() };
-        self.commands.send(Command::Submit(Box::new(new))).map_err(|_| SubmitError::ShutDown)?;
-        Ok(RequestHandle { id, updates: rx, cancelled, commands: self.commands.clone() })
+        Ok(())
     }
 
     /// The loop's counters as of its last step.

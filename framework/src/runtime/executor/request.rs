@@ -1,11 +1,15 @@
-//! What a client submits (`Request`) and gets back (`RequestHandle`: a blocking stream of
-//! `OutputUpdate`s and `cancel()`), and the errors of submission and of a running request.
+//! What a client submits (`Request`) and gets back (`RequestHandle`: a stream of
+//! `OutputUpdate`s, read blocking or polled from async code, and `cancel()`), and the errors of
+//! submission and of a running request.
 
+use super::queue::{QueueLimits, QueueSlot};
+use super::updates::UpdateReceiver;
 use super::Command;
 use crate::sampling::{FinishReason, SampledToken, SamplingError, SamplingParams};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::mpsc::{Receiver, Sender};
+use std::sync::mpsc::Sender;
 use std::sync::Arc;
+use std::task::{Context, Poll};
 use std::time::Instant;
 
 /// A generation request.
@@ -17,11 +21,15 @@ pub struct Request {
     /// `params.use_beam_search`, the best hypotheses returned (<= `beam_width`).
     pub n: usize,
     pub arrival: Instant,
+    /// Jumps the waiting queue, is not counted against its limits, and may take a batch slot
+    /// reserved for it when every other slot is busy (one such sequence at a time). Meant for
+    /// health probes: a tiny request that must not wait behind user traffic.
+    pub priority: bool,
 }
 
 impl Request {
     pub fn new(prompt_ids: Vec<u32>, params: SamplingParams) -> Request {
-        Request { prompt_ids, params, n: 1, arrival: Instant::now() }
+        Request { prompt_ids, params, n: 1, arrival: Instant::now(), priority: false }
     }
 }
 
@@ -46,6 +54,16 @@ pub enum SubmitError {
     StopStringsNeedTokenizer,
     #[error("the executor has shut down")]
     ShutDown,
+    #[error(
+        "the queue is full: {requests} requests of {tokens} prompt tokens are waiting (at most {} requests and {} tokens); retry later",
+        limits.max_queued_requests, limits.max_queued_tokens
+    )]
+    QueueFull { requests: usize, tokens: usize, limits: QueueLimits },
+    #[error(
+        "{requests} requests of {tokens} prompt tokens can never be queued (at most {} requests and {} tokens wait at once)",
+        limits.max_queued_requests, limits.max_queued_tokens
+    )]
+    ExceedsQueue { requests: usize, tokens: usize, limits: QueueLimits },
 }
 
 /// Why a running request ended without finishing normally.
@@ -101,12 +119,15 @@ impl OutputUpdate {
     }
 }
 
-/// A submitted request: iterate for its updates; the stream ends when every sample is done.
+/// A submitted request: iterate (or `poll_recv`) for its updates; the stream ends when every
+/// sample is done. Dropping the handle cancels the request.
 pub struct RequestHandle {
     pub(super) id: u64,
-    pub(super) updates: Receiver<OutputUpdate>,
+    pub(super) updates: UpdateReceiver,
     pub(super) cancelled: Arc<AtomicBool>,
     pub(super) commands: Sender<Command>,
+    /// Its place in the waiting queue, given back on cancel or drop.
+    pub(super) slot: Arc<QueueSlot>,
 }
 
 /// A finished sample's tokens and text.
@@ -122,16 +143,24 @@ impl RequestHandle {
         self.id
     }
 
-    /// Asks the executor to stop this request; its blocks are freed at the next step.
+    /// Asks the executor to stop this request: its place in the queue is free at once, and
+    /// the loop drops it (freeing its blocks) before its next step.
     pub fn cancel(&self) {
         self.cancelled.store(true, Ordering::Release);
+        self.slot.release();
         // Wakes an idle loop; if it is gone there is nothing to cancel.
         let _ = self.commands.send(Command::Wake);
     }
 
     /// The next update, blocking; `None` once the request is done.
     pub fn recv(&self) -> Option<OutputUpdate> {
-        self.updates.recv().ok()
+        self.updates.recv()
+    }
+
+    /// The next update from async code: `Pending` (and `cx` woken later) while there is none,
+    /// `Ready(None)` once the request is done.
+    pub fn poll_recv(&self, cx: &mut Context<'_>) -> Poll<Option<OutputUpdate>> {
+        self.updates.poll_recv(cx)
     }
 
     /// Blocks until done and gathers each sample's tokens and text (the first error ends it).
@@ -151,6 +180,15 @@ impl RequestHandle {
             }
         }
         Ok(samples)
+    }
+}
+
+impl Drop for RequestHandle {
+    fn drop(&mut self) {
+        // Nobody reads the updates any more: the loop drops the request before its next step
+        // (a no-op when it already finished).
+        self.cancelled.store(true, Ordering::Release);
+        self.slot.release();
     }
 }
 

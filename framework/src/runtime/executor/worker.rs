@@ -7,7 +7,9 @@
 
 use super::beam::BeamProgress;
 use super::client::Client;
+use super::queue::QueueSlot;
 use super::request::{OutputUpdate, Request, RequestError};
+use super::updates::UpdateSender;
 use super::{Command, ExecutorStats};
 use crate::engine::{RowSampling, StepBatch};
 use crate::parallel::ModelRunner;
@@ -17,15 +19,17 @@ use crate::tokenizer::Tokenizer;
 use std::collections::HashMap;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::mpsc::{Receiver, Sender, TryRecvError};
+use std::sync::mpsc::{Receiver, TryRecvError};
 use std::sync::{Arc, Mutex};
 
 /// A submitted request on its way to the loop.
 pub(crate) struct NewRequest {
     pub id: u64,
     pub request: Request,
-    pub updates: Sender<OutputUpdate>,
+    pub updates: UpdateSender,
     pub cancelled: Arc<AtomicBool>,
+    /// Its place in the waiting queue, given back when it is admitted (or dropped).
+    pub slot: Arc<QueueSlot>,
 }
 
 pub(super) struct Worker<R> {
@@ -38,6 +42,8 @@ pub(super) struct Worker<R> {
     commands: Receiver<Command>,
     stats: Arc<Mutex<ExecutorStats>>,
     clients: HashMap<u64, Client>,
+    /// Queue places of the requests not yet admitted.
+    slots: HashMap<u64, Arc<QueueSlot>>,
     batch: StepBatch,
     logits: Vec<f32>,
     /// Tokens the device sampled this step (one per logits row), when it did.
@@ -72,6 +78,7 @@ impl<R: ModelRunner> Worker<R> {
             commands,
             stats,
             clients: HashMap::new(),
+            slots: HashMap::new(),
             batch: StepBatch::default(),
             logits: Vec::new(),
             device_tokens: Vec::new(),
@@ -126,7 +133,7 @@ impl<R: ModelRunner> Worker<R> {
     fn handle(&mut self, cmd: Command) -> bool {
         match cmd {
             Command::Submit(new) => {
-                let NewRequest { id, request, updates, cancelled } = *new;
+                let NewRequest { id, request, updates, cancelled, slot } = *new;
                 let seq = self.next_seq;
                 self.next_seq += 1;
                 let max_seq_len = self.scheduler.config.max_seq_len;
@@ -136,6 +143,7 @@ impl<R: ModelRunner> Worker<R> {
                     Ok(client) => client,
                     Err(e) => {
                         // `submit` validated the params, so this is a bug, not bad input.
+                        slot.release();
                         let _ = updates.send(OutputUpdate::failed(RequestError::Unschedulable(e), self.step));
                         return true;
                     }
@@ -144,8 +152,11 @@ impl<R: ModelRunner> Worker<R> {
                 // A beam request holds `beam_width` sequences once past its prompt.
                 let seqs = if params.use_beam_search { params.beam_width } else { request.n };
                 let max_tokens = params.max_tokens;
-                self.scheduler.enqueue(LlmRequest::new(id, seq, request.prompt_ids, seqs, max_tokens));
+                let mut queued = LlmRequest::new(id, seq, request.prompt_ids, seqs, max_tokens);
+                queued.priority = request.priority;
+                self.scheduler.enqueue(queued);
                 self.clients.insert(id, client);
+                self.slots.insert(id, slot);
                 true
             }
             Command::Wake => true,
@@ -159,7 +170,7 @@ impl<R: ModelRunner> Worker<R> {
             self.clients.iter().filter(|(_, c)| c.cancelled.load(Ordering::Acquire)).map(|(&id, _)| id).collect();
         for id in ids {
             let req = self.scheduler.remove(id, &mut self.kv);
-            if let Some(mut client) = self.clients.remove(&id) {
+            if let Some(mut client) = self.forget(id) {
                 let samples: Vec<usize> = match (&client.beam, &req) {
                     (Some(b), _) => (0..b.num_outputs()).collect(),
                     (None, Some(r)) => r.live_seqs().map(|s| s.index).collect(),
@@ -173,7 +184,7 @@ impl<R: ModelRunner> Worker<R> {
     /// Ends a request with an error update (it is already out of the scheduler).
     fn fail(&mut self, id: u64, error: RequestError) {
         tracing::warn!(request = id, "{error}");
-        if let Some(client) = self.clients.remove(&id) {
+        if let Some(client) = self.forget(id) {
             client.send(OutputUpdate::failed(error, self.step));
         }
     }
@@ -204,6 +215,11 @@ impl<R: ModelRunner> Worker<R> {
 
     fn step_once(&mut self) {
         let out = self.scheduler.schedule_capacity(&mut self.kv);
+        for id in &out.admitted {
+            if let Some(slot) = self.slots.remove(id) {
+                slot.release();
+            }
+        }
         for (id, why) in out.failed {
             self.fail(id, RequestError::Unschedulable(why));
         }
@@ -392,9 +408,17 @@ impl<R: ModelRunner> Worker<R> {
         let done: Vec<u64> = self.scheduler.running.iter().filter(|r| r.is_finished()).map(|r| r.id).collect();
         for id in done {
             self.scheduler.remove(id, &mut self.kv);
-            self.clients.remove(&id);
+            self.forget(id);
             self.completed += 1;
         }
+    }
+
+    /// Drops a request's client and gives back its queue place if it still held one.
+    fn forget(&mut self, id: u64) -> Option<Client> {
+        if let Some(slot) = self.slots.remove(&id) {
+            slot.release();
+        }
+        self.clients.remove(&id)
     }
 
     fn publish_stats(&self) {

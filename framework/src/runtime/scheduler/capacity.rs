@@ -1,8 +1,8 @@
 //! The capacity scheduler: makes room for every running sequence's next tokens (preempting
 //! the most recently admitted request when the cache runs out), then admits waiting requests
-//! under the `capacity_scheduler_policy`.
+//! under the `capacity_scheduler_policy` (a priority request also into its reserved slot).
 
-use super::{CapacityOutcome, CapacitySchedulerPolicy, LlmRequest, Scheduler};
+use super::{CapacityOutcome, CapacitySchedulerPolicy, LlmRequest, Scheduler, PRIORITY_SLOTS};
 use crate::runtime::kv_cache::KvCacheManager;
 
 impl Scheduler {
@@ -62,8 +62,9 @@ impl Scheduler {
                 ));
                 continue;
             }
-            // Pause the most recently admitted request (possibly this one) and retry.
-            let victim = self.running.len() - 1;
+            // Pause the most recently admitted request (possibly this one; a priority one only
+            // when nothing else is left) and retry.
+            let victim = self.running.iter().rposition(|r| !r.priority).unwrap_or(self.running.len() - 1);
             self.preempt(victim, kv, out);
         }
     }
@@ -83,13 +84,14 @@ impl Scheduler {
 
     fn admit(&mut self, kv: &mut KvCacheManager, out: &mut CapacityOutcome) {
         let policy = self.config.capacity_scheduler_policy;
-        if policy == CapacitySchedulerPolicy::StaticBatch && !self.running.is_empty() {
-            return;
-        }
+        // A static batch admits nothing new while it runs, but a priority request.
+        let batch_closed = policy == CapacitySchedulerPolicy::StaticBatch && !self.running.is_empty();
         let mut slots: usize = self.running.iter().map(LlmRequest::batch_slots).sum();
+        let mut priority_slots: usize = self.running.iter().filter(|r| r.priority).map(LlmRequest::batch_slots).sum();
         let mut reserved: usize = self.running.iter().map(|r| self.remaining_worst(r, kv)).sum();
         while let Some(head) = self.waiting.front() {
-            if slots + head.batch_slots() > self.config.max_batch_size {
+            let in_reserved_slot = head.priority && priority_slots + head.batch_slots() <= PRIORITY_SLOTS;
+            if (batch_closed || slots + head.batch_slots() > self.config.max_batch_size) && !in_reserved_slot {
                 break;
             }
             let cost: usize = head.live_seqs().map(|s| kv.admission_cost(&s.tokens)).sum();
@@ -131,6 +133,9 @@ impl Scheduler {
                 break;
             }
             slots += req.batch_slots();
+            if req.priority {
+                priority_slots += req.batch_slots();
+            }
             reserved += self.remaining_worst(&req, kv);
             out.admitted.push(req.id);
             self.running.push(req);

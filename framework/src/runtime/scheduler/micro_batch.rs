@@ -1,6 +1,7 @@
-//! The micro-batch scheduler: this step's tokens. Generation requests first (one token each),
-//! then context requests in admission order with what is left of `max_num_tokens`; with
-//! `enable_chunked_prefill` a prompt longer than the remainder is split across steps.
+//! The micro-batch scheduler: this step's tokens. Priority requests first, then generation
+//! requests (one token each), then context requests in admission order with what is left of
+//! `max_num_tokens`; with `enable_chunked_prefill` a prompt longer than the remainder is split
+//! across steps.
 
 use super::{LlmRequest, SchedulerConfig};
 use crate::runtime::kv_cache::SeqId;
@@ -20,7 +21,9 @@ pub struct ScheduledChunk {
 pub fn schedule_micro_batch(config: &SchedulerConfig, running: &[LlmRequest]) -> Vec<ScheduledChunk> {
     let mut chunks = Vec::new();
     let mut budget = config.max_num_tokens;
-    let live = || running.iter().flat_map(|r| r.live_seqs().map(move |s| (r.id, s)));
+    // Priority requests (health probes) come first in every pass.
+    let ordered = || running.iter().filter(|r| r.priority).chain(running.iter().filter(|r| !r.priority));
+    let live = || ordered().flat_map(|r| r.live_seqs().map(move |s| (r.id, s)));
     for (request, s) in live().filter(|(_, s)| s.to_compute() == 1) {
         if chunks.len() == config.max_batch_size || budget == 0 {
             return chunks;

@@ -1,7 +1,11 @@
 //! The two-stage scheduler of TensorRT-LLM: the capacity scheduler decides which requests
 //! run (admission under `capacity_scheduler_policy`, growth, preemption), the micro-batch
-//! scheduler picks this step's tokens (generation first, then context chunks within
-//! `max_num_tokens`). Also the scheduler's view of a request and its sequences.
+//! scheduler picks this step's tokens (priority requests first, then generation, then context
+//! chunks within `max_num_tokens`). Also the scheduler's view of a request and its sequences.
+//!
+//! A priority request (a health probe) jumps the waiting queue and may run in a reserved
+//! slot beyond `max_batch_size` ([`PRIORITY_SLOTS`]): the micro-batch still takes at most
+//! `max_batch_size` sequences per step, priority first, so a user sequence sits out a step.
 
 mod capacity;
 mod micro_batch;
@@ -12,6 +16,9 @@ pub use micro_batch::{schedule_micro_batch, ScheduledChunk};
 
 use super::kv_cache::{KvCacheManager, SeqId};
 use std::collections::VecDeque;
+
+/// Sequences of priority requests that may run beyond `max_batch_size`.
+pub const PRIORITY_SLOTS: usize = 1;
 
 /// Which requests may run (TensorRT-LLM's `CapacitySchedulerPolicy`).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -78,6 +85,8 @@ pub struct LlmRequest {
     pub forked: bool,
     /// How often this request was preempted.
     pub preemptions: u32,
+    /// Jumps the queue and may take a reserved slot (see the module docs).
+    pub priority: bool,
 }
 
 impl LlmRequest {
@@ -85,7 +94,7 @@ impl LlmRequest {
     pub fn new(id: u64, seq_id: SeqId, prompt: Vec<u32>, n: usize, max_tokens: usize) -> LlmRequest {
         let prompt_len = prompt.len();
         let seq = SeqState { id: seq_id, index: 0, tokens: prompt, prompt_len, num_computed: 0, finished: false };
-        LlmRequest { id, n: n.max(1), max_tokens, seqs: vec![seq], forked: n <= 1, preemptions: 0 }
+        LlmRequest { id, n: n.max(1), max_tokens, seqs: vec![seq], forked: n <= 1, preemptions: 0, priority: false }
     }
 
     pub fn live_seqs(&self) -> impl Iterator<Item = &SeqState> {
@@ -135,8 +144,14 @@ impl Scheduler {
         Scheduler { config, waiting: VecDeque::new(), running: Vec::new(), preemptions: 0 }
     }
 
+    /// Queues a request: at the back, or a priority one ahead of every non-priority one.
     pub fn enqueue(&mut self, request: LlmRequest) {
-        self.waiting.push_back(request);
+        if request.priority {
+            let at = self.waiting.iter().position(|r| !r.priority).unwrap_or(self.waiting.len());
+            self.waiting.insert(at, request);
+        } else {
+            self.waiting.push_back(request);
+        }
     }
 
     pub fn is_idle(&self) -> bool {

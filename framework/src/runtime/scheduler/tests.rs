@@ -162,3 +162,46 @@ fn unbounded_max_tokens_is_capped_by_max_seq_len_without_overflow() {
     assert_eq!(s.schedule_capacity(&mut kv).admitted, vec![1, 2]);
     assert_eq!(s.waiting.len(), 1);
 }
+
+#[test]
+fn a_priority_request_jumps_the_queue_into_its_reserved_slot_and_runs_first() {
+    let mut s = Scheduler::new(config(CapacitySchedulerPolicy::MaxUtilization, true));
+    let mut kv = kv(64);
+    for id in 1..=9 {
+        s.enqueue(req(id, 1, 50));
+    }
+    s.schedule_capacity(&mut kv);
+    assert_eq!(s.running.len(), 8, "a full batch");
+    let mut probe = req(99, 1, 1);
+    probe.priority = true;
+    s.enqueue(probe);
+    assert_eq!(s.waiting.front().map(|r| r.id), Some(99), "ahead of request 9");
+    let out = s.schedule_capacity(&mut kv);
+    assert_eq!(out.admitted, vec![99], "the reserved slot, beyond max_batch_size");
+    let chunks = run_step(&mut s, &mut kv);
+    assert_eq!(chunks.len(), 8, "a step still takes max_batch_size sequences");
+    assert_eq!(chunks[0].request, 99, "the probe first");
+    assert!(s.running.iter().all(|r| r.id != 99), "the probe finished in one step");
+    // A second probe waits for the first's slot only, never for user requests.
+    let (mut a, mut b) = (req(100, 1, 1), req(101, 1, 1));
+    a.priority = true;
+    b.priority = true;
+    s.enqueue(a);
+    s.enqueue(b);
+    assert_eq!(s.schedule_capacity(&mut kv).admitted, vec![100]);
+    run_step(&mut s, &mut kv);
+    assert_eq!(s.schedule_capacity(&mut kv).admitted, vec![101]);
+}
+
+#[test]
+fn a_static_batch_still_admits_a_priority_request() {
+    let mut s = Scheduler::new(config(CapacitySchedulerPolicy::StaticBatch, true));
+    let mut kv = kv(64);
+    s.enqueue(req(1, 1, 50));
+    s.schedule_capacity(&mut kv);
+    s.enqueue(req(2, 1, 50));
+    let mut probe = req(99, 1, 1);
+    probe.priority = true;
+    s.enqueue(probe);
+    assert_eq!(s.schedule_capacity(&mut kv).admitted, vec![99], "the probe, not request 2");
+}
