@@ -1,14 +1,15 @@
 //! The OpenAI-compatible server's JSON request bodies (/v1/completions and
-//! /v1/chat/completions), parsed as the server's JSON extractor parses them.
+//! /v1/chat/completions): every check a route makes before the model is involved (JSON,
+//! unsupported fields, model name, the bounded prompt parse, messages, sampling parameters).
 #![no_main]
 
-use rtllm::serve::protocol::{ChatRequest, CompletionRequest};
+use rtllm::serve::fuzzing::{chat_body, completions_body};
 
 libfuzzer_sys::fuzz_target!(|data: &[u8]| {
-    if let Ok(r) = serde_json::from_slice::<CompletionRequest>(data) {
-        let _ = format!("{r:?}");
+    if let Err(e) = completions_body(data, 2048) {
+        let _ = format!("{e:?}");
     }
-    if let Ok(r) = serde_json::from_slice::<ChatRequest>(data) {
-        let _ = format!("{r:?}");
+    if let Err(e) = chat_body(data, 2048) {
+        let _ = format!("{e:?}");
     }
 });

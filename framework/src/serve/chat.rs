@@ -14,6 +14,7 @@ use super::protocol::{
     ChatChoice, ChatChunk, ChatChunkChoice, ChatDelta, ChatMessageIn, ChatMessageOut, ChatRequest, ChatResponse,
     MessageContent, Usage,
 };
+use super::config::ServeConfig;
 use super::{unix_time, AppState};
 use crate::api::RequestOutput;
 use crate::tokenizer::ChatMessage;
@@ -62,39 +63,46 @@ fn messages(input: Vec<ChatMessageIn>) -> Result<Vec<ChatMessage>, ApiError> {
         .collect()
 }
 
-/// Everything before submission (run off the async runtime).
-fn prepare(state: &AppState, bytes: &[u8]) -> Result<Prepared, ApiError> {
-    let body: ChatRequest = parse_json(bytes)?;
+/// The body checked before anything touches the model: its JSON, unsupported fields, the model
+/// name, the log-probability fields and the messages (text content only).
+pub(super) fn parse_body(bytes: &[u8], config: &ServeConfig) -> Result<(ChatRequest, Vec<ChatMessage>), ApiError> {
+    let mut body: ChatRequest = parse_json(bytes)?;
     refuse_unsupported(&body.extra)?;
-    check_model(body.common.model.as_deref(), &state.config.served_model_name)?;
-    let logprobs = match (body.logprobs, body.top_logprobs) {
-        (Some(true), top) => Some(top.unwrap_or(0)),
-        (_, None) => None,
-        (_, Some(_)) => {
-            return Err(ApiError::bad_request("top_logprobs needs logprobs = true", Some("top_logprobs")));
-        }
-    };
+    check_model(body.common.model.as_deref(), &config.served_model_name)?;
+    if body.logprobs != Some(true) && body.top_logprobs.is_some() {
+        return Err(ApiError::bad_request("top_logprobs needs logprobs = true", Some("top_logprobs")));
+    }
+    let messages = messages(std::mem::take(&mut body.messages))?;
+    Ok((body, messages))
+}
+
+/// The sampling fields of a body, before a prompt's length is known.
+pub(super) fn params_spec(body: &ChatRequest) -> ParamsSpec<'_> {
     let max_tokens = match (body.max_completion_tokens, body.max_tokens) {
         (Some(m), _) => Some((m, "max_completion_tokens")),
         (None, Some(m)) => Some((m, "max_tokens")),
         (None, None) => None,
     };
-    let messages = messages(body.messages)?;
+    ParamsSpec {
+        common: &body.common,
+        max_tokens,
+        logprobs: (body.logprobs == Some(true)).then(|| body.top_logprobs.unwrap_or(0)),
+        logprobs_param: "top_logprobs",
+        best_of: None,
+        prompt_param: "messages",
+    }
+}
+
+/// Everything before submission (run off the async runtime).
+fn prepare(state: &AppState, bytes: &[u8]) -> Result<Prepared, ApiError> {
+    let (body, messages) = parse_body(bytes, &state.config)?;
     state.llm.check_queue(1, 0).map_err(|e| ApiError::from_llm(&e, "messages"))?;
     // Longer than the context is refused anyway: stop tokenizing there.
     let prompt = state
         .llm
         .chat_prompt_with(&messages, state.config.content_special_tokens, state.llm.max_seq_len())
         .map_err(|e| ApiError::from_llm(&e, "messages"))?;
-    let spec = ParamsSpec {
-        common: &body.common,
-        max_tokens,
-        logprobs,
-        logprobs_param: "top_logprobs",
-        best_of: None,
-        prompt_param: "messages",
-    };
-    let params = spec.build(prompt.len(), state.llm.max_seq_len())?;
+    let params = params_spec(&body).build(prompt.len(), state.llm.max_seq_len())?;
     Ok(Prepared::new(vec![prompt], vec![params], &body.common))
 }
 

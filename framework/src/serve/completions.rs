@@ -11,13 +11,13 @@ use super::params::{check_model, ParamsSpec};
 use super::preprocess::read_and_prepare;
 use super::prompt::PromptInput;
 use super::protocol::{CompletionChoice, CompletionRequest, CompletionResponse, Usage};
+use super::config::ServeConfig;
 use super::{unix_time, AppState};
 use crate::api::{LlmError, RequestOutput};
 use crate::tokenizer::Tokenizer;
 use axum::extract::{Request, State};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
-use serde_json::value::RawValue;
 use std::collections::HashMap;
 use std::sync::Arc;
 
@@ -26,14 +26,9 @@ pub async fn completions(State(state): State<Arc<AppState>>, req: Request) -> Re
 }
 
 /// The prompts as token ids (text gets BOS as the model configures), after the admission
-/// checks that need no tokenizing: how many prompts, and room in the queue for them.
-fn tokenize(state: &AppState, raw: &RawValue) -> Result<Vec<Vec<u32>>, ApiError> {
-    let prompt = PromptInput::parse(raw, state.config.max_prompts_per_request)?;
-    let count = prompt.count();
-    if count == 0 {
-        return Err(ApiError::bad_request("the prompt list is empty", Some("prompt")));
-    }
-    state.llm.check_queue(count, 0).map_err(|e| ApiError::from_llm(&e, "prompt"))?;
+/// check that needs no tokenizing: room in the queue for them.
+fn tokenize(state: &AppState, prompt: PromptInput) -> Result<Vec<Vec<u32>>, ApiError> {
+    state.llm.check_queue(prompt.count(), 0).map_err(|e| ApiError::from_llm(&e, "prompt"))?;
     // Longer than the context is refused anyway: stop tokenizing there.
     let limit = state.llm.max_seq_len();
     let encode = |t: &str| {
@@ -48,26 +43,42 @@ fn tokenize(state: &AppState, raw: &RawValue) -> Result<Vec<Vec<u32>>, ApiError>
     })
 }
 
-/// Everything before submission (run off the async runtime).
-fn prepare(state: &AppState, bytes: &[u8]) -> Result<Prepared, ApiError> {
+/// The body checked before anything touches the model: its JSON, unsupported fields, the model
+/// name, `echo` and `suffix`, and how many prompts it holds (`max_prompts_per_request`).
+pub(super) fn parse_body(bytes: &[u8], config: &ServeConfig) -> Result<(CompletionRequest, PromptInput), ApiError> {
     let body: CompletionRequest = parse_json(bytes)?;
     refuse_unsupported(&body.extra)?;
-    check_model(body.common.model.as_deref(), &state.config.served_model_name)?;
+    check_model(body.common.model.as_deref(), &config.served_model_name)?;
     if body.echo == Some(true) {
         return Err(ApiError::bad_request("echo is not supported", Some("echo")));
     }
     if body.suffix.as_deref().is_some_and(|s| !s.is_empty()) {
         return Err(ApiError::bad_request("suffix is not supported", Some("suffix")));
     }
-    let prompts = tokenize(state, &body.prompt)?;
-    let spec = ParamsSpec {
+    let prompt = PromptInput::parse(&body.prompt, config.max_prompts_per_request)?;
+    if prompt.count() == 0 {
+        return Err(ApiError::bad_request("the prompt list is empty", Some("prompt")));
+    }
+    Ok((body, prompt))
+}
+
+/// The sampling fields of a body, before a prompt's length is known.
+pub(super) fn params_spec(body: &CompletionRequest) -> ParamsSpec<'_> {
+    ParamsSpec {
         common: &body.common,
         max_tokens: body.max_tokens.map(|m| (m, "max_tokens")),
         logprobs: body.logprobs,
         logprobs_param: "logprobs",
         best_of: body.best_of,
         prompt_param: "prompt",
-    };
+    }
+}
+
+/// Everything before submission (run off the async runtime).
+fn prepare(state: &AppState, bytes: &[u8]) -> Result<Prepared, ApiError> {
+    let (body, prompt) = parse_body(bytes, &state.config)?;
+    let prompts = tokenize(state, prompt)?;
+    let spec = params_spec(&body);
     let max_seq_len = state.llm.max_seq_len();
     let params = prompts.iter().map(|p| spec.build(p.len(), max_seq_len)).collect::<Result<Vec<_>, _>>()?;
     Ok(Prepared::new(prompts, params, &body.common))

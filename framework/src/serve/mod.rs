@@ -122,3 +122,31 @@ pub async fn bind(addr: &str, llm: Arc<Llm>, config: ServeConfig) -> Result<Serv
 fn unix_time() -> u64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
 }
+
+/// Entry points for the `http_json` fuzz target in `fuzz/` (compiled only with `--cfg fuzzing`,
+/// which scripts/fuzz.sh sets): everything a route does to a request body before the model is
+/// involved, and the sampling parameters built for each prompt length the body implies.
+#[cfg(fuzzing)]
+pub mod fuzzing {
+    use super::{chat, completions, prompt::PromptInput, ApiError, ServeConfig};
+
+    /// The default configuration's checks on a /v1/completions body, then its parameters.
+    pub fn completions_body(bytes: &[u8], max_seq_len: usize) -> Result<(), ApiError> {
+        let (body, prompt) = completions::parse_body(bytes, &ServeConfig::new("default"))?;
+        let lengths: Vec<usize> = match &prompt {
+            PromptInput::Text(t) => vec![t.len()],
+            PromptInput::Texts(ts) => ts.iter().map(String::len).collect(),
+            PromptInput::Tokens(ids) => vec![ids.len()],
+            PromptInput::TokenLists(ls) => ls.iter().map(Vec::len).collect(),
+        };
+        let spec = completions::params_spec(&body);
+        lengths.into_iter().try_for_each(|n| spec.build(n, max_seq_len).map(drop))
+    }
+
+    /// The default configuration's checks on a /v1/chat/completions body, then its parameters.
+    pub fn chat_body(bytes: &[u8], max_seq_len: usize) -> Result<(), ApiError> {
+        let (body, messages) = chat::parse_body(bytes, &ServeConfig::new("default"))?;
+        let length = messages.iter().map(|m| m.content.len()).sum::<usize>();
+        chat::params_spec(&body).build(length, max_seq_len).map(drop)
+    }
+}
