@@ -18,7 +18,7 @@ use std::sync::Arc;
 pub const MAX_HEADER_BYTES: u64 = 100_000_000;
 
 /// Dtypes the loader supports, for error messages.
-pub const SUPPORTED_DTYPES: &str = "F32, F16, BF16, I32, I64, U8, Q8_0, Q4_0, Q4_1, Q4_K, Q6_K";
+pub const SUPPORTED_DTYPES: &str = "F32, F16, BF16, I32, I64, U8, I8, F8_E4M3, Q8_0, Q4_0, Q4_1, Q4_K, Q6_K";
 
 /// One entry of the header.
 #[derive(Clone, Debug, PartialEq)]

@@ -219,10 +219,11 @@ fn check_size(dtype: DType, shape: &[usize], len: usize) -> Result<(), String> {
     Ok(())
 }
 
-/// Named weights.
+/// Named weights, and how activations are quantized for their FP8 linears (if any).
 #[derive(Clone, Debug, Default)]
 pub struct WeightStore {
     tensors: BTreeMap<String, Tensor>,
+    fp8_activation: Option<rtllm_plugin_api::shapes::fp8::Fp8Activation>,
 }
 
 impl WeightStore {
@@ -233,6 +234,15 @@ impl WeightStore {
     /// Adds a tensor; returns the one it replaced, if any.
     pub fn insert(&mut self, name: impl Into<String>, tensor: Tensor) -> Option<Tensor> {
         self.tensors.insert(name.into(), tensor)
+    }
+
+    /// How the FP8 linears' activations are quantized (set by the FP8 checkpoint loader).
+    pub fn fp8_activation(&self) -> Option<rtllm_plugin_api::shapes::fp8::Fp8Activation> {
+        self.fp8_activation
+    }
+
+    pub fn set_fp8_activation(&mut self, activation: Option<rtllm_plugin_api::shapes::fp8::Fp8Activation>) {
+        self.fp8_activation = activation;
     }
 
     pub fn remove(&mut self, name: &str) -> Option<Tensor> {
