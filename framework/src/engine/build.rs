@@ -1,7 +1,8 @@
 //! The plain graph of an architecture: implements the models' `GraphBuilder` over the plugin
 //! registry and the weight source (metas by name). Each op call is selected (`select`: device,
 //! dtypes, priority, pins, the quantized-weight fallback) and its outputs inferred by the chosen
-//! provider's hook as the graph is assembled; no kernel is created here (see `kernels`).
+//! provider's hook as the graph is assembled; no kernel is created here (see `kernels`). A
+//! `matmul` over an FP8 weight is the `fp8_matmul` its scales call for (`fp8_linear`).
 
 use super::graph::{Graph, Node, ProviderInfo, ValueSource, WeightIndex};
 use super::select::{SelectionConfig, Selector};
@@ -39,6 +40,24 @@ impl<'a> EngineGraphBuilder<'a> {
             return Err(BuildError::Invalid { scope: self.scope, message: "the model declared no outputs".into() });
         }
         Ok(self.graph)
+    }
+
+    /// The graph's record of value `v` (for the FP8 lowering).
+    pub(super) fn value_source(&self, v: Value) -> Option<&ValueSource> {
+        self.graph.values.get(v.0).map(|info| &info.source)
+    }
+
+    pub(super) fn fp8_activation(&self) -> Option<rtllm_plugin_api::shapes::fp8::Fp8Activation> {
+        self.weights.fp8_activation()
+    }
+
+    pub(super) fn scope(&self) -> &str {
+        &self.scope
+    }
+
+    /// The stored meta of a weight, if the source has it.
+    pub(super) fn weight_meta_of(&self, name: &str) -> Option<TensorMeta> {
+        self.weights.weight_meta(name)
     }
 
     fn weight_value(&mut self, name: &str, dtype: DType, meta: TensorMeta) -> Value {
@@ -112,6 +131,11 @@ impl GraphBuilder for EngineGraphBuilder<'_> {
     }
 
     fn op(&mut self, op: &str, inputs: &[Value], attrs: Attrs) -> Result<Vec<Value>, BuildError> {
+        if op == "matmul" && attrs.is_empty() {
+            if let Some(call) = super::fp8_linear::lower(self, inputs)? {
+                return self.op(call.op, &call.inputs, call.attrs);
+            }
+        }
         if self.selector.is_disabled(op) {
             return Err(BuildError::UnknownOp {
                 scope: self.scope.clone(),

@@ -8,6 +8,10 @@ pub trait WeightMetas {
     fn weight_meta(&self, name: &str) -> Option<TensorMeta>;
     /// Names present that are closest to `name`, for "missing weight" errors.
     fn nearest_weight_names(&self, name: &str) -> Vec<String>;
+    /// How the activations of FP8 linears are quantized (None: the weights hold no FP8).
+    fn fp8_activation(&self) -> Option<rtllm_plugin_api::shapes::fp8::Fp8Activation> {
+        None
+    }
 }
 
 /// Weights an engine can read: metas for building, bytes for binding.

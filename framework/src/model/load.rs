@@ -31,6 +31,10 @@ impl WeightMetas for WeightStore {
     fn nearest_weight_names(&self, name: &str) -> Vec<String> {
         self.nearest_names(name, 3).into_iter().map(String::from).collect()
     }
+
+    fn fp8_activation(&self) -> Option<rtllm_plugin_api::shapes::fp8::Fp8Activation> {
+        WeightStore::fp8_activation(self)
+    }
 }
 
 impl WeightSource for WeightStore {

@@ -1,7 +1,7 @@
 //! Runs a built-in op's reference by name on host tensors, following each op's input contract
 //! (input order, optional inputs, attributes). Outputs are f32 (argmax: i32).
 
-use super::{attention, basic, layer_norm, rope, sample, HostTensor, RefResult, ReferenceError};
+use super::{attention, basic, fp8, layer_norm, rope, sample, HostTensor, RefResult, ReferenceError};
 use rtllm_plugin_api::{Attrs, DType};
 
 /// The ops that have a built-in reference.
@@ -9,6 +9,7 @@ pub const BUILTIN_OPS: &[&str] = &[
     "add",
     "argmax",
     "embedding",
+    "fp8_matmul",
     "fused_add_rmsnorm",
     "gather_rows",
     "layer_norm",
@@ -69,6 +70,7 @@ pub fn run_reference(op: &str, inputs: &mut [HostTensor], attrs: &Attrs) -> RefR
             let y = basic::matmul(&inputs[0].to_f32()?, &inputs[1].to_f32()?, bias.as_deref(), t, k, n)?;
             Ok(vec![f32_out(&[t, n], &y)?])
         }
+        "fp8_matmul" => fp8::fp8_matmul(inputs, attrs),
         "grouped_matmul" => {
             counts(op, inputs, &[3, 4, 5])?;
             let x = inputs[0].to_f32()?;

@@ -5,6 +5,7 @@
 pub mod attention;
 pub mod basic;
 pub mod dispatch;
+pub mod fp8;
 pub mod layer_norm;
 pub mod rope;
 pub mod sample;

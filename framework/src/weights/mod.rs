@@ -4,6 +4,7 @@
 //! - [`gguf`]: the GGUF v2/v3 parser, GGUF → config/HF names, the tokenizer spec.
 //! - [`safetensors`]: safetensors reader (sharded via the index) and writer.
 //! - [`store`]: `WeightStore` / `Tensor` and dequantization helpers (plugin-api `quant`).
+//! - [`fp8`]: HF FP8 checkpoints (compressed-tensors, ModelOpt, fbgemm): config and scales.
 //! - [`fill`]: the fill rules of generated (dummy) weights, shared with the GPU fill kernel.
 //! - [`gguf_writer`]: a GGUF writer for tests and tools.
 //! - [`source`]: `load_model_source` for a `.gguf` file or an HF directory.
@@ -11,6 +12,7 @@
 pub mod dummy;
 mod error;
 pub mod fill;
+pub mod fp8;
 pub mod gguf;
 pub mod gguf_writer;
 pub mod safetensors;

@@ -1,6 +1,7 @@
 //! `load_model_source`: a `.gguf` file or an HF directory (config.json, *.safetensors with an
 //! optional index, tokenizer files) → config + weights + tokenizer.
 
+use super::fp8;
 use super::gguf::{model, tokenizer, GgufFile, GGUF_MAGIC};
 use super::safetensors::{load_safetensors, safetensors_files};
 use super::store::{WeightFile, WeightStore};
@@ -94,7 +95,7 @@ pub fn load_hf_dir(dir: &Path) -> Result<LoadedModel, WeightError> {
     let text = input_file::read_regular_string(&config_path, input_file::TEXT_LIMIT)
         .map_err(|e| WeightError::io(&config_path, e))?;
     let config =
-        ModelConfig::from_hf_json(&text).map_err(|source| WeightError::Config { path: config_path, source })?;
+        ModelConfig::from_hf_json(&text).map_err(|source| WeightError::Config { path: config_path.clone(), source })?;
 
     let (files, weight_map) = safetensors_files(dir)?;
     if files.is_empty() {
@@ -119,6 +120,7 @@ pub fn load_hf_dir(dir: &Path) -> Result<LoadedModel, WeightError> {
             ));
         }
     }
+    quantization(dir, &text, &config_path, &mut weights)?;
     let optional = |name: &str| Some(dir.join(name)).filter(|p| p.is_file());
     Ok(LoadedModel {
         config,
@@ -127,4 +129,39 @@ pub fn load_hf_dir(dir: &Path) -> Result<LoadedModel, WeightError> {
         tokenizer_json: optional("tokenizer.json"),
         tokenizer_config_json: optional("tokenizer_config.json"),
     })
+}
+
+/// Applies the checkpoint's quantization (`config.json`'s `quantization_config`, ModelOpt's
+/// `hf_quant_config.json`) to the loaded tensors. F8_E4M3 tensors with no quantization config
+/// are refused: their values mean nothing without the scheme.
+fn quantization(
+    dir: &Path,
+    config_text: &str,
+    config_path: &Path,
+    weights: &mut WeightStore,
+) -> Result<(), WeightError> {
+    let not_model = |path: &Path, message: String| WeightError::NotAModel { path: path.into(), message };
+    let config: serde_json::Value =
+        serde_json::from_str(config_text).map_err(|e| not_model(config_path, format!("config.json: {e}")))?;
+    let hf_quant_path = dir.join("hf_quant_config.json");
+    let hf_quant = if hf_quant_path.is_file() {
+        let text = input_file::read_regular_string(&hf_quant_path, input_file::TEXT_LIMIT)
+            .map_err(|e| WeightError::io(&hf_quant_path, e))?;
+        Some(serde_json::from_str::<serde_json::Value>(&text).map_err(|e| not_model(&hf_quant_path, e.to_string()))?)
+    } else {
+        None
+    };
+    let declared = config.get("quantization_config").filter(|v| !v.is_null());
+    let format = fp8::parse(declared, hf_quant.as_ref()).map_err(|m| not_model(config_path, m))?;
+    match format {
+        Some(format) => fp8::apply(&format, weights, dir),
+        None => match weights.iter().find(|(_, t)| t.dtype == rtllm_plugin_api::DType::F8_E4M3) {
+            Some((name, _)) => Err(WeightError::tensor(
+                dir,
+                name,
+                "F8_E4M3 weights but config.json has no quantization_config saying how to read them",
+            )),
+            None => Ok(()),
+        },
+    }
 }

@@ -169,8 +169,13 @@ impl Tensor {
         let convert =
             |source| WeightError::Convert { tensor: name.to_string(), from: self.dtype, to: DType::F32, source };
         match self.dtype {
-            DType::I32 | DType::I64 | DType::U8 => {
+            DType::I32 | DType::I64 | DType::U8 | DType::I8 => {
                 return Err(convert(rtllm_plugin_api::PluginError::new("integer tensors are not converted")))
+            }
+            DType::F8_E4M3 => {
+                return Err(convert(rtllm_plugin_api::PluginError::new(
+                    "FP8 values mean something only with their scale tensors; they are never converted alone",
+                )))
             }
             _ => quant::dequantize_row(self.dtype, self.bytes(), &mut out).map_err(convert)?,
         }
@@ -214,10 +219,11 @@ fn check_size(dtype: DType, shape: &[usize], len: usize) -> Result<(), String> {
     Ok(())
 }
 
-/// Named weights.
+/// Named weights, and how activations are quantized for their FP8 linears (if any).
 #[derive(Clone, Debug, Default)]
 pub struct WeightStore {
     tensors: BTreeMap<String, Tensor>,
+    fp8_activation: Option<rtllm_plugin_api::shapes::fp8::Fp8Activation>,
 }
 
 impl WeightStore {
@@ -228,6 +234,15 @@ impl WeightStore {
     /// Adds a tensor; returns the one it replaced, if any.
     pub fn insert(&mut self, name: impl Into<String>, tensor: Tensor) -> Option<Tensor> {
         self.tensors.insert(name.into(), tensor)
+    }
+
+    /// How the FP8 linears' activations are quantized (set by the FP8 checkpoint loader).
+    pub fn fp8_activation(&self) -> Option<rtllm_plugin_api::shapes::fp8::Fp8Activation> {
+        self.fp8_activation
+    }
+
+    pub fn set_fp8_activation(&mut self, activation: Option<rtllm_plugin_api::shapes::fp8::Fp8Activation>) {
+        self.fp8_activation = activation;
     }
 
     pub fn remove(&mut self, name: &str) -> Option<Tensor> {

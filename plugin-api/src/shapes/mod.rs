@@ -6,6 +6,7 @@
 pub mod attention;
 pub mod collective;
 pub mod elementwise;
+pub mod fp8;
 pub mod matmul;
 pub mod norm;
 pub mod sampling;

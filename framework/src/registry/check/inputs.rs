@@ -1,7 +1,8 @@
 //! Random inputs for conformance checks: floats uniform in [-1, 1) (rounded or quantized to
 //! each input's dtype), integer inputs drawn in range for the op (ids below the vocab,
 //! positions, row indices), and for `paged_attention` a valid mixed prefill/decode batch
-//! (disjoint blocks per sequence, context lengths that fit the tables and the cache).
+//! (disjoint blocks per sequence, context lengths that fit the tables and the cache), and for
+//! `fp8_matmul` finite E4M3 weight codes with positive scales.
 
 use crate::reference::HostTensor;
 use rand::rngs::StdRng;
@@ -44,7 +45,33 @@ pub fn generate(op: &str, metas: &[TensorMeta], _attrs: &Attrs, rng: &mut StdRng
     if op == "sample" && metas.len() == 5 {
         fill_sample_params(&mut out, rng)?;
     }
+    if op == "fp8_matmul" {
+        fill_fp8_scales(&mut out, _attrs, rng)?;
+    }
     Ok(out)
+}
+
+/// `fp8_matmul`: the weight codes over every finite E4M3 value (NaN codes redrawn), positive
+/// weight scales, and activation scales in [0.002, 0.05) so that x in [-1, 1) sometimes
+/// saturates at ±448 (static) — what real checkpoints hold.
+fn fill_fp8_scales(inputs: &mut [HostTensor], attrs: &Attrs, rng: &mut StdRng) -> Result<(), String> {
+    let act = rtllm_plugin_api::shapes::fp8::Fp8Activation::from_attrs(attrs).map_err(|e| e.to_string())?;
+    if let Some(w) = inputs.get_mut(1) {
+        w.bytes_mut().iter_mut().for_each(|c| {
+            *c = loop {
+                let v: u8 = rng.gen();
+                if v & 0x7f != 0x7f {
+                    break v;
+                }
+            }
+        });
+    }
+    for i in 2..(3 + act.scale_inputs()).min(inputs.len()) {
+        let (lo, hi) = if i == 2 { (1e-4f32, 1e-2) } else { (2e-3, 5e-2) };
+        let values: Vec<f32> = (0..inputs[i].numel()).map(|_| rng.gen_range(lo..hi)).collect();
+        inputs[i].set_f32(&values).map_err(|e| e.to_string())?;
+    }
+    Ok(())
 }
 
 /// `sample`: logits spread to [-8, 8) (peaked rows, so rounding near-ties practically never
