@@ -8,14 +8,18 @@ use serde_json::Value;
 use std::path::Path;
 use std::process::Output;
 
-fn rtllm(args: &[&str]) -> Output {
+fn rtllm<S: AsRef<str>>(args: &[S]) -> Output {
     let bin = rtllm_tests::rtllm_binary();
-    std::process::Command::new(&bin).args(args).output().unwrap_or_else(|e| panic!("{}: {e}", bin.display()))
+    std::process::Command::new(&bin)
+        .args(args.iter().map(AsRef::as_ref))
+        .output()
+        .unwrap_or_else(|e| panic!("{}: {e}", bin.display()))
 }
 
 /// Runs `args`, expects a failure whose stderr contains `want`.
-fn fails_with(args: &[&str], want: &str) {
-    let out = rtllm(args);
+fn fails_with<S: AsRef<str>>(args: &[S], want: &str) {
+    let args: Vec<&str> = args.iter().map(AsRef::as_ref).collect();
+    let out = rtllm(&args);
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success(), "rtllm {args:?} succeeded");
     assert_eq!(out.status.code(), Some(1), "rtllm {args:?} ended by a signal or a clap error: {stderr}");
@@ -46,9 +50,11 @@ fn bad_files_and_settings_are_refused_before_the_model_loads() {
     let binary = write(dir.path(), "binary.txt", &[0xff, 0xfe, 0x00, 0x41]);
     let missing = dir.path().join("missing.txt").display().to_string();
     let folder = dir.path().display().to_string();
-    fn ppl<'a>(extra: &[&'a str]) -> Vec<&'a str> {
-        [&["eval", "perplexity"][..], extra].concat()
-    }
+    // A model that does not exist: each refusal must come before loading it.
+    let model = dir.path().join("no-such-model.gguf").display().to_string();
+    let ppl = |extra: &[&str]| -> Vec<String> {
+        ["eval", "perplexity", "--model", &model].iter().chain(extra).map(|s| s.to_string()).collect()
+    };
     fails_with(&ppl(&[&empty]), "is empty: there is nothing to evaluate");
     fails_with(&ppl(&[&blank]), "is empty");
     fails_with(&ppl(&[&missing]), "No such file or directory");
@@ -64,7 +70,6 @@ fn bad_files_and_settings_are_refused_before_the_model_loads() {
         &ppl(&[&text, "--context-len", "64", "--stride", "65"]),
         "stride 65 must be between 1 and the context length (64)",
     );
-    let model = default_model_path().display().to_string();
     fails_with(&["eval", "compare", "--model", &model], "exactly two --model flags");
     fails_with(&["eval", "compare", "--model", &model, "--model", &model, "--model", &model], "got 3");
     fails_with(

@@ -89,7 +89,7 @@ fn perplexity(global: &GlobalArgs, args: &PerplexityArgs, hooks: &Hooks) -> Resu
     // Bad input is refused before a model is loaded.
     let text = eval::read_text(&args.file)?;
     if let Some(c) = args.context_len {
-        eval::plan(2, c, args.stride.unwrap_or(c.max(2) / 2).max(1))?;
+        eval::plan(2, c, args.stride.unwrap_or((c / 2).max(1)))?;
     }
     let mut model = args.model.clone();
     model.engine = eval_engine(&model.engine);
