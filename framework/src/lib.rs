@@ -1,4 +1,5 @@
-//! rtllm: the plugin registry, graph builder, engine, weights, tokenizer, runtime and CLI.
+//! rtllm: the plugin registry, graph builder, engine, weights, tokenizer, runtime, evaluation and
+//! CLI.
 //! Plugins provide the kernels (see rtllm-plugin-api); models (rtllm-models) name the ops.
 
 pub mod api;
@@ -6,6 +7,7 @@ pub mod bench;
 pub mod cli;
 pub mod device;
 pub mod engine;
+pub mod eval;
 pub mod host_pool;
 pub mod input_file;
 pub mod model;

@@ -3,7 +3,7 @@
 //! corrupt entry is detected, removed and rebuilt; a missing plugin is a clear error.
 
 use rtllm::cli::build::BuildArgs;
-use rtllm::cli::ModelArgs;
+use rtllm::cli::{EngineArgs, ModelArgs};
 use rtllm::engine::cache;
 use rtllm::engine::BuildConfig;
 use rtllm::model::{default_model_path, Model, ModelSpec};
@@ -23,10 +23,13 @@ fn model_args(model: Option<PathBuf>, dummy: Option<&str>) -> ModelArgs {
         dummy_weights: dummy.map(String::from),
         dummy_dtype: DType::F32,
         dummy_seed: 3,
-        no_build_cache: true,
-        max_batch_size: Some(4),
-        max_num_tokens: Some(256),
-        max_seq_len: Some(256),
+        engine: EngineArgs {
+            no_build_cache: true,
+            max_batch_size: Some(4),
+            max_num_tokens: Some(256),
+            max_seq_len: Some(256),
+            ..EngineArgs::default()
+        },
         ..ModelArgs::default()
     }
 }

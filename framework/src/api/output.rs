@@ -1,7 +1,8 @@
 //! What generation returns: one `RequestOutput` per prompt with one `CompletionOutput` per
-//! sample (text, token ids, finish reason, log-probabilities), and the `text_diff` of a stream.
+//! sample (text, token ids, finish reason, log-probabilities), the prompt's scored positions when
+//! asked, and the `text_diff` of a stream.
 
-use crate::sampling::FinishReason;
+use crate::sampling::{FinishReason, PromptLogprob};
 use serde::Serialize;
 
 /// A generated token's log-probability and the top alternatives (when `logprobs` was asked).
@@ -45,6 +46,10 @@ pub struct RequestOutput {
     /// The prompt text, when it was given as text.
     pub prompt: Option<String>,
     pub prompt_token_ids: Vec<u32>,
+    /// The prompt's scored positions so far, in order (when `SamplingParams::prompt_logprobs`
+    /// is set; vLLM's `prompt_logprobs`, which has `None` for position 0 where this starts at
+    /// the first scored position).
+    pub prompt_logprobs: Option<Vec<PromptLogprob>>,
     pub outputs: Vec<CompletionOutput>,
     /// Every sample has finished.
     pub finished: bool,

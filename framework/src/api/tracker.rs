@@ -5,13 +5,14 @@
 
 use super::output::{CompletionOutput, RequestOutput, TokenLogprob};
 use crate::runtime::executor::OutputUpdate;
-use crate::sampling::{FinishReason, SamplingParams};
+use crate::sampling::{FinishReason, PromptLogprob, SamplingParams};
 
 /// The state of one request seen by the API.
 pub(crate) struct RequestTracker {
     request_id: u64,
     prompt: Option<String>,
     prompt_token_ids: Vec<u32>,
+    prompt_logprobs: Option<Vec<PromptLogprob>>,
     /// Outputs returned once finished (`n` of the `best_of` samples).
     n: usize,
     samples: Vec<CompletionOutput>,
@@ -37,16 +38,22 @@ impl RequestTracker {
                 finish_reason: None,
             })
             .collect();
-        RequestTracker { request_id, prompt, prompt_token_ids, n: params.n, samples }
+        let prompt_logprobs = params.prompt_logprobs.as_ref().map(|_| Vec::new());
+        RequestTracker { request_id, prompt, prompt_token_ids, prompt_logprobs, n: params.n, samples }
     }
 
     /// Applies one executor update; returns whether some sample got new text, tokens or a
     /// finish reason.
-    pub fn apply(&mut self, update: OutputUpdate) -> bool {
+    pub fn apply(&mut self, mut update: OutputUpdate) -> bool {
+        let scored = !update.prompt_logprobs.is_empty();
+        if let Some(list) = self.prompt_logprobs.as_mut() {
+            list.append(&mut update.prompt_logprobs);
+        }
         let Some(s) = self.samples.get_mut(update.sample) else {
-            return false;
+            return scored;
         };
-        let changed = !update.token_ids.is_empty() || !update.text_diff.is_empty() || update.finish_reason.is_some();
+        let changed =
+            scored || !update.token_ids.is_empty() || !update.text_diff.is_empty() || update.finish_reason.is_some();
         for (i, &id) in update.token_ids.iter().enumerate() {
             s.token_ids.push(id);
             s.token_ids_diff.push(id);
@@ -108,6 +115,7 @@ impl RequestTracker {
             request_id: self.request_id,
             prompt: self.prompt.clone(),
             prompt_token_ids: self.prompt_token_ids.clone(),
+            prompt_logprobs: self.prompt_logprobs.clone(),
             outputs,
             finished,
         }

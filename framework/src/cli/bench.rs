@@ -94,7 +94,7 @@ pub fn run(args: &BenchArgs, registry: Registry, hooks: &Hooks) -> Result<()> {
     let model_name = args.model.spec().label();
     let weights = match args.model.dummy_spec() {
         Some(spec) => format!("dummy {}", spec.dtype),
-        None if args.model.dequantize => "f32 (dequantized)".into(),
+        None if args.model.engine.dequantize => "f32 (dequantized)".into(),
         None => "as stored".into(),
     };
     let llm = args.model.start(registry, config.clone(), hooks)?;

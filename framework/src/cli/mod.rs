@@ -6,11 +6,14 @@
 pub mod bench;
 pub mod build;
 pub mod device;
+pub mod engine_args;
+pub mod eval;
 pub mod generate;
 pub mod model_args;
 pub mod plugins;
 pub mod serve;
 
+pub use engine_args::EngineArgs;
 pub use model_args::ModelArgs;
 
 use crate::registry::{DiscoveryOptions, Registry};
@@ -70,6 +73,9 @@ pub enum Command {
     Bench(bench::BenchArgs),
     /// Build a model's engine into a directory (plan.json + model.safetensors + tokenizer).
     Build(build::BuildArgs),
+    /// Measure a model's quality: perplexity over a text, or agreement and KL with another model.
+    #[command(subcommand)]
+    Eval(eval::EvalCommand),
 }
 
 /// Installs the tracing subscriber: level from `RTLLM_LOG` (default `warn`), to stderr.
@@ -97,7 +103,7 @@ impl Default for Hooks {
 
 /// Runs a parsed command line.
 pub fn run(cli: Cli, hooks: &Hooks) -> anyhow::Result<ExitCode> {
-    let device = |m: &ModelArgs| m.device.device;
+    let device = |m: &ModelArgs| m.engine.device.device;
     match cli.command {
         Command::Plugins(cmd) => plugins::run(&cli.global, cmd),
         Command::Generate(args) => {
@@ -110,6 +116,7 @@ pub fn run(cli: Cli, hooks: &Hooks) -> anyhow::Result<ExitCode> {
         Command::Serve(args) => {
             serve::run(&args, cli.global.registry_for(device(&args.model)), hooks).map(|_| ExitCode::SUCCESS)
         }
+        Command::Eval(cmd) => eval::run(&cli.global, cmd, hooks).map(|_| ExitCode::SUCCESS),
     }
 }
 

@@ -1,9 +1,8 @@
-//! The model flags every model-running subcommand shares (generate, serve, bench, build): which
-//! model ([`ModelSpec`]: --model, --model-def, --dummy-weights), how its engine is built
-//! (limits, engine cache, dequantization, the device flags), and loading it into an `Llm`
-//! through the one loader.
+//! The model flags every model-running subcommand shares (generate, serve, bench, build, eval):
+//! which model ([`ModelSpec`]: --model, --model-def, --dummy-weights), how its engine is built
+//! ([`EngineArgs`]), and loading it into an `Llm` through the one loader.
 
-use super::device::DeviceArgs;
+use super::engine_args::EngineArgs;
 use super::Hooks;
 use crate::api::Llm;
 use crate::engine::BuildConfig;
@@ -37,27 +36,8 @@ pub struct ModelArgs {
     /// Seed of dummy weights.
     #[arg(long, default_value_t = 0)]
     pub dummy_seed: u64,
-    /// Neither read nor write the engine cache.
-    #[arg(long)]
-    pub no_build_cache: bool,
-    /// Most sequences per executor step (the engine's build limit).
-    #[arg(long)]
-    pub max_batch_size: Option<usize>,
-    /// Most tokens one forward pass takes (sizes the activation arena; longer prompts are
-    /// prefilled in chunks).
-    #[arg(long)]
-    pub max_num_tokens: Option<usize>,
-    /// Longest sequence (prompt + output) the engine serves.
-    #[arg(long)]
-    pub max_seq_len: Option<usize>,
-    /// Host bytes reserved for the KV cache.
-    #[arg(long)]
-    pub kv_cache_bytes: Option<usize>,
-    /// Convert quantized weights to f32 at load (the reference path).
-    #[arg(long)]
-    pub dequantize: bool,
     #[command(flatten)]
-    pub device: DeviceArgs,
+    pub engine: EngineArgs,
 }
 
 impl Default for ModelArgs {
@@ -68,13 +48,7 @@ impl Default for ModelArgs {
             dummy_weights: None,
             dummy_dtype: DType::F32,
             dummy_seed: 0,
-            no_build_cache: false,
-            max_batch_size: None,
-            max_num_tokens: None,
-            max_seq_len: None,
-            kv_cache_bytes: None,
-            dequantize: false,
-            device: DeviceArgs::default(),
+            engine: EngineArgs::default(),
         }
     }
 }
@@ -89,27 +63,7 @@ pub fn parse_dummy_dtype(s: &str) -> Result<DType, String> {
 impl ModelArgs {
     /// The engine build config these flags ask for.
     pub fn build_config(&self) -> BuildConfig {
-        let mut b = BuildConfig::default();
-        if let Some(v) = self.max_batch_size {
-            b.max_batch_size = v;
-        }
-        if let Some(v) = self.max_num_tokens {
-            b.max_num_tokens = v;
-            if self.max_batch_size.is_none() {
-                // A step holds at most one token per sequence of the batch.
-                b.max_batch_size = b.max_batch_size.min(v.max(1));
-            }
-        }
-        if self.max_seq_len.is_some() {
-            b.max_seq_len = self.max_seq_len;
-        }
-        if let Some(v) = self.kv_cache_bytes {
-            b.kv_cache_bytes = v;
-        }
-        b.selection.dequantize_weights = self.dequantize;
-        b.use_engine_cache = !self.no_build_cache;
-        self.device.apply(&mut b);
-        b
+        self.engine.build_config()
     }
 
     pub fn dummy_spec(&self) -> Option<DummySpec> {
@@ -136,9 +90,14 @@ impl ModelArgs {
     /// Loads the model into an `Llm` with `executor` (its build config is replaced by these
     /// flags'), then runs the binary's after-load hook.
     pub fn start(&self, registry: Registry, executor: ExecutorConfig, hooks: &Hooks) -> Result<Llm> {
+        self.start_shared(Arc::new(registry), executor, hooks)
+    }
+
+    /// [`ModelArgs::start`] over a registry other models share.
+    pub fn start_shared(&self, registry: Arc<Registry>, executor: ExecutorConfig, hooks: &Hooks) -> Result<Llm> {
         let executor = ExecutorConfig { build: self.build_config(), ..executor };
         let llm = Llm::builder()
-            .registry(Arc::new(registry))
+            .registry(registry)
             .executor_config(executor)
             .model_spec(self.spec())
             .build()

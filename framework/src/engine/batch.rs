@@ -1,5 +1,9 @@
 //! One forward pass's packed inputs: the tokens of every scheduled sequence laid end to end,
-//! their positions, each sequence's block table and lengths, and the rows to return logits for.
+//! their positions, each sequence's block table and lengths, and the rows to return logits for
+//! (a sequence's last new token when it samples next; every token of a range when its prompt's
+//! log-probabilities are wanted).
+
+use std::ops::Range;
 
 /// Packed inputs of one step. `block_tables` is `seq_lens.len() × max_blocks` row-major.
 #[derive(Clone, Debug, Default)]
@@ -36,6 +40,20 @@ impl StepBatch {
     /// Appends one sequence's new tokens. `start_pos` is the position of `tokens[0]`;
     /// `blocks` its block table; `want_logits` asks for the logits of its last new token.
     pub fn push_sequence(&mut self, tokens: &[u32], start_pos: usize, blocks: &[u32], want_logits: bool) {
+        self.push_sequence_with_rows(tokens, start_pos, blocks, 0..0, want_logits);
+    }
+
+    /// [`StepBatch::push_sequence`] that also asks for the logits of every new token whose
+    /// position is in `rows` (absolute positions, clipped to this chunk), in position order and
+    /// before the last token's row.
+    pub fn push_sequence_with_rows(
+        &mut self,
+        tokens: &[u32],
+        start_pos: usize,
+        blocks: &[u32],
+        rows: Range<usize>,
+        want_logits: bool,
+    ) {
         if self.query_start.is_empty() {
             self.query_start.push(0);
         }
@@ -44,7 +62,13 @@ impl StepBatch {
         self.positions.extend((0..tokens.len()).map(|i| (start_pos + i) as i32));
         self.seq_lens.push((start_pos + tokens.len()) as i32);
         self.query_start.push(self.input_ids.len() as i32);
-        if want_logits && !tokens.is_empty() {
+        let last = start_pos + tokens.len();
+        let wanted = rows.start.max(start_pos)..rows.end.min(last);
+        let last_wanted = want_logits && !tokens.is_empty();
+        for pos in wanted.filter(|&p| !(last_wanted && p + 1 == last)) {
+            self.logits_indices.push((first + pos - start_pos) as i32);
+        }
+        if last_wanted {
             self.logits_indices.push((first + tokens.len() - 1) as i32);
         }
         // Widen the block-table matrix if this sequence needs more columns.
@@ -81,5 +105,20 @@ mod tests {
         assert_eq!(b.logits_indices, vec![2, 3]);
         assert_eq!(b.max_blocks, 2);
         assert_eq!(b.block_tables, vec![7, 0, 3, 4]);
+    }
+
+    #[test]
+    fn rows_of_a_range_come_before_the_last_token() {
+        let mut b = StepBatch::default();
+        b.clear();
+        b.push_sequence(&[1], 9, &[0], true);
+        // Positions 10..14 of a chunk at 10..15, rows wanted at 8..13 (clipped to 10..13).
+        b.push_sequence_with_rows(&[1, 2, 3, 4, 5], 10, &[1], 8..13, true);
+        assert_eq!(b.logits_indices, vec![0, 1, 2, 3, 5]);
+        // A range reaching the last token gives its row once.
+        b.push_sequence_with_rows(&[6, 7], 0, &[2], 0..2, true);
+        assert_eq!(&b.logits_indices[5..], &[6, 7]);
+        b.push_sequence_with_rows(&[8, 9], 0, &[3], 1..5, false);
+        assert_eq!(&b.logits_indices[7..], &[9]);
     }
 }

@@ -1,6 +1,7 @@
 //! `SamplingParams` with TensorRT-LLM's field names (serde for the OpenAI server), and their
 //! validation: every invalid value is a [`SamplingError`] naming the field and the allowed range.
 
+use super::prompt_logprobs::PromptLogprobs;
 use serde::{Deserialize, Deserializer, Serialize};
 
 /// Most top log-probabilities that can be asked for per generated token (OpenAI's limit).
@@ -72,6 +73,10 @@ pub struct SamplingParams {
     pub early_stopping: EarlyStopping,
     /// Top log-probabilities to return per generated token (None = none; at most 20).
     pub logprobs: Option<usize>,
+    /// Log-probabilities of the prompt's tokens, computed as it is prefilled (vLLM's
+    /// `prompt_logprobs`; None = none). Positions scored this way are never served from the
+    /// prefix cache.
+    pub prompt_logprobs: Option<PromptLogprobs>,
     /// Leave special tokens out of the detokenized text.
     pub skip_special_tokens: bool,
 }
@@ -100,6 +105,7 @@ impl Default for SamplingParams {
             length_penalty: 1.0,
             early_stopping: EarlyStopping::Heuristic,
             logprobs: None,
+            prompt_logprobs: None,
             skip_special_tokens: true,
         }
     }
@@ -208,6 +214,9 @@ impl SamplingParams {
         }
         if let Some(k) = self.logprobs {
             check(k <= MAX_LOGPROBS, "logprobs", k, format!("<= {MAX_LOGPROBS}"))?;
+        }
+        if let Some(p) = &self.prompt_logprobs {
+            p.validate()?;
         }
         Ok(())
     }

@@ -145,6 +145,7 @@ impl BeamState {
                     error: None,
                     step,
                     cumulative_logprob: cum,
+                    prompt_logprobs: Vec::new(),
                 }
             })
             .collect();

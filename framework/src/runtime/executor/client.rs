@@ -84,6 +84,7 @@ impl Client {
             error: None,
             step,
             cumulative_logprob: None,
+            prompt_logprobs: Vec::new(),
         });
         finished
     }
@@ -103,6 +104,7 @@ impl Client {
                 error: None,
                 step,
                 cumulative_logprob: None,
+                prompt_logprobs: Vec::new(),
             };
             let _ = self.updates.send(update);
         }

@@ -170,6 +170,7 @@ impl Executor {
             max_batch_size,
             max_num_tokens,
             enable_chunked_prefill: config.enable_chunked_prefill,
+            max_logits_rows: lim.max_batch_size,
             max_seq_len: lim.max_seq_len,
         });
         let stats = Arc::new(Mutex::new(ExecutorStats { kv: kv.stats(), ..Default::default() }));
@@ -241,6 +242,11 @@ impl Executor {
             return Err(SubmitError::TokenOutOfRange { token, vocab_size: l.vocab_size });
         }
         request.params.validate()?;
+        if let Some(p) = &request.params.prompt_logprobs {
+            if p.start >= prompt {
+                return Err(SubmitError::NothingToScore { start: p.start, prompt });
+            }
+        }
         if !l.detokenizes && !request.params.stop.is_empty() {
             return Err(SubmitError::StopStringsNeedTokenizer);
         }

@@ -5,7 +5,7 @@
 use super::queue::{QueueLimits, QueueSlot};
 use super::updates::UpdateReceiver;
 use super::Command;
-use crate::sampling::{FinishReason, SampledToken, SamplingError, SamplingParams};
+use crate::sampling::{FinishReason, PromptLogprob, SampledToken, SamplingError, SamplingParams};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::Sender;
 use std::sync::Arc;
@@ -50,6 +50,8 @@ pub enum SubmitError {
     TooLong { prompt: usize, max_seq_len: usize },
     #[error("prompt needs {needed} KV cache blocks but the whole cache has {total}")]
     ExceedsKvCache { needed: usize, total: usize },
+    #[error("prompt_logprobs.start = {start}: the prompt of {prompt} tokens has no token to score from there (the last is at position {})", prompt.saturating_sub(1))]
+    NothingToScore { start: usize, prompt: usize },
     #[error("stop strings need the executor to detokenize, but it was started without a tokenizer")]
     StopStringsNeedTokenizer,
     #[error("the executor has shut down")]
@@ -101,20 +103,29 @@ pub struct OutputUpdate {
     /// The sample's total log-probability, when the executor knows it better than the sum of
     /// `logprobs` (beam search: set on each hypothesis's single final update).
     pub cumulative_logprob: Option<f64>,
+    /// Prompt positions scored in this step, in order (`params.prompt_logprobs`; sample 0's
+    /// updates only, with no tokens of their own unless the prompt ended in this step).
+    pub prompt_logprobs: Vec<PromptLogprob>,
 }
 
 impl OutputUpdate {
     /// The single update that ends a failed request.
     pub fn failed(error: RequestError, step: u64) -> OutputUpdate {
+        OutputUpdate { error: Some(error), ..OutputUpdate::prompt_scores(Vec::new(), step) }
+    }
+
+    /// An update of sample 0 that carries a step's scored prompt positions and nothing else.
+    pub fn prompt_scores(prompt_logprobs: Vec<PromptLogprob>, step: u64) -> OutputUpdate {
         OutputUpdate {
             sample: 0,
             token_ids: Vec::new(),
             text_diff: String::new(),
             logprobs: Vec::new(),
             finish_reason: None,
-            error: Some(error),
+            error: None,
             step,
             cumulative_logprob: None,
+            prompt_logprobs,
         }
     }
 }

@@ -1,6 +1,7 @@
 //! The executor loop: fetch new requests, drop cancelled ones, schedule (capacity, then
-//! micro-batch), pack one `StepBatch` of decode tokens and prefill chunks, forward, sample each
-//! sequence that reached its last token (forking `n > 1` samples after the prompt), apply the
+//! micro-batch), pack one `StepBatch` of decode tokens and prefill chunks, forward, score the
+//! prompt positions a request asked log-probabilities of (each row scored and dropped at once),
+//! sample each sequence that reached its last token (forking `n > 1` samples after the prompt), apply the
 //! stop checks (eos, stop ids, stop strings, lengths: see `client`), stream updates, and free
 //! a finished sequence's blocks in the step that finished it. Beam-search requests take their
 //! steps through `beam::BeamState` instead of the per-sample samplers.
@@ -15,6 +16,8 @@ use crate::engine::{RowSampling, StepBatch};
 use crate::parallel::ModelRunner;
 use crate::runtime::kv_cache::KvCacheManager;
 use crate::runtime::scheduler::{schedule_micro_batch, LlmRequest, ScheduledChunk, Scheduler, SeqState};
+use crate::sampling::processors::Candidate;
+use crate::sampling::score_row;
 use crate::tokenizer::Tokenizer;
 use std::collections::HashMap;
 use std::panic::{catch_unwind, AssertUnwindSafe};
@@ -52,6 +55,8 @@ pub(super) struct Worker<R> {
     device_rows: Vec<RowSampling>,
     /// One logits row, copied so a sampler can apply penalties in place.
     row_scratch: Vec<f32>,
+    /// Scratch of the prompt scorer's top-k.
+    score_scratch: Vec<Candidate>,
     step: u64,
     next_seq: u64,
     peak_running: usize,
@@ -84,6 +89,7 @@ impl<R: ModelRunner> Worker<R> {
             device_tokens: Vec::new(),
             device_rows: Vec::new(),
             row_scratch: Vec::new(),
+            score_scratch: Vec::new(),
             step: 0,
             next_seq: 1,
             peak_running: 0,
@@ -153,6 +159,9 @@ impl<R: ModelRunner> Worker<R> {
                 let seqs = if params.use_beam_search { params.beam_width } else { request.n };
                 let max_tokens = params.max_tokens;
                 let mut queued = LlmRequest::new(id, seq, request.prompt_ids, seqs, max_tokens);
+                if let Some(p) = &params.prompt_logprobs {
+                    queued = queued.score_prompt_from(p.start);
+                }
                 queued.priority = request.priority;
                 self.scheduler.enqueue(queued);
                 self.clients.insert(id, client);
@@ -249,10 +258,11 @@ impl<R: ModelRunner> Worker<R> {
                 .find(|r| r.id == c.request)
                 .and_then(|r| r.seqs.iter().find(|s| s.id == c.seq));
             if let Some(s) = tokens {
-                self.batch.push_sequence(
+                self.batch.push_sequence_with_rows(
                     &s.tokens[c.start..c.start + c.len],
                     c.start,
                     self.kv.block_table(s.id),
+                    c.prompt_rows.clone(),
                     c.want_logits,
                 );
             }
@@ -292,6 +302,10 @@ impl<R: ModelRunner> Worker<R> {
     /// beam search, no row shared by several samples (an unforked n > 1 request), and no
     /// sampling setting only the host implements. Seeds are drawn only when all qualify.
     fn device_sampling_rows(&mut self, chunks: &[ScheduledChunk]) -> bool {
+        if chunks.iter().any(|c| !c.prompt_rows.is_empty()) {
+            // Scoring prompt positions needs their logits on the host.
+            return false;
+        }
         let mut rows: Vec<(u64, u64)> = Vec::new();
         for c in chunks.iter().filter(|c| c.want_logits) {
             let (Some(req), Some(client)) =
@@ -341,6 +355,18 @@ impl<R: ModelRunner> Worker<R> {
             let seq = &mut req.seqs[pos];
             seq.num_computed += c.len;
             self.kv.commit(seq.id, &seq.tokens, seq.num_computed);
+            if !c.prompt_rows.is_empty() {
+                let spec = client.params.prompt_logprobs.clone().unwrap_or_default();
+                let mut scored = Vec::with_capacity(c.prompt_rows.len());
+                for p in c.prompt_rows.clone() {
+                    let logits = &self.logits[row * vocab..(row + 1) * vocab];
+                    row += 1;
+                    let token = seq.tokens.get(p + 1).copied().unwrap_or_default();
+                    scored.push(score_row(logits, p + 1, token, &spec, &mut self.score_scratch));
+                }
+                req.scored_prompt_until(c.prompt_rows.end);
+                client.send(OutputUpdate::prompt_scores(scored, self.step));
+            }
             if !c.want_logits {
                 continue;
             }

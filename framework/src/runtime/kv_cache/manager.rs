@@ -80,10 +80,12 @@ impl KvCacheManager {
         self.seqs.get(&id).map(|s| s.blocks.as_slice()).unwrap_or(&[])
     }
 
-    fn match_prefix(&self, tokens: &[u32]) -> PrefixMatch {
+    /// The cached blocks a prompt of `tokens` can start from, covering at most `max_reuse`
+    /// tokens (a request that wants the logits of later positions must compute them).
+    fn match_prefix(&self, tokens: &[u32], max_reuse: usize) -> PrefixMatch {
         let bs = self.tokens_per_block;
         // The block holding the last token is never reused: it must be computed for logits.
-        let eligible = if self.enable_block_reuse { tokens.len().saturating_sub(1) / bs } else { 0 };
+        let eligible = if self.enable_block_reuse { tokens.len().saturating_sub(1).min(max_reuse) / bs } else { 0 };
         let (mut blocks, mut hashes, mut parent) = (Vec::new(), Vec::new(), 0u64);
         for chunk in tokens.chunks_exact(bs).take(eligible) {
             let hash = chain_hash(parent, chunk);
@@ -102,7 +104,13 @@ impl KvCacheManager {
     /// Blocks that adding a sequence of `tokens` would take from the available ones
     /// (reused blocks still referenced elsewhere cost nothing).
     pub fn admission_cost(&self, tokens: &[u32]) -> usize {
-        let m = self.match_prefix(tokens);
+        self.admission_cost_reusing(tokens, usize::MAX)
+    }
+
+    /// [`KvCacheManager::admission_cost`] when at most `max_reuse` leading tokens may come
+    /// from the cache.
+    pub fn admission_cost_reusing(&self, tokens: &[u32], max_reuse: usize) -> usize {
+        let m = self.match_prefix(tokens, max_reuse);
         let shared = m.blocks.iter().filter(|&&b| !self.pool.is_cached_free(b)).count();
         self.blocks_for(tokens.len()) - shared
     }
@@ -110,14 +118,20 @@ impl KvCacheManager {
     /// Adds sequence `id` holding `tokens`: reuses cached prefix blocks, allocates the rest.
     /// Returns how many leading tokens are already in the cache. All or nothing.
     pub fn add_sequence(&mut self, id: SeqId, tokens: &[u32]) -> Result<usize, KvCacheError> {
+        self.add_sequence_reusing(id, tokens, usize::MAX)
+    }
+
+    /// [`KvCacheManager::add_sequence`] reusing at most `max_reuse` leading tokens from the
+    /// cache (the rest is computed: a request scoring its prompt needs their logits).
+    pub fn add_sequence_reusing(&mut self, id: SeqId, tokens: &[u32], max_reuse: usize) -> Result<usize, KvCacheError> {
         if self.seqs.contains_key(&id) {
             return Err(KvCacheError::DuplicateSequence(id));
         }
-        let cost = self.admission_cost(tokens);
+        let cost = self.admission_cost_reusing(tokens, max_reuse);
         if cost > self.pool.available() {
             return Err(self.full(cost));
         }
-        let m = self.match_prefix(tokens);
+        let m = self.match_prefix(tokens, max_reuse);
         for &b in &m.blocks {
             self.pool.incref(b);
         }

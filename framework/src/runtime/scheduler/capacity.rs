@@ -17,7 +17,8 @@ impl Scheduler {
         if self.running.is_empty() && out.admitted.is_empty() {
             // Nothing runs and the head of the queue does not fit an empty cache: it never will.
             if let Some(head) = self.waiting.pop_front() {
-                let need: usize = head.seqs.iter().map(|s| kv.admission_cost(&s.tokens)).sum();
+                let need: usize =
+                    head.seqs.iter().map(|s| kv.admission_cost_reusing(&s.tokens, head.reuse_limit())).sum();
                 let why = format!(
                     "request needs {need} KV cache blocks (and {} batch slots); the cache has {} of {} tokens and max_batch_size is {}",
                     head.batch_slots(),
@@ -94,7 +95,7 @@ impl Scheduler {
             if (batch_closed || slots + head.batch_slots() > self.config.max_batch_size) && !in_reserved_slot {
                 break;
             }
-            let cost: usize = head.live_seqs().map(|s| kv.admission_cost(&s.tokens)).sum();
+            let cost: usize = head.live_seqs().map(|s| kv.admission_cost_reusing(&s.tokens, head.reuse_limit())).sum();
             let fits = match policy {
                 CapacitySchedulerPolicy::MaxUtilization => cost <= kv.available_blocks(),
                 CapacitySchedulerPolicy::GuaranteedNoEvict | CapacitySchedulerPolicy::StaticBatch => {
@@ -108,8 +109,9 @@ impl Scheduler {
             let Some(mut req) = self.waiting.pop_front() else { break };
             let mut added = Vec::new();
             let mut failed = None;
+            let reuse_limit = req.reuse_limit();
             for s in req.seqs.iter_mut().filter(|s| !s.finished) {
-                match kv.add_sequence(s.id, &s.tokens) {
+                match kv.add_sequence_reusing(s.id, &s.tokens, reuse_limit) {
                     Ok(reused) => {
                         s.num_computed = reused;
                         added.push(s.id);

@@ -16,6 +16,7 @@ pub use micro_batch::{schedule_micro_batch, ScheduledChunk};
 
 use super::kv_cache::{KvCacheManager, SeqId};
 use std::collections::VecDeque;
+use std::ops::Range;
 
 /// Sequences of priority requests that may run beyond `max_batch_size`.
 pub const PRIORITY_SLOTS: usize = 1;
@@ -45,6 +46,9 @@ pub struct SchedulerConfig {
     pub max_num_tokens: usize,
     /// Split prompts longer than the step's remaining token budget across steps.
     pub enable_chunked_prefill: bool,
+    /// Most logits rows one step returns (the engine's `max_batch_size`): a request scoring
+    /// its prompt's tokens takes one row per scored position, so its prefill is chunked to fit.
+    pub max_logits_rows: usize,
     /// Longest sequence (prompt + generated).
     pub max_seq_len: usize,
 }
@@ -87,6 +91,9 @@ pub struct LlmRequest {
     pub preemptions: u32,
     /// Jumps the queue and may take a reserved slot (see the module docs).
     pub priority: bool,
+    /// The first prompt position whose logits are still wanted for the prompt's
+    /// log-probabilities (the row at `p` scores token `p + 1`); None when none are (any more).
+    pub prompt_logits_from: Option<usize>,
 }
 
 impl LlmRequest {
@@ -94,7 +101,48 @@ impl LlmRequest {
     pub fn new(id: u64, seq_id: SeqId, prompt: Vec<u32>, n: usize, max_tokens: usize) -> LlmRequest {
         let prompt_len = prompt.len();
         let seq = SeqState { id: seq_id, index: 0, tokens: prompt, prompt_len, num_computed: 0, finished: false };
-        LlmRequest { id, n: n.max(1), max_tokens, seqs: vec![seq], forked: n <= 1, preemptions: 0, priority: false }
+        LlmRequest {
+            id,
+            n: n.max(1),
+            max_tokens,
+            seqs: vec![seq],
+            forked: n <= 1,
+            preemptions: 0,
+            priority: false,
+            prompt_logits_from: None,
+        }
+    }
+
+    /// Asks for the logits of prompt positions `from - 1 ..`, which score the prompt's tokens
+    /// from position `from` on (`from` >= 1; nothing when it is past the prompt's last token).
+    pub fn score_prompt_from(mut self, from: usize) -> LlmRequest {
+        let prompt_len = self.seqs.first().map_or(0, |s| s.prompt_len);
+        self.prompt_logits_from = (from >= 1 && from < prompt_len).then(|| from - 1);
+        self
+    }
+
+    /// Positions of `seq` whose logits the prompt's log-probabilities still want (the first
+    /// sequence only: the prompt is scored before any fork).
+    pub fn prompt_rows(&self, seq: &SeqState) -> Range<usize> {
+        match self.prompt_logits_from {
+            Some(from) if seq.index == 0 => from..seq.prompt_len.saturating_sub(1).max(from),
+            _ => 0..0,
+        }
+    }
+
+    /// Records that the rows of positions before `end` were scored.
+    pub fn scored_prompt_until(&mut self, end: usize) {
+        let prompt_len = self.seqs.first().map_or(0, |s| s.prompt_len);
+        if let Some(from) = self.prompt_logits_from {
+            let next = from.max(end);
+            self.prompt_logits_from = (next + 1 < prompt_len).then_some(next);
+        }
+    }
+
+    /// Most leading tokens admission may take from the prefix cache: none whose logits are
+    /// still wanted.
+    pub fn reuse_limit(&self) -> usize {
+        self.prompt_logits_from.unwrap_or(usize::MAX)
     }
 
     pub fn live_seqs(&self) -> impl Iterator<Item = &SeqState> {

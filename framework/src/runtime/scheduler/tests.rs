@@ -12,6 +12,7 @@ fn config(policy: CapacitySchedulerPolicy, chunked: bool) -> SchedulerConfig {
         max_batch_size: 8,
         max_num_tokens: 16,
         enable_chunked_prefill: chunked,
+        max_logits_rows: 8,
         max_seq_len: 64,
     }
 }
@@ -32,6 +33,10 @@ fn run_step(s: &mut Scheduler, kv: &mut KvCacheManager) -> Vec<ScheduledChunk> {
         let seq = r.seqs.iter_mut().find(|q| q.id == c.seq).unwrap();
         seq.num_computed += c.len;
         kv.commit(seq.id, &seq.tokens, seq.num_computed);
+        if !c.prompt_rows.is_empty() {
+            r.scored_prompt_until(c.prompt_rows.end);
+        }
+        let seq = r.seqs.iter_mut().find(|q| q.id == c.seq).unwrap();
         if c.want_logits {
             seq.tokens.push(7);
             if seq.generated() >= r.max_tokens {
@@ -141,8 +146,14 @@ fn micro_batch_puts_generation_first_and_chunks_context() {
     s.enqueue(req(2, 30, 4));
     s.schedule_capacity(&mut kv);
     let chunks = schedule_micro_batch(&s.config, &s.running);
-    assert_eq!(chunks[0], ScheduledChunk { request: 1, seq: 100, start: 5, len: 1, want_logits: true });
-    assert_eq!(chunks[1], ScheduledChunk { request: 2, seq: 200, start: 0, len: 15, want_logits: false });
+    assert_eq!(
+        chunks[0],
+        ScheduledChunk { request: 1, seq: 100, start: 5, len: 1, want_logits: true, prompt_rows: 0..0 }
+    );
+    assert_eq!(
+        chunks[1],
+        ScheduledChunk { request: 2, seq: 200, start: 0, len: 15, want_logits: false, prompt_rows: 0..0 }
+    );
     let mut cfg = s.config.clone();
     cfg.enable_chunked_prefill = false;
     assert_eq!(schedule_micro_batch(&cfg, &s.running).len(), 2, "longer than max_num_tokens: chunked anyway");
@@ -204,4 +215,69 @@ fn a_static_batch_still_admits_a_priority_request() {
     probe.priority = true;
     s.enqueue(probe);
     assert_eq!(s.schedule_capacity(&mut kv).admitted, vec![99], "the probe, not request 2");
+}
+
+#[test]
+fn scored_prompts_are_chunked_to_the_logits_rows() {
+    let mut s = Scheduler::new(config(CapacitySchedulerPolicy::MaxUtilization, false));
+    s.config.max_logits_rows = 4;
+    let mut kv = kv(32);
+    // A 14-token prompt scored from position 6: rows at positions 5..13, then the last (13).
+    s.enqueue(req(1, 14, 2).score_prompt_from(6));
+    s.enqueue(req(2, 3, 2));
+    s.schedule_capacity(&mut kv);
+    let mut steps = Vec::new();
+    while !s.running.is_empty() {
+        let chunks = run_step(&mut s, &mut kv);
+        assert!(chunks.iter().map(ScheduledChunk::rows).sum::<usize>() <= 4, "{chunks:?}");
+        steps.push(
+            chunks
+                .iter()
+                .map(|c| (c.request, c.start, c.len, c.prompt_rows.clone(), c.want_logits))
+                .collect::<Vec<_>>(),
+        );
+    }
+    // Step 1: positions 0..5 cost no row, 5..9 take the 4 rows; request 2 (3 tokens, one row)
+    // waits, chunking off, though its tokens would fit.
+    assert_eq!(steps[0], vec![(1, 0, 9, 5..9, false)]);
+    assert_eq!(steps[1], vec![(1, 9, 4, 9..13, false)]);
+    // The last prompt token's row samples; request 2 joins.
+    assert_eq!(steps[2], vec![(1, 13, 1, 0..0, true), (2, 0, 3, 0..0, true)]);
+}
+
+#[test]
+fn scored_positions_are_not_taken_from_the_prefix_cache() {
+    let mut s = Scheduler::new(config(CapacitySchedulerPolicy::MaxUtilization, true));
+    let mut kv = KvCacheManager::new(&KvCacheConfig { max_tokens: None, enable_block_reuse: true }, 32, BS);
+    let prompt: Vec<u32> = (0..13).collect();
+    s.enqueue(LlmRequest::new(1, 100, prompt.clone(), 1, 1));
+    s.schedule_capacity(&mut kv);
+    while !s.running.is_empty() {
+        run_step(&mut s, &mut kv);
+    }
+    // Unscored, the same prompt starts from its 3 cached blocks.
+    s.enqueue(LlmRequest::new(2, 200, prompt.clone(), 1, 1));
+    s.schedule_capacity(&mut kv);
+    assert_eq!(s.running[0].seqs[0].num_computed, 12);
+    s.remove(2, &mut kv);
+    // Scored from position 6 (rows from 5): only the first block (4 tokens) may be reused.
+    s.enqueue(LlmRequest::new(3, 300, prompt, 1, 1).score_prompt_from(6));
+    s.schedule_capacity(&mut kv);
+    assert_eq!(s.running[0].seqs[0].num_computed, 4);
+    let chunks = schedule_micro_batch(&s.config, &s.running);
+    assert_eq!((chunks[0].start, chunks[0].prompt_rows.clone()), (4, 5..12));
+}
+
+#[test]
+fn scoring_range_edges() {
+    // Nothing to score past the last prompt token; position 0 is never scored.
+    assert_eq!(req(1, 5, 1).score_prompt_from(5).prompt_logits_from, None);
+    assert_eq!(req(1, 5, 1).score_prompt_from(0).prompt_logits_from, None);
+    let mut r = req(1, 5, 1).score_prompt_from(1);
+    assert_eq!(r.prompt_rows(&r.seqs[0].clone()), 0..4);
+    r.scored_prompt_until(2);
+    assert_eq!(r.prompt_rows(&r.seqs[0].clone()), 2..4);
+    r.scored_prompt_until(4);
+    assert_eq!(r.prompt_logits_from, None);
+    assert_eq!(r.reuse_limit(), usize::MAX);
 }
