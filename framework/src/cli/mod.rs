@@ -9,6 +9,7 @@ pub mod device;
 pub mod generate;
 pub mod model_args;
 pub mod plugins;
+pub mod quantize;
 pub mod serve;
 
 pub use model_args::ModelArgs;
@@ -70,6 +71,8 @@ pub enum Command {
     Bench(bench::BenchArgs),
     /// Build a model's engine into a directory (plan.json + model.safetensors + tokenizer).
     Build(build::BuildArgs),
+    /// Convert a model to FP8 as an HF directory (compressed-tensors, as llm-compressor writes).
+    Quantize(quantize::QuantizeArgs),
 }
 
 /// Installs the tracing subscriber: level from `RTLLM_LOG` (default `warn`), to stderr.
@@ -106,6 +109,9 @@ pub fn run(cli: Cli, hooks: &Hooks) -> anyhow::Result<ExitCode> {
         Command::Bench(args) => bench::run(&args, cli.global.registry(), hooks).map(|_| ExitCode::SUCCESS),
         Command::Build(args) => {
             build::run(&args, &cli.global.registry_for(device(&args.model))).map(|_| ExitCode::SUCCESS)
+        }
+        Command::Quantize(args) => {
+            quantize::run(&args, &cli.global.registry_for(args.device)).map(|_| ExitCode::SUCCESS)
         }
         Command::Serve(args) => {
             serve::run(&args, cli.global.registry_for(device(&args.model)), hooks).map(|_| ExitCode::SUCCESS)

@@ -6,6 +6,7 @@
 //! - [`store`]: `WeightStore` / `Tensor` and dequantization helpers (plugin-api `quant`).
 //! - [`fill`]: the fill rules of generated (dummy) weights, shared with the GPU fill kernel.
 //! - [`gguf_writer`]: a GGUF writer for tests and tools.
+//! - [`hf_export`]: config.json, generation_config.json and tokenizer files for a GGUF model.
 //! - [`source`]: `load_model_source` for a `.gguf` file or an HF directory.
 
 pub mod dummy;
@@ -13,6 +14,7 @@ mod error;
 pub mod fill;
 pub mod gguf;
 pub mod gguf_writer;
+pub mod hf_export;
 pub mod safetensors;
 mod source;
 pub mod store;
