@@ -428,42 +428,21 @@ fn the_cli_quantizes_and_explains_refusals() {
         .expect("text");
     let out = tmp.path().join("fp8");
     let bin = rtllm_tests::rtllm_binary();
-    let run = |args: &[&str]| std::process::Command::new(&bin).args(args).output().expect("runs rtllm");
     let (src, dst, calib) = (source.to_str().expect("utf8"), out.to_str().expect("utf8"), text.to_str().expect("utf8"));
-    let ok = run(&[
-        "quantize",
-        "--format",
-        "fp8",
-        "--model",
-        src,
-        "--output",
-        dst,
-        "--calib-file",
-        calib,
-        "--calib-tokens",
-        "64",
-    ]);
+    // `rtllm quantize --format fp8 --model SRC --output DST` followed by `extra`.
+    let run = |extra: &[&str]| {
+        let mut args = vec!["quantize", "--format", "fp8", "--model", src, "--output", dst];
+        args.extend_from_slice(extra);
+        std::process::Command::new(&bin).args(&args).output().expect("runs rtllm")
+    };
+    let ok = run(&["--calib-file", calib, "--calib-tokens", "64"]);
     let stderr = String::from_utf8_lossy(&ok.stderr);
     assert!(ok.status.success(), "{stderr}");
     assert!(stderr.contains("quantized 14 linear weights") && stderr.contains("calibration tokens"), "{stderr}");
-    let again =
-        run(&["quantize", "--format", "fp8", "--model", src, "--output", dst, "--activation-scheme", "dynamic"]);
+    let again = run(&["--activation-scheme", "dynamic"]);
     let stderr = String::from_utf8_lossy(&again.stderr);
     assert!(!again.status.success() && stderr.contains("--force"), "{stderr}");
-    let bad = run(&[
-        "quantize",
-        "--format",
-        "fp8",
-        "--model",
-        src,
-        "--output",
-        dst,
-        "--activation-scheme",
-        "dynamic",
-        "--calib-file",
-        calib,
-        "--force",
-    ]);
+    let bad = run(&["--activation-scheme", "dynamic", "--calib-file", calib, "--force"]);
     let stderr = String::from_utf8_lossy(&bad.stderr);
     assert!(!bad.status.success() && stderr.contains("needs no calibration"), "{stderr}");
 }
