@@ -8,14 +8,15 @@ use std::path::PathBuf;
 
 #[derive(Debug, thiserror::Error)]
 pub enum QuantizeError {
+    // The big inner errors are boxed: every `Result` of this module stays small.
     #[error("{0}")]
-    Model(#[from] ModelError),
+    Model(Box<ModelError>),
     #[error("{path}: {error}")]
-    Weights { path: PathBuf, error: WeightError },
+    Weights { path: PathBuf, error: Box<WeightError> },
     #[error("building the calibration engine: {0}")]
-    Build(#[from] LoadError),
+    Build(Box<LoadError>),
     #[error("calibration: {0}")]
-    Engine(#[from] EngineError),
+    Engine(Box<EngineError>),
     #[error("calibration text: {0}")]
     Tokenizer(#[from] TokenizerError),
     /// The source is already quantized (or holds tensors this converter does not read).
@@ -32,6 +33,24 @@ pub enum QuantizeError {
     Output { path: PathBuf, message: String },
     #[error("{path}: {source}")]
     Io { path: PathBuf, source: std::io::Error },
+}
+
+impl From<ModelError> for QuantizeError {
+    fn from(e: ModelError) -> Self {
+        QuantizeError::Model(Box::new(e))
+    }
+}
+
+impl From<LoadError> for QuantizeError {
+    fn from(e: LoadError) -> Self {
+        QuantizeError::Build(Box::new(e))
+    }
+}
+
+impl From<EngineError> for QuantizeError {
+    fn from(e: EngineError) -> Self {
+        QuantizeError::Engine(Box::new(e))
+    }
 }
 
 impl QuantizeError {

@@ -134,7 +134,9 @@ pub fn shard(tensors: Vec<PlannedTensor>, limit: usize) -> Vec<Vec<PlannedTensor
             size = 0;
         }
         size += t.bytes;
-        shards.last_mut().map(|s| s.push(t));
+        if let Some(s) = shards.last_mut() {
+            s.push(t);
+        }
     }
     shards
 }

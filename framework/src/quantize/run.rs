@@ -132,8 +132,8 @@ pub fn quantize(
     let raw_config = source_config_json(&opts.source)?;
     let from_gguf = raw_config.is_none();
     let staged = StagedDir::create(&opts.output, &opts.source, opts.force)?;
-    let loaded =
-        load_model_source(&opts.source).map_err(|error| QuantizeError::Weights { path: opts.source.clone(), error })?;
+    let loaded = load_model_source(&opts.source)
+        .map_err(|error| QuantizeError::Weights { path: opts.source.clone(), error: Box::new(error) })?;
     if let Some((name, t)) = loaded.weights.iter().find(|(_, t)| !from_gguf && t.dtype.is_quantized()) {
         return Err(QuantizeError::AlreadyQuantized {
             path: opts.source.clone(),
