@@ -1,4 +1,5 @@
-//! Element types that cross the ABI, including GGUF's block-quantized formats.
+//! Element types that cross the ABI, including GGUF's block-quantized formats and FP8 E4M3
+//! (whose conversions live in [`crate::fp8`]).
 
 use abi_stable::StableAbi;
 use std::fmt;
@@ -19,10 +20,15 @@ pub enum DType {
     Q4_1 = 8,
     Q4_K = 9,
     Q6_K = 10,
+    /// FP8 E4M3 ("e4m3fn", safetensors `F8_E4M3`): one byte an element, scales kept in tensors
+    /// of their own (see docs/quantization.md).
+    F8_E4M3 = 11,
+    /// Signed 8-bit integers (safetensors `I8`, ggml `I8`).
+    I8 = 12,
 }
 
 impl DType {
-    pub const ALL: [DType; 11] = [
+    pub const ALL: [DType; 13] = [
         DType::F32,
         DType::F16,
         DType::BF16,
@@ -34,6 +40,8 @@ impl DType {
         DType::Q4_1,
         DType::Q4_K,
         DType::Q6_K,
+        DType::F8_E4M3,
+        DType::I8,
     ];
 
     /// Float types a kernel may compute in or store activations/weights as.
@@ -55,6 +63,8 @@ impl DType {
             DType::Q4_1 => "q4_1",
             DType::Q4_K => "q4_k",
             DType::Q6_K => "q6_k",
+            DType::F8_E4M3 => "f8_e4m3",
+            DType::I8 => "i8",
         }
     }
 
@@ -79,7 +89,7 @@ impl DType {
             DType::F32 | DType::I32 => 4,
             DType::F16 | DType::BF16 => 2,
             DType::I64 => 8,
-            DType::U8 => 1,
+            DType::U8 | DType::I8 | DType::F8_E4M3 => 1,
             DType::Q8_0 => 34,
             DType::Q4_0 => 18,
             DType::Q4_1 => 20,
@@ -92,8 +102,16 @@ impl DType {
         self.block_size() > 1
     }
 
+    /// A float type kernels compute in (f32, f16, bf16). FP8 is a storage format read with
+    /// scales, not one of these: see [`DType::is_scaled_storage`].
     pub fn is_float(self) -> bool {
         matches!(self, DType::F32 | DType::F16 | DType::BF16)
+    }
+
+    /// An element-wise type whose values mean something only with a scale tensor beside them
+    /// (FP8 weights and activations). Such tensors are never converted to another dtype.
+    pub fn is_scaled_storage(self) -> bool {
+        matches!(self, DType::F8_E4M3)
     }
 
     /// Bytes needed for `elements` elements, or `None` when `elements` is not a whole number
@@ -137,6 +155,9 @@ impl Element for i64 {
 impl Element for u8 {
     const DTYPE: DType = DType::U8;
 }
+impl Element for i8 {
+    const DTYPE: DType = DType::I8;
+}
 
 #[cfg(test)]
 mod tests {
@@ -149,6 +170,8 @@ mod tests {
         }
         assert_eq!(DType::parse("Q4_K"), Some(DType::Q4_K));
         assert_eq!(DType::parse("f64"), None);
+        assert_eq!(DType::parse("F8_E4M3"), Some(DType::F8_E4M3));
+        assert_eq!(DType::parse("i8"), Some(DType::I8));
     }
 
     #[test]
@@ -157,5 +180,8 @@ mod tests {
         assert_eq!(DType::Q6_K.bytes_for(512), Some(420));
         assert_eq!(DType::Q4_K.bytes_for(100), None);
         assert_eq!(DType::BF16.bytes_for(3), Some(6));
+        assert_eq!(DType::F8_E4M3.bytes_for(3), Some(3));
+        assert_eq!(DType::I8.bytes_for(5), Some(5));
+        assert!(!DType::F8_E4M3.is_quantized() && !DType::F8_E4M3.is_float() && DType::F8_E4M3.is_scaled_storage());
     }
 }

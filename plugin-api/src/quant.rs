@@ -1,6 +1,7 @@
 //! GGUF block formats, bit-exact with llama.cpp's ggml (`ggml-quants.c`): row dequantization
 //! to f32 and the reference quantizers (`quantize_row_*_ref`) for Q8_0, Q4_0, Q4_1, Q4_K and
-//! Q6_K, plus plain F32/F16/BF16 rows stored as little-endian bytes.
+//! Q6_K, plus plain F32/F16/BF16 rows stored as little-endian bytes, and FP8 E4M3 and i8
+//! rows as their stored values (their scale tensors are applied by the caller).
 //!
 //! Block layouts (all little-endian, packed):
 //! - `block_q8_0` (32 elements, 34 bytes): `f16 d; i8 qs[32]`; value `qs[j] * d`.
@@ -67,7 +68,7 @@ fn check_lengths(dtype: DType, op: &str, elements: usize, bytes: usize) -> Resul
 }
 
 fn unsupported(op: &str, dtype: DType) -> PluginError {
-    PluginError::new(format!("{op}: dtype {dtype} is not a float or GGUF block format"))
+    PluginError::new(format!("{op}: dtype {dtype} is not a float, FP8, i8 or GGUF block format"))
 }
 
 /// Dequantizes one row of `dtype` (`src`, raw little-endian bytes) into `dst` (f32). The row
@@ -95,6 +96,13 @@ pub fn dequantize_row(dtype: DType, src: &[u8], dst: &mut [f32]) -> Result<(), P
         DType::Q4_1 => blocks(src, dst, 20, QK, dequant_q4_1),
         DType::Q4_K => blocks(src, dst, 144, QK_K, kquants::dequant_q4_k),
         DType::Q6_K => blocks(src, dst, 210, QK_K, kquants::dequant_q6_k),
+        // The stored values; the scale tensors beside them are applied by the caller.
+        DType::F8_E4M3 => crate::fp8::decode_slice(src, dst),
+        DType::I8 => {
+            for (o, &c) in dst.iter_mut().zip(src) {
+                *o = (c as i8) as f32;
+            }
+        }
         DType::I32 | DType::I64 | DType::U8 => return Err(unsupported("dequantize", dtype)),
     }
     Ok(())
@@ -125,6 +133,14 @@ pub fn quantize_row(dtype: DType, src: &[f32], dst: &mut [u8]) -> Result<(), Plu
         DType::Q4_1 => blocks_mut(src, dst, 20, QK, quant_q4_1),
         DType::Q4_K => blocks_mut(src, dst, 144, QK_K, kquants::quant_q4_k),
         DType::Q6_K => blocks_mut(src, dst, 210, QK_K, kquants::quant_q6_k),
+        // Values already divided by their scale: round to nearest even and saturate.
+        DType::F8_E4M3 => crate::fp8::encode_slice(src, dst),
+        DType::I8 => {
+            for (o, v) in dst.iter_mut().zip(src) {
+                // torch's `x.round().clamp(-128, 127).to(torch.int8)`; NaN becomes 0.
+                *o = (v.round_ties_even().clamp(-128.0, 127.0) as i8) as u8;
+            }
+        }
         DType::I32 | DType::I64 | DType::U8 => return Err(unsupported("quantize", dtype)),
     }
     Ok(())

@@ -23,6 +23,8 @@ pub const FIXTURE_FAULTY: &str = "rtllm-fixture-faulty";
 pub const FIXTURE_ABI_MISMATCH: &str = "rtllm-fixture-abi-mismatch";
 /// The ABI-mismatch fixture built with its `abi1` feature: a plugin of ABI 1 (0.1.0).
 pub const FIXTURE_ABI_V1: &str = "rtllm-fixture-abi-mismatch+abi1";
+/// The ABI-mismatch fixture built with its `abi2` feature: a plugin of ABI 2 (0.2.0).
+pub const FIXTURE_ABI_V2: &str = "rtllm-fixture-abi-mismatch+abi2";
 
 /// target/<profile> (or target/<triple>/<profile>): the parent of the test executable's `deps/`.
 pub fn target_dir() -> PathBuf {
@@ -123,6 +125,7 @@ pub fn fixture_dylib(package: &str) -> PathBuf {
         FIXTURE_FAULTY => ("faulty", FIXTURE_FAULTY, None),
         FIXTURE_ABI_MISMATCH => ("abi-mismatch", FIXTURE_ABI_MISMATCH, None),
         FIXTURE_ABI_V1 => ("abi-mismatch", FIXTURE_ABI_MISMATCH, Some("abi1")),
+        FIXTURE_ABI_V2 => ("abi-mismatch", FIXTURE_ABI_MISMATCH, Some("abi2")),
         other => panic!("unknown fixture plugin {other}"),
     };
     build_out_of_tree_with(&repo_root().join("tests/fixtures/plugins").join(dir), crate_name, feature)

@@ -1,4 +1,4 @@
-//! Plugin ABI tests: a plugin built against another ABI version (a future one, or ABI 1) is
+//! Plugin ABI tests: a plugin built against another ABI version (a future one, ABI 1 or 2) is
 //! refused with a clear error while the others load; a panicking kernel is an error, not a
 //! crash; a kernel cannot write an input it did not declare in place, nor take its workspace
 //! twice; priority and pinning pick the right provider; a missing op names what is registered.
@@ -9,7 +9,7 @@ use rtllm::registry::{run_on_host, LoadErrorKind, OpRequest, Registry, ResolveEr
 use rtllm_plugin_api::{Attrs, DType, DeviceKind};
 use rtllm_tests::{
     dylib_file_name, fixture_dylib, plugin_dir, registry, BUILTIN_PLUGINS, FIXTURE_ABI_MISMATCH, FIXTURE_ABI_V1,
-    FIXTURE_FAULTY,
+    FIXTURE_ABI_V2, FIXTURE_FAULTY,
 };
 
 /// The built-ins plus the faulty fixture.
@@ -58,23 +58,34 @@ fn abi_mismatch_is_reported_and_the_real_plugins_still_load() {
     assert!(!r.op_names().is_empty());
 }
 
-#[test]
-fn a_plugin_built_for_abi_1_is_refused_naming_both_versions() {
-    assert_eq!(rtllm_plugin_api::PLUGIN_ABI_VERSION, "0.2.0", "this test describes ABI 2");
-    let old = fixture_dylib(FIXTURE_ABI_V1);
+/// A plugin built for an older ABI (`fixture`, claiming `found`) is refused with an error naming
+/// both versions and asking for a rebuild; the built-ins still load beside it.
+fn old_abi_is_refused(fixture: &str, found: &str) {
+    assert_eq!(rtllm_plugin_api::PLUGIN_ABI_VERSION, "0.3.0", "this test describes ABI 3");
+    let old = fixture_dylib(fixture);
     let r = Registry::load_paths([plugin_dir(), old.clone()]);
     let errors: Vec<_> = r.load_errors().iter().filter(|e| e.path == old).collect();
     assert_eq!(errors.len(), 1, "{:#?}", r.load_errors());
     let msg = errors[0].to_string();
-    assert!(msg.contains("0.1.0") && msg.contains("0.2.0") && msg.contains("rebuild"), "{msg}");
+    assert!(msg.contains(found) && msg.contains("0.3.0") && msg.contains("rebuild"), "{msg}");
     assert!(
-        matches!(&errors[0].kind, LoadErrorKind::AbiVersion { expected, found } if expected == "0.2.0" && found == "0.1.0"),
+        matches!(&errors[0].kind, LoadErrorKind::AbiVersion { expected, found: f } if expected == "0.3.0" && f == found),
         "{:?}",
         errors[0].kind
     );
     for name in BUILTIN_PLUGINS {
-        assert!(r.plugins().iter().any(|p| p.name == *name), "plugin {name} not loaded next to an ABI 1 plugin");
+        assert!(r.plugins().iter().any(|p| p.name == *name), "plugin {name} not loaded next to an ABI {found} plugin");
     }
+}
+
+#[test]
+fn a_plugin_built_for_abi_1_is_refused_naming_both_versions() {
+    old_abi_is_refused(FIXTURE_ABI_V1, "0.1.0");
+}
+
+#[test]
+fn a_plugin_built_for_abi_2_is_refused_naming_both_versions() {
+    old_abi_is_refused(FIXTURE_ABI_V2, "0.2.0");
 }
 
 #[test]

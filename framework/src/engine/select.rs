@@ -138,7 +138,10 @@ impl<'a> Selector<'a> {
         for &v in inputs {
             let info = graph.values[v.0].clone();
             match info.source {
-                ValueSource::Weight { name, dtype: d } if d != dtype && (d.is_quantized() || !d.is_float()) => {
+                // FP8 weights are read with their scales by the FP8 ops, never converted alone.
+                ValueSource::Weight { name, dtype: d }
+                    if d != dtype && (d.is_quantized() || !d.is_float()) && !d.is_scaled_storage() =>
+                {
                     changed = true;
                     out.push(weights.value(graph, &name, dtype, &info.meta));
                 }

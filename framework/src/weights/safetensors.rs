@@ -26,7 +26,7 @@ pub struct SafetensorsEntry {
     pub name: String,
     /// The dtype as written (e.g. "BF16").
     pub dtype_name: String,
-    /// The loadable dtype, or `None` for a known but unsupported one (F64, I8, ...).
+    /// The loadable dtype, or `None` for a known but unsupported one (F64, F8_E5M2, ...).
     pub dtype: Option<DType>,
     pub shape: Vec<usize>,
     /// Absolute byte range in the file.
@@ -56,10 +56,12 @@ fn dtype_info(name: &str) -> Option<(Option<DType>, usize, usize)> {
         "Q4_1" => supported(DType::Q4_1),
         "Q4_K" => supported(DType::Q4_K),
         "Q6_K" => supported(DType::Q6_K),
+        "F8_E4M3" => supported(DType::F8_E4M3),
+        "I8" => supported(DType::I8),
         "F64" | "U64" => Some((None, 1, 8)),
         "U32" => Some((None, 1, 4)),
         "I16" | "U16" => Some((None, 1, 2)),
-        "I8" | "BOOL" | "F8_E4M3" | "F8_E5M2" | "F8_E8M0" => Some((None, 1, 1)),
+        "BOOL" | "F8_E5M2" | "F8_E8M0" => Some((None, 1, 1)),
         _ => None,
     }
 }
@@ -78,6 +80,8 @@ pub fn dtype_name(dtype: DType) -> &'static str {
         DType::Q4_1 => "Q4_1",
         DType::Q4_K => "Q4_K",
         DType::Q6_K => "Q6_K",
+        DType::F8_E4M3 => "F8_E4M3",
+        DType::I8 => "I8",
     }
 }
 

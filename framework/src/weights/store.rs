@@ -169,8 +169,13 @@ impl Tensor {
         let convert =
             |source| WeightError::Convert { tensor: name.to_string(), from: self.dtype, to: DType::F32, source };
         match self.dtype {
-            DType::I32 | DType::I64 | DType::U8 => {
+            DType::I32 | DType::I64 | DType::U8 | DType::I8 => {
                 return Err(convert(rtllm_plugin_api::PluginError::new("integer tensors are not converted")))
+            }
+            DType::F8_E4M3 => {
+                return Err(convert(rtllm_plugin_api::PluginError::new(
+                    "FP8 values mean something only with their scale tensors; they are never converted alone",
+                )))
             }
             _ => quant::dequantize_row(self.dtype, self.bytes(), &mut out).map_err(convert)?,
         }

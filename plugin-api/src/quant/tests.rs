@@ -315,3 +315,19 @@ fn k_quant_dequantization_matches_ggml_reference() {
         assert_eq!(fnv1a(y.iter().flat_map(|v| v.to_le_bytes())), want_hash, "{dtype}");
     }
 }
+
+#[test]
+fn fp8_and_i8_rows_are_their_stored_values() {
+    let codes = [0x00u8, 0x38, 0xb8, 0x7e, 0x01];
+    let y = dequantize_row_to_vec(DType::F8_E4M3, &codes, 5).unwrap();
+    assert_eq!(y, vec![0.0, 1.0, -1.0, 448.0, 1.0 / 512.0]);
+    assert_eq!(quantize_row_to_vec(DType::F8_E4M3, &y).unwrap(), codes);
+    assert_eq!(quantize_row_to_vec(DType::F8_E4M3, &[1000.0, -1e9]).unwrap(), vec![0x7e, 0xfe], "saturating");
+
+    let ints = [0u8, 1, 0xff, 0x80, 0x7f];
+    let y = dequantize_row_to_vec(DType::I8, &ints, 5).unwrap();
+    assert_eq!(y, vec![0.0, 1.0, -1.0, -128.0, 127.0]);
+    assert_eq!(quantize_row_to_vec(DType::I8, &y).unwrap(), ints);
+    let q = quantize_row_to_vec(DType::I8, &[2.5, -2.5, 300.0, -300.0, f32::NAN]).unwrap();
+    assert_eq!(q, vec![2, (-2i8) as u8, 127, (-128i8) as u8, 0], "ties to even, saturating, NaN to 0");
+}

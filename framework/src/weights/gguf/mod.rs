@@ -122,10 +122,12 @@ impl GgmlType {
             DType::Q8_0 => 8,
             DType::Q4_K => 12,
             DType::Q6_K => 14,
+            DType::I8 => 24,
             DType::I32 => 26,
             DType::I64 => 27,
             DType::BF16 => 30,
-            DType::U8 => return None,
+            // GGUF has no FP8 or u8 tensor type.
+            DType::U8 | DType::F8_E4M3 => return None,
         })
     }
 

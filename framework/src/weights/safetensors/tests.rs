@@ -9,6 +9,29 @@ fn f32_bytes(v: &[f32]) -> Vec<u8> {
 }
 
 #[test]
+fn fp8_and_i8_tensors_load_as_stored_and_are_never_converted_alone() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("m.safetensors");
+    let fp8 = [0x38u8, 0xb8, 0x7e, 0x01]; // 1, -1, 448, 2^-9
+    let ints = [0x01u8, 0xff];
+    write_safetensors(&path, &[("w", DType::F8_E4M3, &[2, 2], &fp8), ("n", DType::I8, &[2], &ints)], &BTreeMap::new())
+        .unwrap();
+    let header = parse_header(&std::fs::read(&path).unwrap()).unwrap();
+    let names: Vec<_> = header.tensors.iter().map(|t| (t.name.as_str(), t.dtype)).collect();
+    assert!(names.contains(&("w", Some(DType::F8_E4M3))) && names.contains(&("n", Some(DType::I8))), "{names:?}");
+    let raw = std::fs::read(&path).unwrap();
+    let header_len = u64::from_le_bytes(raw[..8].try_into().unwrap()) as usize;
+    assert!(std::str::from_utf8(&raw[8..8 + header_len]).unwrap().contains("\"F8_E4M3\""), "safetensors' own name");
+    let mut store = WeightStore::new();
+    load_safetensors(&path, &mut store).unwrap();
+    let w = store.get("w").unwrap();
+    assert_eq!((w.dtype, w.shape.clone(), w.bytes()), (DType::F8_E4M3, vec![2, 2], fp8.as_slice()));
+    let err = store.to_f32("w").unwrap_err().to_string();
+    assert!(err.contains("scale"), "{err}");
+    assert!(store.to_f32("n").unwrap_err().to_string().contains("integer"));
+}
+
+#[test]
 fn write_then_read_round_trips() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("m.safetensors");
