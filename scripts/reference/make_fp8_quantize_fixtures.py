@@ -108,11 +108,11 @@ def fnv1a64(data: bytes) -> str:
 
 def digest(t: torch.Tensor) -> dict:
     raw = t.contiguous().view(torch.uint8).numpy().tobytes() if t.numel() else b""
-    dtype = {torch.float8_e4m3fn: "F8_E4M3", torch.bfloat16: "BF16", torch.float32: "F32", torch.float16: "F16", torch.uint8: "U8"}[t.dtype]
+    dtype = {torch.float8_e4m3fn: "F8_E4M3", torch.bfloat16: "BF16", torch.float32: "F32", torch.float16: "F16"}[t.dtype]
     return {"dtype": dtype, "shape": list(t.shape), "fnv1a64": fnv1a64(raw)}
 
 
-def check_transformers(out_dir: Path, ours: dict) -> str:
+def check_transformers(out_dir: Path, ours: dict, wscheme: str) -> str:
     """Loads rtllm's output with transformers; its dequantized linear weights must equal
     compressed-tensors' dequantization of rtllm's tensors."""
     from transformers import AutoConfig, AutoModelForCausalLM
@@ -134,10 +134,10 @@ def check_transformers(out_dir: Path, ours: dict) -> str:
         if t.dtype != torch.float8_e4m3fn:
             continue
         module = name.removesuffix(".weight")
-        want = dequantize(t, ours[module + ".weight_scale"], dtype=torch.bfloat16)
+        want = dequantize(t, ours[module + ".weight_scale"], args=weight_args(wscheme), dtype=torch.bfloat16)
         got = state[name]
         if got.dtype == torch.float8_e4m3fn:
-            got = dequantize(got, state[module + ".weight_scale"], dtype=torch.bfloat16)
+            got = dequantize(got, state[module + ".weight_scale"], args=weight_args(wscheme), dtype=torch.bfloat16)
         assert torch.equal(got.to(torch.bfloat16), want), f"{name}: transformers' weight differs"
         checked += 1
     return f"transformers loaded it; {checked} dequantized weights equal"
@@ -180,7 +180,7 @@ def main() -> int:
         print(f"{case}: {len(expected)} tensors, rtllm output {status}")
         failures += bool(bad)
         if not args.no_transformers:
-            print(f"  {check_transformers(out_dir, ours)}")
+            print(f"  {check_transformers(out_dir, ours, wscheme)}")
     FIXTURE.parent.mkdir(parents=True, exist_ok=True)
     FIXTURE.write_text(json.dumps(fixture, indent=1, sort_keys=True) + "\n")
     print(f"wrote {FIXTURE.relative_to(REPO_ROOT)}")

@@ -164,20 +164,13 @@ fn quantize_matches_the_compressed_tensors_fixture() {
     let fixture = fixture();
     let want_source: BTreeMap<String, Value> = serde_json::from_value(fixture["source"].clone()).expect("map");
     assert_eq!(digests(&source.join("model.safetensors")), want_source, "the fixture's source weights");
-    // TEMPORARY (until DType::F8_E4M3 lands from branch fp8-formats): FP8 codes are stored
-    // under E4M3_STORAGE's safetensors name; then it is "F8_E4M3" and this mapping goes.
-    let fp8_name = rtllm::weights::safetensors::dtype_name(rtllm::quantize::E4M3_STORAGE);
     for (case, _, _) in CASES {
         let out = root.join(case);
         let want = &fixture["cases"][case];
         let got = digests(&out.join("model.safetensors"));
         let want_tensors: BTreeMap<String, Value> = serde_json::from_value(want["tensors"].clone()).expect("map");
         for (name, d) in &want_tensors {
-            let mut d = d.clone();
-            if d["dtype"] == "F8_E4M3" {
-                d["dtype"] = fp8_name.into();
-            }
-            assert_eq!(got.get(name), Some(&d), "{case}: tensor `{name}`");
+            assert_eq!(got.get(name), Some(d), "{case}: tensor `{name}`");
         }
         assert_eq!(got.len(), want_tensors.len(), "{case}: tensor count");
         let text = std::fs::read_to_string(out.join("config.json")).expect("config");
@@ -395,6 +388,13 @@ fn bad_input_is_refused_and_leaves_nothing_behind() {
         .expect("quantizes");
     let err = run(&options(&fp8, &tmp.path().join("again"), WeightScheme::PerChannel, ActivationScheme::Dynamic, None));
     assert!(err.contains("already quantized") && err.contains("compressed-tensors"), "{err}");
+    // ... also when its config.json no longer says so: the F8_E4M3 tensors do.
+    let mut config: Value =
+        serde_json::from_str(&std::fs::read_to_string(fp8.join("config.json")).expect("c")).expect("json");
+    config.as_object_mut().expect("object").remove("quantization_config");
+    std::fs::write(fp8.join("config.json"), config.to_string()).expect("config");
+    let err = run(&options(&fp8, &tmp.path().join("again"), WeightScheme::PerChannel, ActivationScheme::Dynamic, None));
+    assert!(err.contains("already quantized") && err.contains("f8_e4m3"), "{err}");
 
     // An architecture rtllm has no definition for.
     let gpt2 = tmp.path().join("gpt2");

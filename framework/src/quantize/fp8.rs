@@ -4,9 +4,9 @@
 //! weight = e4m3(clamp(dtype(w / scale), ±448)), every intermediate rounded to the model dtype
 //! (bf16, f16 or f32) as torch does on a tensor of that dtype.
 
-use super::fp8_local::{f32_to_e4m3, E4M3_MAX};
 use half::{bf16, f16};
 use rayon::prelude::*;
+use rtllm_plugin_api::fp8::{f32_to_e4m3, E4M3_MAX};
 use rtllm_plugin_api::DType;
 
 /// How weight scales are laid out (compressed-tensors `strategy`).
@@ -100,8 +100,8 @@ pub fn quantize_weight(values: &[f32], rows: usize, scheme: WeightScheme, dtype:
 
 #[cfg(test)]
 mod tests {
-    use super::super::fp8_local::e4m3_to_f32;
     use super::*;
+    use rtllm_plugin_api::fp8::e4m3_to_f32;
 
     #[test]
     fn scales_follow_the_dtype() {

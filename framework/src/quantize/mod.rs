@@ -2,7 +2,7 @@
 //! quantized tensors are dequantized first) converted into an FP8 HF directory in the
 //! compressed-tensors layout llm-compressor writes, which vLLM, transformers and rtllm load.
 //!
-//! - `fp8` (with the temporary `fp8_local` conversions): scales and E4M3 codes, computed as
+//! - `fp8`: scales and E4M3 codes (conversions from `rtllm_plugin_api::fp8`), computed as
 //!   compressed-tensors computes them.
 //! - `targets`: which weights are linear layers (from the model's own graph).
 //! - `calibrate`: static input scales from a calibration pass through the engine.
@@ -14,7 +14,6 @@ mod calibrate;
 mod config;
 mod error;
 mod fp8;
-mod fp8_local;
 mod output;
 mod run;
 mod targets;
@@ -24,7 +23,6 @@ pub use calibrate::{read_text, sequences, CalibrationConfig, CALIBRATION_TEXT_LI
 pub use config::{quantization_config, COMPRESSED_TENSORS_VERSION};
 pub use error::QuantizeError;
 pub use fp8::{quantize_value, round_to, scale_for, ActivationScheme, WeightScheme};
-pub use fp8_local::{e4m3_to_f32, f32_to_e4m3, E4M3_MAX, E4M3_STORAGE};
 pub use output::SHARD_BYTES;
 pub use run::{default_calibration_file, quantize, Calibration, QuantizeOptions, QuantizeReport};
 pub use targets::{linear_weights, IGNORED_MODULES};

@@ -134,7 +134,8 @@ pub fn quantize(
     let staged = StagedDir::create(&opts.output, &opts.source, opts.force)?;
     let loaded = load_model_source(&opts.source)
         .map_err(|error| QuantizeError::Weights { path: opts.source.clone(), error: Box::new(error) })?;
-    if let Some((name, t)) = loaded.weights.iter().find(|(_, t)| !from_gguf && t.dtype.is_quantized()) {
+    let quantized = |d: DType| d.is_quantized() || d.is_scaled_storage();
+    if let Some((name, t)) = loaded.weights.iter().find(|(_, t)| !from_gguf && quantized(t.dtype)) {
         return Err(QuantizeError::AlreadyQuantized {
             path: opts.source.clone(),
             message: format!("tensor `{name}` is already quantized ({})", t.dtype),

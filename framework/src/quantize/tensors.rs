@@ -5,7 +5,6 @@
 //! made shard by shard.
 
 use super::fp8::{quantize_weight, round_to, scale_for, weight_scales, WeightScheme};
-use super::fp8_local::E4M3_STORAGE;
 use super::output::PlannedTensor;
 use super::QuantizeError;
 use crate::engine::ActivationStats;
@@ -92,7 +91,9 @@ impl TensorPlan {
             .map(|(out, part)| {
                 let (dtype, shape) = match part {
                     Part::Kept { name, dtype } => (*dtype, weights.require(name).map_err(weight_err)?.shape.clone()),
-                    Part::Fp8 { name, .. } => (E4M3_STORAGE, weights.require(name).map_err(weight_err)?.shape.clone()),
+                    Part::Fp8 { name, .. } => {
+                        (DType::F8_E4M3, weights.require(name).map_err(weight_err)?.shape.clone())
+                    }
                     Part::WeightScale { name, dtype } => {
                         let rows = weights.require(name).map_err(weight_err)?.shape[0];
                         let shape = match self.weight_scheme {
