@@ -12,6 +12,7 @@ pub mod host_pool;
 pub mod input_file;
 pub mod model;
 pub mod parallel;
+pub mod quantize;
 pub mod reference;
 pub mod registry;
 pub mod runtime;

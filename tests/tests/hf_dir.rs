@@ -1,64 +1,16 @@
 //! The HF-directory route end to end: the default model exported as an HF directory (f32
 //! safetensors in two shards with model.safetensors.index.json, config.json, tokenizer.json and
-//! tokenizer_config.json) loads through the same API and greedily generates HF's tokens.
+//! tokenizer_config.json, written by `weights::hf_export` as `rtllm quantize` writes them for a
+//! GGUF source) loads through the same API and greedily generates HF's tokens.
 
 use rtllm::engine::BuildConfig;
 use rtllm::model::{default_model_path, Model, ModelSpec};
 use rtllm::sampling::SamplingParams;
-use rtllm::weights::{load_model_source, write_safetensors, LoadedModel};
+use rtllm::weights::{hf_export, load_model_source, write_safetensors, LoadedModel};
 use rtllm_plugin_api::DType;
 use serde_json::{json, Value};
 use std::collections::BTreeMap;
 use std::path::Path;
-
-fn hf_config(model: &LoadedModel) -> Value {
-    let c = &model.config;
-    json!({
-        "architectures": [c.architecture],
-        "model_type": c.model_type,
-        "vocab_size": c.vocab_size,
-        "hidden_size": c.hidden_size,
-        "intermediate_size": c.intermediate_size,
-        "num_hidden_layers": c.num_hidden_layers,
-        "num_attention_heads": c.num_attention_heads,
-        "num_key_value_heads": c.num_key_value_heads,
-        "head_dim": c.head_dim,
-        "rms_norm_eps": c.rms_norm_eps,
-        "rope_theta": c.rope_theta,
-        "max_position_embeddings": c.max_position_embeddings,
-        "tie_word_embeddings": c.tie_word_embeddings,
-        "bos_token_id": c.bos_token_id,
-        "eos_token_id": c.eos_token_ids,
-        "torch_dtype": "float32",
-    })
-}
-
-fn tokenizer_files(model: &LoadedModel) -> (Value, Value) {
-    let spec = model.tokenizer.as_ref().expect("the GGUF carries a tokenizer");
-    let special: Vec<Value> = (0..spec.tokens.len())
-        .filter(|&i| spec.token_types.get(i) == Some(&rtllm::tokenizer::spec::TokenType::Control))
-        .map(|i| json!({"id": i, "content": spec.tokens[i], "special": true, "normalized": false}))
-        .collect();
-    let vocab: serde_json::Map<String, Value> =
-        spec.tokens.iter().enumerate().map(|(i, t)| (t.clone(), json!(i))).collect();
-    let tokenizer = json!({
-        "added_tokens": special,
-        "normalizer": null,
-        "pre_tokenizer": {"type": "ByteLevel", "add_prefix_space": false, "trim_offsets": true, "use_regex": true},
-        "post_processor": {"type": "ByteLevel", "trim_offsets": false},
-        "decoder": {"type": "ByteLevel", "add_prefix_space": true, "trim_offsets": true, "use_regex": true},
-        "model": {"type": "BPE", "vocab": vocab, "merges": spec.merges},
-    });
-    let name = |id: Option<u32>| id.map(|i| spec.tokens[i as usize].clone());
-    let config = json!({
-        "bos_token": name(spec.bos_token_id),
-        "eos_token": name(spec.eos_token_id),
-        "unk_token": name(spec.unk_token_id),
-        "add_bos_token": spec.add_bos_token,
-        "chat_template": spec.chat_template,
-    });
-    (tokenizer, config)
-}
 
 /// Writes `model` as an HF directory with f32 weights in two shards.
 fn export_hf_dir(model: &LoadedModel, dir: &Path) {
@@ -85,8 +37,11 @@ fn export_hf_dir(model: &LoadedModel, dir: &Path) {
     }
     let index = json!({"metadata": {}, "weight_map": weight_map});
     std::fs::write(dir.join("model.safetensors.index.json"), index.to_string()).expect("writes the index");
-    std::fs::write(dir.join("config.json"), hf_config(model).to_string()).expect("writes config.json");
-    let (tokenizer, tokenizer_config) = tokenizer_files(model);
+    let config = hf_export::config_json(&model.config, "float32");
+    std::fs::write(dir.join("config.json"), config.to_string()).expect("writes config.json");
+    let spec = model.tokenizer.as_ref().expect("the GGUF carries a tokenizer");
+    let (tokenizer, tokenizer_config) =
+        hf_export::tokenizer_files(spec, model.config.max_position_embeddings).expect("a byte-level BPE tokenizer");
     std::fs::write(dir.join("tokenizer.json"), tokenizer.to_string()).expect("writes tokenizer.json");
     std::fs::write(dir.join("tokenizer_config.json"), tokenizer_config.to_string())
         .expect("writes tokenizer_config.json");

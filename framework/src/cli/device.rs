@@ -48,7 +48,7 @@ impl Default for DeviceArgs {
     }
 }
 
-fn parse_device(s: &str) -> Result<DeviceKind, String> {
+pub(crate) fn parse_device(s: &str) -> Result<DeviceKind, String> {
     DeviceKind::parse(s).ok_or_else(|| format!("unknown device '{s}' (cpu or cuda)"))
 }
 

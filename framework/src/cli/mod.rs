@@ -11,6 +11,7 @@ pub mod eval;
 pub mod generate;
 pub mod model_args;
 pub mod plugins;
+pub mod quantize;
 pub mod serve;
 
 pub use engine_args::EngineArgs;
@@ -76,6 +77,8 @@ pub enum Command {
     /// Measure a model's quality: perplexity over a text, or agreement and KL with another model.
     #[command(subcommand)]
     Eval(eval::EvalCommand),
+    /// Convert a model to FP8 as an HF directory (compressed-tensors, as llm-compressor writes).
+    Quantize(quantize::QuantizeArgs),
 }
 
 /// Installs the tracing subscriber: level from `RTLLM_LOG` (default `warn`), to stderr.
@@ -112,6 +115,9 @@ pub fn run(cli: Cli, hooks: &Hooks) -> anyhow::Result<ExitCode> {
         Command::Bench(args) => bench::run(&args, cli.global.registry(), hooks).map(|_| ExitCode::SUCCESS),
         Command::Build(args) => {
             build::run(&args, &cli.global.registry_for(device(&args.model))).map(|_| ExitCode::SUCCESS)
+        }
+        Command::Quantize(args) => {
+            quantize::run(&args, &cli.global.registry_for(args.device)).map(|_| ExitCode::SUCCESS)
         }
         Command::Serve(args) => {
             serve::run(&args, cli.global.registry_for(device(&args.model)), hooks).map(|_| ExitCode::SUCCESS)

@@ -12,6 +12,7 @@ use super::graph::Graph;
 use super::launcher::Launcher;
 use super::limits::EngineLimits;
 use super::memory::{EngineMemory, MemorySetup};
+use super::observe::{ActivationStats, MatmulObserver};
 use super::plan::MemoryPlan;
 use super::readback::Readback;
 use super::sampler::{DeviceSampler, Logits};
@@ -39,6 +40,8 @@ pub struct Placement {
     /// a CPU step then runs on the calling thread, not inside the shared host pool, whose
     /// threads must never wait on another rank.
     pub blocking_collectives: bool,
+    /// Record the activation input of every weight matmul (calibration; see `observe`).
+    pub observe_matmul_inputs: bool,
 }
 
 /// A finished graph with everything it runs with, before the engine allocates its memory: what
@@ -154,12 +157,13 @@ impl Engine {
         let memory = EngineMemory::new(setup, &mut limits)?;
         let io = StepIo::new(&limits, device.as_ref())?;
         let readback = Readback::new(device.as_ref(), readback_bytes.unwrap_or(0))?;
+        let observer = placement.observe_matmul_inputs.then(|| MatmulObserver::for_graph(graph));
         let launcher = Launcher::new(
             device.clone(),
             placement.cuda_graphs,
             !placement.blocking_collectives,
-            limits.max_batch_size,
-            limits.max_num_tokens,
+            (limits.max_batch_size, limits.max_num_tokens),
+            observer,
         );
         Ok(Engine {
             exe,
@@ -201,6 +205,12 @@ impl Engine {
     /// Whether `forward_sample` picks tokens on the device.
     pub fn samples_on_device(&self) -> bool {
         self.sampler.is_some()
+    }
+
+    /// The largest |activation| each weight matmul has seen over the steps run so far, when
+    /// the engine was built with `BuildConfig::observe_matmul_inputs` (None otherwise).
+    pub fn activation_stats(&self) -> Option<&ActivationStats> {
+        self.launcher.activation_stats()
     }
 
     /// Decode-step CUDA graphs captured so far.

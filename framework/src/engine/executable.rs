@@ -140,6 +140,11 @@ impl ExecutableGraph {
         self.args_shape = Some(shape);
     }
 
+    /// Input `j` of node `i` as prepared for the current step (after `prepare`).
+    pub fn input(&self, i: usize, j: usize) -> Option<&InputView<'static>> {
+        self.args.get(i)?.inputs.get(j)
+    }
+
     /// Launches node `i` (after `prepare`).
     pub fn launch_node(&mut self, i: usize, env: &mut LaunchEnv<'_>) -> Result<(), EngineError> {
         let (Some(node), Some(kernel), Some(args)) =

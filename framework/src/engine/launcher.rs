@@ -1,11 +1,13 @@
 //! How a step's nodes are launched: the executable graph wrapped by what replays or observes
 //! it — a CUDA graph captured per decode bucket and replayed after, the per-op GPU profiler
 //! (`RTLLM_PROFILE_OPS`, eager steps, no graphs) and the per-step profiler
-//! (`RTLLM_PROFILE_STEPS`) — and on the CPU the host pool the whole step runs inside.
+//! (`RTLLM_PROFILE_STEPS`), the calibration observer (`observe`: matmul inputs recorded node by
+//! node, eager steps, no graphs) — and on the CPU the host pool the whole step runs inside.
 
 use super::decode_graphs::DecodeGraphs;
 use super::error::EngineError;
 use super::executable::ExecutableGraph;
+use super::observe::{ActivationStats, MatmulObserver};
 use super::op_profile::OpProfile;
 use super::step_profile::StepProfile;
 use crate::device::CudaDevice;
@@ -18,26 +20,34 @@ pub(super) struct Launcher {
     graphs: Option<DecodeGraphs>,
     profile: Option<OpProfile>,
     step_profile: Option<StepProfile>,
+    observer: Option<MatmulObserver>,
     pool: &'static HostPool,
     /// Run CPU steps inside `pool` (off when collectives block: see `Placement`).
     step_in_pool: bool,
 }
 
 impl Launcher {
-    /// On a GPU: decode graphs when `cuda_graphs` (and no per-op profile), profilers from
-    /// the environment. On the host: steps inside the global host pool when `step_in_pool`.
+    /// On a GPU: decode graphs when `cuda_graphs` (and no per-op profile or observer),
+    /// profilers from the environment. On the host: steps inside the global host pool when
+    /// `step_in_pool`. With `observer`, every step runs eagerly, node by node, observed.
     pub fn new(
         device: Option<Arc<CudaDevice>>,
         cuda_graphs: bool,
         step_in_pool: bool,
-        max_batch_size: usize,
-        max_num_tokens: usize,
+        limits: (usize, usize),
+        observer: Option<MatmulObserver>,
     ) -> Launcher {
+        let (max_batch_size, max_num_tokens) = limits;
         let profile = device.as_ref().and_then(|_| OpProfile::from_env());
         let step_profile = device.as_ref().and_then(|d| StepProfile::from_env(d));
-        let graphs = (device.is_some() && cuda_graphs && profile.is_none())
+        let graphs = (device.is_some() && cuda_graphs && profile.is_none() && observer.is_none())
             .then(|| DecodeGraphs::new(max_batch_size, max_num_tokens));
-        Launcher { device, graphs, profile, step_profile, pool: HostPool::global(), step_in_pool }
+        Launcher { device, graphs, profile, step_profile, observer, pool: HostPool::global(), step_in_pool }
+    }
+
+    /// What the calibration observer has recorded (None: this engine observes nothing).
+    pub fn activation_stats(&self) -> Option<&ActivationStats> {
+        self.observer.as_ref().map(MatmulObserver::stats)
     }
 
     /// The bucket a decode step of `seqs` sequences is padded to and replayed as (None: no
@@ -80,6 +90,7 @@ impl Launcher {
         match (bucket, self.graphs.as_ref().and_then(|g| bucket.and_then(|b| g.get(b)))) {
             (Some(_), Some(graph)) => graph.launch().map_err(|e| EngineError::device("graph launch", e)),
             (Some(b), None) => self.capture(exe, env, b),
+            (None, _) if self.observer.is_some() => self.launch_observed(exe, env),
             (None, _) if self.profile.is_some() => self.launch_profiled(exe, env),
             (None, _) if self.device.is_none() && self.step_in_pool => {
                 // On the CPU the whole step runs inside the host pool: each kernel's
@@ -105,6 +116,27 @@ impl Launcher {
         }
         tracing::debug!(bucket = b, "captured a decode-step CUDA graph");
         Ok(())
+    }
+
+    /// `exe.launch` node by node, the observer recording each observed node's activation input
+    /// before the node runs (on the CPU inside the host pool, as an unobserved step).
+    fn launch_observed(&mut self, exe: &mut ExecutableGraph, env: &mut LaunchEnv<'_>) -> Result<(), EngineError> {
+        let Some(mut observer) = self.observer.take() else { return exe.launch(env) };
+        let device = self.device.clone();
+        let mut step = || -> Result<(), EngineError> {
+            for i in 0..exe.graph().nodes.len() {
+                if observer.weight_of(i).is_some() {
+                    let input =
+                        exe.input(i, 0).ok_or_else(|| EngineError::Setup(format!("node {i} has no input 0")))?;
+                    observer.record(i, input, device.as_ref())?;
+                }
+                exe.launch_node(i, env)?;
+            }
+            Ok(())
+        };
+        let result = if device.is_none() && self.step_in_pool { self.pool.install(step) } else { step() };
+        self.observer = Some(observer);
+        result
     }
 
     /// `exe.launch` with an event before each node and after the last (RTLLM_PROFILE_OPS).

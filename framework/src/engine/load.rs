@@ -45,6 +45,11 @@ pub struct BuildConfig {
     /// Ranks the model is split across (tensor parallelism; one engine per rank, built by
     /// `rtllm::parallel`). On a GPU, rank r runs on `device_ordinal + r`.
     pub tensor_parallel_size: usize,
+    /// A calibration build (`rtllm quantize`): the plain graph, unfused, so each linear layer is
+    /// its own `matmul` node, and every step records the largest |activation| entering each
+    /// weight matmul (`Engine::activation_stats`). Steps run eagerly (no CUDA graphs) and
+    /// such an engine is never cached.
+    pub observe_matmul_inputs: bool,
 }
 
 impl Default for BuildConfig {
@@ -64,6 +69,7 @@ impl Default for BuildConfig {
             cuda_graphs: true,
             device_sampling: None,
             tensor_parallel_size: 1,
+            observe_matmul_inputs: false,
         }
     }
 }
@@ -229,8 +235,9 @@ fn rank_kv_heads(definition: &ModelDefinition, config: &ModelConfig, parallel: &
 }
 
 /// The finished graph of rank `parallel` of `definition`: the architecture writes the plain
-/// graph (ops selected and inferred), then the passes rewrite it (fusion, dead values). No
-/// device is touched and no kernel created: what `rtllm build --explain` prints.
+/// graph (ops selected and inferred), then the passes rewrite it (fusion, dead values; a
+/// calibration build, `observe_matmul_inputs`, stays unfused). No device is touched and no
+/// kernel created: what `rtllm build --explain` prints.
 pub fn plan_graph(
     definition: &ModelDefinition,
     config: &ModelConfig,
@@ -244,6 +251,9 @@ pub fn plan_graph(
     let options = BuildOptions { kv_cache_dtype: bc.kv_cache_dtype, parallel: parallel.clone() };
     definition.build(config, &options, &mut builder)?;
     let graph = builder.finish()?;
+    if bc.observe_matmul_inputs {
+        return Ok(graph);
+    }
     super::passes::run(graph, Selector::new(registry, &bc.selection))
 }
 
@@ -288,6 +298,7 @@ pub fn build_rank_parts(
         cuda_graphs: bc.cuda_graphs,
         sampler: device_sampler(registry, bc, logits_dtype)?,
         blocking_collectives: parallel.is_tensor_parallel(),
+        observe_matmul_inputs: bc.observe_matmul_inputs,
         device,
     };
     Ok(BuiltParts { graph, kernels, weights, bound, limits, kv_cache_dtype: bc.kv_cache_dtype, placement })

@@ -5,7 +5,7 @@
 //! Dependency order of the files (each uses only those before it): error, batch, buffer,
 //! graph, plan, limits, source, convert, weight_bytes, shard, select, build, fusion, passes, kernels,
 //! explain, bind, step_io, readback, memory, executable, decode_graphs, op_profile,
-//! step_profile, launcher, sampler, engine, load, serialize, cache.
+//! step_profile, observe, launcher, sampler, engine, load, serialize, cache.
 
 mod batch;
 mod bind;
@@ -29,6 +29,7 @@ mod launcher;
 mod limits;
 mod load;
 mod memory;
+mod observe;
 mod op_profile;
 mod passes;
 mod plan;
@@ -57,6 +58,7 @@ pub use load::{
     registered_definition, BuildConfig,
 };
 pub use memory::EngineMemory;
+pub use observe::{abs_max, ActivationStats};
 pub use plan::{MemoryPlan, Symbols};
 pub use select::{SelectionConfig, Selector};
 pub use source::{WeightMetas, WeightSource};

@@ -174,7 +174,7 @@ fn read_source(weights: &WeightsFrom, definition: Option<ModelDefinition>, path:
 }
 
 /// The tokenizer of a loaded source (its tokenizer.json, else the GGUF spec) and where it came from.
-fn tokenizer_of(path: &Path, loaded: &LoadedModel) -> Result<(Tokenizer, TokenizerSource), ModelError> {
+pub(crate) fn tokenizer_of(path: &Path, loaded: &LoadedModel) -> Result<(Tokenizer, TokenizerSource), ModelError> {
     let err_path = || path.to_path_buf();
     let (tokenizer, source) = if let Some(json) = &loaded.tokenizer_json {
         let t = Tokenizer::from_hf_file(json, loaded.tokenizer_config_json.as_deref());
@@ -262,7 +262,9 @@ fn load_single(
     build: &BuildConfig,
 ) -> Result<Loaded, ModelError> {
     let file = match weights {
-        WeightsFrom::Path(p) if build.use_engine_cache && !cache::disabled_by_env() => p,
+        WeightsFrom::Path(p) if build.use_engine_cache && !build.observe_matmul_inputs && !cache::disabled_by_env() => {
+            p
+        }
         _ => return read_source(weights, definition, path)?.build_single(registry, build, None),
     };
     let cache = EngineCache::default_location();

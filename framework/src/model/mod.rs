@@ -11,6 +11,7 @@ mod load;
 mod paths;
 mod source;
 
+pub(crate) use load::tokenizer_of;
 pub use load::{plan_model, write_engine_dir};
 pub use paths::{cache_dir, default_model_path, DEFAULT_MODEL_FILE};
 pub use source::{Definition, ModelSource, ModelSpec};

@@ -18,7 +18,7 @@ mod from_spec;
 mod hf;
 mod hf_parts;
 mod normalize;
-mod pretok;
+pub(crate) mod pretok;
 pub mod spec;
 pub mod stream;
 

@@ -67,32 +67,50 @@ pub fn compile(pattern: &str) -> Result<Regex, TokenizerError> {
     Regex::new(pattern).map_err(|e| TokenizerError::Regex(format!("cannot compile {pattern:?}: {e}")))
 }
 
-/// The pre-tokenizer llama.cpp uses for a GGUF `tokenizer.ggml.pre` value (byte-level BPE).
-pub fn for_gguf_pre(pre: Option<&str>) -> Result<PreTokenizer, TokenizerError> {
-    let byte_level = |use_regex| PreTokenizer::ByteLevel { add_prefix_space: false, use_regex };
-    let split = |p: &str| -> Result<PreTokenizer, TokenizerError> {
-        Ok(PreTokenizer::Split { pattern: compile(p)?, behavior: SplitBehavior::Isolated, invert: false })
-    };
+/// The pre-tokenizer shapes llama.cpp uses for GGUF `tokenizer.ggml.pre` values.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum GgufPre {
+    /// GPT-2's ByteLevel with its regex.
+    ByteLevel,
+    /// Each digit isolated, then GPT-2's ByteLevel.
+    DigitsThenByteLevel,
+    /// A regex split (matches isolated), then ByteLevel without a regex.
+    Split(&'static str),
+}
+
+/// The shape of the pre-tokenizer for a GGUF `tokenizer.ggml.pre` value (byte-level BPE).
+pub fn gguf_pre(pre: Option<&str>) -> Result<GgufPre, TokenizerError> {
     Ok(match pre.unwrap_or("default") {
         "default" | "gpt2" | "gpt-2" | "olmo" | "stablelm2" | "phi-2" | "jais" | "poro-chat" | "viking" => {
-            byte_level(true)
+            GgufPre::ByteLevel
         }
         // SmolLM: HF transformers loads these GGUFs with the plain GPT-2 ByteLevel pre-tokenizer,
         // and our parity fixture follows it. (llama.cpp and the original tokenizer.json isolate
         // digits first; the vocabulary has no multi-digit tokens, so the two differ only in how
         // spaces before a digit group: "a  1" → "a","Ġ","Ġ","1" here, "a","ĠĠ","1" there.)
-        "smollm" => byte_level(true),
+        "smollm" => GgufPre::ByteLevel,
         // llama.cpp: "\p{N}" isolated first, then the GPT-2 regex.
-        "starcoder" | "refact" | "codeshell" | "exaone" | "minerva-7b" => {
+        "starcoder" | "refact" | "codeshell" | "exaone" | "minerva-7b" => GgufPre::DigitsThenByteLevel,
+        "llama3" | "llama-v3" | "llama-bpe" | "dbrx" | "smaug-bpe" | "falcon3" | "pixtral" => {
+            GgufPre::Split(LLAMA3_PATTERN)
+        }
+        "qwen2" | "deepseek-r1-qwen" | "stablelm2-qwen" | "megrez" => GgufPre::Split(QWEN2_PATTERN),
+        other => return Err(TokenizerError::Unsupported(format!("GGUF pre-tokenizer \"{other}\""))),
+    })
+}
+
+/// The pre-tokenizer llama.cpp uses for a GGUF `tokenizer.ggml.pre` value (byte-level BPE).
+pub fn for_gguf_pre(pre: Option<&str>) -> Result<PreTokenizer, TokenizerError> {
+    let byte_level = |use_regex| PreTokenizer::ByteLevel { add_prefix_space: false, use_regex };
+    Ok(match gguf_pre(pre)? {
+        GgufPre::ByteLevel => byte_level(true),
+        GgufPre::DigitsThenByteLevel => {
             PreTokenizer::Sequence(vec![PreTokenizer::Digits { individual: true }, byte_level(true)])
         }
-        "llama3" | "llama-v3" | "llama-bpe" | "dbrx" | "smaug-bpe" | "falcon3" | "pixtral" => {
-            PreTokenizer::Sequence(vec![split(LLAMA3_PATTERN)?, byte_level(false)])
-        }
-        "qwen2" | "deepseek-r1-qwen" | "stablelm2-qwen" | "megrez" => {
-            PreTokenizer::Sequence(vec![split(QWEN2_PATTERN)?, byte_level(false)])
-        }
-        other => return Err(TokenizerError::Unsupported(format!("GGUF pre-tokenizer \"{other}\""))),
+        GgufPre::Split(pattern) => PreTokenizer::Sequence(vec![
+            PreTokenizer::Split { pattern: compile(pattern)?, behavior: SplitBehavior::Isolated, invert: false },
+            byte_level(false),
+        ]),
     })
 }
 

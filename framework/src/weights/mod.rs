@@ -7,6 +7,7 @@
 //! - [`fp8`]: HF FP8 checkpoints (compressed-tensors, ModelOpt, fbgemm): config and scales.
 //! - [`fill`]: the fill rules of generated (dummy) weights, shared with the GPU fill kernel.
 //! - [`gguf_writer`]: a GGUF writer for tests and tools.
+//! - [`hf_export`]: config.json, generation_config.json and tokenizer files for a GGUF model.
 //! - [`source`]: `load_model_source` for a `.gguf` file or an HF directory.
 
 pub mod dummy;
@@ -15,6 +16,7 @@ pub mod fill;
 pub mod fp8;
 pub mod gguf;
 pub mod gguf_writer;
+pub mod hf_export;
 pub mod safetensors;
 mod source;
 pub mod store;
