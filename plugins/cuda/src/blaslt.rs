@@ -13,7 +13,7 @@ use std::sync::{Arc, Mutex, OnceLock};
 /// Workspace the matmul asks the host for (cuBLASLt's recommendation for Hopper).
 pub const WORKSPACE_BYTES: usize = 32 << 20;
 
-fn check(what: &str, status: lt::cublasStatus_t) -> Result<(), PluginError> {
+pub(crate) fn check(what: &str, status: lt::cublasStatus_t) -> Result<(), PluginError> {
     status.result().map_err(|e| err(format_args!("cuBLASLt {what}"), e))
 }
 
@@ -113,7 +113,7 @@ pub fn alignment(ptr: u64) -> u32 {
     }
 }
 
-struct Desc(lt::cublasLtMatmulDesc_t);
+pub(crate) struct Desc(pub(crate) lt::cublasLtMatmulDesc_t);
 impl Drop for Desc {
     fn drop(&mut self) {
         // SAFETY: created by cublasLtMatmulDescCreate, destroyed once.
@@ -121,7 +121,7 @@ impl Drop for Desc {
     }
 }
 
-struct Layout(lt::cublasLtMatrixLayout_t);
+pub(crate) struct Layout(pub(crate) lt::cublasLtMatrixLayout_t);
 impl Drop for Layout {
     fn drop(&mut self) {
         // SAFETY: created by cublasLtMatrixLayoutCreate, destroyed once.
@@ -129,7 +129,7 @@ impl Drop for Layout {
     }
 }
 
-struct Pref(lt::cublasLtMatmulPreference_t);
+pub(crate) struct Pref(pub(crate) lt::cublasLtMatmulPreference_t);
 impl Drop for Pref {
     fn drop(&mut self) {
         // SAFETY: created by cublasLtMatmulPreferenceCreate, destroyed once.
@@ -137,20 +137,20 @@ impl Drop for Pref {
     }
 }
 
-fn layout(dtype: lt::cudaDataType, m: ColMajor) -> Result<Layout, PluginError> {
+pub(crate) fn layout(dtype: lt::cudaDataType, m: ColMajor) -> Result<Layout, PluginError> {
     let mut l = std::ptr::null_mut();
     // SAFETY: writes one descriptor.
     check("matrix layout", unsafe { lt::cublasLtMatrixLayoutCreate(&mut l, dtype, m.rows, m.cols, m.ld) })?;
     Ok(Layout(l))
 }
 
-fn set_desc<T>(d: &Desc, attr: lt::cublasLtMatmulDescAttributes_t, v: &T) -> Result<(), PluginError> {
+pub(crate) fn set_desc<T>(d: &Desc, attr: lt::cublasLtMatmulDescAttributes_t, v: &T) -> Result<(), PluginError> {
     // SAFETY: `v` is a plain value of the size the attribute expects.
     let s = unsafe { lt::cublasLtMatmulDescSetAttribute(d.0, attr, v as *const T as *const c_void, size_of::<T>()) };
     check("set matmul attribute", s)
 }
 
-fn set_pref<T>(p: &Pref, attr: lt::cublasLtMatmulPreferenceAttributes_t, v: &T) -> Result<(), PluginError> {
+pub(crate) fn set_pref<T>(p: &Pref, attr: lt::cublasLtMatmulPreferenceAttributes_t, v: &T) -> Result<(), PluginError> {
     // SAFETY: as in `set_desc`.
     let s =
         unsafe { lt::cublasLtMatmulPreferenceSetAttribute(p.0, attr, v as *const T as *const c_void, size_of::<T>()) };
