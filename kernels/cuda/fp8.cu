@@ -7,7 +7,7 @@
 //                      round to nearest even, saturating at ±448: plugin-api's f32_to_e4m3 bit for
 //                      bit). Written as E4M3 codes (for cuBLASLt) or as the codes' exact bf16
 //                      values (for the GEMV, which then unpacks x with one shift per element).
-//   fp8_gemv_m<M>_<T>  y for up to M rows per grid.y tile (decode: one tile; any other shape the
+//   fp8_gemv_m<M>_<T>  y (of 1 to 4 weights sharing x) for up to M rows per grid.y tile (decode: one tile; any other shape the
 //                      cuBLASLt path cannot take: as many tiles as needed). A warp owns F8_ROWS
 //                      weight rows and one of `ks` interleaved K slices; 16 weight bytes per 16-byte
 //                      load, bypassing L1. Weights are decoded with integer ops only: the code's
@@ -113,10 +113,27 @@ __device__ __forceinline__ float finish(float raw_sum, float sx, float ws, const
   return v;
 }
 
-// xq: [m, k] bf16 values of E4M3 codes; sx [m]; w [n, k] codes; ws [1] or [n] (ws_per_row).
+// Up to 4 weights sharing x (q/k/v or gate/up of fp8_grouped_matmul; one for fp8_matmul):
+// rows are numbered globally, segment 0 first; each has its codes, scale and output.
+struct F8Segs {
+  const u8* w[4];
+  const float* ws[4];
+  void* y[4];
+  int end[4];  // exclusive global row end of each segment
+  int per_row;  // bit s: ws[s] has one scale per row
+};
+
+__device__ __forceinline__ int f8_seg(const F8Segs& s, int g) {
+  return g < s.end[0] ? 0 : g < s.end[1] ? 1 : g < s.end[2] ? 2 : 3;
+}
+
+__device__ __forceinline__ int f8_start(const F8Segs& s, int seg) { return seg == 0 ? 0 : s.end[seg - 1]; }
+
+// xq: [m, k] bf16 values of E4M3 codes; sx [m]; each segment's w [n_s, k] codes, ws [1] or
+// [n_s], y [m, n_s]; the bias [n_0] only with one segment.
 template <typename T, int MAXM>
-__device__ void fp8_gemv(const bf16* xq, const float* sx, const u8* w, const float* ws, int ws_per_row,
-                         const void* bias, int bias_f32, T* y, int m, int k, int n, int ks, int vec) {
+__device__ void fp8_gemv(const bf16* xq, const float* sx, const F8Segs& s, const void* bias, int bias_f32, int m,
+                         int k, int ks, int vec) {
   constexpr int R = F8_ROWS;
   __shared__ float red[F8_WARPS][MAXM * R];
   const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
@@ -125,14 +142,16 @@ __device__ void fp8_gemv(const bf16* xq, const float* sx, const u8* w, const flo
   const int slice = warp % ks;
   const int m0 = blockIdx.y * MAXM;
   const int mt = min(MAXM, m - m0);
+  const int total = s.end[3];
   const u8* wr[R];
   bool valid[R];
   bool any = false;
 #pragma unroll
   for (int r = 0; r < R; ++r) {
-    const int row = group * R + r;
-    valid[r] = warp / ks < groups_per_block && row < n;
-    wr[r] = w + (valid[r] ? (i64)row * k : 0);
+    const int g = group * R + r;
+    valid[r] = warp / ks < groups_per_block && g < total;
+    const int sg = valid[r] ? f8_seg(s, g) : 0;
+    wr[r] = s.w[sg] + (valid[r] ? (i64)(g - f8_start(s, sg)) * k : 0);
     any = any || valid[r];
   }
   pdl_trigger();
@@ -200,13 +219,16 @@ __device__ void fp8_gemv(const bf16* xq, const float* sx, const u8* w, const flo
   for (int t = threadIdx.x; t < outs; t += blockDim.x) {
     const int gl = t / (R * MAXM), rem = t % (R * MAXM);
     const int mi = rem / R, r = rem % R;
-    const int row = (blockIdx.x * groups_per_block + gl) * R + r;
-    if (mi >= mt || row >= n) continue;
+    const int g = (blockIdx.x * groups_per_block + gl) * R + r;
+    if (mi >= mt || g >= total) continue;
+    const int sg = f8_seg(s, g), row = g - f8_start(s, sg);
+    const int n = s.end[sg] - f8_start(s, sg);
     float sum = 0.0f;
     for (int sl = 0; sl < ks; ++sl) sum += red[gl * ks + sl][rem];
     const float raw = __fmul_rn(sum, F8_UNBIAS);
-    const float v = finish<T>(raw, sx[m0 + mi], scale_at(ws, ws_per_row, row), bias, bias_f32, row);
-    y[(i64)(m0 + mi) * n + row] = from_float<T>(v);
+    const float ws = scale_at(s.ws[sg], (s.per_row >> sg) & 1, row);
+    const float v = finish<T>(raw, sx[m0 + mi], ws, sg == 0 ? bias : nullptr, bias_f32, row);
+    reinterpret_cast<T*>(s.y[sg])[(i64)(m0 + mi) * n + row] = from_float<T>(v);
   }
 }
 
@@ -239,9 +261,13 @@ __device__ void fp8_rescale(const void* d, int d_bf16, T* y, const float* sx, in
 
 #define FP8_GEMV(MAXM, S, T)                                                                                     \
   extern "C" __global__ void __launch_bounds__(F8_WARPS * 32)                                                   \
-      fp8_gemv_m##MAXM##_##S(const bf16* xq, const float* sx, const u8* w, const float* ws, int ws_per_row,     \
-                             const void* bias, int bias_f32, T* y, int m, int k, int n, int ks, int vec) {      \
-    fp8_gemv<T, MAXM>(xq, sx, w, ws, ws_per_row, bias, bias_f32, y, m, k, n, ks, vec);                         \
+      fp8_gemv_m##MAXM##_##S(const bf16* xq, const float* sx, const u8* w0, const u8* w1, const u8* w2,         \
+                             const u8* w3, const float* ws0, const float* ws1, const float* ws2, const float* ws3,  \
+                             int per_row, T* y0, T* y1, T* y2, T* y3, int n0, int n1, int n2, int n3,           \
+                             const void* bias, int bias_f32, int m, int k, int ks, int vec) {                   \
+    const F8Segs s{{w0, w1, w2, w3}, {ws0, ws1, ws2, ws3}, {y0, y1, y2, y3},                                     \
+                   {n0, n0 + n1, n0 + n1 + n2, n0 + n1 + n2 + n3}, per_row};                                     \
+    fp8_gemv<T, MAXM>(xq, sx, s, bias, bias_f32, m, k, ks, vec);                                                 \
   }
 
 #define FP8_ALL(S, T) FP8_QUANT(S, T) FP8_GEMV(1, S, T) FP8_GEMV(2, S, T) FP8_GEMV(4, S, T) FP8_GEMV(8, S, T)

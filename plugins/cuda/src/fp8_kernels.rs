@@ -24,6 +24,15 @@ pub struct Scale {
     pub per_index: bool,
 }
 
+/// One weight of a GEMV launch: codes [n, K], its scale, its output [M, n].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Segment {
+    pub w: u64,
+    pub ws: Scale,
+    pub y: u64,
+    pub n: usize,
+}
+
 /// A bias [N] on the device: of the activation dtype, or f32.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Bias {
@@ -98,42 +107,65 @@ impl Fp8Kernels {
         unsafe { runtime::launch(self.quant, dims, stream, &args) }
     }
 
-    /// y [m, n] = (xq · wᵀ) · sx[row] · ws (+ bias) from bf16-valued quantized activations: one
-    /// grid.y tile per 8 rows (one launch for any m).
+    /// y_s [m, n_s] = (xq · w_sᵀ) · sx[row] · ws_s (+ bias on a single segment) from bf16-valued
+    /// quantized activations, for 1 to 4 weights sharing x in one launch: one grid.y tile per 8
+    /// rows (one launch for any m).
     ///
     /// # Safety
-    /// xq a device [m, k] bf16 buffer, sx [m] f32, w [n, k] E4M3, ws f32 [1] or [n], bias [n],
-    /// y [m, n] of the kernels' dtype, not aliasing the inputs.
-    #[allow(clippy::too_many_arguments)]
+    /// xq a device [m, k] bf16 buffer, sx [m] f32, each segment's w [n, k] E4M3, ws f32 [1] or
+    /// [n], y [m, n] of the kernels' dtype (not aliasing the inputs), bias [n_0].
     pub unsafe fn gemv(
         &self,
         op: &str,
         stream: *mut c_void,
         (xq, sx): (u64, u64),
-        (w, ws): (u64, Scale),
+        segs: &[Segment],
         bias: Option<Bias>,
-        y: u64,
-        (m, k, n): (usize, usize, usize),
+        (m, k): (usize, usize),
     ) -> Result<(), PluginError> {
-        if m == 0 || n == 0 {
+        if segs.is_empty() || segs.len() > 4 || (bias.is_some() && segs.len() != 1) {
+            return Err(PluginError::new(format!(
+                "{op}: the FP8 GEMV takes 1 to 4 weights (a bias only with one), got {}",
+                segs.len()
+            )));
+        }
+        let rows: usize = segs.iter().map(|s| s.n).sum();
+        to_i32(op, "N (all weights)", rows)?;
+        if m == 0 || rows == 0 {
             return Ok(());
         }
-        let vec = k % 16 == 0 && xq % 16 == 0 && w % 16 == 0;
+        let vec = k % 16 == 0 && xq % 16 == 0 && segs.iter().all(|s| s.w % 16 == 0);
         let tile = m.min(gemv::MAX_ROWS);
         let which = MAXM.iter().position(|&c| tile <= c).unwrap_or(MAXM.len() - 1);
-        let sp = gemv::split(tile, n, k, DType::F8_E4M3, vec, self.sms);
-        let args = KernelArgs::new().u64(xq).u64(sx).u64(w).u64(ws.ptr).i32(ws.per_index as i32);
+        let sp = gemv::split(tile, rows, k, DType::F8_E4M3, vec, self.sms);
+        let seg = |i: usize| {
+            segs.get(i).copied().unwrap_or(Segment { w: 0, ws: Scale { ptr: 0, per_index: false }, y: 0, n: 0 })
+        };
+        let mut args = KernelArgs::new().u64(xq).u64(sx);
+        for i in 0..4 {
+            args = args.u64(seg(i).w);
+        }
+        for i in 0..4 {
+            args = args.u64(seg(i).ws.ptr);
+        }
+        let per_row = (0..4).filter(|&i| seg(i).ws.per_index).fold(0i32, |a, i| a | (1 << i));
+        args = args.i32(per_row);
+        for i in 0..4 {
+            args = args.u64(seg(i).y);
+        }
+        for i in 0..4 {
+            args = args.i32(seg(i).n as i32);
+        }
         let args = args_bias(args, bias)
-            .u64(y)
             .i32(to_i32(op, "M", m)?)
             .i32(to_i32(op, "K", k)?)
-            .i32(to_i32(op, "N", n)?)
             .i32(sp.k_slices as i32)
             .i32(vec as i32);
         let mut dims = Dims::linear(grid_dim(op, "rows", sp.blocks, MAX_GRID_X)?, WARPS * 32);
         dims.grid.1 = grid_dim(op, "row tiles", m.div_ceil(MAXM[which]), MAX_GRID_YZ)?;
-        // SAFETY: fp8_gemv_m<M>_<T>(xq, sx, w, ws, ws_per_row, bias, bias_f32, y, m, k, n, ks,
-        // vec) over the tensors the caller guarantees; `vec` only with 16-byte aligned rows.
+        // SAFETY: fp8_gemv_m<M>_<T>(xq, sx, w0..w3, ws0..ws3, per_row, y0..y3, n0..n3, bias,
+        // bias_f32, m, k, ks, vec) over the tensors the caller guarantees; unused segments have
+        // n = 0 so their null pointers are never read; `vec` only with 16-byte aligned rows.
         unsafe { runtime::launch(self.gemv[which], dims, stream, &args) }
     }
 

@@ -2,23 +2,15 @@
 //! x [T, K] bf16/f16, w [N, K] E4M3 with a per-tensor or per-channel f32 scale, static or
 //! dynamic per-token activations, optional bias (x's dtype or f32), y in x's dtype.
 //!
-//! Every launch first quantizes x on the device (fp8_quant: the scale per row, e4m3(x / s)).
-//! Then:
-//! - decode-sized T (`gemv::preferred`): the FP8 GEMV reads the codes of w and applies both
-//!   scales and the bias per output;
-//! - otherwise cuBLASLt's FP8 GEMM (blaslt_fp8.rs): per-tensor static scales go to its A/B
-//!   scale pointers and D is y; per-channel weight or per-token activation scales leave D the
-//!   unscaled bf16 sum (y itself for bf16 y, a workspace buffer for f16, whose range the raw sum
-//!   could exceed) and fp8_rescale applies the outer product s_x[t] · w_scale[n] and the bias;
-//! - shapes cuBLASLt's FP8 GEMM does not take (K or N not a multiple of 16, misaligned
-//!   tensors, no algorithm) run the GEMV in tiles of 8 rows: correct for any shape, slower.
+//! The launch sequence (device quantizer, FP8 GEMV for decode, cuBLASLt FP8 GEMM with its
+//! scale pointers or the outer-product rescale, the GEMV fallback) is fp8_run.rs's.
 
-use crate::blaslt::{self, WORKSPACE_BYTES};
-use crate::blaslt_fp8::{self, Fp8Operands, Fp8PlanKey};
+use crate::blaslt;
 use crate::devargs::{check_ctx, device_ptr, device_ptr_mut};
-use crate::fp8_kernels::{Bias, Fp8Kernels, Scale};
-use crate::gemv;
-use crate::runtime;
+use crate::fp8_kernels::{Bias, Fp8Kernels, Scale, Segment};
+use crate::fp8_run::{self, Fp8Call};
+#[cfg(test)]
+use crate::{blaslt_fp8, gemv};
 use rtllm_plugin_api::shapes::fp8::{infer_fp8_matmul, Fp8Activation, Fp8MatmulInputs};
 use rtllm_plugin_api::shapes::shape_of_rank;
 use rtllm_plugin_api::{
@@ -41,34 +33,6 @@ pub struct Fp8MatmulKernel {
     dtype: DType,
     at: Fp8MatmulInputs,
     kernels: Fp8Kernels,
-}
-
-/// Byte offsets into the device workspace of one launch (each region 256-byte aligned).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct WorkspaceLayout {
-    /// Quantized activations: T·K codes, or T·K bf16 values for the GEMV.
-    pub xq: usize,
-    /// Row scales, T floats.
-    pub sx: usize,
-    /// The unscaled bf16 GEMM output for f16 y (T·N), else empty.
-    pub d: usize,
-    /// cuBLASLt's workspace.
-    pub blas: usize,
-    pub total: usize,
-}
-
-fn round_up(v: usize) -> Option<usize> {
-    v.checked_add(255).map(|v| v & !255)
-}
-
-/// The workspace regions for T, K, N and y's dtype; `None` when the sizes overflow.
-pub fn workspace_layout(t: usize, k: usize, n: usize, y: DType) -> Option<WorkspaceLayout> {
-    let xq_bytes = round_up(t.checked_mul(k)?.checked_mul(2)?)?;
-    let sx = xq_bytes;
-    let d = sx.checked_add(round_up(t.checked_mul(4)?)?)?;
-    let d_bytes = if y == DType::F16 { round_up(t.checked_mul(n)?.checked_mul(2)?)? } else { 0 };
-    let blas = d.checked_add(d_bytes)?;
-    Some(WorkspaceLayout { xq: 0, sx, d, blas, total: blas.checked_add(WORKSPACE_BYTES)? })
 }
 
 impl Op for Fp8Matmul {
@@ -149,7 +113,7 @@ impl Kernel for Fp8MatmulKernel {
         let (Some(t), Some(k), Some(n)) = (x.dims[0].known(), w.dims[1].known(), w.dims[0].known()) else {
             return Err(err(format!("workspace needs concrete T, K and N, got x {x}, w {w}")));
         };
-        workspace_layout(t, k, n, self.dtype)
+        fp8_run::workspace_layout(t, k, n, self.dtype)
             .map(|l| l.total)
             .ok_or_else(|| err(format!("workspace for x {x}, w {w} overflows")))
     }
@@ -201,57 +165,15 @@ impl Kernel for Fp8MatmulKernel {
         if t == 0 || n == 0 {
             return Ok(());
         }
-        let lay = workspace_layout(t, k, n, self.dtype).ok_or_else(|| err(format!("workspace for T={t} overflows")))?;
-        let base = ctx.device_workspace(lay.total)?;
-        let (xq, sx) = (base + lay.xq as u64, base + lay.sx as u64);
         let ub = match self.at.activation {
             Fp8Activation::Dynamic { upper_bound } => upper_bound,
             Fp8Activation::Static => None,
         };
-        let stream = ctx.stream();
-        let scaled = input_scale.is_some() && !ws.per_index;
-        let d = if scaled || self.dtype == DType::BF16 { y } else { base + lay.d as u64 };
-        let plan = if gemv::preferred(t, n, k) || !blaslt_fp8::fits(k, n, &[w, y, d]) {
-            None
-        } else {
-            let context = runtime::current_context()? as usize;
-            let out = if scaled { self.dtype } else { DType::BF16 };
-            blaslt_fp8::plan(Fp8PlanKey { context, t, k, n, out, scaled })?
-        };
-        let Some(plan) = plan else {
-            // SAFETY: x [t, k] of the kernel's dtype, w [n, k] E4M3, the scales and bias checked
-            // above; xq (t·k bf16) and sx (t floats) are disjoint regions of this launch's
-            // workspace; y [t, n] is the output.
-            return unsafe {
-                self.kernels.quantize(OP, stream, x, xq, sx, input_scale, (t, k), ub, true)?;
-                self.kernels.gemv(OP, stream, (xq, sx), (w, ws), bias, y, (t, k, n))
-            };
-        };
-        let ops = Fp8Operands {
-            w,
-            xq,
-            d,
-            w_scale: ws.ptr,
-            x_scale: input_scale.unwrap_or(0),
-            workspace: base + lay.blas as u64,
-            workspace_bytes: WORKSPACE_BYTES,
-            stream,
-        };
-        // SAFETY: as above; the quantizer writes t·k codes at xq, which the GEMM reads after it
-        // on the same stream; d is y or the workspace's bf16 [t, n] region.
-        unsafe {
-            self.kernels.quantize(OP, stream, x, xq, sx, input_scale, (t, k), ub, false)?;
-            let plan = plan.lock().map_err(|_| err("plan poisoned".into()))?;
-            plan.run(blaslt::handle()?, &ops)?;
-        }
-        if scaled && bias.is_none() {
-            return Ok(());
-        }
-        let (sx_s, ws_s) =
-            if scaled { (None, None) } else { (Some(Scale { ptr: sx, per_index: input_scale.is_none() }), Some(ws)) };
-        // SAFETY: d holds the GEMM's bf16 [t, n] output (or y itself, rescaled in place element
-        // by element), sx [t], ws [1] or [n], bias [n]; ordered after the GEMM on the stream.
-        unsafe { self.kernels.rescale(OP, stream, (d, !scaled), y, sx_s, ws_s, bias, (t, n)) }
+        let call =
+            Fp8Call { op: OP, dtype: self.dtype, x, t, k, input_scale, ub, segs: &[Segment { w, ws, y, n }], bias };
+        // SAFETY: x [t, k] of the kernel's dtype, w [n, k] E4M3, its scale, the input scale, the
+        // bias and y [t, n] checked above.
+        unsafe { fp8_run::run(&self.kernels, ctx, &call) }
     }
 }
 
@@ -297,19 +219,5 @@ mod tests {
             &st,
         );
         assert!(e.unwrap_err().message().contains("f8_e4m3"));
-    }
-
-    #[test]
-    fn workspace_regions_are_disjoint_and_aligned() {
-        let l = workspace_layout(33, 577, 130, DType::F16).unwrap();
-        assert_eq!(l.sx, round_up(33 * 577 * 2).unwrap());
-        assert!(l.d >= l.sx + 33 * 4 && l.blas >= l.d + 33 * 130 * 2);
-        assert_eq!(l.total, l.blas + WORKSPACE_BYTES);
-        for off in [l.sx, l.d, l.blas] {
-            assert_eq!(off % 256, 0);
-        }
-        let b = workspace_layout(33, 577, 130, DType::BF16).unwrap();
-        assert_eq!(b.blas, b.d, "bf16 y needs no separate GEMM output");
-        assert!(workspace_layout(usize::MAX / 2, 4, 4, DType::BF16).is_none());
     }
 }
