@@ -77,7 +77,8 @@ impl Op for Fp8GroupedMatmul {
     type Kernel = Fp8GroupedMatmulKernel;
 
     fn dtypes() -> Vec<DType> {
-        vec![DType::BF16, DType::F16, DType::F8_E4M3]
+        // f32: the scales (and an f32 bias); x itself must be bf16 or f16 (`infer`).
+        vec![DType::BF16, DType::F16, DType::F8_E4M3, DType::F32]
     }
 
     fn infer(inputs: &[TensorMeta], attrs: &Attrs) -> Result<Vec<TensorMeta>, PluginError> {
