@@ -4,7 +4,8 @@
 #   1. ops: every CUDA provider against the references (`rtllm plugins check --device cuda`;
 #      fp8_matmul's cases: per-tensor / per-channel, static / dynamic / capped, bias, M = 1..8
 #      on the FP8 GEMV, large M on cuBLASLt FP8, odd K / N on the fallback);
-#   2. e2e: CUDA vs CPU engines on dummy FP8 weights (cuda_check ... fp8: logits, greedy tokens);
+#   2. e2e: CUDA vs CPU engines on dummy FP8 weights (cuda_check ... fp8: logits, greedy tokens),
+#      and on the four HF FP8 checkpoint formats (fixtures written there by torch): greedy text;
 #   3. bw: device-to-device copy bandwidth (torch, as scripts/bench/torch_baseline.py);
 #   4. bench: Llama-3-8B shape, dummy weights, FP8 and bf16: batch-1 decode TPOT (128 in / 128
 #      out) and throughput (1024 requests, 128 in / 128 out);
@@ -39,6 +40,18 @@ fi
 if want e2e; then
   step "end to end: CUDA vs CPU engines, dummy FP8 weights (smollm2-135m shape)"
   timeout 90 $GPU_DIR/cuda_check smollm2-135m fp8 2>&1 | tee "$OUT/e2e.txt" || status=1
+  step "end to end: HF FP8 checkpoints (scripts/reference/make_fp8_checkpoints.py, written here by torch), CUDA vs CPU greedy text"
+  if timeout 60 python3 scripts/reference/make_fp8_checkpoints.py > "$OUT/fixtures.log" 2>&1; then
+    for f in ct_static ct_dynamic modelopt fbgemm; do
+      gen() { timeout 30 $BIN generate --model tests/fixtures/fp8/$f --device $1 --max-tokens 16 --ignore-eos \
+        "The quick brown fox" 2>/dev/null; }
+      cpu=$(gen cpu); gpu=$(gen cuda)
+      if [ -n "$gpu" ] && [ "$cpu" == "$gpu" ]; then echo "$f: CUDA == CPU greedy text"; else
+        echo "$f: CUDA and CPU differ (bf16 vs f32 activations can flip a near-tie)"; echo "  cpu: $cpu"; echo "  gpu: $gpu"; fi
+    done 2>&1 | tee "$OUT/fixtures.txt"
+  else
+    echo "fixtures not written (see $OUT/fixtures.log)"; tail -5 "$OUT/fixtures.log"
+  fi
 fi
 if want bw; then
   step "device-to-device copy bandwidth"
