@@ -298,28 +298,58 @@ impl Plan {
         if let (true, Some(bias)) = (self.fused_bias, ops.bias) {
             set_desc(&self.desc, lt::cublasLtMatmulDescAttributes_t::CUBLASLT_MATMUL_DESC_BIAS_POINTER, &bias)?;
         }
-        let (alpha, beta) = (1.0f32, 0.0f32);
-        let y = ops.y as *mut c_void;
-        let s = lt::cublasLtMatmul(
+        let operands = LtOperands { a: ops.w, b: ops.x, d: ops.y, workspace: ops.workspace as u64 };
+        let bytes = ops.workspace_bytes.min(WORKSPACE_BYTES);
+        lt_matmul("matmul", h, (&self.desc, &self.a, &self.b, &self.d), &self.algo, operands, bytes, ops.stream)
+    }
+}
+
+/// Device addresses of one cuBLASLt call: A, B, D (also C, with beta = 0) and the workspace.
+pub(crate) struct LtOperands {
+    pub a: u64,
+    pub b: u64,
+    pub d: u64,
+    pub workspace: u64,
+}
+
+/// D = alpha · op(A)·op(B) with alpha 1 and beta 0 (C is D), the descriptors of a plan.
+///
+/// # Safety
+/// The operands must be device buffers of the layouts' shapes and types, the workspace
+/// `workspace_bytes` long and unused by anything else until the call is done.
+pub(crate) unsafe fn lt_matmul(
+    what: &str,
+    h: lt::cublasLtHandle_t,
+    (desc, a, b, d): (&Desc, &Layout, &Layout, &Layout),
+    algo: &lt::cublasLtMatmulAlgo_t,
+    ops: LtOperands,
+    workspace_bytes: usize,
+    stream: *mut c_void,
+) -> Result<(), PluginError> {
+    let (alpha, beta) = (1.0f32, 0.0f32);
+    let y = ops.d as *mut c_void;
+    // SAFETY: the caller's buffers; alpha and beta live across the call (the host pointer mode).
+    let s = unsafe {
+        lt::cublasLtMatmul(
             h,
-            self.desc.0,
+            desc.0,
             &alpha as *const f32 as *const c_void,
-            ops.w as *const c_void,
-            self.a.0,
-            ops.x as *const c_void,
-            self.b.0,
+            ops.a as *const c_void,
+            a.0,
+            ops.b as *const c_void,
+            b.0,
             &beta as *const f32 as *const c_void,
             y,
-            self.d.0,
+            d.0,
             y,
-            self.d.0,
-            &self.algo,
+            d.0,
+            algo,
             ops.workspace as *mut c_void,
-            ops.workspace_bytes.min(WORKSPACE_BYTES),
-            ops.stream as lt::cudaStream_t,
-        );
-        check("matmul", s)
-    }
+            workspace_bytes,
+            stream as lt::cudaStream_t,
+        )
+    };
+    check(what, s)
 }
 
 #[cfg(test)]

@@ -5,7 +5,9 @@
 //! activations). cuBLASLt also needs K and N multiples of 16 and 16-byte aligned operands:
 //! [`fits`] says when, and fp8_matmul.rs takes its GEMV kernel otherwise.
 
-use crate::blaslt::{check, layout, linear_layout, set_desc, set_pref, Desc, Layout, Pref, WORKSPACE_BYTES};
+use crate::blaslt::{
+    check, layout, linear_layout, lt_matmul, set_desc, set_pref, Desc, Layout, LtOperands, Pref, WORKSPACE_BYTES,
+};
 use cudarc::cublaslt::sys as lt;
 use rtllm_plugin_api::{DType, PluginError};
 use std::collections::HashMap;
@@ -156,27 +158,12 @@ impl Fp8Plan {
             set_desc(&self.desc, D::CUBLASLT_MATMUL_DESC_A_SCALE_POINTER, &ops.w_scale)?;
             set_desc(&self.desc, D::CUBLASLT_MATMUL_DESC_B_SCALE_POINTER, &ops.x_scale)?;
         }
-        let (alpha, beta) = (1.0f32, 0.0f32);
-        let d = ops.d as *mut c_void;
-        let s = lt::cublasLtMatmul(
-            h,
-            self.desc.0,
-            &alpha as *const f32 as *const c_void,
-            ops.w as *const c_void,
-            self.a.0,
-            ops.xq as *const c_void,
-            self.b.0,
-            &beta as *const f32 as *const c_void,
-            d,
-            self.d.0,
-            d,
-            self.d.0,
-            &self.algo,
-            ops.workspace as *mut c_void,
-            ops.workspace_bytes.min(WORKSPACE_BYTES),
-            ops.stream as lt::cudaStream_t,
-        );
-        check("FP8 matmul", s)
+        let operands = LtOperands { a: ops.w, b: ops.xq, d: ops.d, workspace: ops.workspace };
+        let bytes = ops.workspace_bytes.min(WORKSPACE_BYTES);
+        // SAFETY: the caller's buffers, of this plan's layouts.
+        unsafe {
+            lt_matmul("FP8 matmul", h, (&self.desc, &self.a, &self.b, &self.d), &self.algo, operands, bytes, ops.stream)
+        }
     }
 }
 
