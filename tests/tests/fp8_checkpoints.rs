@@ -103,8 +103,14 @@ fn the_toml_definition_builds_the_same_fp8_graph_as_the_rust_one() {
     }
 }
 
+/// A checkpoint's tensors by name: dtype, shape, bytes.
+type Tensors = BTreeMap<String, (DType, Vec<usize>, Vec<u8>)>;
+
+/// An edit of a checkpoint's tensors.
+type Edit = Box<dyn FnOnce(&mut Tensors)>;
+
 /// A copy of checkpoint `name` in a temp dir with `edit` applied to its tensors.
-fn damaged(name: &str, edit: impl FnOnce(&mut BTreeMap<String, (DType, Vec<usize>, Vec<u8>)>)) -> tempfile::TempDir {
+fn damaged(name: &str, edit: impl FnOnce(&mut Tensors)) -> tempfile::TempDir {
     let dir = tempfile::tempdir().unwrap();
     for f in std::fs::read_dir(fixture(name)).unwrap() {
         let f = f.unwrap().path();
@@ -113,7 +119,7 @@ fn damaged(name: &str, edit: impl FnOnce(&mut BTreeMap<String, (DType, Vec<usize
     let file = dir.path().join("model.safetensors");
     let mut store = WeightStore::new();
     load_safetensors(&file, &mut store).unwrap();
-    let mut tensors: BTreeMap<String, (DType, Vec<usize>, Vec<u8>)> =
+    let mut tensors: Tensors =
         store.iter().map(|(n, t)| (n.to_string(), (t.dtype, t.shape.clone(), t.bytes().to_vec()))).collect();
     edit(&mut tensors);
     let list: Vec<(&str, DType, &[usize], &[u8])> =
@@ -130,55 +136,35 @@ fn f32_tensor(values: &[f32], shape: &[usize]) -> (DType, Vec<usize>, Vec<u8>) {
 fn damaged_scales_are_refused_naming_the_tensor() {
     let ws = "model.layers.1.mlp.up_proj.weight_scale";
     let is = "model.layers.0.self_attn.k_proj.input_scale";
-    let cases: Vec<(&str, &str, Box<dyn FnOnce(&mut BTreeMap<_, _>)>, &str)> = vec![
-        ("ct_static", ws, Box::new(|t: &mut BTreeMap<String, _>| drop(t.remove(ws))), "missing"),
-        ("ct_static", is, Box::new(|t: &mut BTreeMap<String, _>| drop(t.remove(is))), "missing"),
+    let cases: Vec<(&str, &str, Edit, &str)> = vec![
+        ("ct_static", ws, Box::new(|t: &mut Tensors| drop(t.remove(ws))), "missing"),
+        ("ct_static", is, Box::new(|t: &mut Tensors| drop(t.remove(is))), "missing"),
         (
             "ct_static",
             ws,
-            Box::new(|t: &mut BTreeMap<String, _>| drop(t.insert(ws.into(), f32_tensor(&[0.1, 0.2], &[2])))),
+            Box::new(|t: &mut Tensors| drop(t.insert(ws.into(), f32_tensor(&[0.1, 0.2], &[2])))),
             "shape",
         ),
         (
             "ct_dynamic",
             ws,
-            Box::new(|t: &mut BTreeMap<String, _>| drop(t.insert(ws.into(), f32_tensor(&[0.1; 3], &[3, 1])))),
+            Box::new(|t: &mut Tensors| drop(t.insert(ws.into(), f32_tensor(&[0.1; 3], &[3, 1])))),
             "shape",
         ),
-        (
-            "modelopt",
-            ws,
-            Box::new(|t: &mut BTreeMap<String, _>| drop(t.insert(ws.into(), f32_tensor(&[f32::NAN], &[])))),
-            "NaN",
-        ),
-        (
-            "modelopt",
-            is,
-            Box::new(|t: &mut BTreeMap<String, _>| drop(t.insert(is.into(), f32_tensor(&[0.0], &[])))),
-            "positive",
-        ),
-        (
-            "modelopt",
-            is,
-            Box::new(|t: &mut BTreeMap<String, _>| drop(t.insert(is.into(), f32_tensor(&[-0.5], &[])))),
-            "positive",
-        ),
+        ("modelopt", ws, Box::new(|t: &mut Tensors| drop(t.insert(ws.into(), f32_tensor(&[f32::NAN], &[])))), "NaN"),
+        ("modelopt", is, Box::new(|t: &mut Tensors| drop(t.insert(is.into(), f32_tensor(&[0.0], &[])))), "positive"),
+        ("modelopt", is, Box::new(|t: &mut Tensors| drop(t.insert(is.into(), f32_tensor(&[-0.5], &[])))), "positive"),
         (
             "fbgemm",
             ws,
-            Box::new(|t: &mut BTreeMap<String, _>| {
+            Box::new(|t: &mut Tensors| {
                 let mut v = vec![0.01f32; 128];
                 v[7] = f32::INFINITY;
                 drop(t.insert(ws.into(), f32_tensor(&v, &[128, 1])))
             }),
             "inf",
         ),
-        (
-            "ct_dynamic",
-            is,
-            Box::new(|t: &mut BTreeMap<String, _>| drop(t.insert(is.into(), f32_tensor(&[0.1], &[1])))),
-            "dynamic",
-        ),
+        ("ct_dynamic", is, Box::new(|t: &mut Tensors| drop(t.insert(is.into(), f32_tensor(&[0.1], &[1])))), "dynamic"),
     ];
     for (format, tensor, edit, why) in cases {
         let dir = damaged(format, edit);

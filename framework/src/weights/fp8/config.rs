@@ -69,6 +69,16 @@ fn str_field<'a>(obj: &'a Map<String, Value>, field: &str, path: &str) -> Result
     }
 }
 
+/// The object at `obj[field]`, or an error naming `path + field`.
+fn object<'a>(
+    obj: &'a Map<String, Value>,
+    field: &str,
+    path: &str,
+    missing: &str,
+) -> Result<&'a Map<String, Value>, String> {
+    obj.get(field).and_then(Value::as_object).ok_or_else(|| field_err(&format!("{path}{field}"), missing))
+}
+
 fn string_list(obj: &Map<String, Value>, field: &str, path: &str) -> Result<Vec<String>, String> {
     match obj.get(field) {
         None | Some(Value::Null) => Ok(Vec::new()),
@@ -148,10 +158,7 @@ fn compressed_tensors(obj: &Map<String, Value>) -> Result<Fp8Format, String> {
     if group.get("output_activations").is_some_and(|v| !v.is_null()) {
         return Err(field_err(&format!("{path}output_activations"), "output quantization is not supported"));
     }
-    let weights = group
-        .get("weights")
-        .and_then(Value::as_object)
-        .ok_or_else(|| field_err(&format!("{path}weights"), "missing"))?;
+    let weights = object(group, "weights", &path, "missing")?;
     let wpath = format!("{path}weights.");
     float8(weights, &wpath)?;
     if weights.get("dynamic").and_then(Value::as_bool) == Some(true) {
@@ -167,10 +174,7 @@ fn compressed_tensors(obj: &Map<String, Value>) -> Result<Fp8Format, String> {
             ))
         }
     };
-    let acts = group
-        .get("input_activations")
-        .and_then(Value::as_object)
-        .ok_or_else(|| field_err(&format!("{path}input_activations"), "missing (weight-only FP8 is not supported)"))?;
+    let acts = object(group, "input_activations", &path, "missing (weight-only FP8 is not supported)")?;
     let apath = format!("{path}input_activations.");
     float8(acts, &apath)?;
     let dynamic =
