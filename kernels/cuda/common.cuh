@@ -102,6 +102,23 @@ __device__ float rope_inv_freq(int i, int rotary_dim, float theta, int scaling, 
   return __fadd_rn(__fdiv_rn(__fmul_rn(__fsub_rn(1.0f, smooth), scaled), factor), __fmul_rn(smooth, scaled));
 }
 
+// f32 → E4M3 code: round to nearest even, saturating at ±448, NaN kept (plugin-api fp8.rs); fp8.cu
+// quantizes activations with it, fill.cu makes dummy FP8 weights.
+__device__ __forceinline__ u8 f32_to_e4m3(float x) {
+  const u32 bits = __float_as_uint(x);
+  const u32 sign = (bits >> 24) & 0x80u;
+  const u32 a = bits & 0x7fffffffu;
+  if (a > 0x7f800000u) return (u8)(sign | 0x7fu);
+  if (a >= 0x43e00000u) return (u8)(sign | 0x7eu);
+  if (a < (121u << 23)) {
+    // Below 2^-6: adding 2^14 leaves the value in units of 2^-9, rounded to nearest even.
+    const float shifted = __fadd_rn(__uint_as_float(a), __uint_as_float(141u << 23));
+    return (u8)(sign | (__float_as_uint(shifted) - (141u << 23)));
+  }
+  const u32 odd = (a >> 20) & 1u;
+  return (u8)(sign | ((a - (120u << 23) + 0x7ffffu + odd) >> 20));
+}
+
 // RTLLM_FOR_FLOAT_TYPES(M) expands M(suffix, type) for each float dtype.
 #define RTLLM_FOR_FLOAT_TYPES(M) M(f32, float) M(bf16, bf16) M(f16, f16)
 

@@ -3,7 +3,10 @@
 //! through the `Llm` executor (device sampling, CUDA graphs) against the CPU. Prints a table;
 //! exits non-zero when f32 tokens differ or logits exceed the dtype's tolerance.
 //!
-//! `cuda_check [CONFIG]` (default smollm2-135m; a built-in dummy config or a config.json).
+//! `cuda_check [CONFIG] [DTYPES]` (default smollm2-135m; a built-in dummy config or a
+//! config.json; DTYPES a comma list of f32, bf16 and fp8, default f32,bf16). fp8 is dummy
+//! FP8 E4M3 linears with per-channel scales and dynamic per-token activations (the rest bf16):
+//! the CUDA `fp8_matmul` (bf16 activations, bf16 cache) against the CPU's (f32).
 //! Run by scripts/gpu-check.sh on the GPU machine (built by scripts/gpu-pack.sh:
 //! `cargo build --release -p rtllm-tests --example cuda_check`); needs `RTLLM_PLUGIN_PATH` to
 //! hold the CPU and CUDA plugins.
@@ -51,15 +54,24 @@ fn main() -> anyhow::Result<ExitCode> {
         eprintln!("plugin load error: {e}");
     }
     let mut failed = false;
+    let wanted = std::env::args().nth(2).unwrap_or_else(|| "f32,bf16".into());
+    let all = [("f32", DType::F32, 1e-3), ("bf16", DType::BF16, 5e-2), ("fp8", DType::F8_E4M3, 5e-2)];
+    let unknown: Vec<&str> = wanted.split(',').filter(|w| !all.iter().any(|a| a.0 == *w)).collect();
+    if !unknown.is_empty() {
+        eprintln!("unknown dtypes {unknown:?}: use a comma list of f32, bf16, fp8");
+        return Ok(ExitCode::FAILURE);
+    }
     println!(
         "{:<6} {:<10} {:>14} {:>10} {:>12} {:>10}",
         "dtype", "path", "logits relerr", "tolerance", "argmax same", "tokens ="
     );
-    for (dtype, tolerance) in [(DType::F32, 1e-3), (DType::BF16, 5e-2)] {
+    for (_, dtype, tolerance) in all.into_iter().filter(|a| wanted.split(',').any(|w| w == a.0)) {
         let spec = DummySpec { config: config.clone(), dtype, seed: 7 };
         let model = ModelSpec::dummy(spec);
+        // FP8 weights keep bf16 activations and a bf16 cache on the GPU.
+        let gpu_kv = if dtype == DType::F8_E4M3 { DType::BF16 } else { dtype };
         let mut cpu = Model::load(&model, &registry, &build_config(DeviceKind::Cpu, DType::F32))?;
-        let mut gpu = Model::load(&model, &registry, &build_config(DeviceKind::Cuda, dtype))?;
+        let mut gpu = Model::load(&model, &registry, &build_config(DeviceKind::Cuda, gpu_kv))?;
         let prompts = prompts(cpu.config.vocab_size);
         let want = prefill_logits(&mut cpu.engine, &prompts)?;
         let got = prefill_logits(&mut gpu.engine, &prompts)?;
@@ -81,7 +93,7 @@ fn main() -> anyhow::Result<ExitCode> {
         let cpu = Llm::start(cpu, ExecutorConfig::default())?;
         let wants = greedy(&cpu, &prompts)?;
         cpu.shutdown()?;
-        let gpu = Model::load(&model, &registry, &build_config(DeviceKind::Cuda, dtype))?;
+        let gpu = Model::load(&model, &registry, &build_config(DeviceKind::Cuda, gpu_kv))?;
         let llm = Llm::start(gpu, ExecutorConfig::default())?;
         let mut agree = Vec::new();
         for (want, got) in wants.iter().zip(greedy(&llm, &prompts)?) {

@@ -30,7 +30,8 @@ pub struct ModelArgs {
     /// qwen2.5-0.5b, tiny-llama), an HF config.json or a directory holding one.
     #[arg(long, value_name = "CONFIG")]
     pub dummy_weights: Option<String>,
-    /// dtype of dummy weights (f32 or bf16).
+    /// dtype of dummy weights: f32, bf16, or fp8 (E4M3 linears with per-channel scales and
+    /// dynamic per-token activations, the rest bf16).
     #[arg(long, default_value = "f32", value_parser = parse_dummy_dtype)]
     pub dummy_dtype: DType,
     /// Seed of dummy weights.
@@ -54,9 +55,10 @@ impl Default for ModelArgs {
 }
 
 pub fn parse_dummy_dtype(s: &str) -> Result<DType, String> {
-    match DType::parse(s) {
-        Some(d @ (DType::F32 | DType::BF16)) => Ok(d),
-        _ => Err(format!("dummy weights are f32 or bf16, not '{s}'")),
+    match (s, DType::parse(s)) {
+        ("fp8", _) | (_, Some(DType::F8_E4M3)) => Ok(DType::F8_E4M3),
+        (_, Some(d @ (DType::F32 | DType::BF16))) => Ok(d),
+        _ => Err(format!("dummy weights are f32, bf16 or fp8, not '{s}'")),
     }
 }
 

@@ -9,7 +9,10 @@
 //! 3. `grouped_matmul`: the 2 to 4 bias-free matmuls left that share an `x` (Q/K/V when the
 //!    rope could not be folded in, gate/up before a `silu_mul` that stays);
 //! 4. `fused_add_rmsnorm`: an `add` whose sum an `rmsnorm` normalizes; the fused op returns the
-//!    sum as its second output, so every other reader of the sum still has it.
+//!    sum as its second output, so every other reader of the sum still has it;
+//! 5. `fp8_grouped_matmul`: 2 to 4 bias-free `fp8_matmul`s of one `x` with equal attributes
+//!    (activation scheme) and, when static, the same `input_scale` tensor (x is quantized once);
+//!    inputs x, the weights, their scales[, the input scales] (docs/quantization.md).
 //!
 //! A rewrite happens only when the pattern is exact (matmuls and adds without attributes,
 //! every intermediate the fused op hides read by nothing else and not a graph output, every
@@ -24,6 +27,7 @@
 use super::graph::{Graph, Node, ProviderInfo, ValueSource, WeightIndex};
 use super::select::Selector;
 use rtllm_models::Value;
+use rtllm_plugin_api::shapes::fp8::Fp8Activation;
 use rtllm_plugin_api::{Attrs, TensorMeta};
 use std::collections::BTreeMap;
 
@@ -75,6 +79,7 @@ pub fn fuse(graph: Graph, selector: Selector<'_>) -> Result<Graph, String> {
     f.swiglu();
     f.grouped();
     f.add_rmsnorm();
+    f.fp8_grouped();
     if !f.made.is_empty() {
         tracing::debug!(fused = ?f.made, "fusion pass");
     }
@@ -161,6 +166,15 @@ impl Fuser<'_> {
         self.node(m).inputs[1]
     }
 
+    /// Node `i` is a plain bias-free `fp8_matmul`: (x, w, w_scale[, input_scale]) as its
+    /// activation attribute asks.
+    fn is_fp8_matmul(&self, i: usize) -> bool {
+        match Fp8Activation::from_attrs(&self.node(i).attrs) {
+            Ok(act) => self.is(i, "fp8_matmul", 3 + act.scale_inputs()),
+            Err(_) => false,
+        }
+    }
+
     /// The output of a node `is` accepted (it has exactly one).
     fn out(&self, i: usize) -> Value {
         self.node(i).outputs[0]
@@ -223,6 +237,45 @@ impl Fuser<'_> {
                 op: "grouped_matmul",
                 inputs: std::iter::once(x).chain(ms.iter().map(|&m| self.weight_of(m))).collect(),
                 attrs: Attrs::new(),
+                outputs: ms.iter().map(|&m| self.out(m)).collect(),
+                members: ms,
+            };
+            self.try_rewrite(candidate);
+        }
+    }
+
+    fn fp8_grouped(&mut self) {
+        for i in 0..self.graph.nodes.len() {
+            if !self.is_fp8_matmul(i) {
+                continue;
+            }
+            let first = self.node(i);
+            let (x, attrs, input_scale) = (first.inputs[0], first.attrs.clone(), first.inputs.get(3).copied());
+            let mut ms: Vec<usize> = self.consumers[x.0]
+                .iter()
+                .copied()
+                .filter(|&m| {
+                    let n = self.node(m);
+                    self.is_fp8_matmul(m)
+                        && n.inputs[0] == x
+                        && n.attrs == attrs
+                        && n.inputs.get(3).copied() == input_scale
+                })
+                .collect();
+            ms.sort_unstable();
+            ms.dedup();
+            if ms.first() != Some(&i) || !(2..=4).contains(&ms.len()) {
+                continue;
+            }
+            let part = |j: usize| ms.iter().map(|&m| self.node(m).inputs[j]).collect::<Vec<Value>>();
+            let mut inputs: Vec<Value> = std::iter::once(x).chain(part(1)).chain(part(2)).collect();
+            if input_scale.is_some() {
+                inputs.extend(part(3));
+            }
+            let candidate = Candidate {
+                op: "fp8_grouped_matmul",
+                inputs,
+                attrs,
                 outputs: ms.iter().map(|&m| self.out(m)).collect(),
                 members: ms,
             };

@@ -23,7 +23,8 @@ pub const BUILTIN_OPS: &[&str] = &[
 
 /// Ops only device plugins provide (so no CPU plugin needs to): fused forms of built-in ops,
 /// whose references are built from the built-in ones, and the GPU's dummy-weight generator.
-pub const FUSED_OPS: &[&str] = &["grouped_matmul", "qkv_rope_matmul", "swiglu_matmul", "dummy_fill"];
+pub const FUSED_OPS: &[&str] =
+    &["grouped_matmul", "qkv_rope_matmul", "swiglu_matmul", "dummy_fill", "fp8_grouped_matmul"];
 
 pub fn has_reference(op: &str) -> bool {
     BUILTIN_OPS.contains(&op) || FUSED_OPS.contains(&op)
@@ -71,6 +72,7 @@ pub fn run_reference(op: &str, inputs: &mut [HostTensor], attrs: &Attrs) -> RefR
             Ok(vec![f32_out(&[t, n], &y)?])
         }
         "fp8_matmul" => fp8::fp8_matmul(inputs, attrs),
+        "fp8_grouped_matmul" => fp8::fp8_grouped_matmul(inputs, attrs),
         "grouped_matmul" => {
             counts(op, inputs, &[3, 4, 5])?;
             let x = inputs[0].to_f32()?;

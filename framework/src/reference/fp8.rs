@@ -63,6 +63,30 @@ fn dims2(t: &HostTensor) -> RefResult<[usize; 2]> {
         .map_err(|_| ReferenceError::Shape(format!("fp8_matmul: rank-2 input expected, got {:?}", t.shape)))
 }
 
+/// `fp8_grouped_matmul(x, w_0..w_{n-1}, s_0..s_{n-1}[, i_0..i_{n-1}])`: `fp8_matmul` of every
+/// part, x quantized once (static parts with i_0: the fusion pass groups only parts that read
+/// the same input scale tensor).
+pub fn fp8_grouped_matmul(inputs: &[HostTensor], attrs: &Attrs) -> RefResult<Vec<HostTensor>> {
+    let act = Fp8Activation::from_attrs(attrs).map_err(|e| ReferenceError::Attr(e.to_string()))?;
+    let per_part = 2 + act.scale_inputs();
+    let parts = inputs.len().saturating_sub(1) / per_part;
+    if inputs.is_empty() || (inputs.len() - 1) % per_part != 0 || !(2..=4).contains(&parts) {
+        return Err(ReferenceError::Shape(format!(
+            "fp8_grouped_matmul: x and 2 to 4 parts of {per_part} inputs, got {} inputs",
+            inputs.len()
+        )));
+    }
+    let mut ys = Vec::with_capacity(parts);
+    for j in 0..parts {
+        let mut part = vec![inputs[0].clone(), inputs[1 + j].clone(), inputs[1 + parts + j].clone()];
+        if act == Fp8Activation::Static {
+            part.push(inputs[1 + 2 * parts].clone());
+        }
+        ys.extend(fp8_matmul(&part, attrs)?);
+    }
+    Ok(ys)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -84,5 +108,25 @@ mod tests {
         let y = fp8_matmul(&[x, w, ws], &dy).unwrap();
         let got = y[0].to_f32().unwrap();
         assert!((got[0] - 0.0).abs() < 1e-6 && (got[1] - 892.0).abs() < 1e-3, "{got:?}");
+    }
+
+    #[test]
+    fn grouped_is_one_fp8_matmul_per_part_with_the_first_input_scale() {
+        let x = HostTensor::from_f32(DType::F32, &[1, 2], &[1.0, -2.0]).unwrap();
+        let mut w0 = HostTensor::zeros(DType::F8_E4M3, &[2, 2]).unwrap();
+        w0.set_f32(&[1.0, 0.5, 448.0, 1.0]).unwrap();
+        let mut w1 = HostTensor::zeros(DType::F8_E4M3, &[1, 2]).unwrap();
+        w1.set_f32(&[3.0, -1.0]).unwrap();
+        let s0 = HostTensor::from_f32(DType::F32, &[2], &[0.25, 2.0]).unwrap();
+        let s1 = HostTensor::from_f32(DType::F32, &[1], &[0.5]).unwrap();
+        let i0 = HostTensor::from_f32(DType::F32, &[1], &[0.5]).unwrap();
+        let i1 = HostTensor::from_f32(DType::F32, &[1], &[100.0]).unwrap();
+        let st = Fp8Activation::Static.attrs();
+        let ys = fp8_grouped_matmul(&[x.clone(), w0.clone(), w1.clone(), s0.clone(), s1.clone(), i0.clone(), i1], &st)
+            .unwrap();
+        assert_eq!(ys[0], fp8_matmul(&[x.clone(), w0, s0, i0.clone()], &st).unwrap()[0]);
+        assert_eq!(ys[1], fp8_matmul(&[x.clone(), w1.clone(), s1.clone(), i0], &st).unwrap()[0]);
+        let e = fp8_grouped_matmul(&[x, w1, s1], &Fp8Activation::Dynamic { upper_bound: None }.attrs());
+        assert!(e.is_err(), "one part is not a group");
     }
 }

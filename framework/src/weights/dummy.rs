@@ -6,6 +6,12 @@
 //! Weight names and shapes are those of the Llama family (Llama, Mistral, Qwen2, SmolLM):
 //! embeddings, per-layer attention (Q/K/V/O, biases when the config asks) and gated MLP,
 //! the two RMSNorms, the final norm and an untied `lm_head` when the config has one.
+//!
+//! With dtype f8_e4m3 the layers' linear weights (q/k/v/o, gate/up/down) are E4M3 codes with a
+//! per-channel f32 `weight_scale` and dynamic per-token activations (fbgemm's layout, lm_head
+//! and embeddings unquantized, as fbgemm leaves them); every other tensor is bf16. The codes
+//! span the whole E4M3 range and the scales bring the dequantized values to the f32 dummy
+//! weights' magnitudes.
 
 use super::fill::{name_seed, FillRule};
 use super::store::{Tensor, WeightStore};
@@ -29,7 +35,7 @@ pub struct DummySpec {
     /// A built-in config name (see [`BUILTIN_CONFIGS`]), a config.json path, or a directory
     /// holding one.
     pub config: String,
-    /// F32, BF16 or F16.
+    /// F32, BF16, F16, or F8_E4M3 (FP8 linears, the rest bf16).
     pub dtype: DType,
     pub seed: u64,
 }
@@ -80,16 +86,34 @@ enum Fill {
     /// Uniform in [-scale, scale].
     Uniform(f32),
     Ones,
+    /// A layer's linear weight, uniform in [-scale, scale] (FP8: codes over the E4M3 range and
+    /// a per-channel `weight_scale` beside them).
+    Linear(f32),
+}
+
+/// The per-channel scales of a dummy FP8 linear of `rows` rows whose values should span
+/// [-scale, scale]: `scale / 448` times a factor in [0.75, 1.25) per row, from the seed.
+fn fp8_channel_scales(name: &str, rows: usize, scale: f32, seed: u64) -> Vec<u8> {
+    let rule = FillRule::Uniform { base: name_seed(seed, name), scale: 0.25 };
+    (0..rows as u64).flat_map(|r| (scale / 448.0 * (1.0 + rule.element(r))).to_le_bytes()).collect()
 }
 
 /// A tensor whose values are generated from the seed and its name when first used (on the
 /// host), or on the GPU by the `dummy_fill` op when the engine runs there.
 fn make_tensor(name: &str, shape: Vec<usize>, fill: Fill, spec: &DummySpec) -> Result<Tensor, WeightError> {
-    let rule = match fill {
-        Fill::Ones => FillRule::Ones,
-        Fill::Uniform(scale) => FillRule::Uniform { base: name_seed(spec.seed, name), scale },
+    let fp8 = spec.dtype == DType::F8_E4M3;
+    let (rule, dtype) = match fill {
+        Fill::Ones => (FillRule::Ones, spec.dtype),
+        Fill::Uniform(scale) | Fill::Linear(scale) => {
+            (FillRule::Uniform { base: name_seed(spec.seed, name), scale }, spec.dtype)
+        }
     };
-    Tensor::generated(name, spec.dtype, shape, rule)
+    let (rule, dtype) = match (fp8, fill, rule) {
+        (true, Fill::Linear(_), FillRule::Uniform { base, .. }) => (FillRule::Uniform { base, scale: 448.0 }, dtype),
+        (true, _, rule) => (rule, DType::BF16),
+        (false, _, rule) => (rule, dtype),
+    };
+    Tensor::generated(name, dtype, shape, rule)
         .map_err(|e| not_a_model(Path::new(&spec.config), format!("dummy weights: {e}")))
 }
 
@@ -98,23 +122,24 @@ fn weight_list(c: &ModelConfig) -> Vec<(String, Vec<usize>, Fill)> {
     let (h, i, v) = (c.hidden_size, c.intermediate_size, c.vocab_size);
     let (q, kv) = (c.num_attention_heads * c.head_dim, c.num_key_value_heads * c.head_dim);
     let lin = |fan_in: usize| Fill::Uniform(1.0 / (fan_in.max(1) as f32).sqrt());
+    let linear = |fan_in: usize| Fill::Linear(1.0 / (fan_in.max(1) as f32).sqrt());
     let mut w = vec![("model.embed_tokens.weight".to_string(), vec![v, h], Fill::Uniform(1.0))];
     for l in 0..c.num_hidden_layers {
         let p = |s: &str| format!("model.layers.{l}.{s}");
         w.push((p("input_layernorm.weight"), vec![h], Fill::Ones));
         w.push((p("post_attention_layernorm.weight"), vec![h], Fill::Ones));
         for (proj, rows) in [("q_proj", q), ("k_proj", kv), ("v_proj", kv)] {
-            w.push((p(&format!("self_attn.{proj}.weight")), vec![rows, h], lin(h)));
+            w.push((p(&format!("self_attn.{proj}.weight")), vec![rows, h], linear(h)));
             if c.attention_bias {
                 w.push((p(&format!("self_attn.{proj}.bias")), vec![rows], lin(h)));
             }
         }
-        w.push((p("self_attn.o_proj.weight"), vec![h, q], lin(q)));
+        w.push((p("self_attn.o_proj.weight"), vec![h, q], linear(q)));
         for (proj, shape, fan_in) in
             [("gate_proj", vec![i, h], h), ("up_proj", vec![i, h], h), ("down_proj", vec![h, i], i)]
         {
             let rows = shape[0];
-            w.push((p(&format!("mlp.{proj}.weight")), shape, lin(fan_in)));
+            w.push((p(&format!("mlp.{proj}.weight")), shape, linear(fan_in)));
             if c.mlp_bias {
                 w.push((p(&format!("mlp.{proj}.bias")), vec![rows], lin(fan_in)));
             }
@@ -166,9 +191,19 @@ pub fn dummy_model(spec: &DummySpec) -> Result<LoadedModel, WeightError> {
     let mut config = dummy_config(spec)?;
     let start = std::time::Instant::now();
     let mut weights = WeightStore::new();
+    let fp8 = spec.dtype == DType::F8_E4M3;
     for (name, shape, fill) in weight_list(&config) {
+        if let (true, Fill::Linear(scale), Some(module)) = (fp8, fill, name.strip_suffix(".weight")) {
+            let scale_name = format!("{module}.weight_scale");
+            let bytes = fp8_channel_scales(&scale_name, shape[0], scale, spec.seed);
+            let t = Tensor::owned(&scale_name, DType::F32, vec![shape[0]], bytes)?;
+            weights.insert(scale_name, t);
+        }
         let t = make_tensor(&name, shape, fill, spec)?;
         weights.insert(name, t);
+    }
+    if fp8 {
+        weights.set_fp8_activation(Some(rtllm_plugin_api::shapes::fp8::Fp8Activation::Dynamic { upper_bound: None }));
     }
     // The dummy tokenizer's end token; the config's ids may lie outside a tiny vocab.
     config.eos_token_ids = vec![2];
@@ -216,5 +251,29 @@ mod tests {
         let e = dummy_model(&DummySpec::new("/no/such/model")).unwrap_err().to_string();
         assert!(e.contains("built-in"), "{e}");
         assert!(dummy_model(&DummySpec { dtype: DType::Q4_0, ..DummySpec::new("tiny-llama") }).is_err());
+    }
+
+    #[test]
+    fn fp8_linears_with_per_channel_scales() {
+        let m = dummy_model(&DummySpec { dtype: DType::F8_E4M3, ..DummySpec::new("tiny-llama") }).unwrap();
+        let w = m.weights.get("model.layers.0.mlp.down_proj.weight").unwrap();
+        assert_eq!((w.dtype, w.shape.clone()), (DType::F8_E4M3, vec![64, 128]));
+        let s = m.weights.get("model.layers.0.mlp.down_proj.weight_scale").unwrap();
+        assert_eq!((s.dtype, s.shape.clone()), (DType::F32, vec![64]));
+        let scales: Vec<f32> = s.bytes().chunks_exact(4).map(|c| f32::from_le_bytes(c.try_into().unwrap())).collect();
+        let base = 1.0 / 128f32.sqrt() / 448.0;
+        assert!(scales.iter().all(|&v| v >= 0.75 * base && v < 1.25 * base), "{scales:?}");
+        assert!(scales.iter().any(|&v| v != scales[0]), "per-channel scales differ");
+        // Codes cover the E4M3 range (saturating at ±448).
+        let codes = w.bytes();
+        assert!(codes.contains(&0x7e) && codes.contains(&0xfe));
+        for other in ["lm_head.weight", "model.embed_tokens.weight", "model.norm.weight"] {
+            assert_eq!(m.weights.get(other).unwrap().dtype, DType::BF16, "{other}");
+        }
+        assert!(m.weights.get("lm_head.weight_scale").is_none());
+        assert_eq!(
+            m.weights.fp8_activation(),
+            Some(rtllm_plugin_api::shapes::fp8::Fp8Activation::Dynamic { upper_bound: None })
+        );
     }
 }

@@ -69,13 +69,15 @@ impl FillRule {
         }
     }
 
-    /// `n` elements of `dtype` (f32, bf16 or f16), little-endian, filled in parallel.
+    /// `n` elements of `dtype` (f32, bf16 or f16, or f8_e4m3: each value's E4M3 code, saturating),
+    /// little-endian, filled in parallel.
     pub fn generate(self, dtype: DType, n: usize) -> Result<Vec<u8>, String> {
         const CHUNK: usize = 1 << 16;
         let width = match dtype {
             DType::F32 => 4,
             DType::BF16 | DType::F16 => 2,
-            other => return Err(format!("generated weights are f32, bf16 or f16, not {other}")),
+            DType::F8_E4M3 => 1,
+            other => return Err(format!("generated weights are f32, bf16, f16 or f8_e4m3, not {other}")),
         };
         let mut out = vec![0u8; n * width];
         out.par_chunks_mut(CHUNK * width).enumerate().for_each(|(c, dst)| {
@@ -84,6 +86,7 @@ impl FillRule {
                 match dtype {
                     DType::F32 => d.copy_from_slice(&v.to_le_bytes()),
                     DType::BF16 => d.copy_from_slice(&bf16::from_f32(v).to_bits().to_le_bytes()),
+                    DType::F8_E4M3 => d[0] = rtllm_plugin_api::fp8::f32_to_e4m3(v),
                     _ => d.copy_from_slice(&f16::from_f32(v).to_bits().to_le_bytes()),
                 }
             }
@@ -108,5 +111,12 @@ mod tests {
         assert!(vals.iter().any(|v| *v < -0.2) && vals.iter().any(|v| *v > 0.2));
         assert_eq!(vals[17], rule.element(17));
         assert!(rule.generate(DType::Q8_0, 32).is_err());
+        let wide = FillRule::Uniform { base: 3, scale: 500.0 };
+        let codes = wide.generate(DType::F8_E4M3, 1000).unwrap();
+        assert_eq!(codes.len(), 1000);
+        for (i, &c) in codes.iter().enumerate() {
+            assert_eq!(c, rtllm_plugin_api::fp8::f32_to_e4m3(wide.element(i as u64)));
+        }
+        assert!(codes.iter().any(|&c| c == 0x7e) && codes.iter().any(|&c| c == 0xfe), "saturates at ±448");
     }
 }

@@ -104,13 +104,14 @@ impl Tensor {
         Ok(Tensor { dtype, shape, data: TensorData::Owned(bytes.into()) })
     }
 
-    /// A tensor of `dtype` (f32, bf16 or f16) whose elements `rule` computes on demand.
+    /// A tensor of `dtype` (f32, bf16, f16, or f8_e4m3 codes) whose elements `rule` computes on
+    /// demand.
     pub fn generated(name: &str, dtype: DType, shape: Vec<usize>, rule: FillRule) -> Result<Tensor, WeightError> {
-        if !matches!(dtype, DType::F32 | DType::BF16 | DType::F16) {
+        if !matches!(dtype, DType::F32 | DType::BF16 | DType::F16 | DType::F8_E4M3) {
             return Err(WeightError::tensor(
                 "<generated>",
                 name,
-                format!("generated weights are f32, bf16 or f16, not {dtype}"),
+                format!("generated weights are f32, bf16, f16 or f8_e4m3, not {dtype}"),
             ));
         }
         let data = TensorData::Generated(Arc::new(Generated { rule, bytes: OnceLock::new() }));

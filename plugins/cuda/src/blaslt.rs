@@ -13,7 +13,7 @@ use std::sync::{Arc, Mutex, OnceLock};
 /// Workspace the matmul asks the host for (cuBLASLt's recommendation for Hopper).
 pub const WORKSPACE_BYTES: usize = 32 << 20;
 
-fn check(what: &str, status: lt::cublasStatus_t) -> Result<(), PluginError> {
+pub(crate) fn check(what: &str, status: lt::cublasStatus_t) -> Result<(), PluginError> {
     status.result().map_err(|e| err(format_args!("cuBLASLt {what}"), e))
 }
 
@@ -113,7 +113,7 @@ pub fn alignment(ptr: u64) -> u32 {
     }
 }
 
-struct Desc(lt::cublasLtMatmulDesc_t);
+pub(crate) struct Desc(pub(crate) lt::cublasLtMatmulDesc_t);
 impl Drop for Desc {
     fn drop(&mut self) {
         // SAFETY: created by cublasLtMatmulDescCreate, destroyed once.
@@ -121,7 +121,7 @@ impl Drop for Desc {
     }
 }
 
-struct Layout(lt::cublasLtMatrixLayout_t);
+pub(crate) struct Layout(pub(crate) lt::cublasLtMatrixLayout_t);
 impl Drop for Layout {
     fn drop(&mut self) {
         // SAFETY: created by cublasLtMatrixLayoutCreate, destroyed once.
@@ -129,7 +129,7 @@ impl Drop for Layout {
     }
 }
 
-struct Pref(lt::cublasLtMatmulPreference_t);
+pub(crate) struct Pref(pub(crate) lt::cublasLtMatmulPreference_t);
 impl Drop for Pref {
     fn drop(&mut self) {
         // SAFETY: created by cublasLtMatmulPreferenceCreate, destroyed once.
@@ -137,20 +137,20 @@ impl Drop for Pref {
     }
 }
 
-fn layout(dtype: lt::cudaDataType, m: ColMajor) -> Result<Layout, PluginError> {
+pub(crate) fn layout(dtype: lt::cudaDataType, m: ColMajor) -> Result<Layout, PluginError> {
     let mut l = std::ptr::null_mut();
     // SAFETY: writes one descriptor.
     check("matrix layout", unsafe { lt::cublasLtMatrixLayoutCreate(&mut l, dtype, m.rows, m.cols, m.ld) })?;
     Ok(Layout(l))
 }
 
-fn set_desc<T>(d: &Desc, attr: lt::cublasLtMatmulDescAttributes_t, v: &T) -> Result<(), PluginError> {
+pub(crate) fn set_desc<T>(d: &Desc, attr: lt::cublasLtMatmulDescAttributes_t, v: &T) -> Result<(), PluginError> {
     // SAFETY: `v` is a plain value of the size the attribute expects.
     let s = unsafe { lt::cublasLtMatmulDescSetAttribute(d.0, attr, v as *const T as *const c_void, size_of::<T>()) };
     check("set matmul attribute", s)
 }
 
-fn set_pref<T>(p: &Pref, attr: lt::cublasLtMatmulPreferenceAttributes_t, v: &T) -> Result<(), PluginError> {
+pub(crate) fn set_pref<T>(p: &Pref, attr: lt::cublasLtMatmulPreferenceAttributes_t, v: &T) -> Result<(), PluginError> {
     // SAFETY: as in `set_desc`.
     let s =
         unsafe { lt::cublasLtMatmulPreferenceSetAttribute(p.0, attr, v as *const T as *const c_void, size_of::<T>()) };
@@ -298,28 +298,58 @@ impl Plan {
         if let (true, Some(bias)) = (self.fused_bias, ops.bias) {
             set_desc(&self.desc, lt::cublasLtMatmulDescAttributes_t::CUBLASLT_MATMUL_DESC_BIAS_POINTER, &bias)?;
         }
-        let (alpha, beta) = (1.0f32, 0.0f32);
-        let y = ops.y as *mut c_void;
-        let s = lt::cublasLtMatmul(
+        let operands = LtOperands { a: ops.w, b: ops.x, d: ops.y, workspace: ops.workspace as u64 };
+        let bytes = ops.workspace_bytes.min(WORKSPACE_BYTES);
+        lt_matmul("matmul", h, (&self.desc, &self.a, &self.b, &self.d), &self.algo, operands, bytes, ops.stream)
+    }
+}
+
+/// Device addresses of one cuBLASLt call: A, B, D (also C, with beta = 0) and the workspace.
+pub(crate) struct LtOperands {
+    pub a: u64,
+    pub b: u64,
+    pub d: u64,
+    pub workspace: u64,
+}
+
+/// D = alpha · op(A)·op(B) with alpha 1 and beta 0 (C is D), the descriptors of a plan.
+///
+/// # Safety
+/// The operands must be device buffers of the layouts' shapes and types, the workspace
+/// `workspace_bytes` long and unused by anything else until the call is done.
+pub(crate) unsafe fn lt_matmul(
+    what: &str,
+    h: lt::cublasLtHandle_t,
+    (desc, a, b, d): (&Desc, &Layout, &Layout, &Layout),
+    algo: &lt::cublasLtMatmulAlgo_t,
+    ops: LtOperands,
+    workspace_bytes: usize,
+    stream: *mut c_void,
+) -> Result<(), PluginError> {
+    let (alpha, beta) = (1.0f32, 0.0f32);
+    let y = ops.d as *mut c_void;
+    // SAFETY: the caller's buffers; alpha and beta live across the call (the host pointer mode).
+    let s = unsafe {
+        lt::cublasLtMatmul(
             h,
-            self.desc.0,
+            desc.0,
             &alpha as *const f32 as *const c_void,
-            ops.w as *const c_void,
-            self.a.0,
-            ops.x as *const c_void,
-            self.b.0,
+            ops.a as *const c_void,
+            a.0,
+            ops.b as *const c_void,
+            b.0,
             &beta as *const f32 as *const c_void,
             y,
-            self.d.0,
+            d.0,
             y,
-            self.d.0,
-            &self.algo,
+            d.0,
+            algo,
             ops.workspace as *mut c_void,
-            ops.workspace_bytes.min(WORKSPACE_BYTES),
-            ops.stream as lt::cudaStream_t,
-        );
-        check("matmul", s)
-    }
+            workspace_bytes,
+            stream as lt::cudaStream_t,
+        )
+    };
+    check(what, s)
 }
 
 #[cfg(test)]

@@ -1,5 +1,5 @@
 //! CUDA provider of `dummy_fill` (kernels/cuda/fill.cu): no inputs; makes one f32/bf16/f16
-//! tensor of the `shape` attr whose elements follow the host's dummy-weight rule
+//! (or f8_e4m3: the values' E4M3 codes) tensor of the `shape` attr whose elements follow the host's dummy-weight rule
 //! (framework/src/weights/fill.rs): `kind = "uniform"` with `base` (u64 bit-cast to i64) and
 //! `scale`, or `kind = "ones"`. The engine uses it to generate dummy weights on the GPU.
 
@@ -46,8 +46,8 @@ fn output_meta(inputs: &[TensorMeta], attrs: &Attrs) -> Result<TensorMeta, Plugi
     }
     let name = attrs.str("dtype")?;
     let dtype = DType::parse(name)
-        .filter(|d| ACT.contains(d))
-        .ok_or_else(|| bad(format!("dtype must be f32, bf16 or f16, not '{name}'")))?;
+        .filter(|d| ACT.contains(d) || *d == DType::F8_E4M3)
+        .ok_or_else(|| bad(format!("dtype must be f32, bf16, f16 or f8_e4m3, not '{name}'")))?;
     let dims = attrs.ints("shape")?;
     let shape = dims
         .iter()
@@ -78,7 +78,9 @@ impl Op for DummyFill {
     type Kernel = DummyFillKernel;
 
     fn dtypes() -> Vec<DType> {
-        ACT.to_vec()
+        let mut d = ACT.to_vec();
+        d.push(DType::F8_E4M3);
+        d
     }
 
     fn infer(inputs: &[TensorMeta], attrs: &Attrs) -> Result<Vec<TensorMeta>, PluginError> {
@@ -88,7 +90,8 @@ impl Op for DummyFill {
     fn create(inputs: &[TensorMeta], attrs: &Attrs) -> Result<DummyFillKernel, PluginError> {
         let dtype = output_meta(inputs, attrs)?.dtype;
         let params = params(attrs)?;
-        let f = runtime::function(&SRC, &format!("dummy_fill_{}", suffix(Self::NAME, dtype)?))?;
+        let s = if dtype == DType::F8_E4M3 { "f8_e4m3" } else { suffix(Self::NAME, dtype)? };
+        let f = runtime::function(&SRC, &format!("dummy_fill_{s}"))?;
         Ok(DummyFillKernel { f, dtype, params })
     }
 
@@ -152,7 +155,9 @@ mod tests {
         assert_eq!(out, vec![TensorMeta::of(DType::BF16, &[513, 17])]);
         assert!(DummyFill::infer(&[TensorMeta::of(DType::F32, &[1])], &attrs).is_err());
         let q = Attrs::new().with("dtype", "q8_0").with("shape", vec![32i64]);
-        assert!(DummyFill::infer(&[], &q).unwrap_err().to_string().contains("f32, bf16 or f16"));
+        assert!(DummyFill::infer(&[], &q).unwrap_err().to_string().contains("f16 or f8_e4m3"));
+        let f8 = Attrs::new().with("dtype", "f8_e4m3").with("shape", vec![4i64, 8]);
+        assert_eq!(DummyFill::infer(&[], &f8).unwrap(), vec![TensorMeta::of(DType::F8_E4M3, &[4, 8])]);
         let neg = Attrs::new().with("dtype", "f32").with("shape", vec![-1i64]);
         assert!(DummyFill::infer(&[], &neg).is_err());
         assert!(params(&Attrs::new().with("kind", "gauss")).is_err());

@@ -34,7 +34,14 @@ pub mod qkv_rope_matmul;
 rtllm_plugin_api::register_op!(qkv_rope_matmul::QkvRopeMatmul);
 pub mod swiglu_matmul;
 rtllm_plugin_api::register_op!(swiglu_matmul::SwigluMatmul);
+pub mod blaslt_fp8;
+pub mod fp8_grouped_matmul;
+pub mod fp8_kernels;
+pub mod fp8_matmul;
+pub mod fp8_run;
+rtllm_plugin_api::register_op!(fp8_grouped_matmul::Fp8GroupedMatmul);
 pub mod sampling;
+rtllm_plugin_api::register_op!(fp8_matmul::Fp8Matmul);
 
 rtllm_plugin_api::register_op!(attention::PagedAttention);
 rtllm_plugin_api::register_op!(sampling::Sample);

@@ -62,6 +62,13 @@ fake_op!(QkvRopeF16, "qkv_rope_matmul", [F16, I32], |i| i[1..4].iter().map(|w| r
 fake_op!(Swiglu, "swiglu_matmul", [F32], |i| vec![rows_by(&i[0], &i[1])]);
 fake_op!(Grouped, "grouped_matmul", [F32], |i| i[1..].iter().map(|w| rows_by(&i[0], w)).collect());
 fake_op!(FusedAddNorm, "fused_add_rmsnorm", [F32], |i| vec![i[0].clone(), i[0].clone()]);
+fake_op!(Fp8Matmul, "fp8_matmul", [F32, F8_E4M3], |i| vec![rows_by(&i[0], &i[1])]);
+// (x, w_0..w_{n-1}, s_0..s_{n-1}[, i_0..]): n = the number of F8 inputs.
+fake_op!(Fp8Grouped, "fp8_grouped_matmul", [F32, F8_E4M3], |i| i[1..]
+    .iter()
+    .take_while(|w| w.dtype == DType::F8_E4M3)
+    .map(|w| rows_by(&i[0], w))
+    .collect());
 
 fn plain_ops() -> Vec<OpDecl> {
     vec![declare::<Matmul>(), declare::<Rope>(), declare::<SiluMul>(), declare::<Add>(), declare::<RmsNorm>()]
@@ -271,4 +278,69 @@ fn add_and_rmsnorm_fuse_and_the_sum_stays_readable() {
 fn a_sum_read_before_its_norm_is_not_fused() {
     let g = plan(all_fused(), &SelectionConfig::default(), DType::F32, |b| residual_stream(b, true));
     assert_eq!(ops(&g), ["add", "add", "rmsnorm", "fused_add_rmsnorm"]);
+}
+
+/// FP8 weights with per-channel scales and one shared input scale, for `fp8_matmul` graphs.
+fn fp8_weights() -> Weights {
+    let mut w = BTreeMap::new();
+    for (name, rows) in [("q", 8), ("k", 4), ("v", 4)] {
+        w.insert(name.to_string(), TensorMeta::of(DType::F8_E4M3, &[rows, H]));
+        w.insert(format!("{name}.weight_scale"), TensorMeta::of(DType::F32, &[rows]));
+        w.insert(format!("{name}.input_scale"), TensorMeta::of(DType::F32, &[1]));
+    }
+    Weights(w)
+}
+
+/// q, k, v as `fp8_matmul`s of one x; `shared` makes them read one input scale (static).
+fn fp8_qkv(
+    b: &mut dyn GraphBuilder,
+    act: rtllm_plugin_api::shapes::fp8::Fp8Activation,
+    shared: bool,
+) -> Result<(), BuildError> {
+    let x = b.input("x", activation())?;
+    let common = b.weight("q.input_scale")?;
+    for name in ["q", "k", "v"] {
+        let mut inputs = vec![x, b.weight(name)?, b.weight(&format!("{name}.weight_scale"))?];
+        if act.scale_inputs() == 1 {
+            inputs.push(if shared { common } else { b.weight(&format!("{name}.input_scale"))? });
+        }
+        let y = b.op1("fp8_matmul", &inputs, act.attrs())?;
+        b.output(name, y)?;
+    }
+    Ok(())
+}
+
+fn fp8_plan(extra: Vec<OpDecl>, body: impl Fn(&mut dyn GraphBuilder) -> Result<(), BuildError>) -> Graph {
+    let registry = registry(extra);
+    let weights = fp8_weights();
+    let config = SelectionConfig::default();
+    let mut b = EngineGraphBuilder::new(&registry, &weights, &config);
+    body(&mut b).expect("the plain graph builds");
+    let graph = b.finish().expect("has outputs");
+    fuse(graph, Selector::new(&registry, &config)).expect("the pass keeps the graph valid")
+}
+
+#[test]
+fn fp8_matmuls_of_one_x_group_when_a_provider_declares_it() {
+    use rtllm_plugin_api::shapes::fp8::Fp8Activation;
+    let fp8 = || vec![declare::<Fp8Matmul>(), declare::<Fp8Grouped>()];
+    let dynamic = Fp8Activation::Dynamic { upper_bound: None };
+    let g = fp8_plan(fp8(), |b| fp8_qkv(b, dynamic, false));
+    assert_eq!(ops(&g), ["fp8_grouped_matmul"]);
+    let n = &g.nodes[0];
+    assert_eq!(n.inputs.len(), 7, "x, three weights, three scales");
+    assert_eq!(n.attrs, dynamic.attrs());
+    let outs: Vec<Value> = ["q", "k", "v"].iter().map(|o| g.output(o).expect("output")).collect();
+    assert_eq!(n.outputs, outs);
+
+    // Static parts fuse when they read one input scale tensor, not when each has its own.
+    let g = fp8_plan(fp8(), |b| fp8_qkv(b, Fp8Activation::Static, true));
+    assert_eq!(ops(&g), ["fp8_grouped_matmul"]);
+    assert_eq!(g.nodes[0].inputs.len(), 10);
+    let g = fp8_plan(fp8(), |b| fp8_qkv(b, Fp8Activation::Static, false));
+    assert_eq!(ops(&g), ["fp8_matmul"; 3]);
+
+    // Without a provider of the fused op the plain graph stays.
+    let g = fp8_plan(vec![declare::<Fp8Matmul>()], |b| fp8_qkv(b, dynamic, false));
+    assert_eq!(ops(&g), ["fp8_matmul"; 3]);
 }

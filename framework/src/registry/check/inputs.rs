@@ -2,7 +2,7 @@
 //! each input's dtype), integer inputs drawn in range for the op (ids below the vocab,
 //! positions, row indices), and for `paged_attention` a valid mixed prefill/decode batch
 //! (disjoint blocks per sequence, context lengths that fit the tables and the cache), and for
-//! `fp8_matmul` finite E4M3 weight codes with positive scales.
+//! `fp8_matmul` and `fp8_grouped_matmul` finite E4M3 weight codes with positive scales.
 
 use crate::reference::HostTensor;
 use rand::rngs::StdRng;
@@ -46,17 +46,24 @@ pub fn generate(op: &str, metas: &[TensorMeta], _attrs: &Attrs, rng: &mut StdRng
         fill_sample_params(&mut out, rng)?;
     }
     if op == "fp8_matmul" {
-        fill_fp8_scales(&mut out, _attrs, rng)?;
+        fill_fp8_scales(&mut out, 1, _attrs, rng)?;
+    }
+    if op == "fp8_grouped_matmul" {
+        // (x, w_0..w_{p-1}, s_0..s_{p-1}[, i_0..i_{p-1}])
+        let act = rtllm_plugin_api::shapes::fp8::Fp8Activation::from_attrs(_attrs).map_err(|e| e.to_string())?;
+        let parts = out.len().saturating_sub(1) / (2 + act.scale_inputs());
+        fill_fp8_scales(&mut out, parts, _attrs, rng)?;
     }
     Ok(out)
 }
 
-/// `fp8_matmul`: the weight codes over every finite E4M3 value (NaN codes redrawn), positive
-/// weight scales, and activation scales in [0.002, 0.05) so that x in [-1, 1) sometimes
-/// saturates at ±448 (static) — what real checkpoints hold.
-fn fill_fp8_scales(inputs: &mut [HostTensor], attrs: &Attrs, rng: &mut StdRng) -> Result<(), String> {
+/// `fp8_matmul` (`parts` = 1) and `fp8_grouped_matmul` (inputs x, the `parts` weights, their
+/// scales, their input scales): the weight codes over every finite E4M3 value (NaN codes
+/// redrawn), positive weight scales, and activation scales in [0.002, 0.05) so that x in
+/// [-1, 1) sometimes saturates at ±448 (static) — what real checkpoints hold.
+fn fill_fp8_scales(inputs: &mut [HostTensor], parts: usize, attrs: &Attrs, rng: &mut StdRng) -> Result<(), String> {
     let act = rtllm_plugin_api::shapes::fp8::Fp8Activation::from_attrs(attrs).map_err(|e| e.to_string())?;
-    if let Some(w) = inputs.get_mut(1) {
+    for w in inputs.iter_mut().skip(1).take(parts) {
         w.bytes_mut().iter_mut().for_each(|c| {
             *c = loop {
                 let v: u8 = rng.gen();
@@ -66,8 +73,8 @@ fn fill_fp8_scales(inputs: &mut [HostTensor], attrs: &Attrs, rng: &mut StdRng) -
             }
         });
     }
-    for i in 2..(3 + act.scale_inputs()).min(inputs.len()) {
-        let (lo, hi) = if i == 2 { (1e-4f32, 1e-2) } else { (2e-3, 5e-2) };
+    for i in (1 + parts)..(1 + parts * (2 + act.scale_inputs())).min(inputs.len()) {
+        let (lo, hi) = if i < 1 + 2 * parts { (1e-4f32, 1e-2) } else { (2e-3, 5e-2) };
         let values: Vec<f32> = (0..inputs[i].numel()).map(|_| rng.gen_range(lo..hi)).collect();
         inputs[i].set_f32(&values).map_err(|e| e.to_string())?;
     }
@@ -213,6 +220,25 @@ mod tests {
     use super::*;
     use rand::SeedableRng;
     use std::collections::HashSet;
+
+    #[test]
+    fn fp8_grouped_inputs_have_finite_codes_and_positive_scales() {
+        use rtllm_plugin_api::shapes::fp8::Fp8Activation;
+        let mut rng = StdRng::seed_from_u64(3);
+        let m = |d, s: &[usize]| TensorMeta::of(d, s);
+        let f8 = m(DType::F8_E4M3, &[64, 32]);
+        let metas = [m(DType::BF16, &[2, 32]), f8.clone(), f8, m(DType::F32, &[64]), m(DType::F32, &[1])];
+        let metas: Vec<TensorMeta> = metas.into_iter().chain([m(DType::F32, &[1]), m(DType::F32, &[1])]).collect();
+        let got = generate("fp8_grouped_matmul", &metas, &Fp8Activation::Static.attrs(), &mut rng).unwrap();
+        for w in &got[1..3] {
+            assert!(w.bytes().iter().all(|c| c & 0x7f != 0x7f), "no NaN codes");
+            assert!(w.bytes().iter().any(|c| c & 0x78 == 0x78), "codes reach the top binade");
+        }
+        for (i, (lo, hi)) in [(3, (1e-4, 1e-2)), (4, (1e-4, 1e-2)), (5, (2e-3, 5e-2)), (6, (2e-3, 5e-2))] {
+            let v = got[i].to_f32().unwrap();
+            assert!(v.iter().all(|&s| s >= lo && s < hi), "input {i}: {v:?}");
+        }
+    }
 
     #[test]
     fn batches_are_valid() {
