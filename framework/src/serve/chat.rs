@@ -3,6 +3,7 @@
 //! text unless configured otherwise), streamed as `chat.completion.chunk`s or answered whole,
 //! with usage and chat log-probabilities.
 
+use super::config::ServeConfig;
 use super::error::ApiError;
 use super::fields::refuse_unsupported;
 use super::generation::{submit, ChunkFormat, Prepared};
@@ -14,7 +15,6 @@ use super::protocol::{
     ChatChoice, ChatChunk, ChatChunkChoice, ChatDelta, ChatMessageIn, ChatMessageOut, ChatRequest, ChatResponse,
     MessageContent, Usage,
 };
-use super::config::ServeConfig;
 use super::{unix_time, AppState};
 use crate::api::RequestOutput;
 use crate::tokenizer::ChatMessage;

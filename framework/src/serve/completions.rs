@@ -2,6 +2,7 @@
 //! off the async runtime, streamed as `text_completion` chunks or answered whole, with usage
 //! and legacy log-probabilities.
 
+use super::config::ServeConfig;
 use super::error::ApiError;
 use super::fields::refuse_unsupported;
 use super::generation::{submit, ChunkFormat, Prepared};
@@ -11,7 +12,6 @@ use super::params::{check_model, ParamsSpec};
 use super::preprocess::read_and_prepare;
 use super::prompt::PromptInput;
 use super::protocol::{CompletionChoice, CompletionRequest, CompletionResponse, Usage};
-use super::config::ServeConfig;
 use super::{unix_time, AppState};
 use crate::api::{LlmError, RequestOutput};
 use crate::tokenizer::Tokenizer;
