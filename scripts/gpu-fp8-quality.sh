@@ -1,13 +1,13 @@
 #!/usr/bin/env bash
-# FP8 quality on the GPU machine (issue 21): perplexity of a model in bf16, with FP8 weights
-# (`rtllm quantize --format fp8` run there, calibrated on Persuasion) and with FP8 weights plus
-# the FP8 KV cache, on the same text (the first EVAL_BYTES of Pride and Prejudice), all with
-# --device cuda; then the same text on the CPU reference for the FP8 model (agreement check).
+# FP8 quality on the GPU machine (issue 21): perplexity of a model on the same text (the first
+# EVAL_BYTES of Pride and Prejudice), all with --device cuda: bf16; FP8 weights (`rtllm quantize
+# --format fp8`, run there, calibrated on Persuasion); FP8 weights plus the FP8 KV cache (k/v
+# scales calibrated by the same kind of quantize run); bf16 weights with the FP8 KV cache at
+# scale 1 (no calibration). A table of the four against bf16 comes last.
 # The GPU machine cannot download, and at most 64 MiB travels per call: the model arrives in
-# chunks over consecutive calls (scripts/gpu-chunks.sh splits it here; each call appends its
-# chunk under $STAGE, which survives while the machine stays warm).
+# chunks (`split -n 5 -d MODEL part.`) carried by consecutive calls, each copying its chunks to
+# $STAGE, which survives while the machine stays warm; the first call copies the binaries to $PACK.
 # Usage on the GPU machine: scripts/gpu-fp8-quality.sh MODEL_SHA256 EVAL.txt CALIB.txt
-#   (binaries from $PACK, default /tmp/rtllm-pack, copied there by the first chunk's call)
 set -uo pipefail
 cd "$(dirname "$0")/.."
 STAGE=${STAGE:-/tmp/rtllm-stage}
@@ -26,8 +26,9 @@ head -c "$EVAL_BYTES" "$eval_src" > "$STAGE/eval.txt"
 BIN=$PACK/rtllm
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader
 echo "== quantize (CPU of this machine, calibration text $(basename "$calib"))"
-/usr/bin/time -f "quantize: %e s" $BIN quantize --format fp8 --model "$model" --output "$STAGE/fp8" --force \
-  --calib-file "$calib" 2>&1 | tail -3
+$BIN quantize --format fp8 --model "$model" --output "$STAGE/fp8" --force --calib-file "$calib" 2>&1 | tail -1
+$BIN quantize --format fp8 --model "$model" --output "$STAGE/fp8kv" --force --calib-file "$calib" \
+  --kv-cache-dtype fp8 2>&1 | tail -1
 ppl() { # name, args...
   local name=$1; shift
   timeout 240 $BIN eval perplexity "$@" --json "$STAGE/eval.txt" > "$OUT/ppl-$name.json" 2> "$OUT/ppl-$name.log" \
@@ -35,7 +36,7 @@ ppl() { # name, args...
 }
 ppl bf16 --model "$model" --device cuda
 ppl fp8 --model "$STAGE/fp8" --device cuda
-ppl fp8-kv --model "$STAGE/fp8" --device cuda --kv-cache-dtype fp8
+ppl fp8-kv --model "$STAGE/fp8kv" --device cuda --kv-cache-dtype fp8
 ppl bf16-kv --model "$model" --device cuda --kv-cache-dtype fp8
 python3 - "$OUT" <<'PY'
 import json, os, sys
