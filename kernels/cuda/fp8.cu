@@ -21,8 +21,8 @@
 #define F8_WARPS 8
 #define F8_ROWS 2
 #define E4M3_MAX 448.0f
-// 2^120, the factor between a code's bits placed in an f32 and its value.
-#define F8_UNBIAS __uint_as_float(247u << 23)
+// F8_UNBIAS (2^120, between a code's bits placed in an f32 and its value) and e4m3_to_f32 are in
+// common.cuh.
 
 struct __align__(16) U4F {
   u32 a, b, c, d;
@@ -35,12 +35,6 @@ __device__ __forceinline__ U4F ld_stream_f(const void* p) {
       : "=r"(v.a), "=r"(v.b), "=r"(v.c), "=r"(v.d)
       : "l"(p));
   return v;
-}
-
-// The exact f32 value of an E4M3 code (NaN for 0x7f / 0xff).
-__device__ __forceinline__ float e4m3_to_f32(u32 c) {
-  if ((c & 0x7fu) == 0x7fu) return __uint_as_float(0x7fc00000u | ((c & 0x80u) << 24));
-  return __fmul_rn(__uint_as_float(((c & 0x80u) << 24) | ((c & 0x7fu) << 20)), F8_UNBIAS);
 }
 
 // Byte i of a word of four codes as value · 2^-120 (see the top of the file).
