@@ -17,7 +17,7 @@ use rtllm_plugin_api::shapes::attention::{K_CACHE, NUM_INPUTS};
 use rtllm_plugin_api::DType;
 
 /// The layer of a cache input named `kv_cache.N.k` / `kv_cache.N.v`.
-fn cache_layer(name: &str) -> Option<usize> {
+pub(super) fn cache_layer(name: &str) -> Option<usize> {
     name.strip_prefix("kv_cache.")?.split_once('.')?.0.parse().ok()
 }
 
