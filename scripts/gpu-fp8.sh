@@ -35,6 +35,19 @@ want() { [[ " $STAGES " == *" $1 "* ]]; }
 step() { echo; echo "=== $*"; }
 CONFIG=scripts/bench/configs/llama-3-8b.json
 
+# greedy_text FIXTURE...: 16 greedy tokens of each tests/fixtures/fp8 checkpoint on the CPU and on
+# CUDA (bf16 vs f32 activations, or k/v landing on neighbouring E4M3 codes, can flip a near-tie).
+greedy_text() {
+  local f cpu gpu
+  for f in "$@"; do
+    gen() { timeout 30 $BIN generate --model tests/fixtures/fp8/$f --device $1 --max-tokens 16 --ignore-eos \
+      "The quick brown fox" 2>/dev/null; }
+    cpu=$(gen cpu); gpu=$(gen cuda)
+    if [ -n "$gpu" ] && [ "$cpu" == "$gpu" ]; then echo "$f: CUDA == CPU greedy text"; else
+      echo "$f: CUDA and CPU differ"; echo "  cpu: $cpu"; echo "  gpu: $gpu"; fi
+  done
+}
+
 # bench_runs NAME ARGS...: the Llama-3-8B shape on dummy weights with ARGS, batch-1 decode TPOT and
 # throughput (results in $OUT/{latency,throughput}-NAME.json, read by the summary).
 bench_runs() {
@@ -63,13 +76,7 @@ if want e2e; then
   timeout 90 $GPU_DIR/cuda_check smollm2-135m fp8 2>&1 | tee "$OUT/e2e.txt" || status=1
   step "end to end: HF FP8 checkpoints (scripts/reference/make_fp8_checkpoints.py, written here by torch), CUDA vs CPU greedy text"
   if timeout 60 python3 scripts/reference/make_fp8_checkpoints.py > "$OUT/fixtures.log" 2>&1; then
-    for f in ct_static ct_dynamic modelopt fbgemm; do
-      gen() { timeout 30 $BIN generate --model tests/fixtures/fp8/$f --device $1 --max-tokens 16 --ignore-eos \
-        "The quick brown fox" 2>/dev/null; }
-      cpu=$(gen cpu); gpu=$(gen cuda)
-      if [ -n "$gpu" ] && [ "$cpu" == "$gpu" ]; then echo "$f: CUDA == CPU greedy text"; else
-        echo "$f: CUDA and CPU differ (bf16 vs f32 activations can flip a near-tie)"; echo "  cpu: $cpu"; echo "  gpu: $gpu"; fi
-    done 2>&1 | tee "$OUT/fixtures.txt"
+    greedy_text ct_static ct_dynamic modelopt fbgemm 2>&1 | tee "$OUT/fixtures.txt"
   else
     echo "fixtures not written (see $OUT/fixtures.log)"; tail -5 "$OUT/fixtures.log"
   fi
@@ -81,13 +88,7 @@ if want kv; then
   step "FP8 KV cache end to end: CUDA vs CPU engines, FP8 cache on both (bf16 and FP8 dummy weights)"
   timeout 120 $GPU_DIR/cuda_check smollm2-135m bf16kv,fp8kv 2>&1 | tee "$OUT/kv-e2e.txt" || status=1
   step "FP8 KV cache: checkpoints with a KV scheme (compressed-tensors, ModelOpt), CUDA vs CPU greedy text"
-  for f in ct_static_kv modelopt_kv; do
-    gen() { timeout 30 $BIN generate --model tests/fixtures/fp8/$f --device $1 --max-tokens 16 --ignore-eos \
-      "The quick brown fox" 2>/dev/null; }
-    cpu=$(gen cpu); gpu=$(gen cuda)
-    if [ -n "$gpu" ] && [ "$cpu" == "$gpu" ]; then echo "$f: CUDA == CPU greedy text"; else
-      echo "$f: CUDA and CPU differ (bf16 vs f32 k/v can land on neighbouring E4M3 codes)"; echo "  cpu: $cpu"; echo "  gpu: $gpu"; fi
-  done 2>&1 | tee "$OUT/kv-fixtures.txt"
+  greedy_text ct_static_kv modelopt_kv 2>&1 | tee "$OUT/kv-fixtures.txt"
   bench_runs fp8kv --dummy-dtype fp8 --kv-cache-dtype fp8
 fi
 if want bw; then

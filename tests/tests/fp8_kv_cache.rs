@@ -9,30 +9,18 @@
 use rtllm::engine::{cache, BuildConfig};
 use rtllm::model::{write_engine_dir, Model, ModelSpec};
 use rtllm::parallel::ModelRunner;
-use rtllm::weights::safetensors::load_safetensors;
-use rtllm::weights::{write_safetensors, WeightStore};
 use rtllm_plugin_api::DType;
+use rtllm_tests::checkpoints::f32_tensor;
 use serde_json::Value;
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 /// As tests/tests/fp8_checkpoints.rs: the reference sums in f64 with the same quantization
 /// (weights, activations, and here the KV cache); a k or v landing on the other E4M3
 /// neighbour after a different f32 summation order moves a logit far less than this.
 const LOGIT_TOLERANCE: f32 = 5e-3;
 
-fn fixture(name: &str) -> PathBuf {
-    rtllm_tests::repo_root().join("tests/fixtures/fp8").join(name)
-}
-
-fn expected() -> Value {
-    let text = std::fs::read_to_string(fixture("expected.json")).expect("tests/fixtures/fp8/expected.json");
-    serde_json::from_str(&text).expect("expected.json parses")
-}
-
-fn ids(v: &Value) -> Vec<u32> {
-    v.as_array().expect("a list").iter().map(|x| x.as_u64().expect("an id") as u32).collect()
-}
+use rtllm_tests::checkpoints::{fp8_expected as expected, fp8_fixture as fixture, ids};
 
 fn load_with(dir: &Path, build: &BuildConfig) -> Result<Model, String> {
     Model::load(&ModelSpec::path(dir), rtllm_tests::registry(), build).map_err(|e| e.to_string())
@@ -52,17 +40,7 @@ fn prompts(want: &Value) -> Vec<Vec<u32>> {
 
 /// Last-position logits of every prompt, and the largest difference from `reference`.
 fn logits_vs(model: &mut Model, prompts: &[Vec<u32>], reference: &Value) -> (Vec<Vec<f32>>, f32) {
-    let mut max_diff = 0f32;
-    let mut all = Vec::new();
-    for (i, prompt) in prompts.iter().enumerate() {
-        let l = rtllm_tests::last_logits(&mut model.engine, prompt);
-        let r: Vec<f32> =
-            reference["logits"][i].as_array().unwrap().iter().map(|x| x.as_f64().unwrap() as f32).collect();
-        assert_eq!(l.len(), r.len());
-        max_diff = l.iter().zip(&r).map(|(a, b)| (a - b).abs()).fold(max_diff, f32::max);
-        all.push(l);
-    }
-    (all, max_diff)
+    rtllm_tests::checkpoints::logits_vs_reference(&mut model.engine, prompts, reference)
 }
 
 #[test]
@@ -118,34 +96,13 @@ fn the_user_dtype_overrides_the_checkpoint_and_scales_default_to_one() {
     assert!(diff.is_finite() && diff > 0.0, "scale 1.0 quantizes the cache: {diff}");
 }
 
-/// A checkpoint's tensors by name: dtype, shape, bytes.
-type Tensors = BTreeMap<String, (DType, Vec<usize>, Vec<u8>)>;
+type Tensors = rtllm_tests::checkpoints::Tensors;
 
 /// A copy of checkpoint `name` with `edit` applied to its tensors and `config` to config.json.
 fn damaged(name: &str, edit: impl FnOnce(&mut Tensors), config: impl FnOnce(&mut Value)) -> tempfile::TempDir {
     let dir = tempfile::tempdir().unwrap();
-    for f in std::fs::read_dir(fixture(name)).unwrap() {
-        let f = f.unwrap().path();
-        std::fs::copy(&f, dir.path().join(f.file_name().unwrap())).unwrap();
-    }
-    let file = dir.path().join("model.safetensors");
-    let mut store = WeightStore::new();
-    load_safetensors(&file, &mut store).unwrap();
-    let mut tensors: Tensors =
-        store.iter().map(|(n, t)| (n.to_string(), (t.dtype, t.shape.clone(), t.bytes().to_vec()))).collect();
-    edit(&mut tensors);
-    let list: Vec<(&str, DType, &[usize], &[u8])> =
-        tensors.iter().map(|(n, (d, s, b))| (n.as_str(), *d, s.as_slice(), b.as_slice())).collect();
-    write_safetensors(&file, &list, &BTreeMap::new()).unwrap();
-    let cfg_path = dir.path().join("config.json");
-    let mut cfg: Value = serde_json::from_str(&std::fs::read_to_string(&cfg_path).unwrap()).unwrap();
-    config(&mut cfg);
-    std::fs::write(&cfg_path, cfg.to_string()).unwrap();
+    rtllm_tests::checkpoints::edited_copy(&fixture(name), dir.path(), edit, config);
     dir
-}
-
-fn f32_tensor(values: &[f32], shape: &[usize]) -> (DType, Vec<usize>, Vec<u8>) {
-    (DType::F32, shape.to_vec(), values.iter().flat_map(|v| v.to_le_bytes()).collect())
 }
 
 #[test]
@@ -178,7 +135,8 @@ fn damaged_kv_scales_are_refused_naming_the_tensor() {
 
 #[test]
 fn unsupported_kv_schemes_are_refused_naming_the_field() {
-    let cases: [(&str, fn(&mut Value), &str); 4] = [
+    type ConfigEdit = fn(&mut Value);
+    let cases: [(&str, ConfigEdit, &str); 4] = [
         (
             "ct_static_kv",
             |c| c["quantization_config"]["kv_cache_scheme"]["dynamic"] = true.into(),

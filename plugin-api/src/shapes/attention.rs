@@ -93,6 +93,34 @@ impl AttnParams {
     }
 }
 
+/// The concrete input metas of an example batch (providers' `examples()`): `t` tokens of `h`
+/// query and `kvh` KV heads of dim `d` in `act`, `cache` caches of `nb` blocks of `bs`, `s`
+/// sequences with tables of width `mb`; an F8_E4M3 cache adds its two scales.
+#[allow(clippy::too_many_arguments)]
+pub fn example_inputs(
+    act: DType,
+    cache: DType,
+    (h, kvh, d): (usize, usize, usize),
+    (nb, bs): (usize, usize),
+    (s, mb): (usize, usize),
+    t: usize,
+) -> Vec<TensorMeta> {
+    let mut inputs = vec![
+        TensorMeta::of(act, &[t, h * d]),
+        TensorMeta::of(act, &[t, kvh * d]),
+        TensorMeta::of(act, &[t, kvh * d]),
+        TensorMeta::of(cache, &[nb, bs, kvh, d]),
+        TensorMeta::of(cache, &[nb, bs, kvh, d]),
+        TensorMeta::of(DType::I32, &[s, mb]),
+        TensorMeta::of(DType::I32, &[s]),
+        TensorMeta::of(DType::I32, &[s + 1]),
+    ];
+    if cache == DType::F8_E4M3 {
+        inputs.extend([TensorMeta::of(DType::F32, &[1]), TensorMeta::of(DType::F32, &[1])]);
+    }
+    inputs
+}
+
 fn expect_known(what: &str, dim: &Dim, want: usize) -> Result<(), PluginError> {
     match dim {
         Dim::Known(v) if *v as usize != want => Err(err(format!("{what} is {v}, expected {want}"))),

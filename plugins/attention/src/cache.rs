@@ -19,9 +19,12 @@ pub trait CacheElem: Element {
     /// caches get 1 and ignore it).
     fn store(src: &[f32], dst: &mut [Self], scale: f32);
 
+    /// Reads cache elements as f32 values (FP8 codes times `scale`).
+    fn load(src: &[Self], dst: &mut [f32], scale: f32);
+
     /// `n` rows of `d` values starting at `cache[first]`, `stride` apart, as f32 rows: either
-    /// borrowed from the cache itself (f32) or converted into `scratch` (at least `n * d`;
-    /// FP8 codes times `scale`). Returns the rows and their stride.
+    /// borrowed from the cache itself (f32) or converted into `scratch` (at least `n * d`).
+    /// Returns the rows and their stride.
     fn rows<'a>(
         cache: &'a [Self],
         first: usize,
@@ -30,13 +33,23 @@ pub trait CacheElem: Element {
         d: usize,
         scale: f32,
         scratch: &'a mut [f32],
-    ) -> (&'a [f32], usize);
+    ) -> (&'a [f32], usize) {
+        for (j, row) in scratch[..n * d].chunks_exact_mut(d).enumerate() {
+            let at = first + j * stride;
+            Self::load(&cache[at..at + d], row, scale);
+        }
+        (&scratch[..n * d], d)
+    }
 }
 
 impl CacheElem for f32 {
     const CONVERTS: bool = false;
 
     fn store(src: &[f32], dst: &mut [f32], _: f32) {
+        dst.copy_from_slice(src);
+    }
+
+    fn load(src: &[f32], dst: &mut [f32], _: f32) {
         dst.copy_from_slice(src);
     }
 
@@ -62,20 +75,8 @@ macro_rules! half_cache_elem {
                 dst.convert_from_f32_slice(src);
             }
 
-            fn rows<'a>(
-                cache: &'a [$t],
-                first: usize,
-                n: usize,
-                stride: usize,
-                d: usize,
-                _: f32,
-                scratch: &'a mut [f32],
-            ) -> (&'a [f32], usize) {
-                for (j, row) in scratch[..n * d].chunks_exact_mut(d).enumerate() {
-                    let at = first + j * stride;
-                    cache[at..at + d].convert_to_f32_slice(row);
-                }
-                (&scratch[..n * d], d)
+            fn load(src: &[$t], dst: &mut [f32], _: f32) {
+                src.convert_to_f32_slice(dst);
             }
         }
     };
@@ -93,22 +94,10 @@ impl CacheElem for F8E4M3 {
         }
     }
 
-    fn rows<'a>(
-        cache: &'a [F8E4M3],
-        first: usize,
-        n: usize,
-        stride: usize,
-        d: usize,
-        scale: f32,
-        scratch: &'a mut [f32],
-    ) -> (&'a [f32], usize) {
-        for (j, row) in scratch[..n * d].chunks_exact_mut(d).enumerate() {
-            let at = first + j * stride;
-            for (o, c) in row.iter_mut().zip(&cache[at..at + d]) {
-                *o = c.to_f32() * scale;
-            }
+    fn load(src: &[F8E4M3], dst: &mut [f32], scale: f32) {
+        for (o, c) in dst.iter_mut().zip(src) {
+            *o = c.to_f32() * scale;
         }
-        (&scratch[..n * d], d)
     }
 }
 

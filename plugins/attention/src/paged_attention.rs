@@ -8,7 +8,7 @@
 use crate::batch::{Args, Batch};
 use crate::cache::{write_new_tokens, CacheElem, KvScales};
 use crate::flash::{max_tile, scratch_len, AttnJob, Scratch};
-use crate::params::{check_metas, AttnParams, K_CACHE, NUM_INPUTS, NUM_INPUTS_FP8, OP, V_CACHE};
+use crate::params::{check_metas, example_inputs, AttnParams, K_CACHE, NUM_INPUTS, NUM_INPUTS_FP8, OP, V_CACHE};
 use half::{bf16, f16};
 use rtllm_plugin_api::fp8::F8E4M3;
 use rtllm_plugin_api::{
@@ -74,22 +74,7 @@ impl Op for PagedAttention {
         cases
             .iter()
             .map(|&(h, kvh, d, bs, nb, s, mb, t, cache, window)| OpExample {
-                inputs: {
-                    let mut m = vec![
-                        TensorMeta::of(DType::F32, &[t, h * d]),
-                        TensorMeta::of(DType::F32, &[t, kvh * d]),
-                        TensorMeta::of(DType::F32, &[t, kvh * d]),
-                        TensorMeta::of(cache, &[nb, bs, kvh, d]),
-                        TensorMeta::of(cache, &[nb, bs, kvh, d]),
-                        TensorMeta::of(DType::I32, &[s, mb]),
-                        TensorMeta::of(DType::I32, &[s]),
-                        TensorMeta::of(DType::I32, &[s + 1]),
-                    ];
-                    if cache == DType::F8_E4M3 {
-                        m.extend([TensorMeta::of(DType::F32, &[1]), TensorMeta::of(DType::F32, &[1])]);
-                    }
-                    m.into()
-                },
+                inputs: example_inputs(DType::F32, cache, (h, kvh, d), (nb, bs), (s, mb), t).into(),
                 attrs: Attrs::new()
                     .with("num_heads", h)
                     .with("num_kv_heads", kvh)

@@ -3,8 +3,8 @@
 //! dtypes — f32 activations, f32/f16/bf16/f8_e4m3 caches.
 
 pub use rtllm_plugin_api::shapes::attention::{
-    AttnParams, BLOCK_TABLES, K, K_CACHE, K_SCALE, NUM_INPUTS, NUM_INPUTS_FP8, OP, Q, QUERY_START, SEQ_LENS, V,
-    V_CACHE, V_SCALE,
+    example_inputs, AttnParams, BLOCK_TABLES, K, K_CACHE, K_SCALE, NUM_INPUTS, NUM_INPUTS_FP8, OP, Q, QUERY_START,
+    SEQ_LENS, V, V_CACHE, V_SCALE,
 };
 use rtllm_plugin_api::{shapes::attention, DType, PluginError, TensorMeta};
 

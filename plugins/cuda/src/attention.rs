@@ -15,8 +15,8 @@ use crate::kernel_source;
 use crate::runtime::{self, Dims, Function, KernelArgs, KernelSource};
 use cudarc::driver::sys::CUdevice_attribute as Attr;
 use rtllm_plugin_api::shapes::attention::{
-    check_metas, AttnParams, K, K_CACHE, K_SCALE, NUM_INPUTS, NUM_INPUTS_FP8, OP, Q, QUERY_START, SEQ_LENS, V, V_CACHE,
-    V_SCALE,
+    check_metas, example_inputs, AttnParams, K, K_CACHE, K_SCALE, NUM_INPUTS, NUM_INPUTS_FP8, OP, Q, QUERY_START,
+    SEQ_LENS, V, V_CACHE, V_SCALE,
 };
 use rtllm_plugin_api::shapes::expect_args;
 use rtllm_plugin_api::{
@@ -62,21 +62,8 @@ fn suffix(d: DType) -> Result<&'static str, PluginError> {
 type Case = (usize, usize, usize, usize, usize, usize, usize, usize, DType, DType, usize);
 
 fn example((h, kvh, d, bs, nb, s, mb, t, act, cache, window): Case) -> OpExample {
-    let mut inputs = vec![
-        TensorMeta::of(act, &[t, h * d]),
-        TensorMeta::of(act, &[t, kvh * d]),
-        TensorMeta::of(act, &[t, kvh * d]),
-        TensorMeta::of(cache, &[nb, bs, kvh, d]),
-        TensorMeta::of(cache, &[nb, bs, kvh, d]),
-        TensorMeta::of(DType::I32, &[s, mb]),
-        TensorMeta::of(DType::I32, &[s]),
-        TensorMeta::of(DType::I32, &[s + 1]),
-    ];
-    if cache == DType::F8_E4M3 {
-        inputs.extend([TensorMeta::of(DType::F32, &[1]), TensorMeta::of(DType::F32, &[1])]);
-    }
     OpExample {
-        inputs: inputs.into(),
+        inputs: example_inputs(act, cache, (h, kvh, d), (nb, bs), (s, mb), t).into(),
         attrs: Attrs::new()
             .with("num_heads", h)
             .with("num_kv_heads", kvh)

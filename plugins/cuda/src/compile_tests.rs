@@ -19,10 +19,18 @@ fn all_sources() -> Vec<KernelSource> {
     out
 }
 
+/// Whether NVRTC can run here (else the test says why it skips).
+fn nvrtc_or_skip() -> bool {
+    let present = nvrtc_present();
+    if !present {
+        eprintln!("skipped: libnvrtc is not loadable here (set LD_LIBRARY_PATH to a CUDA 13 NVRTC)");
+    }
+    present
+}
+
 #[test]
 fn every_kernel_source_compiles_for_sm90() {
-    if !nvrtc_present() {
-        eprintln!("skipped: libnvrtc is not loadable here (set LD_LIBRARY_PATH to a CUDA 13 NVRTC)");
+    if !nvrtc_or_skip() {
         return;
     }
     let sources = all_sources();
@@ -36,8 +44,7 @@ fn every_kernel_source_compiles_for_sm90() {
 
 #[test]
 fn attention_entry_points_exist_for_every_cache_dtype() {
-    if !nvrtc_present() {
-        eprintln!("skipped: libnvrtc is not loadable here (set LD_LIBRARY_PATH to a CUDA 13 NVRTC)");
+    if !nvrtc_or_skip() {
         return;
     }
     let sources = all_sources();
