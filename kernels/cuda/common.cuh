@@ -119,13 +119,21 @@ __device__ __forceinline__ u8 f32_to_e4m3(float x) {
   return (u8)(sign | ((a - (120u << 23) + 0x7ffffu + odd) >> 20));
 }
 
-// 2^120, the factor between an E4M3 code's bits placed in an f32 and its value.
+// 2^120, the factor between an E4M3 code's bits placed in an f32 (e4m3_scaled) and its value.
 #define F8_UNBIAS __uint_as_float(247u << 23)
+
+// An E4M3 code (the low byte of `c`) as its value times 2^-120, with integer ops only: sign and
+// the 7 exponent/mantissa bits moved into an f32 (E4M3 subnormals become f32 subnormals, still
+// exact: no flush to zero is compiled). NaN codes (0x7f, 0xff) are not distinguished: the FP8
+// weights and activations never hold them (f32_to_e4m3 saturates).
+__device__ __forceinline__ float e4m3_scaled(u32 c) {
+  return __uint_as_float(((c & 0x80u) << 24) | ((c & 0x7fu) << 20));
+}
 
 // The exact f32 value of an E4M3 code (NaN for 0x7f / 0xff; plugin-api's e4m3_to_f32).
 __device__ __forceinline__ float e4m3_to_f32(u32 c) {
   if ((c & 0x7fu) == 0x7fu) return __uint_as_float(0x7fc00000u | ((c & 0x80u) << 24));
-  return __fmul_rn(__uint_as_float(((c & 0x80u) << 24) | ((c & 0x7fu) << 20)), F8_UNBIAS);
+  return __fmul_rn(e4m3_scaled(c), F8_UNBIAS);
 }
 
 // An FP8 E4M3 value stored as its code (dummy FP8 weights in fill.cu, the FP8 KV cache):

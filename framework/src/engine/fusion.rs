@@ -1,29 +1,22 @@
 //! Fusion, a pass over the plain graph an architecture writes (matmul, rope, silu_mul, add,
-//! rmsnorm): where a registered provider offers a fused op for the device, the nodes it covers
-//! become one node of that op. In priority order:
+//! rmsnorm, and `fp8_matmul` for FP8 checkpoints): where a registered provider offers a fused op
+//! for the device, the nodes it covers become one node of that op. In priority order:
 //!
-//! 1. `qkv_rope_matmul`: three bias-free matmuls of one `x`, two of them read only by a `rope`
+//! 1. `qkv_rope_matmul`: three bias-free linears of one `x`, two of them read only by a `rope`
 //!    each (same positions, equal attributes), the third by no rope → q and k rotated, v;
-//! 2. `swiglu_matmul`: two bias-free matmuls of one `x` read only by one `silu_mul`, as its
+//! 2. `swiglu_matmul`: two bias-free linears of one `x` read only by one `silu_mul`, as its
 //!    gate and up inputs;
-//! 3. `grouped_matmul`: the 2 to 4 bias-free matmuls left that share an `x` (Q/K/V when the
+//! 3. `grouped_matmul`: the 2 to 4 bias-free linears left that share an `x` (Q/K/V when the
 //!    rope could not be folded in, gate/up before a `silu_mul` that stays);
 //! 4. `fused_add_rmsnorm`: an `add` whose sum an `rmsnorm` normalizes; the fused op returns the
-//!    sum as its second output, so every other reader of the sum still has it;
-//! 5. `fp8_grouped_matmul`: 2 to 4 bias-free `fp8_matmul`s of one `x` with equal attributes
-//!    (activation scheme) and, when static, the same `input_scale` tensor (x is quantized once);
-//!    inputs x, the weights, their scales[, the input scales] (docs/quantization.md).
+//!    sum as its second output, so every other reader of the sum still has it.
 //!
-//! A rewrite happens only when the pattern is exact (matmuls and adds without attributes,
-//! every intermediate the fused op hides read by nothing else and not a graph output, every
-//! value it writes read only after the node it replaces them with) and a provider for the
-//! device takes the fused op: selection and inference run again for it, with the builder's
-//! quantized-weight fallback (weights read in the float fallback dtype when the provider cannot
-//! read them as stored), and must give exactly the metas of the values it replaces. Otherwise
-//! the plain nodes stay. Disabled ops are never chosen. The fused node writes the very values
-//! the plain nodes wrote (same ids), so no reader is rewired; it sits where the last node it
-//! replaces was.
-
+//! Rules 1 to 3 apply to plain matmuls (`x`, `w`) and, as `fp8_qkv_rope_matmul`,
+//! `fp8_swiglu_matmul` and `fp8_grouped_matmul`, to bias-free `fp8_matmul`s with equal
+//! attributes (activation scheme) and, when static, the same `input_scale` tensor (x is
+//! quantized once): inputs x, the weights, their scales[, the input scales][, positions], the
+//! fp8 attributes beside the rope ones (docs/quantization.md).
+//!
 use super::graph::{Graph, Node, ProviderInfo, ValueSource, WeightIndex};
 use super::select::Selector;
 use rtllm_models::Value;
@@ -33,6 +26,27 @@ use std::collections::BTreeMap;
 
 #[cfg(test)]
 mod tests;
+
+/// The linear layers rules 1 to 3 fuse.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Linear {
+    /// `matmul(x, w)`.
+    Plain,
+    /// `fp8_matmul(x, w, w_scale[, input_scale])`.
+    Fp8,
+}
+
+impl Linear {
+    /// The fused op of a rule for these linears.
+    fn op(self, plain: &'static str) -> &'static str {
+        match (self, plain) {
+            (Linear::Plain, op) => op,
+            (Linear::Fp8, "qkv_rope_matmul") => "fp8_qkv_rope_matmul",
+            (Linear::Fp8, "swiglu_matmul") => "fp8_swiglu_matmul",
+            (Linear::Fp8, _) => "fp8_grouped_matmul",
+        }
+    }
+}
 
 /// What became of a node of the plain graph.
 enum Fate {
@@ -75,11 +89,12 @@ pub fn fuse(graph: Graph, selector: Selector<'_>) -> Result<Graph, String> {
         graph,
         selector,
     };
-    f.qkv_rope();
-    f.swiglu();
-    f.grouped();
+    for linear in [Linear::Plain, Linear::Fp8] {
+        f.qkv_rope(linear);
+        f.swiglu(linear);
+        f.grouped(linear);
+    }
     f.add_rmsnorm();
-    f.fp8_grouped();
     if !f.made.is_empty() {
         tracing::debug!(fused = ?f.made, "fusion pass");
     }
@@ -126,28 +141,69 @@ impl Fuser<'_> {
         }
     }
 
-    /// The plain matmuls reading `x` as their activation, in node order.
-    fn matmuls_of(&self, x: Value) -> Vec<usize> {
-        let mut ms: Vec<usize> =
-            self.consumers[x.0].iter().copied().filter(|&i| self.is_matmul(i) && self.node(i).inputs[0] == x).collect();
+    /// Node `i` is a linear of kind `l` still in the graph: a bias-free matmul, or a bias-free
+    /// `fp8_matmul` (x, w, w_scale[, input_scale] as its activation attribute asks).
+    fn is_linear(&self, l: Linear, i: usize) -> bool {
+        match l {
+            Linear::Plain => self.is_matmul(i),
+            Linear::Fp8 => self.is_fp8_matmul(i),
+        }
+    }
+
+    /// Whether linears `a` and `b` (of kind `l`) can share one fused node: the same `x` and, for
+    /// FP8, equal attributes and the same input scale tensor (or none).
+    fn compatible(&self, l: Linear, a: usize, b: usize) -> bool {
+        let (na, nb) = (self.node(a), self.node(b));
+        na.inputs[0] == nb.inputs[0]
+            && (l == Linear::Plain || (na.attrs == nb.attrs && na.inputs.get(3) == nb.inputs.get(3)))
+    }
+
+    /// The linears of kind `l` reading `x` as their activation that can share a node with the
+    /// first of them, in node order.
+    fn linears_of(&self, l: Linear, x: Value) -> Vec<usize> {
+        let mut ms: Vec<usize> = self.consumers[x.0]
+            .iter()
+            .copied()
+            .filter(|&i| self.is_linear(l, i) && self.node(i).inputs[0] == x)
+            .collect();
+        ms.sort_unstable();
         ms.dedup();
+        let Some(&first) = ms.first() else { return ms };
+        ms.retain(|&m| self.compatible(l, first, m));
         ms
     }
 
-    /// The matmuls sharing an activation, once per activation (at its first plain matmul).
-    fn matmul_groups(&self) -> Vec<(Value, Vec<usize>)> {
+    /// The linears sharing an activation, once per activation (at its first linear).
+    fn linear_groups(&self, l: Linear) -> Vec<(Value, Vec<usize>)> {
         let mut groups = Vec::new();
         for i in 0..self.graph.nodes.len() {
-            if !self.is_matmul(i) {
+            if !self.is_linear(l, i) {
                 continue;
             }
             let x = self.node(i).inputs[0];
-            let ms = self.matmuls_of(x);
+            let ms = self.linears_of(l, x);
             if ms.first() == Some(&i) {
                 groups.push((x, ms));
             }
         }
         groups
+    }
+
+    /// The fused op's inputs for linears `ms` of one x, and its attributes: x and the weights;
+    /// for FP8 also the weight scales and (static) the input scales, with the first linear's
+    /// attributes.
+    fn linear_inputs(&self, l: Linear, x: Value, ms: &[usize]) -> (Vec<Value>, Attrs) {
+        let part = |j: usize| ms.iter().map(move |&m| self.node(m).inputs[j]);
+        let mut inputs: Vec<Value> = std::iter::once(x).chain(part(1)).collect();
+        if l == Linear::Plain {
+            return (inputs, Attrs::new());
+        }
+        inputs.extend(part(2));
+        let first = self.node(ms[0]);
+        if first.inputs.len() > 3 {
+            inputs.extend(part(3));
+        }
+        (inputs, first.attrs.clone())
     }
 
     /// The `rope` that alone reads matmul `m`'s output.
@@ -160,10 +216,6 @@ impl Fuser<'_> {
     /// Whether any `rope` reads matmul `m`'s output.
     fn feeds_rope(&self, m: usize) -> bool {
         self.consumers[self.out(m).0].iter().any(|&c| self.node(c).op == "rope")
-    }
-
-    fn weight_of(&self, m: usize) -> Value {
-        self.node(m).inputs[1]
     }
 
     /// Node `i` is a plain bias-free `fp8_matmul`: (x, w, w_scale[, input_scale]) as its
@@ -180,8 +232,8 @@ impl Fuser<'_> {
         self.node(i).outputs[0]
     }
 
-    fn qkv_rope(&mut self) {
-        for (x, ms) in self.matmul_groups() {
+    fn qkv_rope(&mut self, l: Linear) {
+        for (x, ms) in self.linear_groups(l) {
             let roped: Vec<(usize, usize)> = ms.iter().filter_map(|&m| self.rope_of(m).map(|r| (m, r))).collect();
             let plain: Vec<usize> = ms.iter().copied().filter(|&m| !self.feeds_rope(m)).collect();
             let ([(mq, rq), (mk, rk), ..], [mv, ..]) = (roped.as_slice(), plain.as_slice()) else { continue };
@@ -189,91 +241,58 @@ impl Fuser<'_> {
             if q.attrs != k.attrs || q.inputs[1] != k.inputs[1] {
                 continue;
             }
+            let (mut inputs, mut attrs) = self.linear_inputs(l, x, &[*mq, *mk, *mv]);
+            inputs.push(q.inputs[1]);
+            for (name, value) in q.attrs.iter() {
+                attrs.set(name, value.clone());
+            }
             let candidate = Candidate {
-                op: "qkv_rope_matmul",
+                op: l.op("qkv_rope_matmul"),
                 members: vec![*mq, *mk, *mv, *rq, *rk],
-                inputs: vec![x, self.weight_of(*mq), self.weight_of(*mk), self.weight_of(*mv), q.inputs[1]],
-                attrs: q.attrs.clone(),
+                inputs,
+                attrs,
                 outputs: vec![self.out(*rq), self.out(*rk), self.out(*mv)],
             };
             self.try_rewrite(candidate);
         }
     }
 
-    fn swiglu(&mut self) {
+    fn swiglu(&mut self, l: Linear) {
         for s in 0..self.graph.nodes.len() {
             if !self.is(s, "silu_mul", 2) || !self.node(s).attrs.is_empty() {
                 continue;
             }
             let (g, u) = (self.node(s).inputs[0], self.node(s).inputs[1]);
             let (Some(gm), Some(um)) = (self.producer(g), self.producer(u)) else { continue };
-            let x = self.node(gm).inputs[0];
             let exact = gm != um
-                && self.is_matmul(gm)
-                && self.is_matmul(um)
-                && self.node(um).inputs[0] == x
+                && self.is_linear(l, gm)
+                && self.is_linear(l, um)
+                && self.compatible(l, gm, um)
                 && self.sole_reader(g) == Some(s)
                 && self.sole_reader(u) == Some(s);
             if !exact {
                 continue;
             }
+            let (inputs, attrs) = self.linear_inputs(l, self.node(gm).inputs[0], &[gm, um]);
             let candidate = Candidate {
-                op: "swiglu_matmul",
+                op: l.op("swiglu_matmul"),
                 members: vec![gm, um, s],
-                inputs: vec![x, self.weight_of(gm), self.weight_of(um)],
-                attrs: Attrs::new(),
+                inputs,
+                attrs,
                 outputs: vec![self.out(s)],
             };
             self.try_rewrite(candidate);
         }
     }
 
-    fn grouped(&mut self) {
-        for (x, ms) in self.matmul_groups() {
+    fn grouped(&mut self, l: Linear) {
+        for (x, ms) in self.linear_groups(l) {
             if !(2..=4).contains(&ms.len()) {
                 continue;
             }
+            let (inputs, attrs) = self.linear_inputs(l, x, &ms);
             let candidate = Candidate {
-                op: "grouped_matmul",
-                inputs: std::iter::once(x).chain(ms.iter().map(|&m| self.weight_of(m))).collect(),
-                attrs: Attrs::new(),
-                outputs: ms.iter().map(|&m| self.out(m)).collect(),
-                members: ms,
-            };
-            self.try_rewrite(candidate);
-        }
-    }
-
-    fn fp8_grouped(&mut self) {
-        for i in 0..self.graph.nodes.len() {
-            if !self.is_fp8_matmul(i) {
-                continue;
-            }
-            let first = self.node(i);
-            let (x, attrs, input_scale) = (first.inputs[0], first.attrs.clone(), first.inputs.get(3).copied());
-            let mut ms: Vec<usize> = self.consumers[x.0]
-                .iter()
-                .copied()
-                .filter(|&m| {
-                    let n = self.node(m);
-                    self.is_fp8_matmul(m)
-                        && n.inputs[0] == x
-                        && n.attrs == attrs
-                        && n.inputs.get(3).copied() == input_scale
-                })
-                .collect();
-            ms.sort_unstable();
-            ms.dedup();
-            if ms.first() != Some(&i) || !(2..=4).contains(&ms.len()) {
-                continue;
-            }
-            let part = |j: usize| ms.iter().map(|&m| self.node(m).inputs[j]).collect::<Vec<Value>>();
-            let mut inputs: Vec<Value> = std::iter::once(x).chain(part(1)).chain(part(2)).collect();
-            if input_scale.is_some() {
-                inputs.extend(part(3));
-            }
-            let candidate = Candidate {
-                op: "fp8_grouped_matmul",
+                op: l.op("grouped_matmul"),
                 inputs,
                 attrs,
                 outputs: ms.iter().map(|&m| self.out(m)).collect(),

@@ -23,8 +23,15 @@ pub const BUILTIN_OPS: &[&str] = &[
 
 /// Ops only device plugins provide (so no CPU plugin needs to): fused forms of built-in ops,
 /// whose references are built from the built-in ones, and the GPU's dummy-weight generator.
-pub const FUSED_OPS: &[&str] =
-    &["grouped_matmul", "qkv_rope_matmul", "swiglu_matmul", "dummy_fill", "fp8_grouped_matmul"];
+pub const FUSED_OPS: &[&str] = &[
+    "grouped_matmul",
+    "qkv_rope_matmul",
+    "swiglu_matmul",
+    "dummy_fill",
+    "fp8_grouped_matmul",
+    "fp8_qkv_rope_matmul",
+    "fp8_swiglu_matmul",
+];
 
 pub fn has_reference(op: &str) -> bool {
     BUILTIN_OPS.contains(&op) || FUSED_OPS.contains(&op)
@@ -73,6 +80,29 @@ pub fn run_reference(op: &str, inputs: &mut [HostTensor], attrs: &Attrs) -> RefR
         }
         "fp8_matmul" => fp8::fp8_matmul(inputs, attrs),
         "fp8_grouped_matmul" => fp8::fp8_grouped_matmul(inputs, attrs),
+        "fp8_qkv_rope_matmul" => {
+            let (positions, linear) = inputs.split_last().ok_or_else(|| {
+                ReferenceError::Shape("fp8_qkv_rope_matmul takes x, 3 parts and positions, got no inputs".into())
+            })?;
+            let mut ys = fp8::fp8_grouped_matmul(linear, attrs)?;
+            if ys.len() != 3 {
+                return Err(ReferenceError::Shape(format!("fp8_qkv_rope_matmul takes 3 parts, got {}", ys.len())));
+            }
+            let (positions, params) = (ints(positions)?, rope::RopeParams::from_attrs(attrs)?);
+            for y in ys.iter_mut().take(2) {
+                *y = f32_out(&y.shape.clone(), &rope::rope(&y.to_f32()?, positions, &params)?)?;
+            }
+            Ok(ys)
+        }
+        "fp8_swiglu_matmul" => {
+            let ys = fp8::fp8_grouped_matmul(inputs, attrs)?;
+            match ys.as_slice() {
+                [gate, up] if gate.shape == up.shape => {
+                    Ok(vec![f32_out(&gate.shape, &basic::silu_mul(&gate.to_f32()?, &up.to_f32()?)?)?])
+                }
+                _ => Err(ReferenceError::Shape("fp8_swiglu_matmul takes gate and up of one shape".into())),
+            }
+        }
         "grouped_matmul" => {
             counts(op, inputs, &[3, 4, 5])?;
             let x = inputs[0].to_f32()?;
@@ -250,5 +280,43 @@ mod tests {
             &Attrs::new(),
         );
         assert!(bad.is_err());
+    }
+
+    #[test]
+    fn fp8_epilogue_ops_are_fp8_matmuls_followed_by_rope_or_silu_mul() {
+        use rtllm_plugin_api::shapes::fp8::Fp8Activation;
+        let t = |shape: &[usize], v: &[f32]| HostTensor::from_f32(DType::F32, shape, v).unwrap();
+        let fp8 = |shape: &[usize], v: &[f32]| {
+            let mut w = HostTensor::zeros(DType::F8_E4M3, shape).unwrap();
+            w.set_f32(v).unwrap();
+            w
+        };
+        let x = t(&[2, 4], &[1.0, -2.0, 0.5, 3.0, -1.5, 0.25, 2.0, -0.75]);
+        let w = |seed: f32| fp8(&[4, 4], &(0..16).map(|i| ((i as f32) * seed).sin() * 2.0).collect::<Vec<_>>());
+        let s = |v: f32| t(&[1], &[v]);
+        let pos = HostTensor::from_i32(&[2], &[3, 17]).unwrap();
+        let dy = Fp8Activation::Dynamic { upper_bound: None }.attrs();
+        let rope_attrs = dy.clone().with("head_dim", 4usize);
+        let mut qkv = [x.clone(), w(0.3), w(0.7), w(1.1), s(0.5), s(0.25), s(2.0), pos.clone()];
+        let ys = run_reference("fp8_qkv_rope_matmul", &mut qkv, &rope_attrs).unwrap();
+        for (j, y) in ys.iter().enumerate() {
+            let plain = run_reference("fp8_matmul", &mut [x.clone(), qkv[1 + j].clone(), qkv[4 + j].clone()], &dy)
+                .unwrap()
+                .remove(0);
+            let want = if j < 2 {
+                run_reference("rope", &mut [plain, pos.clone()], &rope_attrs).unwrap().remove(0)
+            } else {
+                plain
+            };
+            assert_eq!(y.to_f32().unwrap(), want.to_f32().unwrap(), "part {j}");
+        }
+        let mut mlp = [x.clone(), w(0.3), w(0.9), s(0.5), s(0.125)];
+        let y = run_reference("fp8_swiglu_matmul", &mut mlp, &dy).unwrap().remove(0);
+        let gate =
+            run_reference("fp8_matmul", &mut [x.clone(), mlp[1].clone(), mlp[3].clone()], &dy).unwrap().remove(0);
+        let up = run_reference("fp8_matmul", &mut [x, mlp[2].clone(), mlp[4].clone()], &dy).unwrap().remove(0);
+        let want = run_reference("silu_mul", &mut [gate, up], &Attrs::new()).unwrap().remove(0);
+        assert_eq!(y.to_f32().unwrap(), want.to_f32().unwrap());
+        assert!(run_reference("fp8_swiglu_matmul", &mut qkv[..7].to_vec(), &dy).is_err(), "three parts");
     }
 }

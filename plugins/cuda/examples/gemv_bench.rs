@@ -207,7 +207,7 @@ fn run() -> Res<()> {
             let ks = std::cell::Cell::new(None);
             let launch_gemv = |i: usize, yb: u64| -> Res<()> {
                 let segs = segs_of(ws_bufs[i % copies].0, yb, m);
-                let p = Problem { x: x.0, m, k: s.k, segs: &segs, bias: None, epilogue: Epilogue::Plain };
+                let p = Problem { x: x.0, m, k: s.k, segs: &segs, bias: None, epilogue: Epilogue::Plain, fp8: None };
                 // SAFETY: x [m, k], each W [n, k] and y [m, n] are live device bf16 buffers.
                 unsafe { gemv.launch_with("gemv_bench", stream as *mut c_void, &p, ks.get()) }
                     .map_err(|e| e.to_string())

@@ -1,21 +1,18 @@
-//! Launchers of kernels/cuda/fp8.cu for `fp8_matmul`: the activation quantizer (static or
-//! dynamic per-token scale, E4M3 codes or their bf16 values), the FP8-weight GEMV (decode, and
-//! the tiled fallback for shapes cuBLASLt's FP8 GEMM does not take) and the outer-product
-//! rescale after cuBLASLt. Callers check shapes and dtypes; this file owns grids and arguments.
+//! Launchers of the FP8 kernels for the `fp8_matmul` family: the activation quantizer of
+//! kernels/cuda/fp8.cu (static or dynamic per-token scale, E4M3 codes or their bf16 values), the
+//! FP8-weight GEMV (gemv.cu's gemv_f8, through gemv.rs: decode, with the plain, gated or rope
+//! epilogue, and the tiled fallback for shapes cuBLASLt's FP8 GEMM does not take) and the
+//! outer-product rescale after cuBLASLt. Callers check shapes and dtypes; this file owns grids
+//! and arguments.
 
-use crate::devargs::{grid_dim, suffix, to_i32, MAX_GRID_X, MAX_GRID_YZ, THREADS};
-use crate::gemv;
+use crate::devargs::{grid_dim, suffix, to_i32, MAX_GRID_X, THREADS};
+use crate::gemv::{self, Epilogue, Fp8Scales, Gemv, Problem};
 use crate::runtime::{self, device_attribute, Dims, Function, KernelArgs, KernelSource};
 use cudarc::driver::sys::CUdevice_attribute;
 use rtllm_plugin_api::{DType, PluginError};
 use std::ffi::c_void;
 
 static SRC: KernelSource = crate::kernel_source!("fp8.cu");
-
-/// Instances of the GEMV by the most rows one grid.y tile handles.
-const MAXM: [usize; 4] = [1, 2, 4, 8];
-/// Warps per GEMV block (`F8_WARPS`).
-const WARPS: u32 = 8;
 
 /// A per-tensor ([1]) or per-row/per-channel scale vector on the device.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -42,9 +39,10 @@ pub struct Bias {
 
 /// The FP8 kernels of one activation dtype (bf16 or f16), loaded in the current context.
 pub struct Fp8Kernels {
+    dtype: DType,
     quant: Function,
     rescale: Function,
-    gemv: [Function; 4],
+    gemv: Gemv,
     sms: usize,
 }
 
@@ -59,12 +57,10 @@ impl Fp8Kernels {
             return Err(PluginError::new(format!("{op}: the CUDA FP8 kernels take bf16 or f16 x, got {dtype}")));
         }
         let s = suffix(op, dtype)?;
-        let mut gemv = [Function(std::ptr::null_mut()); 4];
-        for (f, m) in gemv.iter_mut().zip(MAXM) {
-            *f = runtime::function(&SRC, &format!("fp8_gemv_m{m}_{s}"))?;
-        }
+        let gemv = Gemv::fp8(op, dtype)?;
         let sms = device_attribute(CUdevice_attribute::CU_DEVICE_ATTRIBUTE_MULTIPROCESSOR_COUNT)?;
         Ok(Fp8Kernels {
+            dtype,
             quant: runtime::function(&SRC, &format!("fp8_quant_{s}"))?,
             rescale: runtime::function(&SRC, &format!("fp8_rescale_{s}"))?,
             gemv,
@@ -108,12 +104,15 @@ impl Fp8Kernels {
     }
 
     /// y_s [m, n_s] = (xq · w_sᵀ) · sx[row] · ws_s (+ bias on a single segment) from bf16-valued
-    /// quantized activations, for 1 to 4 weights sharing x in one launch: one grid.y tile per 8
-    /// rows (one launch for any m).
+    /// quantized activations, for 1 to 4 weights sharing x in one launch (tiles of 8 rows for any
+    /// m), through `epilogue` (gated: gate and up, one output at the first segment's y; rope:
+    /// q, k, v).
     ///
     /// # Safety
     /// xq a device [m, k] bf16 buffer, sx [m] f32, each segment's w [n, k] E4M3, ws f32 [1] or
-    /// [n], y [m, n] of the kernels' dtype (not aliasing the inputs), bias [n_0].
+    /// [n], y [m, n] of the kernels' dtype (not aliasing the inputs), bias [n_0]; the epilogue's
+    /// positions [m] i32.
+    #[allow(clippy::too_many_arguments)]
     pub unsafe fn gemv(
         &self,
         op: &str,
@@ -122,51 +121,23 @@ impl Fp8Kernels {
         segs: &[Segment],
         bias: Option<Bias>,
         (m, k): (usize, usize),
+        epilogue: Epilogue,
     ) -> Result<(), PluginError> {
-        if segs.is_empty() || segs.len() > 4 || (bias.is_some() && segs.len() != 1) {
-            return Err(PluginError::new(format!(
-                "{op}: the FP8 GEMV takes 1 to 4 weights (a bias only with one), got {}",
-                segs.len()
-            )));
+        if segs.is_empty() || segs.len() > gemv::MAX_SEGMENTS {
+            return Err(PluginError::new(format!("{op}: the FP8 GEMV takes 1 to 4 weights, got {}", segs.len())));
         }
-        let rows: usize = segs.iter().map(|s| s.n).sum();
-        to_i32(op, "N (all weights)", rows)?;
-        if m == 0 || rows == 0 {
-            return Ok(());
+        let mut scales = Fp8Scales { sx, ..Fp8Scales::default() };
+        let mut parts = Vec::with_capacity(segs.len());
+        for (i, s) in segs.iter().enumerate() {
+            scales.ws[i] = s.ws.ptr;
+            scales.per_row[i] = s.ws.per_index;
+            parts.push(gemv::Segment { w: s.w, y: s.y, n: s.n });
         }
-        let vec = k % 16 == 0 && xq % 16 == 0 && segs.iter().all(|s| s.w % 16 == 0);
-        let tile = m.min(gemv::MAX_ROWS);
-        let which = MAXM.iter().position(|&c| tile <= c).unwrap_or(MAXM.len() - 1);
-        let sp = gemv::split(tile, rows, k, DType::F8_E4M3, vec, self.sms);
-        let seg = |i: usize| {
-            segs.get(i).copied().unwrap_or(Segment { w: 0, ws: Scale { ptr: 0, per_index: false }, y: 0, n: 0 })
-        };
-        let mut args = KernelArgs::new().u64(xq).u64(sx);
-        for i in 0..4 {
-            args = args.u64(seg(i).w);
-        }
-        for i in 0..4 {
-            args = args.u64(seg(i).ws.ptr);
-        }
-        let per_row = (0..4).filter(|&i| seg(i).ws.per_index).fold(0i32, |a, i| a | (1 << i));
-        args = args.i32(per_row);
-        for i in 0..4 {
-            args = args.u64(seg(i).y);
-        }
-        for i in 0..4 {
-            args = args.i32(seg(i).n as i32);
-        }
-        let args = args_bias(args, bias)
-            .i32(to_i32(op, "M", m)?)
-            .i32(to_i32(op, "K", k)?)
-            .i32(sp.k_slices as i32)
-            .i32(vec as i32);
-        let mut dims = Dims::linear(grid_dim(op, "rows", sp.blocks, MAX_GRID_X)?, WARPS * 32);
-        dims.grid.1 = grid_dim(op, "row tiles", m.div_ceil(MAXM[which]), MAX_GRID_YZ)?;
-        // SAFETY: fp8_gemv_m<M>_<T>(xq, sx, w0..w3, ws0..ws3, per_row, y0..y3, n0..n3, bias,
-        // bias_f32, m, k, ks, vec) over the tensors the caller guarantees; unused segments have
-        // n = 0 so their null pointers are never read; `vec` only with 16-byte aligned rows.
-        unsafe { runtime::launch(self.gemv[which], dims, stream, &args) }
+        let bias = bias.map(|b| gemv::Bias { ptr: b.ptr, dtype: if b.f32 { DType::F32 } else { self.dtype } });
+        let p = Problem { x: xq, m, k, segs: &parts, bias, epilogue, fp8: Some(scales) };
+        // SAFETY: the caller's tensors as documented; gemv.rs checks the epilogue against the
+        // segments.
+        unsafe { self.gemv.launch(op, stream, &p) }
     }
 
     /// y [t, n] = d · sx · ws (+ bias), d [t, n] bf16 (`d_bf16`) or of y's dtype (may be y

@@ -8,7 +8,7 @@
 use crate::blaslt;
 use crate::devargs::{check_ctx, device_ptr, device_ptr_mut};
 use crate::fp8_kernels::{Bias, Fp8Kernels, Scale, Segment};
-use crate::fp8_run::{self, Fp8Call};
+use crate::fp8_run::{self, Fp8Call, Post};
 #[cfg(test)]
 use crate::{blaslt_fp8, gemv};
 use rtllm_plugin_api::shapes::fp8::{infer_fp8_matmul, Fp8Activation, Fp8MatmulInputs};
@@ -114,9 +114,7 @@ impl Kernel for Fp8MatmulKernel {
         let (Some(t), Some(k), Some(n)) = (x.dims[0].known(), w.dims[1].known(), w.dims[0].known()) else {
             return Err(err(format!("workspace needs concrete T, K and N, got x {x}, w {w}")));
         };
-        fp8_run::workspace_layout(t, k, n, self.dtype)
-            .map(|l| l.total)
-            .ok_or_else(|| err(format!("workspace for x {x}, w {w} overflows")))
+        fp8_run::workspace_bytes(OP, t, k, n, self.dtype, false)
     }
 
     fn launch(
@@ -170,8 +168,9 @@ impl Kernel for Fp8MatmulKernel {
             Fp8Activation::Dynamic { upper_bound } => upper_bound,
             Fp8Activation::Static => None,
         };
+        let segs = [Segment { w, ws, y, n }];
         let call =
-            Fp8Call { op: OP, dtype: self.dtype, x, t, k, input_scale, ub, segs: &[Segment { w, ws, y, n }], bias };
+            Fp8Call { op: OP, dtype: self.dtype, x, t, k, input_scale, ub, segs: &segs, bias, post: Post::Plain };
         // SAFETY: x [t, k] of the kernel's dtype, w [n, k] E4M3, its scale, the input scale, the
         // bias and y [t, n] checked above.
         unsafe { fp8_run::run(&self.kernels, ctx, &call) }

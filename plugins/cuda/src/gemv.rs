@@ -1,10 +1,10 @@
-//! The GEMV path of the skinny GEMMs of decode (kernels/cuda/gemv.cu): y_s = x · W_sᵀ (+ bias)
-//! for at most [`MAX_ROWS`] activation rows and 1 to [`MAX_SEGMENTS`] weights sharing x, in one
-//! launch. `matmul` uses it for small M; `grouped_matmul` for q/k/v and gate/up together. This
-//! file owns the kernel handles, the choice of the work split (rows per block, K slices) and the
-//! launch; callers check shapes and dtypes.
+//! The GEMV kernels of kernels/cuda/gemv.cu: y_s = x · W_sᵀ for at most [`MAX_ROWS`] activation
+//! rows per tile and 1 to [`MAX_SEGMENTS`] weights sharing x, in one launch. `matmul` uses it for
+//! small M; `grouped_matmul` for q/k/v and gate/up together; the FP8 ops (fp8_kernels.rs) for
+//! E4M3 weights with their scales. This file owns the kernel handles, the choice of the work
+//! split (rows per block, K slices) and the launch; callers check shapes and dtypes.
 
-use crate::devargs::{grid_dim, suffix, to_i32, MAX_GRID_X};
+use crate::devargs::{grid_dim, suffix, to_i32, MAX_GRID_X, MAX_GRID_YZ};
 use crate::runtime::{self, device_attribute, Dims, Function, KernelArgs, KernelSource};
 use cudarc::driver::sys::CUdevice_attribute;
 use rtllm_plugin_api::{DType, PluginError};
@@ -71,7 +71,17 @@ pub struct RopeEpilogue {
     pub theta: f32,
 }
 
-/// One GEMV: x [m, k] against every segment's weight, an optional bias (single segment).
+/// The scales of an FP8-weight GEMV (device pointers): x's row scales [m] and each segment's
+/// weight scale, f32 [1] or one per row (`per_row[s]`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub struct Fp8Scales {
+    pub sx: u64,
+    pub ws: [u64; MAX_SEGMENTS],
+    pub per_row: [bool; MAX_SEGMENTS],
+}
+
+/// One GEMV: x [m, k] against every segment's weight, an optional bias (single segment); the
+/// FP8 scales exactly when the kernels are [`Gemv::fp8`]'s.
 #[derive(Clone, Copy, Debug)]
 pub struct Problem<'a> {
     pub x: u64,
@@ -80,6 +90,7 @@ pub struct Problem<'a> {
     pub segs: &'a [Segment],
     pub bias: Option<Bias>,
     pub epilogue: Epilogue,
+    pub fp8: Option<Fp8Scales>,
 }
 
 /// The work split of one launch.
@@ -145,9 +156,12 @@ fn blocks(rows: usize, k_slices: usize) -> usize {
     rows.div_ceil(ROWS_PER_WARP).div_ceil(WARPS / k_slices.clamp(1, WARPS)).max(1)
 }
 
-/// GEMV kernels of one activation dtype, looked up in the current context.
+/// GEMV kernels of one output dtype, looked up in the current context: float weights and x of
+/// that dtype, or FP8 weights against bf16-valued quantized x.
 pub struct Gemv {
     dtype: DType,
+    /// The weights' dtype: `dtype`, or F8_E4M3.
+    weights: DType,
     fns: [Function; 4],
     sms: usize,
 }
@@ -156,18 +170,31 @@ impl Gemv {
     /// Loads (compiling on first use) the kernels for `dtype` (f32, bf16 or f16; weights of the
     /// same dtype) into the current context.
     pub fn new(op: &str, dtype: DType) -> Result<Gemv, PluginError> {
+        Gemv::load(op, dtype, dtype, "gemv")
+    }
+
+    /// The FP8-weight kernels writing y of `dtype` (bf16 or f16): x holds the bf16 values of the
+    /// activations' E4M3 codes, every launch passes [`Fp8Scales`].
+    pub fn fp8(op: &str, dtype: DType) -> Result<Gemv, PluginError> {
+        if !matches!(dtype, DType::BF16 | DType::F16) {
+            return Err(PluginError::new(format!("{op}: the FP8 GEMV writes bf16 or f16, not {dtype}")));
+        }
+        Gemv::load(op, dtype, DType::F8_E4M3, "gemv_f8")
+    }
+
+    fn load(op: &str, dtype: DType, weights: DType, stem: &str) -> Result<Gemv, PluginError> {
         let s = suffix(op, dtype)?;
         let mut fns = [Function(std::ptr::null_mut()); 4];
         for (f, m) in fns.iter_mut().zip(MAXM) {
-            *f = runtime::function(&SRC, &format!("gemv_m{m}_{s}"))?;
+            *f = runtime::function(&SRC, &format!("{stem}_m{m}_{s}"))?;
         }
         let sms = device_attribute(CUdevice_attribute::CU_DEVICE_ATTRIBUTE_MULTIPROCESSOR_COUNT)?;
-        Ok(Gemv { dtype, fns, sms: sms.max(1) as usize })
+        Ok(Gemv { dtype, weights, fns, sms: sms.max(1) as usize })
     }
 
     /// Enqueues y_s[m, n_s] = x[m, k] · W_s[n_s, k]ᵀ (+ bias on a single segment) on `stream`
-    /// with the K split [`split`] chooses. Allocates nothing and never synchronizes; the grid
-    /// follows from the shapes only.
+    /// with the K split [`split`] chooses, in tiles of at most [`MAX_ROWS`] rows (grid.y).
+    /// Allocates nothing and never synchronizes; the grid follows from the shapes only.
     ///
     /// # Safety
     /// As [`Gemv::launch_with`].
@@ -179,8 +206,10 @@ impl Gemv {
     /// `k_slices` is given (for tuning; results are the same up to f32 summation order).
     ///
     /// # Safety
-    /// `x` must be a device tensor [m, k] of the kernels' dtype, each segment's `w` [n, k] and
-    /// `y` [m, n] of that dtype (y written, not aliasing the inputs), the bias [n] of its dtype.
+    /// `x` must be a device tensor [m, k] of the kernels' dtype (bf16 for FP8 weights), each
+    /// segment's `w` [n, k] of the weights' dtype and `y` [m, n] of the kernels' dtype (y
+    /// written, not aliasing the inputs), the bias [n] of its dtype; the FP8 scales f32 [m] (sx)
+    /// and [1] or [n] per segment.
     pub unsafe fn launch_with(
         &self,
         op: &str,
@@ -188,9 +217,15 @@ impl Gemv {
         p: &Problem<'_>,
         k_slices: Option<usize>,
     ) -> Result<(), PluginError> {
-        let Problem { x, m, k, segs, bias, epilogue } = *p;
-        if m == 0 || m > MAX_ROWS {
-            return Err(PluginError::new(format!("{op}: the GEMV takes 1 to {MAX_ROWS} rows, got {m}")));
+        let Problem { x, m, k, segs, bias, epilogue, fp8 } = *p;
+        if m == 0 {
+            return Err(PluginError::new(format!("{op}: the GEMV takes at least one row")));
+        }
+        if fp8.is_some() != (self.weights == DType::F8_E4M3) {
+            return Err(PluginError::new(format!(
+                "{op}: FP8 scales go with the FP8 GEMV ({} weights here)",
+                self.weights
+            )));
         }
         if segs.is_empty() || segs.len() > MAX_SEGMENTS {
             return Err(PluginError::new(format!(
@@ -219,13 +254,15 @@ impl Gemv {
         if rows == 0 {
             return Ok(());
         }
-        let elems = 16 / self.dtype.block_bytes().max(1);
+        let elems = 16 / self.weights.block_bytes().max(1);
         let vec = k % elems == 0 && aligned16(std::iter::once(x).chain(segs.iter().map(|s| s.w)));
-        let mut sp = split(m, rows, k, self.dtype, vec, self.sms);
+        let tile = m.min(MAX_ROWS);
+        let mut sp = split(tile, rows, k, self.weights, vec, self.sms);
         if let Some(ks) = k_slices {
             sp = Split { k_slices: ks, blocks: blocks(rows, ks), vec };
         }
-        let f = self.fns[MAXM.iter().position(|&c| m <= c).unwrap_or(MAXM.len() - 1)];
+        let which = MAXM.iter().position(|&c| tile <= c).unwrap_or(MAXM.len() - 1);
+        let f = self.fns[which];
         let seg = |i: usize| segs.get(i).copied().unwrap_or(Segment { w: 0, y: 0, n: 0 });
         let mut args = KernelArgs::new().u64(x);
         for i in 0..MAX_SEGMENTS {
@@ -261,11 +298,19 @@ impl Gemv {
                     .f32(old)
             }
         };
-        let dims = Dims::linear(grid_dim(op, "rows", sp.blocks, MAX_GRID_X)?, (WARPS * 32) as u32);
-        // SAFETY: the caller guarantees the tensors; the arguments follow gemv_m<MAXM>_<T>'s
-        // parameters (x, w0..w3, y0..y3, bias, bias_f32, m, k, n0..n3, ks, vec, mode, positions,
-        // head_dim, rotary_dim, interleaved, scaling, theta, factor, low, high, old), unused
-        // segments have n = 0 so their null pointers are never read.
+        let sc = fp8.unwrap_or_default();
+        args = args.u64(sc.sx);
+        for i in 0..MAX_SEGMENTS {
+            args = args.u64(sc.ws[i]);
+        }
+        args = args.i32((0..MAX_SEGMENTS).filter(|&i| sc.per_row[i]).fold(0, |a, i| a | (1 << i)));
+        let mut dims = Dims::linear(grid_dim(op, "rows", sp.blocks, MAX_GRID_X)?, (WARPS * 32) as u32);
+        dims.grid.1 = grid_dim(op, "row tiles", m.div_ceil(MAXM[which]), MAX_GRID_YZ)?;
+        // SAFETY: the caller guarantees the tensors; the arguments follow gemv.cu's entry points
+        // (x, w0..w3, y0..y3, bias, bias_f32, m, k, n0..n3, ks, vec, mode, positions, head_dim,
+        // rotary_dim, interleaved, scaling, theta, factor, low, high, old, sx, ws0..ws3,
+        // per_row), unused segments have n = 0 so their null pointers are never read; the float
+        // kernels get null scales, the FP8 ones the caller's.
         unsafe { runtime::launch(f, dims, stream, &args) }
     }
 }

@@ -108,7 +108,7 @@ impl Kernel for GroupedMatmulKernel {
                 self.gemv.launch(
                     OP,
                     ctx.stream(),
-                    &gemv::Problem { x, m: t, k, segs, bias: None, epilogue: gemv::Epilogue::Plain },
+                    &gemv::Problem { x, m: t, k, segs, bias: None, epilogue: gemv::Epilogue::Plain, fp8: None },
                 )
             };
         }

@@ -38,8 +38,12 @@ pub mod blaslt_fp8;
 pub mod fp8_grouped_matmul;
 pub mod fp8_kernels;
 pub mod fp8_matmul;
+pub mod fp8_qkv_rope_matmul;
 pub mod fp8_run;
+pub mod fp8_swiglu_matmul;
 rtllm_plugin_api::register_op!(fp8_grouped_matmul::Fp8GroupedMatmul);
+rtllm_plugin_api::register_op!(fp8_qkv_rope_matmul::Fp8QkvRopeMatmul);
+rtllm_plugin_api::register_op!(fp8_swiglu_matmul::Fp8SwigluMatmul);
 pub mod sampling;
 rtllm_plugin_api::register_op!(fp8_matmul::Fp8Matmul);
 

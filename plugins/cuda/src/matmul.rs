@@ -148,7 +148,7 @@ impl Kernel for MatmulKernel {
                 self.gemv.launch(
                     OP,
                     ctx.stream(),
-                    &gemv::Problem { x, m: t, k, segs: &seg, bias, epilogue: gemv::Epilogue::Plain },
+                    &gemv::Problem { x, m: t, k, segs: &seg, bias, epilogue: gemv::Epilogue::Plain, fp8: None },
                 )
             };
         }

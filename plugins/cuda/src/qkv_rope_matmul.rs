@@ -39,6 +39,18 @@ fn err(msg: String) -> PluginError {
     PluginError::new(format!("{OP}: {msg}"))
 }
 
+/// The GEMV's rope epilogue for the `rope` attributes `a` at `positions` (device i32 [T]).
+pub fn rope_epilogue(a: &RopeAttrs, positions: u64) -> RopeEpilogue {
+    RopeEpilogue {
+        positions,
+        head_dim: a.head_dim,
+        rotary_dim: a.rotary_dim,
+        interleaved: a.style == RopeStyle::Interleaved,
+        scaling: scaling_args(a.scaling),
+        theta: a.theta as f32,
+    }
+}
+
 impl Op for QkvRopeMatmul {
     const NAME: &'static str = OP;
     const DEVICE: DeviceKind = DeviceKind::Cuda;
@@ -160,15 +172,8 @@ impl Kernel for QkvRopeMatmulKernel {
         }
         let a = &self.attrs;
         if gemv::preferred(t, ns.iter().sum(), k) {
-            let rope = RopeEpilogue {
-                positions,
-                head_dim: a.head_dim,
-                rotary_dim: a.rotary_dim,
-                interleaved: a.style == RopeStyle::Interleaved,
-                scaling: scaling_args(a.scaling),
-                theta: a.theta as f32,
-            };
-            let p = gemv::Problem { x, m: t, k, segs: &segs, bias: None, epilogue: Epilogue::Rope(rope) };
+            let rope = rope_epilogue(a, positions);
+            let p = gemv::Problem { x, m: t, k, segs: &segs, bias: None, epilogue: Epilogue::Rope(rope), fp8: None };
             // SAFETY: checked device tensors x [t, k], w_i [n_i, k], y_i [t, n_i] of the dtype
             // given at create, positions [t] i32, on the host's stream.
             return unsafe { self.gemv.launch(OP, ctx.stream(), &p) };

@@ -118,7 +118,7 @@ impl Kernel for SwigluMatmulKernel {
         }
         if gemv::preferred(t, 2 * n, k) {
             let segs = [Segment { w: wg, y, n }, Segment { w: wu, y: 0, n }];
-            let p = gemv::Problem { x, m: t, k, segs: &segs, bias: None, epilogue: gemv::Epilogue::Gated };
+            let p = gemv::Problem { x, m: t, k, segs: &segs, bias: None, epilogue: gemv::Epilogue::Gated, fp8: None };
             // SAFETY: checked device tensors x [t, k], w_gate/w_up [n, k], y [t, n] of the
             // dtype given at create, on the host's stream.
             return unsafe { self.gemv.launch(OP, ctx.stream(), &p) };

@@ -280,15 +280,38 @@ fn a_sum_read_before_its_norm_is_not_fused() {
     assert_eq!(ops(&g), ["add", "add", "rmsnorm", "fused_add_rmsnorm"]);
 }
 
+// (x, wq, wk, wv, sq, sk, sv[, iq, ik, iv], positions) and (x, w_gate, w_up, s_gate, s_up[, ..]).
+fake_op!(Fp8QkvRope, "fp8_qkv_rope_matmul", [F32, F8_E4M3, I32], |i| i[1..4]
+    .iter()
+    .map(|w| rows_by(&i[0], w))
+    .collect());
+fake_op!(Fp8Swiglu, "fp8_swiglu_matmul", [F32, F8_E4M3], |i| vec![rows_by(&i[0], &i[1])]);
+
 /// FP8 weights with per-channel scales and one shared input scale, for `fp8_matmul` graphs.
 fn fp8_weights() -> Weights {
     let mut w = BTreeMap::new();
-    for (name, rows) in [("q", 8), ("k", 4), ("v", 4)] {
+    for (name, rows) in [("q", 8), ("k", 4), ("v", 4), ("gate", 8), ("up", 8)] {
         w.insert(name.to_string(), TensorMeta::of(DType::F8_E4M3, &[rows, H]));
         w.insert(format!("{name}.weight_scale"), TensorMeta::of(DType::F32, &[rows]));
         w.insert(format!("{name}.input_scale"), TensorMeta::of(DType::F32, &[1]));
     }
     Weights(w)
+}
+
+/// `name` as an `fp8_matmul` of x; `shared` makes it read q's input scale (static).
+fn fp8_linear(
+    b: &mut dyn GraphBuilder,
+    x: Value,
+    name: &str,
+    act: rtllm_plugin_api::shapes::fp8::Fp8Activation,
+    shared: bool,
+) -> Result<Value, BuildError> {
+    let mut inputs = vec![x, b.weight(name)?, b.weight(&format!("{name}.weight_scale"))?];
+    if act.scale_inputs() == 1 {
+        let scale = if shared { "q" } else { name };
+        inputs.push(b.weight(&format!("{scale}.input_scale"))?);
+    }
+    b.op1("fp8_matmul", &inputs, act.attrs())
 }
 
 /// q, k, v as `fp8_matmul`s of one x; `shared` makes them read one input scale (static).
@@ -298,16 +321,31 @@ fn fp8_qkv(
     shared: bool,
 ) -> Result<(), BuildError> {
     let x = b.input("x", activation())?;
-    let common = b.weight("q.input_scale")?;
     for name in ["q", "k", "v"] {
-        let mut inputs = vec![x, b.weight(name)?, b.weight(&format!("{name}.weight_scale"))?];
-        if act.scale_inputs() == 1 {
-            inputs.push(if shared { common } else { b.weight(&format!("{name}.input_scale"))? });
-        }
-        let y = b.op1("fp8_matmul", &inputs, act.attrs())?;
+        let y = fp8_linear(b, x, name, act, shared)?;
         b.output(name, y)?;
     }
     Ok(())
+}
+
+/// An FP8 attention input block (q and k rotated) and an FP8 gated MLP on one x.
+fn fp8_block(b: &mut dyn GraphBuilder, act: rtllm_plugin_api::shapes::fp8::Fp8Activation) -> Result<(), BuildError> {
+    let x = b.input("x", activation())?;
+    let pos = b.input("positions", TensorMeta::new(DType::I32, [Dim::sym("T")]))?;
+    let attrs = Attrs::new().with("head_dim", 4usize);
+    let q = fp8_linear(b, x, "q", act, true)?;
+    let k = fp8_linear(b, x, "k", act, true)?;
+    let v = fp8_linear(b, x, "v", act, true)?;
+    for (name, y) in [("q", q), ("k", k)] {
+        let rotated = b.op1("rope", &[y, pos], attrs.clone())?;
+        b.output(name, rotated)?;
+    }
+    b.output("v", v)?;
+    let h = b.input("h", activation())?;
+    let gate = fp8_linear(b, h, "gate", act, true)?;
+    let up = fp8_linear(b, h, "up", act, true)?;
+    let y = b.op1("silu_mul", &[gate, up], Attrs::new())?;
+    b.output("act", y)
 }
 
 fn fp8_plan(extra: Vec<OpDecl>, body: impl Fn(&mut dyn GraphBuilder) -> Result<(), BuildError>) -> Graph {
@@ -343,4 +381,29 @@ fn fp8_matmuls_of_one_x_group_when_a_provider_declares_it() {
     // Without a provider of the fused op the plain graph stays.
     let g = fp8_plan(vec![declare::<Fp8Matmul>()], |b| fp8_qkv(b, dynamic, false));
     assert_eq!(ops(&g), ["fp8_matmul"; 3]);
+}
+
+#[test]
+fn fp8_attention_inputs_and_gated_mlp_take_the_epilogue_ops() {
+    use rtllm_plugin_api::shapes::fp8::Fp8Activation;
+    let all = || vec![declare::<Fp8Matmul>(), declare::<Fp8Grouped>(), declare::<Fp8QkvRope>(), declare::<Fp8Swiglu>()];
+    for act in [Fp8Activation::Static, Fp8Activation::Dynamic { upper_bound: Some(3.0) }] {
+        let g = fp8_plan(all(), |b| fp8_block(b, act));
+        assert_eq!(ops(&g), ["fp8_qkv_rope_matmul", "fp8_swiglu_matmul"], "{act:?}");
+        let (qkv, mlp) = (&g.nodes[0], &g.nodes[1]);
+        let outs: Vec<Value> = ["q", "k", "v"].iter().map(|o| g.output(o).expect("output")).collect();
+        assert_eq!(qkv.outputs, outs);
+        let static_scales = if act == Fp8Activation::Static { 3 } else { 0 };
+        assert_eq!(qkv.inputs.len(), 1 + 3 + 3 + static_scales + 1, "x, weights, scales, [input scales], positions");
+        assert_eq!(qkv.inputs.last().copied(), g.input("positions"));
+        let mut want = act.attrs();
+        want.set("head_dim", 4usize);
+        assert_eq!(qkv.attrs, want, "the fp8 attributes beside the rope ones");
+        assert_eq!(mlp.outputs, [g.output("act").expect("act")]);
+        assert_eq!(mlp.inputs.len(), 1 + 2 + 2 + 2 * static_scales / 3);
+        assert_eq!(mlp.attrs, act.attrs());
+    }
+    // Without the epilogue ops: grouped FP8 linears, rope and silu_mul stay.
+    let g = fp8_plan(vec![declare::<Fp8Matmul>(), declare::<Fp8Grouped>()], |b| fp8_block(b, Fp8Activation::Static));
+    assert_eq!(ops(&g), ["fp8_grouped_matmul", "rope", "rope", "fp8_grouped_matmul", "silu_mul"]);
 }
