@@ -92,3 +92,22 @@ impl DeviceArgs {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn kv_cache_dtypes_parse_and_a_named_one_overrides_the_checkpoint() {
+        assert_eq!(parse_kv_dtype("fp8"), Ok(DType::F8_E4M3));
+        assert_eq!(parse_kv_dtype("FP8"), Ok(DType::F8_E4M3));
+        assert_eq!(parse_kv_dtype("f8_e4m3"), Ok(DType::F8_E4M3));
+        assert_eq!(parse_kv_dtype("bf16"), Ok(DType::BF16));
+        assert!(parse_kv_dtype("q8_0").unwrap_err().contains("fp8"));
+        let mut b = BuildConfig::default();
+        DeviceArgs::default().apply(&mut b);
+        assert!(b.kv_cache_dtype_from_checkpoint, "no dtype named: the checkpoint decides");
+        DeviceArgs { kv_cache_dtype: Some(DType::F32), ..DeviceArgs::default() }.apply(&mut b);
+        assert_eq!((b.kv_cache_dtype, b.kv_cache_dtype_from_checkpoint), (DType::F32, false));
+    }
+}
