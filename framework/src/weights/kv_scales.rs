@@ -161,7 +161,9 @@ mod tests {
     #[test]
     fn bad_scales_are_refused_with_the_tensor_name() {
         let good = |n: &'static str| (n, vec![1], 0.5f32);
-        let cases: [(Vec<(&str, Vec<usize>, f32)>, &str, &str); 6] = [
+        // (extra scale tensors, the tensor the error names, what it says)
+        type Case = (Vec<(&'static str, Vec<usize>, f32)>, &'static str, &'static str);
+        let cases: [Case; 6] = [
             (
                 vec![
                     good("model.layers.0.self_attn.k_scale"),
