@@ -9,10 +9,15 @@
 #   3. bw: device-to-device copy bandwidth (torch, as scripts/bench/torch_baseline.py);
 #   4. bench: Llama-3-8B shape, dummy weights, FP8 and bf16: batch-1 decode TPOT (128 in / 128
 #      out) and throughput (1024 requests, 128 in / 128 out);
+#   kv: the FP8 KV cache (--kv-cache-dtype fp8): `plugins check --device cuda --op paged_attention`
+#      (the f8_e4m3 cases against the reference), cuda_check bf16kv,fp8kv (CUDA vs CPU engines with
+#      FP8 caches on both), the KV-scheme checkpoints (tests/fixtures/fp8/{ct_static_kv,modelopt_kv})
+#      CUDA vs CPU greedy text, and latency / throughput of the Llama-3-8B shape with FP8 weights
+#      and the FP8 cache (rows fp8kv of the table);
 #   5. a table: TPOT against the weight-bandwidth roofline (weight bytes read per decode token /
 #      copy bandwidth; FP8 linears 1 byte, embeddings row and lm_head bf16) and the issue's
 #      targets (TPOT >= 85% of roofline, FP8 throughput >= 28,312 output tok/s).
-# Usage: scripts/gpu-fp8.sh [ops] [e2e] [bw] [bench]   (default: all). Logs go to $OUT.
+# Usage: scripts/gpu-fp8.sh [ops] [e2e] [kv] [bw] [bench]   (default: all). Logs go to $OUT.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 OUT=${OUT:-/tmp/rtllm-gpu-out}
@@ -24,11 +29,40 @@ for d in /usr/local/cuda-13.0/targets/x86_64-linux/lib /usr/local/cuda/lib64; do
   [ -d "$d" ] && export LD_LIBRARY_PATH=$d:${LD_LIBRARY_PATH:-}
 done
 BIN=$GPU_DIR/rtllm
-STAGES=${*:-ops e2e bw bench}
+STAGES=${*:-ops e2e kv bw bench}
 status=0
 want() { [[ " $STAGES " == *" $1 "* ]]; }
 step() { echo; echo "=== $*"; }
 CONFIG=scripts/bench/configs/llama-3-8b.json
+
+# greedy_text FIXTURE...: 16 greedy tokens of each tests/fixtures/fp8 checkpoint on the CPU and on
+# CUDA (bf16 vs f32 activations, or k/v landing on neighbouring E4M3 codes, can flip a near-tie).
+greedy_text() {
+  local f cpu gpu
+  for f in "$@"; do
+    gen() { timeout 30 $BIN generate --model tests/fixtures/fp8/$f --device $1 --max-tokens 16 --ignore-eos \
+      "The quick brown fox" 2>/dev/null; }
+    cpu=$(gen cpu); gpu=$(gen cuda)
+    if [ -n "$gpu" ] && [ "$cpu" == "$gpu" ]; then echo "$f: CUDA == CPU greedy text"; else
+      echo "$f: CUDA and CPU differ"; echo "  cpu: $cpu"; echo "  gpu: $gpu"; fi
+  done
+}
+
+# bench_runs NAME ARGS...: the Llama-3-8B shape on dummy weights with ARGS, batch-1 decode TPOT and
+# throughput (results in $OUT/{latency,throughput}-NAME.json, read by the summary).
+bench_runs() {
+  local name=$1; shift
+  local model=(--device cuda --dummy-weights $CONFIG --no-progress "$@")
+  step "rtllm $name: batch-1 decode (128 in / 128 out)"
+  timeout 55 $BIN bench latency "${model[@]}" --concurrency 1 --num-requests 4 --input-len 128 --output-len 128 \
+    --max-batch-size 8 --max-seq-len 512 --json > "$OUT/latency-$name.json" 2> "$OUT/latency-$name.log" || status=1
+  tail -3 "$OUT/latency-$name.log"
+  step "rtllm $name: throughput, 1024 requests (128 in / 128 out)"
+  timeout 80 $BIN bench throughput "${model[@]}" --num-requests 1024 --input-len 128 --output-len 128 \
+    --max-batch-size 512 --max-num-tokens 8192 --max-seq-len 512 --json > "$OUT/throughput-$name.json" \
+    2> "$OUT/throughput-$name.log" || status=1
+  tail -3 "$OUT/throughput-$name.log"
+}
 
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader || true
 
@@ -42,16 +76,20 @@ if want e2e; then
   timeout 90 $GPU_DIR/cuda_check smollm2-135m fp8 2>&1 | tee "$OUT/e2e.txt" || status=1
   step "end to end: HF FP8 checkpoints (scripts/reference/make_fp8_checkpoints.py, written here by torch), CUDA vs CPU greedy text"
   if timeout 60 python3 scripts/reference/make_fp8_checkpoints.py > "$OUT/fixtures.log" 2>&1; then
-    for f in ct_static ct_dynamic modelopt fbgemm; do
-      gen() { timeout 30 $BIN generate --model tests/fixtures/fp8/$f --device $1 --max-tokens 16 --ignore-eos \
-        "The quick brown fox" 2>/dev/null; }
-      cpu=$(gen cpu); gpu=$(gen cuda)
-      if [ -n "$gpu" ] && [ "$cpu" == "$gpu" ]; then echo "$f: CUDA == CPU greedy text"; else
-        echo "$f: CUDA and CPU differ (bf16 vs f32 activations can flip a near-tie)"; echo "  cpu: $cpu"; echo "  gpu: $gpu"; fi
-    done 2>&1 | tee "$OUT/fixtures.txt"
+    greedy_text ct_static ct_dynamic modelopt fbgemm 2>&1 | tee "$OUT/fixtures.txt"
   else
     echo "fixtures not written (see $OUT/fixtures.log)"; tail -5 "$OUT/fixtures.log"
   fi
+fi
+if want kv; then
+  step "FP8 KV cache: CUDA paged_attention (f8_e4m3 caches among the cases) vs the reference"
+  timeout 150 $BIN plugins check --device cuda --op paged_attention --seed 1 > "$OUT/kv-ops.txt" 2>&1 || status=1
+  grep -E "f8_e4m3|FAIL|error" "$OUT/kv-ops.txt" | head -40; tail -3 "$OUT/kv-ops.txt"
+  step "FP8 KV cache end to end: CUDA vs CPU engines, FP8 cache on both (bf16 and FP8 dummy weights)"
+  timeout 120 $GPU_DIR/cuda_check smollm2-135m bf16kv,fp8kv 2>&1 | tee "$OUT/kv-e2e.txt" || status=1
+  step "FP8 KV cache: checkpoints with a KV scheme (compressed-tensors, ModelOpt), CUDA vs CPU greedy text"
+  greedy_text ct_static_kv modelopt_kv 2>&1 | tee "$OUT/kv-fixtures.txt"
+  bench_runs fp8kv --dummy-dtype fp8 --kv-cache-dtype fp8
 fi
 if want bw; then
   step "device-to-device copy bandwidth"
@@ -65,18 +103,7 @@ print(f"copy bandwidth {r['tb_per_s']:.3f} TB/s ({r['counting']})")
 PY
 fi
 if want bench; then
-  for dt in fp8 bf16; do
-    MODEL=(--device cuda --dummy-weights $CONFIG --dummy-dtype $dt --no-progress)
-    step "rtllm $dt: batch-1 decode (128 in / 128 out)"
-    timeout 55 $BIN bench latency "${MODEL[@]}" --concurrency 1 --num-requests 4 --input-len 128 --output-len 128 \
-      --max-batch-size 8 --max-seq-len 512 --json > "$OUT/latency-$dt.json" 2> "$OUT/latency-$dt.log" || status=1
-    tail -3 "$OUT/latency-$dt.log"
-    step "rtllm $dt: throughput, 1024 requests (128 in / 128 out)"
-    timeout 80 $BIN bench throughput "${MODEL[@]}" --num-requests 1024 --input-len 128 --output-len 128 \
-      --max-batch-size 512 --max-num-tokens 8192 --max-seq-len 512 --json > "$OUT/throughput-$dt.json" \
-      2> "$OUT/throughput-$dt.log" || status=1
-    tail -3 "$OUT/throughput-$dt.log"
-  done
+  for dt in fp8 bf16; do bench_runs $dt --dummy-dtype $dt; done
 fi
 step "summary"
 python3 - "$OUT" "$CONFIG" <<'PY' || true
@@ -94,11 +121,12 @@ linear = L * (h * (q + 2 * kv) + q * h + 3 * h * i)
 small = L * 2 * h + h  # norms
 bytes_per_token = {"fp8": linear * 1 + 4 * L * (q + 2 * kv + h + 2 * i + h) + (v * h + small + h) * 2,
                    "bf16": (linear + v * h + small + h) * 2}
+bytes_per_token["fp8kv"] = bytes_per_token["fp8"]  # the weights' roofline; the FP8 cache halves KV reads
 bw = load("bw.json")
 tbs = bw["tb_per_s"] if bw else None
 print(f"copy bandwidth: {tbs:.3f} TB/s" if tbs else "copy bandwidth: not measured")
 print(f"{'dtype':<6} {'GB/token':>9} {'roofline ms':>12} {'TPOT p50 ms':>12} {'% roofline':>11} {'out tok/s':>11}")
-for dt in ("fp8", "bf16"):
+for dt in ("fp8", "bf16", "fp8kv"):
     lat, thr = load(f"latency-{dt}.json"), load(f"throughput-{dt}.json")
     gb = bytes_per_token[dt] / 1e9
     roof = bytes_per_token[dt] / (tbs * 1e12) * 1e3 if tbs else None

@@ -19,7 +19,10 @@
 // Invalid int inputs (out-of-range block ids, offsets) never read or write out of bounds: the
 // affected rows/keys are skipped (their outputs are then unspecified).
 //
-// Types: A = activation (q, k, v, out), C = cache element. All math in f32.
+// Types: A = activation (q, k, v, out), C = cache element (f32, bf16, f16, or e4m3_code: the FP8
+// cache, which stores e4m3(x / scale) and reads code * scale with the layer's k_scale / v_scale,
+// device scalars read by the kernels: nothing on the host, so launches stay graph-capturable).
+// All math in f32.
 //
 // This header holds what both kernels share (geometry, cache slots, the K/V store, the entry
 // points' parameter lists); attention_prefill.cu and attention_decode.cu include it.
@@ -60,20 +63,43 @@ __device__ __forceinline__ long long pa_slot(const int* block_tables, const PaGe
   return (((long long)blk * g.BS + (p % g.BS)) * g.KVH + kvh) * g.D;
 }
 
-// A value as the cache stores it (rounded to C), back in f32.
+// The cache's codec: a float cache stores values as they are (the scale is 1 and unused); the
+// FP8 cache stores e4m3(x / s) (a true division, as plugin-api) and reads code * s.
+template <typename C> struct PaCodec {
+  static constexpr bool SCALED = false;
+  static __device__ __forceinline__ C enc(float x, float) { return from_float<C>(x); }
+  static __device__ __forceinline__ float dec(C c, float) { return to_float(c); }
+};
+template <> struct PaCodec<e4m3_code> {
+  static constexpr bool SCALED = true;
+  static __device__ __forceinline__ e4m3_code enc(float x, float s) { return from_float<e4m3_code>(__fdiv_rn(x, s)); }
+  static __device__ __forceinline__ float dec(e4m3_code c, float s) { return __fmul_rn(to_float(c), s); }
+};
+
+// The layer's cache scales (1 for float caches, whose scale pointers are null and never read).
+struct PaScales {
+  float k, v;
+};
+template <typename C>
+__device__ __forceinline__ PaScales pa_scales(const float* k_scale, const float* v_scale) {
+  if (!PaCodec<C>::SCALED) return PaScales{1.0f, 1.0f};
+  return PaScales{k_scale[0], v_scale[0]};
+}
+
+// A value as the cache stores it (encoded as C with scale s), back in f32.
 template <typename C, typename A>
-__device__ __forceinline__ float pa_as_cached(A x) {
-  return to_float(from_float<C>(to_float(x)));
+__device__ __forceinline__ float pa_as_cached(A x, float s) {
+  return PaCodec<C>::dec(PaCodec<C>::enc(to_float(x), s), s);
 }
 
 // Copies new token row `src` (KV head slice of k and v, D elements) to cache offset `at`;
 // threads of the block stride over the dims.
 template <typename A, typename C>
 __device__ __forceinline__ void pa_store_row(const A* k, const A* v, C* k_cache, C* v_cache,
-                                             long long src, long long at, int D) {
+                                             long long src, long long at, int D, PaScales kvs) {
   for (int d = threadIdx.x; d < D; d += blockDim.x) {
-    k_cache[at + d] = from_float<C>(to_float(k[src + d]));
-    v_cache[at + d] = from_float<C>(to_float(v[src + d]));
+    k_cache[at + d] = PaCodec<C>::enc(to_float(k[src + d]), kvs.k);
+    v_cache[at + d] = PaCodec<C>::enc(to_float(v[src + d]), kvs.v);
   }
 }
 
@@ -84,4 +110,4 @@ __device__ __forceinline__ void pa_store_row(const A* k, const A* v, C* k_cache,
 #define PA_GEOM PaGeom{T, S, MB, NB, BS, H, KVH, D, H / KVH, window, scale}
 #define PA_KERNEL_PTRS(TA, TC)                                                                              \
   const TA *q, const TA *k, const TA *v, TC *k_cache, TC *v_cache, const int *block_tables, const int *seq_lens, \
-      const int *query_start, TA *out
+      const int *query_start, TA *out, const float *k_scale, const float *v_scale

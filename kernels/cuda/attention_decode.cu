@@ -1,6 +1,6 @@
-// paged_attention, decode kernel (see attention.cuh): pa_decode<GT>_<act>_<cache> for every pair
-// of float types and GT (query heads per block) 1, 2, 4 or 8, for sequences with exactly one new
-// token.
+// paged_attention, decode kernel (see attention.cuh): pa_decode<GT>_<act>_<cache> for every float
+// activation type, cache type (f32, bf16, f16, f8) and GT (query heads per block) 1, 2, 4 or 8,
+// for sequences with exactly one new token.
 
 #include "attention.cuh"
 
@@ -8,7 +8,8 @@
 // 2. Decode.
 //
 // A lane owns 8 consecutive head dims of one key (one 16-byte load of a 16-bit cache, two of an
-// f32 one; D is a multiple of 8, so chunks stay 16-byte aligned); LPK = pow2ceil(D / 8) lanes
+// f32 one, one 8-byte load of an FP8 one; D is a multiple of 8, so chunks stay aligned); FP8
+// codes are decoded exactly, then times the layer's k_scale / v_scale; LPK = pow2ceil(D / 8) lanes
 // hold a key (lanes past D / 8 idle: zero q and K/V, but in every shuffle), so a warp reads
 // KPW = 32 / LPK keys per step (32 for D = 8, 16 for D = 16, 4 for D = 48, 1 for D > 128) and
 // reduces each key's dot products over its LPK lanes with xor shuffles. Each of the block's 4
@@ -36,8 +37,25 @@ struct __align__(16) PdRaw {
   u32 x, y, z, w;
 };
 
-// 16-byte words per 8-element lane chunk of type C.
+// 16-byte words per 8-element lane chunk of type C (an FP8 chunk, 8 bytes, fills half of one).
 template <typename C> struct PdWords { static constexpr int N = sizeof(C) == 4 ? 2 : 1; };
+
+// 8 bytes of an FP8 cache row.
+struct __align__(8) PdRaw8 {
+  u32 x, y;
+};
+
+// Loads the lane chunk (8 elements) at `p`: 16-byte loads; an FP8 chunk is one 8-byte load into
+// the low half.
+template <typename C>
+__device__ __forceinline__ void pd_load_chunk(const C* p, PdRaw (&r)[PdWords<C>::N]) {
+#pragma unroll
+  for (int i = 0; i < PdWords<C>::N; ++i) r[i] = reinterpret_cast<const PdRaw*>(p)[i];
+}
+__device__ __forceinline__ void pd_load_chunk(const e4m3_code* p, PdRaw (&r)[1]) {
+  const PdRaw8 h = *reinterpret_cast<const PdRaw8*>(p);
+  r[0] = PdRaw{h.x, h.y, 0u, 0u};
+}
 
 __device__ __forceinline__ void pd_unpack_word(u32 w, float* x, float) {
   x[0] = __uint_as_float(w);
@@ -54,7 +72,7 @@ __device__ __forceinline__ void pd_unpack_word(u32 w, float* x, f16) {
   x[1] = to_float(hi);
 }
 
-// The 8 floats of a lane chunk.
+// The 8 floats of a lane chunk (an FP8 chunk: the codes' exact values, not yet scaled).
 template <typename C>
 __device__ __forceinline__ void pd_unpack(const PdRaw (&r)[PdWords<C>::N], float (&x)[8]) {
   constexpr int PER = sizeof(C) == 4 ? 1 : 2;  // elements per 32-bit word
@@ -64,6 +82,25 @@ __device__ __forceinline__ void pd_unpack(const PdRaw (&r)[PdWords<C>::N], float
     pd_unpack_word(r[i].y, x + (4 * i + 1) * PER, C());
     pd_unpack_word(r[i].z, x + (4 * i + 2) * PER, C());
     pd_unpack_word(r[i].w, x + (4 * i + 3) * PER, C());
+  }
+}
+template <>
+__device__ __forceinline__ void pd_unpack<e4m3_code>(const PdRaw (&r)[1], float (&x)[8]) {
+#pragma unroll
+  for (int e = 0; e < 4; ++e) {
+    x[e] = e4m3_to_f32((r[0].x >> (8 * e)) & 0xffu);
+    x[4 + e] = e4m3_to_f32((r[0].y >> (8 * e)) & 0xffu);
+  }
+}
+
+// A lane chunk read from a cache of type C as the values it stands for: FP8 codes times the
+// layer's scale `s` (float caches: unchanged, `s` unused).
+template <typename C>
+__device__ __forceinline__ void pd_decode(const PdRaw (&r)[PdWords<C>::N], float s, float (&x)[8]) {
+  pd_unpack<C>(r, x);
+  if (PaCodec<C>::SCALED) {
+#pragma unroll
+    for (int e = 0; e < 8; ++e) x[e] = __fmul_rn(x[e], s);
   }
 }
 
@@ -112,18 +149,23 @@ __device__ __forceinline__ float pd_across_max(float x, int lpk) {
 __device__ __forceinline__ u32 pd_bits(float x) { return __float_as_uint(x); }
 __device__ __forceinline__ u32 pd_bits(bf16 x) { return x.bits; }
 __device__ __forceinline__ u32 pd_bits(f16 x) { return x.bits; }
+__device__ __forceinline__ u32 pd_bits(e4m3_code x) { return x.bits; }
 
-// A lane chunk of a new token's row (8 activations), stored as the cache would store it.
+// A lane chunk of a new token's row (8 activations), stored as the cache would store it (scale
+// `s` for an FP8 cache).
 template <typename A, typename C>
-__device__ __forceinline__ void pd_pack_new(const A* src, bool vec, PdRaw (&r)[PdWords<C>::N]) {
-  constexpr int PER = sizeof(C) == 4 ? 1 : 2;  // elements per 32-bit word
+__device__ __forceinline__ void pd_pack_new(const A* src, bool vec, float s, PdRaw (&r)[PdWords<C>::N]) {
+  constexpr int PER = 4 / (int)sizeof(C);  // elements per 32-bit word: 1, 2 or 4
+  constexpr int WORDS = 4 * PdWords<C>::N;  // 32-bit words of the chunk's PdRaws (FP8: 2 used)
   float x[8];
   pd_load8<A>(src, vec, x);
-  u32 w[8 / PER];
+  u32 w[WORDS];
+#pragma unroll
+  for (int i = 0; i < WORDS; ++i) w[i] = 0u;
 #pragma unroll
   for (int i = 0; i < 8 / PER; ++i) {
-    w[i] = pd_bits(from_float<C>(x[i * PER]));
-    if (PER == 2) w[i] |= pd_bits(from_float<C>(x[i * PER + PER - 1])) << 16;
+#pragma unroll
+    for (int j = 0; j < PER; ++j) w[i] |= pd_bits(PaCodec<C>::enc(x[i * PER + j], s)) << (8 * (int)sizeof(C) * j);
   }
 #pragma unroll
   for (int i = 0; i < PdWords<C>::N; ++i) r[i] = PdRaw{w[4 * i], w[4 * i + 1], w[4 * i + 2], w[4 * i + 3]};
@@ -208,7 +250,8 @@ __device__ __forceinline__ void pd_push2(u32 dst, float a, float b, u32 bar) {
 template <typename A, typename C, int GT, int R>
 __device__ void pa_decode(const A* q, const A* k, const A* v, C* k_cache,
                           C* v_cache, const int* block_tables, const int* seq_lens,
-                          const int* query_start, A* out, PaGeom g, int ns) {
+                          const int* query_start, A* out, PaGeom g, int ns, const float* k_scale,
+                          const float* v_scale) {
   extern __shared__ __align__(16) float pd_sm[];
   // Programmatic dependent launch: until pdl_wait() this block reads only what no kernel of
   // this step writes (the step's uploaded inputs: query_start, seq_lens, block tables; cache
@@ -218,6 +261,8 @@ __device__ void pa_decode(const A* q, const A* k, const A* v, C* k_cache,
   // after this one is ordered only after this one's completion, and this one may complete only
   // once every block has waited for the kernels before it (e.g. the prefill launch of the op).
   pdl_trigger();
+  // The layer's cache scales are weights: no kernel of this step writes them.
+  const PaScales kvs = pa_scales<C>(k_scale, v_scale);
   const int D = g.D, tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;
   const int HT = (g.G + GT - 1) / GT;
   const int rank = ns > 1 ? (int)cluster_rank() : 0;
@@ -303,15 +348,13 @@ __device__ void pa_decode(const A* q, const A* k, const A* v, C* k_cache,
   // Before pdl_wait (`fresh_ready` false) the new position's chunks are filled in after it
   // (16-byte loads where aligned); a later round reads them element by element (one lane group,
   // once).
-  auto load = [&](const C* cache, const A* fresh, PdRaw (&raw)[R][NW], bool fresh_ready) {
+  auto load = [&](const C* cache, const A* fresh, float s, PdRaw (&raw)[R][NW], bool fresh_ready) {
 #pragma unroll
     for (int r = 0; r < R; ++r) {
       if (lane_on && at[r] >= 0) {
-        const PdRaw* src = reinterpret_cast<const PdRaw*>(cache + at[r] + d0);
-#pragma unroll
-        for (int i = 0; i < NW; ++i) raw[r][i] = src[i];
+        pd_load_chunk(cache + at[r] + d0, raw[r]);
       } else if (lane_on && at[r] == PD_NEW) {
-        if (fresh_ready) pd_pack_new<A, C>(fresh + new_row + d0, false, raw[r]);
+        if (fresh_ready) pd_pack_new<A, C>(fresh + new_row + d0, false, s, raw[r]);
       } else {
 #pragma unroll
         for (int i = 0; i < NW; ++i) raw[r][i] = PdRaw{0u, 0u, 0u, 0u};
@@ -322,20 +365,20 @@ __device__ void pa_decode(const A* q, const A* k, const A* v, C* k_cache,
   // V loads once this round's V is consumed.
   PdRaw kr[R][NW], vr[R][NW];
   locate(klo);
-  load(k_cache, k, kr, false);
-  load(v_cache, v, vr, false);
+  load(k_cache, k, kvs.k, kr, false);
+  load(v_cache, v, kvs.v, vr, false);
 
   pdl_wait();
   // The split that owns the new position stores the token's K/V (head tile 0 only).
   if (ht == 0 && pos >= 0 && klo <= pos && pos <= khi) {
     const long long slot = pa_slot(block_tables, g, s, pos, kvh);
-    if (slot >= 0) pa_store_row<A, C>(k, v, k_cache, v_cache, new_row, slot, D);
+    if (slot >= 0) pa_store_row<A, C>(k, v, k_cache, v_cache, new_row, slot, D, kvs);
   }
 #pragma unroll
   for (int r = 0; r < R; ++r) {
     if (lane_on && at[r] == PD_NEW) {
-      pd_pack_new<A, C>(k + new_row + d0, vec_k, kr[r]);
-      pd_pack_new<A, C>(v + new_row + d0, vec_v, vr[r]);
+      pd_pack_new<A, C>(k + new_row + d0, vec_k, kvs.k, kr[r]);
+      pd_pack_new<A, C>(v + new_row + d0, vec_v, kvs.v, vr[r]);
     }
   }
   float qf[GT][8];
@@ -370,7 +413,7 @@ __device__ void pa_decode(const A* q, const A* k, const A* v, C* k_cache,
       for (int j = 0; j < GT; ++j) sc[r][j] = NEG_INF;
       if (!live[r]) continue;
       float kf[8];
-      pd_unpack<C>(kr[r], kf);
+      pd_decode<C>(kr[r], kvs.k, kf);
       const bool ok = at[r] != PD_NONE;
 #pragma unroll
       for (int j = 0; j < GT; ++j) {
@@ -383,7 +426,7 @@ __device__ void pa_decode(const A* q, const A* k, const A* v, C* k_cache,
     }
     if (FULL) {
       locate(kb + round_keys);
-      load(k_cache, k, kr, true);
+      load(k_cache, k, kvs.k, kr, true);
     }
     // Online softmax, once per round: the warp's max, then weights and rescaled sums.
 #pragma unroll
@@ -410,13 +453,13 @@ __device__ void pa_decode(const A* q, const A* k, const A* v, C* k_cache,
     for (int r = 0; r < R; ++r) {
       if (!live[r]) continue;
       float vf[8];
-      pd_unpack<C>(vr[r], vf);
+      pd_decode<C>(vr[r], kvs.v, vf);
 #pragma unroll
       for (int j = 0; j < GT; ++j)
 #pragma unroll
         for (int e = 0; e < 8; ++e) acc[j][e] = fmaf(sc[r][j], vf[e], acc[j][e]);
     }
-    if (FULL) load(v_cache, v, vr, true);
+    if (FULL) load(v_cache, v, kvs.v, vr, true);
   };
   int kb = klo;
   for (; kb + round_keys - kpw <= khi; kb += round_keys) round(kb, PdFlag<true>());
@@ -537,11 +580,14 @@ __device__ void pa_decode(const A* q, const A* k, const A* v, C* k_cache,
 #define PD_ENTRY(GT, R, SA, TA, SC, TC)                                                                       \
   extern "C" __global__ void __launch_bounds__(PD_THREADS)                                                   \
       pa_decode##GT##_##SA##_##SC(PA_KERNEL_PTRS(TA, TC), PA_GEOM_PARAMS, int ns) {                           \
-    pa_decode<TA, TC, GT, R>(q, k, v, k_cache, v_cache, block_tables, seq_lens, query_start, out, PA_GEOM, ns); \
+    pa_decode<TA, TC, GT, R>(q, k, v, k_cache, v_cache, block_tables, seq_lens, query_start, out, PA_GEOM, ns, \
+                             k_scale, v_scale);                                                             \
   }
 
 #define PD_ENTRIES(SA, TA, SC, TC) \
   PD_ENTRY(1, 4, SA, TA, SC, TC) PD_ENTRY(2, 4, SA, TA, SC, TC) PD_ENTRY(4, 4, SA, TA, SC, TC) PD_ENTRY(8, 2, SA, TA, SC, TC)
 
-#define PD_FOR_CACHE(SA, TA) PD_ENTRIES(SA, TA, f32, float) PD_ENTRIES(SA, TA, bf16, bf16) PD_ENTRIES(SA, TA, f16, f16)
+#define PD_FOR_CACHE(SA, TA)                                                                 \
+  PD_ENTRIES(SA, TA, f32, float) PD_ENTRIES(SA, TA, bf16, bf16) PD_ENTRIES(SA, TA, f16, f16) \
+  PD_ENTRIES(SA, TA, f8, e4m3_code)
 RTLLM_FOR_FLOAT_TYPES(PD_FOR_CACHE)

@@ -1,5 +1,5 @@
-// paged_attention, prefill kernel (see attention.cuh): pa_prefill_<act>_<cache> for every pair
-// of float types, for sequences with >= 2 new tokens.
+// paged_attention, prefill kernel (see attention.cuh): pa_prefill_<act>_<cache> for every float
+// activation type and cache type (f32, bf16, f16, f8), for sequences with >= 2 new tokens.
 
 #include "attention.cuh"
 
@@ -19,7 +19,8 @@ struct PaTile {
 // `valid` rows.
 template <typename A, typename C>
 __device__ void pa_run_tile(const A* q, const A* k, const A* v,
-                            const C* k_cache, const C* v_cache, const int* block_tables, const PaGeom& g, const PaTile& tile, float* smem,
+                            const C* k_cache, const C* v_cache, const int* block_tables, const PaGeom& g, const PaTile& tile,
+                            const PaScales kvs, float* smem,
                             float (&m)[8], float (&l)[8], float (&o)[8][PA_MAX_DC], bool (&valid)[8], int (&pos)[8]) {
   const int D = g.D, DC = (D + 31) >> 5, DP = DC << 5;
   float* Qs = smem;                         // [32][D]
@@ -75,12 +76,12 @@ __device__ void pa_run_tile(const A* q, const A* k, const A* v,
       float kv = 0.0f, vv = 0.0f;
       if (d < D && sl >= 0) {
         const long long at = (long long)sl * D + d;
-        kv = to_float(k_cache[at]);
-        vv = to_float(v_cache[at]);
+        kv = PaCodec<C>::dec(k_cache[at], kvs.k);
+        vv = PaCodec<C>::dec(v_cache[at], kvs.v);
       } else if (d < D && tk >= 0) {
         const long long at = ((long long)tk * g.KVH + tile.kvh) * D + d;
-        kv = pa_as_cached<C>(k[at]);
-        vv = pa_as_cached<C>(v[at]);
+        kv = pa_as_cached<C>(k[at], kvs.k);
+        vv = pa_as_cached<C>(v[at], kvs.v);
       }
       if (d < D) Ks[j * (D + 1) + d] = kv;
       Vs[idx] = vv;  // the padding dims stay 0
@@ -174,7 +175,7 @@ __device__ void pa_find_tile(const int* query_start, int S, int G, int tile, int
 template <typename A, typename C>
 __device__ void pa_prefill(const A* q, const A* k, const A* v, C* k_cache,
                            C* v_cache, const int* block_tables, const int* seq_lens,
-                           const int* query_start, A* out, PaGeom g) {
+                           const int* query_start, A* out, PaGeom g, const PaScales kvs) {
   extern __shared__ float smem[];
   __shared__ int found[2];
   if (threadIdx.x < 32) pa_find_tile(query_start, g.S, g.G, blockIdx.x, found);
@@ -197,12 +198,13 @@ __device__ void pa_prefill(const A* q, const A* k, const A* v, C* k_cache,
   // this launch reads those slots back: new keys come from the inputs.
   for (int i = (tile.rho0 + g.G - 1) / g.G; i <= last_rho / g.G; ++i) {
     const long long at = pa_slot(block_tables, g, s, tile.start + i, tile.kvh);
-    if (at >= 0) pa_store_row<A, C>(k, v, k_cache, v_cache, ((long long)(tile.q0 + i) * g.KVH + tile.kvh) * g.D, at, g.D);
+    if (at >= 0)
+      pa_store_row<A, C>(k, v, k_cache, v_cache, ((long long)(tile.q0 + i) * g.KVH + tile.kvh) * g.D, at, g.D, kvs);
   }
   float m[8], l[8], o[8][PA_MAX_DC];
   bool valid[8];
   int pos[8];
-  pa_run_tile<A, C>(q, k, v, k_cache, v_cache, block_tables, g, tile, smem, m, l, o, valid, pos);
+  pa_run_tile<A, C>(q, k, v, k_cache, v_cache, block_tables, g, tile, kvs, smem, m, l, o, valid, pos);
   const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, DC = (g.D + 31) >> 5;
 #pragma unroll
   for (int rr = 0; rr < 8; ++rr) {
@@ -225,9 +227,11 @@ __device__ void pa_prefill(const A* q, const A* k, const A* v, C* k_cache,
   extern "C" __global__ void __launch_bounds__(PA_THREADS)                                                   \
       pa_prefill_##SA##_##SC(PA_KERNEL_PTRS(TA, TC), PA_GEOM_PARAMS) {                                       \
     pdl_enter();                                                                                            \
-    pa_prefill<TA, TC>(q, k, v, k_cache, v_cache, block_tables, seq_lens, query_start, out, PA_GEOM);         \
+    pa_prefill<TA, TC>(q, k, v, k_cache, v_cache, block_tables, seq_lens, query_start, out, PA_GEOM,         \
+                       pa_scales<TC>(k_scale, v_scale));                                                    \
   }
 
-#define PA_FOR_CACHE(SA, TA) \
-  PA_PREFILL_ENTRY(SA, TA, f32, float) PA_PREFILL_ENTRY(SA, TA, bf16, bf16) PA_PREFILL_ENTRY(SA, TA, f16, f16)
+#define PA_FOR_CACHE(SA, TA)                                                                                \
+  PA_PREFILL_ENTRY(SA, TA, f32, float) PA_PREFILL_ENTRY(SA, TA, bf16, bf16) PA_PREFILL_ENTRY(SA, TA, f16, f16) \
+  PA_PREFILL_ENTRY(SA, TA, f8, e4m3_code)
 RTLLM_FOR_FLOAT_TYPES(PA_FOR_CACHE)

@@ -1,5 +1,5 @@
 // Shared by every kernel in kernels/cuda (the plugin prepends it to each source before NVRTC
-// compiles it): storage types for bf16/f16 with conversions to and from f32, warp and block
+// compiles it): storage types for bf16/f16 (and E4M3 codes) with conversions to and from f32, warp and block
 // reductions, and a macro that instantiates a template once per float dtype as extern "C"
 // entry points named `<kernel>_<dtype>` (f32, bf16, f16). No CUDA headers are needed.
 
@@ -129,6 +129,20 @@ __device__ __forceinline__ u8 f32_to_e4m3(float x) {
 __device__ __forceinline__ float e4m3_scaled(u32 c) {
   return __uint_as_float(((c & 0x80u) << 24) | ((c & 0x7fu) << 20));
 }
+
+// The exact f32 value of an E4M3 code (NaN for 0x7f / 0xff; plugin-api's e4m3_to_f32).
+__device__ __forceinline__ float e4m3_to_f32(u32 c) {
+  if ((c & 0x7fu) == 0x7fu) return __uint_as_float(0x7fc00000u | ((c & 0x80u) << 24));
+  return __fmul_rn(e4m3_scaled(c), F8_UNBIAS);
+}
+
+// An FP8 E4M3 value stored as its code (dummy FP8 weights in fill.cu, the FP8 KV cache):
+// to_float is exact, from_float rounds to nearest even and saturates (f32_to_e4m3).
+struct e4m3_code {
+  u8 bits;
+};
+__device__ __forceinline__ float to_float(e4m3_code v) { return e4m3_to_f32(v.bits); }
+template <> __device__ __forceinline__ e4m3_code from_float<e4m3_code>(float v) { return e4m3_code{f32_to_e4m3(v)}; }
 
 // RTLLM_FOR_FLOAT_TYPES(M) expands M(suffix, type) for each float dtype.
 #define RTLLM_FOR_FLOAT_TYPES(M) M(f32, float) M(bf16, bf16) M(f16, f16)

@@ -30,9 +30,6 @@ __device__ void dummy_fill(T* out, u64 n, u64 base, float scale, int ones) {
   }
 RTLLM_FOR_FLOAT_TYPES(DUMMY_FILL)
 
-// FP8 E4M3 weights: the same values, stored as their codes (f32_to_e4m3, as the host does).
-struct e4m3_code {
-  u8 bits;
-};
-template <> __device__ __forceinline__ e4m3_code from_float<e4m3_code>(float v) { return e4m3_code{f32_to_e4m3(v)}; }
+// FP8 E4M3 weights: the same values, stored as their codes (common.cuh's e4m3_code, as the host
+// does).
 DUMMY_FILL(f8_e4m3, e4m3_code)

@@ -13,12 +13,7 @@
 //                      outer product, as vLLM's cutlass_scaled_mm epilogue applies them.
 
 #define E4M3_MAX 448.0f
-
-// The exact f32 value of an E4M3 code (NaN for 0x7f / 0xff).
-__device__ __forceinline__ float e4m3_to_f32(u32 c) {
-  if ((c & 0x7fu) == 0x7fu) return __uint_as_float(0x7fc00000u | ((c & 0x80u) << 24));
-  return __fmul_rn(e4m3_scaled(c), F8_UNBIAS);
-}
+// e4m3_to_f32 (a code's exact value) is in common.cuh.
 
 // One row's scale: the static one, or the dynamic per-token one (block-wide amax).
 template <typename T>

@@ -17,15 +17,25 @@ llm-compressor, ModelOpt and fbgemm do):
   fbgemm       transformers' FbgemmFp8Config: weight_scale [N, 1] f32, input_scale_ub [1] f32,
                activation_scale_ub 1200, modules_to_not_convert [lm_head].
 
+  ct_static_kv the ct_static weights plus llm-compressor's FP8 KV cache: kv_cache_scheme
+               {num_bits 8, type float, strategy tensor, dynamic false} and per-layer
+               model.layers.N.self_attn.k_scale / v_scale [1] in bf16.
+  modelopt_kv  the modelopt weights plus kv_cache_quant_algo FP8 and ModelOpt's HF-export names
+               model.layers.N.self_attn.k_proj.k_scale / v_proj.v_scale, f32 scalars.
+
 ct_static and modelopt hold the same FP8 weights and scales (the scales rounded to bf16 for
-both), as do ct_dynamic and fbgemm: equal checkpoints in different formats.
+both), as do ct_dynamic and fbgemm, and ct_static_kv and modelopt_kv (kv scales too): equal
+checkpoints in different formats.
 
 lm_head, the embedding and the norms stay bf16 (every tool leaves them unquantized). Static
 input scales are calibrated (amax / 448 per linear input) on a calibration prompt.
 
 The reference forward runs in float64 on the dequantized weights (FP8 value x scale) with the
 activations of every quantized linear quantized the same way as the checkpoint says (static:
-x / input_scale; dynamic: per row, scale = max(amax, tiny) / 448), then dequantized.
+x / input_scale; dynamic: per row, scale = max(amax, tiny) / 448), then dequantized. With an
+FP8 KV cache, the rotated k and the v entering attention are stored e4m3(x / scale) and read
+back times the scale (the scales: amax(|k|) / 448 and amax(|v|) / 448 per layer over the
+calibration prompt, rounded to bf16).
 
 Writes tests/fixtures/fp8/<name>/{config.json, model.safetensors, tokenizer.json,
 tokenizer_config.json[, hf_quant_config.json]} and tests/fixtures/fp8/expected.json (prompts,
@@ -131,8 +141,16 @@ def rope(x: torch.Tensor, pos: torch.Tensor, hd: int, theta: float) -> torch.Ten
     return (x * cos[:, None, :] + rot * sin[:, None, :]).reshape(x.shape[0], -1)
 
 
-def forward(dq: dict, linear, tokens: list[int]) -> torch.Tensor:
-    """Last-position logits in f64 on weights `dq`; `linear(x, weight_name)` runs each layer."""
+def fake_quant_kv(x: torch.Tensor, scale: float) -> torch.Tensor:
+    """x as an FP8 KV cache stores and returns it: e4m3(x / scale) * scale (f32 division)."""
+    s = torch.tensor(scale, dtype=torch.float32)
+    return (x.float() / s).clamp(-FP8_MAX, FP8_MAX).to(FP8).double() * s.double()
+
+
+def forward(dq: dict, linear, tokens: list[int], kv=None, observe_kv=None) -> torch.Tensor:
+    """Last-position logits in f64 on weights `dq`; `linear(x, weight_name)` runs each layer;
+    `kv[layer] = (k_scale, v_scale)` fake-quantizes the KV cache; `observe_kv(layer, k, v)`
+    sees each layer's rotated k and v."""
     c = CONFIG
     hd, nh, nkv, eps = c["head_dim"], c["num_attention_heads"], c["num_key_value_heads"], c["rms_norm_eps"]
 
@@ -148,6 +166,10 @@ def forward(dq: dict, linear, tokens: list[int]) -> torch.Tensor:
         q = rope(linear(h, p + "self_attn.q_proj.weight"), pos, hd, c["rope_theta"]).view(t, nh, hd)
         k = rope(linear(h, p + "self_attn.k_proj.weight"), pos, hd, c["rope_theta"]).view(t, nkv, hd)
         v = linear(h, p + "self_attn.v_proj.weight").view(t, nkv, hd)
+        if observe_kv is not None:
+            observe_kv(layer, k, v)
+        if kv is not None:
+            k, v = fake_quant_kv(k, kv[layer][0]), fake_quant_kv(v, kv[layer][1])
         k, v = k.repeat_interleave(nh // nkv, 1), v.repeat_interleave(nh // nkv, 1)
         att = torch.einsum("qhd,khd->hqk", q, k) / math.sqrt(hd)
         att = att.masked_fill(torch.triu(torch.ones(t, t, dtype=torch.bool), 1), float("-inf")).softmax(-1)
@@ -182,6 +204,21 @@ def calibrate(base: dict) -> dict[str, float]:
     return {k: bf16(torch.tensor(v / FP8_MAX)).float().item() for k, v in seen.items()}
 
 
+def calibrate_kv(dq: dict, linear) -> list[tuple[float, float]]:
+    """Per-layer (k_scale, v_scale): amax(|k|) / 448 and amax(|v|) / 448 of the rotated k and the
+    v over the calibration prompt through the quantized model (llm-compressor's minmax KV
+    observer), rounded to bf16."""
+    amax: dict[int, list[float]] = {}
+
+    def observe(layer, k, v):
+        a = amax.setdefault(layer, [0.0, 0.0])
+        a[0], a[1] = max(a[0], k.abs().max().item()), max(a[1], v.abs().max().item())
+
+    forward(dq, linear, CALIB, observe_kv=observe)
+    to_scale = lambda a: bf16(torch.tensor(a / FP8_MAX)).float().item()  # noqa: E731
+    return [(to_scale(amax[layer][0]), to_scale(amax[layer][1])) for layer in sorted(amax)]
+
+
 def tokenizer_files(d: Path) -> None:
     """A byte-level BPE over the 256 bytes (GPT-2's byte-to-unicode table), no merges."""
     bs = list(range(ord("!"), ord("~") + 1)) + list(range(ord("¡"), ord("¬") + 1)) + list(range(ord("®"), ord("ÿ") + 1))
@@ -203,7 +240,7 @@ def tokenizer_files(d: Path) -> None:
     (d / "tokenizer_config.json").write_text(json.dumps({"bos_token": byte_char[1], "eos_token": byte_char[2], "add_bos_token": False}, ensure_ascii=False))
 
 
-def ct_config(per_channel: bool, static: bool) -> dict:
+def ct_config(per_channel: bool, static: bool, kv: bool = False) -> dict:
     args = lambda strategy, dynamic, observer: {  # noqa: E731
         "num_bits": 8, "type": "float", "symmetric": True, "group_size": None, "strategy": strategy,
         "block_structure": None, "dynamic": dynamic, "actorder": None, "observer": observer, "observer_kwargs": {}}
@@ -214,7 +251,10 @@ def ct_config(per_channel: bool, static: bool) -> dict:
             "input_activations": args("tensor", False, "minmax") if static else args("token", True, None),
             "output_activations": None, "format": "float-quantized"}},
         "format": "float-quantized", "global_compression_ratio": None, "ignore": ["lm_head"],
-        "kv_cache_scheme": None, "quant_method": "compressed-tensors", "quantization_status": "compressed",
+        "kv_cache_scheme": {"num_bits": 8, "type": "float", "symmetric": True, "group_size": None, "strategy": "tensor",
+                            "block_structure": None, "dynamic": False, "actorder": None, "observer": "minmax",
+                            "observer_kwargs": {}} if kv else None,
+        "quant_method": "compressed-tensors", "quantization_status": "compressed",
     }
 
 
@@ -227,6 +267,33 @@ def write(name: str, tensors: dict, quant_config: dict, hf_quant: dict | None) -
         (d / "hf_quant_config.json").write_text(json.dumps(hf_quant, indent=2))
     save_file({k: v.contiguous() for k, v in tensors.items()}, str(d / "model.safetensors"), metadata={"format": "pt"})
     tokenizer_files(d)
+
+
+def reference(dq: dict, linear, kv=None) -> dict:
+    """Per prompt the last-position logits and the greedy continuation."""
+    result = {"logits": [], "tokens": []}
+    for prompt in PROMPTS:
+        result["logits"].append([round(v, 6) for v in forward(dq, linear, prompt, kv).tolist()])
+        seq = list(prompt)
+        for _ in range(GREEDY):
+            seq.append(int(forward(dq, linear, seq, kv).argmax()))
+        result["tokens"].append(seq[len(prompt):])
+    return result
+
+
+def write_kv(ct: dict, mo: dict, kv: list[tuple[float, float]]) -> None:
+    """ct_static_kv and modelopt_kv: the static checkpoints plus their producers' FP8 KV cache."""
+    ct_kv, mo_kv = dict(ct), dict(mo)
+    for layer, (ks, vs) in enumerate(kv):
+        p = f"model.layers.{layer}.self_attn."
+        ct_kv[p + "k_scale"], ct_kv[p + "v_scale"] = bf16(torch.tensor([ks])), bf16(torch.tensor([vs]))
+        mo_kv[p + "k_proj.k_scale"] = torch.tensor(ks, dtype=torch.float32)
+        mo_kv[p + "v_proj.v_scale"] = torch.tensor(vs, dtype=torch.float32)
+    write("ct_static_kv", ct_kv, ct_config(False, True, kv=True), None)
+    producer = {"name": "modelopt", "version": "0.19.0"}
+    quant = {"quant_algo": "FP8", "kv_cache_quant_algo": "FP8", "exclude_modules": ["lm_head"]}
+    write("modelopt_kv", mo_kv, dict(quant_method="modelopt", producer=producer, **quant),
+          {"producer": producer, "quantization": quant})
 
 
 def main() -> None:
@@ -277,16 +344,17 @@ def main() -> None:
         for k, (w, s) in q.items():
             dq[k] = w.double() * (s.double()[:, None] if per_channel else s.double())
             scheme[k] = (static_scales[k], None) if static else (None, ub)
-        result = {"logits": [], "tokens": []}
         linear = fp8_linear(dq, scheme)
-        for prompt in PROMPTS:
-            result["logits"].append([round(v, 6) for v in forward(dq, linear, prompt).tolist()])
-            seq = list(prompt)
-            for _ in range(GREEDY):
-                seq.append(int(forward(dq, linear, seq).argmax()))
-            result["tokens"].append(seq[len(prompt):])
+        result = reference(dq, linear)
         expected["formats"][ct_name] = result
         expected["formats"][other] = result
+        if static:
+            kv = calibrate_kv(dq, linear)
+            write_kv(ct, mo, kv)
+            kv_result = reference(dq, linear, kv)
+            kv_result["kv_scales"] = kv
+            expected["formats"]["ct_static_kv"] = kv_result
+            expected["formats"]["modelopt_kv"] = kv_result
     (OUT / "expected.json").write_text(json.dumps(expected))
     print(f"wrote {OUT}")
 

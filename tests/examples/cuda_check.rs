@@ -3,10 +3,13 @@
 //! through the `Llm` executor (device sampling, CUDA graphs) against the CPU. Prints a table;
 //! exits non-zero when f32 tokens differ or logits exceed the dtype's tolerance.
 //!
-//! `cuda_check [CONFIG] [DTYPES]` (default smollm2-135m; a built-in dummy config or a
-//! config.json; DTYPES a comma list of f32, bf16 and fp8, default f32,bf16). fp8 is dummy
-//! FP8 E4M3 linears with per-channel scales and dynamic per-token activations (the rest bf16):
-//! the CUDA `fp8_matmul` (bf16 activations, bf16 cache) against the CPU's (f32).
+//! `cuda_check [CONFIG] [MODES]` (default smollm2-135m; a built-in dummy config or a
+//! config.json; MODES a comma list of f32, bf16, fp8, bf16kv and fp8kv, default f32,bf16). fp8
+//! is dummy FP8 E4M3 linears with per-channel scales and dynamic per-token activations (the
+//! rest bf16): the CUDA `fp8_matmul` (bf16 activations, bf16 cache) against the CPU's (f32).
+//! bf16kv and fp8kv put the FP8 KV cache (`--kv-cache-dtype fp8`, scales 1.0: dummy weights
+//! carry none) under bf16 or FP8 weights on both engines: the CUDA fp8-cache attention (bf16
+//! activations) against the CPU's (f32).
 //! Run by scripts/gpu-check.sh on the GPU machine (built by scripts/gpu-pack.sh:
 //! `cargo build --release -p rtllm-tests --example cuda_check`); needs `RTLLM_PLUGIN_PATH` to
 //! hold the CPU and CUDA plugins.
@@ -55,22 +58,30 @@ fn main() -> anyhow::Result<ExitCode> {
     }
     let mut failed = false;
     let wanted = std::env::args().nth(2).unwrap_or_else(|| "f32,bf16".into());
-    let all = [("f32", DType::F32, 1e-3), ("bf16", DType::BF16, 5e-2), ("fp8", DType::F8_E4M3, 5e-2)];
+    use DType::{BF16, F32, F8_E4M3 as F8};
+    // (mode, weight dtype, CPU cache, GPU cache, logits tolerance). FP8 weights keep bf16
+    // activations and (unless the mode says fp8 KV) a bf16 cache on the GPU. The FP8-cache
+    // tolerance is a first guess: bf16 vs f32 k/v can land on neighbouring E4M3 codes.
+    let all = [
+        ("f32", F32, F32, F32, 1e-3),
+        ("bf16", BF16, F32, BF16, 5e-2),
+        ("fp8", F8, F32, BF16, 5e-2),
+        ("bf16kv", BF16, F8, F8, 8e-2),
+        ("fp8kv", F8, F8, F8, 8e-2),
+    ];
     let unknown: Vec<&str> = wanted.split(',').filter(|w| !all.iter().any(|a| a.0 == *w)).collect();
     if !unknown.is_empty() {
-        eprintln!("unknown dtypes {unknown:?}: use a comma list of f32, bf16, fp8");
+        eprintln!("unknown modes {unknown:?}: use a comma list of f32, bf16, fp8, bf16kv, fp8kv");
         return Ok(ExitCode::FAILURE);
     }
     println!(
         "{:<6} {:<10} {:>14} {:>10} {:>12} {:>10}",
-        "dtype", "path", "logits relerr", "tolerance", "argmax same", "tokens ="
+        "mode", "path", "logits relerr", "tolerance", "argmax same", "tokens ="
     );
-    for (_, dtype, tolerance) in all.into_iter().filter(|a| wanted.split(',').any(|w| w == a.0)) {
+    for (mode, dtype, cpu_kv, gpu_kv, tolerance) in all.into_iter().filter(|a| wanted.split(',').any(|w| w == a.0)) {
         let spec = DummySpec { config: config.clone(), dtype, seed: 7 };
         let model = ModelSpec::dummy(spec);
-        // FP8 weights keep bf16 activations and a bf16 cache on the GPU.
-        let gpu_kv = if dtype == DType::F8_E4M3 { DType::BF16 } else { dtype };
-        let mut cpu = Model::load(&model, &registry, &build_config(DeviceKind::Cpu, DType::F32))?;
+        let mut cpu = Model::load(&model, &registry, &build_config(DeviceKind::Cpu, cpu_kv))?;
         let mut gpu = Model::load(&model, &registry, &build_config(DeviceKind::Cuda, gpu_kv))?;
         let prompts = prompts(cpu.config.vocab_size);
         let want = prefill_logits(&mut cpu.engine, &prompts)?;
@@ -80,7 +91,7 @@ fn main() -> anyhow::Result<ExitCode> {
         failed |= !(err <= tolerance);
         println!(
             "{:<6} {:<10} {:>14.3e} {:>10.0e} {:>9}/{:<2} {:>10}",
-            dtype.name(),
+            mode,
             "prefill",
             err,
             tolerance,
@@ -104,7 +115,7 @@ fn main() -> anyhow::Result<ExitCode> {
             }
         }
         let agree_text = agree.iter().map(|n| n.to_string()).collect::<Vec<_>>().join(",");
-        println!("{:<6} {:<10} {:>14} {:>10} {:>12} {:>10}", dtype.name(), "greedy", "-", "-", "-", agree_text);
+        println!("{:<6} {:<10} {:>14} {:>10} {:>12} {:>10}", mode, "greedy", "-", "-", "-", agree_text);
         let stats = llm.stats();
         println!("        executor: {} steps, {} tokens", stats.steps, stats.generated_tokens);
         llm.shutdown()?;

@@ -1,11 +1,12 @@
 //! Shared helpers for the workspace integration tests: where the built plugin dylibs and the
 //! `rtllm` binary are (target/<profile>/, next to the test executable's `deps/` folder), a
-//! registry of the built-in plugins, and (`generation`) generating through the `Llm` API and
-//! reading an engine's logits directly.
+//! registry of the built-in plugins, (`generation`) generating through the `Llm` API and
+//! reading an engine's logits directly, and (`checkpoints`) edited copies of checkpoint fixtures.
 //!
 //! The dylibs come from `cargo build --workspace`; a test that needs them and finds none says
 //! so instead of failing obscurely.
 
+pub mod checkpoints;
 pub mod compare;
 mod generation;
 

@@ -7,12 +7,11 @@
 
 use rtllm::engine::BuildConfig;
 use rtllm::model::{Model, ModelSpec};
-use rtllm::weights::safetensors::load_safetensors;
-use rtllm::weights::{write_safetensors, WeightStore};
-use rtllm_plugin_api::DType;
+
+use rtllm_tests::checkpoints::f32_tensor;
 use serde_json::Value;
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 const FORMATS: [&str; 4] = ["ct_static", "modelopt", "ct_dynamic", "fbgemm"];
 
@@ -24,14 +23,7 @@ const FORMATS: [&str; 4] = ["ct_static", "modelopt", "ct_dynamic", "fbgemm"];
 /// all, activations not quantized, per-channel read as per-tensor) is off by far more.
 const LOGIT_TOLERANCE: f32 = 5e-3;
 
-fn fixture(name: &str) -> PathBuf {
-    rtllm_tests::repo_root().join("tests/fixtures/fp8").join(name)
-}
-
-fn expected() -> Value {
-    let text = std::fs::read_to_string(fixture("expected.json")).expect("tests/fixtures/fp8/expected.json");
-    serde_json::from_str(&text).expect("expected.json parses")
-}
+use rtllm_tests::checkpoints::{fp8_expected as expected, fp8_fixture as fixture, ids};
 
 fn load(dir: &Path, def: Option<&Path>) -> Result<Model, String> {
     let mut spec = ModelSpec::path(dir);
@@ -39,10 +31,6 @@ fn load(dir: &Path, def: Option<&Path>) -> Result<Model, String> {
         spec = spec.with_definition_file(d);
     }
     Model::load(&spec, rtllm_tests::registry(), &BuildConfig::default()).map_err(|e| e.to_string())
-}
-
-fn ids(v: &Value) -> Vec<u32> {
-    v.as_array().expect("a list").iter().map(|x| x.as_u64().expect("an id") as u32).collect()
 }
 
 #[test]
@@ -58,16 +46,8 @@ fn every_format_matches_the_torch_reference_and_equal_weights_give_equal_tokens(
         let fp8 = graph.nodes.iter().filter(|n| n.op == "fp8_matmul").count();
         assert_eq!(fp8, 2 * 7, "{format}: every linear but lm_head is an fp8_matmul");
         let reference = &want["formats"][format];
-        let mut max_diff = 0f32;
-        let mut got_logits = Vec::new();
-        for (i, prompt) in prompts.iter().enumerate() {
-            let l = rtllm_tests::last_logits(&mut model.engine, prompt);
-            let r: Vec<f32> =
-                reference["logits"][i].as_array().unwrap().iter().map(|x| x.as_f64().unwrap() as f32).collect();
-            assert_eq!(l.len(), r.len());
-            max_diff = l.iter().zip(&r).map(|(a, b)| (a - b).abs()).fold(max_diff, f32::max);
-            got_logits.push(l);
-        }
+        let (got_logits, max_diff) =
+            rtllm_tests::checkpoints::logits_vs_reference(&mut model.engine, &prompts, reference);
         println!("{format}: max |logit - reference| = {max_diff:.2e}");
         assert!(max_diff < LOGIT_TOLERANCE, "{format}: logits differ from the reference by {max_diff}");
         let llm = rtllm_tests::start(model);
@@ -103,8 +83,7 @@ fn the_toml_definition_builds_the_same_fp8_graph_as_the_rust_one() {
     }
 }
 
-/// A checkpoint's tensors by name: dtype, shape, bytes.
-type Tensors = BTreeMap<String, (DType, Vec<usize>, Vec<u8>)>;
+type Tensors = rtllm_tests::checkpoints::Tensors;
 
 /// An edit of a checkpoint's tensors.
 type Edit = Box<dyn FnOnce(&mut Tensors)>;
@@ -112,24 +91,8 @@ type Edit = Box<dyn FnOnce(&mut Tensors)>;
 /// A copy of checkpoint `name` in a temp dir with `edit` applied to its tensors.
 fn damaged(name: &str, edit: impl FnOnce(&mut Tensors)) -> tempfile::TempDir {
     let dir = tempfile::tempdir().unwrap();
-    for f in std::fs::read_dir(fixture(name)).unwrap() {
-        let f = f.unwrap().path();
-        std::fs::copy(&f, dir.path().join(f.file_name().unwrap())).unwrap();
-    }
-    let file = dir.path().join("model.safetensors");
-    let mut store = WeightStore::new();
-    load_safetensors(&file, &mut store).unwrap();
-    let mut tensors: Tensors =
-        store.iter().map(|(n, t)| (n.to_string(), (t.dtype, t.shape.clone(), t.bytes().to_vec()))).collect();
-    edit(&mut tensors);
-    let list: Vec<(&str, DType, &[usize], &[u8])> =
-        tensors.iter().map(|(n, (d, s, b))| (n.as_str(), *d, s.as_slice(), b.as_slice())).collect();
-    write_safetensors(&file, &list, &BTreeMap::new()).unwrap();
+    rtllm_tests::checkpoints::edited_copy(&fixture(name), dir.path(), edit, |_| {});
     dir
-}
-
-fn f32_tensor(values: &[f32], shape: &[usize]) -> (DType, Vec<usize>, Vec<u8>) {
-    (DType::F32, shape.to_vec(), values.iter().flat_map(|v| v.to_le_bytes()).collect())
 }
 
 #[test]

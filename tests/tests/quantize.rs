@@ -110,6 +110,7 @@ fn options(
         activation_scheme: a,
         force: false,
         calibration: cal,
+        kv_cache: false,
         shard_bytes: SHARD_BYTES,
     }
 }
@@ -199,7 +200,7 @@ fn calibration_observes_each_linear_layers_real_input() {
     let report = quantize(&opts, rtllm_tests::registry(), &BuildConfig::default()).expect("quantizes");
     let stats = report.stats.expect("a calibration pass");
     let mut observed: Vec<&str> = stats.amax.keys().map(String::as_str).collect();
-    observed.retain(|n| *n != "lm_head.weight");
+    observed.retain(|n| *n != "lm_head.weight" && n.ends_with(".weight"));
     assert_eq!(observed, linear_names(&model), "every linear weight observed (and the head, left unquantized)");
     let a = |n: &str| stats.amax[n];
     for l in 0..2 {
@@ -238,6 +239,53 @@ fn calibration_observes_each_linear_layers_real_input() {
     assert_eq!((t.dtype_name.as_str(), t.shape.as_slice()), ("BF16", &[1usize][..]));
     let scale = half::bf16::from_le_bytes([header_bytes[t.start], header_bytes[t.start + 1]]).to_f32();
     assert_eq!(scale, rtllm::quantize::scale_for(got, DType::BF16));
+}
+
+#[test]
+fn kv_cache_scales_are_calibrated_written_compressed_tensors_style_and_select_the_fp8_cache() {
+    let tmp = tempfile::tempdir().expect("temp dir");
+    let source = tmp.path().join("source");
+    write_source(&source);
+    let text = "the theme of the thesis: these three then thought that the other one. ".repeat(6);
+    let config = CalibrationConfig { tokens: 200, seq_len: 64, build: BuildConfig::default() };
+    let out = tmp.path().join("fp8");
+    // Dynamic activations: the calibration pass runs for the KV cache alone.
+    let mut opts = options(&source, &out, WeightScheme::PerChannel, ActivationScheme::Dynamic, None);
+    opts.kv_cache = true;
+    let e = quantize(&opts, rtllm_tests::registry(), &BuildConfig::default()).expect_err("no calibration text");
+    assert!(e.to_string().contains("KV cache"), "{e}");
+    opts.calibration = Some(Calibration::Text { text, config });
+    let report = quantize(&opts, rtllm_tests::registry(), &BuildConfig::default()).expect("quantizes");
+    let stats = report.stats.expect("a calibration pass");
+
+    let cfg: Value = serde_json::from_slice(&std::fs::read(out.join("config.json")).expect("config")).expect("json");
+    let kv = &cfg["quantization_config"]["kv_cache_scheme"];
+    assert_eq!((kv["num_bits"].as_u64(), kv["type"].as_str()), (Some(8), Some("float")), "{kv}");
+    assert_eq!((kv["strategy"].as_str(), kv["dynamic"].as_bool()), (Some("tensor"), Some(false)), "{kv}");
+    let bytes = std::fs::read(out.join("model.safetensors")).expect("output");
+    let header = parse_header(&bytes).expect("safetensors");
+    for l in 0..2 {
+        for which in ['k', 'v'] {
+            let name = format!("model.layers.{l}.self_attn.{which}_scale");
+            let t = header.tensors.iter().find(|t| t.name == name).unwrap_or_else(|| panic!("{name} written"));
+            assert_eq!((t.dtype_name.as_str(), t.shape.as_slice()), ("BF16", &[1usize][..]), "{name}");
+            let scale = half::bf16::from_le_bytes([bytes[t.start], bytes[t.start + 1]]).to_f32();
+            let amax = stats.amax[&name];
+            assert!(amax > 0.0, "{name}: observed k/v");
+            assert_eq!(scale, rtllm::quantize::scale_for(amax, DType::BF16), "{name}");
+        }
+        assert!(!header.tensors.iter().any(|t| t.name.ends_with("input_scale")), "dynamic: no input scales");
+    }
+    // rtllm loads it with the FP8 cache and those scales.
+    let mut model = rtllm::model::Model::load(
+        &rtllm::model::ModelSpec::path(&out),
+        rtllm_tests::registry(),
+        &BuildConfig { use_engine_cache: false, ..BuildConfig::default() },
+    )
+    .expect("the output loads");
+    assert_eq!(model.engine.single().expect("one engine").kv_cache_dtype(), DType::F8_E4M3);
+    let logits = rtllm_tests::last_logits(&mut model.engine, &[1, 40, 41, 42, 43, 44]);
+    assert!(!logits.is_empty() && logits.iter().all(|x| x.is_finite()));
 }
 
 #[test]

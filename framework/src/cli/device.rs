@@ -21,7 +21,9 @@ pub struct DeviceArgs {
     /// GPU: sample on the host from copied logits instead of on the device.
     #[arg(long)]
     pub host_sampling: bool,
-    /// dtype of the KV cache (default: f32 on the CPU, bf16 on a GPU).
+    /// dtype of the KV cache: f32, bf16, f16 or fp8 (f8_e4m3: E4M3 codes with per-layer
+    /// scales). Default: fp8 when the checkpoint declares an FP8 KV cache, else f32 on the
+    /// CPU and bf16 on a GPU.
     #[arg(long, value_parser = parse_kv_dtype)]
     pub kv_cache_dtype: Option<DType>,
     /// A fixed number of KV cache blocks (overrides the memory budget).
@@ -52,10 +54,13 @@ pub(crate) fn parse_device(s: &str) -> Result<DeviceKind, String> {
     DeviceKind::parse(s).ok_or_else(|| format!("unknown device '{s}' (cpu or cuda)"))
 }
 
-fn parse_kv_dtype(s: &str) -> Result<DType, String> {
+pub(crate) fn parse_kv_dtype(s: &str) -> Result<DType, String> {
+    if s.eq_ignore_ascii_case("fp8") {
+        return Ok(DType::F8_E4M3);
+    }
     match DType::parse(s) {
-        Some(d @ (DType::F32 | DType::BF16 | DType::F16)) => Ok(d),
-        _ => Err(format!("the KV cache is f32, bf16 or f16, not '{s}'")),
+        Some(d @ (DType::F32 | DType::BF16 | DType::F16 | DType::F8_E4M3)) => Ok(d),
+        _ => Err(format!("the KV cache is f32, bf16, f16 or fp8 (f8_e4m3), not '{s}'")),
     }
 }
 
@@ -72,6 +77,7 @@ impl DeviceArgs {
         }
         if let Some(d) = self.kv_cache_dtype {
             b.kv_cache_dtype = d;
+            b.kv_cache_dtype_from_checkpoint = false;
         }
         if let Some(f) = self.free_gpu_memory_fraction {
             b.free_gpu_memory_fraction = f;
@@ -84,5 +90,24 @@ impl DeviceArgs {
         if self.host_sampling {
             b.device_sampling = Some(false);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn kv_cache_dtypes_parse_and_a_named_one_overrides_the_checkpoint() {
+        assert_eq!(parse_kv_dtype("fp8"), Ok(DType::F8_E4M3));
+        assert_eq!(parse_kv_dtype("FP8"), Ok(DType::F8_E4M3));
+        assert_eq!(parse_kv_dtype("f8_e4m3"), Ok(DType::F8_E4M3));
+        assert_eq!(parse_kv_dtype("bf16"), Ok(DType::BF16));
+        assert!(parse_kv_dtype("q8_0").unwrap_err().contains("fp8"));
+        let mut b = BuildConfig::default();
+        DeviceArgs::default().apply(&mut b);
+        assert!(b.kv_cache_dtype_from_checkpoint, "no dtype named: the checkpoint decides");
+        DeviceArgs { kv_cache_dtype: Some(DType::F32), ..DeviceArgs::default() }.apply(&mut b);
+        assert_eq!((b.kv_cache_dtype, b.kv_cache_dtype_from_checkpoint), (DType::F32, false));
     }
 }

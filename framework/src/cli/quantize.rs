@@ -1,9 +1,10 @@
 //! `rtllm quantize --format fp8 --model SRC --output DIR`: converts a bf16/f16/f32 model (an HF
 //! directory, or a GGUF file, dequantized) into an FP8 HF directory in the compressed-tensors
-//! layout (see `rtllm::quantize`). Static input scales come from a calibration pass over a
-//! text (default: the text `scripts/fetch-eval-text.sh persuasion` fetches).
+//! layout (see `rtllm::quantize`). Static input scales, and with `--kv-cache-dtype fp8` the FP8
+//! KV cache's per-layer scales, come from a calibration pass over a text (default: the text
+//! `scripts/fetch-eval-text.sh persuasion` fetches).
 
-use super::device::{parse_device, DeviceArgs};
+use super::device::{parse_device, parse_kv_dtype, DeviceArgs};
 use crate::engine::BuildConfig;
 use crate::quantize::{
     default_calibration_file, quantize, read_text, ActivationScheme, Calibration, CalibrationConfig, QuantizeOptions,
@@ -11,7 +12,7 @@ use crate::quantize::{
 };
 use crate::registry::Registry;
 use anyhow::{bail, Result};
-use rtllm_plugin_api::DeviceKind;
+use rtllm_plugin_api::{DType, DeviceKind};
 use std::path::PathBuf;
 
 /// Output formats `rtllm quantize` writes.
@@ -44,6 +45,11 @@ pub struct QuantizeArgs {
     /// dynamic (per token at run time, no calibration).
     #[arg(long, value_enum, default_value = "static")]
     pub activation_scheme: ActivationScheme,
+    /// fp8: also calibrate the FP8 KV cache's per-layer k_scale / v_scale (amax / 448 of k and
+    /// v over the calibration text) and declare its kv_cache_scheme, so the output runs with an
+    /// FP8 KV cache by default (in rtllm and vLLM).
+    #[arg(long, value_name = "DTYPE", value_parser = parse_kv_dtype)]
+    pub kv_cache_dtype: Option<DType>,
     /// The calibration text (default: the file scripts/fetch-eval-text.sh persuasion fetches).
     #[arg(long, value_name = "FILE")]
     pub calib_file: Option<PathBuf>,
@@ -65,10 +71,25 @@ pub struct QuantizeArgs {
 }
 
 impl QuantizeArgs {
+    /// Whether the FP8 KV cache's scales are calibrated (`--kv-cache-dtype fp8`).
+    fn kv_cache(&self) -> Result<bool> {
+        match self.kv_cache_dtype {
+            None => Ok(false),
+            Some(DType::F8_E4M3) => Ok(true),
+            Some(other) => bail!(
+                "--kv-cache-dtype {other}: rtllm quantize writes the scales of an FP8 KV cache (--kv-cache-dtype fp8); \
+                 a {other} cache needs none"
+            ),
+        }
+    }
+
     fn calibration(&self, build: &BuildConfig) -> Result<Option<Calibration>> {
-        if self.activation_scheme == ActivationScheme::Dynamic {
+        if self.activation_scheme == ActivationScheme::Dynamic && !self.kv_cache()? {
             if self.calib_file.is_some() {
-                bail!("--calib-file is for static activation scales; --activation-scheme dynamic needs no calibration");
+                bail!(
+                    "--calib-file is for static activation scales (or --kv-cache-dtype fp8); --activation-scheme \
+                     dynamic needs no calibration"
+                );
             }
             return Ok(None);
         }
@@ -102,15 +123,17 @@ pub fn run(args: &QuantizeArgs, registry: &Registry) -> Result<()> {
         activation_scheme: args.activation_scheme,
         force: args.force,
         calibration: args.calibration(&build)?,
+        kv_cache: args.kv_cache()?,
         shard_bytes: args.max_shard_bytes,
     };
     let report = quantize(&opts, registry, &build)?;
     let mib = |b: usize| b as f64 / (1 << 20) as f64;
     eprintln!(
-        "quantized {} linear weights to FP8 ({:?} weights, {:?} activations{}) in {:.2}s: {:.1} MiB -> {:.1} MiB, {} tensors -> {}",
+        "quantized {} linear weights to FP8 ({:?} weights, {:?} activations{}{}) in {:.2}s: {:.1} MiB -> {:.1} MiB, {} tensors -> {}",
         report.quantized,
         args.weight_scheme,
         args.activation_scheme,
+        if opts.kv_cache { ", FP8 KV cache scales" } else { "" },
         if report.calibration_tokens > 0 { format!(", {} calibration tokens", report.calibration_tokens) } else { String::new() },
         report.seconds,
         mib(report.bytes_in),

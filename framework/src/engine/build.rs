@@ -2,7 +2,8 @@
 //! registry and the weight source (metas by name). Each op call is selected (`select`: device,
 //! dtypes, priority, pins, the quantized-weight fallback) and its outputs inferred by the chosen
 //! provider's hook as the graph is assembled; no kernel is created here (see `kernels`). A
-//! `matmul` over an FP8 weight is the `fp8_matmul` its scales call for (`fp8_linear`).
+//! `matmul` over an FP8 weight is the `fp8_matmul` its scales call for (`fp8_linear`); a
+//! `paged_attention` over an FP8 cache gets the layer's kv scales (`fp8_kv`).
 
 use super::graph::{Graph, Node, ProviderInfo, ValueSource, WeightIndex};
 use super::select::{SelectionConfig, Selector};
@@ -134,6 +135,11 @@ impl GraphBuilder for EngineGraphBuilder<'_> {
         if op == "matmul" && attrs.is_empty() {
             if let Some(call) = super::fp8_linear::lower(self, inputs)? {
                 return self.op(call.op, &call.inputs, call.attrs);
+            }
+        }
+        if op == "paged_attention" {
+            if let Some(call) = super::fp8_kv::lower(self, inputs)? {
+                return self.op(op, &call, attrs);
             }
         }
         if self.selector.is_disabled(op) {

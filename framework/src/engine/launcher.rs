@@ -1,7 +1,7 @@
 //! How a step's nodes are launched: the executable graph wrapped by what replays or observes
 //! it — a CUDA graph captured per decode bucket and replayed after, the per-op GPU profiler
 //! (`RTLLM_PROFILE_OPS`, eager steps, no graphs) and the per-step profiler
-//! (`RTLLM_PROFILE_STEPS`), the calibration observer (`observe`: matmul inputs recorded node by
+//! (`RTLLM_PROFILE_STEPS`), the calibration observer (`observe`: matmul inputs and k/v recorded node by
 //! node, eager steps, no graphs) — and on the CPU the host pool the whole step runs inside.
 
 use super::decode_graphs::DecodeGraphs;
@@ -125,10 +125,10 @@ impl Launcher {
         let device = self.device.clone();
         let mut step = || -> Result<(), EngineError> {
             for i in 0..exe.graph().nodes.len() {
-                if observer.weight_of(i).is_some() {
+                for (k, name) in observer.observed(i) {
                     let input =
-                        exe.input(i, 0).ok_or_else(|| EngineError::Setup(format!("node {i} has no input 0")))?;
-                    observer.record(i, input, device.as_ref())?;
+                        exe.input(i, k).ok_or_else(|| EngineError::Setup(format!("node {i} has no input {k}")))?;
+                    observer.record(&name, input, device.as_ref())?;
                 }
                 exe.launch_node(i, env)?;
             }

@@ -25,7 +25,11 @@ pub struct BuildConfig {
     /// Defaults to the model's max_position_embeddings, capped at 4096.
     pub max_seq_len: Option<usize>,
     pub tokens_per_block: usize,
+    /// f32/bf16/f16, or F8_E4M3 (the FP8 cache: per-layer k/v scales, docs/quantization.md).
     pub kv_cache_dtype: DType,
+    /// A checkpoint that declares an FP8 KV-cache scheme selects the F8_E4M3 cache (the
+    /// default, "auto"); off when the user names the dtype.
+    pub kv_cache_dtype_from_checkpoint: bool,
     /// Host bytes for the KV cache (CPU); ignored when `num_kv_blocks` is set.
     pub kv_cache_bytes: usize,
     pub num_kv_blocks: Option<usize>,
@@ -60,6 +64,7 @@ impl Default for BuildConfig {
             max_seq_len: None,
             tokens_per_block: 32,
             kv_cache_dtype: DType::F32,
+            kv_cache_dtype_from_checkpoint: true,
             kv_cache_bytes: 512 << 20,
             num_kv_blocks: None,
             selection: SelectionConfig::default(),

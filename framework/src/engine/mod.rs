@@ -21,6 +21,7 @@ mod engine;
 mod error;
 mod executable;
 pub mod explain;
+mod fp8_kv;
 mod fp8_linear;
 mod fusion;
 mod graph;

@@ -1,13 +1,17 @@
 //! Activation observation for calibration (`rtllm quantize`): in an engine built with
 //! `BuildConfig::observe_matmul_inputs`, the launcher runs steps node by node and, before each
 //! `matmul` whose weight input is a model weight, records the largest |value| of its activation
-//! input (input 0) under that weight's name. The running maximum over every step is what a
-//! static FP8 input scale is made from (llm-compressor's `static_minmax` observer: scale =
+//! input (input 0) under that weight's name; before each `paged_attention` it records the
+//! rotated k (input 1) and the v (input 2) under the names of the layer's FP8 KV-cache scales
+//! (`model.layers.N.self_attn.k_scale` / `v_scale`). The running maximum over every step is what
+//! a static FP8 scale is made from (llm-compressor's `static_minmax` observer: scale =
 //! amax / 448). The forward pass is the engine's own; this only reads its inputs.
 
 use super::error::EngineError;
+use super::fp8_kv::cache_layer;
 use super::graph::{Graph, ValueSource};
 use crate::device::CudaDevice;
+use crate::weights::kv_scales;
 use half::{bf16, f16};
 use rtllm_plugin_api::{DType, InputView, TensorView};
 use std::collections::BTreeMap;
@@ -16,7 +20,8 @@ use std::sync::Arc;
 /// Per-weight activation statistics collected so far.
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct ActivationStats {
-    /// Weight name → the largest |x| seen in the activations multiplied by it.
+    /// Weight name → the largest |x| seen in the activations multiplied by it; KV-cache scale
+    /// name → the largest |k| or |v| written to that layer's cache.
     pub amax: BTreeMap<String, f32>,
     /// Activation rows (tokens) observed per weight.
     pub rows: BTreeMap<String, u64>,
@@ -24,26 +29,31 @@ pub struct ActivationStats {
 
 /// Which nodes are observed, and what was seen.
 pub(super) struct MatmulObserver {
-    /// (node index, weight name) of every observed matmul.
-    nodes: Vec<(usize, String)>,
+    /// (node index, input index, name) of every observed input, by node.
+    nodes: Vec<(usize, usize, String)>,
     stats: ActivationStats,
     /// Host staging for device inputs.
     staging: Vec<u8>,
 }
 
 impl MatmulObserver {
-    /// Observes every `matmul` node of `graph` whose input 1 is a weight.
+    /// Observes input 0 of every `matmul` node of `graph` whose input 1 is a weight, and the
+    /// k and v of every `paged_attention` whose cache is the input `kv_cache.N.k`.
     pub fn for_graph(graph: &Graph) -> MatmulObserver {
-        let nodes = graph
-            .nodes
-            .iter()
-            .enumerate()
-            .filter(|(_, n)| n.op == "matmul")
-            .filter_map(|(i, n)| match &graph.values[n.inputs.get(1)?.0].source {
-                ValueSource::Weight { name, .. } => Some((i, name.clone())),
-                _ => None,
-            })
-            .collect();
+        let source = |n: &super::graph::Node, k: usize| n.inputs.get(k).map(|v| &graph.values[v.0].source);
+        let mut nodes = Vec::new();
+        for (i, n) in graph.nodes.iter().enumerate() {
+            match (n.op.as_str(), source(n, 1), source(n, 3)) {
+                ("matmul", Some(ValueSource::Weight { name, .. }), _) => nodes.push((i, 0, name.clone())),
+                ("paged_attention", _, Some(ValueSource::Input(cache))) => {
+                    if let Some(layer) = cache_layer(cache) {
+                        nodes.push((i, 1, kv_scales::name(layer, 'k')));
+                        nodes.push((i, 2, kv_scales::name(layer, 'v')));
+                    }
+                }
+                _ => {}
+            }
+        }
         MatmulObserver { nodes, stats: ActivationStats::default(), staging: Vec::new() }
     }
 
@@ -51,20 +61,21 @@ impl MatmulObserver {
         &self.stats
     }
 
-    /// The weight node `i` multiplies by, when node `i` is observed.
-    pub fn weight_of(&self, i: usize) -> Option<&str> {
-        self.nodes.binary_search_by_key(&i, |(n, _)| *n).ok().map(|k| self.nodes[k].1.as_str())
+    /// The observed inputs of node `i`: (input index, the name its maximum is recorded under).
+    pub fn observed(&self, i: usize) -> Vec<(usize, String)> {
+        let from = self.nodes.partition_point(|(n, _, _)| *n < i);
+        self.nodes[from..].iter().take_while(|(n, _, _)| *n == i).map(|(_, k, name)| (*k, name.clone())).collect()
     }
 
-    /// Records node `i`'s activation input (`input`, on the host or on `device`). Non-finite
-    /// values are an error naming the weight: a scale made from them would be meaningless.
+    /// Records an observed input (`input`, on the host or on `device`) under `name`. Non-finite
+    /// values are an error naming it: a scale made from them would be meaningless.
     pub fn record(
         &mut self,
-        i: usize,
+        name: &str,
         input: &InputView<'_>,
         device: Option<&Arc<CudaDevice>>,
     ) -> Result<(), EngineError> {
-        let Some(name) = self.weight_of(i).map(str::to_string) else { return Ok(()) };
+        let name = name.to_string();
         let meta = input.meta();
         let fail = |m: String| EngineError::Setup(format!("observing the input of `{name}`: {m}"));
         let bytes = match device {

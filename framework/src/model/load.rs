@@ -65,7 +65,7 @@ impl Model {
                 load_engine_dir(&dir, registry).map_err(|error| ModelError::EngineDir { path: dir.clone(), error })?
             }
             Plan::Build { weights, definition } if build.tensor_parallel_size != 1 => {
-                read_source(&weights, definition, &path)?.start_ranks(registry.clone(), build)?
+                read_source(&weights, definition, &path, build)?.start_ranks(registry.clone())?
             }
             Plan::Build { weights, definition } => load_single(&weights, definition, &path, registry, build)?,
         };
@@ -103,12 +103,12 @@ pub fn write_engine_dir(
         }
         Plan::Build { weights, definition } => (weights, definition),
     };
-    let source = read_source(&weights, definition, &path)?;
-    let parts = build_parts(&source.definition, &source.config, source.weights.clone(), registry, build)
+    let source = read_source(&weights, definition, &path, build)?;
+    let parts = build_parts(&source.definition, &source.config, source.weights.clone(), registry, &source.build)
         .map_err(|error| ModelError::Build { path: path.clone(), error })?;
     let dir_err = |error| ModelError::EngineDir { path: out.to_path_buf(), error };
     std::fs::create_dir_all(out).map_err(|source| dir_err(SerializeError::Io { path: out.to_path_buf(), source }))?;
-    let info = source.dir_info(build);
+    let info = source.dir_info();
     let (engine, written) = serialize::write_engine_dir(out, parts, &info);
     let engine = engine.map_err(|error| ModelError::Build { path, error })?;
     written.map_err(dir_err)?;
@@ -130,11 +130,12 @@ pub fn plan_model(spec: &ModelSpec, registry: &Registry, build: &BuildConfig) ->
         }
         Plan::Build { weights, definition } => (weights, definition),
     };
-    let source = read_source(&weights, definition, &path)?;
+    let source = read_source(&weights, definition, &path, build)?;
     let tp = build.tensor_parallel_size;
     let rank0 = parallel::tensor_parallel_ranks(tp).map_err(source.build_err())?.into_iter().next().unwrap_or_default();
-    let graph = plan_graph(&source.definition, &source.config, source.weights.as_ref(), registry, build, &rank0)
-        .map_err(source.build_err())?;
+    let graph =
+        plan_graph(&source.definition, &source.config, source.weights.as_ref(), registry, &source.build, &rank0)
+            .map_err(source.build_err())?;
     let rank = if tp > 1 { format!(", rank 0 of {tp}") } else { String::new() };
     let title = format!("{} ({}) on {}{rank}", path.display(), source.definition.name(), build.selection.device);
     Ok((graph, title))
@@ -143,6 +144,8 @@ pub fn plan_model(spec: &ModelSpec, registry: &Registry, build: &BuildConfig) ->
 /// A source read into memory: what building it needs.
 struct Source {
     path: PathBuf,
+    /// The build config with what the weights decide settled (the KV cache dtype).
+    build: BuildConfig,
     config: ModelConfig,
     weights: Arc<dyn WeightSource>,
     tokenizer: Tokenizer,
@@ -151,8 +154,13 @@ struct Source {
 }
 
 /// Reads the weights, config and tokenizer; `definition` defaults to the registered one.
-fn read_source(weights: &WeightsFrom, definition: Option<ModelDefinition>, path: &Path) -> Result<Source, ModelError> {
-    let loaded = match weights {
+fn read_source(
+    weights: &WeightsFrom,
+    definition: Option<ModelDefinition>,
+    path: &Path,
+    build: &BuildConfig,
+) -> Result<Source, ModelError> {
+    let mut loaded = match weights {
         WeightsFrom::Path(p) => load_model_source(p),
         WeightsFrom::Dummy(spec) => dummy_model(spec),
     }
@@ -163,14 +171,29 @@ fn read_source(weights: &WeightsFrom, definition: Option<ModelDefinition>, path:
         None => registered_definition(&loaded.config)
             .map_err(|error| ModelError::Build { path: path.to_path_buf(), error })?,
     };
+    let build = settle_kv_cache(build, &mut loaded.weights, &loaded.config);
     Ok(Source {
         path: path.to_path_buf(),
+        build,
         config: loaded.config,
         weights: Arc::new(loaded.weights),
         tokenizer,
         tokenizer_source,
         definition,
     })
+}
+
+/// The KV cache dtype the weights call for: F8_E4M3 when the checkpoint declares an FP8 KV
+/// cache and the user named no dtype; an FP8 cache gets scale 1.0 for every layer without one.
+fn settle_kv_cache(build: &BuildConfig, weights: &mut WeightStore, config: &ModelConfig) -> BuildConfig {
+    let mut build = build.clone();
+    if weights.kv_cache_fp8() && build.kv_cache_dtype_from_checkpoint {
+        build.kv_cache_dtype = rtllm_plugin_api::DType::F8_E4M3;
+    }
+    if build.kv_cache_dtype == rtllm_plugin_api::DType::F8_E4M3 {
+        crate::weights::kv_scales::default_missing(weights, config.num_hidden_layers);
+    }
+    build
 }
 
 /// The tokenizer of a loaded source (its tokenizer.json, else the GGUF spec) and where it came from.
@@ -193,36 +216,32 @@ impl Source {
         |error| ModelError::Build { path: self.path.clone(), error }
     }
 
-    fn dir_info<'a>(&'a self, build: &'a BuildConfig) -> EngineDirInfo<'a> {
+    fn dir_info(&self) -> EngineDirInfo<'_> {
         EngineDirInfo {
             definition: self.definition.name(),
             config: &self.config,
-            build,
+            build: &self.build,
             tokenizer: &self.tokenizer_source,
         }
     }
 
     /// Starts `build.tensor_parallel_size` ranks over the weights (each builds its engine).
-    fn start_ranks(self, registry: Arc<Registry>, build: &BuildConfig) -> Result<Loaded, ModelError> {
-        let engine = parallel::start_engine(&self.definition, &self.config, self.weights.clone(), registry, build)
-            .map_err(self.build_err())?;
+    fn start_ranks(self, registry: Arc<Registry>) -> Result<Loaded, ModelError> {
+        let engine =
+            parallel::start_engine(&self.definition, &self.config, self.weights.clone(), registry, &self.build)
+                .map_err(self.build_err())?;
         Ok(Loaded { config: self.config, tokenizer: self.tokenizer, engine: ModelEngine::TensorParallel(engine) })
     }
 
     /// Builds one engine; with `cache`, also writes it as the cache entry `key`.
-    fn build_single(
-        self,
-        registry: &Registry,
-        build: &BuildConfig,
-        cache: Option<(&EngineCache, &CacheKey)>,
-    ) -> Result<Loaded, ModelError> {
-        let parts = build_parts(&self.definition, &self.config, self.weights.clone(), registry, build)
+    fn build_single(self, registry: &Registry, cache: Option<(&EngineCache, &CacheKey)>) -> Result<Loaded, ModelError> {
+        let parts = build_parts(&self.definition, &self.config, self.weights.clone(), registry, &self.build)
             .map_err(self.build_err())?;
         let Some((cache, key)) = cache else {
             let engine = parts.into_engine().map_err(self.build_err())?;
             return Ok(self.into_loaded(engine));
         };
-        let info = self.dir_info(build);
+        let info = self.dir_info();
         let mut parts = Some(parts);
         let mut engine = None;
         let stored = cache.store(key, |dir| {
@@ -265,7 +284,7 @@ fn load_single(
         WeightsFrom::Path(p) if build.use_engine_cache && !build.observe_matmul_inputs && !cache::disabled_by_env() => {
             p
         }
-        _ => return read_source(weights, definition, path)?.build_single(registry, build, None),
+        _ => return read_source(weights, definition, path, build)?.build_single(registry, None),
     };
     let cache = EngineCache::default_location();
     let key = cache::cache_key(file, build, definition.as_ref(), registry)
@@ -281,7 +300,7 @@ fn load_single(
             Err(e) => cache.evict(&dir, &e.to_string()),
         }
     }
-    read_source(weights, definition, path)?.build_single(registry, build, key.as_ref().map(|k| (&cache, k)))
+    read_source(weights, definition, path, build)?.build_single(registry, key.as_ref().map(|k| (&cache, k)))
 }
 
 /// Loads an engine directory (from `rtllm build` or the cache).

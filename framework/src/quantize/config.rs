@@ -1,7 +1,8 @@
 //! The `quantization_config` block of config.json, in the compressed-tensors layout that
 //! llm-compressor writes (`quant_method: compressed-tensors`, `format: float-quantized`, one
-//! config group targeting `Linear`, `ignore: ["lm_head"]`, status `compressed`): the same keys,
-//! values and sorting, so vLLM, transformers and rtllm's own loader read it as theirs.
+//! config group targeting `Linear`, `ignore: ["lm_head"]`, status `compressed`, and with an FP8
+//! KV cache its `kv_cache_scheme`): the same keys, values and sorting, so vLLM, transformers and
+//! rtllm's own loader read it as theirs.
 
 use super::fp8::{ActivationScheme, WeightScheme};
 use super::targets::IGNORED_MODULES;
@@ -22,8 +23,9 @@ fn fp8_args(strategy: &str, dynamic: bool, observer: Option<&str>) -> Value {
     args
 }
 
-/// The `quantization_config` for FP8 weights of `weights` and activations of `activations`.
-pub fn quantization_config(weights: WeightScheme, activations: ActivationScheme) -> Value {
+/// The `quantization_config` for FP8 weights of `weights` and activations of `activations`,
+/// and with `kv_cache` an FP8 KV cache with static per-tensor (per-layer) k/v scales.
+pub fn quantization_config(weights: WeightScheme, activations: ActivationScheme, kv_cache: bool) -> Value {
     let weight_strategy = match weights {
         WeightScheme::PerTensor => "tensor",
         WeightScheme::PerChannel => "channel",
@@ -47,7 +49,7 @@ pub fn quantization_config(weights: WeightScheme, activations: ActivationScheme)
         "format": "float-quantized",
         "global_compression_ratio": null,
         "ignore": IGNORED_MODULES,
-        "kv_cache_scheme": null,
+        "kv_cache_scheme": if kv_cache { fp8_args("tensor", false, Some("static_minmax")) } else { Value::Null },
         "moe_sparsity_config": null,
         "quant_method": "compressed-tensors",
         "quantization_status": "compressed",

@@ -1,6 +1,6 @@
 //! The conversion end to end: refuse what cannot be converted (an already quantized source, an
 //! unregistered architecture), find the linear layers in the model's graph, calibrate input
-//! scales (static) through the engine, then write config.json (+ `quantization_config`), the
+//! scales (static) and KV-cache scales (an FP8 KV cache) through the engine, then write config.json (+ `quantization_config`), the
 //! tokenizer and generation files, and the FP8 weights into a staged directory renamed into
 //! place when complete.
 
@@ -40,7 +40,7 @@ const CARRIED_FILES: &[&str] = &[
     "NOTICE",
 ];
 
-/// Where the static input scales come from.
+/// Where the static input scales (and the KV-cache scales) come from.
 #[derive(Clone, Debug)]
 pub enum Calibration {
     /// A calibration pass over this text.
@@ -58,8 +58,11 @@ pub struct QuantizeOptions {
     pub activation_scheme: ActivationScheme,
     /// Replace a non-empty output directory.
     pub force: bool,
-    /// Required for static activations, unused for dynamic ones.
+    /// Required for static activations or an FP8 KV cache, unused otherwise.
     pub calibration: Option<Calibration>,
+    /// Calibrate and write the FP8 KV cache's per-layer k_scale / v_scale (amax / 448 of the
+    /// rotated k and the v over the calibration text) and declare its `kv_cache_scheme`.
+    pub kv_cache: bool,
     /// The largest weight shard in bytes (`SHARD_BYTES` by default).
     pub shard_bytes: usize,
 }
@@ -153,13 +156,15 @@ pub fn quantize(
     let graph = plan_graph(&definition, config, &loaded.weights, registry, &calib_bc, &Parallel::single())?;
     let targets = linear_weights(&graph)?;
 
-    let (stats, calibration_tokens) = match (opts.activation_scheme, &opts.calibration) {
-        (ActivationScheme::Dynamic, _) => (None, 0),
-        (ActivationScheme::Static, None) => {
-            return Err(QuantizeError::Calibration("static input scales need a calibration text".into()))
+    let needs_calibration = opts.activation_scheme == ActivationScheme::Static || opts.kv_cache;
+    let (stats, calibration_tokens) = match (needs_calibration, &opts.calibration) {
+        (false, _) => (None, 0),
+        (true, None) => {
+            let what = if opts.kv_cache { "the FP8 KV cache's scales" } else { "static input scales" };
+            return Err(QuantizeError::Calibration(format!("{what} need a calibration text")));
         }
-        (ActivationScheme::Static, Some(Calibration::Stats(s))) => (Some(s.clone()), 0),
-        (ActivationScheme::Static, Some(Calibration::Text { text, config: cc })) => {
+        (true, Some(Calibration::Stats(s))) => (Some(s.clone()), 0),
+        (true, Some(Calibration::Text { text, config: cc })) => {
             let (tokenizer, _) = tokenizer_of(&opts.source, &loaded)?;
             let seq_len = cc.seq_len.min(config.max_position_embeddings);
             let seqs = sequences(&tokenizer, text, cc.tokens, seq_len)?;
@@ -168,8 +173,10 @@ pub fn quantize(
             (Some(stats), seqs.iter().map(Vec::len).sum())
         }
     };
+    let input_stats = stats.as_ref().filter(|_| opts.activation_scheme == ActivationScheme::Static);
+    let kv = stats.as_ref().filter(|_| opts.kv_cache).map(|s| (s, config.num_hidden_layers));
 
-    let plan = TensorPlan::new(&loaded.weights, &targets, opts.weight_scheme, stats.as_ref(), from_gguf)?;
+    let plan = TensorPlan::new(&loaded.weights, &targets, opts.weight_scheme, input_stats, kv, from_gguf)?;
     let planned = plan.planned(&loaded.weights)?;
     let tensors = planned.len();
     let shards = shard(planned, opts.shard_bytes.max(1));
@@ -180,7 +187,7 @@ pub fn quantize(
     })?;
     progress.finish_and_clear();
 
-    let qconfig = quantization_config(opts.weight_scheme, opts.activation_scheme);
+    let qconfig = quantization_config(opts.weight_scheme, opts.activation_scheme, opts.kv_cache);
     write_metadata(&staged, &opts.source, raw_config, &loaded, qconfig)?;
     let output = staged.commit()?;
     Ok(QuantizeReport {

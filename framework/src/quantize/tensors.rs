@@ -1,14 +1,15 @@
 //! The output tensors: each linear weight becomes `X.weight` (F8_E4M3), `X.weight_scale` and,
 //! with static activations, `X.input_scale` (scales in the weight's own dtype, shapes [1] or
-//! [out, 1] as compressed-tensors makes them); every other tensor is kept (a GGUF source's
-//! tensors dequantized to bf16). Tensors are planned first (names, dtypes, shapes, sizes) and
+//! [out, 1] as compressed-tensors makes them); with an FP8 KV cache each layer gets
+//! `model.layers.N.self_attn.k_scale` / `v_scale` [1] (llm-compressor's names); every other
+//! tensor is kept (a GGUF source's tensors dequantized to bf16). Tensors are planned first (names, dtypes, shapes, sizes) and
 //! made shard by shard.
 
 use super::fp8::{quantize_weight, round_to, scale_for, weight_scales, WeightScheme};
 use super::output::PlannedTensor;
 use super::QuantizeError;
 use crate::engine::ActivationStats;
-use crate::weights::{Tensor, WeightStore};
+use crate::weights::{kv_scales, Tensor, WeightStore};
 use half::{bf16, f16};
 use rtllm_plugin_api::DType;
 use std::collections::BTreeMap;
@@ -29,8 +30,8 @@ pub enum Part {
     Fp8 { name: String, dtype: DType },
     /// The weight scales of linear weight `name`, in `dtype`.
     WeightScale { name: String, dtype: DType },
-    /// A static input scale value, in `dtype`.
-    InputScale { scale: f32, dtype: DType },
+    /// A static scale value (an input scale, a KV-cache scale), in `dtype`.
+    StaticScale { scale: f32, dtype: DType },
 }
 
 /// The dtype a source tensor is treated as: its own for f32/bf16/f16, bf16 for GGUF blocks
@@ -46,12 +47,15 @@ pub fn model_dtype(name: &str, t: &Tensor, from_gguf: bool) -> Result<DType, Qua
 }
 
 impl TensorPlan {
-    /// Plans the output of `weights` with `targets` (weight name, module name) quantized.
+    /// Plans the output of `weights` with `targets` (weight name, module name) quantized; input
+    /// scales from `stats` (static activations), and KV-cache scales of `kv.1` layers from
+    /// `kv.0` (an FP8 KV cache).
     pub fn new(
         weights: &WeightStore,
         targets: &[(String, String)],
         scheme: WeightScheme,
         stats: Option<&ActivationStats>,
+        kv: Option<(&ActivationStats, usize)>,
         from_gguf: bool,
     ) -> Result<TensorPlan, QuantizeError> {
         let mut parts = BTreeMap::new();
@@ -77,8 +81,28 @@ impl TensorPlan {
                         "calibration never reached `{name}`: no input scale for it (is the text long enough?)"
                     ))
                 })?;
-                parts
-                    .insert(format!("{module}.input_scale"), Part::InputScale { scale: scale_for(amax, dtype), dtype });
+                parts.insert(
+                    format!("{module}.input_scale"),
+                    Part::StaticScale { scale: scale_for(amax, dtype), dtype },
+                );
+            }
+        }
+        if let Some((stats, layers)) = kv {
+            for layer in 0..layers {
+                let k_proj = format!("model.layers.{layer}.self_attn.k_proj.weight");
+                let dtype = match weights.get(&k_proj) {
+                    Some(t) => model_dtype(&k_proj, t, from_gguf)?,
+                    None => DType::BF16,
+                };
+                for which in ['k', 'v'] {
+                    let name = kv_scales::name(layer, which);
+                    let amax = stats.amax.get(&name).copied().ok_or_else(|| {
+                        QuantizeError::Calibration(format!(
+                            "calibration never reached layer {layer}'s attention: no {which}_scale for the FP8 KV cache"
+                        ))
+                    })?;
+                    parts.insert(name, Part::StaticScale { scale: scale_for(amax, dtype), dtype });
+                }
             }
         }
         Ok(TensorPlan { parts, weight_scheme: scheme })
@@ -102,7 +126,7 @@ impl TensorPlan {
                         };
                         (*dtype, shape)
                     }
-                    Part::InputScale { dtype, .. } => (*dtype, vec![1]),
+                    Part::StaticScale { dtype, .. } => (*dtype, vec![1]),
                 };
                 let elements: usize = shape.iter().product();
                 let bytes = dtype.bytes_for(elements).unwrap_or(0);
@@ -131,7 +155,7 @@ impl TensorPlan {
                 let (values, rows) = self.values(weights, name, *dtype)?;
                 Ok(encode(&weight_scales(&values, rows, self.weight_scheme, *dtype), *dtype))
             }
-            Part::InputScale { scale, dtype } => Ok(encode(&[*scale], *dtype)),
+            Part::StaticScale { scale, dtype } => Ok(encode(&[*scale], *dtype)),
         }
     }
 

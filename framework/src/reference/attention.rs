@@ -1,6 +1,7 @@
 //! Reference paged attention: writes each new token's k/v into its paged-cache slot, then
 //! attends causally (optionally within a sliding window) over the sequence's cached positions
-//! with grouped-query heads. Softmax and sums in f64; cache values read back at cache dtype.
+//! with grouped-query heads. Softmax and sums in f64; cache values read back at cache dtype
+//! (an FP8 cache: codes `e4m3(x / scale)`, read back as `code · scale`).
 
 use super::tensor::HostTensor;
 use super::{RefResult, ReferenceError};
@@ -51,7 +52,9 @@ fn idx(v: i32, what: &str) -> RefResult<usize> {
 }
 
 /// Runs paged attention. `q` `[T,H·D]`, `k`/`v` `[T,KVH·D]` (f32); `k_cache`/`v_cache`
-/// `[NB,BS,KVH,D]` (f32/f16/bf16) are updated in place. Returns `[T,H·D]`.
+/// `[NB,BS,KVH,D]` (f32/f16/bf16, or f8_e4m3 with `scales` = (k_scale, v_scale)) are updated
+/// in place. Returns `[T,H·D]`.
+#[allow(clippy::too_many_arguments)]
 pub fn paged_attention(
     p: &AttentionParams,
     q: &[f32],
@@ -60,7 +63,14 @@ pub fn paged_attention(
     k_cache: &mut HostTensor,
     v_cache: &mut HostTensor,
     batch: &PagedBatch<'_>,
+    scales: Option<(f32, f32)>,
 ) -> RefResult<Vec<f32>> {
+    let (ks, vs) = scales.unwrap_or((1.0, 1.0));
+    if !(ks.is_finite() && ks > 0.0 && vs.is_finite() && vs > 0.0) {
+        return Err(ReferenceError::Input(format!(
+            "paged_attention: kv scales {ks}, {vs} must be finite and positive"
+        )));
+    }
     let (h, kvh, d) = (p.num_heads, p.num_kv_heads, p.head_dim);
     let t = q.len() / (h * d);
     if q.len() != t * h * d || k.len() != t * kvh * d || v.len() != t * kvh * d {
@@ -106,15 +116,17 @@ pub fn paged_attention(
         let start = len - (qe - qs);
         for j in 0..qe - qs {
             let (src, dst) = ((qs + j) * kvh * d, slot(s, start + j)?);
-            kc[dst..dst + kvh * d].copy_from_slice(&k[src..src + kvh * d]);
-            vc[dst..dst + kvh * d].copy_from_slice(&v[src..src + kvh * d]);
+            // The caches hold values / scale (codes, for FP8; scale 1 otherwise).
+            kc[dst..dst + kvh * d].iter_mut().zip(&k[src..src + kvh * d]).for_each(|(c, &x)| *c = x / ks);
+            vc[dst..dst + kvh * d].iter_mut().zip(&v[src..src + kvh * d]).for_each(|(c, &x)| *c = x / vs);
         }
         ranges.push((qs, qe, start));
     }
     // Store at cache precision, then read back what a kernel would read.
     k_cache.set_f32(&kc)?;
     v_cache.set_f32(&vc)?;
-    let (kc, vc) = (k_cache.to_f32()?, v_cache.to_f32()?);
+    let kc: Vec<f32> = k_cache.to_f32()?.iter().map(|&c| c * ks).collect();
+    let vc: Vec<f32> = v_cache.to_f32()?.iter().map(|&c| c * vs).collect();
 
     let group = h / kvh;
     let mut out = vec![0f32; t * h * d];
@@ -160,7 +172,7 @@ mod tests {
         let mut kc = HostTensor::from_f32(DType::F32, &[2, 2, 1, 1], &[0., 1., 9., 9.]).unwrap();
         let mut vc = HostTensor::from_f32(DType::F32, &[2, 2, 1, 1], &[10., 20., 9., 9.]).unwrap();
         let batch = PagedBatch { block_tables: &[0, 1], max_blocks: 2, seq_lens: &[3], query_start: &[0, 1] };
-        let out = paged_attention(&p, &[1.0], &[2.0], &[30.0], &mut kc, &mut vc, &batch).unwrap();
+        let out = paged_attention(&p, &[1.0], &[2.0], &[30.0], &mut kc, &mut vc, &batch, None).unwrap();
         assert_eq!(kc.to_f32().unwrap()[2], 2.0);
         assert_eq!(vc.to_f32().unwrap()[2], 30.0);
         let w: Vec<f64> = [0f64, 1., 2.].iter().map(|s| s.exp()).collect();
@@ -168,7 +180,7 @@ mod tests {
         assert!((out[0] as f64 - want).abs() < 1e-4, "{} vs {want}", out[0]);
         // Window of 1: only itself.
         let p1 = AttentionParams { sliding_window: 1, ..p };
-        let out = paged_attention(&p1, &[1.0], &[2.0], &[30.0], &mut kc, &mut vc, &batch).unwrap();
+        let out = paged_attention(&p1, &[1.0], &[2.0], &[30.0], &mut kc, &mut vc, &batch, None).unwrap();
         assert_eq!(out[0], 30.0);
     }
 }

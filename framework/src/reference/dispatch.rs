@@ -230,7 +230,19 @@ pub fn run_reference(op: &str, inputs: &mut [HostTensor], attrs: &Attrs) -> RefR
 }
 
 fn run_paged_attention(inputs: &mut [HostTensor], attrs: &Attrs) -> RefResult<Vec<HostTensor>> {
-    counts("paged_attention", inputs, &[8])?;
+    counts("paged_attention", inputs, &[8, 10])?;
+    let scales = match inputs.get(8..10) {
+        Some([ks, vs]) => {
+            let one = |t: &HostTensor| -> RefResult<f32> {
+                match t.to_f32()?.as_slice() {
+                    [s] => Ok(*s),
+                    other => Err(ReferenceError::Shape(format!("paged_attention: a kv scale holds {other:?}"))),
+                }
+            };
+            Some((one(ks)?, one(vs)?))
+        }
+        _ => None,
+    };
     let p = attention::AttentionParams::from_attrs(attrs)?;
     let [_, max_blocks] = dims("paged_attention", "block_tables", &inputs[5])?;
     let (q, k, v) = (inputs[0].to_f32()?, inputs[1].to_f32()?, inputs[2].to_f32()?);
@@ -242,7 +254,7 @@ fn run_paged_attention(inputs: &mut [HostTensor], attrs: &Attrs) -> RefResult<Ve
         query_start: ints(&starts)?,
     };
     let (head, rest) = inputs.split_at_mut(4);
-    let out = attention::paged_attention(&p, &q, &k, &v, &mut head[3], &mut rest[0], &batch)?;
+    let out = attention::paged_attention(&p, &q, &k, &v, &mut head[3], &mut rest[0], &batch, scales)?;
     Ok(vec![f32_out(&inputs[0].shape, &out)?])
 }
 

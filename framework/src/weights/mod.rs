@@ -5,6 +5,7 @@
 //! - [`safetensors`]: safetensors reader (sharded via the index) and writer.
 //! - [`store`]: `WeightStore` / `Tensor` and dequantization helpers (plugin-api `quant`).
 //! - [`fp8`]: HF FP8 checkpoints (compressed-tensors, ModelOpt, fbgemm): config and scales.
+//! - [`kv_scales`]: the FP8 KV cache's per-layer scales (checkpoint forms, defaults).
 //! - [`fill`]: the fill rules of generated (dummy) weights, shared with the GPU fill kernel.
 //! - [`gguf_writer`]: a GGUF writer for tests and tools.
 //! - [`hf_export`]: config.json, generation_config.json and tokenizer files for a GGUF model.
@@ -17,6 +18,7 @@ pub mod fp8;
 pub mod gguf;
 pub mod gguf_writer;
 pub mod hf_export;
+pub mod kv_scales;
 pub mod safetensors;
 mod source;
 pub mod store;

@@ -225,6 +225,8 @@ fn check_size(dtype: DType, shape: &[usize], len: usize) -> Result<(), String> {
 pub struct WeightStore {
     tensors: BTreeMap<String, Tensor>,
     fp8_activation: Option<rtllm_plugin_api::shapes::fp8::Fp8Activation>,
+    /// The checkpoint declares an FP8 KV cache (its scales are in the store).
+    kv_cache_fp8: bool,
 }
 
 impl WeightStore {
@@ -244,6 +246,15 @@ impl WeightStore {
 
     pub fn set_fp8_activation(&mut self, activation: Option<rtllm_plugin_api::shapes::fp8::Fp8Activation>) {
         self.fp8_activation = activation;
+    }
+
+    /// Whether the checkpoint declares an FP8 KV cache (set by the FP8 checkpoint loader).
+    pub fn kv_cache_fp8(&self) -> bool {
+        self.kv_cache_fp8
+    }
+
+    pub fn set_kv_cache_fp8(&mut self, on: bool) {
+        self.kv_cache_fp8 = on;
     }
 
     pub fn remove(&mut self, name: &str) -> Option<Tensor> {

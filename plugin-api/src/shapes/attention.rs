@@ -1,7 +1,13 @@
 //! Validation shared by the providers of `paged_attention` (CPU and CUDA): the attributes
 //! (head counts, head size, softmax scale, sliding window), the input positions, and the
-//! build-time checks of the eight input metas. Providers pass the activation dtypes (q, k, v,
-//! out) and the cache dtypes they accept.
+//! build-time checks of the input metas: eight, or ten over an FP8 (E4M3) cache, whose per-layer
+//! `k_scale` and `v_scale` (f32 `[1]`) follow `query_start`. Providers pass the activation
+//! dtypes (q, k, v, out) and the cache dtypes they accept.
+//!
+//! FP8 cache (docs/quantization.md, "The KV cache"): a new token's k is stored as the code
+//! `e4m3(k / k_scale)` (a true division, RNE, saturating: `fp8::f32_to_e4m3`) and read back as
+//! `code · k_scale`; v likewise with `v_scale`. Attention then runs on the dequantized values,
+//! new tokens included (a token's own key is read as the cache holds it).
 
 use crate::{
     author::{expect_dtype, expect_inputs, expect_rank, same_dim},
@@ -20,10 +26,19 @@ pub const BLOCK_TABLES: usize = 5;
 pub const SEQ_LENS: usize = 6;
 pub const QUERY_START: usize = 7;
 pub const NUM_INPUTS: usize = 8;
+/// The FP8 cache's scales (present exactly when the caches are F8_E4M3).
+pub const K_SCALE: usize = 8;
+pub const V_SCALE: usize = 9;
+pub const NUM_INPUTS_FP8: usize = 10;
 
 /// Names of the inputs, by position.
-pub const INPUT_NAMES: [&str; NUM_INPUTS] =
-    ["q", "k", "v", "k_cache", "v_cache", "block_tables", "seq_lens", "query_start"];
+pub const INPUT_NAMES: [&str; NUM_INPUTS_FP8] =
+    ["q", "k", "v", "k_cache", "v_cache", "block_tables", "seq_lens", "query_start", "k_scale", "v_scale"];
+
+/// Whether `inputs` describe an FP8 cache call (ten inputs, F8_E4M3 caches).
+pub fn is_fp8_cache(inputs: &[TensorMeta]) -> bool {
+    inputs.get(K_CACHE).is_some_and(|m| m.dtype == DType::F8_E4M3)
+}
 
 /// Validated attributes.
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -78,6 +93,34 @@ impl AttnParams {
     }
 }
 
+/// The concrete input metas of an example batch (providers' `examples()`): `t` tokens of `h`
+/// query and `kvh` KV heads of dim `d` in `act`, `cache` caches of `nb` blocks of `bs`, `s`
+/// sequences with tables of width `mb`; an F8_E4M3 cache adds its two scales.
+#[allow(clippy::too_many_arguments)]
+pub fn example_inputs(
+    act: DType,
+    cache: DType,
+    (h, kvh, d): (usize, usize, usize),
+    (nb, bs): (usize, usize),
+    (s, mb): (usize, usize),
+    t: usize,
+) -> Vec<TensorMeta> {
+    let mut inputs = vec![
+        TensorMeta::of(act, &[t, h * d]),
+        TensorMeta::of(act, &[t, kvh * d]),
+        TensorMeta::of(act, &[t, kvh * d]),
+        TensorMeta::of(cache, &[nb, bs, kvh, d]),
+        TensorMeta::of(cache, &[nb, bs, kvh, d]),
+        TensorMeta::of(DType::I32, &[s, mb]),
+        TensorMeta::of(DType::I32, &[s]),
+        TensorMeta::of(DType::I32, &[s + 1]),
+    ];
+    if cache == DType::F8_E4M3 {
+        inputs.extend([TensorMeta::of(DType::F32, &[1]), TensorMeta::of(DType::F32, &[1])]);
+    }
+    inputs
+}
+
 fn expect_known(what: &str, dim: &Dim, want: usize) -> Result<(), PluginError> {
     match dim {
         Dim::Known(v) if *v as usize != want => Err(err(format!("{what} is {v}, expected {want}"))),
@@ -94,12 +137,22 @@ pub fn check_metas(
     activations: &[DType],
     caches: &[DType],
 ) -> Result<TensorMeta, PluginError> {
-    expect_inputs(OP, inputs, &[NUM_INPUTS])?;
+    expect_inputs(OP, inputs, &[NUM_INPUTS, NUM_INPUTS_FP8])?;
+    let fp8 = is_fp8_cache(inputs);
+    if fp8 != (inputs.len() == NUM_INPUTS_FP8) {
+        return Err(err(format!(
+            "an F8_E4M3 cache takes {NUM_INPUTS_FP8} inputs (k_scale and v_scale last), other caches {NUM_INPUTS}; \
+             got {} inputs with k_cache {}",
+            inputs.len(),
+            inputs[K_CACHE]
+        )));
+    }
     for (i, m) in inputs.iter().enumerate() {
         let (dtypes, rank): (&[DType], usize) = match i {
             Q | K | V => (activations, 2),
             K_CACHE | V_CACHE => (caches, 4),
             BLOCK_TABLES => (&[DType::I32], 2),
+            K_SCALE | V_SCALE => (&[DType::F32], 1),
             _ => (&[DType::I32], 1),
         };
         expect_dtype(OP, INPUT_NAMES[i], m, dtypes)?;
@@ -123,6 +176,11 @@ pub fn check_metas(
     }
     expect_known("cache kv-head dim", kc.dim(2), p.num_kv_heads)?;
     expect_known("cache head dim", kc.dim(3), p.head_dim)?;
+    if fp8 {
+        for i in [K_SCALE, V_SCALE] {
+            expect_known(INPUT_NAMES[i], inputs[i].dim(0), 1)?;
+        }
+    }
     let (bt, sl, qs) = (&inputs[BLOCK_TABLES], &inputs[SEQ_LENS], &inputs[QUERY_START]);
     same_dim(OP, "sequence count of block_tables and seq_lens", bt.dim(0), sl.dim(0))?;
     if let (Dim::Known(s), Dim::Known(n)) = (sl.dim(0), qs.dim(0)) {
@@ -167,6 +225,18 @@ mod tests {
         m[0] = TensorMeta::of(DType::F32, &[5, 60]);
         let e = check_metas(&m, &p, &DType::FLOATS, &DType::FLOATS).unwrap_err();
         assert!(e.message().contains("q width is 60, expected 64"), "{e}");
+        let mut m = metas(DType::F32, DType::F8_E4M3);
+        let e = check_metas(&m, &p, &[DType::F32], &[DType::F8_E4M3]).unwrap_err();
+        assert!(e.message().contains("k_scale and v_scale last"), "{e}");
+        m.push(TensorMeta::of(DType::F32, &[1]));
+        m.push(TensorMeta::of(DType::F32, &[1]));
+        check_metas(&m, &p, &[DType::F32], &[DType::F8_E4M3]).unwrap();
+        m[9] = TensorMeta::of(DType::F32, &[2]);
+        let e = check_metas(&m, &p, &[DType::F32], &[DType::F8_E4M3]).unwrap_err();
+        assert!(e.message().contains("v_scale is 2, expected 1"), "{e}");
+        let mut m = metas(DType::F32, DType::F32);
+        m.extend([TensorMeta::of(DType::F32, &[1]), TensorMeta::of(DType::F32, &[1])]);
+        assert!(check_metas(&m, &p, &[DType::F32], &DType::FLOATS).is_err());
         let windowed = AttnParams { sliding_window: 3, ..p };
         assert_eq!((windowed.first_key(1), windowed.first_key(10), p.first_key(10)), (0, 8, 0));
     }

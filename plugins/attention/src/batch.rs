@@ -38,6 +38,8 @@ pub struct Args<'s, 'v, 'o> {
     pub block_tables: &'s InputView<'v>,
     pub seq_lens: &'s InputView<'v>,
     pub query_start: &'s InputView<'v>,
+    /// `k_scale`, `v_scale` of an FP8 cache.
+    pub scales: Option<[&'s InputView<'v>; 2]>,
     pub out: &'s mut OutputView<'o>,
 }
 
@@ -46,9 +48,21 @@ impl<'s, 'v, 'o> Args<'s, 'v, 'o> {
     pub fn split(inputs: &'s mut [InputView<'v>], outputs: &'s mut [OutputView<'o>]) -> Result<Self, PluginError> {
         match (inputs, outputs) {
             ([q, k, v, k_cache, v_cache, block_tables, seq_lens, query_start], [out]) => {
-                Ok(Args { q, k, v, k_cache, v_cache, block_tables, seq_lens, query_start, out })
+                Ok(Args { q, k, v, k_cache, v_cache, block_tables, seq_lens, query_start, scales: None, out })
             }
-            (i, o) => Err(err(format!("launch takes 8 inputs and 1 output, got {} and {}", i.len(), o.len()))),
+            ([q, k, v, k_cache, v_cache, block_tables, seq_lens, query_start, ks, vs], [out]) => Ok(Args {
+                q,
+                k,
+                v,
+                k_cache,
+                v_cache,
+                block_tables,
+                seq_lens,
+                query_start,
+                scales: Some([&*ks, &*vs]),
+                out,
+            }),
+            (i, o) => Err(err(format!("launch takes 8 or 10 inputs and 1 output, got {} and {}", i.len(), o.len()))),
         }
     }
 }

@@ -1,11 +1,11 @@
 //! The attention phase: work items of (a tile of packed query tokens, one KV head). Each item
 //! runs an online-softmax (flash-style) loop over the cache blocks its queries see, for all
 //! query heads of that KV head, accumulating straight into the output rows. Per-worker scratch
-//! is one block of scores, the running max/sum per query row, and (for f16/bf16 caches) one
-//! block of K and V converted to f32.
+//! is one block of scores, the running max/sum per query row, and (for f16/bf16/FP8 caches)
+//! one block of K and V converted to f32 (FP8 codes times their scale).
 
 use crate::batch::Batch;
-use crate::cache::CacheElem;
+use crate::cache::{CacheElem, KvScales};
 use crate::params::AttnParams;
 use rtllm_plugin_api::DisjointMut;
 use std::ops::Range;
@@ -119,6 +119,7 @@ pub struct AttnJob<'a, E> {
     pub q: &'a [f32],
     pub k_cache: &'a [E],
     pub v_cache: &'a [E],
+    pub scales: KvScales,
     /// The output `[T, H * D]`; each item writes its own tokens' columns of one KV group.
     pub out: DisjointMut<'a, f32>,
     /// Tokens per tile.
@@ -174,8 +175,8 @@ impl<E: CacheElem> AttnJob<'_, E> {
             let p0 = blk * b.bs;
             let n = b.bs.min(hi + 1 - p0);
             let base = b.block(s, p0) * b.bs * row_stride + kh * d;
-            let (kr, ks) = E::rows(self.k_cache, base, n, row_stride, d, sc.kbuf);
-            let (vr, vs) = E::rows(self.v_cache, base, n, row_stride, d, sc.vbuf);
+            let (kr, ks) = E::rows(self.k_cache, base, n, row_stride, d, self.scales.k, sc.kbuf);
+            let (vr, vs) = E::rows(self.v_cache, base, n, row_stride, d, self.scales.v, sc.vbuf);
             for (i, t) in toks.clone().enumerate() {
                 let pos = first_pos + i;
                 let (klo, khi) = (p.first_key(pos).max(p0), pos.min(p0 + n - 1));

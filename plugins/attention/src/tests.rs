@@ -1,12 +1,18 @@
 //! Tests of `paged_attention`: step-by-step decoding equals one prefill, mixed batches equal
 //! separate runs, GQA/sliding-window/block-boundary cases against a small f64 reference, and
-//! invalid batches rejected with errors. Every launch runs sequentially and on 4 threads.
+//! invalid batches rejected with errors; an FP8 cache equals attention over the dequantized
+//! cache. Every launch runs sequentially and on 4 threads.
 
 use crate::paged_attention::PagedAttention;
 use crate::params::AttnParams;
 use crate::testutil::{assert_close, rand_f32, run, Buf};
 use half::{bf16, f16};
+use rtllm_plugin_api::fp8::{e4m3_to_f32, f32_to_e4m3, F8E4M3};
 use rtllm_plugin_api::{Attrs, DType, Kernel, Op, PluginError};
+
+/// The FP8 cache's (k_scale, v_scale) in these tests: small enough that some of the [-1, 1)
+/// inputs saturate at ±448 codes.
+const FP8_SCALES: (f32, f32) = (0.0021, 0.004);
 
 /// A KV cache plus the history of what each sequence stored in it, for the reference.
 struct Harness {
@@ -21,10 +27,12 @@ struct Harness {
     seed: u64,
 }
 
-fn round(dtype: DType, x: f32) -> f32 {
+/// `x` as a cache of `dtype` returns it (`scale`: the FP8 cache's scale).
+fn round(dtype: DType, x: f32, scale: f32) -> f32 {
     match dtype {
         DType::F16 => f16::from_f32(x).to_f32(),
         DType::BF16 => bf16::from_f32(x).to_f32(),
+        DType::F8_E4M3 => e4m3_to_f32(f32_to_e4m3(x / scale)) * scale,
         _ => x,
     }
 }
@@ -34,6 +42,7 @@ fn cache_buf(dtype: DType, dims: &[usize]) -> Buf {
     match dtype {
         DType::F16 => Buf::from_slice(dims, &vec![f16::ZERO; n]),
         DType::BF16 => Buf::from_slice(dims, &vec![bf16::ZERO; n]),
+        DType::F8_E4M3 => Buf::from_slice(dims, &vec![F8E4M3(0); n]),
         _ => Buf::from_slice(dims, &vec![0f32; n]),
     }
 }
@@ -89,7 +98,7 @@ impl Harness {
             qs.push(qs.last().unwrap() + n as i32);
         }
         let placeholder = || Buf::from_slice::<f32>(&[0], &[]);
-        let mut ins = [
+        let mut ins = vec![
             Buf::from_slice(&[t, hd], q),
             Buf::from_slice(&[t, kvd], k),
             Buf::from_slice(&[t, kvd], v),
@@ -99,15 +108,19 @@ impl Harness {
             Buf::from_slice(&[steps.len()], &lens),
             Buf::from_slice(&[steps.len() + 1], &qs),
         ];
+        let (ks, vs) = FP8_SCALES;
+        if self.dtype == DType::F8_E4M3 {
+            ins.extend([Buf::from_slice(&[1], &[ks]), Buf::from_slice(&[1], &[vs])]);
+        }
         let res = run::<PagedAttention>(&self.attrs, &mut ins);
-        let [_, _, _, kc, vc, ..] = ins;
-        (self.k_cache, self.v_cache) = (kc, vc);
+        let mut caches = ins.drain(3..5);
+        (self.k_cache, self.v_cache) = (caches.next().unwrap(), caches.next().unwrap());
         let out = res?.remove(0).to_vec::<f32>();
         let mut at = 0;
         for &(s, n) in steps {
             let r = at * kvd..(at + n) * kvd;
-            self.hist_k[s].extend(k[r.clone()].iter().map(|&x| round(self.dtype, x)));
-            self.hist_v[s].extend(v[r].iter().map(|&x| round(self.dtype, x)));
+            self.hist_k[s].extend(k[r.clone()].iter().map(|&x| round(self.dtype, x, ks)));
+            self.hist_v[s].extend(v[r].iter().map(|&x| round(self.dtype, x, vs)));
             at += n;
         }
         Ok(out)
@@ -166,7 +179,7 @@ fn scattered_tables(n: usize, mb: usize) -> Vec<Vec<i32>> {
 
 #[test]
 fn prefill_then_decode_equals_one_prefill() {
-    for dtype in [DType::F32, DType::F16] {
+    for dtype in [DType::F32, DType::F16, DType::F8_E4M3] {
         let make = || Harness::new((4, 2), 16, 4, 8, dtype, 0, vec![vec![5, 2, 7, 0]]);
         let (mut a, mut b) = (make(), make());
         let [q, k, v] = a.data(6);
@@ -309,5 +322,48 @@ fn examples_infer_create_and_size_workspace() {
         assert_eq!(out[0].dims, ex.inputs[0].dims);
         let k = PagedAttention::create(&ex.inputs, &ex.attrs).unwrap();
         assert!(k.workspace_bytes(&ex.inputs).unwrap() > 0);
+    }
+}
+
+#[test]
+fn fp8_cache_equals_attention_over_the_dequantized_cache() {
+    // Prefill, then decode and chunked-prefill steps that read blocks written in earlier steps
+    // (the reference's history holds each token as code * scale).
+    for (heads, d, bs, window) in [((9, 3), 64, 16, 0), ((4, 2), 16, 4, 0), ((8, 1), 32, 8, 7)] {
+        let mut h = Harness::new(heads, d, bs, 48, DType::F8_E4M3, window, scattered_tables(4, 12));
+        let (out, want) = h.step(&[(0, 37), (1, 1), (2, 9)]);
+        assert_close(&out, &want, 1e-5);
+        for steps in [&[(0, 1), (1, 1), (2, 1), (3, 5)][..], &[(2, 13), (0, 1)], &[(3, 1), (1, 2), (0, 1)]] {
+            let (out, want) = h.step(steps);
+            assert_close(&out, &want, 1e-5);
+        }
+    }
+}
+
+#[test]
+fn fp8_cache_stores_codes_and_refuses_bad_scales() {
+    let mut h = Harness::new((2, 1), 8, 4, 4, DType::F8_E4M3, 0, vec![vec![0, 1]]);
+    let [q, mut k, v] = h.data(1);
+    k[0] = 1.0; // 1 / 0.0021 = 476.2: saturates at 448 (code 0x7e)
+    k[1] = -0.0021 * 3.0;
+    h.step_with(&[(0, 1)], &[q, k, v]).unwrap();
+    let codes = h.k_cache.to_vec::<F8E4M3>();
+    assert_eq!((codes[0], codes[1]), (F8E4M3(0x7e), F8E4M3(f32_to_e4m3(-3.0))));
+    let attrs = h.attrs.clone();
+    for bad in [0.0f32, -1.0, f32::NAN, f32::INFINITY] {
+        let mut ins = vec![
+            Buf::from_slice(&[1, 16], &[0.1f32; 16]),
+            Buf::from_slice(&[1, 8], &[0.1f32; 8]),
+            Buf::from_slice(&[1, 8], &[0.1f32; 8]),
+            cache_buf(DType::F8_E4M3, &[4, 4, 1, 8]),
+            cache_buf(DType::F8_E4M3, &[4, 4, 1, 8]),
+            Buf::from_slice(&[1, 2], &[0i32, 1]),
+            Buf::from_slice(&[1], &[1i32]),
+            Buf::from_slice(&[2], &[0i32, 1]),
+            Buf::from_slice(&[1], &[1.0f32]),
+            Buf::from_slice(&[1], &[bad]),
+        ];
+        let err = run::<PagedAttention>(&attrs, &mut ins).unwrap_err();
+        assert!(err.message().contains("v_scale must be one finite positive f32"), "{err}");
     }
 }

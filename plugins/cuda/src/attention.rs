@@ -1,6 +1,7 @@
 //! CUDA `paged_attention`: the same op as the CPU attention plugin (inputs, attributes, causal
 //! sliding-window GQA semantics, caches updated in place), for f32/bf16/f16 activations and any
-//! f32/bf16/f16 cache dtype. At most two launches on the host's stream (kernels/cuda/attention_prefill.cu, attention_decode.cu):
+//! f32/bf16/f16 cache dtype, or an FP8 (E4M3) cache with its `k_scale` / `v_scale` inputs, which
+//! the kernels read on the device (stored `e4m3(x / scale)`, read `code · scale`). At most two launches on the host's stream (kernels/cuda/attention_prefill.cu, attention_decode.cu):
 //! prefill tiles (sequences with >= 2 new tokens; only when T >= 2), then GQA decode (sequences
 //! with one new token), split-K through thread-block clusters when the batch is too small to
 //! fill the GPU. Each kernel writes its own tokens' K/V into the cache. No workspace; grids come
@@ -14,7 +15,8 @@ use crate::kernel_source;
 use crate::runtime::{self, Dims, Function, KernelArgs, KernelSource};
 use cudarc::driver::sys::CUdevice_attribute as Attr;
 use rtllm_plugin_api::shapes::attention::{
-    check_metas, AttnParams, K, K_CACHE, NUM_INPUTS, OP, Q, QUERY_START, SEQ_LENS, V, V_CACHE,
+    check_metas, example_inputs, AttnParams, K, K_CACHE, K_SCALE, NUM_INPUTS, NUM_INPUTS_FP8, OP, Q, QUERY_START,
+    SEQ_LENS, V, V_CACHE, V_SCALE,
 };
 use rtllm_plugin_api::shapes::expect_args;
 use rtllm_plugin_api::{
@@ -24,6 +26,9 @@ use rtllm_plugin_api::{
 
 static PREFILL: KernelSource = kernel_source!("attention_prefill.cu");
 static DECODE: KernelSource = kernel_source!("attention_decode.cu");
+
+/// The cache dtypes the kernels read.
+const CACHES: [DType; 4] = [DType::F32, DType::F16, DType::BF16, DType::F8_E4M3];
 
 pub struct PagedAttention;
 
@@ -47,7 +52,8 @@ fn suffix(d: DType) -> Result<&'static str, PluginError> {
         DType::F32 => Ok("f32"),
         DType::BF16 => Ok("bf16"),
         DType::F16 => Ok("f16"),
-        other => Err(PluginError::new(format!("{OP} (cuda): dtype {other} is not f32, bf16 or f16"))),
+        DType::F8_E4M3 => Ok("f8"),
+        other => Err(PluginError::new(format!("{OP} (cuda): dtype {other} is not f32, bf16, f16 or f8_e4m3"))),
     }
 }
 
@@ -57,17 +63,7 @@ type Case = (usize, usize, usize, usize, usize, usize, usize, usize, DType, DTyp
 
 fn example((h, kvh, d, bs, nb, s, mb, t, act, cache, window): Case) -> OpExample {
     OpExample {
-        inputs: vec![
-            TensorMeta::of(act, &[t, h * d]),
-            TensorMeta::of(act, &[t, kvh * d]),
-            TensorMeta::of(act, &[t, kvh * d]),
-            TensorMeta::of(cache, &[nb, bs, kvh, d]),
-            TensorMeta::of(cache, &[nb, bs, kvh, d]),
-            TensorMeta::of(DType::I32, &[s, mb]),
-            TensorMeta::of(DType::I32, &[s]),
-            TensorMeta::of(DType::I32, &[s + 1]),
-        ]
-        .into(),
+        inputs: example_inputs(act, cache, (h, kvh, d), (nb, bs), (s, mb), t).into(),
         attrs: Attrs::new()
             .with("num_heads", h)
             .with("num_kv_heads", kvh)
@@ -81,27 +77,28 @@ impl Op for PagedAttention {
     const DEVICE: DeviceKind = DeviceKind::Cuda;
     const SUMMARY: &'static str = "causal GQA attention over a paged KV cache for a packed prefill+decode batch \
         (CUDA). Inputs q [T, H*D], k [T, KVH*D], v [T, KVH*D] (f32/bf16/f16, one dtype), k_cache and v_cache \
-        [NB, BS, KVH, D] (f32/bf16/f16, written in place with the new tokens' k/v), block_tables [S, MB] i32, \
-        seq_lens [S] i32, query_start [S+1] i32 -> out [T, H*D] of q's dtype. Attrs num_heads, num_kv_heads, \
+        [NB, BS, KVH, D] (f32/bf16/f16/f8_e4m3, written in place with the new tokens' k/v), block_tables [S, MB] \
+        i32, seq_lens [S] i32, query_start [S+1] i32, and for an f8_e4m3 cache k_scale [1] f32, v_scale [1] f32 \
+        (stored e4m3(x / scale), read code * scale) -> out [T, H*D] of q's dtype. Attrs num_heads, num_kv_heads, \
         head_dim (a multiple of 8 up to 256), scale (1/sqrt(D)), sliding_window (0 = none). No workspace. \
         The caches must be 16-byte aligned. The int inputs need valid content (as the CPU provider's).";
     const IN_PLACE: &'static [usize] = &[K_CACHE, V_CACHE];
     type Kernel = PagedAttentionKernel;
 
     fn dtypes() -> Vec<DType> {
-        vec![DType::F32, DType::F16, DType::BF16, DType::I32]
+        vec![DType::F32, DType::F16, DType::BF16, DType::F8_E4M3, DType::I32]
     }
 
     fn infer(inputs: &[TensorMeta], attrs: &Attrs) -> Result<Vec<TensorMeta>, PluginError> {
         let p = AttnParams::from_attrs(attrs)?;
         check_head_dim(p.head_dim)?;
-        Ok(vec![check_metas(inputs, &p, &DType::FLOATS, &DType::FLOATS)?])
+        Ok(vec![check_metas(inputs, &p, &DType::FLOATS, &CACHES)?])
     }
 
     fn create(inputs: &[TensorMeta], attrs: &Attrs) -> Result<PagedAttentionKernel, PluginError> {
         let p = AttnParams::from_attrs(attrs)?;
         check_head_dim(p.head_dim)?;
-        check_metas(inputs, &p, &DType::FLOATS, &DType::FLOATS)?;
+        check_metas(inputs, &p, &DType::FLOATS, &CACHES)?;
         let (act, cache) = (inputs[Q].dtype, inputs[K_CACHE].dtype);
         let pair = format!("{}_{}", suffix(act)?, suffix(cache)?);
         let prefill = runtime::function(&PREFILL, &format!("pa_prefill_{pair}"))?;
@@ -120,7 +117,7 @@ impl Op for PagedAttention {
     }
 
     fn examples() -> Vec<OpExample> {
-        use DType::{BF16, F16, F32};
+        use DType::{BF16, F16, F32, F8_E4M3 as F8};
         let cases: Vec<Case> = vec![
             // Mixed prefill + decode batches (odd sequences decode, even ones prefill).
             (8, 2, 64, 16, 24, 3, 6, 7, F32, F32, 0),
@@ -169,6 +166,22 @@ impl Op for PagedAttention {
             (4, 1, 8, 16, 24, 3, 6, 9, F32, F32, 0),
             (6, 3, 24, 16, 40, 2, 38, 41, BF16, BF16, 0),
             (8, 2, 80, 16, 24, 3, 6, 9, BF16, F32, 0),
+            // FP8 caches (scales read on the device): mixed batches of every activation dtype,
+            // a long prefill over cached blocks, split-K decodes at batch 1 and 8, batch 64,
+            // D = 16 / 48 / 128 / 256, G = 8 with a window.
+            (8, 2, 64, 16, 24, 3, 6, 7, F32, F8, 0),
+            (8, 2, 64, 16, 24, 3, 6, 7, BF16, F8, 0),
+            (8, 2, 64, 16, 24, 3, 6, 7, F16, F8, 0),
+            (12, 3, 64, 16, 64, 5, 12, 70, BF16, F8, 20),
+            (32, 8, 128, 16, 40, 1, 38, 1, BF16, F8, 0),
+            (32, 8, 64, 32, 20, 1, 19, 1, F16, F8, 0),
+            (32, 8, 128, 16, 1000, 64, 38, 64, BF16, F8, 0),
+            (4, 2, 16, 16, 24, 3, 6, 9, BF16, F8, 0),
+            (4, 2, 16, 16, 320, 8, 38, 8, F32, F8, 0),
+            (6, 2, 48, 16, 24, 3, 8, 20, BF16, F8, 0),
+            (12, 4, 48, 32, 160, 8, 19, 8, F16, F8, 0),
+            (8, 1, 32, 16, 12, 2, 6, 9, BF16, F8, 8),
+            (4, 2, 256, 16, 16, 2, 8, 5, BF16, F8, 0),
         ];
         cases.into_iter().map(example).collect()
     }
@@ -176,9 +189,9 @@ impl Op for PagedAttention {
 
 impl PagedAttentionKernel {
     fn check(&self, inputs: &[InputView<'_>], outputs: &[OutputView<'_>]) -> Result<Geometry, PluginError> {
-        expect_args(OP, inputs, &[NUM_INPUTS], outputs, 1)?;
+        expect_args(OP, inputs, &[NUM_INPUTS, NUM_INPUTS_FP8], outputs, 1)?;
         let metas: Vec<TensorMeta> = inputs.iter().map(|a| a.meta().clone()).collect();
-        let out = check_metas(&metas, &self.p, &DType::FLOATS, &DType::FLOATS)?;
+        let out = check_metas(&metas, &self.p, &DType::FLOATS, &CACHES)?;
         if inputs[Q].meta().dtype != self.act || inputs[K_CACHE].meta().dtype != self.cache {
             return Err(PluginError::new(format!(
                 "{OP} (cuda): created for {} activations and {} caches, launched with {} and {}",
@@ -201,6 +214,10 @@ impl PagedAttentionKernel {
             rtllm_plugin_api::shapes::expect_shape(OP, name, &inputs[i], &shape)?;
         }
         rtllm_plugin_api::shapes::expect_shape(OP, "query_start", &inputs[QUERY_START], &[g.s + 1])?;
+        if inputs.len() == NUM_INPUTS_FP8 {
+            rtllm_plugin_api::shapes::expect_shape(OP, "k_scale", &inputs[K_SCALE], &[1])?;
+            rtllm_plugin_api::shapes::expect_shape(OP, "v_scale", &inputs[V_SCALE], &[1])?;
+        }
         rtllm_plugin_api::shapes::expect_shape(OP, "out", &outputs[0], &[g.t, g.h * g.d])?;
         if outputs[0].meta().dtype != out.dtype {
             return Err(PluginError::new(format!("{OP} (cuda): out must be {}, got {}", out.dtype, outputs[0].meta())));
@@ -229,8 +246,10 @@ impl PagedAttentionKernel {
 
 impl Kernel for PagedAttentionKernel {
     fn workspace_bytes(&self, inputs: &[TensorMeta]) -> Result<usize, PluginError> {
-        if inputs.len() != NUM_INPUTS {
-            return Err(PluginError::new(format!("{OP} (cuda): workspace needs {NUM_INPUTS} input metas")));
+        if !matches!(inputs.len(), NUM_INPUTS | NUM_INPUTS_FP8) {
+            return Err(PluginError::new(format!(
+                "{OP} (cuda): workspace needs {NUM_INPUTS} (or {NUM_INPUTS_FP8}) input metas"
+            )));
         }
         Geometry::new(&self.p, inputs)?;
         Ok(0)
@@ -247,6 +266,12 @@ impl Kernel for PagedAttentionKernel {
             return Ok(());
         }
         let out_dtype = outputs[0].meta().dtype;
+        let (inputs, scales) = inputs.split_at_mut(NUM_INPUTS);
+        // The FP8 cache's scales stay on the device (null for float caches: never read).
+        let scale_ptrs = match scales {
+            [ks, vs] => [device_ptr(OP, "k_scale", ks, DType::F32)?, device_ptr(OP, "v_scale", vs, DType::F32)?],
+            _ => [0, 0],
+        };
         let ([q, k, v, k_cache, v_cache, block_tables, seq_lens, query_start], [out]) = (inputs, outputs) else {
             return Err(PluginError::new(format!("{OP} (cuda): launch takes {NUM_INPUTS} inputs and 1 output")));
         };
@@ -267,6 +292,8 @@ impl Kernel for PagedAttentionKernel {
             device_ptr(OP, "seq_lens", seq_lens, DType::I32)?,
             device_ptr(OP, "query_start", query_start, DType::I32)?,
             device_ptr_mut(OP, "out", out, out_dtype)?,
+            scale_ptrs[0],
+            scale_ptrs[1],
         ];
         let args = || addrs.iter().fold(KernelArgs::new(), |a, &p| a.u64(p));
         let block = (THREADS, 1, 1);
@@ -277,8 +304,8 @@ impl Kernel for PagedAttentionKernel {
             shared_bytes: decode_shared_bytes(plan.head_tile, g.d, plan.cluster),
         };
         let decode_args = self.geom_args(args(), &g).i32(plan.cluster as i32);
-        // SAFETY: argument lists match the kernels' parameters; every pointer is a device
-        // pointer of the checked shape; the kernels bound every index by these dims. Prefill
+        // SAFETY: argument lists match the kernels' parameters (the pointers, k_scale and v_scale
+        // last, then the geometry); every pointer is a device pointer of the checked shape; the kernels bound every index by these dims. Prefill
         // runs first on the stream; the two kernels write disjoint cache slots.
         unsafe {
             if g.may_prefill() {

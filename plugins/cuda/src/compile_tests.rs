@@ -19,10 +19,18 @@ fn all_sources() -> Vec<KernelSource> {
     out
 }
 
+/// Whether NVRTC can run here (else the test says why it skips).
+fn nvrtc_or_skip() -> bool {
+    let present = nvrtc_present();
+    if !present {
+        eprintln!("skipped: libnvrtc is not loadable here (set LD_LIBRARY_PATH to a CUDA 13 NVRTC)");
+    }
+    present
+}
+
 #[test]
 fn every_kernel_source_compiles_for_sm90() {
-    if !nvrtc_present() {
-        eprintln!("skipped: libnvrtc is not loadable here (set LD_LIBRARY_PATH to a CUDA 13 NVRTC)");
+    if !nvrtc_or_skip() {
         return;
     }
     let sources = all_sources();
@@ -32,4 +40,27 @@ fn every_kernel_source_compiles_for_sm90() {
         assert!(text.contains(".entry"), "{}: PTX with no kernel entry", s.name);
     }
     eprintln!("compiled {} kernel sources", sources.len());
+}
+
+#[test]
+fn attention_entry_points_exist_for_every_cache_dtype() {
+    if !nvrtc_or_skip() {
+        return;
+    }
+    let sources = all_sources();
+    let ptx = |name: &str| {
+        let s = sources.iter().find(|s| s.name == name).unwrap_or_else(|| panic!("{name} missing"));
+        String::from_utf8_lossy(&compile(s, "compute_90").unwrap_or_else(|e| panic!("{e}"))).into_owned()
+    };
+    let (prefill, decode) = (ptx("attention_prefill.cu"), ptx("attention_decode.cu"));
+    for act in ["f32", "bf16", "f16"] {
+        for cache in ["f32", "bf16", "f16", "f8"] {
+            let entry = format!(".entry pa_prefill_{act}_{cache}(");
+            assert!(prefill.contains(&entry), "{entry}");
+            for gt in [1, 2, 4, 8] {
+                let entry = format!(".entry pa_decode{gt}_{act}_{cache}(");
+                assert!(decode.contains(&entry), "{entry}");
+            }
+        }
+    }
 }

@@ -1,8 +1,9 @@
 //! Random inputs for conformance checks: floats uniform in [-1, 1) (rounded or quantized to
 //! each input's dtype), integer inputs drawn in range for the op (ids below the vocab,
 //! positions, row indices), and for `paged_attention` a valid mixed prefill/decode batch
-//! (disjoint blocks per sequence, context lengths that fit the tables and the cache), and for
-//! `fp8_matmul` and `fp8_grouped_matmul` finite E4M3 weight codes with positive scales.
+//! (disjoint blocks per sequence, context lengths that fit the tables and the cache; over an
+//! FP8 cache, finite E4M3 cache codes and positive kv scales), and for `fp8_matmul` and
+//! `fp8_grouped_matmul` finite E4M3 weight codes with positive scales.
 
 use crate::reference::HostTensor;
 use rand::rngs::StdRng;
@@ -39,8 +40,11 @@ pub fn generate(op: &str, metas: &[TensorMeta], _attrs: &Attrs, rng: &mut StdRng
         };
         out.push(t.map_err(|e| format!("input {i} ({meta}): {e}"))?);
     }
-    if op == "paged_attention" && metas.len() == 8 {
+    if op == "paged_attention" && (metas.len() == 8 || metas.len() == 10) {
         fill_paged_batch(&mut out, rng)?;
+    }
+    if op == "paged_attention" && metas.len() == 10 {
+        fill_fp8_kv(&mut out, rng)?;
     }
     if op == "sample" && metas.len() == 5 {
         fill_sample_params(&mut out, rng)?;
@@ -64,19 +68,37 @@ pub fn generate(op: &str, metas: &[TensorMeta], _attrs: &Attrs, rng: &mut StdRng
 fn fill_fp8_scales(inputs: &mut [HostTensor], parts: usize, attrs: &Attrs, rng: &mut StdRng) -> Result<(), String> {
     let act = rtllm_plugin_api::shapes::fp8::Fp8Activation::from_attrs(attrs).map_err(|e| e.to_string())?;
     for w in inputs.iter_mut().skip(1).take(parts) {
-        w.bytes_mut().iter_mut().for_each(|c| {
-            *c = loop {
-                let v: u8 = rng.gen();
-                if v & 0x7f != 0x7f {
-                    break v;
-                }
-            }
-        });
+        finite_e4m3_codes(w.bytes_mut(), rng);
     }
     for i in (1 + parts)..(1 + parts * (2 + act.scale_inputs())).min(inputs.len()) {
         let (lo, hi) = if i < 1 + 2 * parts { (1e-4f32, 1e-2) } else { (2e-3, 5e-2) };
         let values: Vec<f32> = (0..inputs[i].numel()).map(|_| rng.gen_range(lo..hi)).collect();
         inputs[i].set_f32(&values).map_err(|e| e.to_string())?;
+    }
+    Ok(())
+}
+
+/// Random E4M3 codes over every finite value (the NaN codes redrawn).
+fn finite_e4m3_codes(bytes: &mut [u8], rng: &mut StdRng) {
+    bytes.iter_mut().for_each(|c| {
+        *c = loop {
+            let v: u8 = rng.gen();
+            if v & 0x7f != 0x7f {
+                break v;
+            }
+        }
+    });
+}
+
+/// `paged_attention` over an FP8 cache: cached codes over every finite E4M3 value (NaN codes
+/// redrawn) and kv scales in [1e-3, 5e-3), so that cached values reach ±2.2 and new k/v in
+/// [-1, 1) sometimes saturate (|x| / scale > 448).
+fn fill_fp8_kv(inputs: &mut [HostTensor], rng: &mut StdRng) -> Result<(), String> {
+    for cache in &mut inputs[3..5] {
+        finite_e4m3_codes(cache.bytes_mut(), rng);
+    }
+    for scale in &mut inputs[8..10] {
+        scale.set_f32(&[rng.gen_range(1e-3f32..5e-3)]).map_err(|e| e.to_string())?;
     }
     Ok(())
 }

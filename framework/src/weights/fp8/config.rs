@@ -6,16 +6,18 @@
 //! - compressed-tensors (llm-compressor): `quant_method: "compressed-tensors"`, `format:
 //!   "float-quantized"`, one config group targeting `Linear` with 8-bit float weights
 //!   (`strategy` `tensor` or `channel`) and input activations static per tensor or dynamic per
-//!   token; `ignore` (names or `re:` patterns); no `kv_cache_scheme`.
+//!   token; `ignore` (names or `re:` patterns); an optional `kv_cache_scheme` (8-bit float,
+//!   static per tensor: the FP8 KV cache with per-layer `k_scale` / `v_scale`).
 //! - NVIDIA ModelOpt: `quant_method: "modelopt"` in config.json and/or `hf_quant_config.json`'s
 //!   `quantization`, `quant_algo` `FP8` (per-tensor weight scale, static per-tensor input
-//!   scale) or `FP8_PER_CHANNEL_PER_TOKEN`; `exclude_modules` (wildcards).
+//!   scale) or `FP8_PER_CHANNEL_PER_TOKEN`; `exclude_modules` (wildcards); an optional
+//!   `kv_cache_quant_algo: FP8`.
 //! - fbgemm (transformers' `FbgemmFp8Config`, Meta's FP8 releases): `quant_method:
 //!   "fbgemm_fp8"`, per-channel weight scales, dynamic per-token activations capped at
 //!   `activation_scale_ub`; `modules_to_not_convert` (substrings of module names).
 //!
-//! Anything else — another method, format, bit width, strategy, a KV-cache scheme, fields that
-//! disagree — is an error naming the field. Never a silent fallback.
+//! Anything else — another method, format, bit width, strategy, another KV-cache scheme,
+//! fields that disagree — is an error naming the field. Never a silent fallback.
 
 use rtllm_plugin_api::shapes::fp8::Fp8Activation;
 use serde_json::{Map, Value};
@@ -55,6 +57,8 @@ pub struct Fp8Format {
     pub weight_scale: WeightScale,
     pub activation: Fp8Activation,
     pub ignore: Vec<Ignore>,
+    /// The checkpoint declares an FP8 KV cache with static per-tensor (per-layer) scales.
+    pub kv_cache: bool,
 }
 
 fn field_err(field: &str, message: impl std::fmt::Display) -> String {
@@ -116,7 +120,9 @@ pub fn parse(config: Option<&Value>, hf_quant: Option<&Value>) -> Result<Option<
                 if obj.contains_key("quant_algo") { Some(modelopt(obj, "quantization_config.")?) } else { None };
             let from_file = modelopt_file.map(|q| modelopt(q, "hf_quant_config.json: quantization.")).transpose()?;
             match (from_config, from_file) {
-                (Some(a), Some(b)) if (a.weight_scale, a.activation) != (b.weight_scale, b.activation) => {
+                (Some(a), Some(b))
+                    if (a.weight_scale, a.activation, a.kv_cache) != (b.weight_scale, b.activation, b.kv_cache) =>
+                {
                     Err(field_err("quant_algo", "config.json and hf_quant_config.json describe different FP8 schemes"))
                 }
                 (Some(a), _) => Ok(Some(a)),
@@ -139,9 +145,14 @@ fn compressed_tensors(obj: &Map<String, Value>) -> Result<Fp8Format, String> {
         }
         None => return Err(field_err("format", "missing (FP8: `float-quantized`)")),
     }
-    if obj.get("kv_cache_scheme").is_some_and(|v| !v.is_null()) {
-        return Err(field_err("kv_cache_scheme", "checkpoint KV-cache quantization is not supported"));
-    }
+    let kv_cache = match obj.get("kv_cache_scheme") {
+        None | Some(Value::Null) => false,
+        Some(Value::Object(kv)) => {
+            kv_scheme(kv)?;
+            true
+        }
+        Some(other) => return Err(field_err("kv_cache_scheme", format!("expected an object, got {other}"))),
+    };
     let groups = obj
         .get("config_groups")
         .and_then(Value::as_object)
@@ -196,7 +207,23 @@ fn compressed_tensors(obj: &Map<String, Value>) -> Result<Fp8Format, String> {
             None => Ignore::Name(s),
         })
         .collect();
-    Ok(Fp8Format { producer: Producer::CompressedTensors, weight_scale, activation, ignore })
+    Ok(Fp8Format { producer: Producer::CompressedTensors, weight_scale, activation, ignore, kv_cache })
+}
+
+/// compressed-tensors' `kv_cache_scheme`: 8-bit float, static, one scale per tensor (per layer).
+fn kv_scheme(kv: &Map<String, Value>) -> Result<(), String> {
+    let path = "kv_cache_scheme.";
+    float8(kv, path)?;
+    if kv.get("dynamic").and_then(Value::as_bool) != Some(false) {
+        return Err(field_err(&format!("{path}dynamic"), "only static (`false`) KV-cache scales are supported"));
+    }
+    match str_field(kv, "strategy", path)? {
+        Some("tensor") => Ok(()),
+        other => Err(field_err(
+            &format!("{path}strategy"),
+            format!("{other:?} is not supported (`tensor`: one k_scale and one v_scale per layer)"),
+        )),
+    }
 }
 
 /// An 8-bit symmetric float quantization args block.
@@ -228,15 +255,18 @@ fn modelopt(obj: &Map<String, Value>, path: &str) -> Result<Fp8Format, String> {
         }
         None => return Err(err("quant_algo", "missing".into())),
     };
-    for kv in ["kv_cache_quant_algo", "kv_cache_scheme"] {
-        if obj.get(kv).is_some_and(|v| !v.is_null()) {
-            return Err(err(kv, "checkpoint KV-cache quantization is not supported".into()));
-        }
+    if obj.get("kv_cache_scheme").is_some_and(|v| !v.is_null()) {
+        return Err(err("kv_cache_scheme", "ModelOpt declares its KV cache with kv_cache_quant_algo".into()));
     }
+    let kv_cache = match str_field(obj, "kv_cache_quant_algo", "")? {
+        None => false,
+        Some("FP8") => true,
+        Some(other) => return Err(err("kv_cache_quant_algo", format!("`{other}` is not supported (FP8)"))),
+    };
     let mut ignore: Vec<Ignore> =
         string_list(obj, "exclude_modules", path)?.into_iter().map(Ignore::Wildcard).collect();
     ignore.extend(string_list(obj, "ignore", path)?.into_iter().map(Ignore::Wildcard));
-    Ok(Fp8Format { producer: Producer::ModelOpt, weight_scale, activation, ignore })
+    Ok(Fp8Format { producer: Producer::ModelOpt, weight_scale, activation, ignore, kv_cache })
 }
 
 fn fbgemm(obj: &Map<String, Value>) -> Result<Fp8Format, String> {
@@ -257,6 +287,7 @@ fn fbgemm(obj: &Map<String, Value>) -> Result<Fp8Format, String> {
         weight_scale: WeightScale::PerChannel,
         activation: Fp8Activation::Dynamic { upper_bound: Some(ub as f32) },
         ignore,
+        kv_cache: false,
     })
 }
 

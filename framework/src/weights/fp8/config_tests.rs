@@ -59,7 +59,11 @@ fn unknown_or_inconsistent_configs_name_the_field() {
         (ct("tensor", false, "token"), "input_activations.strategy"),
         (json!({"quant_method": "modelopt", "quant_algo": "NVFP4"}), "quant_algo"),
         (json!({"quant_method": "modelopt"}), "quant_algo"),
-        (json!({"quant_method": "modelopt", "quant_algo": "FP8", "kv_cache_quant_algo": "FP8"}), "kv_cache_quant_algo"),
+        (
+            json!({"quant_method": "modelopt", "quant_algo": "FP8", "kv_cache_quant_algo": "INT8"}),
+            "kv_cache_quant_algo",
+        ),
+        (json!({"quant_method": "modelopt", "quant_algo": "FP8", "kv_cache_scheme": {}}), "kv_cache_scheme"),
         (json!({"quant_method": "fbgemm_fp8", "activation_scale_ub": -1.0}), "activation_scale_ub"),
         (json!({"quant_method": "fbgemm_fp8", "modules_to_not_convert": "lm_head"}), "modules_to_not_convert"),
     ];
@@ -70,10 +74,40 @@ fn unknown_or_inconsistent_configs_name_the_field() {
     let mut two_bits = ct("tensor", false, "tensor");
     two_bits["config_groups"]["group_0"]["weights"]["num_bits"] = json!(4);
     assert!(parse(Some(&two_bits), None).unwrap_err().contains("weights.num_bits"));
-    let mut kv = ct("tensor", false, "tensor");
-    kv["kv_cache_scheme"] = json!({"num_bits": 8, "type": "float"});
-    assert!(parse(Some(&kv), None).unwrap_err().contains("kv_cache_scheme"));
+    let kv_cases = [
+        (json!({"num_bits": 8, "type": "float"}), "kv_cache_scheme.dynamic"),
+        (json!({"num_bits": 8, "type": "int", "dynamic": false, "strategy": "tensor"}), "kv_cache_scheme.type"),
+        (json!({"num_bits": 4, "type": "float", "dynamic": false, "strategy": "tensor"}), "kv_cache_scheme.num_bits"),
+        (json!({"num_bits": 8, "type": "float", "dynamic": true, "strategy": "tensor"}), "kv_cache_scheme.dynamic"),
+        (json!({"num_bits": 8, "type": "float", "dynamic": false, "strategy": "channel"}), "kv_cache_scheme.strategy"),
+        (
+            json!({"num_bits": 8, "type": "float", "dynamic": false, "strategy": "tensor", "group_size": 64}),
+            "group_size",
+        ),
+        (json!("fp8"), "kv_cache_scheme"),
+    ];
+    for (scheme, field) in kv_cases {
+        let mut kv = ct("tensor", false, "tensor");
+        kv["kv_cache_scheme"] = scheme;
+        let e = parse(Some(&kv), None).unwrap_err();
+        assert!(e.contains(field), "{field}: {e}");
+    }
     assert_eq!(parse(None, None).unwrap(), None);
+}
+
+#[test]
+fn fp8_kv_cache_schemes() {
+    let mut kv = ct("tensor", false, "tensor");
+    kv["kv_cache_scheme"] =
+        json!({"num_bits": 8, "type": "float", "symmetric": true, "dynamic": false, "strategy": "tensor"});
+    assert!(parse(Some(&kv), None).unwrap().unwrap().kv_cache);
+    assert!(!parse(Some(&ct("tensor", false, "tensor")), None).unwrap().unwrap().kv_cache);
+    let cfg = json!({"quant_method": "modelopt", "quant_algo": "FP8", "kv_cache_quant_algo": "FP8"});
+    assert!(parse(Some(&cfg), None).unwrap().unwrap().kv_cache);
+    let file = json!({"quantization": {"quant_algo": "FP8", "kv_cache_quant_algo": "FP8"}});
+    assert!(parse(None, Some(&file)).unwrap().unwrap().kv_cache);
+    let no_kv = json!({"quantization": {"quant_algo": "FP8"}});
+    assert!(parse(Some(&cfg), Some(&no_kv)).unwrap_err().contains("quant_algo"));
 }
 
 #[test]

@@ -41,6 +41,7 @@ pub fn apply(format: &Fp8Format, store: &mut WeightStore, path: &Path) -> Result
     if let Some(n) = orphan {
         return Err(WeightError::tensor(path, n, "a scale whose module has no F8_E4M3 weight"));
     }
+    super::kv_scales::normalize(format, store, path)?;
     store.set_fp8_activation(Some(format.activation));
     Ok(())
 }
@@ -112,7 +113,7 @@ fn linear(format: &Fp8Format, store: &mut WeightStore, path: &Path, name: &str) 
 
 /// The values of scale tensor `name`: a float tensor of `want` values (any of the shapes the
 /// producers write: `[]`, `[1]`, `[N]`, `[N, 1]`), each finite and positive.
-fn scale_values(
+pub(crate) fn scale_values(
     store: &WeightStore,
     path: &Path,
     name: &str,
