@@ -61,6 +61,20 @@ impl<'a> EngineGraphBuilder<'a> {
         self.weights.weight_meta(name)
     }
 
+    /// A linear's bias as its FP8 lowering may pass it: as stored when it is f32 or of x's dtype,
+    /// else (a bf16 bias of an FP8 checkpoint in an f32 engine) an f32 copy made at load.
+    pub(super) fn bias_like(&mut self, bias: Value, x: Value) -> Value {
+        let x_dtype = self.graph.meta(x).dtype;
+        let info = &self.graph.values[bias.0];
+        match &info.source {
+            ValueSource::Weight { name, dtype } if dtype.is_float() && *dtype != DType::F32 && *dtype != x_dtype => {
+                let (name, meta) = (name.clone(), info.meta.clone());
+                self.weight_value(&name, DType::F32, meta)
+            }
+            _ => bias,
+        }
+    }
+
     fn weight_value(&mut self, name: &str, dtype: DType, meta: TensorMeta) -> Value {
         self.weight_values.value(&mut self.graph, name, dtype, &meta)
     }

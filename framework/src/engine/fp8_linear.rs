@@ -6,7 +6,9 @@
 //! fp8_matmul(x, W, W.weight_scale[, W.input_scale][, bias]) {activation, activation_scale_ub?}
 //! ```
 //!
-//! so Rust and TOML architectures get FP8 with no change and give the same graph. Under tensor
+//! so Rust and TOML architectures get FP8 with no change and give the same graph. A bias stays
+//! as stored when it is f32 or of x's dtype, else it is read as f32 (Qwen2's bf16 q/k/v biases
+//! in an f32 engine: `fp8_matmul` takes a bias of x's dtype or f32). Under tensor
 //! parallelism a per-channel weight scale is split with the weight's rows (column-parallel);
 //! a per-tensor scale and the input scale are whole on every rank.
 
@@ -53,6 +55,8 @@ pub fn lower(b: &mut EngineGraphBuilder<'_>, inputs: &[Value]) -> Result<Option<
     if activation == Fp8Activation::Static {
         call.push(b.weight(&format!("{module}.input_scale"))?);
     }
-    call.extend(inputs.get(2).copied());
+    if let Some(&bias) = inputs.get(2) {
+        call.push(b.bias_like(bias, inputs[0]));
+    }
     Ok(Some(Lowered { op: "fp8_matmul", inputs: call, attrs: activation.attrs() }))
 }

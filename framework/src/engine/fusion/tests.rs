@@ -4,6 +4,7 @@
 //! priority order, and the quantized-weight fallback.
 
 use super::fuse;
+use crate::engine::graph::ValueSource;
 use crate::engine::{EngineGraphBuilder, Graph, SelectionConfig, Selector, WeightMetas};
 use crate::registry::Registry;
 use rtllm_models::{BuildError, GraphBuilder, Value};
@@ -93,6 +94,10 @@ impl WeightMetas for Weights {
     }
     fn nearest_weight_names(&self, _: &str) -> Vec<String> {
         Vec::new()
+    }
+    fn fp8_activation(&self) -> Option<rtllm_plugin_api::shapes::fp8::Fp8Activation> {
+        let fp8 = self.0.values().any(|m| m.dtype == DType::F8_E4M3);
+        fp8.then_some(rtllm_plugin_api::shapes::fp8::Fp8Activation::Static)
     }
 }
 
@@ -295,6 +300,11 @@ fn fp8_weights() -> Weights {
         w.insert(format!("{name}.weight_scale"), TensorMeta::of(DType::F32, &[rows]));
         w.insert(format!("{name}.input_scale"), TensorMeta::of(DType::F32, &[1]));
     }
+    // A checkpoint-named FP8 linear with a bf16 bias (as Qwen2's q/k/v in an FP8 checkpoint).
+    w.insert("p.weight".into(), TensorMeta::of(DType::F8_E4M3, &[8, H]));
+    w.insert("p.weight_scale".into(), TensorMeta::of(DType::F32, &[8]));
+    w.insert("p.input_scale".into(), TensorMeta::of(DType::F32, &[1]));
+    w.insert("p.bias".into(), TensorMeta::of(DType::BF16, &[8]));
     Weights(w)
 }
 
@@ -406,4 +416,21 @@ fn fp8_attention_inputs_and_gated_mlp_take_the_epilogue_ops() {
     // Without the epilogue ops: grouped FP8 linears, rope and silu_mul stay.
     let g = fp8_plan(vec![declare::<Fp8Matmul>(), declare::<Fp8Grouped>()], |b| fp8_block(b, Fp8Activation::Static));
     assert_eq!(ops(&g), ["fp8_grouped_matmul", "rope", "rope", "fp8_grouped_matmul", "silu_mul"]);
+}
+
+#[test]
+fn a_half_precision_bias_of_an_fp8_linear_is_read_as_f32_by_an_f32_engine() {
+    use rtllm_plugin_api::shapes::fp8::Fp8Activation;
+    let g = fp8_plan(vec![declare::<Fp8Matmul>()], |b| {
+        let x = b.input("x", activation())?;
+        let (w, bias) = (b.weight("p.weight")?, b.weight("p.bias")?);
+        let y = b.op1("matmul", &[x, w, bias], Attrs::new())?;
+        b.output("p", y)
+    });
+    assert_eq!(ops(&g), ["fp8_matmul"]);
+    let n = &g.nodes[0];
+    assert_eq!(n.attrs, Fp8Activation::Static.attrs(), "the weights' scheme");
+    let bias = *n.inputs.last().expect("a bias input");
+    assert_eq!(g.meta(bias), &TensorMeta::of(DType::F32, &[8]));
+    assert!(matches!(&g.values[bias.0].source, ValueSource::Weight { name, dtype: DType::F32 } if name == "p.bias"));
 }
