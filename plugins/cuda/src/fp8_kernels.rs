@@ -127,14 +127,14 @@ impl Fp8Kernels {
             return Err(PluginError::new(format!("{op}: the FP8 GEMV takes 1 to 4 weights, got {}", segs.len())));
         }
         let mut scales = Fp8Scales { sx, ..Fp8Scales::default() };
-        let mut parts = Vec::with_capacity(segs.len());
+        let mut parts = [gemv::Segment { w: 0, y: 0, n: 0 }; gemv::MAX_SEGMENTS];
         for (i, s) in segs.iter().enumerate() {
             scales.ws[i] = s.ws.ptr;
             scales.per_row[i] = s.ws.per_index;
-            parts.push(gemv::Segment { w: s.w, y: s.y, n: s.n });
+            parts[i] = gemv::Segment { w: s.w, y: s.y, n: s.n };
         }
         let bias = bias.map(|b| gemv::Bias { ptr: b.ptr, dtype: if b.f32 { DType::F32 } else { self.dtype } });
-        let p = Problem { x: xq, m, k, segs: &parts, bias, epilogue, fp8: Some(scales) };
+        let p = Problem { x: xq, m, k, segs: &parts[..segs.len()], bias, epilogue, fp8: Some(scales) };
         // SAFETY: the caller's tensors as documented; gemv.rs checks the epilogue against the
         // segments.
         unsafe { self.gemv.launch(op, stream, &p) }

@@ -6,6 +6,7 @@
 //! shared contract is fp8_grouped_matmul.rs's.
 
 use crate::fp8_grouped_matmul::{create, example, infer_parts, Fp8FusedKernel, Fusion, DTYPES};
+use crate::rope::llama3_rope_attrs;
 use rtllm_plugin_api::shapes::fp8::Fp8Activation;
 use rtllm_plugin_api::{Attrs, DType, DeviceKind, Op, OpExample, PluginError, TensorMeta};
 
@@ -33,14 +34,7 @@ impl Op for Fp8QkvRopeMatmul {
     }
 
     fn examples() -> Vec<OpExample> {
-        let llama3 = Attrs::new()
-            .with("head_dim", 64usize)
-            .with("theta", 500000.0)
-            .with("scaling_type", "llama3")
-            .with("scaling_factor", 32.0)
-            .with("low_freq_factor", 1.0)
-            .with("high_freq_factor", 4.0)
-            .with("original_max_position_embeddings", 8192usize);
+        let llama3 = llama3_rope_attrs(64, 32.0);
         let plain = |d: usize| Attrs::new().with("head_dim", d);
         let dynamic = Fp8Activation::Dynamic { upper_bound: None };
         let st = Fp8Activation::Static;

@@ -142,15 +142,19 @@ pub unsafe fn run(kernels: &Fp8Kernels, ctx: &LaunchContext<'_>, call: &Fp8Call<
             Post::Rope { attrs, positions, .. } => Epilogue::Rope(rope_epilogue(attrs, positions)),
             Post::Gated { .. } => Epilogue::Gated,
         };
-        let mut gsegs = segs.to_vec();
-        if let Post::Gated { out, .. } = post {
-            gsegs[0].y = out;
-        }
+        let mut gated_segs = [segs[0], segs[segs.len() - 1]];
+        let gsegs = match post {
+            Post::Gated { out, .. } => {
+                gated_segs[0].y = out;
+                &gated_segs[..]
+            }
+            _ => segs,
+        };
         // SAFETY: the caller's tensors; xq (t·k bf16) and sx (t floats) are disjoint regions of
         // this launch's workspace; a gated GEMV writes only the first segment's y (`out`).
         return unsafe {
             kernels.quantize(op, stream, x, xq, sx, input_scale, (t, k), ub, true)?;
-            kernels.gemv(op, stream, (xq, sx), &gsegs, bias, (t, k), epilogue)
+            kernels.gemv(op, stream, (xq, sx), gsegs, bias, (t, k), epilogue)
         };
     };
     // SAFETY: as above; the quantizer writes t·k codes at xq, read by the GEMMs after it on the

@@ -12,7 +12,7 @@ use crate::devargs::{check_ctx, device_ptr, device_ptr_mut, to_i32};
 use crate::elementwise;
 use crate::gemv::{self, Epilogue, Gemv, RopeEpilogue, Segment};
 use crate::grouped_matmul::blaslt_segments_in;
-use crate::rope::{launch_rope, scaling_args};
+use crate::rope::{launch_rope, llama3_rope_attrs, scaling_args};
 use crate::runtime::Function;
 use rtllm_plugin_api::shapes::elementwise::{check_rope_width, RopeAttrs, RopeStyle};
 use rtllm_plugin_api::shapes::matmul::{grouped_launch_dims, infer_grouped_matmul};
@@ -101,14 +101,7 @@ impl Op for QkvRopeMatmul {
     }
 
     fn examples() -> Vec<OpExample> {
-        let llama3 = Attrs::new()
-            .with("head_dim", 64usize)
-            .with("theta", 500000.0)
-            .with("scaling_type", "llama3")
-            .with("scaling_factor", 32.0)
-            .with("low_freq_factor", 1.0)
-            .with("high_freq_factor", 4.0)
-            .with("original_max_position_embeddings", 8192usize);
+        let llama3 = llama3_rope_attrs(64, 32.0);
         let plain = |d: usize| Attrs::new().with("head_dim", d);
         // (T, K, heads, kv_heads, dtype, attrs)
         let cases: Vec<(usize, usize, usize, usize, DType, Attrs)> = vec![

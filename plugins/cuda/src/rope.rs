@@ -23,6 +23,19 @@ const MAX_SHARED: usize = 48 * 1024;
 
 /// The scaling as the kernel's (kind, factor, low_freq_factor, high_freq_factor,
 /// original_max_position_embeddings) arguments.
+/// The `rope` attributes of a Llama-3 model (theta 500000, llama3 scaling with `factor`), for
+/// the examples of the ops that rotate.
+pub fn llama3_rope_attrs(head_dim: usize, factor: f64) -> Attrs {
+    Attrs::new()
+        .with("head_dim", head_dim)
+        .with("theta", 500000.0)
+        .with("scaling_type", "llama3")
+        .with("scaling_factor", factor)
+        .with("low_freq_factor", 1.0)
+        .with("high_freq_factor", 4.0)
+        .with("original_max_position_embeddings", 8192usize)
+}
+
 pub fn scaling_args(s: RopeScaling) -> (i32, f32, f32, f32, f32) {
     match s {
         RopeScaling::None => (0, 1.0, 1.0, 1.0, 1.0),
@@ -88,14 +101,7 @@ impl Op for Rope {
                 attrs,
             }
         };
-        let llama3 = Attrs::new()
-            .with("head_dim", 128usize)
-            .with("theta", 500000.0)
-            .with("scaling_type", "llama3")
-            .with("scaling_factor", 8.0)
-            .with("low_freq_factor", 1.0)
-            .with("high_freq_factor", 4.0)
-            .with("original_max_position_embeddings", 8192usize);
+        let llama3 = llama3_rope_attrs(128, 8.0);
         vec![
             ex(DType::F32, 1, 9, Attrs::new().with("head_dim", 64usize)),
             ex(DType::BF16, 33, 32, Attrs::new().with("head_dim", 64usize).with("theta", 100000.0)),
