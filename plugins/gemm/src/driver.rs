@@ -100,8 +100,15 @@ fn split(len: usize, unit: usize, parts: usize, i: usize) -> (usize, usize) {
     (start, end)
 }
 
-/// Runs `p` on `isa`, spreading tasks over `ctx`'s pool.
-pub fn run<W: WeightElem + Element>(ctx: &LaunchContext, isa: Isa, p: Problem<'_, W>) -> Result<(), PluginError> {
+/// Runs `p` on `isa`, spreading tasks over `ctx`'s pool. A prefill packs weights into
+/// `panels` (the caller's part of the launch workspace, [`workspace_bytes`] of it) when given
+/// and large enough; otherwise the dot-product tiles read the weights in place.
+pub fn run<W: WeightElem + Element>(
+    ctx: &LaunchContext,
+    isa: Isa,
+    p: Problem<'_, W>,
+    panels: Option<&mut [f32]>,
+) -> Result<(), PluginError> {
     let Problem { x, w, bias, y, t, k, n } = p;
     if x.len() != t * k || w.len() != n * k || y.len() != t * n || bias.is_some_and(|b| b.len() != n) {
         return Err(PluginError::new(format!("matmul: buffer lengths do not match T={t}, K={k}, N={n}")));
@@ -116,8 +123,10 @@ pub fn run<W: WeightElem + Element>(ctx: &LaunchContext, isa: Isa, p: Problem<'_
     let g = grid(t, k, n, (row_unit, col_unit), ctx.num_threads());
     let tasks = g.row_chunks * g.col_chunks;
     let slot = slot_len(n, k);
-    // Pack into the workspace when the host gave enough; otherwise read the weights in place.
-    let panels = if prefill { ctx.workspace::<f32>(tasks * slot).ok().map(DisjointMut::new) } else { None };
+    let panels = match panels {
+        Some(p) if prefill && p.len() >= tasks * slot => Some(DisjointMut::new(&mut p[..tasks * slot])),
+        _ => None,
+    };
     let direct = block_fn::<W>(isa, tile);
     let packed = packed_fn(isa);
     let (k_count, k_len) = k_blocking(k);

@@ -2,10 +2,14 @@
 //! y = (e4m3(x / s_x) · wᵀ) · s_x · w_scale (+ bias), x and y f32, w FP8 E4M3 [N, K] with a
 //! per-tensor or per-channel scale, activations quantized with a static `input_scale` or a
 //! dynamic per-token scale — the numerics of vLLM's and TensorRT-LLM's FP8 linears: E4M3
-//! products (exact in f32) accumulated in f32, the scales applied once per output. The
-//! reference provider: plain loops over the host's pool, no SIMD.
+//! products (exact in f32) accumulated in f32, the scales applied once per output.
+//! The activations are quantized into the workspace (as the f32 values of their codes), the
+//! product runs on the f32 matmul driver with the E4M3 weights widened in its tiles or packed
+//! panels (see `simd`'s `WeightElem`), and a last pass applies the scales and the bias.
 
-use rtllm_plugin_api::fp8::{dynamic_scale, e4m3_to_f32, quantize_scaled};
+use crate::driver::{self, Problem};
+use crate::simd::Isa;
+use rtllm_plugin_api::fp8::{dynamic_scale, e4m3_to_f32, quantize_scaled, F8E4M3};
 use rtllm_plugin_api::shapes::fp8::{infer_fp8_matmul, Fp8Activation, Fp8MatmulInputs};
 use rtllm_plugin_api::shapes::{expect_shape, shape_of_rank};
 use rtllm_plugin_api::{
@@ -47,7 +51,7 @@ impl Op for Fp8Matmul {
 
     fn create(inputs: &[TensorMeta], attrs: &Attrs) -> Result<Fp8MatmulKernel, PluginError> {
         let (_, at) = check(inputs, attrs)?;
-        Ok(Fp8MatmulKernel { at })
+        Ok(Fp8MatmulKernel { at, isa: Isa::detect() })
     }
 
     fn examples() -> Vec<OpExample> {
@@ -82,19 +86,31 @@ impl Op for Fp8Matmul {
     }
 }
 
-/// An `fp8_matmul` instance: where its optional inputs are and how activations quantize.
+/// An `fp8_matmul` instance: where its optional inputs are, how activations quantize, and
+/// the instruction set its product runs on.
 pub struct Fp8MatmulKernel {
     at: Fp8MatmulInputs,
+    isa: Isa,
+}
+
+/// f32 elements of the packed-weight panels a launch of `t` tokens uses (none for a decode).
+fn panel_len(t: usize, n: usize, k: usize) -> usize {
+    if t >= driver::pack_min_rows(DType::F8_E4M3) {
+        driver::workspace_bytes(n, k) / 4
+    } else {
+        0
+    }
 }
 
 impl Kernel for Fp8MatmulKernel {
     fn workspace_bytes(&self, inputs: &[TensorMeta]) -> Result<usize, PluginError> {
         let (x, w) = (&inputs[0], &inputs[1]);
-        let (Some(t), Some(k)) = (x.dims[0].known(), w.dims[1].known()) else {
-            return Err(err(format!("workspace needs concrete T and K, got x {x}, w {w}")));
+        let (Some(t), Some(n), Some(k)) = (x.dims[0].known(), w.dims[0].known(), w.dims[1].known()) else {
+            return Err(err(format!("workspace needs concrete T, N and K, got x {x}, w {w}")));
         };
-        // The quantized activations (as the f32 values of their codes) and one scale per row.
-        Ok((t * k + t) * 4)
+        // The quantized activations (as the f32 values of their codes), one scale per row and
+        // the matmul driver's packed weights.
+        Ok((t * k + t + panel_len(t, n, k)) * 4)
     }
 
     fn launch(
@@ -119,7 +135,7 @@ impl Kernel for Fp8MatmulKernel {
         }
         expect_shape(OP, "y", &outputs[0], &[t, n])?;
         let x = inputs[0].slice::<f32>().map_err(|e| e.context("fp8_matmul: x"))?;
-        let w = inputs[1].bytes().map_err(|e| e.context("fp8_matmul: w"))?;
+        let w = inputs[1].slice::<F8E4M3>().map_err(|e| e.context("fp8_matmul: w"))?;
         let w_scale = inputs[2].slice::<f32>().map_err(|e| e.context("fp8_matmul: w_scale"))?;
         if w_scale.len() != 1 && w_scale.len() != n {
             return Err(err(format!("w_scale has {} values, expected 1 or {n}", w_scale.len())));
@@ -136,8 +152,9 @@ impl Kernel for Fp8MatmulKernel {
             None => None,
         };
         let y = outputs[0].slice_mut::<f32>().map_err(|e| e.context("fp8_matmul: y"))?;
-        let ws = ctx.workspace::<f32>(t * k + t)?;
-        let (qx, scales) = ws.split_at_mut(t * k);
+        let ws = ctx.workspace::<f32>(t * k + t + panel_len(t, n, k))?;
+        let (qx, rest) = ws.split_at_mut(t * k);
+        let (scales, panels) = rest.split_at_mut(t);
 
         // One scale per activation row, then each row quantized with it.
         let upper_bound = match self.at.activation {
@@ -155,17 +172,15 @@ impl Kernel for Fp8MatmulKernel {
                 }
             }
         })?;
-        let (qx, scales) = (&*qx, &*scales);
+        let scales = &*scales;
 
-        // y[r, j] = (Σ qx[r, :] · w[j, :]) · s_x[r] · w_scale[j] (+ bias[j]).
-        ctx.parallel_chunks_mut([y], n, 1, |rows, [out]| {
+        // acc = qx · wᵀ (exact E4M3 products, f32 sums), then y = acc · s_x[r] · w_scale[j] (+ bias[j]).
+        driver::run(ctx, self.isa, Problem { x: qx, w, bias: None, y: &mut *y, t, k, n }, Some(panels))?;
+        ctx.parallel_chunks_mut([y], n, 16, |rows, [out]| {
             for (r, yrow) in rows.zip(out.chunks_exact_mut(n)) {
-                let xq = &qx[r * k..(r + 1) * k];
                 for (j, o) in yrow.iter_mut().enumerate() {
-                    let wrow = &w[j * k..(j + 1) * k];
-                    let acc: f32 = xq.iter().zip(wrow).map(|(&a, &c)| a * e4m3_to_f32(c)).sum();
                     let ws = if w_scale.len() == 1 { w_scale[0] } else { w_scale[j] };
-                    *o = acc * scales[r] * ws + bias.map_or(0.0, |b| b[j]);
+                    *o = *o * scales[r] * ws + bias.map_or(0.0, |b| b[j]);
                 }
             }
         })

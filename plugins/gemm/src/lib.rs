@@ -2,11 +2,13 @@
 //! register tiles chosen at run time, cache blocking) and with GGUF block-quantized weights
 //! (Q8_0/Q4_0/Q4_1/Q4_K/Q6_K: exact integer dot products with ~15-bit activations on AVX-512
 //! VNNI, AVX2 or portable code, the same bits for a row in any batch; f32 paths for comparison),
-//! all on tasks of the host's pool; and the reference `fp8_matmul` (FP8 E4M3 weights with
-//! their scales, static or dynamic per-token activation quantization).
+//! all on tasks of the host's pool; and `fp8_matmul` (FP8 E4M3 weights with their scales,
+//! static or dynamic per-token activation quantization) on the same f32 driver.
 
 mod driver;
 pub mod fp8_matmul;
+#[cfg(test)]
+mod fp8_matmul_tests;
 pub mod matmul;
 mod packed;
 mod qact;

@@ -133,7 +133,9 @@ impl Kernel for MatmulKernel {
             (t, k, n): (usize, usize, usize),
         ) -> Result<(), PluginError> {
             let w = w.slice::<W>().map_err(|e| e.context("matmul: w"))?;
-            driver::run(ctx, isa, Problem { x, w, bias, y, t, k, n })
+            // Pack into the workspace when the host gave one; otherwise read the weights in place.
+            let panels = ctx.workspace::<f32>(ctx.workspace_bytes() / 4).ok();
+            driver::run(ctx, isa, Problem { x, w, bias, y, t, k, n }, panels)
         }
         let dims = (t, k, n);
         match w.meta().dtype {

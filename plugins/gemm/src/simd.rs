@@ -3,10 +3,12 @@
 //! [`Simd`] is the handful of vector operations a micro-kernel needs over 8 f32 lanes. Two
 //! back ends implement it: [`Avx2`] (std::arch AVX2 + FMA + F16C, chosen at kernel creation
 //! when the CPU has them) and [`Portable`] (8-lane arrays the compiler vectorises for any
-//! target). [`WeightElem`] is a weight element (f32, bf16, f16) and how it widens to f32,
-//! one value at a time or 8 at once on AVX2 (bf16 → f32 is a 16-bit shift; f16 uses F16C).
+//! target). [`WeightElem`] is a weight element (f32, bf16, f16, FP8 E4M3) and how it widens
+//! to f32, one value at a time or 8 at once on AVX2 (bf16 → f32 is a 16-bit shift; f16 uses
+//! F16C; E4M3 moves its bits into f32's and rescales the exponent bias).
 
 use half::{bf16, f16};
+use rtllm_plugin_api::fp8::{e4m3_to_f32, F8E4M3};
 
 /// An unaligned value, read by field so no `copy_nonoverlapping` (and, in builds with debug
 /// assertions, none of its overlap checks that keep vectors out of registers) is involved.
@@ -121,6 +123,32 @@ impl WeightElem for f16 {
     unsafe fn load8_avx2(p: *const f16) -> std::arch::x86_64::__m256 {
         use std::arch::x86_64::*;
         _mm256_cvtph_ps(read_unaligned::<__m128i, Self>(p))
+    }
+}
+
+impl WeightElem for F8E4M3 {
+    #[inline(always)]
+    fn to_f32(self) -> f32 {
+        e4m3_to_f32(self.0)
+    }
+
+    /// The 7 exponent-and-mantissa bits shifted to f32's bits 20..27 read as an f32 whose
+    /// exponent is biased by 127 (a subnormal for E4M3's subnormals); times 2^120 that is the
+    /// E4M3 value with its bias of 7, subnormals exact. The sign goes to bit 31 and the NaN
+    /// codes (S.1111.111) become NaN, so every code widens to exactly [`e4m3_to_f32`].
+    #[cfg(target_arch = "x86_64")]
+    #[inline]
+    #[target_feature(enable = "avx2,fma,f16c")]
+    unsafe fn load8_avx2(p: *const F8E4M3) -> std::arch::x86_64::__m256 {
+        use std::arch::x86_64::*;
+        let codes = _mm256_cvtepu8_epi32(_mm_cvtsi64_si128(read_unaligned::<i64, Self>(p)));
+        let magnitude = _mm256_and_si256(codes, _mm256_set1_epi32(0x7f));
+        let sign = _mm256_slli_epi32::<24>(_mm256_and_si256(codes, _mm256_set1_epi32(0x80)));
+        let rebias = _mm256_set1_ps(f32::from_bits((127 + 120) << 23));
+        let value = _mm256_mul_ps(_mm256_castsi256_ps(_mm256_slli_epi32::<20>(magnitude)), rebias);
+        let is_nan = _mm256_castsi256_ps(_mm256_cmpeq_epi32(magnitude, _mm256_set1_epi32(0x7f)));
+        let value = _mm256_blendv_ps(value, _mm256_set1_ps(f32::NAN), is_nan);
+        _mm256_or_ps(value, _mm256_castsi256_ps(sign))
     }
 }
 
@@ -292,6 +320,31 @@ mod tests {
             assert!(close(widen_all::<Avx2, f32>(&vals), want));
             assert!(close(widen_all::<Avx2, bf16>(&b), want_b));
             assert!(close(widen_all::<Avx2, f16>(&h), want_h));
+        }
+    }
+
+    #[test]
+    fn every_e4m3_code_widens_exactly() {
+        let codes: Vec<F8E4M3> = (0..=255u8).map(F8E4M3).collect();
+        let same = |got: f32, code: F8E4M3| {
+            let want = e4m3_to_f32(code.0);
+            assert!(got.to_bits() == want.to_bits() || (got.is_nan() && want.is_nan()), "code {code:?}: {got} != {want}");
+        };
+        for chunk in codes.chunks_exact(8) {
+            for &c in chunk {
+                same(WeightElem::to_f32(c), c);
+            }
+            #[cfg(target_arch = "x86_64")]
+            if Isa::detect() == Isa::Avx2Fma {
+                let mut lanes = [0f32; 8];
+                // SAFETY: `chunk` holds 8 codes and the CPU has AVX2 (checked above).
+                unsafe { Avx2::store(lanes.as_mut_ptr(), Avx2::load_w(chunk.as_ptr())) };
+                for (&got, &c) in lanes.iter().zip(chunk) {
+                    same(got, c);
+                }
+            } else {
+                eprintln!("no AVX2 on this CPU: only the portable widening was checked");
+            }
         }
     }
 }
