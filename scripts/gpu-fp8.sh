@@ -76,7 +76,7 @@ if want e2e; then
   timeout 90 $GPU_DIR/cuda_check smollm2-135m fp8 2>&1 | tee "$OUT/e2e.txt" || status=1
   step "end to end: HF FP8 checkpoints (scripts/reference/make_fp8_checkpoints.py, written here by torch), CUDA vs CPU greedy text"
   if timeout 60 python3 scripts/reference/make_fp8_checkpoints.py > "$OUT/fixtures.log" 2>&1; then
-    greedy_text ct_static ct_dynamic modelopt fbgemm 2>&1 | tee "$OUT/fixtures.txt"
+    greedy_text ct_static ct_dynamic modelopt fbgemm modelopt_pcpt 2>&1 | tee "$OUT/fixtures.txt"
   else
     echo "fixtures not written (see $OUT/fixtures.log)"; tail -5 "$OUT/fixtures.log"
   fi

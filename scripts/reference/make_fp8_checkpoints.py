@@ -16,6 +16,8 @@ llm-compressor, ModelOpt and fbgemm do):
                input_scale f32 scalars (shape []).
   fbgemm       transformers' FbgemmFp8Config: weight_scale [N, 1] f32, input_scale_ub [1] f32,
                activation_scale_ub 1200, modules_to_not_convert [lm_head].
+  modelopt_pcpt ModelOpt FP8_PER_CHANNEL_PER_TOKEN (per-channel weights, dynamic per-token
+               activations): weight_scale [N, 1] f32, no input_scale.
 
   ct_static_kv the ct_static weights plus llm-compressor's FP8 KV cache: kv_cache_scheme
                {num_bits 8, type float, strategy tensor, dynamic false} and per-layer
@@ -24,7 +26,7 @@ llm-compressor, ModelOpt and fbgemm do):
                model.layers.N.self_attn.k_proj.k_scale / v_proj.v_scale, f32 scalars.
 
 ct_static and modelopt hold the same FP8 weights and scales (the scales rounded to bf16 for
-both), as do ct_dynamic and fbgemm, and ct_static_kv and modelopt_kv (kv scales too): equal
+both), as do ct_dynamic, fbgemm and modelopt_pcpt, and ct_static_kv and modelopt_kv (kv scales too): equal
 checkpoints in different formats.
 
 lm_head, the embedding and the norms stay bf16 (every tool leaves them unquantized). Static
@@ -327,7 +329,7 @@ def main() -> None:
             producer = {"name": "modelopt", "version": "0.19.0"}
             quant = {"quant_algo": "FP8", "kv_cache_quant_algo": None, "exclude_modules": ["lm_head"]}
             write("modelopt", mo, dict(quant_method="modelopt", producer=producer, **quant), {"producer": producer, "quantization": quant})
-            other = "modelopt"
+            others = ["modelopt"]
         else:
             # fbgemm (transformers FbgemmFp8Linear): weight_scale [N, 1] f32, input_scale_ub [1] f32.
             fb = dict(plain)
@@ -337,7 +339,18 @@ def main() -> None:
                 fb[m + ".weight_scale"] = s[:, None].float()
                 fb[m + ".input_scale_ub"] = torch.tensor([ub], dtype=torch.float32)
             write("fbgemm", fb, {"quant_method": "fbgemm_fp8", "activation_scale_ub": ub, "modules_to_not_convert": ["lm_head"]}, None)
-            other = "fbgemm"
+            # ModelOpt FP8_PER_CHANNEL_PER_TOKEN: the per-channel weight quantizer's amax / 448
+            # exported as weight_scale [N, 1] f32 (amax keeps its reduced axis); the per-token
+            # input quantizer is dynamic, so no input_scale.
+            pc = dict(plain)
+            for k, (w, s) in q.items():
+                pc[k] = w
+                pc[k[: -len(".weight")] + ".weight_scale"] = s[:, None].float()
+            producer = {"name": "modelopt", "version": "0.19.0"}
+            quant = {"quant_algo": "FP8_PER_CHANNEL_PER_TOKEN", "kv_cache_quant_algo": None, "exclude_modules": ["lm_head"]}
+            write("modelopt_pcpt", pc, dict(quant_method="modelopt", producer=producer, **quant),
+                  {"producer": producer, "quantization": quant})
+            others = ["fbgemm", "modelopt_pcpt"]
 
         dq = {k: v.double() for k, v in plain.items()}
         scheme = {}
@@ -347,7 +360,8 @@ def main() -> None:
         linear = fp8_linear(dq, scheme)
         result = reference(dq, linear)
         expected["formats"][ct_name] = result
-        expected["formats"][other] = result
+        for other in others:
+            expected["formats"][other] = result
         if static:
             kv = calibrate_kv(dq, linear)
             write_kv(ct, mo, kv)

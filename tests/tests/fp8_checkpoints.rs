@@ -1,5 +1,5 @@
 //! HF FP8 checkpoints end to end (tests/fixtures/fp8, written with torch float8_e4m3fn by
-//! scripts/reference/make_fp8_checkpoints.py in the three producers' formats): each loads,
+//! scripts/reference/make_fp8_checkpoints.py in the three producers' formats, ModelOpt's two FP8 schemes): each loads,
 //! builds its linears as `fp8_matmul` (Rust and TOML definitions alike), and its logits match
 //! the script's reference (dequantized weights, the same activation quantization); checkpoints
 //! holding equal weights in different formats generate the same tokens; damaged scales are
@@ -13,7 +13,7 @@ use serde_json::Value;
 use std::collections::BTreeMap;
 use std::path::Path;
 
-const FORMATS: [&str; 4] = ["ct_static", "modelopt", "ct_dynamic", "fbgemm"];
+const FORMATS: [&str; 5] = ["ct_static", "modelopt", "ct_dynamic", "fbgemm", "modelopt_pcpt"];
 
 /// The reference computes in f64 with the activations quantized exactly as rtllm does (same
 /// x / s, same round-to-nearest-even, same saturation); rtllm sums in f32. Measured on this
@@ -58,7 +58,7 @@ fn every_format_matches_the_torch_reference_and_equal_weights_give_equal_tokens(
         logits.insert(format, got_logits);
     }
     // Equal weights and scales in two formats: the same tokens and bit-identical logits.
-    for (a, b) in [("ct_static", "modelopt"), ("ct_dynamic", "fbgemm")] {
+    for (a, b) in [("ct_static", "modelopt"), ("ct_dynamic", "fbgemm"), ("ct_dynamic", "modelopt_pcpt")] {
         assert_eq!(tokens[a], tokens[b], "{a} vs {b}");
         assert_eq!(logits[a], logits[b], "{a} vs {b}: same weights, same logits");
     }
