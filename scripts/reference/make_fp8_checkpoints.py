@@ -1,7 +1,8 @@
 #!/usr/bin/env python3
 """Tiny FP8 Llama checkpoints in the three HF formats, written as their tools write them, and
 the logits a torch reference computes for each (tests/tests/fp8_checkpoints.rs checks rtllm
-against them).
+against them; tests/tests/tensor_parallel.rs checks 2-rank splits, against `tp2` for the
+dynamic formats, whose row-parallel ranks quantize their own slice of x).
 
 One random bf16 Llama (2 layers, hidden 64, 4 heads / 2 KV heads, intermediate 128, vocab 256,
 untied lm_head) is quantized four ways (torch float8_e4m3fn; x.clamp(-448, 448).to(fp8) as
@@ -184,10 +185,19 @@ def forward(dq: dict, linear, tokens: list[int], kv=None, observe_kv=None) -> to
     return x[-1] @ dq["lm_head.weight"].double().T
 
 
-def fp8_linear(dq: dict, scheme: dict):
-    """A quantized model's linear: activations fake-quantized as `scheme[name]` says."""
+ROW_PARALLEL = ("self_attn.o_proj.weight", "mlp.down_proj.weight")
+
+
+def fp8_linear(dq: dict, scheme: dict, tp: int = 1):
+    """A quantized model's linear: activations fake-quantized as `scheme[name]` says. With
+    `tp` ranks, a row-parallel linear (o_proj, down_proj) runs as its ranks do: each rank
+    quantizes its own contiguous slice of x's columns (a dynamic scale from that slice's amax,
+    as vLLM's row-parallel layers do) against its slice of the weight, and the partial products
+    are summed (the all-reduce)."""
     def linear(x, name):
         static, ub = scheme[name]
+        if tp > 1 and name.endswith(ROW_PARALLEL):
+            return sum(fake_quant_act(xs, static, ub) @ ws.T for xs, ws in zip(x.chunk(tp, 1), dq[name].chunk(tp, 1)))
         return fake_quant_act(x, static, ub) @ dq[name].T
     return linear
 
@@ -359,6 +369,9 @@ def main() -> None:
             scheme[k] = (static_scales[k], None) if static else (None, ub)
         linear = fp8_linear(dq, scheme)
         result = reference(dq, linear)
+        if not static:
+            # Tensor parallelism over 2 ranks: per-rank dynamic scales change the numbers.
+            result["tp2"] = reference(dq, fp8_linear(dq, scheme, tp=2))
         expected["formats"][ct_name] = result
         for other in others:
             expected["formats"][other] = result

@@ -3,7 +3,8 @@
 //! as one engine, within float reordering (prefill and decode steps fed directly), and the same
 //! greedy tokens through the `Llm` API's executor (batched requests, n > 1 forks, device
 //! sampling). Impossible layouts are clear errors. With the default model present, a 3-way
-//! split of its Q4_1 weights (whole-block column slices) matches too.
+//! split of its Q4_1 weights (whole-block column slices) matches too, and FP8 checkpoints split
+//! 2 ways match their torch reference.
 
 use rtllm::api::{Llm, Prompt};
 use rtllm::engine::{build_parts, registered_definition, BuildConfig, WeightSource};
@@ -181,4 +182,38 @@ fn default_model_q4_1_splits_three_ways() {
     eprintln!("default model tp 3: max |logit diff| = {diff:e} (max |logit| {scale})");
     assert!(diff <= 2e-2 * scale.max(1.0), "tp 3 logits differ by {diff}");
     assert_eq!(tokens, want_tokens, "tp 3 greedy tokens");
+}
+
+/// FP8 checkpoints split over 2 ranks against the torch reference of
+/// scripts/reference/make_fp8_checkpoints.py: column-parallel linears shard `w` and a
+/// per-channel `w_scale` by rows, row-parallel ones shard `w` by columns and keep the scales
+/// whole; static `input_scale`s and the FP8 KV cache's k/v scales stay whole. With static scales
+/// every rank quantizes as one engine does, so the one-engine reference holds. With dynamic
+/// per-token scales a row-parallel rank scales its own slice of x (as vLLM's ranks do), which
+/// moves these logits by up to 0.26 (the greedy tokens too): their reference is `tp2`, written
+/// the same way. (FP8 weights have no float fallback: a build that succeeds runs `fp8_matmul`.)
+#[test]
+fn fp8_checkpoints_split_two_ways_match_the_torch_reference() {
+    use rtllm_tests::checkpoints::{fp8_expected, fp8_fixture, ids, logits_vs_reference};
+    let want = fp8_expected();
+    let prompts: Vec<Vec<u32>> = want["prompts"].as_array().expect("prompts").iter().map(ids).collect();
+    let n = want["greedy_tokens"].as_u64().expect("greedy_tokens") as usize;
+    let formats = &want["formats"];
+    for (name, reference) in [
+        ("ct_static", &formats["ct_static"]),
+        ("ct_static_kv", &formats["ct_static_kv"]),
+        ("ct_dynamic", &formats["ct_dynamic"]["tp2"]),
+        ("modelopt_pcpt", &formats["modelopt_pcpt"]["tp2"]),
+    ] {
+        let mut model = load(&ModelSpec::path(fp8_fixture(name)), &build(2));
+        let (_, diff) = logits_vs_reference(&mut model.engine, &prompts, reference);
+        eprintln!("{name} tp 2: max |logit - reference| = {diff:e}");
+        // As in fp8_checkpoints.rs: f32 sums against f64, room for one activation landing on
+        // the neighbouring E4M3 code.
+        assert!(diff < 5e-3, "{name} tp 2: logits differ from the reference by {diff}");
+        let llm = rtllm_tests::start(model);
+        let got = rtllm_tests::greedy_ids(&llm, &prompts, &greedy(n));
+        let want_tokens: Vec<Vec<u32>> = reference["tokens"].as_array().expect("tokens").iter().map(ids).collect();
+        assert_eq!(got, want_tokens, "{name} tp 2: greedy tokens");
+    }
 }
