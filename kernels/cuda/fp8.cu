@@ -8,9 +8,10 @@
 //                      round to nearest even, saturating at ±448: plugin-api's f32_to_e4m3 bit for
 //                      bit). Written as E4M3 codes (for cuBLASLt) or as the codes' exact bf16
 //                      values (for the GEMV, which then unpacks x with one shift per element).
-//   fp8_rescale_<T>    y = d · s_x[t] · w_scale[n] (+ bias) over the unscaled bf16 GEMM output d
-//                      (cuBLASLt's, which may be y itself): per-token and per-channel scales as an
-//                      outer product, as vLLM's cutlass_scaled_mm epilogue applies them.
+//   fp8_rescale_<T>    y = d · s_x[t] · w_scale[n] (+ bias) over cuBLASLt's GEMM output d (its
+//                      unscaled f32 sum, or y itself when only a bias is left): per-token and
+//                      per-channel scales as an outer product, rounded once to T, as vLLM's
+//                      cutlass_scaled_mm epilogue applies them.
 
 #define E4M3_MAX 448.0f
 // e4m3_to_f32 (a code's exact value) is in common.cuh.
@@ -59,16 +60,16 @@ __device__ __forceinline__ float finish(float raw_sum, float sx, float ws, const
   return v;
 }
 
-// y[t, n] = d[t, n] · sx[t or 0] · ws[n or 0] (+ bias[n]); a null sx or ws is 1. d is bf16
-// (`d_bf16`) or T, and may be y itself (each element is read before it is written).
+// y[t, n] = d[t, n] · sx[t or 0] · ws[n or 0] (+ bias[n]); a null sx or ws is 1. d is f32
+// (`d_f32`) or T, and may be y itself (each element is read before it is written).
 template <typename T>
-__device__ void fp8_rescale(const void* d, int d_bf16, T* y, const float* sx, int sx_per_row, const float* ws, int ws_per_row,
+__device__ void fp8_rescale(const void* d, int d_f32, T* y, const float* sx, int sx_per_row, const float* ws, int ws_per_row,
                             const void* bias, int bias_f32, int t, int n) {
   pdl_enter();
   const i64 total = (i64)t * n;
   for (i64 i = (i64)blockIdx.x * blockDim.x + threadIdx.x; i < total; i += (i64)gridDim.x * blockDim.x) {
     const int r = (int)(i / n), col = (int)(i % n);
-    const float di = d_bf16 ? to_float(reinterpret_cast<const bf16*>(d)[i]) : to_float(reinterpret_cast<const T*>(d)[i]);
+    const float di = d_f32 ? reinterpret_cast<const float*>(d)[i] : to_float(reinterpret_cast<const T*>(d)[i]);
     const float v = finish<T>(di, scale_at(sx, sx_per_row, r), scale_at(ws, ws_per_row, col), bias,
                               bias_f32, col);
     y[i] = from_float<T>(v);
@@ -80,10 +81,10 @@ __device__ void fp8_rescale(const void* d, int d_bf16, T* y, const float* sx, in
                                            float ub, int has_ub, int as_bf16) {                                 \
     fp8_quant<T>(x, out, sx, input_scale, k, ub, has_ub, as_bf16);                                              \
   }                                                                                                              \
-  extern "C" __global__ void fp8_rescale_##S(const void* d, int d_bf16, T* y, const float* sx, int sx_per_row,  \
+  extern "C" __global__ void fp8_rescale_##S(const void* d, int d_f32, T* y, const float* sx, int sx_per_row,   \
                                              const float* ws, int ws_per_row, const void* bias, int bias_f32,   \
                                              int t, int n) {                                                    \
-    fp8_rescale<T>(d, d_bf16, y, sx, sx_per_row, ws, ws_per_row, bias, bias_f32, t, n);                         \
+    fp8_rescale<T>(d, d_f32, y, sx, sx_per_row, ws, ws_per_row, bias, bias_f32, t, n);                          \
   }
 
 FP8_QUANT(bf16, bf16)

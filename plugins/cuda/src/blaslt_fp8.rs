@@ -52,7 +52,8 @@ fn out_type(d: DType) -> Result<lt::cudaDataType, PluginError> {
     match d {
         DType::BF16 => Ok(lt::cudaDataType::CUDA_R_16BF),
         DType::F16 => Ok(lt::cudaDataType::CUDA_R_16F),
-        other => Err(PluginError::new(format!("fp8_matmul: cuBLASLt FP8 writes bf16 or f16, got {other}"))),
+        DType::F32 => Ok(lt::cudaDataType::CUDA_R_32F),
+        other => Err(PluginError::new(format!("fp8_matmul: cuBLASLt FP8 writes bf16, f16 or f32, got {other}"))),
     }
 }
 
@@ -178,6 +179,7 @@ mod tests {
         assert!(!fits(4096, 4104, &[0x1000]), "N not a multiple of 16");
         assert!(!fits(4096, 4096, &[0x1000, 0x1008]), "misaligned pointer");
         assert!(!fits(0, 16, &[]));
-        assert!(out_type(DType::F32).is_err());
+        assert!(out_type(DType::F32).is_ok(), "the unscaled sum");
+        assert!(out_type(DType::I8).is_err());
     }
 }

@@ -140,7 +140,7 @@ impl Fp8Kernels {
         unsafe { self.gemv.launch(op, stream, &p) }
     }
 
-    /// y [t, n] = d · sx · ws (+ bias), d [t, n] bf16 (`d_bf16`) or of y's dtype (may be y
+    /// y [t, n] = d · sx · ws (+ bias), d [t, n] f32 (`d_f32`) or of y's dtype (may be y
     /// itself); absent scales are 1.
     ///
     /// # Safety
@@ -150,7 +150,7 @@ impl Fp8Kernels {
         &self,
         op: &str,
         stream: *mut c_void,
-        (d, d_bf16): (u64, bool),
+        (d, d_f32): (u64, bool),
         y: u64,
         sx: Option<Scale>,
         ws: Option<Scale>,
@@ -163,11 +163,11 @@ impl Fp8Kernels {
         }
         let sx = sx.unwrap_or(Scale { ptr: 0, per_index: false });
         let ws = ws.unwrap_or(Scale { ptr: 0, per_index: false });
-        let args = KernelArgs::new().u64(d).i32(d_bf16 as i32).u64(y).u64(sx.ptr).i32(sx.per_index as i32).u64(ws.ptr);
+        let args = KernelArgs::new().u64(d).i32(d_f32 as i32).u64(y).u64(sx.ptr).i32(sx.per_index as i32).u64(ws.ptr);
         let args = args_bias(args.i32(ws.per_index as i32), bias).i32(to_i32(op, "T", t)?).i32(to_i32(op, "N", n)?);
         let blocks = total.div_ceil(THREADS as usize).min(self.sms * 16);
         let dims = Dims::linear(grid_dim(op, "outputs", blocks, MAX_GRID_X)?, THREADS);
-        // SAFETY: fp8_rescale_<T>(d, d_bf16, y, sx, sx_per_row, ws, ws_per_row, bias, bias_f32, t, n),
+        // SAFETY: fp8_rescale_<T>(d, d_f32, y, sx, sx_per_row, ws, ws_per_row, bias, bias_f32, t, n),
         // a grid-stride loop over the t·n outputs the caller guarantees.
         unsafe { runtime::launch(self.rescale, dims, stream, &args) }
     }

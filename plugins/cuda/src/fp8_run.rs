@@ -6,10 +6,11 @@
 //!   q and k, or silu(gate) · up) applied before anything reaches memory;
 //! - otherwise cuBLASLt's FP8 GEMM per weight (blaslt_fp8.rs): per-tensor static scales go to its
 //!   A/B scale pointers and D is y; per-channel weight or per-token activation scales leave D the
-//!   unscaled bf16 sum (y itself for bf16 y, a workspace buffer for f16, whose range the raw
-//!   sum could exceed) and fp8_rescale applies the outer product s_x[t] · w_scale[n] and the
-//!   bias; then the rope kernel on q and k in place, or, for gate/up, the GEMMs write chunks of
-//!   [`CHUNK_ROWS`] rows into the workspace and the silu_mul kernel writes y;
+//!   unscaled f32 sum in a workspace buffer and fp8_rescale applies the outer product
+//!   s_x[t] · w_scale[n] and the bias, rounding once to y's dtype (as vLLM's cutlass_scaled_mm
+//!   epilogue does: a bf16 D would round the raw sum first, up to 2^-9 more error); then the rope
+//!   kernel on q and k in place, or, for gate/up, the GEMMs write chunks of [`CHUNK_ROWS`] rows
+//!   into the workspace and the silu_mul kernel writes y;
 //! - shapes cuBLASLt's FP8 GEMM does not take (K or N not a multiple of 16, misaligned
 //!   tensors, no algorithm) run the GEMV in tiles of 8 rows, with the same epilogues: correct
 //!   for any shape, slower.
@@ -38,7 +39,7 @@ pub struct WorkspaceLayout {
     pub xq: usize,
     /// Row scales, T floats.
     pub sx: usize,
-    /// The unscaled bf16 GEMM output for f16 y (rows·N), else empty.
+    /// The unscaled f32 GEMM output (rows·N) of per-channel or per-token segments.
     pub d: usize,
     /// Gate and up chunks of a gated launch (rows·N each, of y's dtype), else empty.
     pub gate: usize,
@@ -59,7 +60,7 @@ pub fn workspace_layout(t: usize, k: usize, n: usize, y: DType, gated: bool) -> 
     let xq_bytes = round_up(t.checked_mul(k)?.checked_mul(2)?)?;
     let sx = xq_bytes;
     let d = sx.checked_add(round_up(t.checked_mul(4)?)?)?;
-    let d_bytes = if y == DType::F16 { round_up(rows.checked_mul(n)?.checked_mul(2)?)? } else { 0 };
+    let d_bytes = round_up(rows.checked_mul(n)?.checked_mul(4)?)?;
     let gate = d.checked_add(d_bytes)?;
     let chunk = if gated { round_up(rows.checked_mul(n)?.checked_mul(y.block_bytes())?)? } else { 0 };
     let up = gate.checked_add(chunk)?;
@@ -163,12 +164,16 @@ pub unsafe fn run(kernels: &Fp8Kernels, ctx: &LaunchContext<'_>, call: &Fp8Call<
     let e = dtype.block_bytes() as u64;
     for r0 in (0..t).step_by(chunk) {
         let c = (t - r0).min(chunk);
+        let plan_set = &plans[plan_index(c, chunk, t)];
         let mut rsegs = segs.to_vec();
         if gated {
             rsegs[0].y = base + lay.gate as u64;
             rsegs[1].y = base + lay.up as u64;
         }
-        for (s, plan) in rsegs.iter().zip(&plans[usize::from(c != chunk)]) {
+        if plan_set.len() != rsegs.len() {
+            return Err(err(format!("no cuBLASLt plan for a round of {c} rows")));
+        }
+        for (s, plan) in rsegs.iter().zip(plan_set) {
             let y = if gated { s.y } else { s.y + (r0 as u64) * (s.n as u64) * e };
             let rows = Rows { xq: xq + (r0 * k) as u64, sx: sx + (r0 * 4) as u64, t: c };
             // SAFETY: rows [r0, r0 + c) of the quantized x and their scales; y is the caller's
@@ -197,6 +202,13 @@ pub unsafe fn run(kernels: &Fp8Kernels, ctx: &LaunchContext<'_>, call: &Fp8Call<
     Ok(())
 }
 
+/// Which of [`gemm_plans`]' two sets a round of `c` rows (of `t`, in rounds of `chunk`) uses:
+/// 0 for full rounds of `chunk.min(t)` rows, 1 for a shorter last one. (A gated launch of fewer
+/// than `chunk` rows is one full round: taking set 1 there, which is empty, ran no GEMM.)
+fn plan_index(c: usize, chunk: usize, t: usize) -> usize {
+    usize::from(c != chunk.min(t))
+}
+
 /// Rows of the quantized activations one GEMM reads.
 #[derive(Clone, Copy)]
 struct Rows {
@@ -210,10 +222,10 @@ fn scaled_of(call: &Fp8Call<'_>, s: &Segment) -> bool {
     call.input_scale.is_some() && !s.ws.per_index
 }
 
-/// Where a segment's GEMM writes: y itself when it is scaled or bf16, else the f16 case's bf16
-/// workspace buffer.
-fn d_of(call: &Fp8Call<'_>, base: u64, lay: &WorkspaceLayout, y: u64, scaled: bool) -> u64 {
-    if scaled || call.dtype == DType::BF16 {
+/// Where a segment's GEMM writes: y itself when it applies the scales, else the workspace's f32
+/// buffer.
+fn d_of(base: u64, lay: &WorkspaceLayout, y: u64, scaled: bool) -> u64 {
+    if scaled {
         y
     } else {
         base + lay.d as u64
@@ -238,10 +250,10 @@ fn gemm_plans(
         }
         for s in call.segs {
             let scaled = scaled_of(call, s);
-            if !blaslt_fp8::fits(call.k, s.n, &[s.w, s.y, d_of(call, base, lay, s.y, scaled)]) {
+            if !blaslt_fp8::fits(call.k, s.n, &[s.w, s.y, d_of(base, lay, s.y, scaled)]) {
                 return Ok(None);
             }
-            let out_dtype = if scaled { call.dtype } else { DType::BF16 };
+            let out_dtype = if scaled { call.dtype } else { DType::F32 };
             let key = Fp8PlanKey { context, t: rows, k: call.k, n: s.n, out: out_dtype, scaled };
             match blaslt_fp8::plan(key)? {
                 Some(p) => out[i].push(p),
@@ -268,7 +280,7 @@ unsafe fn gemm_segment(
 ) -> Result<(), PluginError> {
     let op = call.op;
     let scaled = scaled_of(call, s);
-    let d = d_of(call, base, lay, y, scaled);
+    let d = d_of(base, lay, y, scaled);
     let ops = Fp8Operands {
         w: s.w,
         xq: rows.xq,
@@ -279,7 +291,7 @@ unsafe fn gemm_segment(
         workspace_bytes: WORKSPACE_BYTES,
         stream,
     };
-    // SAFETY: d is y or the workspace's bf16 [t, n] region (reused by the next segment only after
+    // SAFETY: d is y or the workspace's f32 [t, n] region (reused by the next segment only after
     // this one's rescale, in stream order).
     unsafe {
         let plan = plan.lock().map_err(|_| PluginError::new(format!("{op}: plan poisoned")))?;
@@ -293,7 +305,7 @@ unsafe fn gemm_segment(
     } else {
         (Some(Scale { ptr: rows.sx, per_index: call.input_scale.is_none() }), Some(s.ws))
     };
-    // SAFETY: d holds the GEMM's [t, n] output (bf16 unless scaled; or y itself, rescaled in
+    // SAFETY: d holds the GEMM's [t, n] output (f32 unless scaled; or y itself, rescaled in
     // place element by element), sx [t], ws [1] or [n], bias [n]; ordered after the GEMM.
     unsafe { kernels.rescale(op, stream, (d, !scaled), y, sx_s, ws_s, call.bias, (rows.t, s.n)) }
 }
@@ -306,26 +318,42 @@ mod tests {
     fn workspace_regions_are_disjoint_and_aligned() {
         let l = workspace_layout(33, 577, 130, DType::F16, false).unwrap();
         assert_eq!(l.sx, round_up(33 * 577 * 2).unwrap());
-        assert!(l.d >= l.sx + 33 * 4 && l.blas >= l.d + 33 * 130 * 2);
+        assert!(l.d >= l.sx + 33 * 4 && l.blas >= l.d + 33 * 130 * 4, "an f32 GEMM output");
         assert_eq!((l.gate, l.up), (l.blas, l.blas), "no gate/up chunks unless gated");
         assert_eq!(l.total, l.blas + WORKSPACE_BYTES);
         for off in [l.sx, l.d, l.blas] {
             assert_eq!(off % 256, 0);
         }
         let b = workspace_layout(33, 577, 130, DType::BF16, false).unwrap();
-        assert_eq!(b.blas, b.d, "bf16 y needs no separate GEMM output");
+        assert_eq!(b.blas - b.d, round_up(33 * 130 * 4).unwrap(), "bf16 y: the same f32 GEMM output");
         assert!(workspace_layout(usize::MAX / 2, 4, 4, DType::BF16, false).is_none());
+    }
+
+    #[test]
+    fn every_round_takes_a_plan_set_that_was_built() {
+        // (t, chunk): gated launches round in CHUNK_ROWS, others take t rows at once.
+        for (t, chunk) in
+            [(64, CHUNK_ROWS), (1, CHUNK_ROWS), (1024, CHUNK_ROWS), (2048, CHUNK_ROWS), (1100, CHUNK_ROWS), (37, 37)]
+        {
+            let has_rest = t % chunk != 0 && t >= chunk;
+            for r0 in (0..t).step_by(chunk) {
+                let c = (t - r0).min(chunk);
+                let i = plan_index(c, chunk, t);
+                assert!(i == 0 || has_rest, "t {t}: a round of {c} rows takes set {i}, which gemm_plans did not build");
+                assert_eq!(i == 1, c != chunk.min(t));
+            }
+        }
     }
 
     #[test]
     fn gated_launches_hold_one_chunk_of_gate_and_up() {
         let l = workspace_layout(5000, 4096, 14336, DType::BF16, true).unwrap();
         let chunk = CHUNK_ROWS * 14336 * 2;
-        assert_eq!(l.gate, l.d, "bf16: no f16 staging buffer");
+        assert_eq!(l.gate - l.d, CHUNK_ROWS * 14336 * 4, "one chunk's f32 GEMM output");
         assert_eq!(l.up - l.gate, chunk);
         assert_eq!(l.blas - l.up, chunk);
         let small = workspace_layout(3, 64, 32, DType::F16, true).unwrap();
         assert_eq!(small.up - small.gate, round_up(3 * 32 * 2).unwrap());
-        assert!(small.gate >= small.d + 3 * 32 * 2);
+        assert!(small.gate >= small.d + 3 * 32 * 4);
     }
 }

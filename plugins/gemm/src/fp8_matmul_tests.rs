@@ -40,7 +40,8 @@ fn model_shapes_match_the_naive_product() {
         let x: Vec<f32> = data(t * k, seed).iter().map(|v| v * 3.0).collect();
         // Weight codes from values in ±448, NaN codes left out (no checkpoint holds them).
         let w: Vec<F8E4M3> = data(n * k, seed + 1).iter().map(|v| F8E4M3::from_f32(v * 400.0)).collect();
-        let w_scale: Vec<f32> = if per_channel { data(n, seed + 2).iter().map(|v| 1e-3 * (1.5 + v)).collect() } else { vec![2e-3] };
+        let w_scale: Vec<f32> =
+            if per_channel { data(n, seed + 2).iter().map(|v| 1e-3 * (1.5 + v)).collect() } else { vec![2e-3] };
         let bias = data(n, seed + 3);
         let input_scale = fixed.then_some(0.02f32);
         let want = naive(&x, &w, &w_scale, input_scale, &bias, k);
@@ -60,7 +61,8 @@ fn model_shapes_match_the_naive_product() {
         let scale_in = [0.02f32];
         for threaded in [false, true] {
             let mut y = vec![f32::NAN; t * n];
-            let mut inputs = vec![input(metas[0].clone(), &x), input(metas[1].clone(), &w), input(metas[2].clone(), &w_scale)];
+            let mut inputs =
+                vec![input(metas[0].clone(), &x), input(metas[1].clone(), &w), input(metas[2].clone(), &w_scale)];
             if fixed {
                 inputs.push(input(metas[3].clone(), &scale_in));
             }

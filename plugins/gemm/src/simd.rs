@@ -328,7 +328,10 @@ mod tests {
         let codes: Vec<F8E4M3> = (0..=255u8).map(F8E4M3).collect();
         let same = |got: f32, code: F8E4M3| {
             let want = e4m3_to_f32(code.0);
-            assert!(got.to_bits() == want.to_bits() || (got.is_nan() && want.is_nan()), "code {code:?}: {got} != {want}");
+            assert!(
+                got.to_bits() == want.to_bits() || (got.is_nan() && want.is_nan()),
+                "code {code:?}: {got} != {want}"
+            );
         };
         for chunk in codes.chunks_exact(8) {
             for &c in chunk {
