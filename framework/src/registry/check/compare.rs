@@ -84,7 +84,20 @@ pub fn tolerance(op: &str, inputs: &[TensorMeta], outputs: &[TensorMeta]) -> f64
         "rope" => 1e-3,
         _ => 0.0,
     };
-    by_dtype.max(floor)
+    by_dtype.max(floor) * gated_factor(op)
+}
+
+/// Gated fused linears round gate and up to the activation dtype before silu(gate) · up, as
+/// the unfused graph stores them, and round the product once more: a provider's sums in
+/// another order than the reference's may put each part one step of that dtype away (2^-8
+/// relative for bf16, where the reference rounded the other way), and silu's slope carries the
+/// gate's step through, so the output may sit ~1.4 steps off; measured on an H100 for
+/// `fp8_swiglu_matmul` in bf16: 1.05e-2 and 1.10e-2 on two of seven cases, against bf16's 1e-2.
+fn gated_factor(op: &str) -> f64 {
+    match op {
+        "swiglu_matmul" | "fp8_swiglu_matmul" => 1.5,
+        _ => 1.0,
+    }
 }
 
 #[cfg(test)]
@@ -114,5 +127,8 @@ mod tests {
         assert_eq!(tolerance("embedding", &[m(DType::I32), m(DType::Q4_K)], &[m(DType::F32)]), 1e-6);
         assert_eq!(tolerance("matmul", &[m(DType::F32), m(DType::Q4_K)], &[m(DType::F32)]), 3e-2);
         assert_eq!(tolerance("rope", &[m(DType::F32), m(DType::I32)], &[m(DType::F32)]), 1e-3);
+        let fp8 = [m(DType::BF16), m(DType::F8_E4M3), m(DType::F8_E4M3)];
+        assert_eq!(tolerance("fp8_swiglu_matmul", &fp8, &[m(DType::BF16)]), 1.5e-2);
+        assert_eq!(tolerance("fp8_matmul", &fp8[..2], &[m(DType::BF16)]), 1e-2, "one rounding");
     }
 }
