@@ -86,6 +86,7 @@ LINEARS = ["self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj", "self_att
 CALIB = [5, 17, 42, 99, 200, 7, 33, 128, 64, 250, 3, 11]
 PROMPTS = [[1, 72, 101, 108, 108, 111], [1, 200, 13, 77, 5, 250, 31, 90, 18]]
 GREEDY = 8
+MODELOPT = {"name": "modelopt", "version": "0.19.0"}  # the producer ModelOpt's exports name
 
 
 def bf16(t: torch.Tensor) -> torch.Tensor:
@@ -302,10 +303,9 @@ def write_kv(ct: dict, mo: dict, kv: list[tuple[float, float]]) -> None:
         mo_kv[p + "k_proj.k_scale"] = torch.tensor(ks, dtype=torch.float32)
         mo_kv[p + "v_proj.v_scale"] = torch.tensor(vs, dtype=torch.float32)
     write("ct_static_kv", ct_kv, ct_config(False, True, kv=True), None)
-    producer = {"name": "modelopt", "version": "0.19.0"}
     quant = {"quant_algo": "FP8", "kv_cache_quant_algo": "FP8", "exclude_modules": ["lm_head"]}
-    write("modelopt_kv", mo_kv, dict(quant_method="modelopt", producer=producer, **quant),
-          {"producer": producer, "quantization": quant})
+    write("modelopt_kv", mo_kv, dict(quant_method="modelopt", producer=MODELOPT, **quant),
+          {"producer": MODELOPT, "quantization": quant})
 
 
 def main() -> None:
@@ -336,9 +336,8 @@ def main() -> None:
                 mo[k] = w
                 mo[m + ".weight_scale"] = s.reshape(()).float()
                 mo[m + ".input_scale"] = torch.tensor(static_scales[k], dtype=torch.float32)
-            producer = {"name": "modelopt", "version": "0.19.0"}
             quant = {"quant_algo": "FP8", "kv_cache_quant_algo": None, "exclude_modules": ["lm_head"]}
-            write("modelopt", mo, dict(quant_method="modelopt", producer=producer, **quant), {"producer": producer, "quantization": quant})
+            write("modelopt", mo, dict(quant_method="modelopt", producer=MODELOPT, **quant), {"producer": MODELOPT, "quantization": quant})
             others = ["modelopt"]
         else:
             # fbgemm (transformers FbgemmFp8Linear): weight_scale [N, 1] f32, input_scale_ub [1] f32.
@@ -356,10 +355,9 @@ def main() -> None:
             for k, (w, s) in q.items():
                 pc[k] = w
                 pc[k[: -len(".weight")] + ".weight_scale"] = s[:, None].float()
-            producer = {"name": "modelopt", "version": "0.19.0"}
             quant = {"quant_algo": "FP8_PER_CHANNEL_PER_TOKEN", "kv_cache_quant_algo": None, "exclude_modules": ["lm_head"]}
-            write("modelopt_pcpt", pc, dict(quant_method="modelopt", producer=producer, **quant),
-                  {"producer": producer, "quantization": quant})
+            write("modelopt_pcpt", pc, dict(quant_method="modelopt", producer=MODELOPT, **quant),
+                  {"producer": MODELOPT, "quantization": quant})
             others = ["fbgemm", "modelopt_pcpt"]
 
         dq = {k: v.double() for k, v in plain.items()}

@@ -152,8 +152,8 @@ impl Kernel for Fp8MatmulKernel {
             None => None,
         };
         let y = outputs[0].slice_mut::<f32>().map_err(|e| e.context("fp8_matmul: y"))?;
-        let ws = ctx.workspace::<f32>(t * k + t + panel_len(t, n, k))?;
-        let (qx, rest) = ws.split_at_mut(t * k);
+        let workspace = ctx.workspace::<f32>(t * k + t + panel_len(t, n, k))?;
+        let (qx, rest) = workspace.split_at_mut(t * k);
         let (scales, panels) = rest.split_at_mut(t);
 
         // One scale per activation row, then each row quantized with it.
@@ -164,23 +164,22 @@ impl Kernel for Fp8MatmulKernel {
         for (r, s) in scales.iter_mut().enumerate() {
             *s = input_scale.unwrap_or_else(|| dynamic_scale(&x[r * k..(r + 1) * k], upper_bound));
         }
-        let row_scales = &*scales;
+        let scales = &*scales;
         ctx.parallel_chunks_mut([qx], k, 16, |rows, [q]| {
             for (r, qrow) in rows.zip(q.chunks_exact_mut(k)) {
                 for (o, &v) in qrow.iter_mut().zip(&x[r * k..(r + 1) * k]) {
-                    *o = e4m3_to_f32(quantize_scaled(v, row_scales[r]));
+                    *o = e4m3_to_f32(quantize_scaled(v, scales[r]));
                 }
             }
         })?;
-        let scales = &*scales;
 
         // acc = qx · wᵀ (exact E4M3 products, f32 sums), then y = acc · s_x[r] · w_scale[j] (+ bias[j]).
         driver::run(ctx, self.isa, Problem { x: qx, w, bias: None, y: &mut *y, t, k, n }, Some(panels))?;
         ctx.parallel_chunks_mut([y], n, 16, |rows, [out]| {
             for (r, yrow) in rows.zip(out.chunks_exact_mut(n)) {
                 for (j, o) in yrow.iter_mut().enumerate() {
-                    let ws = if w_scale.len() == 1 { w_scale[0] } else { w_scale[j] };
-                    *o = *o * scales[r] * ws + bias.map_or(0.0, |b| b[j]);
+                    let wsj = if w_scale.len() == 1 { w_scale[0] } else { w_scale[j] };
+                    *o = *o * scales[r] * wsj + bias.map_or(0.0, |b| b[j]);
                 }
             }
         })
